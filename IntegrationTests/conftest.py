@@ -1,0 +1,332 @@
+"""Fixtures for the Magnetar integration tests: the real `magnetar` binary driven by pulsar-client 3.13.0.
+
+- `Broker`: starts `magnetar standalone` on free loopback ports with its own data dir, waits until
+  GET /health answers `ok` and the binary port accepts TCP, and can stop (SIGTERM), kill -9 and
+  restart on the same data dir and ports. Its stdout+stderr go to `<tmp>/magnetar.log`; the part
+  written during a failing test is attached to that test's report.
+- fixtures: `broker` (one per test module), `fresh_broker` (one per test, for tests that kill or
+  restart it), `client` (on `broker`), `make_client` (a client for any broker), `topic`
+  (a unique topic name factory: tests share a broker).
+
+The binary is $MAGNETAR_BIN, else <repo>/.build/debug/magnetar.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pulsar
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+STARTUP_TIMEOUT_S = float(os.environ.get("MAGNETAR_STARTUP_TIMEOUT", "30"))
+STOP_TIMEOUT_S = float(os.environ.get("MAGNETAR_STOP_TIMEOUT", "20"))
+# Hard per-test limit: a hung test dumps every thread's stack and ends pytest (the brokers die with it,
+# see Broker._command), instead of hanging CI. Generous: the slowest test sends 10,000 messages.
+TEST_TIMEOUT_S = float(os.environ.get("MAGNETAR_TEST_TIMEOUT", "300"))
+# Pulsar client operation timeout (create producer/consumer, seek, close...): keeps failures quick.
+CLIENT_OPERATION_TIMEOUT_S = 10
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def magnetar_binary() -> Path:
+    env = os.environ.get("MAGNETAR_BIN")
+    return Path(env) if env else REPO_ROOT / ".build" / "debug" / "magnetar"
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (bind to port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+class Broker:
+    """One `magnetar standalone` process; restartable on the same data dir and ports."""
+
+    _all: list["Broker"] = []  # live instances, for attaching logs to failing tests
+
+    def __init__(self, data_dir: Path, log_path: Path, binary: Path | None = None):
+        self.binary = Path(binary or magnetar_binary())
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.port = free_port()
+        self.http_port = free_port()
+        while self.http_port == self.port:
+            self.http_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        Broker._all.append(self)
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"pulsar://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _command(self) -> list[str]:
+        cmd = [
+            str(self.binary), "standalone",
+            "--data-dir", str(self.data_dir),
+            "--port", str(self.port),
+            "--http-port", str(self.http_port),
+            "--advertised-address", "127.0.0.1",
+        ]
+        # If pytest dies (e.g. the per-test watchdog fires), the kernel kills the broker too.
+        setpriv = shutil.which("setpriv")
+        if setpriv and _setpriv_has_pdeathsig(setpriv):
+            cmd = [setpriv, "--pdeathsig", "KILL", "--"] + cmd
+        return cmd
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> "Broker":
+        if self.is_running():
+            raise BrokerStartError("broker already running")
+        if not self.binary.exists():
+            raise BrokerStartError(
+                f"magnetar binary not found at {self.binary}; run `swift build` or set MAGNETAR_BIN")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== test harness: start #{self.starts}: {' '.join(self._command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=str(self.data_dir.parent))
+        try:
+            self._wait_ready(timeout)
+        except Exception:
+            self._hard_kill()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last_problem = "nothing tried yet"
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise BrokerStartError(
+                    f"magnetar exited with code {code} during startup\n--- log tail ---\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.http_url + "/health", timeout=2) as resp:
+                    body = resp.read().decode(errors="replace").strip()
+                    if resp.status != 200 or body != "ok":
+                        last_problem = f"/health answered {resp.status} {body!r}"
+                        raise OSError(last_problem)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                    pass
+                return
+            except (OSError, urllib.error.URLError) as e:
+                last_problem = f"{type(e).__name__}: {e}"
+            time.sleep(0.1)
+        raise BrokerStartError(
+            f"magnetar not ready within {timeout}s (last: {last_problem})\n--- log tail ---\n{self.log_tail()}")
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait. Returns the exit code. Raises if it does not exit in time (it is then killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._hard_kill()
+                raise AssertionError(f"magnetar did not exit within {timeout}s of SIGTERM (killed)")
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.is_running():
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(STOP_TIMEOUT_S)
+
+    def _hard_kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def restart(self, timeout: float = STARTUP_TIMEOUT_S) -> "Broker":
+        """Start again with the same data dir and ports (graceful stop first if it is running)."""
+        if self.is_running():
+            self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        """Fixture teardown: stop gracefully; raise if the broker hangs on SIGTERM."""
+        try:
+            if self.is_running():
+                self.stop()
+        finally:
+            self._hard_kill()
+            if self in Broker._all:
+                Broker._all.remove(self)
+
+    # -- logs --------------------------------------------------------------------------------
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, offset: int, limit: int = LOG_TAIL_BYTES) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                end = f.tell()
+                start = max(offset, end - limit)
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+                return (f"[... {start - offset} bytes cut ...]\n" if start > offset else "") + text
+        except FileNotFoundError:
+            return "(no log file)"
+
+    def log_tail(self, limit: int = 8 * 1024) -> str:
+        return self.log_since(0, limit)
+
+
+_SETPRIV_OK: dict[str, bool] = {}
+
+
+def _setpriv_has_pdeathsig(path: str) -> bool:
+    if path not in _SETPRIV_OK:
+        try:
+            out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5).stdout
+            _SETPRIV_OK[path] = "--pdeathsig" in out
+        except (OSError, subprocess.SubprocessError):
+            _SETPRIV_OK[path] = False
+    return _SETPRIV_OK[path]
+
+
+# ------------------------------------------------------------------------------------------------
+# failure reports: attach the broker log written during the test; per-test watchdog
+# ------------------------------------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item._magnetar_log_offsets = {id(b): b.log_size() for b in Broker._all}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        offsets = getattr(item, "_magnetar_log_offsets", {})
+        for b in list(Broker._all):
+            text = b.log_since(offsets.get(id(b), 0))
+            report.sections.append(
+                (f"magnetar log ({b.log_path}, port {b.port}) during {report.when}", text))
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    faulthandler.dump_traceback_later(TEST_TIMEOUT_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures
+# ------------------------------------------------------------------------------------------------
+
+def _new_broker(tmp_dir: Path) -> Broker:
+    return Broker(tmp_dir / "data", tmp_dir / "magnetar.log")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """One broker shared by the tests of a module: use unique topic names (`topic` fixture)."""
+    b = _new_broker(tmp_path_factory.mktemp("magnetar"))
+    b.start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def fresh_broker(tmp_path):
+    """A broker of this test alone, on its own data dir: kill it, restart it."""
+    b = _new_broker(tmp_path)
+    b.start()
+    yield b
+    b.close()
+
+
+def new_client(url: str) -> pulsar.Client:
+    return pulsar.Client(
+        url,
+        operation_timeout_seconds=CLIENT_OPERATION_TIMEOUT_S,
+        connection_timeout_ms=5000,
+        # Client logs go through Python logging: pytest shows them for failing tests.
+        logger=logging.getLogger("pulsar.client"),
+    )
+
+
+def close_quietly(client: pulsar.Client) -> None:
+    try:
+        client.close()
+    except Exception as e:  # closing against a dead broker may fail; that is not the test's point
+        logging.getLogger("tests").info("client.close() failed: %r", e)
+
+
+@pytest.fixture
+def make_client():
+    """make_client(broker_or_url) -> pulsar.Client, closed at teardown."""
+    clients: list[pulsar.Client] = []
+
+    def make(target) -> pulsar.Client:
+        c = new_client(target.url if isinstance(target, Broker) else target)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in reversed(clients):
+        close_quietly(c)
+
+
+@pytest.fixture
+def client(broker, make_client):
+    return make_client(broker)
+
+
+def unique_topic(prefix: str = "t", full: bool = True) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return f"persistent://public/default/{name}" if full else name
+
+
+@pytest.fixture
+def topic(request):
+    """topic(prefix='t', full=True) -> a new unique topic name (persistent://public/default/...)."""
+    base = request.node.name.split("[")[0].removeprefix("test_")[:40].replace("_", "-")
+
+    def make(prefix: str | None = None, full: bool = True) -> str:
+        return unique_topic(prefix or base, full)
+
+    return make

@@ -1,0 +1,76 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "magnetar",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "magnetar", targets: ["magnetar"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    ],
+    targets: [
+        // Lowest layer: checksums shared by the wire format and the on-disk format.
+        .target(name: "CRC32C"),
+        // Wire format only: frames, our .proto + generated code, limits.
+        .target(name: "PulsarProtocol", dependencies: [
+            "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ], exclude: ["Proto"]),
+        // Journal, entry log, index behind the LedgerStore protocol.
+        .target(name: "LedgerStorage", dependencies: [
+            "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // MetadataStore protocol and its embedded (on-disk) implementation.
+        .target(name: "Metadata", dependencies: [
+            "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Topics, managed ledgers, cursors, subscriptions, dispatchers. Protocol-neutral.
+        .target(name: "BrokerCore", dependencies: [
+            "LedgerStorage", "Metadata", "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // NIO bootstrap and the Pulsar connection handler: the only I/O.
+        .target(name: "BrokerServer", dependencies: [
+            "PulsarProtocol", "BrokerCore", "LedgerStorage", "Metadata",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+        .executableTarget(name: "magnetar", dependencies: [
+            "BrokerServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),
+        .testTarget(name: "PulsarProtocolTests", dependencies: [
+            "PulsarProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOTestUtils", package: "swift-nio"),
+        ]),
+        .testTarget(name: "LedgerStorageTests", dependencies: [
+            "LedgerStorage",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
+        .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

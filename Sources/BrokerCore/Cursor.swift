@@ -1,0 +1,268 @@
+import Foundation
+import LedgerStorage
+import Logging
+import Metadata
+import NIOCore
+
+/// The metadata record of a durable cursor: `/cursors/<tenant>/<ns>/<domain>/<topic>/<subscription>`.
+struct CursorRecord: Codable, Sendable {
+    /// The ledger holding the cursor's snapshots (last entry wins).
+    var cursorLedgerID: Int64
+    /// The position at creation, used when the cursor ledger holds no snapshot yet.
+    var initialMarkDeleteLedgerID: Int64
+    var initialMarkDeleteEntryID: Int64
+}
+
+/// A subscription's position in a managed ledger: the mark-delete position (everything at or
+/// before it is acknowledged) and the individually acknowledged entries beyond it.
+///
+/// Durable cursors persist a snapshot after every change into their own cursor ledger (group
+/// commit makes that cheap; at most one snapshot is in flight, changes meanwhile coalesce into the
+/// next). Non-durable cursors (readers) live in memory only. Owned by the topic's event loop.
+final class Cursor: @unchecked Sendable {
+    let name: String
+    let durable: Bool
+    private let managedLedger: ManagedLedger
+    private let store: any LedgerStore
+    private let metadata: any MetadataStore
+    private let metadataKey: String
+    private let logger: Logger
+
+    private(set) var markDelete: Position
+    private(set) var individuallyAcked = PositionRangeSet()
+
+    private var record: CursorRecord?
+    private var recordVersion: Int64 = -1
+    private var nextSnapshotEntryID: Int64 = 0
+    private var snapshotInFlight = false
+    private var snapshotDirty = false
+    private var rollingLedger = false
+    private var deleted = false
+
+    static let snapshotsPerLedger: Int64 = 1_000
+    static let maxRangesToPersist = 100_000
+
+    private init(
+        name: String, durable: Bool, managedLedger: ManagedLedger, store: any LedgerStore,
+        metadata: any MetadataStore, metadataKey: String, logger: Logger, markDelete: Position
+    ) {
+        self.name = name
+        self.durable = durable
+        self.managedLedger = managedLedger
+        self.store = store
+        self.metadata = metadata
+        self.metadataKey = metadataKey
+        self.logger = logger
+        self.markDelete = markDelete
+    }
+
+    /// A cursor that lives in memory only (readers).
+    static func nonDurable(name: String, managedLedger: ManagedLedger, markDelete: Position, logger: Logger) -> Cursor {
+        Cursor(
+            name: name, durable: false, managedLedger: managedLedger, store: InMemoryLedgerStore(),
+            metadata: InMemoryMetadataStore(), metadataKey: "", logger: logger, markDelete: markDelete)
+    }
+
+    /// Creates a new durable cursor at `markDelete` and records it in metadata.
+    static func create(
+        name: String, managedLedger: ManagedLedger, store: any LedgerStore, metadata: any MetadataStore,
+        metadataKey: String, markDelete: Position, logger: Logger
+    ) async throws -> Cursor {
+        let ledgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+        let record = CursorRecord(
+            cursorLedgerID: ledgerID, initialMarkDeleteLedgerID: markDelete.ledgerID,
+            initialMarkDeleteEntryID: markDelete.entryID)
+        let version = try await metadata.put(metadataKey, value: Array(try JSONEncoder().encode(record)), expectedVersion: -1)
+        let cursor = Cursor(
+            name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
+            metadataKey: metadataKey, logger: logger, markDelete: markDelete)
+        cursor.record = record
+        cursor.recordVersion = version
+        return cursor
+    }
+
+    /// Opens an existing durable cursor from its metadata record and its last snapshot.
+    static func open(
+        name: String, managedLedger: ManagedLedger, store: any LedgerStore, metadata: any MetadataStore,
+        metadataKey: String, logger: Logger
+    ) async throws -> Cursor? {
+        guard let stored = try await metadata.get(metadataKey) else { return nil }
+        let record = try JSONDecoder().decode(CursorRecord.self, from: Data(stored.value))
+        var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
+        var acked = PositionRangeSet()
+        let lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
+        if lastAddConfirmed >= 0 {
+            let snapshot = try store.read(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
+            (markDelete, acked) = try decodeSnapshot(snapshot)
+        }
+        let cursor = Cursor(
+            name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
+            metadataKey: metadataKey, logger: logger, markDelete: markDelete)
+        cursor.individuallyAcked = acked
+        cursor.record = record
+        cursor.recordVersion = stored.version
+        cursor.nextSnapshotEntryID = lastAddConfirmed + 1
+        return cursor
+    }
+
+    /// Whether the entry at `position` is acknowledged.
+    func isAcknowledged(_ position: Position) -> Bool {
+        position <= markDelete || individuallyAcked.contains(position)
+    }
+
+    /// Acknowledges one entry.
+    func acknowledge(_ position: Position) {
+        guard position > markDelete, !individuallyAcked.contains(position) else { return }
+        individuallyAcked.insert(position)
+        advanceMarkDelete()
+        changed()
+    }
+
+    /// Acknowledges everything up to and including `position`.
+    func acknowledgeCumulative(upTo position: Position) {
+        guard position > markDelete else { return }
+        markDelete = position
+        individuallyAcked.removeAll(upTo: position)
+        advanceMarkDelete()
+        changed()
+    }
+
+    /// Moves the cursor: the next entry delivered is the first one after `markDelete`.
+    func reset(markDelete newMarkDelete: Position) {
+        markDelete = newMarkDelete
+        individuallyAcked.removeAll(from: Position(ledgerID: newMarkDelete.ledgerID, entryID: newMarkDelete.entryID + 1))
+        individuallyAcked.removeAll(upTo: newMarkDelete)
+        changed()
+    }
+
+    /// Swallows acknowledged ranges that start right after the mark-delete position.
+    private func advanceMarkDelete() {
+        while let next = managedLedger.next(after: markDelete), let range = individuallyAcked.range(containing: next) {
+            markDelete = Position(ledgerID: next.ledgerID, entryID: range.upperBound)
+            individuallyAcked.removeAll(upTo: markDelete)
+        }
+    }
+
+    /// Number of unacknowledged durable entries (the backlog in entries).
+    var backlogEntries: Int64 {
+        max(0, managedLedger.entriesAfter(markDelete) - individuallyAcked.count)
+    }
+
+    // MARK: persistence
+
+    private func changed() {
+        guard durable, !deleted else { return }
+        if snapshotInFlight {
+            snapshotDirty = true
+            return
+        }
+        writeSnapshot()
+    }
+
+    private func writeSnapshot() {
+        guard let record else { return }
+        snapshotInFlight = true
+        snapshotDirty = false
+        if nextSnapshotEntryID >= Cursor.snapshotsPerLedger, !rollingLedger {
+            rollCursorLedger()
+            return
+        }
+        let snapshot = encodeSnapshot()
+        let eventLoop = managedLedger.eventLoop
+        let entryID = nextSnapshotEntryID
+        nextSnapshotEntryID += 1
+        store.append(ledgerID: record.cursorLedgerID, entryID: entryID, payload: snapshot) { result in
+            eventLoop.execute { self.snapshotWritten(result) }
+        }
+    }
+
+    private func snapshotWritten(_ result: Result<Void, LedgerStoreError>) {
+        snapshotInFlight = false
+        if case .failure(let error) = result {
+            logger.error("cursor.snapshot-failed", metadata: ["subscription": "\(name)", "error": "\(error)"])
+            snapshotDirty = true
+        }
+        if snapshotDirty { writeSnapshot() }
+    }
+
+    /// Starts a new cursor ledger with a fresh snapshot, points metadata at it, deletes the old one.
+    private func rollCursorLedger() {
+        guard var newRecord = record else { return }
+        rollingLedger = true
+        let oldLedgerID = newRecord.cursorLedgerID
+        let snapshot = encodeSnapshot()
+        let store = self.store
+        let metadata = self.metadata
+        let key = metadataKey
+        let expected = recordVersion
+        let future = managedLedger.eventLoop.makeFutureWithTask { () async throws -> (CursorRecord, Int64) in
+            let ledgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                store.append(ledgerID: ledgerID, entryID: 0, payload: snapshot) { continuation.resume(with: $0) }
+            }
+            newRecord.cursorLedgerID = ledgerID
+            let version = try await metadata.put(key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
+            try? store.deleteLedger(ledgerID: oldLedgerID)
+            return (newRecord, version)
+        }
+        future.whenComplete { result in
+            self.rollingLedger = false
+            self.snapshotInFlight = false
+            switch result {
+            case .success(let (record, version)):
+                self.record = record
+                self.recordVersion = version
+                self.nextSnapshotEntryID = 1
+            case .failure(let error):
+                self.logger.error("cursor.roll-failed", metadata: ["subscription": "\(self.name)", "error": "\(error)"])
+                self.snapshotDirty = true
+            }
+            if self.snapshotDirty { self.writeSnapshot() }
+        }
+    }
+
+    /// Removes the cursor's metadata and ledger (unsubscribe).
+    func delete() async throws {
+        deleted = true
+        guard durable, let record else { return }
+        try? store.deleteLedger(ledgerID: record.cursorLedgerID)
+        try await metadata.delete(metadataKey, expectedVersion: nil)
+    }
+
+    /// Snapshot layout (version 1), big-endian:
+    /// `[u8 1][i64 markDeleteLedger][i64 markDeleteEntry][u32 n][n × (i64 ledger, i64 first, i64 last)]`.
+    private func encodeSnapshot() -> ByteBuffer {
+        let ranges = individuallyAcked.allRanges.prefix(Cursor.maxRangesToPersist)
+        var buffer = ByteBufferAllocator().buffer(capacity: 21 + ranges.count * 24)
+        buffer.writeInteger(UInt8(1))
+        buffer.writeInteger(markDelete.ledgerID)
+        buffer.writeInteger(markDelete.entryID)
+        buffer.writeInteger(UInt32(ranges.count))
+        for (ledgerID, entries) in ranges {
+            buffer.writeInteger(ledgerID)
+            buffer.writeInteger(entries.lowerBound)
+            buffer.writeInteger(entries.upperBound)
+        }
+        return buffer
+    }
+
+    static func decodeSnapshot(_ snapshot: ByteBuffer) throws(BrokerError) -> (Position, PositionRangeSet) {
+        var buffer = snapshot
+        guard buffer.readInteger(as: UInt8.self) == 1,
+              let ledgerID = buffer.readInteger(as: Int64.self),
+              let entryID = buffer.readInteger(as: Int64.self),
+              let count = buffer.readInteger(as: UInt32.self), Int(count) * 24 <= buffer.readableBytes
+        else {
+            throw BrokerError(.persistence, "cursor snapshot is damaged or of an unknown version")
+        }
+        var set = PositionRangeSet()
+        for _ in 0..<count {
+            let ledger = buffer.readInteger(as: Int64.self)!
+            let first = buffer.readInteger(as: Int64.self)!
+            let last = buffer.readInteger(as: Int64.self)!
+            guard first <= last else { throw BrokerError(.persistence, "cursor snapshot holds an inverted range") }
+            set.insert(ledgerID: ledger, entries: first...last)
+        }
+        return (Position(ledgerID: ledgerID, entryID: entryID), set)
+    }
+}

@@ -1,0 +1,82 @@
+import NIOCore
+
+/// What the broker needs to know about an entry without decoding protocol metadata:
+/// how many messages it holds (permits count messages), when it was published, when it may be
+/// delivered, and its routing key. Computed once at publish time and stored in front of the body.
+public struct EntryAttributes: Sendable, Equatable {
+    public var numMessages: Int32
+    public var publishTimeMs: Int64
+    /// Epoch milliseconds before which the entry is held back (Shared/Key_Shared), or 0.
+    public var deliverAtMs: Int64
+    /// Ordering key, else partition key, else empty.
+    public var key: [UInt8]
+
+    public init(numMessages: Int32, publishTimeMs: Int64, deliverAtMs: Int64 = 0, key: [UInt8] = []) {
+        self.numMessages = numMessages
+        self.publishTimeMs = publishTimeMs
+        self.deliverAtMs = deliverAtMs
+        self.key = key
+    }
+}
+
+/// One stored entry: attributes + the protocol's bytes, forwarded verbatim on dispatch.
+///
+/// On-disk body layout (version 1), inside a ledger entry, all big-endian:
+/// `[u8 version=1][i32 numMessages][i64 publishTimeMs][i64 deliverAtMs][u16 keyLength][key][body]`.
+/// For the Pulsar protocol `body` is `[u32 crc32c][u32 metadataSize][MessageMetadata][payload]`.
+/// A pure value; `body` is a slice of the buffer read from storage.
+public struct Entry: Sendable {
+    public static let formatVersion: UInt8 = 1
+    public static let maxKeyLengthBytes = Int(UInt16.max)
+
+    public var attributes: EntryAttributes
+    public var body: ByteBuffer
+
+    public init(attributes: EntryAttributes, body: ByteBuffer) {
+        self.attributes = attributes
+        self.body = body
+    }
+
+    /// Encodes header + body into one buffer for the ledger.
+    public func encode(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        Entry.encode(attributes: attributes, bodyLength: body.readableBytes, allocator: allocator) { buffer in
+            var body = self.body
+            buffer.writeBuffer(&body)
+        }
+    }
+
+    /// Encodes header + a body written by `writeBody` (exactly `bodyLength` bytes) into one buffer:
+    /// the single copy of a payload on its way from the socket to the ledger.
+    public static func encode(
+        attributes: EntryAttributes, bodyLength: Int, allocator: ByteBufferAllocator = ByteBufferAllocator(),
+        writeBody: (inout ByteBuffer) -> Void
+    ) -> ByteBuffer {
+        let key = attributes.key.prefix(Entry.maxKeyLengthBytes)
+        var buffer = allocator.buffer(capacity: 23 + key.count + bodyLength)
+        buffer.writeInteger(Entry.formatVersion)
+        buffer.writeInteger(attributes.numMessages)
+        buffer.writeInteger(attributes.publishTimeMs)
+        buffer.writeInteger(attributes.deliverAtMs)
+        buffer.writeInteger(UInt16(key.count))
+        buffer.writeBytes(key)
+        writeBody(&buffer)
+        return buffer
+    }
+
+    /// Decodes what `encode` wrote. The body is a slice of `buffer` (no copy).
+    public static func decode(_ buffer: ByteBuffer) throws(BrokerError) -> Entry {
+        var buffer = buffer
+        guard let version = buffer.readInteger(as: UInt8.self), version == formatVersion,
+              let numMessages = buffer.readInteger(as: Int32.self),
+              let publishTime = buffer.readInteger(as: Int64.self),
+              let deliverAt = buffer.readInteger(as: Int64.self),
+              let keyLength = buffer.readInteger(as: UInt16.self),
+              let key = buffer.readBytes(length: Int(keyLength))
+        else {
+            throw BrokerError(.persistence, "stored entry has an unknown or damaged header")
+        }
+        return Entry(
+            attributes: EntryAttributes(numMessages: numMessages, publishTimeMs: publishTime, deliverAtMs: deliverAt, key: key),
+            body: buffer)
+    }
+}

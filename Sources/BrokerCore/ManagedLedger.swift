@@ -1,0 +1,316 @@
+import Foundation
+import LedgerStorage
+import Logging
+import Metadata
+import NIOCore
+
+/// One ledger of a managed ledger, as recorded in metadata.
+struct LedgerInfo: Codable, Sendable, Equatable {
+    var ledgerID: Int64
+    /// Number of entries; for the open ledger, the number confirmed so far (not kept up to date in metadata).
+    var entries: Int64
+    var sizeBytes: Int64
+    var closed: Bool
+}
+
+/// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
+struct ManagedLedgerRecord: Codable, Sendable {
+    var ledgers: [LedgerInfo]
+}
+
+/// Limits of a managed ledger.
+public struct ManagedLedgerConfiguration: Sendable {
+    /// Roll to a new ledger after this many entries.
+    public var maxEntriesPerLedger: Int64 = 50_000
+    /// Roll to a new ledger after this many bytes.
+    public var maxSizePerLedgerBytes: Int64 = 512 * 1024 * 1024
+    public init() {}
+}
+
+/// The ordered list of ledgers of one persistent topic; appends go to the open (last) ledger.
+///
+/// Owned by the topic's event loop: every method must be called on `eventLoop`. Lifecycle:
+/// `open` recovers the last ledger (fence, read LastAddConfirmed, close it in metadata) and opens
+/// a new one; `append` assigns entry ids in order and completes in append order once the entry is
+/// durable; when the open ledger reaches its limit it is closed and a new one is recorded in metadata
+/// before any entry is written to it (appends wait meanwhile), so metadata always lists every ledger
+/// that holds an acknowledged entry.
+final class ManagedLedger: @unchecked Sendable {
+    let name: String
+    let eventLoop: any EventLoop
+    private let store: any LedgerStore
+    private let metadata: any MetadataStore
+    private let configuration: ManagedLedgerConfiguration
+    private let logger: Logger
+    private let metadataKey: String
+
+    /// Closed ledgers, then the open one (last). Entries of the open one = confirmed count.
+    private(set) var ledgers: [LedgerInfo]
+    private var metadataVersion: Int64
+    /// Entry ids handed out in the open ledger (confirmed + in flight).
+    private var assignedEntries: Int64 = 0
+    private var assignedBytes: Int64 = 0
+
+    private struct PendingAppend {
+        var position: Position
+        var result: Result<Void, BrokerError>?
+        var completion: (Result<Position, BrokerError>) -> Void
+    }
+    /// In-flight appends in append order; completed from the head so callers see append order.
+    private var inFlight: [PendingAppend] = []
+    private var inFlightHead = 0
+    /// Appends waiting for a ledger roll to finish.
+    private var waiting: [(ByteBuffer, (Result<Position, BrokerError>) -> Void)] = []
+    private var rolling = false
+    private(set) var failure: BrokerError?
+
+    private init(
+        name: String, eventLoop: any EventLoop, store: any LedgerStore, metadata: any MetadataStore,
+        configuration: ManagedLedgerConfiguration, logger: Logger, metadataKey: String,
+        ledgers: [LedgerInfo], metadataVersion: Int64
+    ) {
+        self.name = name
+        self.eventLoop = eventLoop
+        self.store = store
+        self.metadata = metadata
+        self.configuration = configuration
+        self.logger = logger
+        self.metadataKey = metadataKey
+        self.ledgers = ledgers
+        self.metadataVersion = metadataVersion
+    }
+
+    static let ledgerIDCounterKey = "/counters/ledger-id"
+
+    /// Opens (or creates) the managed ledger, recovering its last ledger.
+    static func open(
+        name: String, metadataKey: String, eventLoop: any EventLoop, store: any LedgerStore,
+        metadata: any MetadataStore, configuration: ManagedLedgerConfiguration, logger: Logger
+    ) async throws -> ManagedLedger {
+        var record = ManagedLedgerRecord(ledgers: [])
+        var expectedVersion: Int64 = -1
+        if let existing = try await metadata.get(metadataKey) {
+            record = try JSONDecoder().decode(ManagedLedgerRecord.self, from: Data(existing.value))
+            expectedVersion = existing.version
+        }
+        // Recover: fence the ledger that was open and close it at its LastAddConfirmed.
+        for index in record.ledgers.indices where !record.ledgers[index].closed {
+            let ledgerID = record.ledgers[index].ledgerID
+            let lastAddConfirmed: Int64
+            if store.lastAddConfirmed(ledgerID: ledgerID) == nil {
+                lastAddConfirmed = -1
+            } else {
+                lastAddConfirmed = try store.fence(ledgerID: ledgerID)
+            }
+            record.ledgers[index].entries = lastAddConfirmed + 1
+            record.ledgers[index].closed = true
+            logger.info("managed-ledger.recovered-ledger", metadata: [
+                "topic": "\(name)", "ledger.id": "\(ledgerID)", "ledger.last-add-confirmed": "\(lastAddConfirmed)",
+            ])
+        }
+        // Empty closed ledgers carry nothing; drop them from the list.
+        record.ledgers.removeAll { $0.closed && $0.entries == 0 }
+        let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
+        record.ledgers.append(LedgerInfo(ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false))
+        let version = try await metadata.put(
+            metadataKey, value: Array(try JSONEncoder().encode(record)), expectedVersion: expectedVersion)
+        return ManagedLedger(
+            name: name, eventLoop: eventLoop, store: store, metadata: metadata, configuration: configuration,
+            logger: logger, metadataKey: metadataKey, ledgers: record.ledgers, metadataVersion: version)
+    }
+
+    private var openLedger: LedgerInfo { ledgers[ledgers.count - 1] }
+
+    /// The last durable entry, or nil if the managed ledger holds none.
+    var lastConfirmed: Position? {
+        for ledger in ledgers.reversed() where ledger.entries > 0 {
+            return Position(ledgerID: ledger.ledgerID, entryID: ledger.entries - 1)
+        }
+        return nil
+    }
+
+    /// The first entry, or nil if empty.
+    var firstPosition: Position? {
+        for ledger in ledgers where ledger.entries > 0 {
+            return Position(ledgerID: ledger.ledgerID, entryID: 0)
+        }
+        return nil
+    }
+
+    /// Number of durable entries.
+    var numberOfEntries: Int64 { ledgers.reduce(0) { $0 + $1.entries } }
+
+    /// Total size of durable entries.
+    var totalSizeBytes: Int64 { ledgers.reduce(0) { $0 + $1.sizeBytes } }
+
+    /// The position that `lastConfirmed` will denote once the next entry is durable, if nothing
+    /// is durable yet in the open ledger: a "before" marker usable as a mark-delete position.
+    var positionBeforeNextEntry: Position {
+        lastConfirmed ?? Position(ledgerID: openLedger.ledgerID, entryID: -1)
+    }
+
+    /// The first existing entry after `position`, or nil if there is none (yet).
+    func next(after position: Position) -> Position? {
+        for ledger in ledgers where ledger.ledgerID >= position.ledgerID {
+            if ledger.ledgerID == position.ledgerID {
+                if position.entryID + 1 < ledger.entries {
+                    return Position(ledgerID: ledger.ledgerID, entryID: max(position.entryID + 1, 0))
+                }
+            } else if ledger.entries > 0 {
+                return Position(ledgerID: ledger.ledgerID, entryID: 0)
+            }
+        }
+        return nil
+    }
+
+    /// Whether `position` names a durable entry.
+    func contains(_ position: Position) -> Bool {
+        guard position.entryID >= 0 else { return false }
+        return ledgers.contains { $0.ledgerID == position.ledgerID && position.entryID < $0.entries }
+    }
+
+    /// Number of durable entries strictly after `position`.
+    func entriesAfter(_ position: Position) -> Int64 {
+        var count: Int64 = 0
+        for ledger in ledgers where ledger.ledgerID >= position.ledgerID {
+            if ledger.ledgerID == position.ledgerID {
+                count += max(0, ledger.entries - max(position.entryID + 1, 0))
+            } else {
+                count += ledger.entries
+            }
+        }
+        return count
+    }
+
+    /// Reads a durable entry.
+    func read(_ position: Position) throws(BrokerError) -> Entry {
+        let buffer: ByteBuffer
+        do {
+            buffer = try store.read(ledgerID: position.ledgerID, entryID: position.entryID)
+        } catch {
+            throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
+        }
+        return try Entry.decode(buffer)
+    }
+
+    /// Appends an entry. `completion` runs on the event loop, in append order, once it is durable.
+    func append(_ entry: ByteBuffer, completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        if let failure {
+            completion(.failure(failure))
+            return
+        }
+        if rolling {
+            waiting.append((entry, completion))
+            return
+        }
+        let ledger = openLedger
+        if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes {
+            waiting.append((entry, completion))
+            startRoll()
+            return
+        }
+        let position = Position(ledgerID: ledger.ledgerID, entryID: assignedEntries)
+        assignedEntries += 1
+        let size = Int64(entry.readableBytes)
+        assignedBytes += size
+        inFlight.append(PendingAppend(position: position, result: nil, completion: completion))
+        let eventLoop = self.eventLoop
+        store.append(ledgerID: position.ledgerID, entryID: position.entryID, payload: entry) { result in
+            eventLoop.execute {
+                self.appendCompleted(position: position, size: size, result: result.mapError {
+                    BrokerError(.persistence, "append to ledger \(position.ledgerID) failed: \($0)")
+                })
+            }
+        }
+    }
+
+    private func appendCompleted(position: Position, size: Int64, result: Result<Void, BrokerError>) {
+        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position }) else { return }
+        inFlight[index].result = result
+        if case .failure(let error) = result, failure == nil {
+            failure = error
+            logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
+        }
+        while inFlightHead < inFlight.count, let done = inFlight[inFlightHead].result {
+            let pending = inFlight[inFlightHead]
+            inFlightHead += 1
+            switch done {
+            case .success:
+                if let last = ledgers.indices.last, ledgers[last].ledgerID == pending.position.ledgerID {
+                    ledgers[last].entries = pending.position.entryID + 1
+                    ledgers[last].sizeBytes += size
+                }
+                pending.completion(.success(pending.position))
+            case .failure(let error):
+                pending.completion(.failure(failure ?? error))
+            }
+        }
+        if inFlightHead == inFlight.count {
+            inFlight.removeAll(keepingCapacity: true)
+            inFlightHead = 0
+        }
+        if rolling { finishRollIfIdle() }
+    }
+
+    private func startRoll() {
+        rolling = true
+        finishRollIfIdle()
+    }
+
+    /// Once nothing is in flight on the open ledger, closes it in metadata and opens the next.
+    private func finishRollIfIdle() {
+        guard rolling, inFlight.count == inFlightHead, failure == nil else {
+            if failure != nil { failWaiting() }
+            return
+        }
+        var record = ManagedLedgerRecord(ledgers: ledgers)
+        record.ledgers[record.ledgers.count - 1].closed = true
+        let metadata = self.metadata
+        let key = metadataKey
+        let expected = metadataVersion
+        let future = eventLoop.makeFutureWithTask { () async throws -> (ManagedLedgerRecord, Int64) in
+            let newLedgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+            var newRecord = record
+            newRecord.ledgers.removeAll { $0.closed && $0.entries == 0 }
+            newRecord.ledgers.append(LedgerInfo(ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false))
+            let version = try await metadata.put(
+                key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
+            return (newRecord, version)
+        }
+        future.whenComplete { result in
+            switch result {
+            case .success(let (newRecord, version)):
+                self.ledgers = newRecord.ledgers
+                self.metadataVersion = version
+                self.assignedEntries = 0
+                self.assignedBytes = 0
+                self.rolling = false
+                self.logger.info("managed-ledger.rolled", metadata: [
+                    "topic": "\(self.name)", "ledger.id": "\(self.openLedger.ledgerID)",
+                ])
+                let waiting = self.waiting
+                self.waiting = []
+                for (entry, completion) in waiting { self.append(entry, completion: completion) }
+            case .failure(let error):
+                self.failure = BrokerError(.metadata, "cannot roll the ledger of \(self.name): \(error)")
+                self.failWaiting()
+            }
+        }
+    }
+
+    private func failWaiting() {
+        let waiting = self.waiting
+        self.waiting = []
+        let error = failure ?? BrokerError(.persistence, "managed ledger \(name) failed")
+        for (_, completion) in waiting { completion(.failure(error)) }
+    }
+
+    /// Deletes every ledger and the metadata record (topic deletion).
+    func delete() async throws {
+        for ledger in ledgers {
+            try? store.deleteLedger(ledgerID: ledger.ledgerID)
+        }
+        try await metadata.delete(metadataKey, expectedVersion: nil)
+    }
+}

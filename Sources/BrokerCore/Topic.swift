@@ -1,0 +1,305 @@
+import LedgerStorage
+import Logging
+import Metadata
+import NIOCore
+
+/// What a SUBSCRIBE asks for, protocol-neutral.
+public struct SubscribeRequest: Sendable {
+    public var subscription: String
+    public var type: SubscriptionType
+    public var consumerKey: ConsumerKey
+    public var consumerName: String
+    public var priorityLevel: Int32
+    public var durable: Bool
+    /// Readers: the first entry to deliver (inclusive). `.beforeEverything`-like sentinels are mapped by the edge.
+    public var start: StartPosition?
+    public var initialPosition: InitialPosition
+
+    public init(
+        subscription: String, type: SubscriptionType, consumerKey: ConsumerKey, consumerName: String,
+        priorityLevel: Int32, durable: Bool, start: StartPosition?, initialPosition: InitialPosition
+    ) {
+        self.subscription = subscription
+        self.type = type
+        self.consumerKey = consumerKey
+        self.consumerName = consumerName
+        self.priorityLevel = priorityLevel
+        self.durable = durable
+        self.start = start
+        self.initialPosition = initialPosition
+    }
+}
+
+/// A start or seek target.
+public enum StartPosition: Sendable, Equatable {
+    case earliest
+    case latest
+    /// Deliver starting at this entry, inclusive.
+    case at(Position)
+}
+
+/// What GET_LAST_MESSAGE_ID answers.
+public struct LastMessageInfo: Sendable {
+    /// The last durable entry, or `(openLedger, -1)` when there is none.
+    public var last: Position
+    /// Index of the last message in a batch entry, or -1 for a single message.
+    public var batchIndex: Int32
+    public var markDelete: Position
+}
+
+/// One persistent topic: its managed ledger, producers and subscriptions.
+///
+/// Owned by one event loop (`eventLoop`): every method must be called there; protocol edges hop
+/// to it once per command. Lifecycle: loaded by `BrokerService` on first use (recovering the
+/// managed ledger and reloading durable cursors), unloaded when the broker stops.
+public final class Topic: @unchecked Sendable {
+    public let name: TopicName
+    public let eventLoop: any EventLoop
+    let managedLedger: ManagedLedger
+    private let store: any LedgerStore
+    private let metadata: any MetadataStore
+    private let logger: Logger
+    private(set) var subscriptions: [String: Subscription] = [:]
+    private var creatingSubscriptions: [String: EventLoopFuture<Subscription>] = [:]
+
+    private struct ProducerKey: Hashable {
+        var connectionID: UInt64
+        var producerID: UInt64
+    }
+    private var producers: [ProducerKey: String] = [:]
+
+    public private(set) var messagesIn: Int64 = 0
+    public private(set) var bytesIn: Int64 = 0
+
+    init(
+        name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerStore,
+        metadata: any MetadataStore, logger: Logger
+    ) {
+        self.name = name
+        self.eventLoop = eventLoop
+        self.managedLedger = managedLedger
+        self.store = store
+        self.metadata = metadata
+        var logger = logger
+        logger[metadataKey: "topic"] = "\(name)"
+        self.logger = logger
+    }
+
+    static func cursorPrefix(_ name: TopicName) -> String { "/cursors/\(name.metadataPath)/" }
+
+    func attachLoadedSubscription(_ cursor: Cursor) {
+        subscriptions[cursor.name] = Subscription(
+            name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
+            partitionIndex: name.partitionIndex, logger: logger)
+    }
+
+    // MARK: producers
+
+    /// Registers a producer; returns its name. Idempotent for the same (connection, producer id).
+    public func addProducer(connectionID: UInt64, producerID: UInt64, name requested: String) throws(BrokerError) -> String {
+        eventLoop.preconditionInEventLoop()
+        let key = ProducerKey(connectionID: connectionID, producerID: producerID)
+        if let existing = producers[key] { return existing }
+        if producers.contains(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
+            throw BrokerError(.producerBusy, "producer '\(requested)' is already connected to \(name)")
+        }
+        producers[key] = requested
+        return requested
+    }
+
+    public func removeProducer(connectionID: UInt64, producerID: UInt64) {
+        eventLoop.preconditionInEventLoop()
+        producers[ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
+    }
+
+    public var producerCount: Int { producers.count }
+
+    /// Appends an entry; `completion` runs on the event loop once it is durable, in publish order.
+    /// `encoded` is what `Entry.encode` produced.
+    public func publish(
+        encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void
+    ) {
+        eventLoop.preconditionInEventLoop()
+        let messages = Int64(max(attributes.numMessages, 1))
+        let bytes = Int64(encoded.readableBytes)
+        managedLedger.append(encoded) { result in
+            if case .success = result {
+                self.messagesIn += messages
+                self.bytesIn += bytes
+                for subscription in self.subscriptions.values where !subscription.consumers.isEmpty {
+                    subscription.scheduleDispatch()
+                }
+            }
+            completion(result)
+        }
+    }
+
+    // MARK: consumers
+
+    /// Attaches a consumer, creating the subscription if needed.
+    public func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        if let existing = subscriptions[request.subscription] {
+            if existing.consumer(request.consumerKey) != nil { return eventLoop.makeSucceededVoidFuture() }
+            return attach(request, to: existing, sink: sink)
+        }
+        if let creating = creatingSubscriptions[request.subscription] {
+            return creating.flatMap { self.attach(request, to: $0, sink: sink) }
+        }
+        let creating: EventLoopFuture<Subscription>
+        if request.durable {
+            let markDelete = request.initialPosition == .earliest
+                ? Position.beforeEverything : managedLedger.positionBeforeNextEntry
+            let key = Topic.cursorPrefix(name) + request.subscription
+            let managedLedger = self.managedLedger
+            let store = self.store
+            let metadata = self.metadata
+            let logger = self.logger
+            let subscriptionName = request.subscription
+            creating = eventLoop.makeFutureWithTask {
+                try await Cursor.create(
+                    name: subscriptionName, managedLedger: managedLedger, store: store, metadata: metadata,
+                    metadataKey: key, markDelete: markDelete, logger: logger)
+            }.flatMapErrorThrowing { error in
+                throw BrokerError(.metadata, "cannot create subscription '\(subscriptionName)': \(error)")
+            }.map { cursor in
+                Subscription(
+                    name: subscriptionName, type: request.type, cursor: cursor, managedLedger: managedLedger,
+                    partitionIndex: self.name.partitionIndex, logger: logger)
+            }
+        } else {
+            let cursor = Cursor.nonDurable(
+                name: request.subscription, managedLedger: managedLedger,
+                markDelete: markDeleteBefore(request.start ?? (request.initialPosition == .earliest ? .earliest : .latest)),
+                logger: logger)
+            creating = eventLoop.makeSucceededFuture(Subscription(
+                name: request.subscription, type: request.type, cursor: cursor, managedLedger: managedLedger,
+                partitionIndex: name.partitionIndex, logger: logger))
+        }
+        creatingSubscriptions[request.subscription] = creating
+        return creating.flatMap { subscription in
+            self.creatingSubscriptions[request.subscription] = nil
+            if self.subscriptions[request.subscription] == nil {
+                self.subscriptions[request.subscription] = subscription
+                self.logger.info("subscription.created", metadata: [
+                    "subscription": "\(request.subscription)", "durable": "\(request.durable)",
+                ])
+            }
+            return self.attach(request, to: self.subscriptions[request.subscription]!, sink: sink)
+        }.flatMapErrorThrowing { error in
+            self.creatingSubscriptions[request.subscription] = nil
+            throw error
+        }
+    }
+
+    private func attach(_ request: SubscribeRequest, to subscription: Subscription, sink: any ConsumerSink) -> EventLoopFuture<Void> {
+        if !subscription.isDurable, subscription.consumers.isEmpty, let start = request.start {
+            subscription.reposition(markDelete: markDeleteBefore(start))
+        }
+        let consumer = Consumer(
+            key: request.consumerKey, name: request.consumerName, priorityLevel: request.priorityLevel, sink: sink)
+        do {
+            try subscription.addConsumer(consumer, type: request.type)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        logger.debug("consumer.added", metadata: [
+            "subscription": "\(request.subscription)", "consumer.name": "\(request.consumerName)",
+        ])
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// The mark-delete position that makes `start` the next entry delivered.
+    private func markDeleteBefore(_ start: StartPosition) -> Position {
+        switch start {
+        case .earliest: return .beforeEverything
+        case .latest: return managedLedger.positionBeforeNextEntry
+        case .at(let position): return position.previousInLedger
+        }
+    }
+
+    public func closeConsumer(subscription name: String, key: ConsumerKey) {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else { return }
+        subscription.removeConsumer(key)
+        if !subscription.isDurable, subscription.consumers.isEmpty, !subscription.keepWithoutConsumers {
+            subscriptions[name] = nil
+        }
+    }
+
+    public func flow(subscription name: String, key: ConsumerKey, permits: UInt32) {
+        eventLoop.preconditionInEventLoop()
+        subscriptions[name]?.flow(key, permits: permits)
+    }
+
+    public func acknowledge(subscription name: String, positions: [Position]) {
+        eventLoop.preconditionInEventLoop()
+        subscriptions[name]?.acknowledge(positions)
+    }
+
+    public func acknowledgeCumulative(subscription name: String, upTo position: Position) {
+        eventLoop.preconditionInEventLoop()
+        subscriptions[name]?.acknowledgeCumulative(upTo: position)
+    }
+
+    public func redeliver(subscription name: String, key: ConsumerKey, positions: [Position]) {
+        eventLoop.preconditionInEventLoop()
+        subscriptions[name]?.redeliver(key, positions: positions)
+    }
+
+    /// Deletes the subscription; refused while other consumers are attached.
+    public func unsubscribe(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else {
+            return eventLoop.makeFailedFuture(BrokerError(.subscriptionNotFound, "subscription '\(name)' does not exist"))
+        }
+        if subscription.consumers.contains(where: { $0.key != key }) {
+            return eventLoop.makeFailedFuture(BrokerError(
+                .consumerBusy, "subscription '\(name)' has other connected consumers: close them first"))
+        }
+        subscription.removeConsumer(key)
+        subscriptions[name] = nil
+        let cursor = subscription.cursor
+        logger.info("subscription.deleted", metadata: ["subscription": "\(name)"])
+        return eventLoop.makeFutureWithTask { try await cursor.delete() }
+            .flatMapErrorThrowing { throw BrokerError(.metadata, "cannot delete subscription '\(name)': \($0)") }
+    }
+
+    public func lastMessage(subscription name: String) -> LastMessageInfo? {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else { return nil }
+        var batchIndex: Int32 = -1
+        let last = managedLedger.positionBeforeNextEntry
+        if last.entryID >= 0, let entry = try? managedLedger.read(last), entry.attributes.numMessages > 1 {
+            batchIndex = entry.attributes.numMessages - 1
+        }
+        return LastMessageInfo(last: last, batchIndex: batchIndex, markDelete: subscription.cursor.markDelete)
+    }
+
+    /// Resets a subscription to `target` and closes its consumers (they reconnect).
+    public func seek(subscription name: String, to target: StartPosition) throws(BrokerError) {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else {
+            throw BrokerError(.subscriptionNotFound, "subscription '\(name)' does not exist")
+        }
+        subscription.reset(markDelete: markDeleteBefore(target))
+    }
+
+    /// Resets a subscription to the first entry published at or after `timestampMs`.
+    public func seek(subscription name: String, publishTimeMs timestampMs: Int64) throws(BrokerError) {
+        eventLoop.preconditionInEventLoop()
+        var position = managedLedger.firstPosition
+        while let current = position {
+            if try managedLedger.read(current).attributes.publishTimeMs >= timestampMs { break }
+            position = managedLedger.next(after: current)
+        }
+        try seek(subscription: name, to: position.map { .at($0) } ?? .latest)
+    }
+
+    // MARK: stats
+
+    public var subscriptionNames: [String] { subscriptions.keys.sorted() }
+    public var numberOfEntries: Int64 { managedLedger.numberOfEntries }
+    public var storageSizeBytes: Int64 { managedLedger.totalSizeBytes }
+    public func backlog(subscription name: String) -> Int64? { subscriptions[name]?.cursor.backlogEntries }
+}

@@ -1,0 +1,61 @@
+import PulsarProtocol
+
+/// The handshake and lifecycle of one client connection, as a pure state machine: each event
+/// returns the action the channel handler must run. Owned by the connection's channel handler.
+struct ConnectionStateMachine {
+    enum State: Equatable {
+        case awaitingConnect
+        case connected(protocolVersion: Int32)
+        case closed
+    }
+
+    enum Action: Equatable {
+        /// Answer CONNECTED with this protocol version.
+        case sendConnected(protocolVersion: Int32)
+        /// Handle the command (the connection is established).
+        case handleCommand
+        /// Answer PONG.
+        case sendPong
+        /// Drop the frame silently (the connection is closing).
+        case ignore
+        /// Close the connection, logging why.
+        case close(reason: String)
+    }
+
+    private(set) var state: State = .awaitingConnect
+
+    mutating func commandReceived(_ type: Pulsar_Proto_BaseCommand.TypeEnum, clientProtocolVersion: Int32?) -> Action {
+        switch state {
+        case .awaitingConnect:
+            guard type == .connect else {
+                state = .closed
+                return .close(reason: "expected CONNECT before \(type)")
+            }
+            let version = min(clientProtocolVersion ?? 0, PulsarLimits.protocolVersion)
+            state = .connected(protocolVersion: version)
+            return .sendConnected(protocolVersion: version)
+        case .connected:
+            switch type {
+            case .connect:
+                state = .closed
+                return .close(reason: "CONNECT received twice")
+            case .ping:
+                return .sendPong
+            default:
+                return .handleCommand
+            }
+        case .closed:
+            return .ignore
+        }
+    }
+
+    mutating func protocolErrorReceived(_ error: PulsarProtocolError) -> Action {
+        guard state != .closed else { return .ignore }
+        state = .closed
+        return .close(reason: "\(error)")
+    }
+
+    mutating func channelInactive() {
+        state = .closed
+    }
+}

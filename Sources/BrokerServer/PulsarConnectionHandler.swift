@@ -1,0 +1,542 @@
+import BrokerCore
+import Logging
+import NIOCore
+import PulsarProtocol
+
+/// Settings every connection needs.
+public struct ConnectionConfiguration: Sendable {
+    /// What LOOKUP answers: `pulsar://<advertisedAddress>:<port>`.
+    public var brokerServiceURL: String
+    public var serverVersion = "Magnetar 0.1.0"
+    public init(brokerServiceURL: String) {
+        self.brokerServiceURL = brokerServiceURL
+    }
+}
+
+/// One client connection: decodes commands into calls on `BrokerService` topics and writes replies.
+///
+/// Owned by the channel's event loop; its tables (producers and consumers by the client's ids,
+/// which are only unique per connection) are touched only there. Calls into a topic hop to the
+/// topic's event loop; their results hop back. Policy lives in the state machine and the core.
+final class PulsarConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = PulsarFrame
+
+    private struct ProducerEntry {
+        var topic: Topic
+    }
+    private struct ConsumerEntry {
+        var topic: Topic
+        var subscription: String
+    }
+
+    private let broker: BrokerService
+    private let configuration: ConnectionConfiguration
+    private let connectionID: UInt64
+    private var logger: Logger
+    private var stateMachine = ConnectionStateMachine()
+    private var producers: [UInt64: ProducerEntry] = [:]
+    private var consumers: [UInt64: ConsumerEntry] = [:]
+    private var channel: (any Channel)?
+    private var sink: ConnectionSink?
+    private var isActive = true
+
+    init(broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64, logger: Logger) {
+        self.broker = broker
+        self.configuration = configuration
+        self.connectionID = connectionID
+        self.logger = logger
+        self.logger[metadataKey: "connection.id"] = "\(connectionID)"
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channel = context.channel
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        sink = ConnectionSink(channel: context.channel) { consumerID in
+            bound.value.consumers[consumerID] = nil
+        }
+        if let remote = context.channel.remoteAddress {
+            logger[metadataKey: "connection.remote"] = "\(remote)"
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isActive = false
+        stateMachine.channelInactive()
+        for (producerID, entry) in producers {
+            let topic = entry.topic
+            let connectionID = self.connectionID
+            topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: producerID) }
+        }
+        for (consumerID, entry) in consumers {
+            let topic = entry.topic
+            let key = ConsumerKey(connectionID: connectionID, consumerID: consumerID)
+            let subscription = entry.subscription
+            topic.eventLoop.execute { topic.closeConsumer(subscription: subscription, key: key) }
+        }
+        producers.removeAll()
+        consumers.removeAll()
+        logger.debug("connection.closed")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? PulsarProtocolError {
+            run(stateMachine.protocolErrorReceived(error), frame: nil, context: context)
+        } else {
+            logger.debug("connection.error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let command = frame.command
+        let version: Int32? = command.type == .connect && command.connect.hasProtocolVersion ? command.connect.protocolVersion : nil
+        run(stateMachine.commandReceived(command.type, clientProtocolVersion: version), frame: frame, context: context)
+    }
+
+    private func run(_ action: ConnectionStateMachine.Action, frame: PulsarFrame?, context: ChannelHandlerContext) {
+        switch action {
+        case .sendConnected(let version):
+            let connect = frame?.command.connect
+            logger.debug("connection.connected", metadata: [
+                "client.version": "\(connect?.clientVersion ?? "")", "protocol.version": "\(version)",
+            ])
+            let configuration = self.configuration
+            write(Commands.base(.connected) {
+                $0.connected.serverVersion = configuration.serverVersion
+                $0.connected.protocolVersion = version
+                $0.connected.maxMessageSize = Int32(PulsarLimits.maxMessageSizeBytes)
+            })
+        case .sendPong:
+            write(Commands.base(.pong) { $0.pong = Pulsar_Proto_CommandPong() })
+        case .handleCommand:
+            if let frame { handle(frame, context: context) }
+        case .ignore:
+            break
+        case .close(let reason):
+            logger.info("connection.refused-input", metadata: ["reason": "\(reason)"])
+            context.close(promise: nil)
+        }
+    }
+
+    private func write(_ command: Pulsar_Proto_BaseCommand) {
+        guard let channel else { return }
+        channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+    }
+
+    private func parseTopic(_ raw: String) throws(BrokerError) -> TopicName {
+        try TopicName(parsing: raw)
+    }
+
+    // MARK: commands
+
+    private func handle(_ frame: PulsarFrame, context: ChannelHandlerContext) {
+        let command = frame.command
+        switch command.type {
+        case .pong:
+            break
+        case .partitionedMetadata:
+            handlePartitionedMetadata(command.partitionMetadata)
+        case .lookup:
+            handleLookup(command.lookupTopic)
+        case .producer:
+            handleProducer(command.producer, context: context)
+        case .send:
+            handleSend(command.send, payload: frame.payload, context: context)
+        case .closeProducer:
+            let request = command.closeProducer
+            if let entry = producers.removeValue(forKey: request.producerID) {
+                let topic = entry.topic
+                let connectionID = self.connectionID
+                topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: request.producerID) }
+            }
+            write(Commands.success(requestID: request.requestID))
+        case .subscribe:
+            handleSubscribe(command.subscribe, context: context)
+        case .flow:
+            let flow = command.flow
+            withConsumer(flow.consumerID) { topic, subscription, key in
+                topic.flow(subscription: subscription, key: key, permits: flow.messagePermits)
+            }
+        case .ack:
+            handleAck(command.ack)
+        case .redeliverUnacknowledgedMessages:
+            let request = command.redeliverUnacknowledgedMessages
+            let positions = request.messageIds.map(Commands.position)
+            withConsumer(request.consumerID) { topic, subscription, key in
+                topic.redeliver(subscription: subscription, key: key, positions: positions)
+            }
+        case .closeConsumer:
+            let request = command.closeConsumer
+            if let entry = consumers.removeValue(forKey: request.consumerID) {
+                let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
+                let topic = entry.topic
+                topic.eventLoop.execute { topic.closeConsumer(subscription: entry.subscription, key: key) }
+            }
+            write(Commands.success(requestID: request.requestID))
+        case .unsubscribe:
+            handleUnsubscribe(command.unsubscribe, context: context)
+        case .getLastMessageID:
+            handleGetLastMessageID(command.getLastMessageID)
+        case .seek:
+            handleSeek(command.seek)
+        case .getTopicsOfNamespace:
+            handleGetTopicsOfNamespace(command.getTopicsOfNamespace)
+        case .getSchema:
+            let request = command.getSchema
+            write(Commands.base(.getSchemaResponse) {
+                $0.getSchemaResponse.requestID = request.requestID
+                $0.getSchemaResponse.errorCode = .topicNotFound
+                $0.getSchemaResponse.errorMessage = "Topic not found or no-schema"
+            })
+        default:
+            logger.info("connection.unsupported-command", metadata: ["command": "\(command.type)"])
+            context.close(promise: nil)
+        }
+    }
+
+    private func withConsumer(_ consumerID: UInt64, _ body: @escaping @Sendable (Topic, String, ConsumerKey) -> Void) {
+        guard let entry = consumers[consumerID] else { return }
+        let topic = entry.topic
+        let subscription = entry.subscription
+        let key = ConsumerKey(connectionID: connectionID, consumerID: consumerID)
+        topic.eventLoop.execute { body(topic, subscription, key) }
+    }
+
+    private func handlePartitionedMetadata(_ request: Pulsar_Proto_CommandPartitionedTopicMetadata) {
+        guard let channel else { return }
+        let broker = self.broker
+        let future = channel.eventLoop.makeFutureWithTask { () async throws -> Int in
+            let name = try TopicName(parsing: request.topic)
+            try await broker.checkTopicAllowed(name)
+            return try await broker.partitionCount(name)
+        }
+        future.whenComplete { result in
+            var command = Pulsar_Proto_BaseCommand()
+            command.type = .partitionedMetadataResponse
+            command.partitionMetadataResponse.requestID = request.requestID
+            switch result {
+            case .success(let partitions):
+                command.partitionMetadataResponse.response = .success
+                command.partitionMetadataResponse.partitions = UInt32(partitions)
+            case .failure(let error):
+                command.partitionMetadataResponse.response = .failed
+                command.partitionMetadataResponse.error = ServerErrors.serverError(for: error)
+                command.partitionMetadataResponse.message = ServerErrors.message(for: error)
+            }
+            channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+        }
+    }
+
+    private func handleLookup(_ request: Pulsar_Proto_CommandLookupTopic) {
+        guard let channel else { return }
+        let broker = self.broker
+        let url = configuration.brokerServiceURL
+        let future = channel.eventLoop.makeFutureWithTask { () async throws in
+            let name = try TopicName(parsing: request.topic)
+            try await broker.checkTopicAllowed(name)
+        }
+        future.whenComplete { result in
+            var command = Pulsar_Proto_BaseCommand()
+            command.type = .lookupResponse
+            command.lookupTopicResponse.requestID = request.requestID
+            switch result {
+            case .success:
+                command.lookupTopicResponse.response = .connect
+                command.lookupTopicResponse.brokerServiceURL = url
+                command.lookupTopicResponse.authoritative = true
+            case .failure(let error):
+                command.lookupTopicResponse.response = .failed
+                command.lookupTopicResponse.error = ServerErrors.serverError(for: error)
+                command.lookupTopicResponse.message = ServerErrors.message(for: error)
+            }
+            channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+        }
+    }
+
+    private func handleProducer(_ request: Pulsar_Proto_CommandProducer, context: ChannelHandlerContext) {
+        if let existing = producers[request.producerID] {
+            // The client retried after a timeout: answer success again.
+            _ = existing
+        }
+        let name: TopicName
+        do {
+            name = try parseTopic(request.topic)
+        } catch {
+            write(Commands.error(requestID: request.requestID, error: error))
+            return
+        }
+        let producerName = request.hasProducerName && !request.producerName.isEmpty
+            ? request.producerName : broker.generateProducerName()
+        let connectionID = self.connectionID
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        broker.topic(name).flatMap { topic in
+            topic.eventLoop.submit { () throws -> (Topic, String) in
+                (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
+            }
+        }.hop(to: context.eventLoop).whenComplete { result in
+            let handler = bound.value
+            switch result {
+            case .success(let (topic, assignedName)):
+                guard handler.isActive else {
+                    topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: request.producerID) }
+                    return
+                }
+                handler.producers[request.producerID] = ProducerEntry(topic: topic)
+                handler.logger.debug("producer.created", metadata: ["topic": "\(name)", "producer.name": "\(assignedName)"])
+                handler.write(Commands.base(.producerSuccess) {
+                    $0.producerSuccess.requestID = request.requestID
+                    $0.producerSuccess.producerName = assignedName
+                    $0.producerSuccess.lastSequenceID = -1
+                    $0.producerSuccess.producerReady = true
+                })
+            case .failure(let error):
+                handler.logger.info("producer.refused", metadata: ["topic": "\(name)", "error": "\(error)"])
+                handler.write(Commands.error(requestID: request.requestID, error: error))
+            }
+        }
+    }
+
+    private func sendError(_ request: Pulsar_Proto_CommandSend, _ error: Pulsar_Proto_ServerError, _ message: String) {
+        write(Commands.base(.sendError) {
+            $0.sendError.producerID = request.producerID
+            $0.sendError.sequenceID = request.sequenceID
+            $0.sendError.error = error
+            $0.sendError.message = message
+        })
+    }
+
+    private func handleSend(_ request: Pulsar_Proto_CommandSend, payload: PayloadSection?, context: ChannelHandlerContext) {
+        guard let producer = producers[request.producerID] else {
+            sendError(request, .notAllowedError, "producer \(request.producerID) is not open on this connection")
+            return
+        }
+        guard let payload else {
+            run(stateMachine.protocolErrorReceived(PulsarProtocolError(.malformedPayload, "SEND without a payload")),
+                frame: nil, context: context)
+            return
+        }
+        guard payload.isChecksumValid else {
+            logger.info("send.checksum-mismatch", metadata: ["topic": "\(producer.topic.name)"])
+            sendError(request, .checksumError, "checksum of the message does not match its bytes: it was corrupted in transit")
+            return
+        }
+        let metadata: Pulsar_Proto_MessageMetadata
+        do {
+            metadata = try payload.decodeMetadata()
+        } catch {
+            sendError(request, .checksumError, "message metadata is malformed: \(error.message)")
+            return
+        }
+        let key: [UInt8] = metadata.hasOrderingKey ? [UInt8](metadata.orderingKey) : Array(metadata.partitionKey.utf8)
+        let attributes = EntryAttributes(
+            numMessages: metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1,
+            publishTimeMs: Int64(bitPattern: metadata.publishTime),
+            deliverAtMs: metadata.hasDeliverAtTime ? metadata.deliverAtTime : 0,
+            key: key)
+        let checksum = payload.checksum ?? payload.computeChecksum()
+        let bytes = payload.checksummedBytes
+        let encoded = Entry.encode(
+            attributes: attributes, bodyLength: 4 + bytes.readableBytes, allocator: context.channel.allocator
+        ) { buffer in
+            buffer.writeInteger(checksum)
+            buffer.writeImmutableBuffer(bytes)
+        }
+        let topic = producer.topic
+        let channel = context.channel
+        let partition = topic.name.partitionIndex
+        topic.eventLoop.execute {
+            topic.publish(encoded: encoded, attributes: attributes) { result in
+                var command = Pulsar_Proto_BaseCommand()
+                switch result {
+                case .success(let position):
+                    command.type = .sendReceipt
+                    command.sendReceipt.producerID = request.producerID
+                    command.sendReceipt.sequenceID = request.sequenceID
+                    command.sendReceipt.messageID = Commands.messageID(position, partition: partition)
+                case .failure(let error):
+                    command.type = .sendError
+                    command.sendError.producerID = request.producerID
+                    command.sendError.sequenceID = request.sequenceID
+                    command.sendError.error = ServerErrors.serverError(for: error)
+                    command.sendError.message = ServerErrors.message(for: error)
+                }
+                channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+            }
+        }
+    }
+
+    private func handleSubscribe(_ request: Pulsar_Proto_CommandSubscribe, context: ChannelHandlerContext) {
+        if consumers[request.consumerID] != nil {
+            write(Commands.success(requestID: request.requestID))
+            return
+        }
+        let name: TopicName
+        do {
+            name = try parseTopic(request.topic)
+        } catch {
+            write(Commands.error(requestID: request.requestID, error: error))
+            return
+        }
+        let type: SubscriptionType
+        switch request.subType {
+        case .exclusive: type = .exclusive
+        case .shared: type = .shared
+        case .failover: type = .failover
+        case .keyShared:
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .notAllowed, "Key_Shared subscriptions are not supported yet: use Exclusive, Failover or Shared")))
+            return
+        }
+        let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
+        let durable = request.hasDurable ? request.durable : true
+        let subscribeRequest = SubscribeRequest(
+            subscription: request.subscription, type: type, consumerKey: key, consumerName: request.consumerName,
+            priorityLevel: request.priorityLevel, durable: durable,
+            start: !durable && request.hasStartMessageID ? Commands.startPosition(request.startMessageID) : nil,
+            initialPosition: request.initialPosition == .earliest ? .earliest : .latest)
+        guard let sink else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        broker.topic(name).flatMap { topic in
+            topic.eventLoop.flatSubmit {
+                topic.subscribe(subscribeRequest, sink: sink).map { topic }
+            }
+        }.hop(to: context.eventLoop).whenComplete { result in
+            let handler = bound.value
+            switch result {
+            case .success(let topic):
+                guard handler.isActive else {
+                    topic.eventLoop.execute { topic.closeConsumer(subscription: request.subscription, key: key) }
+                    return
+                }
+                handler.consumers[request.consumerID] = ConsumerEntry(topic: topic, subscription: request.subscription)
+                handler.logger.debug("consumer.subscribed", metadata: [
+                    "topic": "\(name)", "subscription": "\(request.subscription)", "subscription.type": "\(type)",
+                ])
+                handler.write(Commands.success(requestID: request.requestID))
+            case .failure(let error):
+                handler.logger.info("consumer.refused", metadata: [
+                    "topic": "\(name)", "subscription": "\(request.subscription)", "error": "\(error)",
+                ])
+                handler.write(Commands.error(requestID: request.requestID, error: error))
+            }
+        }
+    }
+
+    private func handleAck(_ request: Pulsar_Proto_CommandAck) {
+        // Partial batch acks (an ack_set with bits still set) acknowledge no entry yet.
+        let positions = request.messageID
+            .filter { request.hasValidationError || $0.ackSet.isEmpty || $0.ackSet.allSatisfy { $0 == 0 } }
+            .map(Commands.position)
+        let cumulative = request.ackType == .cumulative
+        withConsumer(request.consumerID) { topic, subscription, _ in
+            if cumulative, let position = positions.first {
+                topic.acknowledgeCumulative(subscription: subscription, upTo: position)
+            } else {
+                topic.acknowledge(subscription: subscription, positions: positions)
+            }
+        }
+        if request.hasRequestID {
+            write(Commands.base(.ackResponse) {
+                $0.ackResponse.consumerID = request.consumerID
+                $0.ackResponse.requestID = request.requestID
+            })
+        }
+    }
+
+    private func handleUnsubscribe(_ request: Pulsar_Proto_CommandUnsubscribe, context: ChannelHandlerContext) {
+        guard let entry = consumers[request.consumerID] else {
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .consumerNotFound, "consumer \(request.consumerID) is not open on this connection")))
+            return
+        }
+        let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let topic = entry.topic
+        topic.eventLoop.flatSubmit {
+            topic.unsubscribe(subscription: entry.subscription, key: key)
+        }.hop(to: context.eventLoop).whenComplete { result in
+            let handler = bound.value
+            switch result {
+            case .success:
+                handler.consumers[request.consumerID] = nil
+                handler.write(Commands.success(requestID: request.requestID))
+            case .failure(let error):
+                handler.write(Commands.error(requestID: request.requestID, error: error))
+            }
+        }
+    }
+
+    private func handleGetLastMessageID(_ request: Pulsar_Proto_CommandGetLastMessageId) {
+        guard let entry = consumers[request.consumerID], let channel else {
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .metadata, "Consumer not found: consumer \(request.consumerID) is not open on this connection")))
+            return
+        }
+        let topic = entry.topic
+        topic.eventLoop.execute {
+            var command = Pulsar_Proto_BaseCommand()
+            if let info = topic.lastMessage(subscription: entry.subscription) {
+                let partition = topic.name.partitionIndex
+                command.type = .getLastMessageIDResponse
+                command.getLastMessageIDResponse.requestID = request.requestID
+                command.getLastMessageIDResponse.lastMessageID = Commands.messageID(
+                    info.last, partition: partition, batchIndex: info.batchIndex >= 0 ? info.batchIndex : nil)
+                command.getLastMessageIDResponse.consumerMarkDeletePosition = Commands.messageID(
+                    info.markDelete, partition: partition)
+            } else {
+                command = Commands.error(requestID: request.requestID, error: BrokerError(
+                    .metadata, "Consumer not found: its subscription is gone"))
+            }
+            channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+        }
+    }
+
+    private func handleSeek(_ request: Pulsar_Proto_CommandSeek) {
+        guard let entry = consumers[request.consumerID], let channel else {
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .consumerNotFound, "consumer \(request.consumerID) is not open on this connection")))
+            return
+        }
+        let topic = entry.topic
+        topic.eventLoop.execute {
+            let command: Pulsar_Proto_BaseCommand
+            do {
+                if request.hasMessagePublishTime {
+                    try topic.seek(subscription: entry.subscription, publishTimeMs: Int64(bitPattern: request.messagePublishTime))
+                } else {
+                    try topic.seek(subscription: entry.subscription, to: Commands.startPosition(request.messageID))
+                }
+                command = Commands.success(requestID: request.requestID)
+            } catch {
+                command = Commands.error(requestID: request.requestID, error: error)
+            }
+            // CLOSE_CONSUMER frames were queued on the channel's loop first; SUCCESS follows them.
+            channel.eventLoop.execute {
+                channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+            }
+        }
+    }
+
+    private func handleGetTopicsOfNamespace(_ request: Pulsar_Proto_CommandGetTopicsOfNamespace) {
+        guard let channel else { return }
+        let broker = self.broker
+        let future = channel.eventLoop.makeFutureWithTask {
+            try await broker.topics(inNamespace: request.namespace)
+        }
+        future.whenComplete { result in
+            let command: Pulsar_Proto_BaseCommand
+            switch result {
+            case .success(let topics):
+                command = Commands.base(.getTopicsOfNamespaceResponse) {
+                    $0.getTopicsOfNamespaceResponse.requestID = request.requestID
+                    $0.getTopicsOfNamespaceResponse.topics = topics
+                }
+            case .failure(let error):
+                command = Commands.error(requestID: request.requestID, error: error)
+            }
+            channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+        }
+    }
+}

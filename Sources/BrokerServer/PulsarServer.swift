@@ -1,0 +1,63 @@
+import BrokerCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PulsarProtocol
+import ServiceLifecycle
+
+/// The Pulsar protocol listener, as a `Service`: binds, serves until graceful shutdown, then
+/// closes the listening socket and every connection.
+public final class PulsarServer: Service, Sendable {
+    public let host: String
+    public let port: Int
+    private let broker: BrokerService
+    private let configuration: ConnectionConfiguration
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let nextConnectionID = NIOLockedValueBox<UInt64>(0)
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+
+    public init(
+        host: String, port: Int, broker: BrokerService, configuration: ConnectionConfiguration,
+        eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) {
+        self.host = host
+        self.port = port
+        self.broker = broker
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let broker = self.broker
+        let configuration = self.configuration
+        let logger = self.logger
+        let counter = self.nextConnectionID
+        let channel = try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelInitializer { channel in
+                let connectionID = counter.withLockedValue { value -> UInt64 in
+                    value += 1
+                    return value
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(PulsarConnectionHandler(
+                        broker: broker, configuration: configuration, connectionID: connectionID, logger: logger))
+                }
+            }
+            .bind(host: host, port: port).get()
+        logger.info("pulsar-server.listening", metadata: [
+            "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+            "broker.service-url": "\(configuration.brokerServiceURL)",
+        ])
+        try? await gracefulShutdown()
+        logger.info("pulsar-server.stopping")
+        try? await channel.close()
+    }
+}

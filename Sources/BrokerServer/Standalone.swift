@@ -1,0 +1,63 @@
+import BrokerCore
+import Foundation
+import LedgerStorage
+import Logging
+import Metadata
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// Options of `magnetar standalone`.
+public struct StandaloneOptions: Sendable {
+    public var dataDirectory: String
+    public var bindAddress: String
+    public var port: Int
+    public var httpPort: Int
+    public var advertisedAddress: String
+    public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
+        self.dataDirectory = dataDirectory
+        self.bindAddress = bindAddress
+        self.port = port
+        self.httpPort = httpPort
+        self.advertisedAddress = advertisedAddress
+    }
+}
+
+/// Broker + storage + metadata in one process: the quick start.
+public enum Standalone {
+    public static func run(_ options: StandaloneOptions, logger: Logger) async throws {
+        let ledgersDirectory = (options.dataDirectory as NSString).appendingPathComponent("ledgers")
+        let metadataDirectory = (options.dataDirectory as NSString).appendingPathComponent("metadata")
+        try FileManager.default.createDirectory(atPath: ledgersDirectory, withIntermediateDirectories: true)
+        logger.info("standalone.starting", metadata: ["data-dir": "\(options.dataDirectory)"])
+        let store = try FileLedgerStore(configuration: FileLedgerStoreConfiguration(directory: ledgersDirectory), logger: logger)
+        let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
+        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let broker = BrokerService(
+            configuration: BrokerConfiguration(), store: store, metadata: metadata,
+            eventLoopGroup: eventLoopGroup, logger: logger)
+        try await broker.bootstrap()
+        let pulsar = PulsarServer(
+            host: options.bindAddress, port: options.port, broker: broker,
+            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(options.advertisedAddress):\(options.port)"),
+            eventLoopGroup: eventLoopGroup, logger: logger)
+        let http = HTTPServer.makeApplication(host: options.bindAddress, port: options.httpPort, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: pulsar), .init(service: http)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.error("standalone.failed", metadata: ["error": "\(error)"])
+            broker.shutdown()
+            await metadata.close()
+            try? await eventLoopGroup.shutdownGracefully()
+            throw error
+        }
+        broker.shutdown()
+        await metadata.close()
+        try? await eventLoopGroup.shutdownGracefully()
+        logger.info("standalone.stopped")
+    }
+}

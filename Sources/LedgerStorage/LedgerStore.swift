@@ -1,0 +1,78 @@
+import NIOCore
+
+/// Every operating error a `LedgerStore` reports. Programmer errors (an oversized payload, calling
+/// `fence` from inside a completion) are preconditions instead.
+public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
+    /// The ledger was fenced: appends are refused.
+    case fenced(ledgerID: Int64)
+    /// The ledger exists but holds no entry with that id (never appended, or beyond the last appended).
+    case entryNotFound(ledgerID: Int64, entryID: Int64)
+    /// The ledger is unknown to this store (never created, or deleted).
+    case ledgerNotFound(ledgerID: Int64)
+    /// `entryID` must be `lastEntryID + 1` (0 for a new ledger).
+    case outOfOrder(ledgerID: Int64, expected: Int64, got: Int64)
+    /// A CRC or framing mismatch on read or on recovery; the text names the file and the offset.
+    case corrupted(String)
+    /// A system call failed; the text has the errno text and what an operator should do.
+    case io(String)
+    /// The store was closed.
+    case closed
+
+    public var description: String {
+        switch self {
+        case .fenced(let ledgerID):
+            return "ledger \(ledgerID) is fenced: appends are refused"
+        case .entryNotFound(let ledgerID, let entryID):
+            return "ledger \(ledgerID) has no entry \(entryID)"
+        case .ledgerNotFound(let ledgerID):
+            return "ledger \(ledgerID) not found"
+        case .outOfOrder(let ledgerID, let expected, let got):
+            return "ledger \(ledgerID): entry \(got) appended out of order, expected entry \(expected)"
+        case .corrupted(let detail):
+            return "ledger storage corrupted: \(detail)"
+        case .io(let detail):
+            return "ledger storage I/O error: \(detail)"
+        case .closed:
+            return "ledger store is closed"
+        }
+    }
+}
+
+/// A storage node's local store of many ledgers. Thread-safe.
+///
+/// Vocabulary used by every implementation:
+/// - **appended**: `append` accepted the entry (right id, ledger not fenced); it is readable at once
+///   (from the write cache) but may still be lost by a crash.
+/// - **written**: the entry's bytes were handed to the kernel (`pwrite`) in a file; they survive a
+///   process crash but not a power loss.
+/// - **synced** (= **durable**): an `fdatasync` covering the entry's bytes in the journal returned;
+///   the entry survives a power loss. Only then does `append`'s completion report success and does
+///   `lastAddConfirmed` move past it.
+public protocol LedgerStore: AnyObject, Sendable {
+    /// Appends entry `entryID` (first entry of a ledger is 0; must be last+1; a ledger is created implicitly by its first append).
+    /// `completion` runs (on any thread) once the entry is DURABLE (for the file store: fdatasync'ed in the journal) or failed.
+    /// Completions for one ledger run in append order. The payload is not copied more than needed to write it.
+    func append(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
+    /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
+    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
+    /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
+    func lastAddConfirmed(ledgerID: Int64) -> Int64?
+    /// Fence: no further appends succeed (pending ones that are not yet durable may fail). Durable itself. Returns lastAddConfirmed.
+    ///
+    /// Fencing a ledger this store has never seen creates it, empty and fenced, and returns -1: a
+    /// new topic owner must be able to shut out a zombie writer even on a node that got no entry yet.
+    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64
+    /// Deletes the ledger (its index; space reclaimed when an entry log holds no live ledger). Durable.
+    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError)
+    /// Known ledgers, sorted.
+    func ledgerIDs() -> [Int64]
+    /// Flushes, stops the journal thread, closes files. Idempotent.
+    func close()
+}
+
+/// Limits of the ledger storage, in one place.
+public enum LedgerStorageLimits {
+    /// Largest payload one entry may carry. Larger is a programmer error (the frame decoder refuses
+    /// bigger frames long before this); it keeps every record length within a `UInt32`.
+    public static let maxEntryPayloadBytes = 256 * 1024 * 1024
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import BrokerServer
+import Logging
+
+@main
+struct Magnetar: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "magnetar",
+        abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
+        subcommands: [StandaloneCommand.self])
+}
+
+struct StandaloneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "standalone",
+        abstract: "Run broker, storage and metadata in one process.")
+
+    @Option(help: "Directory for ledgers and metadata.")
+    var dataDir = "./data"
+
+    @Option(help: "Address to listen on.")
+    var bindAddress = "0.0.0.0"
+
+    @Option(help: "Port of the Pulsar binary protocol.")
+    var port = 6650
+
+    @Option(help: "Port of the HTTP endpoint (/health).")
+    var httpPort = 8080
+
+    @Option(help: "Host name or address clients use to reach this broker (returned by topic lookups).")
+    var advertisedAddress = "localhost"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "magnetar")
+        try await Standalone.run(
+            StandaloneOptions(
+                dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,
+                advertisedAddress: advertisedAddress),
+            logger: logger)
+    }
+}

@@ -1,0 +1,166 @@
+@testable import BrokerCore
+import LedgerStorage
+import Logging
+import Metadata
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+
+/// Records what a topic sends to a connection: the core's edge seen as pure values.
+final class RecordingSink: ConsumerSink, @unchecked Sendable {
+    struct Delivery: Equatable {
+        var consumerID: UInt64
+        var position: Position
+        var redeliveryCount: UInt32
+        var body: String
+    }
+    var deliveries: [Delivery] = []
+    var closedByBroker: [UInt64] = []
+
+    func sendMessage(consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, entry: Entry) {
+        deliveries.append(Delivery(
+            consumerID: consumerID, position: position, redeliveryCount: redeliveryCount,
+            body: String(buffer: entry.body)))
+    }
+    func flush() {}
+    func closeConsumerByBroker(consumerID: UInt64) { closedByBroker.append(consumerID) }
+    func activeConsumerChanged(consumerID: UInt64, isActive: Bool) {}
+}
+
+/// Transcripts of a topic over the in-memory stores, on an embedded event loop.
+@Suite struct TopicTests {
+    let loop = EmbeddedEventLoop()
+    let store = InMemoryLedgerStore()
+    let metadata = InMemoryMetadataStore()
+
+    func makeBroker() async throws -> BrokerService {
+        var configuration = BrokerConfiguration()
+        configuration.managedLedger.maxEntriesPerLedger = 3
+        let broker = BrokerService(
+            configuration: configuration, store: store, metadata: metadata, eventLoopGroup: loop,
+            logger: Logger(label: "test"))
+        try await broker.bootstrap()
+        return broker
+    }
+
+    func settle<T>(_ future: EventLoopFuture<T>) async throws -> T {
+        // Async work (metadata) completes off the loop; keep running the loop until the future is done.
+        let done = NIOLockedValueBox(false)
+        future.whenComplete { _ in done.withLockedValue { $0 = true } }
+        for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
+            loop.run()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        loop.run()
+        return try future.wait()
+    }
+
+    func publish(_ topic: Topic, _ text: String) async throws -> Position {
+        let promise = loop.makePromise(of: Position.self)
+        let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1)
+        let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
+        topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0) }
+        return try await settle(promise.futureResult)
+    }
+
+    func subscribe(_ topic: Topic, _ name: String, consumer: UInt64, type: SubscriptionType = .exclusive,
+                   initial: InitialPosition = .earliest, sink: RecordingSink) async throws {
+        let request = SubscribeRequest(
+            subscription: name, type: type, consumerKey: ConsumerKey(connectionID: 1, consumerID: consumer),
+            consumerName: "c\(consumer)", priorityLevel: 0, durable: true, start: nil, initialPosition: initial)
+        try await settle(topic.subscribe(request, sink: sink))
+    }
+
+    @Test func publishSubscribeAcknowledgeAcrossLedgerRolls() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "events")))
+        var positions: [Position] = []
+        for i in 0..<7 { positions.append(try await publish(topic, "m\(i)")) }
+        // Three entries per ledger: the ledger rolled twice.
+        #expect(Set(positions.map(\.ledgerID)).count == 3)
+        #expect(positions == positions.sorted())
+
+        let sink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, sink: sink)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
+        loop.run()
+        #expect(sink.deliveries.map(\.body) == (0..<7).map { "m\($0)" })
+        #expect(topic.backlog(subscription: "s") == 7)
+
+        topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]])
+        #expect(topic.subscriptions["s"]!.cursor.markDelete == positions[1])
+        #expect(topic.backlog(subscription: "s") == 4)
+        topic.acknowledgeCumulative(subscription: "s", upTo: positions[6])
+        #expect(topic.backlog(subscription: "s") == 0)
+    }
+
+    @Test func redeliveryCountsRiseOncePerRequest() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "redeliver")))
+        let first = try await publish(topic, "a")
+        let sink = RecordingSink()
+        let key = ConsumerKey(connectionID: 1, consumerID: 0)
+        try await subscribe(topic, "s", consumer: 0, sink: sink)
+        topic.flow(subscription: "s", key: key, permits: 10)
+        loop.run()
+        topic.redeliver(subscription: "s", key: key, positions: [first])
+        loop.run()
+        topic.redeliver(subscription: "s", key: key, positions: [])
+        loop.run()
+        #expect(sink.deliveries.map(\.redeliveryCount) == [0, 1, 2])
+    }
+
+    @Test func secondExclusiveConsumerIsRefused() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "exclusive")))
+        try await subscribe(topic, "s", consumer: 0, sink: RecordingSink())
+        await #expect(throws: BrokerError.self) {
+            try await self.subscribe(topic, "s", consumer: 1, sink: RecordingSink())
+        }
+    }
+
+    @Test func closedConsumerHandsItsUnackedEntriesToTheOthers() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "shared")))
+        for i in 0..<4 { _ = try await publish(topic, "m\(i)") }
+        let sink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, type: .shared, sink: sink)
+        try await subscribe(topic, "s", consumer: 1, type: .shared, sink: sink)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 2)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 2)
+        loop.run()
+        #expect(sink.deliveries.count == 4)
+        let ofZero = sink.deliveries.filter { $0.consumerID == 0 }.map(\.body)
+        topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0))
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 10)
+        loop.run()
+        let redelivered = sink.deliveries.dropFirst(4)
+        #expect(redelivered.allSatisfy { $0.consumerID == 1 && $0.redeliveryCount == 0 })
+        #expect(redelivered.map(\.body).sorted() == ofZero.sorted())
+    }
+
+    @Test func cursorSurvivesReload() async throws {
+        let broker = try await makeBroker()
+        let name = try TopicName(parsing: "reload")
+        let topic = try await settle(broker.topic(name))
+        var positions: [Position] = []
+        for i in 0..<5 { positions.append(try await publish(topic, "m\(i)")) }
+        try await subscribe(topic, "s", consumer: 0, sink: RecordingSink())
+        topic.acknowledge(subscription: "s", positions: [positions[0], positions[2], positions[4]])
+        loop.run()
+        try await Task.sleep(for: .milliseconds(20))
+        loop.run()
+
+        // A second broker over the same stores reloads the topic, as a restart does.
+        let restarted = BrokerService(
+            configuration: BrokerConfiguration(), store: store, metadata: metadata, eventLoopGroup: loop,
+            logger: Logger(label: "test"))
+        let reloaded = try await settle(restarted.topic(name))
+        let sink = RecordingSink()
+        try await subscribe(reloaded, "s", consumer: 0, sink: sink)
+        reloaded.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 10)
+        loop.run()
+        #expect(sink.deliveries.map(\.body) == ["m1", "m3"])
+    }
+}
