@@ -20,6 +20,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 STARTUP_TIMEOUT_S = float(os.environ.get("MAGNETAR_STARTUP_TIMEOUT", "30"))
 STOP_TIMEOUT_S = float(os.environ.get("MAGNETAR_STOP_TIMEOUT", "20"))
-# Hard per-test limit: a hung test dumps every thread's stack and ends pytest (the brokers die with it,
-# see Broker._command), instead of hanging CI. Generous: the slowest test sends 10,000 messages.
+# Per-test limit (see _Watchdog): a hung test gets its stacks printed and its brokers killed instead
+# of hanging CI. Generous: the slowest test sends 10,000 messages.
 TEST_TIMEOUT_S = float(os.environ.get("MAGNETAR_TEST_TIMEOUT", "300"))
 # Pulsar client operation timeout (create producer/consumer, seek, close...): keeps failures quick.
 CLIENT_OPERATION_TIMEOUT_S = 10
@@ -72,6 +74,10 @@ class Broker:
             self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # True between start() and a deliberate stop()/kill9(): an exit meanwhile is a crash.
+        self.expected_running = False
+        # Module-scoped brokers are started again before the next test if a test left them dead.
+        self.auto_restart = False
         Broker._all.append(self)
 
     # -- addresses -------------------------------------------------------------------------
@@ -117,6 +123,7 @@ class Broker:
         except Exception:
             self._hard_kill()
             raise
+        self.expected_running = True
         return self
 
     def _wait_ready(self, timeout: float) -> None:
@@ -147,6 +154,7 @@ class Broker:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait. Returns the exit code. Raises if it does not exit in time (it is then killed)."""
+        self.expected_running = False
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -160,6 +168,7 @@ class Broker:
 
     def kill9(self) -> None:
         """SIGKILL: no chance to flush anything."""
+        self.expected_running = False
         if self.is_running():
             self.proc.send_signal(signal.SIGKILL)
         if self.proc is not None:
@@ -179,15 +188,25 @@ class Broker:
             self.stop()
         return self.start(timeout)
 
+    def crashed(self) -> int | None:
+        """The exit code if the broker exited while it was expected to run, else None."""
+        if self.expected_running and self.proc is not None and self.proc.poll() is not None:
+            return self.proc.returncode
+        return None
+
     def close(self) -> None:
-        """Fixture teardown: stop gracefully; raise if the broker hangs on SIGTERM."""
+        """Fixture teardown: stop gracefully; raise if the broker crashed or hangs on SIGTERM."""
+        code = self.crashed()
         try:
             if self.is_running():
                 self.stop()
         finally:
+            self.expected_running = False
             self._hard_kill()
             if self in Broker._all:
                 Broker._all.remove(self)
+        if code is not None:
+            raise AssertionError(f"magnetar exited unexpectedly with code {code}; see the log")
 
     # -- logs --------------------------------------------------------------------------------
     def log_size(self) -> int:
@@ -246,11 +265,90 @@ def pytest_runtest_makereport(item, call):
                 (f"magnetar log ({b.log_path}, port {b.port}) during {report.when}", text))
 
 
+class _Watchdog:
+    """Per-test time limit without killing pytest first.
+
+    At TEST_TIMEOUT_S: print every thread's stack to the real stderr and SIGKILL the brokers, so a
+    client call blocked on them fails and the test fails with a normal report. If the test is still
+    running HARD_EXIT_GRACE_S later, exit pytest (status 3) rather than hang CI.
+    """
+
+    HARD_EXIT_GRACE_S = 120.0
+
+    def __init__(self, config, name: str):
+        self.capman = config.pluginmanager.getplugin("capturemanager")
+        self.name = name
+        self.fired = False
+        self.timers = [threading.Timer(TEST_TIMEOUT_S, self._expire),
+                       threading.Timer(TEST_TIMEOUT_S + self.HARD_EXIT_GRACE_S, self._hard_exit)]
+        for t in self.timers:
+            t.daemon = True
+            t.start()
+
+    def cancel(self) -> None:
+        for t in self.timers:
+            t.cancel()
+
+    def _print(self, banner: str) -> None:
+        def dump():
+            sys.stderr.write(f"\n\n!!!!! {banner}\n")
+            sys.stderr.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            sys.stderr.flush()
+        try:
+            if self.capman is not None:
+                with self.capman.global_and_fixture_disabled():
+                    dump()
+            else:
+                dump()
+        except Exception:
+            pass
+
+    def _expire(self) -> None:
+        self.fired = True
+        self._print(f"{self.name} still running after {TEST_TIMEOUT_S:.0f}s: stacks below; "
+                    f"killing its brokers so that it fails")
+        for b in list(Broker._all):
+            try:
+                b.expected_running = False
+                b._hard_kill()
+            except Exception:
+                pass
+
+    def _hard_exit(self) -> None:
+        self._print(f"{self.name} still running {self.HARD_EXIT_GRACE_S:.0f}s after its brokers were "
+                    f"killed: ending pytest")
+        for b in list(Broker._all):
+            try:
+                b._hard_kill()
+            except Exception:
+                pass
+        os._exit(3)
+
+
 @pytest.fixture(autouse=True)
-def _watchdog():
-    faulthandler.dump_traceback_later(TEST_TIMEOUT_S, exit=True)
+def _broker_guard():
+    """Before each test: restart a shared broker that an earlier test left dead (its crash was
+    reported there). After each test: fail the test if a broker died while it ran."""
+    for b in list(Broker._all):
+        if b.auto_restart and not b.is_running():
+            b.start()
     yield
-    faulthandler.cancel_dump_traceback_later()
+    crashed = [(b, b.crashed()) for b in list(Broker._all) if b.crashed() is not None]
+    for b, _ in crashed:
+        b.expected_running = False
+    if crashed:
+        pytest.fail("magnetar exited unexpectedly during this test: " + ", ".join(
+            f"port {b.port} exit code {code}" for b, code in crashed), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    dog = _Watchdog(request.config, request.node.nodeid)
+    yield
+    dog.cancel()
+    if dog.fired:
+        pytest.fail(f"test exceeded MAGNETAR_TEST_TIMEOUT={TEST_TIMEOUT_S:.0f}s", pytrace=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,6 +364,7 @@ def broker(tmp_path_factory):
     """One broker shared by the tests of a module: use unique topic names (`topic` fixture)."""
     b = _new_broker(tmp_path_factory.mktemp("magnetar"))
     b.start()
+    b.auto_restart = True
     yield b
     b.close()
 

@@ -187,9 +187,9 @@ final class Cursor: @unchecked Sendable {
 
     /// Starts a new cursor ledger with a fresh snapshot, points metadata at it, deletes the old one.
     private func rollCursorLedger() {
-        guard var newRecord = record else { return }
+        guard let currentRecord = record else { return }
         rollingLedger = true
-        let oldLedgerID = newRecord.cursorLedgerID
+        let oldLedgerID = currentRecord.cursorLedgerID
         let snapshot = encodeSnapshot()
         let store = self.store
         let metadata = self.metadata
@@ -200,6 +200,7 @@ final class Cursor: @unchecked Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 store.append(ledgerID: ledgerID, entryID: 0, payload: snapshot) { continuation.resume(with: $0) }
             }
+            var newRecord = currentRecord
             newRecord.cursorLedgerID = ledgerID
             let version = try await metadata.put(key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
             try? store.deleteLedger(ledgerID: oldLedgerID)

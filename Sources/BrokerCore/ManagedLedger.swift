@@ -264,8 +264,9 @@ final class ManagedLedger: @unchecked Sendable {
             if failure != nil { failWaiting() }
             return
         }
-        var record = ManagedLedgerRecord(ledgers: ledgers)
-        record.ledgers[record.ledgers.count - 1].closed = true
+        var closing = ManagedLedgerRecord(ledgers: ledgers)
+        closing.ledgers[closing.ledgers.count - 1].closed = true
+        let record = closing
         let metadata = self.metadata
         let key = metadataKey
         let expected = metadataVersion

@@ -44,7 +44,7 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         return broker
     }
 
-    func settle<T>(_ future: EventLoopFuture<T>) async throws -> T {
+    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
         // Async work (metadata) completes off the loop; keep running the loop until the future is done.
         let done = NIOLockedValueBox(false)
         future.whenComplete { _ in done.withLockedValue { $0 = true } }
@@ -53,14 +53,14 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(1))
         }
         loop.run()
-        return try future.wait()
+        return try await future.get()
     }
 
     func publish(_ topic: Topic, _ text: String) async throws -> Position {
         let promise = loop.makePromise(of: Position.self)
         let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1)
         let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
-        topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0) }
+        topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
         return try await settle(promise.futureResult)
     }
 

@@ -125,7 +125,7 @@ import Testing
     }
 }
 
-extension PulsarFrame: @retroactive Equatable {
+extension PulsarFrame: Equatable {
     public static func == (lhs: PulsarFrame, rhs: PulsarFrame) -> Bool {
         lhs.command == rhs.command && lhs.payload == rhs.payload
     }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Magnetar's one test command. Run from anywhere on a fresh Debian 12 machine (as root, or with sudo):
+#
+#   bash scripts/test.sh [extra pytest arguments, e.g. -k reader -x]
+#
+# 1. installs the Debian packages it needs (only those missing; apt-get update first),
+# 2. swift build, 3. swift test (Swift unit tests),
+# 4. creates .venv (python3 -m venv) with IntegrationTests/requirements.txt (pulsar-client==3.13.0, pytest),
+# 5. runs the pytest integration suite against the freshly built binary (MAGNETAR_BIN).
+# Safe to re-run: an existing, working .venv is reused. Exits non-zero if any step fails.
+#
+# Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 3 (quick local loops only);
+# MAGNETAR_PYTEST_TIMEOUT / MAGNETAR_SWIFT_TEST_TIMEOUT (seconds) bound the two test runs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
+
+step() { echo; echo "==> $*"; }
+die() { echo "test.sh: error: $*" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+
+# ------------------------------------------------------------------------------------------------
+step "Checking system packages"
+# ------------------------------------------------------------------------------------------------
+# Swift toolchain: expected at /opt/swift on our machines; put it on PATH if it is not there yet.
+if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
+    export PATH="/opt/swift/usr/bin:$PATH"
+fi
+command -v swift >/dev/null 2>&1 || die "swift not found (expected on PATH or in /opt/swift/usr/bin)"
+
+APT_WANTED=(pkg-config zlib1g-dev libzstd-dev liblz4-dev libsnappy-dev curl)
+missing=()
+for pkg in "${APT_WANTED[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
+# `python3 -m venv` needs venv + ensurepip; Debian's own python3 ships ensurepip in python3-venv.
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
+        SUDO=(sudo)
+    fi
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "all present: ${APT_WANTED[*]} python3-venv"
+fi
+
+# ------------------------------------------------------------------------------------------------
+step "swift build"
+# ------------------------------------------------------------------------------------------------
+swift build
+BIN_DIR="$(swift build --show-bin-path)"
+MAGNETAR_BIN="$BIN_DIR/magnetar"
+[ -x "$MAGNETAR_BIN" ] || die "swift build did not produce $MAGNETAR_BIN"
+echo "binary: $MAGNETAR_BIN"
+
+# ------------------------------------------------------------------------------------------------
+if [ "${MAGNETAR_SKIP_SWIFT_TEST:-0}" = "1" ]; then
+    step "swift test: skipped (MAGNETAR_SKIP_SWIFT_TEST=1)"
+else
+    step "swift test (unit tests)"
+    timeout --kill-after=30 "${MAGNETAR_SWIFT_TEST_TIMEOUT:-1800}" swift test
+fi
+
+# ------------------------------------------------------------------------------------------------
+step "Python venv for the integration tests (.venv)"
+# ------------------------------------------------------------------------------------------------
+VENV="$REPO_ROOT/.venv"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "reusing $VENV ($("$VENV/bin/python" --version))"
+else
+    echo "creating $VENV with $(python3 --version) at $(command -v python3)"
+    python3 -m venv --clear "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r IntegrationTests/requirements.txt
+"$VENV/bin/python" -c 'import pulsar, pytest; print("pulsar-client", pulsar.__version__, "/ pytest", pytest.__version__)'
+
+# ------------------------------------------------------------------------------------------------
+step "Integration tests (pytest, pulsar-client against $MAGNETAR_BIN)"
+# ------------------------------------------------------------------------------------------------
+export MAGNETAR_BIN
+timeout --kill-after=30 "${MAGNETAR_PYTEST_TIMEOUT:-2700}" \
+    "$VENV/bin/pytest" -q -rfE IntegrationTests "$@"
+
+step "All tests passed"
