@@ -188,7 +188,12 @@ def test_client_reconnects_after_broker_restart(fresh_broker, make_client, topic
     consumer.acknowledge(m)
     fresh_broker.kill9()
     fresh_broker.restart()
-    producer.send(b"two")  # blocks until the client has reconnected and got the receipt
+    # send_async + a bounded wait: a blocking send() can hang far beyond send_timeout_millis when
+    # the broker keeps answering SEND_ERROR (the client reconnects and resends in a loop)
+    tracker = SendTracker()
+    producer.send_async(b"two", tracker.callback_for(0))
+    assert tracker.wait_for(1, 45), "no receipt for a message sent after the restart"
+    assert tracker.failures() == {}
     got = consumer.receive(timeout_millis=30_000)
     if got.data() == b"one":  # the ack may not have reached the broker before the kill: allowed
         consumer.acknowledge(got)

@@ -5,6 +5,7 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case metadata
         case persistence
         case consumerBusy
+        case consumerAssign
         case producerBusy
         case topicNotFound
         case subscriptionNotFound

@@ -4,7 +4,10 @@ import NIOCore
 /// Called on the topic's event loop; implementations hand bytes to their channel (thread-safe).
 public protocol ConsumerSink: AnyObject, Sendable {
     /// Sends one entry to the consumer `consumerID` of this sink.
-    func sendMessage(consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, entry: Entry)
+    /// `ackSet` (batch entries partly acknowledged): bit i set = message i still to deliver.
+    func sendMessage(
+        consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
+        entry: Entry)
     /// Flushes what `sendMessage` wrote.
     func flush()
     /// Tells the client its consumer was closed by the broker (it will reconnect).
@@ -57,6 +60,7 @@ final class Consumer: @unchecked Sendable {
     let name: String
     let priorityLevel: Int32
     let sink: any ConsumerSink
+    let keySharedPolicy: KeySharedPolicy?
     /// Messages the client is ready to receive (may go negative: a batch can overdraw).
     var permits: Int64 = 0
     /// Entries delivered and not yet acknowledged, with their message counts.
@@ -65,8 +69,9 @@ final class Consumer: @unchecked Sendable {
     var unackedMessages: Int64 = 0
     var messagesOut: Int64 = 0
 
-    init(key: ConsumerKey, name: String, priorityLevel: Int32, sink: any ConsumerSink) {
+    init(key: ConsumerKey, name: String, priorityLevel: Int32, sink: any ConsumerSink, keySharedPolicy: KeySharedPolicy? = nil) {
         self.key = key
+        self.keySharedPolicy = keySharedPolicy
         self.name = name
         self.priorityLevel = priorityLevel
         self.sink = sink

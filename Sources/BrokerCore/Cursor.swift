@@ -30,6 +30,8 @@ final class Cursor: @unchecked Sendable {
 
     private(set) var markDelete: Position
     private(set) var individuallyAcked = PositionRangeSet()
+    /// Batch entries partly acknowledged: Java `BitSet.toLongArray` words, bit i set = message i not yet acked.
+    private(set) var batchAckSets: [Position: [Int64]] = [:]
 
     private var record: CursorRecord?
     private var recordVersion: Int64 = -1
@@ -90,15 +92,17 @@ final class Cursor: @unchecked Sendable {
         let record = try JSONDecoder().decode(CursorRecord.self, from: Data(stored.value))
         var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
         var acked = PositionRangeSet()
+        var batches: [Position: [Int64]] = [:]
         let lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
         if lastAddConfirmed >= 0 {
             let snapshot = try store.read(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
-            (markDelete, acked) = try decodeSnapshot(snapshot)
+            (markDelete, acked, batches) = try decodeSnapshot(snapshot)
         }
         let cursor = Cursor(
             name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
             metadataKey: metadataKey, logger: logger, markDelete: markDelete)
         cursor.individuallyAcked = acked
+        cursor.batchAckSets = batches
         cursor.record = record
         cursor.recordVersion = stored.version
         cursor.nextSnapshotEntryID = lastAddConfirmed + 1
@@ -114,7 +118,25 @@ final class Cursor: @unchecked Sendable {
     func acknowledge(_ position: Position) {
         guard position > markDelete, !individuallyAcked.contains(position) else { return }
         individuallyAcked.insert(position)
+        batchAckSets[position] = nil
         advanceMarkDelete()
+        changed()
+    }
+
+    /// Acknowledges some messages of a batch entry: `ackSet` has a 1 bit for each message still unacked.
+    func acknowledgeBatchIndexes(_ position: Position, ackSet: [Int64]) {
+        guard !isAcknowledged(position) else { return }
+        var combined = ackSet
+        if let existing = batchAckSets[position] {
+            combined = (0..<max(existing.count, ackSet.count)).map { index in
+                (index < existing.count ? existing[index] : 0) & (index < ackSet.count ? ackSet[index] : 0)
+            }
+        }
+        if combined.allSatisfy({ $0 == 0 }) {
+            acknowledge(position)
+            return
+        }
+        batchAckSets[position] = combined
         changed()
     }
 
@@ -132,6 +154,7 @@ final class Cursor: @unchecked Sendable {
         markDelete = newMarkDelete
         individuallyAcked.removeAll(from: Position(ledgerID: newMarkDelete.ledgerID, entryID: newMarkDelete.entryID + 1))
         individuallyAcked.removeAll(upTo: newMarkDelete)
+        batchAckSets.removeAll()
         changed()
     }
 
@@ -140,6 +163,9 @@ final class Cursor: @unchecked Sendable {
         while let next = managedLedger.next(after: markDelete), let range = individuallyAcked.range(containing: next) {
             markDelete = Position(ledgerID: next.ledgerID, entryID: range.upperBound)
             individuallyAcked.removeAll(upTo: markDelete)
+        }
+        if !batchAckSets.isEmpty {
+            batchAckSets = batchAckSets.filter { $0.key > markDelete && !individuallyAcked.contains($0.key) }
         }
     }
 
@@ -230,12 +256,14 @@ final class Cursor: @unchecked Sendable {
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 
-    /// Snapshot layout (version 1), big-endian:
+    /// Snapshot layout, big-endian. Version 1:
     /// `[u8 1][i64 markDeleteLedger][i64 markDeleteEntry][u32 n][n × (i64 ledger, i64 first, i64 last)]`.
+    /// Version 2 appends the partly acknowledged batches:
+    /// `[u32 m][m × (i64 ledger, i64 entry, u32 words, words × i64 ackSet)]`.
     private func encodeSnapshot() -> ByteBuffer {
         let ranges = individuallyAcked.allRanges.prefix(Cursor.maxRangesToPersist)
-        var buffer = ByteBufferAllocator().buffer(capacity: 21 + ranges.count * 24)
-        buffer.writeInteger(UInt8(1))
+        var buffer = ByteBufferAllocator().buffer(capacity: 25 + ranges.count * 24 + batchAckSets.count * 28)
+        buffer.writeInteger(UInt8(2))
         buffer.writeInteger(markDelete.ledgerID)
         buffer.writeInteger(markDelete.entryID)
         buffer.writeInteger(UInt32(ranges.count))
@@ -244,12 +272,21 @@ final class Cursor: @unchecked Sendable {
             buffer.writeInteger(entries.lowerBound)
             buffer.writeInteger(entries.upperBound)
         }
+        let batches = batchAckSets.sorted { $0.key < $1.key }.prefix(Cursor.maxRangesToPersist)
+        buffer.writeInteger(UInt32(batches.count))
+        for (position, words) in batches {
+            buffer.writeInteger(position.ledgerID)
+            buffer.writeInteger(position.entryID)
+            buffer.writeInteger(UInt32(words.count))
+            for word in words { buffer.writeInteger(word) }
+        }
         return buffer
     }
 
-    static func decodeSnapshot(_ snapshot: ByteBuffer) throws(BrokerError) -> (Position, PositionRangeSet) {
+    static func decodeSnapshot(_ snapshot: ByteBuffer) throws(BrokerError) -> (Position, PositionRangeSet, [Position: [Int64]]) {
         var buffer = snapshot
-        guard buffer.readInteger(as: UInt8.self) == 1,
+        let version = buffer.readInteger(as: UInt8.self)
+        guard version == 1 || version == 2,
               let ledgerID = buffer.readInteger(as: Int64.self),
               let entryID = buffer.readInteger(as: Int64.self),
               let count = buffer.readInteger(as: UInt32.self), Int(count) * 24 <= buffer.readableBytes
@@ -264,6 +301,18 @@ final class Cursor: @unchecked Sendable {
             guard first <= last else { throw BrokerError(.persistence, "cursor snapshot holds an inverted range") }
             set.insert(ledgerID: ledger, entries: first...last)
         }
-        return (Position(ledgerID: ledgerID, entryID: entryID), set)
+        var batches: [Position: [Int64]] = [:]
+        if version == 2 {
+            guard let batchCount = buffer.readInteger(as: UInt32.self) else {
+                throw BrokerError(.persistence, "cursor snapshot is truncated")
+            }
+            for _ in 0..<batchCount {
+                guard let ledger = buffer.readInteger(as: Int64.self), let entry = buffer.readInteger(as: Int64.self),
+                      let words = buffer.readInteger(as: UInt32.self), Int(words) * 8 <= buffer.readableBytes
+                else { throw BrokerError(.persistence, "cursor snapshot is truncated") }
+                batches[Position(ledgerID: ledger, entryID: entry)] = (0..<words).map { _ in buffer.readInteger(as: Int64.self)! }
+            }
+        }
+        return (Position(ledgerID: ledgerID, entryID: entryID), set, batches)
     }
 }

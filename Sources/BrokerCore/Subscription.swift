@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 
@@ -25,12 +26,24 @@ final class Subscription: @unchecked Sendable {
     private var redeliveryCounts: [Position: UInt32] = [:]
     private var roundRobinIndex = 0
     private var activeConsumer: Consumer?
+    private var keySharedSelector = KeySharedSelector()
+    /// Key_Shared consumers that joined while entries were in flight, with the last entry read then.
+    private var recentlyJoined: [ConsumerKey: Position] = [:]
+    /// Entries held until their delivery time (Shared and Key_Shared), by position.
+    private var delayed: [Position: Int64] = [:]
+    private var delayedTimer: Scheduled<Void>?
+    private var delayedTimerDeadlineMs: Int64 = .max
     private var dispatchScheduled = false
     /// Set by a seek, so a reader's subscription survives the reconnect the seek causes.
     var keepWithoutConsumers = false
 
     /// Entries handed to consumers per dispatch pass before yielding the event loop.
     static let maxEntriesPerDispatchPass = 256
+    /// Entries examined per pass (held Key_Shared entries are examined without being delivered).
+    static let maxEntriesExaminedPerDispatchPass = 4_096
+    /// Entries a Key_Shared subscription may hold back (read but waiting for their consumer) before
+    /// it stops reading ahead.
+    static let maxHeldEntries = 10_000
 
     init(name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32, logger: Logger) {
         self.name = name
@@ -57,15 +70,34 @@ final class Subscription: @unchecked Sendable {
         if type == .exclusive, !consumers.isEmpty {
             throw BrokerError(.consumerBusy, "exclusive subscription '\(name)' already has a consumer")
         }
+        if type == .keyShared {
+            let mode = consumer.keySharedPolicy?.mode ?? .autoSplit
+            if let existing = consumers.first?.keySharedPolicy?.mode, Self.isSticky(existing) != Self.isSticky(mode) {
+                throw BrokerError(.consumerAssign, "subscription '\(name)' mixes sticky and auto-split Key_Shared consumers")
+            }
+            try keySharedSelector.add(consumer.key, name: consumer.name, mode: mode)
+            // Pulsar's "recently joined consumers" rule: keys that move to the new consumer may have
+            // entries in flight at others; it gets nothing read after this point until those are acked.
+            if consumer.keySharedPolicy?.allowOutOfOrderDelivery != true, lastRead > cursor.markDelete {
+                recentlyJoined[consumer.key] = lastRead
+            }
+        }
         consumers.append(consumer)
         keepWithoutConsumers = false
         if type == .failover { updateActiveConsumer() }
+    }
+
+    private static func isSticky(_ mode: KeySharedMode) -> Bool {
+        if case .sticky = mode { return true }
+        return false
     }
 
     /// Detaches a consumer; what it held unacknowledged goes back for redelivery (count unchanged).
     func removeConsumer(_ key: ConsumerKey) {
         guard let index = consumers.firstIndex(where: { $0.key == key }) else { return }
         let consumer = consumers.remove(at: index)
+        keySharedSelector.remove(key)
+        recentlyJoined[key] = nil
         addToReplay(consumer.pending.keys)
         consumer.pending.removeAll()
         consumer.unackedMessages = 0
@@ -108,6 +140,16 @@ final class Subscription: @unchecked Sendable {
             cursor.acknowledge(position)
         }
         dropAcknowledgedFromReplay()
+        if !recentlyJoined.isEmpty { scheduleDispatch() }
+    }
+
+    /// A partial acknowledgement of a batch entry (batch-index acks).
+    func acknowledgeBatchIndexes(_ position: Position, ackSet: [Int64]) {
+        cursor.acknowledgeBatchIndexes(position, ackSet: ackSet)
+        if cursor.isAcknowledged(position) {
+            releasePending(position)
+            dropAcknowledgedFromReplay()
+        }
     }
 
     func acknowledgeCumulative(upTo position: Position) {
@@ -118,6 +160,7 @@ final class Subscription: @unchecked Sendable {
         }
         cursor.acknowledgeCumulative(upTo: position)
         dropAcknowledgedFromReplay()
+        if !recentlyJoined.isEmpty { scheduleDispatch() }
     }
 
     private func releasePending(_ position: Position, from owner: Consumer? = nil) {
@@ -170,7 +213,10 @@ final class Subscription: @unchecked Sendable {
         lastRead = cursor.markDelete
         replay.removeAll()
         redeliveryCounts.removeAll()
+        delayed.removeAll()
+        recentlyJoined.removeAll()
         let closing = consumers
+        for consumer in closing { keySharedSelector.remove(consumer.key) }
         consumers.removeAll()
         activeConsumer = nil
         keepWithoutConsumers = true
@@ -185,6 +231,7 @@ final class Subscription: @unchecked Sendable {
         lastRead = cursor.markDelete
         replay.removeAll()
         redeliveryCounts.removeAll()
+        delayed.removeAll()
         for consumer in consumers {
             consumer.pending.removeAll()
             consumer.unackedMessages = 0
@@ -203,15 +250,36 @@ final class Subscription: @unchecked Sendable {
         }
     }
 
-    /// Hands entries to consumers with permits, replays first, then new entries in log order.
+    /// Hands entries to consumers with permits: the replay queue first, then new entries in log order.
+    /// An entry no consumer may take now (Key_Shared: its consumer has no permits, or joined after
+    /// it was read) stays in the replay queue, so later entries of the same key stay behind it.
     func dispatch() {
         managedLedger.eventLoop.preconditionInEventLoop()
+        if !recentlyJoined.isEmpty {
+            recentlyJoined = recentlyJoined.filter { $0.value > cursor.markDelete }
+        }
         var touched: [ObjectIdentifier: any ConsumerSink] = [:]
-        var budget = Subscription.maxEntriesPerDispatchPass
-        while budget > 0 {
-            guard let consumer = selectConsumer() else { break }
-            guard let position = nextPosition() else { break }
-            if cursor.isAcknowledged(position) { continue }
+        var delivered = 0
+        var examined = 0
+        var replayIndex = 0
+        let nowMs = Self.nowMs()
+        while delivered < Subscription.maxEntriesPerDispatchPass, examined < Subscription.maxEntriesExaminedPerDispatchPass {
+            guard consumers.contains(where: { $0.permits > 0 }) else { break }
+            let position: Position
+            let fromReplay = replayIndex < replay.count
+            if fromReplay {
+                position = replay[replayIndex]
+            } else {
+                if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
+                guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
+                lastRead = next
+                position = next
+            }
+            examined += 1
+            if cursor.isAcknowledged(position) {
+                if fromReplay { replay.remove(at: replayIndex) }
+                continue
+            }
             let entry: Entry
             do {
                 entry = try managedLedger.read(position)
@@ -219,8 +287,19 @@ final class Subscription: @unchecked Sendable {
                 logger.error("subscription.read-failed", metadata: [
                     "subscription": "\(name)", "position": "\(position)", "error": "\(error)",
                 ])
+                if fromReplay { replay.remove(at: replayIndex) }
                 break
             }
+            if (type == .shared || type == .keyShared), entry.attributes.deliverAtMs > nowMs {
+                if fromReplay { replay.remove(at: replayIndex) }
+                delayed[position] = entry.attributes.deliverAtMs
+                continue
+            }
+            guard let consumer = selectConsumer(for: entry, at: position) else {
+                if fromReplay { replayIndex += 1 } else { replay.append(position); replayIndex = replay.count }
+                continue
+            }
+            if fromReplay { replay.remove(at: replayIndex) }
             let messages = max(entry.attributes.numMessages, 1)
             consumer.permits -= Int64(messages)
             consumer.pending[position] = messages
@@ -228,22 +307,22 @@ final class Subscription: @unchecked Sendable {
             consumer.messagesOut += Int64(messages)
             consumer.sink.sendMessage(
                 consumerID: consumer.key.consumerID, position: position, partitionIndex: partitionIndex,
-                redeliveryCount: redeliveryCounts[position] ?? 0, entry: entry)
+                redeliveryCount: redeliveryCounts[position] ?? 0, ackSet: cursor.batchAckSets[position], entry: entry)
             touched[ObjectIdentifier(consumer.sink)] = consumer.sink
-            budget -= 1
+            delivered += 1
         }
         for sink in touched.values { sink.flush() }
-        if budget == 0 { scheduleDispatch() }
+        armDelayedTimer()
+        if delivered == Subscription.maxEntriesPerDispatchPass { scheduleDispatch() }
     }
 
-    private func selectConsumer() -> Consumer? {
+    private func selectConsumer(for entry: Entry, at position: Position) -> Consumer? {
         switch type {
         case .exclusive:
             return consumers.first.flatMap { $0.permits > 0 ? $0 : nil }
         case .failover:
             return activeConsumer.flatMap { $0.permits > 0 ? $0 : nil }
-        case .shared, .keyShared:
-            guard !consumers.isEmpty else { return nil }
+        case .shared:
             for offset in 0..<consumers.count {
                 let candidate = consumers[(roundRobinIndex + offset) % consumers.count]
                 if candidate.permits > 0 {
@@ -252,17 +331,43 @@ final class Subscription: @unchecked Sendable {
                 }
             }
             return nil
+        case .keyShared:
+            let hash = entry.attributes.key.isEmpty ? KeySharedSelector.noKeyHash : Murmur3.stickyKeyHash(entry.attributes.key)
+            guard let key = keySharedSelector.select(hash: hash), let consumer = consumer(key), consumer.permits > 0 else {
+                return nil
+            }
+            if let joinedAt = recentlyJoined[key], position > joinedAt { return nil }
+            return consumer
         }
     }
 
-    private func nextPosition() -> Position? {
-        if !replay.isEmpty {
-            return replay.removeFirst()
+    // MARK: delayed delivery
+
+    private static func nowMs() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    /// Schedules a pass for when the earliest held entry becomes due.
+    private func armDelayedTimer() {
+        guard let earliest = delayed.values.min() else { return }
+        guard earliest < delayedTimerDeadlineMs else { return }
+        delayedTimer?.cancel()
+        delayedTimerDeadlineMs = earliest
+        let wait = max(0, earliest - Self.nowMs())
+        delayedTimer = managedLedger.eventLoop.scheduleTask(in: .milliseconds(wait)) {
+            self.delayedTimer = nil
+            self.delayedTimerDeadlineMs = .max
+            self.releaseDueEntries()
         }
-        if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
-        guard let next = managedLedger.next(after: lastRead) else { return nil }
-        lastRead = next
-        return next
+    }
+
+    private func releaseDueEntries() {
+        let now = Self.nowMs()
+        let due = delayed.filter { $0.value <= now }.map(\.key)
+        for position in due { delayed[position] = nil }
+        addToReplay(due)
+        dispatch()
+        armDelayedTimer()
     }
 
     // MARK: stats

@@ -14,11 +14,14 @@ public struct SubscribeRequest: Sendable {
     /// Readers: the first entry to deliver (inclusive). `.beforeEverything`-like sentinels are mapped by the edge.
     public var start: StartPosition?
     public var initialPosition: InitialPosition
+    public var keySharedPolicy: KeySharedPolicy?
 
     public init(
         subscription: String, type: SubscriptionType, consumerKey: ConsumerKey, consumerName: String,
-        priorityLevel: Int32, durable: Bool, start: StartPosition?, initialPosition: InitialPosition
+        priorityLevel: Int32, durable: Bool, start: StartPosition?, initialPosition: InitialPosition,
+        keySharedPolicy: KeySharedPolicy? = nil
     ) {
+        self.keySharedPolicy = keySharedPolicy
         self.subscription = subscription
         self.type = type
         self.consumerKey = consumerKey
@@ -146,36 +149,9 @@ public final class Topic: @unchecked Sendable {
         if let creating = creatingSubscriptions[request.subscription] {
             return creating.flatMap { self.attach(request, to: $0, sink: sink) }
         }
-        let creating: EventLoopFuture<Subscription>
-        if request.durable {
-            let markDelete = request.initialPosition == .earliest
-                ? Position.beforeEverything : managedLedger.positionBeforeNextEntry
-            let key = Topic.cursorPrefix(name) + request.subscription
-            let managedLedger = self.managedLedger
-            let store = self.store
-            let metadata = self.metadata
-            let logger = self.logger
-            let subscriptionName = request.subscription
-            creating = eventLoop.makeFutureWithTask {
-                try await Cursor.create(
-                    name: subscriptionName, managedLedger: managedLedger, store: store, metadata: metadata,
-                    metadataKey: key, markDelete: markDelete, logger: logger)
-            }.flatMapErrorThrowing { error in
-                throw BrokerError(.metadata, "cannot create subscription '\(subscriptionName)': \(error)")
-            }.map { cursor in
-                Subscription(
-                    name: subscriptionName, type: request.type, cursor: cursor, managedLedger: managedLedger,
-                    partitionIndex: self.name.partitionIndex, logger: logger)
-            }
-        } else {
-            let cursor = Cursor.nonDurable(
-                name: request.subscription, managedLedger: managedLedger,
-                markDelete: markDeleteBefore(request.start ?? (request.initialPosition == .earliest ? .earliest : .latest)),
-                logger: logger)
-            creating = eventLoop.makeSucceededFuture(Subscription(
-                name: request.subscription, type: request.type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: name.partitionIndex, logger: logger))
-        }
+        let creating = makeSubscription(
+            name: request.subscription, type: request.type, durable: request.durable,
+            markDelete: markDeleteBefore(request.start ?? (request.initialPosition == .earliest ? .earliest : .latest)))
         creatingSubscriptions[request.subscription] = creating
         return creating.flatMap { subscription in
             self.creatingSubscriptions[request.subscription] = nil
@@ -192,12 +168,59 @@ public final class Topic: @unchecked Sendable {
         }
     }
 
+    /// Creates a subscription object (and, when durable, its cursor in metadata).
+    private func makeSubscription(name subscriptionName: String, type: SubscriptionType, durable: Bool, markDelete: Position)
+        -> EventLoopFuture<Subscription>
+    {
+        let managedLedger = self.managedLedger
+        let logger = self.logger
+        let partitionIndex = name.partitionIndex
+        guard durable else {
+            let cursor = Cursor.nonDurable(name: subscriptionName, managedLedger: managedLedger, markDelete: markDelete, logger: logger)
+            return eventLoop.makeSucceededFuture(Subscription(
+                name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
+                partitionIndex: partitionIndex, logger: logger))
+        }
+        let key = Topic.cursorPrefix(name) + subscriptionName
+        let store = self.store
+        let metadata = self.metadata
+        return eventLoop.makeFutureWithTask {
+            try await Cursor.create(
+                name: subscriptionName, managedLedger: managedLedger, store: store, metadata: metadata,
+                metadataKey: key, markDelete: markDelete, logger: logger)
+        }.flatMapErrorThrowing { error in
+            throw BrokerError(.metadata, "cannot create subscription '\(subscriptionName)': \(error)")
+        }.map { cursor in
+            Subscription(
+                name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
+                partitionIndex: partitionIndex, logger: logger)
+        }
+    }
+
+    /// Creates a durable subscription at the earliest entry unless it exists (a DLQ producer's
+    /// `initial_subscription_name`, so nothing sent before a consumer arrives is lost).
+    public func createSubscriptionIfMissing(_ subscriptionName: String) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        if subscriptions[subscriptionName] != nil { return eventLoop.makeSucceededVoidFuture() }
+        if let creating = creatingSubscriptions[subscriptionName] { return creating.map { _ in } }
+        let creating = makeSubscription(name: subscriptionName, type: .shared, durable: true, markDelete: .beforeEverything)
+        creatingSubscriptions[subscriptionName] = creating
+        return creating.map { subscription in
+            self.creatingSubscriptions[subscriptionName] = nil
+            if self.subscriptions[subscriptionName] == nil { self.subscriptions[subscriptionName] = subscription }
+        }.flatMapErrorThrowing { error in
+            self.creatingSubscriptions[subscriptionName] = nil
+            throw error
+        }
+    }
+
     private func attach(_ request: SubscribeRequest, to subscription: Subscription, sink: any ConsumerSink) -> EventLoopFuture<Void> {
         if !subscription.isDurable, subscription.consumers.isEmpty, let start = request.start {
             subscription.reposition(markDelete: markDeleteBefore(start))
         }
         let consumer = Consumer(
-            key: request.consumerKey, name: request.consumerName, priorityLevel: request.priorityLevel, sink: sink)
+            key: request.consumerKey, name: request.consumerName, priorityLevel: request.priorityLevel, sink: sink,
+            keySharedPolicy: request.keySharedPolicy)
         do {
             try subscription.addConsumer(consumer, type: request.type)
         } catch {
@@ -235,6 +258,11 @@ public final class Topic: @unchecked Sendable {
     public func acknowledge(subscription name: String, positions: [Position]) {
         eventLoop.preconditionInEventLoop()
         subscriptions[name]?.acknowledge(positions)
+    }
+
+    public func acknowledgeBatchIndexes(subscription name: String, position: Position, ackSet: [Int64]) {
+        eventLoop.preconditionInEventLoop()
+        subscriptions[name]?.acknowledgeBatchIndexes(position, ackSet: ackSet)
     }
 
     public func acknowledgeCumulative(subscription name: String, upTo position: Position) {

@@ -19,12 +19,16 @@ final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
         self.onConsumerClosedByBroker = onConsumerClosedByBroker
     }
 
-    func sendMessage(consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, entry: Entry) {
+    func sendMessage(
+        consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
+        entry: Entry
+    ) {
         var command = Pulsar_Proto_BaseCommand()
         command.type = .message
         command.message.consumerID = consumerID
         command.message.messageID = Commands.messageID(position, partition: partitionIndex)
         if redeliveryCount > 0 { command.message.redeliveryCount = redeliveryCount }
+        if let ackSet { command.message.ackSet = ackSet }
         var body = entry.body
         guard let checksum = body.readInteger(as: UInt32.self) else { return }
         var head = channel.allocator.buffer(capacity: 64)

@@ -271,9 +271,14 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             ? request.producerName : broker.generateProducerName()
         let connectionID = self.connectionID
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
+            ? request.initialSubscriptionName : nil
         broker.topic(name).flatMap { topic in
-            topic.eventLoop.submit { () throws -> (Topic, String) in
-                (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(Topic, String)> in
+                let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
+                return created.flatMapThrowing {
+                    (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
+                }
             }
         }.hop(to: context.eventLoop).whenComplete { result in
             let handler = bound.value
@@ -384,10 +389,15 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         case .exclusive: type = .exclusive
         case .shared: type = .shared
         case .failover: type = .failover
-        case .keyShared:
-            write(Commands.error(requestID: request.requestID, error: BrokerError(
-                .notAllowed, "Key_Shared subscriptions are not supported yet: use Exclusive, Failover or Shared")))
-            return
+        case .keyShared: type = .keyShared
+        }
+        var keySharedPolicy: KeySharedPolicy?
+        if type == .keyShared {
+            let meta = request.keySharedMeta
+            let sticky = request.hasKeySharedMeta && meta.keySharedMode == .sticky
+            keySharedPolicy = KeySharedPolicy(
+                mode: sticky ? .sticky(meta.hashRanges.map { min($0.start, $0.end)...max($0.start, $0.end) }) : .autoSplit,
+                allowOutOfOrderDelivery: meta.allowOutOfOrderDelivery)
         }
         let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
         let durable = request.hasDurable ? request.durable : true
@@ -395,7 +405,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             subscription: request.subscription, type: type, consumerKey: key, consumerName: request.consumerName,
             priorityLevel: request.priorityLevel, durable: durable,
             start: !durable && request.hasStartMessageID ? Commands.startPosition(request.startMessageID) : nil,
-            initialPosition: request.initialPosition == .earliest ? .earliest : .latest)
+            initialPosition: request.initialPosition == .earliest ? .earliest : .latest,
+            keySharedPolicy: keySharedPolicy)
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         broker.topic(name).flatMap { topic in
@@ -425,16 +436,25 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     }
 
     private func handleAck(_ request: Pulsar_Proto_CommandAck) {
-        // Partial batch acks (an ack_set with bits still set) acknowledge no entry yet.
-        let positions = request.messageID
-            .filter { request.hasValidationError || $0.ackSet.isEmpty || $0.ackSet.allSatisfy { $0 == 0 } }
-            .map(Commands.position)
         let cumulative = request.ackType == .cumulative
+        // A validation error means the client dropped a corrupt message: it counts as acknowledged.
+        let ids = request.messageID
+        let complete = ids.filter { request.hasValidationError || $0.ackSet.allSatisfy { $0 == 0 } }.map(Commands.position)
+        let partial = request.hasValidationError ? [] : ids.filter { !$0.ackSet.allSatisfy { $0 == 0 } }
+            .map { (Commands.position($0), $0.ackSet) }
         withConsumer(request.consumerID) { topic, subscription, _ in
-            if cumulative, let position = positions.first {
-                topic.acknowledgeCumulative(subscription: subscription, upTo: position)
-            } else {
-                topic.acknowledge(subscription: subscription, positions: positions)
+            if cumulative {
+                if let position = complete.first {
+                    topic.acknowledgeCumulative(subscription: subscription, upTo: position)
+                } else if let (position, _) = partial.first {
+                    // A cumulative ack inside a batch acknowledges everything before that batch.
+                    topic.acknowledgeCumulative(subscription: subscription, upTo: position.previousInLedger)
+                }
+                return
+            }
+            if !complete.isEmpty { topic.acknowledge(subscription: subscription, positions: complete) }
+            for (position, ackSet) in partial {
+                topic.acknowledgeBatchIndexes(subscription: subscription, position: position, ackSet: ackSet)
             }
         }
         if request.hasRequestID {

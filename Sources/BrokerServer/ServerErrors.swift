@@ -9,6 +9,7 @@ enum ServerErrors {
         case .metadata: return .metadataError
         case .persistence: return .persistenceError
         case .consumerBusy: return .consumerBusy
+        case .consumerAssign: return .consumerAssignError
         case .producerBusy: return .producerBusy
         case .topicNotFound: return .topicNotFound
         case .subscriptionNotFound: return .subscriptionNotFound

@@ -18,7 +18,10 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
     var deliveries: [Delivery] = []
     var closedByBroker: [UInt64] = []
 
-    func sendMessage(consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, entry: Entry) {
+    func sendMessage(
+        consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
+        entry: Entry
+    ) {
         deliveries.append(Delivery(
             consumerID: consumerID, position: position, redeliveryCount: redeliveryCount,
             body: String(buffer: entry.body)))
@@ -56,9 +59,9 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         return try await future.get()
     }
 
-    func publish(_ topic: Topic, _ text: String) async throws -> Position {
+    func publish(_ topic: Topic, _ text: String, key: String = "") async throws -> Position {
         let promise = loop.makePromise(of: Position.self)
-        let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1)
+        let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(key.utf8))
         let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
         topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
         return try await settle(promise.futureResult)
@@ -138,6 +141,36 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let redelivered = sink.deliveries.dropFirst(4)
         #expect(redelivered.allSatisfy { $0.consumerID == 1 && $0.redeliveryCount == 0 })
         #expect(redelivered.map(\.body).sorted() == ofZero.sorted())
+    }
+
+    /// A consumer that joins a Key_Shared subscription while entries are in flight gets no entry
+    /// read after it joined until everything read before is acknowledged; per-key order holds.
+    @Test func keySharedRecentlyJoinedConsumerWaitsForEarlierEntries() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "key-shared")))
+        let sink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, type: .keyShared, sink: sink)
+        let first = ConsumerKey(connectionID: 1, consumerID: 0)
+        topic.flow(subscription: "s", key: first, permits: 100)
+        var positions: [Position] = []
+        for i in 0..<20 { positions.append(try await publish(topic, "k\(i % 4)-\(i)", key: "k\(i % 4)")) }
+        loop.run()
+        #expect(sink.deliveries.count == 20)
+        try await subscribe(topic, "s", consumer: 1, type: .keyShared, sink: sink)
+        let second = ConsumerKey(connectionID: 1, consumerID: 1)
+        topic.flow(subscription: "s", key: second, permits: 100)
+        for i in 20..<40 { _ = try await publish(topic, "k\(i % 4)-\(i)", key: "k\(i % 4)") }
+        loop.run()
+        #expect(!sink.deliveries.contains { $0.consumerID == 1 }, "the new consumer must wait")
+        topic.acknowledge(subscription: "s", positions: positions)
+        loop.run()
+        #expect(sink.deliveries.count == 40)
+        // Per key, deliveries are in publish order.
+        for key in 0..<4 {
+            let bodies = sink.deliveries.map(\.body).filter { $0.hasPrefix("k\(key)-") }
+            let numbers = bodies.map { Int($0.split(separator: "-")[1])! }
+            #expect(numbers == numbers.sorted())
+        }
     }
 
     @Test func cursorSurvivesReload() async throws {
