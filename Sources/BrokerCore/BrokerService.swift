@@ -5,6 +5,12 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 
+/// The metadata record of a partitioned topic.
+public struct PartitionedTopicRecord: Codable, Sendable {
+    public var partitions: Int
+    public init(partitions: Int) { self.partitions = partitions }
+}
+
 /// Broker-wide settings of the core.
 public struct BrokerConfiguration: Sendable {
     /// Cluster name; generated producer names start with it.
@@ -21,8 +27,8 @@ public final class BrokerService: Sendable {
     public let configuration: BrokerConfiguration
     public let store: any LedgerStore
     public let metadata: any MetadataStore
-    private let eventLoopGroup: any EventLoopGroup
-    private let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+    let logger: Logger
     private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
@@ -61,12 +67,10 @@ public final class BrokerService: Sendable {
     }
 
     /// Number of partitions of `name` (0 for a non-partitioned topic).
+    /// The record is JSON `{"partitions": N}` at `/partitioned-topics/<tenant>/<ns>/<domain>/<topic>`.
     public func partitionCount(_ name: TopicName) async throws -> Int {
-        guard name.partitionIndex < 0,
-              let value = try await metadata.get(Self.partitionedTopicKey(name)),
-              let count = Int(String(decoding: value.value, as: UTF8.self))
-        else { return 0 }
-        return count
+        guard name.partitionIndex < 0, let value = try await metadata.get(Self.partitionedTopicKey(name)) else { return 0 }
+        return try JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(value.value)).partitions
     }
 
     /// Fails unless the topic's namespace exists and its domain is served.

@@ -19,9 +19,9 @@ final class Subscription: @unchecked Sendable {
 
     private(set) var consumers: [Consumer] = []
     /// The last entry read from the log for dispatch; entries after it have never been delivered.
-    private var lastRead: Position
+    private(set) var lastRead: Position
     /// Entries to deliver again before reading further, in log order.
-    private var replay: [Position] = []
+    private(set) var replay: [Position] = []
     /// Redeliveries requested per entry (REDELIVER_UNACKNOWLEDGED_MESSAGES), reported to consumers.
     private var redeliveryCounts: [Position: UInt32] = [:]
     private var roundRobinIndex = 0

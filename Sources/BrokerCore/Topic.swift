@@ -59,17 +59,17 @@ public final class Topic: @unchecked Sendable {
     public let name: TopicName
     public let eventLoop: any EventLoop
     let managedLedger: ManagedLedger
-    private let store: any LedgerStore
-    private let metadata: any MetadataStore
-    private let logger: Logger
+    let store: any LedgerStore
+    let metadata: any MetadataStore
+    let logger: Logger
     private(set) var subscriptions: [String: Subscription] = [:]
     private var creatingSubscriptions: [String: EventLoopFuture<Subscription>] = [:]
 
-    private struct ProducerKey: Hashable {
+    struct ProducerKey: Hashable {
         var connectionID: UInt64
         var producerID: UInt64
     }
-    private var producers: [ProducerKey: String] = [:]
+    var producers: [ProducerKey: String] = [:]
 
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
