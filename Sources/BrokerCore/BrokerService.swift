@@ -30,6 +30,7 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
+    private let nonPersistentTopics = NIOLockedValueBox<[TopicName: NonPersistentTopic]>([:])
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
@@ -75,9 +76,6 @@ public final class BrokerService: Sendable {
 
     /// Fails unless the topic's namespace exists and its domain is served.
     public func checkTopicAllowed(_ name: TopicName) async throws {
-        guard name.domain == .persistent else {
-            throw BrokerError(.notAllowed, "non-persistent topics are not supported yet: use persistent://")
-        }
         guard try await metadata.get(Self.namespaceKey(name.namespaceName)) != nil else {
             throw BrokerError(.topicNotFound, "namespace '\(name.namespaceName)' does not exist: create it first")
         }
@@ -139,6 +137,35 @@ public final class BrokerService: Sendable {
             }
         }
         return future
+    }
+
+    /// A persistent or non-persistent topic, by its domain.
+    public func servedTopic(_ name: TopicName) -> EventLoopFuture<any ServedTopic> {
+        switch name.domain {
+        case .persistent:
+            return topic(name).map { $0 as any ServedTopic }
+        case .nonPersistent:
+            return nonPersistentTopic(name).map { $0 as any ServedTopic }
+        }
+    }
+
+    /// The non-persistent topic, created on first use (nothing to recover).
+    public func nonPersistentTopic(_ name: TopicName) -> EventLoopFuture<NonPersistentTopic> {
+        let loop = eventLoopGroup.next()
+        let logger = self.logger
+        return loop.makeFutureWithTask { try await self.checkTopicAllowed(name) }.map {
+            self.nonPersistentTopics.withLockedValue { topics in
+                if let existing = topics[name] { return existing }
+                let topic = NonPersistentTopic(name: name, eventLoop: loop, logger: logger)
+                topics[name] = topic
+                return topic
+            }
+        }
+    }
+
+    /// Non-persistent topics created so far.
+    public var loadedNonPersistentTopics: [NonPersistentTopic] {
+        nonPersistentTopics.withLockedValue { Array($0.values) }
     }
 
     /// Topics loaded so far.

@@ -22,10 +22,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = PulsarFrame
 
     private struct ProducerEntry {
-        var topic: Topic
+        var topic: any ServedTopic
     }
     private struct ConsumerEntry {
-        var topic: Topic
+        var topic: any ServedTopic
         var subscription: String
     }
 
@@ -196,7 +196,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func withConsumer(_ consumerID: UInt64, _ body: @escaping @Sendable (Topic, String, ConsumerKey) -> Void) {
+    private func withConsumer(_ consumerID: UInt64, _ body: @escaping @Sendable (any ServedTopic, String, ConsumerKey) -> Void) {
         guard let entry = consumers[consumerID] else { return }
         let topic = entry.topic
         let subscription = entry.subscription
@@ -273,8 +273,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
             ? request.initialSubscriptionName : nil
-        broker.topic(name).flatMap { topic in
-            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(Topic, String)> in
+        broker.servedTopic(name).flatMap { topic in
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
                     (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
@@ -409,7 +409,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             keySharedPolicy: keySharedPolicy)
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        broker.topic(name).flatMap { topic in
+        broker.servedTopic(name).flatMap { topic in
             topic.eventLoop.flatSubmit {
                 topic.subscribe(subscribeRequest, sink: sink).map { topic }
             }
