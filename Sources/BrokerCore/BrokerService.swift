@@ -30,6 +30,8 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
+    private let policyTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
     private let nonPersistentTopics = NIOLockedValueBox<[TopicName: NonPersistentTopic]>([:])
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
@@ -74,11 +76,59 @@ public final class BrokerService: Sendable {
         return try JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(value.value)).partitions
     }
 
-    /// Fails unless the topic's namespace exists and its domain is served.
-    public func checkTopicAllowed(_ name: TopicName) async throws {
-        guard try await metadata.get(Self.namespaceKey(name.namespaceName)) != nil else {
-            throw BrokerError(.topicNotFound, "namespace '\(name.namespaceName)' does not exist: create it first")
+    /// The policies of a namespace, cached for `policyCacheTTL`.
+    public func policies(namespace: String) async throws -> EffectivePolicies {
+        let now = NIODeadline.now()
+        if let cached = policyCache.withLockedValue({ $0[namespace] }), cached.expires > now {
+            return cached.policies
         }
+        guard let record = try await metadata.get(Self.namespaceKey(namespace)) else {
+            throw BrokerError(.topicNotFound, "namespace '\(namespace)' does not exist: create it first")
+        }
+        let policies = EffectivePolicies.decode(record.value)
+        policyCache.withLockedValue { $0[namespace] = (policies, now + Self.policyCacheTTL) }
+        return policies
+    }
+
+    static let policyCacheTTL = TimeAmount.seconds(1)
+
+    /// Whether a persistent topic exists: it has a managed ledger, is partitioned, or is a partition
+    /// of a partitioned topic.
+    public func topicExists(_ name: TopicName) async throws -> Bool {
+        if name.domain == .nonPersistent { return true }
+        if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
+        if try await metadata.get(Self.partitionedTopicKey(name)) != nil { return true }
+        if name.partitionIndex >= 0, let range = name.localName.range(of: "-partition-", options: .backwards) {
+            var base = name
+            base.localName = String(name.localName[..<range.lowerBound])
+            return try await partitionCount(base) > name.partitionIndex
+        }
+        return false
+    }
+
+    /// Fails unless the topic's namespace exists and the topic exists or may be created on first use.
+    public func checkTopicAllowed(_ name: TopicName) async throws {
+        let policies = try await policies(namespace: name.namespaceName)
+        if !policies.allowAutoTopicCreation, try await !topicExists(name) {
+            throw BrokerError(.topicNotFound, "topic \(name) does not exist and automatic topic creation is off in its namespace")
+        }
+    }
+
+    /// PARTITIONED_METADATA: the number of partitions, creating the topic as partitioned when the
+    /// namespace says new topics are partitioned.
+    public func partitionMetadata(_ name: TopicName) async throws -> Int {
+        try await checkTopicAllowed(name)
+        let count = try await partitionCount(name)
+        guard count == 0, name.partitionIndex < 0, name.domain == .persistent else { return count }
+        let policies = try await policies(namespace: name.namespaceName)
+        guard policies.autoCreatePartitions > 0, try await !topicExists(name) else { return 0 }
+        let record = Array(try JSONEncoder().encode(PartitionedTopicRecord(partitions: policies.autoCreatePartitions)))
+        do {
+            try await metadata.put(Self.partitionedTopicKey(name), value: record, expectedVersion: -1)
+        } catch MetadataStoreError.badVersion {
+            // Created concurrently: read what won.
+        }
+        return try await partitionCount(name)
     }
 
     /// Persistent topics of a namespace that hold or held data.
@@ -173,7 +223,25 @@ public final class BrokerService: Sendable {
         loaded.withLockedValue { Array($0.values) }
     }
 
+    /// Starts the task that applies namespace policies (TTL, retention, backlog quota, limits) to
+    /// every loaded topic once per `interval`.
+    public func startPolicyTask(interval: TimeAmount = .seconds(1)) {
+        let loop = eventLoopGroup.next()
+        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
+            loop.makeFutureWithTask { await self.enforcePolicies() }
+        }
+        policyTask.withLockedValue { $0 = task }
+    }
+
+    private func enforcePolicies() async {
+        for topic in loadedTopics {
+            guard let policies = try? await policies(namespace: topic.name.namespaceName) else { continue }
+            topic.eventLoop.execute { topic.enforce(policies) }
+        }
+    }
+
     public func shutdown() {
+        policyTask.withLockedValue { $0?.cancel() }
         store.close()
     }
 }

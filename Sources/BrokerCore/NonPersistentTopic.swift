@@ -35,7 +35,9 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         self.logger = logger
     }
 
-    public func addProducer(connectionID: UInt64, producerID: UInt64, name requested: String) throws(BrokerError) -> String {
+    public func addProducer(
+        connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink
+    ) throws(BrokerError) -> String {
         let key = Topic.ProducerKey(connectionID: connectionID, producerID: producerID)
         if let existing = producers[key] { return existing }
         if producers.contains(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
@@ -140,11 +142,14 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         eventLoop.makeSucceededVoidFuture()
     }
 
-    public func closeConsumer(subscription name: String, key: ConsumerKey) {
-        guard let subscription = subscriptions[name] else { return }
-        subscription.consumers.removeAll { $0.key == key }
-        subscription.selector.remove(key)
-        if subscription.consumers.isEmpty { subscriptions[name] = nil }
+    @discardableResult
+    public func closeConsumer(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void> {
+        if let subscription = subscriptions[name] {
+            subscription.consumers.removeAll { $0.key == key }
+            subscription.selector.remove(key)
+            if subscription.consumers.isEmpty { subscriptions[name] = nil }
+        }
+        return eventLoop.makeSucceededVoidFuture()
     }
 
     public func flow(subscription name: String, key: ConsumerKey, permits: UInt32) {

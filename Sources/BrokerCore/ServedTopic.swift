@@ -5,13 +5,14 @@ import NIOCore
 public protocol ServedTopic: AnyObject, Sendable {
     var name: TopicName { get }
     var eventLoop: any EventLoop { get }
-    func addProducer(connectionID: UInt64, producerID: UInt64, name: String) throws(BrokerError) -> String
+    func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
     func removeProducer(connectionID: UInt64, producerID: UInt64)
     /// `encoded` is what `Entry.encode` produced; `completion` runs on the event loop, in publish order.
     func publish(encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void)
     func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void>
     func createSubscriptionIfMissing(_ subscriptionName: String) -> EventLoopFuture<Void>
-    func closeConsumer(subscription name: String, key: ConsumerKey)
+    @discardableResult
+    func closeConsumer(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void>
     func flow(subscription name: String, key: ConsumerKey, permits: UInt32)
     func acknowledge(subscription name: String, positions: [Position])
     func acknowledgeBatchIndexes(subscription name: String, position: Position, ackSet: [Int64])

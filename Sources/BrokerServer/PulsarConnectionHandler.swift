@@ -169,12 +169,17 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }
         case .closeConsumer:
             let request = command.closeConsumer
-            if let entry = consumers.removeValue(forKey: request.consumerID) {
-                let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
-                let topic = entry.topic
-                topic.eventLoop.execute { topic.closeConsumer(subscription: entry.subscription, key: key) }
+            guard let entry = consumers.removeValue(forKey: request.consumerID), let channel else {
+                write(Commands.success(requestID: request.requestID))
+                return
             }
-            write(Commands.success(requestID: request.requestID))
+            let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
+            let topic = entry.topic
+            topic.eventLoop.flatSubmit { topic.closeConsumer(subscription: entry.subscription, key: key) }
+                .whenComplete { _ in
+                    let success = Commands.success(requestID: request.requestID)
+                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(success, allocator: channel.allocator), promise: nil)
+                }
         case .unsubscribe:
             handleUnsubscribe(command.unsubscribe, context: context)
         case .getLastMessageID:
@@ -209,8 +214,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let broker = self.broker
         let future = channel.eventLoop.makeFutureWithTask { () async throws -> Int in
             let name = try TopicName(parsing: request.topic)
-            try await broker.checkTopicAllowed(name)
-            return try await broker.partitionCount(name)
+            return try await broker.partitionMetadata(name)
         }
         future.whenComplete { result in
             var command = Pulsar_Proto_BaseCommand()
@@ -271,13 +275,15 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             ? request.producerName : broker.generateProducerName()
         let connectionID = self.connectionID
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        guard let sink else { return }
         let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
             ? request.initialSubscriptionName : nil
         broker.servedTopic(name).flatMap { topic in
             topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
-                    (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
+                    (topic, try topic.addProducer(
+                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink))
                 }
             }
         }.hop(to: context.eventLoop).whenComplete { result in
