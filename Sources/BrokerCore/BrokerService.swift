@@ -151,8 +151,9 @@ public final class BrokerService: Sendable {
         let metadata = self.metadata
         let configuration = self.configuration.managedLedger
         let logger = self.logger
-        let loading = loop.makeFutureWithTask { () async throws -> Topic in
+        let loading = loop.makeFutureWithTask { () async throws -> (Topic, EffectivePolicies) in
             try await self.checkTopicAllowed(name)
+            let policies = try await self.policies(namespace: name.namespaceName)
             let managedLedger = try await ManagedLedger.open(
                 name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
                 metadata: metadata, configuration: configuration, logger: logger)
@@ -172,11 +173,12 @@ public final class BrokerService: Sendable {
                 "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",
                 "entries": "\(managedLedger.numberOfEntries)",
             ])
-            return topic
+            return (topic, policies)
         }
         loading.whenComplete { result in
             switch result {
-            case .success(let topic):
+            case .success(let (topic, policies)):
+                topic.enforce(policies)
                 self.loaded.withLockedValue { $0[name] = topic }
                 promise.succeed(topic)
             case .failure(let error):
@@ -240,8 +242,12 @@ public final class BrokerService: Sendable {
         }
     }
 
-    public func shutdown() {
+    /// Stops the policy task, waits until every cursor's acknowledgements are durable, closes the store.
+    public func shutdown() async {
         policyTask.withLockedValue { $0?.cancel() }
+        for topic in loadedTopics {
+            try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
+        }
         store.close()
     }
 }

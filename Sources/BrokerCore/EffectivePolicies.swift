@@ -6,6 +6,9 @@ import Foundation
 public struct EffectivePolicies: Sendable, Equatable {
     public var retentionTimeMinutes: Int64 = 0
     public var retentionSizeMB: Int64 = 0
+    /// Whether the namespace sets a retention policy. Without one, a topic that has no durable
+    /// subscription keeps everything (Magnetar's default; Java Pulsar would delete it).
+    public var retentionConfigured = false
     public var messageTTLSeconds: Int64 = 0
     public var backlogQuotaLimitBytes: Int64 = -1
     public var backlogQuotaLimitTimeSeconds: Int64 = -1
@@ -54,6 +57,7 @@ public struct EffectivePolicies: Sendable, Equatable {
         var policies = EffectivePolicies()
         guard let record = try? JSONDecoder().decode(Record.self, from: Data(bytes)) else { return policies }
         if let retention = record.retention_policies {
+            policies.retentionConfigured = true
             policies.retentionTimeMinutes = retention.retentionTimeInMinutes ?? 0
             policies.retentionSizeMB = retention.retentionSizeInMB ?? 0
         }

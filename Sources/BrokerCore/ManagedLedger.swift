@@ -58,6 +58,9 @@ final class ManagedLedger: @unchecked Sendable {
 
     private struct PendingAppend {
         var position: Position
+        /// A duplicate that was not written: completes in order with `position` (-1, -1).
+        var isDuplicate = false
+        var size: Int64 = 0
         var result: Result<Void, BrokerError>?
         var completion: (Result<Position, BrokerError>) -> Void
     }
@@ -222,7 +225,7 @@ final class ManagedLedger: @unchecked Sendable {
         assignedEntries += 1
         let size = Int64(entry.readableBytes)
         assignedBytes += size
-        inFlight.append(PendingAppend(position: position, result: nil, completion: completion))
+        inFlight.append(PendingAppend(position: position, size: size, result: nil, completion: completion))
         let eventLoop = self.eventLoop
         store.append(ledgerID: position.ledgerID, entryID: position.entryID, payload: entry) { result in
             eventLoop.execute {
@@ -233,21 +236,35 @@ final class ManagedLedger: @unchecked Sendable {
         }
     }
 
+    /// Completes `completion` with `(-1, -1)` in append order, writing nothing (a duplicate).
+    func appendDuplicate(completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        inFlight.append(PendingAppend(
+            position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()), completion: completion))
+        drainCompleted()
+    }
+
     private func appendCompleted(position: Position, size: Int64, result: Result<Void, BrokerError>) {
-        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position }) else { return }
+        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position && !$0.isDuplicate }) else { return }
         inFlight[index].result = result
         if case .failure(let error) = result, failure == nil {
             failure = error
             logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
         }
+        drainCompleted()
+    }
+
+    private func drainCompleted() {
         while inFlightHead < inFlight.count, let done = inFlight[inFlightHead].result {
             let pending = inFlight[inFlightHead]
             inFlightHead += 1
             switch done {
+            case .success where pending.isDuplicate:
+                pending.completion(.success(pending.position))
             case .success:
                 if let last = ledgers.indices.last, ledgers[last].ledgerID == pending.position.ledgerID {
                     ledgers[last].entries = pending.position.entryID + 1
-                    ledgers[last].sizeBytes += size
+                    ledgers[last].sizeBytes += pending.size
                 }
                 pending.completion(.success(pending.position))
             case .failure(let error):

@@ -52,6 +52,8 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     }
 
     public var producerCount: Int { producers.count }
+
+    public func lastPublishedSequenceID(producerName: String) -> Int64 { -1 }
     public var consumerCount: Int { subscriptions.values.reduce(0) { $0 + $1.consumers.count } }
     public var subscriptionNames: [String] { subscriptions.keys.sorted() }
 

@@ -7,6 +7,8 @@ public protocol ServedTopic: AnyObject, Sendable {
     var eventLoop: any EventLoop { get }
     func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
     func removeProducer(connectionID: UInt64, producerID: UInt64)
+    /// What PRODUCER_SUCCESS reports as `last_sequence_id`: -1 unless deduplication is on.
+    func lastPublishedSequenceID(producerName: String) -> Int64
     /// `encoded` is what `Entry.encode` produced; `completion` runs on the event loop, in publish order.
     func publish(encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void)
     func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void>

@@ -7,6 +7,7 @@ extension Topic {
     func enforce(_ policies: EffectivePolicies) {
         eventLoop.preconditionInEventLoop()
         self.policies = policies
+        setDeduplication(enabled: policies.deduplicationEnabled)
         let nowMs = ManagedLedger.nowMs()
         if policies.messageTTLSeconds > 0 {
             expireMessages(olderThanMs: nowMs - policies.messageTTLSeconds * 1000)
@@ -15,6 +16,8 @@ extension Topic {
         managedLedger.rollIfAged()
         let durable = subscriptions.values.filter(\.isDurable)
         let slowest = durable.map(\.cursor.markDelete).min()
+        // Without a retention policy, what no subscription has consumed yet is kept.
+        guard policies.retentionConfigured || !durable.isEmpty else { return }
         managedLedger.trim(
             slowest: durable.isEmpty ? nil : slowest,
             retentionTimeMs: policies.retentionTimeMinutes < 0 ? -1 : policies.retentionTimeMinutes * 60_000,

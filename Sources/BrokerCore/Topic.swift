@@ -75,6 +75,8 @@ public final class Topic: @unchecked Sendable {
     var policies = EffectivePolicies()
     /// Set while the backlog is over a producer-blocking quota.
     var backlogQuotaExceeded = false
+    /// Present while deduplication is enabled.
+    var deduplication: DeduplicationState?
 
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
@@ -143,8 +145,13 @@ public final class Topic: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         let messages = Int64(max(attributes.numMessages, 1))
         let bytes = Int64(encoded.readableBytes)
+        guard acceptForDeduplication(attributes) else {
+            managedLedger.appendDuplicate(completion: completion)
+            return
+        }
         managedLedger.append(encoded) { result in
             if case .success = result {
+                self.recordPersisted(attributes)
                 self.messagesIn += messages
                 self.bytesIn += bytes
                 for subscription in self.subscriptions.values where !subscription.consumers.isEmpty {
@@ -264,6 +271,12 @@ public final class Topic: @unchecked Sendable {
         case .latest: return managedLedger.positionBeforeNextEntry
         case .at(let position): return position.previousInLedger
         }
+    }
+
+    /// Succeeds once every subscription's acknowledgements so far are durable.
+    func flushCursors() -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        return EventLoopFuture.andAllComplete(subscriptions.values.map { $0.cursor.flush() }, on: eventLoop)
     }
 
     /// Detaches a consumer. The future succeeds once the subscription's acknowledgements so far

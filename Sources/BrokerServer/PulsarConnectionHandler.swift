@@ -279,17 +279,18 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
             ? request.initialSubscriptionName : nil
         broker.servedTopic(name).flatMap { topic in
-            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String)> in
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String, Int64)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
-                    (topic, try topic.addProducer(
-                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink))
+                    let assigned = try topic.addProducer(
+                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink)
+                    return (topic, assigned, topic.lastPublishedSequenceID(producerName: assigned))
                 }
             }
         }.hop(to: context.eventLoop).whenComplete { result in
             let handler = bound.value
             switch result {
-            case .success(let (topic, assignedName)):
+            case .success(let (topic, assignedName, lastSequenceID)):
                 guard handler.isActive else {
                     topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: request.producerID) }
                     return
@@ -299,7 +300,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 handler.write(Commands.base(.producerSuccess) {
                     $0.producerSuccess.requestID = request.requestID
                     $0.producerSuccess.producerName = assignedName
-                    $0.producerSuccess.lastSequenceID = -1
+                    $0.producerSuccess.lastSequenceID = lastSequenceID
                     $0.producerSuccess.producerReady = true
                 })
             case .failure(let error):
@@ -341,11 +342,20 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             return
         }
         let key: [UInt8] = metadata.hasOrderingKey ? [UInt8](metadata.orderingKey) : Array(metadata.partitionKey.utf8)
+        let numMessages = metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1
+        // The C++ client numbers a batch's messages consecutively from the SEND's sequence id.
+        let sequenceID = Int64(bitPattern: request.sequenceID)
+        let highestSequenceID = max(
+            request.hasHighestSequenceID ? Int64(bitPattern: request.highestSequenceID) : sequenceID,
+            sequenceID + Int64(numMessages) - 1)
         let attributes = EntryAttributes(
-            numMessages: metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1,
+            numMessages: numMessages,
             publishTimeMs: Int64(bitPattern: metadata.publishTime),
             deliverAtMs: metadata.hasDeliverAtTime ? metadata.deliverAtTime : 0,
-            key: key)
+            key: key,
+            producerName: metadata.producerName,
+            highestSequenceID: highestSequenceID,
+            isNonFinalChunk: metadata.hasChunkID && metadata.chunkID < metadata.numChunksFromMsg - 1)
         let checksum = payload.checksum ?? payload.computeChecksum()
         let bytes = payload.checksummedBytes
         let encoded = Entry.encode(

@@ -52,12 +52,12 @@ public enum Standalone {
             try await group.run()
         } catch {
             logger.error("standalone.failed", metadata: ["error": "\(error)"])
-            broker.shutdown()
+            await broker.shutdown()
             await metadata.close()
             try? await eventLoopGroup.shutdownGracefully()
             throw error
         }
-        broker.shutdown()
+        await broker.shutdown()
         await metadata.close()
         try? await eventLoopGroup.shutdownGracefully()
         logger.info("standalone.stopped")
