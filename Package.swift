@@ -71,6 +71,12 @@ let package = Package(
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),
+        .testTarget(name: "BrokerServerTests", dependencies: [
+            "BrokerServer", "BrokerCore", "PulsarProtocol", "LedgerStorage", "Metadata",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,6 +19,9 @@ public protocol ConsumerSink: AnyObject, Sendable {
 /// Where a producer's receipts go.
 public protocol ProducerSink: AnyObject, Sendable {
     func closeProducerByBroker(producerID: UInt64)
+    /// Whether the producer's connection is still open (a reconnecting client may take over the
+    /// name of a producer whose connection is already gone).
+    var isConnected: Bool { get }
 }
 
 /// Subscription types, with Pulsar's values.

@@ -112,8 +112,13 @@ public final class Topic: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         let key = ProducerKey(connectionID: connectionID, producerID: producerID)
         if let existing = producers[key] { return existing }
-        if producers.contains(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
-            throw BrokerError(.producerBusy, "producer '\(requested)' is already connected to \(name)")
+        if let (existingKey, _) = producers.first(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
+            guard producerSinks[existingKey]?.isConnected == false else {
+                throw BrokerError(.producerBusy, "producer '\(requested)' is already connected to \(name)")
+            }
+            // Its connection is gone and the client reconnected before we noticed: take over.
+            producers[existingKey] = nil
+            producerSinks[existingKey] = nil
         }
         if policies.maxProducersPerTopic > 0, producers.count >= policies.maxProducersPerTopic {
             throw BrokerError(.producerBusy, "topic \(name) reached its maximum of \(policies.maxProducersPerTopic) producers")

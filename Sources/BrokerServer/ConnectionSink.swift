@@ -66,6 +66,8 @@ final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
         }
     }
 
+    var isConnected: Bool { channel.isActive }
+
     func closeProducerByBroker(producerID: UInt64) {
         let command = Commands.base(.closeProducer) {
             $0.closeProducer.producerID = producerID

@@ -173,6 +173,30 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         }
     }
 
+    /// Failover: only the active consumer (priority, then name) receives; when it leaves, the
+    /// standby continues from the first unacknowledged entry.
+    @Test func failoverStandbyContinuesFromFirstUnacknowledged() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "failover")))
+        var positions: [Position] = []
+        for i in 0..<5 { positions.append(try await publish(topic, "m\(i)")) }
+        let sink = RecordingSink()
+        // Consumer 1 is named "c1", consumer 0 "c0": c0 is active whatever the order of joining.
+        try await subscribe(topic, "s", consumer: 1, type: .failover, sink: sink)
+        try await subscribe(topic, "s", consumer: 0, type: .failover, sink: sink)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100)
+        loop.run()
+        #expect(sink.deliveries.allSatisfy { $0.consumerID == 0 })
+        #expect(sink.deliveries.map(\.body) == ["m0", "m1", "m2", "m3", "m4"])
+        topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]])
+        topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0))
+        loop.run()
+        let standby = sink.deliveries.dropFirst(5)
+        #expect(standby.allSatisfy { $0.consumerID == 1 })
+        #expect(standby.map(\.body) == ["m2", "m4"])
+    }
+
     @Test func cursorSurvivesReload() async throws {
         let broker = try await makeBroker()
         let name = try TopicName(parsing: "reload")
