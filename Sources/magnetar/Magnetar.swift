@@ -1,13 +1,15 @@
 import ArgumentParser
 import BrokerServer
 import Logging
+import Metrics
+import Prometheus
 
 @main
 struct Magnetar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
-        subcommands: [StandaloneCommand.self])
+        subcommands: [StandaloneCommand.self, AdminCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -24,7 +26,7 @@ struct StandaloneCommand: AsyncParsableCommand {
     @Option(help: "Port of the Pulsar binary protocol.")
     var port = 6650
 
-    @Option(help: "Port of the HTTP endpoint (/health).")
+    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
     var httpPort = 8080
 
     @Option(help: "Host name or address clients use to reach this broker (returned by topic lookups).")
@@ -41,10 +43,12 @@ struct StandaloneCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "magnetar")
+        let metricsRegistry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
         try await Standalone.run(
             StandaloneOptions(
                 dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,
                 advertisedAddress: advertisedAddress),
-            logger: logger)
+            metricsRegistry: metricsRegistry, logger: logger)
     }
 }
