@@ -151,9 +151,9 @@ import Testing
             try await broker.clearBacklog(name, subscription: "from-start")
             #expect(try await broker.topicStats(name).subscriptions["from-start"]?.msgBacklog == 0)
 
-            let internal = try await broker.topicInternalStats(name)
-            #expect(internal.numberOfEntries == 5)
-            #expect(internal.cursors["from-start"]?.markDeletePosition == internal.lastConfirmedEntry)
+            let internalStats = try await broker.topicInternalStats(name)
+            #expect(internalStats.numberOfEntries == 5)
+            #expect(internalStats.cursors["from-start"]?.markDeletePosition == internalStats.lastConfirmedEntry)
 
             await expectCode(.notFound) { try await broker.deleteSubscription(name, subscription: "nope", force: false) }
             try await broker.deleteSubscription(name, subscription: "from-end", force: false)
