@@ -256,6 +256,8 @@ public enum AdminLimits {
     public static let maxPartitions = 10_000
     /// Most entries one expire, skip or peek examines (they run on the topic's event loop).
     public static let maxEntriesExaminedPerOperation: Int64 = 1_000_000
+    /// Longest expiry an expire-messages call accepts (100 years), so `now - seconds` cannot overflow.
+    public static let maxExpiryTimeSeconds: Int64 = 100 * 365 * 86_400
     /// Longest tenant or namespace name.
     public static let maxNameLengthBytes = 255
 }

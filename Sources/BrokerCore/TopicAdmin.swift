@@ -224,7 +224,7 @@ extension BrokerService {
     }
 
     /// Whether a non-partitioned topic (or one partition) exists: loaded, or stored.
-    func topicExists(_ name: TopicName) async throws -> Bool {
+    func adminTopicExists(_ name: TopicName) async throws -> Bool {
         if loadedTopic(name) != nil { return true }
         guard name.domain == .persistent else { return false }
         if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
@@ -238,7 +238,7 @@ extension BrokerService {
     func existingTopic(_ name: TopicName) async throws -> Topic {
         if let topic = loadedTopic(name) { return topic }
         try await requireNamespace(name.namespaceName)
-        guard try await topicExists(name) else {
+        guard try await adminTopicExists(name) else {
             if try await partitionedRecord(name) != nil {
                 throw BrokerError.invalidArgument("\(name) is a partitioned topic: ask about one of its partitions (\(name)-partition-0, ...)")
             }
@@ -280,7 +280,7 @@ extension BrokerService {
     /// Creates a non-partitioned persistent topic (loads it, which records its managed ledger).
     public func createTopic(_ name: TopicName) async throws {
         try await requireNamespace(name.namespaceName)
-        if try await topicExists(name) { throw BrokerError.topicExists(name) }
+        if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
         if try await partitionedRecord(name) != nil { throw BrokerError.partitionedTopicExists(name) }
         guard name.domain == .persistent else {
             throw BrokerError(.notAllowed, "non-persistent topics exist while clients use them: nothing to create")
@@ -296,7 +296,7 @@ extension BrokerService {
             throw BrokerError.invalidArgument("a partitioned topic's name must not end in -partition-N: \(name)")
         }
         try await requireNamespace(name.namespaceName)
-        if try await topicExists(name) { throw BrokerError.topicExists(name) }
+        if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
         do {
             try await metadata.put(
                 Self.partitionedTopicKey(name), value: Self.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
@@ -331,7 +331,7 @@ extension BrokerService {
     public func partitionedTopicMetadata(_ name: TopicName) async throws -> PartitionedTopicRecord {
         try await requireNamespace(name.namespaceName)
         if let (record, _) = try await partitionedRecord(name) { return record }
-        guard try await topicExists(name) else { throw BrokerError.topicNotFound(name) }
+        guard try await adminTopicExists(name) else { throw BrokerError.topicNotFound(name) }
         return PartitionedTopicRecord(partitions: 0)
     }
 
@@ -498,7 +498,9 @@ extension BrokerService {
     /// Acknowledges on the subscription's behalf everything published more than `seconds` ago.
     @discardableResult
     public func expireMessages(_ name: TopicName, subscription subscriptionName: String, olderThanSeconds seconds: Int64) async throws -> Int64 {
-        guard seconds >= 0 else { throw BrokerError.invalidArgument("expiry time must not be negative, got \(seconds)") }
+        guard (0...AdminLimits.maxExpiryTimeSeconds).contains(seconds) else {
+            throw BrokerError.invalidArgument("expiry time must be between 0 and \(AdminLimits.maxExpiryTimeSeconds) seconds, got \(seconds)")
+        }
         let topic = try await existingTopic(name)
         let cutoffMs = Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000
         return try await topic.eventLoop.submit { () throws -> Int64 in

@@ -256,10 +256,12 @@ enum AdminArguments {
             digits = String(raw.dropLast())
             unit = multiplier
         }
-        guard let value = Int64(digits), value >= 0 else {
+        guard let value = Int64(digits), value >= 0, case let (seconds, overflow) = value.multipliedReportingOverflow(by: unit),
+              !overflow, seconds <= Int64.max / 1000
+        else {
             throw ValidationError("invalid time '\(raw)': use a number with an optional unit s, m, h, d or w (e.g. 10m)")
         }
-        return value * unit
+        return seconds
     }
 
     /// `100`, `10K`, `10M`, `16G`, `1T` → bytes; `-1` stays -1.
@@ -272,10 +274,12 @@ enum AdminArguments {
             digits = String(raw.dropLast())
             unit = multiplier
         }
-        guard let value = Int64(digits), value >= 0 else {
+        guard let value = Int64(digits), value >= 0, case let (bytes, overflow) = value.multipliedReportingOverflow(by: unit),
+              !overflow, bytes <= Int64.max - (1 << 20)
+        else {
             throw ValidationError("invalid size '\(raw)': use a number with an optional unit K, M, G or T (e.g. 10M)")
         }
-        return value * unit
+        return bytes
     }
 
     /// `earliest`, `latest` or `ledgerId:entryId` → Pulsar's message id JSON.
