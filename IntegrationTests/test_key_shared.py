@@ -16,7 +16,7 @@ import pulsar
 import pytest
 
 from consumer_threads import ConsumerThread, Recorder, stop_all
-from helpers import QUIET_MS, RECEIVE_TIMEOUT_MS, SendTracker, assert_no_more, drain_consumer, receive_n
+from helpers import QUIET_MS, SendTracker, assert_no_more, drain_consumer
 
 CT = pulsar.ConsumerType
 HASH_RANGE = 65536

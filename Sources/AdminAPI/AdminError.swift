@@ -36,7 +36,7 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
         switch code {
         case .notFound, .topicNotFound, .subscriptionNotFound, .consumerNotFound: .notFound
         case .conflict, .producerBusy: .conflict
-        case .preconditionFailed, .consumerBusy: .preconditionFailed
+        case .preconditionFailed, .consumerBusy, .producerBlockedQuota: .preconditionFailed
         case .badRequest, .invalidTopicName: .badRequest
         case .notAllowed: .methodNotAllowed
         case .tooManyRequests: .tooManyRequests

@@ -7,6 +7,7 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case consumerBusy
         case consumerAssign
         case producerBusy
+        case producerBlockedQuota
         case topicNotFound
         case subscriptionNotFound
         case consumerNotFound

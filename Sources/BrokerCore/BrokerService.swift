@@ -30,6 +30,9 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
+    private let policyTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
+    private let nonPersistentTopics = NIOLockedValueBox<[TopicName: NonPersistentTopic]>([:])
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
@@ -76,14 +79,59 @@ public final class BrokerService: Sendable {
         return try JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(value.value)).partitions
     }
 
-    /// Fails unless the topic's namespace exists and its domain is served.
+    /// The policies of a namespace, cached for `policyCacheTTL`.
+    public func policies(namespace: String) async throws -> EffectivePolicies {
+        let now = NIODeadline.now()
+        if let cached = policyCache.withLockedValue({ $0[namespace] }), cached.expires > now {
+            return cached.policies
+        }
+        guard let record = try await metadata.get(Self.namespaceKey(namespace)) else {
+            throw BrokerError(.topicNotFound, "namespace '\(namespace)' does not exist: create it first")
+        }
+        let policies = EffectivePolicies.decode(record.value)
+        policyCache.withLockedValue { $0[namespace] = (policies, now + Self.policyCacheTTL) }
+        return policies
+    }
+
+    static let policyCacheTTL = TimeAmount.seconds(1)
+
+    /// Whether a persistent topic exists: it has a managed ledger, is partitioned, or is a partition
+    /// of a partitioned topic.
+    public func topicExists(_ name: TopicName) async throws -> Bool {
+        if name.domain == .nonPersistent { return true }
+        if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
+        if try await metadata.get(Self.partitionedTopicKey(name)) != nil { return true }
+        if name.partitionIndex >= 0, let range = name.localName.range(of: "-partition-", options: .backwards) {
+            var base = name
+            base.localName = String(name.localName[..<range.lowerBound])
+            return try await partitionCount(base) > name.partitionIndex
+        }
+        return false
+    }
+
+    /// Fails unless the topic's namespace exists and the topic exists or may be created on first use.
     public func checkTopicAllowed(_ name: TopicName) async throws {
-        guard name.domain == .persistent else {
-            throw BrokerError(.notAllowed, "non-persistent topics are not supported yet: use persistent://")
+        let policies = try await policies(namespace: name.namespaceName)
+        if !policies.allowAutoTopicCreation, try await !topicExists(name) {
+            throw BrokerError(.topicNotFound, "topic \(name) does not exist and automatic topic creation is off in its namespace")
         }
-        guard try await metadata.get(Self.namespaceKey(name.namespaceName)) != nil else {
-            throw BrokerError(.topicNotFound, "namespace '\(name.namespaceName)' does not exist: create it first")
+    }
+
+    /// PARTITIONED_METADATA: the number of partitions, creating the topic as partitioned when the
+    /// namespace says new topics are partitioned.
+    public func partitionMetadata(_ name: TopicName) async throws -> Int {
+        try await checkTopicAllowed(name)
+        let count = try await partitionCount(name)
+        guard count == 0, name.partitionIndex < 0, name.domain == .persistent else { return count }
+        let policies = try await policies(namespace: name.namespaceName)
+        guard policies.autoCreatePartitions > 0, try await !topicExists(name) else { return 0 }
+        let record = Array(try JSONEncoder().encode(PartitionedTopicRecord(partitions: policies.autoCreatePartitions)))
+        do {
+            try await metadata.put(Self.partitionedTopicKey(name), value: record, expectedVersion: -1)
+        } catch MetadataStoreError.badVersion {
+            // Created concurrently: read what won.
         }
+        return try await partitionCount(name)
     }
 
     /// Persistent topics of a namespace that hold or held data.
@@ -106,8 +154,9 @@ public final class BrokerService: Sendable {
         let metadata = self.metadata
         let configuration = self.configuration.managedLedger
         let logger = self.logger
-        let loading = loop.makeFutureWithTask { () async throws -> Topic in
+        let loading = loop.makeFutureWithTask { () async throws -> (Topic, EffectivePolicies) in
             try await self.checkTopicAllowed(name)
+            let policies = try await self.policies(namespace: name.namespaceName)
             let managedLedger = try await ManagedLedger.open(
                 name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
                 metadata: metadata, configuration: configuration, logger: logger)
@@ -127,11 +176,12 @@ public final class BrokerService: Sendable {
                 "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",
                 "entries": "\(managedLedger.numberOfEntries)",
             ])
-            return topic
+            return (topic, policies)
         }
         loading.whenComplete { result in
             switch result {
-            case .success(let topic):
+            case .success(let (topic, policies)):
+                topic.enforce(policies)
                 self.loaded.withLockedValue { $0[name] = topic }
                 promise.succeed(topic)
             case .failure(let error):
@@ -142,6 +192,35 @@ public final class BrokerService: Sendable {
             }
         }
         return future
+    }
+
+    /// A persistent or non-persistent topic, by its domain.
+    public func servedTopic(_ name: TopicName) -> EventLoopFuture<any ServedTopic> {
+        switch name.domain {
+        case .persistent:
+            return topic(name).map { $0 as any ServedTopic }
+        case .nonPersistent:
+            return nonPersistentTopic(name).map { $0 as any ServedTopic }
+        }
+    }
+
+    /// The non-persistent topic, created on first use (nothing to recover).
+    public func nonPersistentTopic(_ name: TopicName) -> EventLoopFuture<NonPersistentTopic> {
+        let loop = eventLoopGroup.next()
+        let logger = self.logger
+        return loop.makeFutureWithTask { try await self.checkTopicAllowed(name) }.map {
+            self.nonPersistentTopics.withLockedValue { topics in
+                if let existing = topics[name] { return existing }
+                let topic = NonPersistentTopic(name: name, eventLoop: loop, logger: logger)
+                topics[name] = topic
+                return topic
+            }
+        }
+    }
+
+    /// Non-persistent topics created so far.
+    public var loadedNonPersistentTopics: [NonPersistentTopic] {
+        nonPersistentTopics.withLockedValue { Array($0.values) }
     }
 
     /// Topics loaded so far.
@@ -160,7 +239,29 @@ public final class BrokerService: Sendable {
         _ = loaded.withLockedValue { $0.removeValue(forKey: name) }
     }
 
-    public func shutdown() {
+    /// Starts the task that applies namespace policies (TTL, retention, backlog quota, limits) to
+    /// every loaded topic once per `interval`.
+    public func startPolicyTask(interval: TimeAmount = .seconds(1)) {
+        let loop = eventLoopGroup.next()
+        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
+            loop.makeFutureWithTask { await self.enforcePolicies() }
+        }
+        policyTask.withLockedValue { $0 = task }
+    }
+
+    private func enforcePolicies() async {
+        for topic in loadedTopics {
+            guard let policies = try? await policies(namespace: topic.name.namespaceName) else { continue }
+            topic.eventLoop.execute { topic.enforce(policies) }
+        }
+    }
+
+    /// Stops the policy task, waits until every cursor's acknowledgements are durable, closes the store.
+    public func shutdown() async {
+        policyTask.withLockedValue { $0?.cancel() }
+        for topic in loadedTopics {
+            try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
+        }
         store.close()
     }
 }

@@ -40,6 +40,8 @@ final class Cursor: @unchecked Sendable {
     private var snapshotDirty = false
     private var rollingLedger = false
     private var deleted = false
+    /// Waiting for every change made so far to be durable.
+    private var flushWaiters: [EventLoopPromise<Void>] = []
 
     static let snapshotsPerLedger: Int64 = 1_000
     static let maxRangesToPersist = 100_000
@@ -208,7 +210,28 @@ final class Cursor: @unchecked Sendable {
             logger.error("cursor.snapshot-failed", metadata: ["subscription": "\(name)", "error": "\(error)"])
             snapshotDirty = true
         }
-        if snapshotDirty { writeSnapshot() }
+        if snapshotDirty {
+            writeSnapshot()
+        } else {
+            completeFlushWaiters()
+        }
+    }
+
+    private func completeFlushWaiters() {
+        let waiters = flushWaiters
+        flushWaiters = []
+        for waiter in waiters { waiter.succeed() }
+    }
+
+    /// Succeeds once every change made so far is durable (at once for a non-durable cursor).
+    func flush() -> EventLoopFuture<Void> {
+        let eventLoop = managedLedger.eventLoop
+        guard durable, !deleted, snapshotInFlight || snapshotDirty || rollingLedger else {
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        let promise = eventLoop.makePromise(of: Void.self)
+        flushWaiters.append(promise)
+        return promise.futureResult
     }
 
     /// Starts a new cursor ledger with a fresh snapshot, points metadata at it, deletes the old one.
@@ -244,7 +267,7 @@ final class Cursor: @unchecked Sendable {
                 self.logger.error("cursor.roll-failed", metadata: ["subscription": "\(self.name)", "error": "\(error)"])
                 self.snapshotDirty = true
             }
-            if self.snapshotDirty { self.writeSnapshot() }
+            if self.snapshotDirty { self.writeSnapshot() } else { self.completeFlushWaiters() }
         }
     }
 

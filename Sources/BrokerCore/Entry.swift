@@ -10,8 +10,19 @@ public struct EntryAttributes: Sendable, Equatable {
     public var deliverAtMs: Int64
     /// Ordering key, else partition key, else empty.
     public var key: [UInt8]
+    /// The producer's name and the highest sequence id in the entry (deduplication), or "" and -1.
+    public var producerName: String
+    public var highestSequenceID: Int64
+    /// True for a chunk that is not the last of its message: deduplication looks at the last only.
+    public var isNonFinalChunk: Bool
 
-    public init(numMessages: Int32, publishTimeMs: Int64, deliverAtMs: Int64 = 0, key: [UInt8] = []) {
+    public init(
+        numMessages: Int32, publishTimeMs: Int64, deliverAtMs: Int64 = 0, key: [UInt8] = [],
+        producerName: String = "", highestSequenceID: Int64 = -1, isNonFinalChunk: Bool = false
+    ) {
+        self.producerName = producerName
+        self.highestSequenceID = highestSequenceID
+        self.isNonFinalChunk = isNonFinalChunk
         self.numMessages = numMessages
         self.publishTimeMs = publishTimeMs
         self.deliverAtMs = deliverAtMs
@@ -22,11 +33,13 @@ public struct EntryAttributes: Sendable, Equatable {
 /// One stored entry: attributes + the protocol's bytes, forwarded verbatim on dispatch.
 ///
 /// On-disk body layout (version 1), inside a ledger entry, all big-endian:
-/// `[u8 version=1][i32 numMessages][i64 publishTimeMs][i64 deliverAtMs][u16 keyLength][key][body]`.
+/// `[u8 version][i32 numMessages][i64 publishTimeMs][i64 deliverAtMs][u16 keyLength][key]`
+/// then, from version 2 on, `[u16 producerNameLength][producerName][i64 highestSequenceID][u8 flags]`,
+/// then `[body]`. Version history: 1 = first format; 2 = producer name and sequence id (deduplication).
 /// For the Pulsar protocol `body` is `[u32 crc32c][u32 metadataSize][MessageMetadata][payload]`.
 /// A pure value; `body` is a slice of the buffer read from storage.
 public struct Entry: Sendable {
-    public static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
     public static let maxKeyLengthBytes = Int(UInt16.max)
 
     public var attributes: EntryAttributes
@@ -52,13 +65,18 @@ public struct Entry: Sendable {
         writeBody: (inout ByteBuffer) -> Void
     ) -> ByteBuffer {
         let key = attributes.key.prefix(Entry.maxKeyLengthBytes)
-        var buffer = allocator.buffer(capacity: 23 + key.count + bodyLength)
+        let producerName = Array(attributes.producerName.utf8.prefix(Int(UInt16.max)))
+        var buffer = allocator.buffer(capacity: 34 + key.count + producerName.count + bodyLength)
         buffer.writeInteger(Entry.formatVersion)
         buffer.writeInteger(attributes.numMessages)
         buffer.writeInteger(attributes.publishTimeMs)
         buffer.writeInteger(attributes.deliverAtMs)
         buffer.writeInteger(UInt16(key.count))
         buffer.writeBytes(key)
+        buffer.writeInteger(UInt16(producerName.count))
+        buffer.writeBytes(producerName)
+        buffer.writeInteger(attributes.highestSequenceID)
+        buffer.writeInteger(UInt8(attributes.isNonFinalChunk ? 1 : 0))
         writeBody(&buffer)
         return buffer
     }
@@ -66,7 +84,7 @@ public struct Entry: Sendable {
     /// Decodes what `encode` wrote. The body is a slice of `buffer` (no copy).
     public static func decode(_ buffer: ByteBuffer) throws(BrokerError) -> Entry {
         var buffer = buffer
-        guard let version = buffer.readInteger(as: UInt8.self), version == formatVersion,
+        guard let version = buffer.readInteger(as: UInt8.self), version == 1 || version == 2,
               let numMessages = buffer.readInteger(as: Int32.self),
               let publishTime = buffer.readInteger(as: Int64.self),
               let deliverAt = buffer.readInteger(as: Int64.self),
@@ -75,8 +93,19 @@ public struct Entry: Sendable {
         else {
             throw BrokerError(.persistence, "stored entry has an unknown or damaged header")
         }
-        return Entry(
-            attributes: EntryAttributes(numMessages: numMessages, publishTimeMs: publishTime, deliverAtMs: deliverAt, key: key),
-            body: buffer)
+        var attributes = EntryAttributes(numMessages: numMessages, publishTimeMs: publishTime, deliverAtMs: deliverAt, key: key)
+        if version >= 2 {
+            guard let nameLength = buffer.readInteger(as: UInt16.self),
+                  let name = buffer.readString(length: Int(nameLength)),
+                  let sequenceID = buffer.readInteger(as: Int64.self),
+                  let flags = buffer.readInteger(as: UInt8.self)
+            else {
+                throw BrokerError(.persistence, "stored entry has a damaged header")
+            }
+            attributes.producerName = name
+            attributes.highestSequenceID = sequenceID
+            attributes.isNonFinalChunk = flags & 1 != 0
+        }
+        return Entry(attributes: attributes, body: buffer)
     }
 }

@@ -11,6 +11,9 @@ struct LedgerInfo: Codable, Sendable, Equatable {
     var entries: Int64
     var sizeBytes: Int64
     var closed: Bool
+    /// When the ledger was opened (epoch ms); retention ages a ledger by its last entry's time,
+    /// approximated by when the next ledger opened.
+    var createdAtMs: Int64?
 }
 
 /// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
@@ -24,6 +27,8 @@ public struct ManagedLedgerConfiguration: Sendable {
     public var maxEntriesPerLedger: Int64 = 50_000
     /// Roll to a new ledger after this many bytes.
     public var maxSizePerLedgerBytes: Int64 = 512 * 1024 * 1024
+    /// Roll a ledger that holds entries once it is this old (Pulsar: managedLedgerMaxLedgerRolloverTimeMinutes).
+    public var maxLedgerAge: TimeAmount = .hours(4)
     public init() {}
 }
 
@@ -53,6 +58,9 @@ final class ManagedLedger: @unchecked Sendable {
 
     private struct PendingAppend {
         var position: Position
+        /// A duplicate that was not written: completes in order with `position` (-1, -1).
+        var isDuplicate = false
+        var size: Int64 = 0
         var result: Result<Void, BrokerError>?
         var completion: (Result<Position, BrokerError>) -> Void
     }
@@ -111,7 +119,8 @@ final class ManagedLedger: @unchecked Sendable {
         // Empty closed ledgers carry nothing; drop them from the list.
         record.ledgers.removeAll { $0.closed && $0.entries == 0 }
         let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
-        record.ledgers.append(LedgerInfo(ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false))
+        record.ledgers.append(LedgerInfo(
+            ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: ManagedLedger.nowMs()))
         let version = try await metadata.put(
             metadataKey, value: Array(try JSONEncoder().encode(record)), expectedVersion: expectedVersion)
         return ManagedLedger(
@@ -205,7 +214,9 @@ final class ManagedLedger: @unchecked Sendable {
             return
         }
         let ledger = openLedger
-        if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes {
+        if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes
+            || (assignedEntries > 0 && ManagedLedger.nowMs() - (ledger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000)
+        {
             waiting.append((entry, completion))
             startRoll()
             return
@@ -214,7 +225,7 @@ final class ManagedLedger: @unchecked Sendable {
         assignedEntries += 1
         let size = Int64(entry.readableBytes)
         assignedBytes += size
-        inFlight.append(PendingAppend(position: position, result: nil, completion: completion))
+        inFlight.append(PendingAppend(position: position, size: size, result: nil, completion: completion))
         let eventLoop = self.eventLoop
         store.append(ledgerID: position.ledgerID, entryID: position.entryID, payload: entry) { result in
             eventLoop.execute {
@@ -225,21 +236,35 @@ final class ManagedLedger: @unchecked Sendable {
         }
     }
 
+    /// Completes `completion` with `(-1, -1)` in append order, writing nothing (a duplicate).
+    func appendDuplicate(completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        inFlight.append(PendingAppend(
+            position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()), completion: completion))
+        drainCompleted()
+    }
+
     private func appendCompleted(position: Position, size: Int64, result: Result<Void, BrokerError>) {
-        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position }) else { return }
+        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position && !$0.isDuplicate }) else { return }
         inFlight[index].result = result
         if case .failure(let error) = result, failure == nil {
             failure = error
             logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
         }
+        drainCompleted()
+    }
+
+    private func drainCompleted() {
         while inFlightHead < inFlight.count, let done = inFlight[inFlightHead].result {
             let pending = inFlight[inFlightHead]
             inFlightHead += 1
             switch done {
+            case .success where pending.isDuplicate:
+                pending.completion(.success(pending.position))
             case .success:
                 if let last = ledgers.indices.last, ledgers[last].ledgerID == pending.position.ledgerID {
                     ledgers[last].entries = pending.position.entryID + 1
-                    ledgers[last].sizeBytes += size
+                    ledgers[last].sizeBytes += pending.size
                 }
                 pending.completion(.success(pending.position))
             case .failure(let error):
@@ -260,6 +285,8 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Once nothing is in flight on the open ledger, closes it in metadata and opens the next.
     private func finishRollIfIdle() {
+        // A trim in flight holds the metadata version; the roll continues when it completes.
+        guard !trimming else { return }
         guard rolling, inFlight.count == inFlightHead, failure == nil else {
             if failure != nil { failWaiting() }
             return
@@ -274,7 +301,8 @@ final class ManagedLedger: @unchecked Sendable {
             let newLedgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
             var newRecord = record
             newRecord.ledgers.removeAll { $0.closed && $0.entries == 0 }
-            newRecord.ledgers.append(LedgerInfo(ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false))
+            newRecord.ledgers.append(LedgerInfo(
+                ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: ManagedLedger.nowMs()))
             let version = try await metadata.put(
                 key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
             return (newRecord, version)
@@ -305,6 +333,81 @@ final class ManagedLedger: @unchecked Sendable {
         self.waiting = []
         let error = failure ?? BrokerError(.persistence, "managed ledger \(name) failed")
         for (_, completion) in waiting { completion(.failure(error)) }
+    }
+
+    static func nowMs() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    /// Rolls the open ledger if it holds entries and is older than the rollover age (called by
+    /// the policy task, so a quiet topic's last ledger closes and can be trimmed).
+    func rollIfAged() {
+        eventLoop.preconditionInEventLoop()
+        guard !rolling, failure == nil, assignedEntries > 0,
+              ManagedLedger.nowMs() - (openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
+        else { return }
+        startRoll()
+    }
+
+    private var trimming = false
+
+    /// Deletes closed ledgers whose every entry is at or before `slowest` (nil: no cursor holds
+    /// anything) and that retention no longer keeps: older than `retentionTimeMs` or beyond
+    /// `retentionSizeBytes` (-1: keep forever; 0 for both: keep nothing consumed).
+    func trim(slowest: Position?, retentionTimeMs: Int64, retentionSizeBytes: Int64) {
+        eventLoop.preconditionInEventLoop()
+        guard !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
+        let now = ManagedLedger.nowMs()
+        var total = totalSizeBytes
+        var candidates: [Int64] = []
+        for (index, ledger) in ledgers.enumerated() where ledger.closed {
+            guard index + 1 < ledgers.count else { break }
+            if let slowest, Position(ledgerID: ledger.ledgerID, entryID: ledger.entries - 1) > slowest { break }
+            // A ledger's last entry is about as old as the next ledger's creation.
+            let age = now - (ledgers[index + 1].createdAtMs ?? now)
+            let tooOld = retentionTimeMs >= 0 && age >= retentionTimeMs
+            let tooBig = retentionSizeBytes >= 0 && total > retentionSizeBytes
+            let keepNothing = retentionTimeMs == 0 || retentionSizeBytes == 0
+            guard keepNothing || tooOld || tooBig else { break }
+            candidates.append(ledger.ledgerID)
+            total -= ledger.sizeBytes
+        }
+        let deletable = candidates
+        guard !deletable.isEmpty else { return }
+        trimming = true
+        var record = ManagedLedgerRecord(ledgers: ledgers)
+        record.ledgers.removeAll { deletable.contains($0.ledgerID) }
+        let newRecord = record
+        let metadata = self.metadata
+        let store = self.store
+        let key = metadataKey
+        let expected = metadataVersion
+        eventLoop.makeFutureWithTask {
+            try await metadata.put(key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
+        }.whenComplete { result in
+            self.trimming = false
+            defer { if self.rolling { self.finishRollIfIdle() } }
+            guard case .success(let version) = result else { return }
+            self.metadataVersion = version
+            self.ledgers.removeAll { deletable.contains($0.ledgerID) }
+            for ledgerID in deletable { try? store.deleteLedger(ledgerID: ledgerID) }
+            self.logger.info("managed-ledger.trimmed", metadata: ["topic": "\(self.name)", "ledgers": "\(deletable)"])
+        }
+    }
+
+    /// Bytes of the durable entries after `position` (whole ledgers counted exactly, the ledger
+    /// holding `position` pro rata).
+    func sizeAfter(_ position: Position) -> Int64 {
+        var size: Int64 = 0
+        for ledger in ledgers where ledger.ledgerID >= position.ledgerID && ledger.entries > 0 {
+            if ledger.ledgerID == position.ledgerID {
+                let remaining = max(0, ledger.entries - max(position.entryID + 1, 0))
+                size += ledger.sizeBytes * remaining / ledger.entries
+            } else {
+                size += ledger.sizeBytes
+            }
+        }
+        return size
     }
 
     /// Deletes every ledger and the metadata record (topic deletion).

@@ -70,6 +70,13 @@ public final class Topic: @unchecked Sendable {
         var producerID: UInt64
     }
     var producers: [ProducerKey: String] = [:]
+    var producerSinks: [ProducerKey: any ProducerSink] = [:]
+    /// The namespace policies in force, refreshed by the broker's policy task.
+    var policies = EffectivePolicies()
+    /// Set while the backlog is over a producer-blocking quota.
+    var backlogQuotaExceeded = false
+    /// Present while deduplication is enabled.
+    var deduplication: DeduplicationState?
 
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
@@ -99,20 +106,33 @@ public final class Topic: @unchecked Sendable {
     // MARK: producers
 
     /// Registers a producer; returns its name. Idempotent for the same (connection, producer id).
-    public func addProducer(connectionID: UInt64, producerID: UInt64, name requested: String) throws(BrokerError) -> String {
+    public func addProducer(
+        connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink
+    ) throws(BrokerError) -> String {
         eventLoop.preconditionInEventLoop()
         let key = ProducerKey(connectionID: connectionID, producerID: producerID)
         if let existing = producers[key] { return existing }
         if producers.contains(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
             throw BrokerError(.producerBusy, "producer '\(requested)' is already connected to \(name)")
         }
+        if policies.maxProducersPerTopic > 0, producers.count >= policies.maxProducersPerTopic {
+            throw BrokerError(.producerBusy, "topic \(name) reached its maximum of \(policies.maxProducersPerTopic) producers")
+        }
+        if backlogQuotaExceeded {
+            throw BrokerError(
+                .producerBlockedQuota,
+                "backlog quota of \(name) exceeded: consume or skip the backlog, or raise the namespace's backlog quota")
+        }
         producers[key] = requested
+        producerSinks[key] = sink
         return requested
     }
 
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
         eventLoop.preconditionInEventLoop()
-        producers[ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
+        let key = ProducerKey(connectionID: connectionID, producerID: producerID)
+        producers[key] = nil
+        producerSinks[key] = nil
     }
 
     public var producerCount: Int { producers.count }
@@ -125,8 +145,13 @@ public final class Topic: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         let messages = Int64(max(attributes.numMessages, 1))
         let bytes = Int64(encoded.readableBytes)
+        guard acceptForDeduplication(attributes) else {
+            managedLedger.appendDuplicate(completion: completion)
+            return
+        }
         managedLedger.append(encoded) { result in
             if case .success = result {
+                self.recordPersisted(attributes)
                 self.messagesIn += messages
                 self.bytesIn += bytes
                 for subscription in self.subscriptions.values where !subscription.consumers.isEmpty {
@@ -142,8 +167,15 @@ public final class Topic: @unchecked Sendable {
     /// Attaches a consumer, creating the subscription if needed.
     public func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void> {
         eventLoop.preconditionInEventLoop()
+        if let existing = subscriptions[request.subscription], existing.consumer(request.consumerKey) != nil {
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        let consumerCount = subscriptions.values.reduce(0) { $0 + $1.consumers.count }
+        if policies.maxConsumersPerTopic > 0, consumerCount >= policies.maxConsumersPerTopic {
+            return eventLoop.makeFailedFuture(BrokerError(
+                .consumerBusy, "topic \(name) reached its maximum of \(policies.maxConsumersPerTopic) consumers"))
+        }
         if let existing = subscriptions[request.subscription] {
-            if existing.consumer(request.consumerKey) != nil { return eventLoop.makeSucceededVoidFuture() }
             return attach(request, to: existing, sink: sink)
         }
         if let creating = creatingSubscriptions[request.subscription] {
@@ -241,13 +273,23 @@ public final class Topic: @unchecked Sendable {
         }
     }
 
-    public func closeConsumer(subscription name: String, key: ConsumerKey) {
+    /// Succeeds once every subscription's acknowledgements so far are durable.
+    func flushCursors() -> EventLoopFuture<Void> {
         eventLoop.preconditionInEventLoop()
-        guard let subscription = subscriptions[name] else { return }
+        return EventLoopFuture.andAllComplete(subscriptions.values.map { $0.cursor.flush() }, on: eventLoop)
+    }
+
+    /// Detaches a consumer. The future succeeds once the subscription's acknowledgements so far
+    /// are durable, so a client that closed its consumer never sees acked messages again.
+    @discardableResult
+    public func closeConsumer(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else { return eventLoop.makeSucceededVoidFuture() }
         subscription.removeConsumer(key)
         if !subscription.isDurable, subscription.consumers.isEmpty, !subscription.keepWithoutConsumers {
             subscriptions[name] = nil
         }
+        return subscription.cursor.flush()
     }
 
     public func flow(subscription name: String, key: ConsumerKey, permits: UInt32) {

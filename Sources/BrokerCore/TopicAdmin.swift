@@ -265,6 +265,9 @@ extension BrokerService {
         for topic in loadedTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
             names.insert("\(topic.name)")
         }
+        for topic in loadedNonPersistentTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
+            names.insert("\(topic.name)")
+        }
         return names.sorted()
     }
 

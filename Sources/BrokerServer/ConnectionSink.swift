@@ -34,8 +34,19 @@ final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
         var head = channel.allocator.buffer(capacity: 64)
         PulsarFrameEncoder.writePayloadFrameHead(
             command, checksum: checksum, checksummedBytesCount: body.readableBytes, into: &head)
-        channel.write(head, promise: nil)
-        channel.write(body, promise: nil)
+        // Head and body must reach the socket back to back: writes from other threads (receipts
+        // from other topics' loops) must not land between them, so both go in one task on the
+        // channel's loop.
+        let channel = self.channel
+        if channel.eventLoop.inEventLoop {
+            channel.write(head, promise: nil)
+            channel.write(body, promise: nil)
+        } else {
+            channel.eventLoop.execute {
+                channel.write(head, promise: nil)
+                channel.write(body, promise: nil)
+            }
+        }
     }
 
     func flush() {

@@ -22,10 +22,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = PulsarFrame
 
     private struct ProducerEntry {
-        var topic: Topic
+        var topic: any ServedTopic
     }
     private struct ConsumerEntry {
-        var topic: Topic
+        var topic: any ServedTopic
         var subscription: String
     }
 
@@ -169,12 +169,17 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }
         case .closeConsumer:
             let request = command.closeConsumer
-            if let entry = consumers.removeValue(forKey: request.consumerID) {
-                let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
-                let topic = entry.topic
-                topic.eventLoop.execute { topic.closeConsumer(subscription: entry.subscription, key: key) }
+            guard let entry = consumers.removeValue(forKey: request.consumerID), let channel else {
+                write(Commands.success(requestID: request.requestID))
+                return
             }
-            write(Commands.success(requestID: request.requestID))
+            let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
+            let topic = entry.topic
+            topic.eventLoop.flatSubmit { topic.closeConsumer(subscription: entry.subscription, key: key) }
+                .whenComplete { _ in
+                    let success = Commands.success(requestID: request.requestID)
+                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(success, allocator: channel.allocator), promise: nil)
+                }
         case .unsubscribe:
             handleUnsubscribe(command.unsubscribe, context: context)
         case .getLastMessageID:
@@ -196,7 +201,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func withConsumer(_ consumerID: UInt64, _ body: @escaping @Sendable (Topic, String, ConsumerKey) -> Void) {
+    private func withConsumer(_ consumerID: UInt64, _ body: @escaping @Sendable (any ServedTopic, String, ConsumerKey) -> Void) {
         guard let entry = consumers[consumerID] else { return }
         let topic = entry.topic
         let subscription = entry.subscription
@@ -209,8 +214,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let broker = self.broker
         let future = channel.eventLoop.makeFutureWithTask { () async throws -> Int in
             let name = try TopicName(parsing: request.topic)
-            try await broker.checkTopicAllowed(name)
-            return try await broker.partitionCount(name)
+            return try await broker.partitionMetadata(name)
         }
         future.whenComplete { result in
             var command = Pulsar_Proto_BaseCommand()
@@ -271,19 +275,22 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             ? request.producerName : broker.generateProducerName()
         let connectionID = self.connectionID
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        guard let sink else { return }
         let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
             ? request.initialSubscriptionName : nil
-        broker.topic(name).flatMap { topic in
-            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(Topic, String)> in
+        broker.servedTopic(name).flatMap { topic in
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String, Int64)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
-                    (topic, try topic.addProducer(connectionID: connectionID, producerID: request.producerID, name: producerName))
+                    let assigned = try topic.addProducer(
+                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink)
+                    return (topic, assigned, topic.lastPublishedSequenceID(producerName: assigned))
                 }
             }
         }.hop(to: context.eventLoop).whenComplete { result in
             let handler = bound.value
             switch result {
-            case .success(let (topic, assignedName)):
+            case .success(let (topic, assignedName, lastSequenceID)):
                 guard handler.isActive else {
                     topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: request.producerID) }
                     return
@@ -293,7 +300,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 handler.write(Commands.base(.producerSuccess) {
                     $0.producerSuccess.requestID = request.requestID
                     $0.producerSuccess.producerName = assignedName
-                    $0.producerSuccess.lastSequenceID = -1
+                    $0.producerSuccess.lastSequenceID = lastSequenceID
                     $0.producerSuccess.producerReady = true
                 })
             case .failure(let error):
@@ -335,11 +342,20 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             return
         }
         let key: [UInt8] = metadata.hasOrderingKey ? [UInt8](metadata.orderingKey) : Array(metadata.partitionKey.utf8)
+        let numMessages = metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1
+        // The C++ client numbers a batch's messages consecutively from the SEND's sequence id.
+        let sequenceID = Int64(bitPattern: request.sequenceID)
+        let highestSequenceID = max(
+            request.hasHighestSequenceID ? Int64(bitPattern: request.highestSequenceID) : sequenceID,
+            sequenceID + Int64(numMessages) - 1)
         let attributes = EntryAttributes(
-            numMessages: metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1,
+            numMessages: numMessages,
             publishTimeMs: Int64(bitPattern: metadata.publishTime),
             deliverAtMs: metadata.hasDeliverAtTime ? metadata.deliverAtTime : 0,
-            key: key)
+            key: key,
+            producerName: metadata.producerName,
+            highestSequenceID: highestSequenceID,
+            isNonFinalChunk: metadata.hasChunkID && metadata.chunkID < metadata.numChunksFromMsg - 1)
         let checksum = payload.checksum ?? payload.computeChecksum()
         let bytes = payload.checksummedBytes
         let encoded = Entry.encode(
@@ -409,7 +425,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             keySharedPolicy: keySharedPolicy)
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        broker.topic(name).flatMap { topic in
+        broker.servedTopic(name).flatMap { topic in
             topic.eventLoop.flatSubmit {
                 topic.subscribe(subscribeRequest, sink: sink).map { topic }
             }

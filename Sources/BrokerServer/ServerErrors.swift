@@ -11,6 +11,7 @@ enum ServerErrors {
         case .consumerBusy: return .consumerBusy
         case .consumerAssign: return .consumerAssignError
         case .producerBusy: return .producerBusy
+        case .producerBlockedQuota: return .producerBlockedQuotaExceededException
         case .topicNotFound: return .topicNotFound
         case .subscriptionNotFound: return .subscriptionNotFound
         case .consumerNotFound: return .consumerNotFound

@@ -15,6 +15,7 @@ public struct StandaloneOptions: Sendable {
     public var port: Int
     public var httpPort: Int
     public var advertisedAddress: String
+    public var broker = BrokerConfiguration()
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -39,9 +40,10 @@ public enum Standalone {
         let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let broker = BrokerService(
-            configuration: BrokerConfiguration(), store: store, metadata: metadata,
+            configuration: options.broker, store: store, metadata: metadata,
             eventLoopGroup: eventLoopGroup, logger: logger)
         try await broker.bootstrap()
+        broker.startPolicyTask()
         let pulsar = PulsarServer(
             host: options.bindAddress, port: options.port, broker: broker,
             configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(options.advertisedAddress):\(options.port)"),
@@ -56,12 +58,12 @@ public enum Standalone {
             try await group.run()
         } catch {
             logger.error("standalone.failed", metadata: ["error": "\(error)"])
-            broker.shutdown()
+            await broker.shutdown()
             await metadata.close()
             try? await eventLoopGroup.shutdownGracefully()
             throw error
         }
-        broker.shutdown()
+        await broker.shutdown()
         await metadata.close()
         try? await eventLoopGroup.shutdownGracefully()
         logger.info("standalone.stopped")

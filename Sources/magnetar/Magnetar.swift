@@ -32,6 +32,12 @@ struct StandaloneCommand: AsyncParsableCommand {
     @Option(help: "Host name or address clients use to reach this broker (returned by topic lookups).")
     var advertisedAddress = "localhost"
 
+    @Option(help: "Roll a topic's ledger after this many entries.")
+    var maxEntriesPerLedger: Int64 = 50_000
+
+    @Option(help: "Roll a topic's ledger that holds entries after this many seconds (retention trims whole ledgers).")
+    var ledgerRolloverSeconds: Int64 = 4 * 3600
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -43,12 +49,16 @@ struct StandaloneCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "magnetar")
+        var options = StandaloneOptions(
+            dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,
+            advertisedAddress: advertisedAddress)
+        guard maxEntriesPerLedger > 0, ledgerRolloverSeconds > 0 else {
+            throw ValidationError("--max-entries-per-ledger and --ledger-rollover-seconds must be positive")
+        }
+        options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
+        options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
         let metricsRegistry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
-        try await Standalone.run(
-            StandaloneOptions(
-                dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,
-                advertisedAddress: advertisedAddress),
-            metricsRegistry: metricsRegistry, logger: logger)
+        try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
 }

@@ -1,0 +1,29 @@
+import NIOCore
+
+/// What a protocol edge needs from a topic, persistent or not. Every method must be called on
+/// the topic's `eventLoop`.
+public protocol ServedTopic: AnyObject, Sendable {
+    var name: TopicName { get }
+    var eventLoop: any EventLoop { get }
+    func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
+    func removeProducer(connectionID: UInt64, producerID: UInt64)
+    /// What PRODUCER_SUCCESS reports as `last_sequence_id`: -1 unless deduplication is on.
+    func lastPublishedSequenceID(producerName: String) -> Int64
+    /// `encoded` is what `Entry.encode` produced; `completion` runs on the event loop, in publish order.
+    func publish(encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void)
+    func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void>
+    func createSubscriptionIfMissing(_ subscriptionName: String) -> EventLoopFuture<Void>
+    @discardableResult
+    func closeConsumer(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void>
+    func flow(subscription name: String, key: ConsumerKey, permits: UInt32)
+    func acknowledge(subscription name: String, positions: [Position])
+    func acknowledgeBatchIndexes(subscription name: String, position: Position, ackSet: [Int64])
+    func acknowledgeCumulative(subscription name: String, upTo position: Position)
+    func redeliver(subscription name: String, key: ConsumerKey, positions: [Position])
+    func unsubscribe(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void>
+    func lastMessage(subscription name: String) -> LastMessageInfo?
+    func seek(subscription name: String, to target: StartPosition) throws(BrokerError)
+    func seek(subscription name: String, publishTimeMs timestampMs: Int64) throws(BrokerError)
+}
+
+extension Topic: ServedTopic {}

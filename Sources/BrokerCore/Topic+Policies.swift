@@ -1,0 +1,108 @@
+import NIOCore
+
+extension Topic {
+    /// Applies the namespace policies: remembers the limits, expires messages past their TTL,
+    /// enforces the backlog quota, rolls an aged ledger, and trims ledgers retention no longer keeps.
+    /// Called on the event loop by the broker's policy task, about once a second.
+    func enforce(_ policies: EffectivePolicies) {
+        eventLoop.preconditionInEventLoop()
+        self.policies = policies
+        setDeduplication(enabled: policies.deduplicationEnabled)
+        let nowMs = ManagedLedger.nowMs()
+        if policies.messageTTLSeconds > 0 {
+            expireMessages(olderThanMs: nowMs - policies.messageTTLSeconds * 1000)
+        }
+        enforceBacklogQuota(policies, nowMs: nowMs)
+        managedLedger.rollIfAged()
+        let durable = subscriptions.values.filter(\.isDurable)
+        let slowest = durable.map(\.cursor.markDelete).min()
+        // Without a retention policy, what no subscription has consumed yet is kept.
+        guard policies.retentionConfigured || !durable.isEmpty else { return }
+        managedLedger.trim(
+            slowest: durable.isEmpty ? nil : slowest,
+            retentionTimeMs: policies.retentionTimeMinutes < 0 ? -1 : policies.retentionTimeMinutes * 60_000,
+            retentionSizeBytes: policies.retentionSizeMB < 0 ? -1 : policies.retentionSizeMB * 1024 * 1024)
+    }
+
+    /// Entries examined per subscription and pass when looking for expired messages.
+    static let maxEntriesExaminedForExpiry = 10_000
+
+    /// Acknowledges, on every durable subscription's behalf, the entries published before `cutoffMs`.
+    public func expireMessages(olderThanMs cutoffMs: Int64) {
+        eventLoop.preconditionInEventLoop()
+        for subscription in subscriptions.values where subscription.isDurable {
+            expire(subscription, olderThanMs: cutoffMs)
+        }
+    }
+
+    func expire(_ subscription: Subscription, olderThanMs cutoffMs: Int64) {
+        var last: Position?
+        var position = managedLedger.next(after: subscription.cursor.markDelete)
+        var examined = 0
+        while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
+            guard let entry = try? managedLedger.read(current), entry.attributes.publishTimeMs < cutoffMs else { break }
+            last = current
+            position = managedLedger.next(after: current)
+            examined += 1
+        }
+        if let last { subscription.acknowledgeCumulative(upTo: last) }
+    }
+
+    private func enforceBacklogQuota(_ policies: EffectivePolicies, nowMs: Int64) {
+        guard policies.backlogQuotaLimitBytes >= 0 || policies.backlogQuotaLimitTimeSeconds >= 0 else {
+            backlogQuotaExceeded = false
+            return
+        }
+        let over = subscriptions.values.filter { subscription in
+            guard subscription.isDurable else { return false }
+            let markDelete = subscription.cursor.markDelete
+            if policies.backlogQuotaLimitBytes >= 0, managedLedger.sizeAfter(markDelete) > policies.backlogQuotaLimitBytes {
+                return true
+            }
+            if policies.backlogQuotaLimitTimeSeconds >= 0, let oldest = managedLedger.next(after: markDelete),
+               let entry = try? managedLedger.read(oldest),
+               nowMs - entry.attributes.publishTimeMs > policies.backlogQuotaLimitTimeSeconds * 1000
+            {
+                return true
+            }
+            return false
+        }
+        switch policies.backlogQuotaPolicy {
+        case .consumerBacklogEviction:
+            backlogQuotaExceeded = false
+            for subscription in over { evict(subscription, policies: policies, nowMs: nowMs) }
+        case .producerException, .producerRequestHold:
+            let exceeded = !over.isEmpty
+            if exceeded, !backlogQuotaExceeded {
+                logger.warning("topic.backlog-quota-exceeded", metadata: ["producers.closed": "\(producerSinks.count)"])
+                for (key, sink) in producerSinks { sink.closeProducerByBroker(producerID: key.producerID) }
+                producers.removeAll()
+                producerSinks.removeAll()
+            }
+            backlogQuotaExceeded = exceeded
+        }
+    }
+
+    /// Skips the oldest entries of a subscription until its backlog fits the quota.
+    private func evict(_ subscription: Subscription, policies: EffectivePolicies, nowMs: Int64) {
+        var last: Position?
+        var position = managedLedger.next(after: subscription.cursor.markDelete)
+        var examined = 0
+        while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
+            let sizeOK = policies.backlogQuotaLimitBytes < 0
+                || managedLedger.sizeAfter(last ?? subscription.cursor.markDelete) <= policies.backlogQuotaLimitBytes
+            var timeOK = true
+            if policies.backlogQuotaLimitTimeSeconds >= 0, let entry = try? managedLedger.read(current) {
+                timeOK = nowMs - entry.attributes.publishTimeMs <= policies.backlogQuotaLimitTimeSeconds * 1000
+            }
+            if sizeOK && timeOK { break }
+            last = current
+            position = managedLedger.next(after: current)
+            examined += 1
+        }
+        if let last {
+            logger.info("subscription.backlog-evicted", metadata: ["subscription": "\(subscription.name)", "up-to": "\(last)"])
+            subscription.acknowledgeCumulative(upTo: last)
+        }
+    }
+}
