@@ -16,6 +16,14 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case serviceNotReady
         case checksum
         case tooManyRequests
+        /// A tenant, namespace, topic or subscription that was asked for does not exist (HTTP 404).
+        case notFound
+        /// What a request would create exists already, or a change conflicts with the current state (HTTP 409).
+        case conflict
+        /// A delete or change refused by the current state: not empty, clients connected (HTTP 412).
+        case preconditionFailed
+        /// A request that is malformed: bad JSON, a bad number, an invalid name (HTTP 400).
+        case badRequest
         case unknown
     }
 

@@ -53,8 +53,11 @@ public final class BrokerService: Sendable {
     static func partitionedTopicKey(_ name: TopicName) -> String { "/partitioned-topics/\(name.metadataPath)" }
     static func managedLedgerKey(_ name: TopicName) -> String { "/managed-ledgers/\(name.metadataPath)" }
 
-    /// Creates what exists from the start: the `public/default` namespace.
+    /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     public func bootstrap() async throws {
+        if try await metadata.get(Self.tenantKey("public")) == nil {
+            try await metadata.put(Self.tenantKey("public"), value: Array("{}".utf8), expectedVersion: nil)
+        }
         if try await metadata.get(Self.namespaceKey("public/default")) == nil {
             try await metadata.put(Self.namespaceKey("public/default"), value: Array("{}".utf8), expectedVersion: nil)
         }
@@ -223,6 +226,17 @@ public final class BrokerService: Sendable {
     /// Topics loaded so far.
     public var loadedTopics: [Topic] {
         loaded.withLockedValue { Array($0.values) }
+    }
+
+    /// The topic if it is loaded (admin operations must not create topics by looking at them).
+    func loadedTopic(_ name: TopicName) -> Topic? {
+        loaded.withLockedValue { $0[name] }
+    }
+
+    /// Forgets a topic after an admin delete: the next `topic(_:)` loads it anew.
+    func forgetTopic(_ name: TopicName) {
+        _ = topics.withLockedValue { $0.removeValue(forKey: name) }
+        _ = loaded.withLockedValue { $0.removeValue(forKey: name) }
     }
 
     /// Starts the task that applies namespace policies (TTL, retention, backlog quota, limits) to

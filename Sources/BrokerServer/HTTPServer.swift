@@ -1,11 +1,17 @@
+import AdminAPI
+import BrokerCore
 import Hummingbird
 import Logging
+import Prometheus
 
-/// The HTTP endpoint: `/health` now; the admin API and `/metrics` come later.
+/// The HTTP endpoint on `--http-port`: `/health`, the admin REST API (`/admin/v2/...`) and `/metrics`
+/// (routes in AdminAPI). `metricsRegistry` is the registry swift-metrics was bootstrapped with.
 public enum HTTPServer {
-    public static func makeApplication(host: String, port: Int, logger: Logger) -> some ApplicationProtocol {
-        let router = Router()
-        router.get("/health") { _, _ -> String in "ok" }
+    public static func makeApplication(
+        host: String, port: Int, broker: BrokerService, metricsRegistry: PrometheusCollectorRegistry, logger: Logger
+    ) -> some ApplicationProtocol {
+        let router = AdminRouter.makeRouter(
+            broker: broker, metrics: MetricsCollector(broker: broker, registry: metricsRegistry))
         return Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "Magnetar"),

@@ -20,6 +20,8 @@ enum ServerErrors {
         case .serviceNotReady: return .serviceNotReady
         case .checksum: return .checksumError
         case .tooManyRequests: return .tooManyRequests
+        case .notFound: return .topicNotFound
+        case .conflict, .preconditionFailed, .badRequest: return .notAllowedError
         case .unknown: return .unknownError
         }
     }

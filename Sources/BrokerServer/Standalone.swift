@@ -5,6 +5,7 @@ import Logging
 import Metadata
 import NIOCore
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 
 /// Options of `magnetar standalone`.
@@ -26,7 +27,11 @@ public struct StandaloneOptions: Sendable {
 
 /// Broker + storage + metadata in one process: the quick start.
 public enum Standalone {
-    public static func run(_ options: StandaloneOptions, logger: Logger) async throws {
+    /// `metricsRegistry`: where `/metrics` reads from; the executable bootstraps swift-metrics with it.
+    public static func run(
+        _ options: StandaloneOptions, metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        logger: Logger
+    ) async throws {
         let ledgersDirectory = (options.dataDirectory as NSString).appendingPathComponent("ledgers")
         let metadataDirectory = (options.dataDirectory as NSString).appendingPathComponent("metadata")
         try FileManager.default.createDirectory(atPath: ledgersDirectory, withIntermediateDirectories: true)
@@ -43,7 +48,8 @@ public enum Standalone {
             host: options.bindAddress, port: options.port, broker: broker,
             configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(options.advertisedAddress):\(options.port)"),
             eventLoopGroup: eventLoopGroup, logger: logger)
-        let http = HTTPServer.makeApplication(host: options.bindAddress, port: options.httpPort, logger: logger)
+        let http = HTTPServer.makeApplication(
+            host: options.bindAddress, port: options.httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: pulsar), .init(service: http)],
             gracefulShutdownSignals: [.sigterm, .sigint],

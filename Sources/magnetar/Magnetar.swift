@@ -1,13 +1,15 @@
 import ArgumentParser
 import BrokerServer
 import Logging
+import Metrics
+import Prometheus
 
 @main
 struct Magnetar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
-        subcommands: [StandaloneCommand.self])
+        subcommands: [StandaloneCommand.self, AdminCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -24,7 +26,7 @@ struct StandaloneCommand: AsyncParsableCommand {
     @Option(help: "Port of the Pulsar binary protocol.")
     var port = 6650
 
-    @Option(help: "Port of the HTTP endpoint (/health).")
+    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
     var httpPort = 8080
 
     @Option(help: "Host name or address clients use to reach this broker (returned by topic lookups).")
@@ -55,6 +57,8 @@ struct StandaloneCommand: AsyncParsableCommand {
         }
         options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
         options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
-        try await Standalone.run(options, logger: logger)
+        let metricsRegistry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+        try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
 }

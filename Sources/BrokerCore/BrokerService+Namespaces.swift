@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import Metadata
+
+/// Tenants and namespaces in metadata: `/tenants/<tenant>` holds a `TenantInfo`,
+/// `/namespaces/<tenant>/<namespace>` a `NamespacePolicies` (both JSON). Control plane: async,
+/// callable from any task; changes are compare-and-set on the record's version, so concurrent
+/// admin calls never lose an update.
+extension BrokerService {
+    static func tenantKey(_ tenant: String) -> String { "/tenants/\(tenant)" }
+
+    /// Names that go into metadata keys and URLs: Pulsar's `[-=:.\w]+`.
+    static func validateName(_ what: String, _ value: String) throws(BrokerError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:=")
+        guard !value.isEmpty, value.utf8.count <= AdminLimits.maxNameLengthBytes, value != ".", value != "..",
+              value.allSatisfy({ allowed.contains($0) })
+        else { throw .invalidName(what, value) }
+    }
+
+    /// Splits `tenant/namespace`, validating both parts.
+    static func splitNamespace(_ namespace: String) throws(BrokerError) -> (tenant: String, namespace: String) {
+        let parts = namespace.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2 else { throw .invalidName("namespace", namespace) }
+        try validateName("tenant", String(parts[0]))
+        try validateName("namespace", String(parts[1]))
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    static let jsonEncoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    static func encodeRecord<T: Encodable>(_ value: T) throws -> [UInt8] {
+        Array(try jsonEncoder.encode(value))
+    }
+
+    static func decodeRecord<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], key: String) throws(BrokerError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw BrokerError(.metadata, "metadata record '\(key)' is not valid JSON for \(type): \(error)")
+        }
+    }
+
+    // MARK: tenants
+
+    /// All tenants, sorted.
+    public func tenants() async throws -> [String] {
+        let prefix = "/tenants/"
+        return try await metadata.list(prefix: prefix).map { String($0.dropFirst(prefix.count)) }
+    }
+
+    public func tenantInfo(_ tenant: String) async throws -> TenantInfo {
+        try Self.validateName("tenant", tenant)
+        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        return try Self.decodeRecord(TenantInfo.self, stored.value, key: Self.tenantKey(tenant))
+    }
+
+    /// Creates a tenant; 409 if it exists.
+    public func createTenant(_ tenant: String, info: TenantInfo = TenantInfo()) async throws {
+        try Self.validateName("tenant", tenant)
+        do {
+            try await metadata.put(Self.tenantKey(tenant), value: Self.encodeRecord(info), expectedVersion: -1)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.tenantExists(tenant)
+        }
+        logger.info("tenant.created", metadata: ["tenant": "\(tenant)"])
+    }
+
+    /// Replaces a tenant's info; 404 if it does not exist.
+    public func updateTenant(_ tenant: String, info: TenantInfo) async throws {
+        try Self.validateName("tenant", tenant)
+        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        do {
+            try await metadata.put(Self.tenantKey(tenant), value: Self.encodeRecord(info), expectedVersion: stored.version)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.concurrentModification("tenant \(tenant)")
+        }
+    }
+
+    /// Deletes a tenant; refused (412) while it has namespaces.
+    public func deleteTenant(_ tenant: String) async throws {
+        try Self.validateName("tenant", tenant)
+        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        guard try await metadata.list(prefix: "/namespaces/\(tenant)/").isEmpty else { throw BrokerError.tenantNotEmpty(tenant) }
+        do {
+            try await metadata.delete(Self.tenantKey(tenant), expectedVersion: stored.version)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.concurrentModification("tenant \(tenant)")
+        } catch MetadataStoreError.notFound {
+            throw BrokerError.tenantNotFound(tenant)
+        }
+        logger.info("tenant.deleted", metadata: ["tenant": "\(tenant)"])
+    }
+
+    // MARK: namespaces
+
+    /// The namespaces of a tenant as `tenant/namespace`, sorted; 404 if the tenant does not exist.
+    public func namespaces(ofTenant tenant: String) async throws -> [String] {
+        try Self.validateName("tenant", tenant)
+        guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
+        let prefix = "/namespaces/"
+        return try await metadata.list(prefix: "\(prefix)\(tenant)/").map { String($0.dropFirst(prefix.count)) }
+    }
+
+    /// Creates `tenant/namespace`; 404 if the tenant does not exist, 409 if the namespace does.
+    public func createNamespace(_ namespace: String, policies: NamespacePolicies = NamespacePolicies()) async throws {
+        let (tenant, _) = try Self.splitNamespace(namespace)
+        try policies.validate()
+        guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
+        do {
+            try await metadata.put(Self.namespaceKey(namespace), value: Self.encodeRecord(policies), expectedVersion: -1)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.namespaceExists(namespace)
+        }
+        logger.info("namespace.created", metadata: ["namespace": "\(namespace)"])
+    }
+
+    /// Deletes a namespace; refused (412) while it has topics (persistent, partitioned or loaded).
+    public func deleteNamespace(_ namespace: String) async throws {
+        let (tenant, local) = try Self.splitNamespace(namespace)
+        guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
+            throw BrokerError.namespaceNotFound(namespace)
+        }
+        let storedTopics = try await metadata.list(prefix: "/managed-ledgers/\(namespace)/")
+        let partitionedTopics = try await metadata.list(prefix: "/partitioned-topics/\(namespace)/")
+        let hasTopics = !storedTopics.isEmpty || !partitionedTopics.isEmpty
+            || loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == local }
+        guard !hasTopics else { throw BrokerError.namespaceNotEmpty(namespace) }
+        do {
+            try await metadata.delete(Self.namespaceKey(namespace), expectedVersion: stored.version)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.concurrentModification("namespace \(namespace)")
+        } catch MetadataStoreError.notFound {
+            throw BrokerError.namespaceNotFound(namespace)
+        }
+        logger.info("namespace.deleted", metadata: ["namespace": "\(namespace)"])
+    }
+
+    /// The policies of `tenant/namespace`; 404 (`.notFound`) if it does not exist.
+    /// This is what the runtime reads (retention, TTL, quotas, auto creation, limits).
+    public func namespacePolicies(_ namespace: String) async throws -> NamespacePolicies {
+        _ = try Self.splitNamespace(namespace)
+        guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
+            throw BrokerError.namespaceNotFound(namespace)
+        }
+        return try Self.decodeRecord(NamespacePolicies.self, stored.value, key: Self.namespaceKey(namespace))
+    }
+
+    /// Replaces the policies of a namespace; 404 if it does not exist.
+    public func setNamespacePolicies(_ namespace: String, _ policies: NamespacePolicies) async throws {
+        try await updateNamespacePolicies(namespace) { $0 = policies }
+    }
+
+    /// Read-modify-write of a namespace's policies, retried on a concurrent change.
+    @discardableResult
+    public func updateNamespacePolicies(
+        _ namespace: String, _ change: (inout NamespacePolicies) throws -> Void
+    ) async throws -> NamespacePolicies {
+        _ = try Self.splitNamespace(namespace)
+        let key = Self.namespaceKey(namespace)
+        for _ in 0..<Self.maxPolicyUpdateAttempts {
+            guard let stored = try await metadata.get(key) else { throw BrokerError.namespaceNotFound(namespace) }
+            var policies = try Self.decodeRecord(NamespacePolicies.self, stored.value, key: key)
+            try change(&policies)
+            try policies.validate()
+            do {
+                try await metadata.put(key, value: Self.encodeRecord(policies), expectedVersion: stored.version)
+                logger.info("namespace.policies-updated", metadata: ["namespace": "\(namespace)"])
+                return policies
+            } catch MetadataStoreError.badVersion {
+                continue
+            }
+        }
+        throw BrokerError.concurrentModification("the policies of namespace \(namespace)")
+    }
+
+    static let maxPolicyUpdateAttempts = 5
+}

@@ -1,0 +1,263 @@
+import Foundation
+
+// Tenants' and namespaces' metadata records, in Apache Pulsar's admin JSON shapes (field names as in
+// Pulsar's `TenantInfo`, `Policies`, `RetentionPolicies`, `BacklogQuota`, `AutoTopicCreationOverride`),
+// so that the REST API reads and writes the same JSON as the reference system. Pure values.
+//
+// Stored at `/tenants/<tenant>` and `/namespaces/<tenant>/<namespace>`. Every field is optional in
+// JSON: `{}` decodes as the defaults (what the bootstrap writes for `public/default`).
+
+/// A tenant: `/tenants/<tenant>`.
+public struct TenantInfo: Codable, Sendable, Equatable {
+    public var adminRoles: [String]
+    public var allowedClusters: [String]
+
+    public init(adminRoles: [String] = [], allowedClusters: [String] = []) {
+        self.adminRoles = adminRoles
+        self.allowedClusters = allowedClusters
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case adminRoles
+        case allowedClusters
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        adminRoles = try container.decodeIfPresent([String].self, forKey: .adminRoles) ?? []
+        allowedClusters = try container.decodeIfPresent([String].self, forKey: .allowedClusters) ?? []
+    }
+}
+
+/// How long and how much acknowledged data a namespace keeps. -1 = unlimited, 0 = none.
+public struct RetentionPolicies: Codable, Sendable, Equatable {
+    public var retentionTimeInMinutes: Int64
+    public var retentionSizeInMB: Int64
+
+    public init(retentionTimeInMinutes: Int64 = 0, retentionSizeInMB: Int64 = 0) {
+        self.retentionTimeInMinutes = retentionTimeInMinutes
+        self.retentionSizeInMB = retentionSizeInMB
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case retentionTimeInMinutes
+        case retentionSizeInMB
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        retentionTimeInMinutes = try container.decodeIfPresent(Int64.self, forKey: .retentionTimeInMinutes) ?? 0
+        retentionSizeInMB = try container.decodeIfPresent(Int64.self, forKey: .retentionSizeInMB) ?? 0
+    }
+}
+
+/// What the broker does when a topic's backlog is over its quota.
+public enum BacklogQuotaRetentionPolicy: String, Codable, Sendable, CaseIterable {
+    /// Producers wait (their sends are refused until the backlog shrinks).
+    case producerRequestHold = "producer_request_hold"
+    /// Producers are refused with `ProducerBlockedQuotaExceededException`.
+    case producerException = "producer_exception"
+    /// The oldest unacknowledged messages are dropped.
+    case consumerBacklogEviction = "consumer_backlog_eviction"
+}
+
+/// The kinds of backlog quota: the keys of `backlog_quota_map`.
+public enum BacklogQuotaType: String, Codable, Sendable, CaseIterable {
+    /// A limit on the backlog's size in bytes.
+    case destinationStorage = "destination_storage"
+    /// A limit on the age of the oldest unacknowledged message, in seconds.
+    case messageAge = "message_age"
+}
+
+/// A backlog quota. -1 = no limit of that kind.
+public struct BacklogQuota: Codable, Sendable, Equatable {
+    public var limitSizeBytes: Int64
+    public var limitTimeSeconds: Int64
+    public var policy: BacklogQuotaRetentionPolicy
+
+    public init(limitSizeBytes: Int64 = -1, limitTimeSeconds: Int64 = -1, policy: BacklogQuotaRetentionPolicy) {
+        self.limitSizeBytes = limitSizeBytes
+        self.limitTimeSeconds = limitTimeSeconds
+        self.policy = policy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case limitSizeBytes = "limitSize"
+        case limitTimeSeconds = "limitTime"
+        case policy
+        /// Pulsar before 2.8 wrote the size as `limit`; read it when `limitSize` is absent.
+        case deprecatedLimit = "limit"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        limitSizeBytes = try container.decodeIfPresent(Int64.self, forKey: .limitSizeBytes)
+            ?? container.decodeIfPresent(Int64.self, forKey: .deprecatedLimit) ?? -1
+        limitTimeSeconds = try container.decodeIfPresent(Int64.self, forKey: .limitTimeSeconds) ?? -1
+        policy = try container.decode(BacklogQuotaRetentionPolicy.self, forKey: .policy)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(limitSizeBytes, forKey: .limitSizeBytes)
+        try container.encode(limitTimeSeconds, forKey: .limitTimeSeconds)
+        try container.encode(policy, forKey: .policy)
+    }
+}
+
+/// Whether topics are created on first use in a namespace, and of which kind.
+public struct AutoTopicCreationOverride: Codable, Sendable, Equatable {
+    public enum TopicType: String, Codable, Sendable {
+        case partitioned
+        case nonPartitioned = "non-partitioned"
+    }
+
+    public var allowAutoTopicCreation: Bool
+    public var topicType: TopicType
+    /// Partitions of an auto-created partitioned topic; required (> 0) when `topicType` is partitioned.
+    public var defaultNumPartitions: Int?
+
+    public init(allowAutoTopicCreation: Bool, topicType: TopicType = .nonPartitioned, defaultNumPartitions: Int? = nil) {
+        self.allowAutoTopicCreation = allowAutoTopicCreation
+        self.topicType = topicType
+        self.defaultNumPartitions = defaultNumPartitions
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case allowAutoTopicCreation
+        case topicType
+        case defaultNumPartitions
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        allowAutoTopicCreation = try container.decode(Bool.self, forKey: .allowAutoTopicCreation)
+        topicType = try container.decodeIfPresent(TopicType.self, forKey: .topicType) ?? .nonPartitioned
+        defaultNumPartitions = try container.decodeIfPresent(Int.self, forKey: .defaultNumPartitions)
+    }
+}
+
+/// Pulsar's schema compatibility strategies (used by the schema registry).
+public enum SchemaCompatibilityStrategy: String, Codable, Sendable, CaseIterable {
+    case undefined = "UNDEFINED"
+    case alwaysIncompatible = "ALWAYS_INCOMPATIBLE"
+    case alwaysCompatible = "ALWAYS_COMPATIBLE"
+    case backward = "BACKWARD"
+    case forward = "FORWARD"
+    case full = "FULL"
+    case backwardTransitive = "BACKWARD_TRANSITIVE"
+    case forwardTransitive = "FORWARD_TRANSITIVE"
+    case fullTransitive = "FULL_TRANSITIVE"
+}
+
+/// A namespace's policies: `/namespaces/<tenant>/<namespace>`. nil = not set (the broker default).
+public struct NamespacePolicies: Codable, Sendable, Equatable {
+    public var retention: RetentionPolicies?
+    public var messageTTLSeconds: Int?
+    /// Keyed by `BacklogQuotaType` raw values (`destination_storage`, `message_age`).
+    public var backlogQuotas: [String: BacklogQuota]
+    public var autoTopicCreation: AutoTopicCreationOverride?
+    public var deduplicationEnabled: Bool?
+    public var schemaCompatibilityStrategy: SchemaCompatibilityStrategy
+    public var maxProducersPerTopic: Int?
+    public var maxConsumersPerTopic: Int?
+
+    public init(
+        retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
+        autoTopicCreation: AutoTopicCreationOverride? = nil, deduplicationEnabled: Bool? = nil,
+        schemaCompatibilityStrategy: SchemaCompatibilityStrategy = .undefined, maxProducersPerTopic: Int? = nil,
+        maxConsumersPerTopic: Int? = nil
+    ) {
+        self.retention = retention
+        self.messageTTLSeconds = messageTTLSeconds
+        self.backlogQuotas = backlogQuotas
+        self.autoTopicCreation = autoTopicCreation
+        self.deduplicationEnabled = deduplicationEnabled
+        self.schemaCompatibilityStrategy = schemaCompatibilityStrategy
+        self.maxProducersPerTopic = maxProducersPerTopic
+        self.maxConsumersPerTopic = maxConsumersPerTopic
+    }
+
+    /// The backlog quota of one type, if set.
+    public func backlogQuota(_ type: BacklogQuotaType) -> BacklogQuota? { backlogQuotas[type.rawValue] }
+
+    enum CodingKeys: String, CodingKey {
+        case retention = "retention_policies"
+        case messageTTLSeconds = "message_ttl_in_seconds"
+        case backlogQuotas = "backlog_quota_map"
+        case autoTopicCreation = "autoTopicCreationOverride"
+        case deduplicationEnabled
+        case schemaCompatibilityStrategy = "schema_compatibility_strategy"
+        case maxProducersPerTopic = "max_producers_per_topic"
+        case maxConsumersPerTopic = "max_consumers_per_topic"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        retention = try container.decodeIfPresent(RetentionPolicies.self, forKey: .retention)
+        messageTTLSeconds = try container.decodeIfPresent(Int.self, forKey: .messageTTLSeconds)
+        backlogQuotas = try container.decodeIfPresent([String: BacklogQuota].self, forKey: .backlogQuotas) ?? [:]
+        autoTopicCreation = try container.decodeIfPresent(AutoTopicCreationOverride.self, forKey: .autoTopicCreation)
+        deduplicationEnabled = try container.decodeIfPresent(Bool.self, forKey: .deduplicationEnabled)
+        schemaCompatibilityStrategy =
+            try container.decodeIfPresent(SchemaCompatibilityStrategy.self, forKey: .schemaCompatibilityStrategy) ?? .undefined
+        maxProducersPerTopic = try container.decodeIfPresent(Int.self, forKey: .maxProducersPerTopic)
+        maxConsumersPerTopic = try container.decodeIfPresent(Int.self, forKey: .maxConsumersPerTopic)
+    }
+
+    /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(retention, forKey: .retention)
+        try container.encode(messageTTLSeconds, forKey: .messageTTLSeconds)
+        try container.encode(backlogQuotas, forKey: .backlogQuotas)
+        try container.encode(autoTopicCreation, forKey: .autoTopicCreation)
+        try container.encode(deduplicationEnabled, forKey: .deduplicationEnabled)
+        try container.encode(schemaCompatibilityStrategy, forKey: .schemaCompatibilityStrategy)
+        try container.encode(maxProducersPerTopic, forKey: .maxProducersPerTopic)
+        try container.encode(maxConsumersPerTopic, forKey: .maxConsumersPerTopic)
+    }
+
+    /// Checks the values are in range; the message says which one is not.
+    public func validate() throws(BrokerError) {
+        if let retention {
+            guard retention.retentionTimeInMinutes >= -1, retention.retentionSizeInMB >= -1 else {
+                throw .invalidPolicy("retention time and size must be -1 (unlimited), 0 (none) or positive")
+            }
+        }
+        if let messageTTLSeconds, messageTTLSeconds < 0 {
+            throw .invalidPolicy("message TTL must be 0 (disabled) or a positive number of seconds")
+        }
+        for (type, quota) in backlogQuotas {
+            guard BacklogQuotaType(rawValue: type) != nil else {
+                throw .invalidPolicy(
+                    "unknown backlog quota type '\(type)': use \(BacklogQuotaType.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            guard quota.limitSizeBytes >= -1, quota.limitTimeSeconds >= -1 else {
+                throw .invalidPolicy("backlog quota limits must be -1 (none) or positive")
+            }
+        }
+        if let autoTopicCreation, autoTopicCreation.allowAutoTopicCreation, autoTopicCreation.topicType == .partitioned {
+            guard let partitions = autoTopicCreation.defaultNumPartitions, partitions > 0,
+                  partitions <= AdminLimits.maxPartitions
+            else {
+                throw .invalidPolicy("defaultNumPartitions must be between 1 and \(AdminLimits.maxPartitions) for partitioned auto topic creation")
+            }
+        }
+        for (what, value) in [("max_producers_per_topic", maxProducersPerTopic), ("max_consumers_per_topic", maxConsumersPerTopic)] {
+            if let value, value < 0 { throw .invalidPolicy("\(what) must be 0 (unlimited) or positive") }
+        }
+    }
+}
+
+/// Limits of the admin operations, in one place.
+public enum AdminLimits {
+    /// Most partitions a partitioned topic may have.
+    public static let maxPartitions = 10_000
+    /// Most entries one expire, skip or peek examines (they run on the topic's event loop).
+    public static let maxEntriesExaminedPerOperation: Int64 = 1_000_000
+    /// Longest expiry an expire-messages call accepts (100 years), so `now - seconds` cannot overflow.
+    public static let maxExpiryTimeSeconds: Int64 = 100 * 365 * 86_400
+    /// Longest tenant or namespace name.
+    public static let maxNameLengthBytes = 255
+}

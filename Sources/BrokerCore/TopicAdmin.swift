@@ -1,0 +1,527 @@
+import Foundation
+import Logging
+import Metadata
+import NIOCore
+
+// Topic admin operations (what `/admin/v2/{persistent|non-persistent}/...` does), protocol-neutral.
+// Control plane: async methods on `BrokerService`; everything that reads or changes a topic hops
+// to the topic's event loop once (`submit`/`flatSubmit`) and runs there.
+
+// MARK: stats shapes (Pulsar's JSON field names)
+
+/// `GET .../stats`: Pulsar's `TopicStats` subset that Magnetar tracks. A pure value.
+/// Counters count since the topic was loaded; message counts count entries for batches sent
+/// before a consumer's own count (consumers count messages).
+public struct TopicStats: Codable, Sendable, Equatable {
+    public var msgInCounter: Int64
+    public var bytesInCounter: Int64
+    public var msgOutCounter: Int64
+    public var storageSize: Int64
+    /// Estimated bytes not yet acknowledged by the slowest durable subscription.
+    public var backlogSize: Int64
+    public var publishers: [PublisherStats]
+    public var subscriptions: [String: SubscriptionStats]
+}
+
+public struct PublisherStats: Codable, Sendable, Equatable {
+    public var producerName: String
+}
+
+public struct SubscriptionStats: Codable, Sendable, Equatable {
+    /// Unacknowledged entries (a batch counts as one).
+    public var msgBacklog: Int64
+    public var unackedMessages: Int64
+    public var msgOutCounter: Int64
+    /// `Exclusive`, `Shared`, `Failover` or `Key_Shared`.
+    public var type: String
+    public var isDurable: Bool
+    public var consumers: [ConsumerStats]
+}
+
+public struct ConsumerStats: Codable, Sendable, Equatable {
+    public var consumerName: String
+    public var availablePermits: Int64
+    public var unackedMessages: Int64
+    public var msgOutCounter: Int64
+}
+
+/// `GET .../internalStats`: the managed ledger and its cursors. A pure value.
+public struct PersistentTopicInternalStats: Codable, Sendable, Equatable {
+    public var entriesAddedCounter: Int64
+    public var numberOfEntries: Int64
+    public var totalSize: Int64
+    public var currentLedgerEntries: Int64
+    public var currentLedgerSize: Int64
+    /// `ledgerId:entryId`.
+    public var lastConfirmedEntry: String
+    public var ledgers: [LedgerStats]
+    public var cursors: [String: CursorStats]
+}
+
+public struct LedgerStats: Codable, Sendable, Equatable {
+    public var ledgerId: Int64
+    public var entries: Int64
+    public var size: Int64
+}
+
+public struct CursorStats: Codable, Sendable, Equatable {
+    /// `ledgerId:entryId`: everything at or before it is acknowledged.
+    public var markDeletePosition: String
+    /// `ledgerId:entryId`: the next entry to read for dispatch.
+    public var readPosition: String
+    /// Acknowledged ranges beyond the mark-delete position, as Pulsar prints them: `[(3:5..3:7]]`.
+    public var individuallyDeletedMessages: String
+    public var messagesBacklog: Int64
+    public var isDurable: Bool
+}
+
+/// One entry returned by a peek: where it is and what is stored.
+public struct PeekedEntry: Sendable {
+    public var position: Position
+    public var partitionIndex: Int32
+    public var entry: Entry
+}
+
+/// The metric values of one loaded topic, read at scrape time.
+public struct TopicMetricsSnapshot: Sendable {
+    public var topic: TopicName
+    public var stats: TopicStats
+}
+
+// MARK: topic-side (event loop)
+
+extension Topic {
+    func adminStats() -> TopicStats {
+        eventLoop.preconditionInEventLoop()
+        var subscriptionStats: [String: SubscriptionStats] = [:]
+        var messagesOut: Int64 = 0
+        for (subscriptionName, subscription) in subscriptions {
+            let consumers = subscription.consumers.map {
+                ConsumerStats(
+                    consumerName: $0.name, availablePermits: max($0.permits, 0), unackedMessages: $0.unackedMessages,
+                    msgOutCounter: $0.messagesOut)
+            }
+            let out = consumers.reduce(0) { $0 + $1.msgOutCounter }
+            messagesOut += out
+            subscriptionStats[subscriptionName] = SubscriptionStats(
+                msgBacklog: subscription.cursor.backlogEntries, unackedMessages: subscription.unackedMessages,
+                msgOutCounter: out, type: "\(subscription.type)", isDurable: subscription.isDurable, consumers: consumers)
+        }
+        let slowest = subscriptions.values.filter(\.isDurable).map(\.cursor.markDelete).min()
+        return TopicStats(
+            msgInCounter: messagesIn, bytesInCounter: bytesIn, msgOutCounter: messagesOut,
+            storageSize: storageSizeBytes, backlogSize: slowest.map { estimatedBytes(after: $0) } ?? 0,
+            publishers: producers.values.sorted().map { PublisherStats(producerName: $0) },
+            subscriptions: subscriptionStats)
+    }
+
+    /// Bytes of the entries after `position`, from each ledger's average entry size.
+    private func estimatedBytes(after position: Position) -> Int64 {
+        var bytes: Int64 = 0
+        for ledger in managedLedger.ledgers where ledger.ledgerID >= position.ledgerID && ledger.entries > 0 {
+            let after = ledger.ledgerID == position.ledgerID
+                ? max(0, ledger.entries - max(position.entryID + 1, 0)) : ledger.entries
+            bytes += ledger.sizeBytes / ledger.entries * after
+        }
+        return bytes
+    }
+
+    func adminInternalStats() -> PersistentTopicInternalStats {
+        eventLoop.preconditionInEventLoop()
+        let ledgers = managedLedger.ledgers
+        var cursors: [String: CursorStats] = [:]
+        for (subscriptionName, subscription) in subscriptions {
+            let cursor = subscription.cursor
+            let read = max(subscription.lastRead, cursor.markDelete)
+            let ranges = cursor.individuallyAcked.allRanges.map { range in
+                "(\(range.ledgerID):\(range.entries.lowerBound - 1)..\(range.ledgerID):\(range.entries.upperBound)]"
+            }
+            cursors[subscriptionName] = CursorStats(
+                markDeletePosition: "\(cursor.markDelete)",
+                readPosition: "\(managedLedger.next(after: read) ?? Position(ledgerID: read.ledgerID, entryID: read.entryID + 1))",
+                individuallyDeletedMessages: "[\(ranges.joined(separator: ", "))]",
+                messagesBacklog: cursor.backlogEntries, isDurable: cursor.durable)
+        }
+        let current = ledgers.last
+        return PersistentTopicInternalStats(
+            entriesAddedCounter: numberOfEntries, numberOfEntries: numberOfEntries, totalSize: storageSizeBytes,
+            currentLedgerEntries: current?.entries ?? 0, currentLedgerSize: current?.sizeBytes ?? 0,
+            lastConfirmedEntry: "\(managedLedger.positionBeforeNextEntry)",
+            ledgers: ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.sizeBytes) },
+            cursors: cursors)
+    }
+
+    func existingSubscription(_ subscriptionName: String) throws(BrokerError) -> Subscription {
+        guard let subscription = subscriptions[subscriptionName] else { throw .subscriptionNotFound(subscriptionName) }
+        return subscription
+    }
+
+    /// Closes every consumer of `subscription` (the clients reconnect).
+    func closeConsumers(of subscription: Subscription) {
+        for consumer in subscription.consumers {
+            subscription.removeConsumer(consumer.key)
+            consumer.sink.closeConsumerByBroker(consumerID: consumer.key.consumerID)
+        }
+    }
+
+    /// The first `limit` unacknowledged entries of a subscription, in log order.
+    func unacknowledgedPositions(of subscription: Subscription, limit: Int64) -> [Position] {
+        var positions: [Position] = []
+        var position = subscription.cursor.markDelete
+        var examined: Int64 = 0
+        while Int64(positions.count) < limit, examined < AdminLimits.maxEntriesExaminedPerOperation,
+              let next = managedLedger.next(after: position)
+        {
+            examined += 1
+            position = next
+            if !subscription.cursor.isAcknowledged(next) { positions.append(next) }
+        }
+        return positions
+    }
+
+    /// Acknowledges, on the subscription's behalf, every entry published before `cutoffMs`.
+    /// Returns how many entries were newly acknowledged.
+    func expireMessages(subscription subscriptionName: String, publishedBeforeMs cutoffMs: Int64) throws(BrokerError) -> Int64 {
+        eventLoop.preconditionInEventLoop()
+        let subscription = try existingSubscription(subscriptionName)
+        var position = subscription.cursor.markDelete
+        var lastExpired: Position?
+        var expired: Int64 = 0
+        var examined: Int64 = 0
+        while examined < AdminLimits.maxEntriesExaminedPerOperation, let next = managedLedger.next(after: position) {
+            examined += 1
+            if try managedLedger.read(next).attributes.publishTimeMs >= cutoffMs { break }
+            if !subscription.cursor.isAcknowledged(next) { expired += 1 }
+            lastExpired = next
+            position = next
+        }
+        if let lastExpired { subscription.acknowledgeCumulative(upTo: lastExpired) }
+        return expired
+    }
+}
+
+// MARK: broker-side (control plane)
+
+extension BrokerService {
+    /// `T-partition-i` → `T` (nil for a name without a partition suffix).
+    static func partitionedParent(_ name: TopicName) -> TopicName? {
+        guard name.partitionIndex >= 0, let range = name.localName.range(of: "-partition-", options: .backwards) else {
+            return nil
+        }
+        var parent = name
+        parent.localName = String(name.localName[..<range.lowerBound])
+        return parent
+    }
+
+    func requireNamespace(_ namespace: String) async throws {
+        _ = try Self.splitNamespace(namespace)
+        guard try await metadata.get(Self.namespaceKey(namespace)) != nil else { throw BrokerError.namespaceNotFound(namespace) }
+    }
+
+    func partitionedRecord(_ name: TopicName) async throws -> (PartitionedTopicRecord, Int64)? {
+        guard let stored = try await metadata.get(Self.partitionedTopicKey(name)) else { return nil }
+        return (try Self.decodeRecord(PartitionedTopicRecord.self, stored.value, key: Self.partitionedTopicKey(name)), stored.version)
+    }
+
+    /// Whether a non-partitioned topic (or one partition) exists: loaded, or stored.
+    func adminTopicExists(_ name: TopicName) async throws -> Bool {
+        if loadedTopic(name) != nil { return true }
+        guard name.domain == .persistent else { return false }
+        if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
+        if let parent = Self.partitionedParent(name), let (record, _) = try await partitionedRecord(parent) {
+            return name.partitionIndex < record.partitions
+        }
+        return false
+    }
+
+    /// The loaded topic, loading it only if it exists (admin views never create topics).
+    func existingTopic(_ name: TopicName) async throws -> Topic {
+        if let topic = loadedTopic(name) { return topic }
+        try await requireNamespace(name.namespaceName)
+        guard try await adminTopicExists(name) else {
+            if try await partitionedRecord(name) != nil {
+                throw BrokerError.invalidArgument("\(name) is a partitioned topic: ask about one of its partitions (\(name)-partition-0, ...)")
+            }
+            throw BrokerError.topicNotFound(name)
+        }
+        return try await topic(name).get()
+    }
+
+    // MARK: listing
+
+    /// Topics of a namespace in one domain: stored or loaded ones, plus the partitions of partitioned topics.
+    public func listTopics(namespace: String, domain: TopicName.Domain) async throws -> [String] {
+        try await requireNamespace(namespace)
+        var names = Set<String>()
+        if domain == .persistent {
+            names.formUnion(try await topics(inNamespace: namespace))
+            for parent in try await listPartitionedTopics(namespace: namespace, domain: domain) {
+                let name = try TopicName(parsing: parent)
+                if let (record, _) = try await partitionedRecord(name) {
+                    for index in 0..<record.partitions { names.insert("\(parent)-partition-\(index)") }
+                }
+            }
+        }
+        for topic in loadedTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
+            names.insert("\(topic.name)")
+        }
+        for topic in loadedNonPersistentTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
+            names.insert("\(topic.name)")
+        }
+        return names.sorted()
+    }
+
+    /// Partitioned topics of a namespace in one domain.
+    public func listPartitionedTopics(namespace: String, domain: TopicName.Domain) async throws -> [String] {
+        try await requireNamespace(namespace)
+        let prefix = "/partitioned-topics/\(namespace)/\(domain.rawValue)/"
+        return try await metadata.list(prefix: prefix).map { "\(domain.rawValue)://\(namespace)/\($0.dropFirst(prefix.count))" }
+    }
+
+    // MARK: create, update, delete
+
+    /// Creates a non-partitioned persistent topic (loads it, which records its managed ledger).
+    public func createTopic(_ name: TopicName) async throws {
+        try await requireNamespace(name.namespaceName)
+        if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
+        if try await partitionedRecord(name) != nil { throw BrokerError.partitionedTopicExists(name) }
+        guard name.domain == .persistent else {
+            throw BrokerError(.notAllowed, "non-persistent topics exist while clients use them: nothing to create")
+        }
+        _ = try await topic(name).get()
+        logger.info("topic.created", metadata: ["topic": "\(name)"])
+    }
+
+    /// Creates a partitioned topic with `partitions` partitions (`T-partition-0` ... are loaded on first use).
+    public func createPartitionedTopic(_ name: TopicName, partitions: Int) async throws {
+        guard (1...AdminLimits.maxPartitions).contains(partitions) else { throw BrokerError.invalidPartitions(partitions) }
+        guard name.partitionIndex < 0 else {
+            throw BrokerError.invalidArgument("a partitioned topic's name must not end in -partition-N: \(name)")
+        }
+        try await requireNamespace(name.namespaceName)
+        if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
+        do {
+            try await metadata.put(
+                Self.partitionedTopicKey(name), value: Self.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                expectedVersion: -1)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.partitionedTopicExists(name)
+        }
+        logger.info("topic.partitioned-created", metadata: ["topic": "\(name)", "partitions": "\(partitions)"])
+    }
+
+    /// Raises the number of partitions; only increases are allowed (409 otherwise).
+    public func updatePartitionedTopic(_ name: TopicName, partitions: Int) async throws {
+        guard (1...AdminLimits.maxPartitions).contains(partitions) else { throw BrokerError.invalidPartitions(partitions) }
+        try await requireNamespace(name.namespaceName)
+        guard let (record, version) = try await partitionedRecord(name) else { throw BrokerError.partitionedTopicNotFound(name) }
+        guard partitions > record.partitions else {
+            throw BrokerError.partitionsNotIncreased(current: record.partitions, requested: partitions)
+        }
+        do {
+            try await metadata.put(
+                Self.partitionedTopicKey(name), value: Self.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                expectedVersion: version)
+        } catch MetadataStoreError.badVersion {
+            throw BrokerError.concurrentModification("partitioned topic \(name)")
+        }
+        logger.info("topic.partitions-updated", metadata: [
+            "topic": "\(name)", "partitions": "\(partitions)", "partitions.before": "\(record.partitions)",
+        ])
+    }
+
+    /// `{"partitions": N}`: N for a partitioned topic, 0 for an existing non-partitioned one; 404 otherwise.
+    public func partitionedTopicMetadata(_ name: TopicName) async throws -> PartitionedTopicRecord {
+        try await requireNamespace(name.namespaceName)
+        if let (record, _) = try await partitionedRecord(name) { return record }
+        guard try await adminTopicExists(name) else { throw BrokerError.topicNotFound(name) }
+        return PartitionedTopicRecord(partitions: 0)
+    }
+
+    /// Deletes a non-partitioned topic (or a partition): its subscriptions, ledgers and metadata.
+    /// Refused (412) while it has producers or consumers, unless `force` (consumers are closed then;
+    /// producers cannot be closed by the broker yet, so they always refuse it).
+    public func deleteTopic(_ name: TopicName, force: Bool) async throws {
+        if name.partitionIndex < 0, try await partitionedRecord(name) != nil {
+            try await deletePartitionedTopic(name, force: force)
+            return
+        }
+        let topic = try await existingTopic(name)
+        let subscriptionNames = try await topic.eventLoop.submit { () throws -> [String] in
+            if !topic.producers.isEmpty {
+                throw force ? BrokerError.topicHasProducers(name) : BrokerError.topicHasActiveClients(name)
+            }
+            if !force, topic.subscriptions.values.contains(where: { !$0.consumers.isEmpty }) {
+                throw BrokerError.topicHasActiveClients(name)
+            }
+            for subscription in topic.subscriptions.values { topic.closeConsumers(of: subscription) }
+            return topic.subscriptionNames
+        }.get()
+        try await deleteSubscriptions(of: topic, subscriptionNames)
+        try await topic.eventLoop.flatSubmit {
+            topic.eventLoop.makeFutureWithTask { try await topic.managedLedger.delete() }
+        }.get()
+        forgetTopic(name)
+        // Cursors of subscriptions that never loaded (a damaged record) would otherwise outlive the topic.
+        for key in try await metadata.list(prefix: Topic.cursorPrefix(name)) {
+            try await metadata.delete(key, expectedVersion: nil)
+        }
+        logger.info("topic.deleted", metadata: ["topic": "\(name)", "force": "\(force)"])
+    }
+
+    private func deleteSubscriptions(of topic: Topic, _ names: [String]) async throws {
+        let idle = ConsumerKey(connectionID: 0, consumerID: 0)
+        for subscriptionName in names {
+            try await topic.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+                guard topic.subscriptions[subscriptionName] != nil else { return topic.eventLoop.makeSucceededVoidFuture() }
+                return topic.unsubscribe(subscription: subscriptionName, key: idle)
+            }.get()
+        }
+    }
+
+    /// Deletes a partitioned topic: every partition, then the partitioned record.
+    public func deletePartitionedTopic(_ name: TopicName, force: Bool) async throws {
+        try await requireNamespace(name.namespaceName)
+        guard let (record, _) = try await partitionedRecord(name) else { throw BrokerError.partitionedTopicNotFound(name) }
+        for index in 0..<record.partitions {
+            var partition = name
+            partition.localName = "\(name.localName)-partition-\(index)"
+            let stored = try await metadata.get(Self.managedLedgerKey(partition)) != nil
+            if stored || loadedTopic(partition) != nil {
+                try await deleteTopic(partition, force: force)
+            }
+        }
+        try await metadata.delete(Self.partitionedTopicKey(name), expectedVersion: nil)
+        logger.info("topic.partitioned-deleted", metadata: ["topic": "\(name)"])
+    }
+
+    // MARK: stats
+
+    public func topicStats(_ name: TopicName) async throws -> TopicStats {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { topic.adminStats() }.get()
+    }
+
+    public func topicInternalStats(_ name: TopicName) async throws -> PersistentTopicInternalStats {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { topic.adminInternalStats() }.get()
+    }
+
+    /// Stats of every loaded topic, for `/metrics`.
+    public func loadedTopicMetrics() async -> [TopicMetricsSnapshot] {
+        var snapshots: [TopicMetricsSnapshot] = []
+        for topic in loadedTopics {
+            if let stats = try? await topic.eventLoop.submit({ topic.adminStats() }).get() {
+                snapshots.append(TopicMetricsSnapshot(topic: topic.name, stats: stats))
+            }
+        }
+        return snapshots
+    }
+
+    // MARK: subscriptions
+
+    public func subscriptions(of name: TopicName) async throws -> [String] {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { topic.subscriptionNames }.get()
+    }
+
+    /// Creates a durable subscription starting at `start` (409 if it exists).
+    public func createSubscription(_ name: TopicName, subscription subscriptionName: String, start: StartPosition) async throws {
+        guard !subscriptionName.isEmpty else { throw BrokerError.invalidArgument("subscription name must not be empty") }
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            guard topic.subscriptions[subscriptionName] == nil else {
+                return topic.eventLoop.makeFailedFuture(BrokerError.subscriptionExists(subscriptionName))
+            }
+            return topic.createSubscriptionIfMissing(subscriptionName).flatMapThrowing {
+                // Created at the earliest entry; move it where it was asked to start.
+                if start != .earliest { try topic.seek(subscription: subscriptionName, to: start) }
+            }
+        }.get()
+        logger.info("subscription.created-by-admin", metadata: ["topic": "\(name)", "subscription": "\(subscriptionName)"])
+    }
+
+    /// Deletes a subscription; refused (412) while consumers are connected, unless `force` closes them.
+    public func deleteSubscription(_ name: TopicName, subscription subscriptionName: String, force: Bool) async throws {
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            do {
+                let subscription = try topic.existingSubscription(subscriptionName)
+                if !subscription.consumers.isEmpty {
+                    guard force else { throw BrokerError.subscriptionHasConsumers(subscriptionName) }
+                    topic.closeConsumers(of: subscription)
+                }
+            } catch {
+                return topic.eventLoop.makeFailedFuture(error)
+            }
+            return topic.unsubscribe(subscription: subscriptionName, key: ConsumerKey(connectionID: 0, consumerID: 0))
+        }.get()
+    }
+
+    /// Acknowledges the next `count` unacknowledged entries; returns how many there were.
+    @discardableResult
+    public func skipMessages(_ name: TopicName, subscription subscriptionName: String, count: Int64) async throws -> Int64 {
+        guard count > 0 else { throw BrokerError.invalidArgument("number of messages to skip must be positive, got \(count)") }
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { () throws -> Int64 in
+            let subscription = try topic.existingSubscription(subscriptionName)
+            let positions = topic.unacknowledgedPositions(of: subscription, limit: count)
+            subscription.acknowledge(positions)
+            return Int64(positions.count)
+        }.get()
+    }
+
+    /// Acknowledges everything in the subscription's backlog (`skip_all`, `clear-backlog`).
+    public func clearBacklog(_ name: TopicName, subscription subscriptionName: String) async throws {
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.submit { () throws in
+            let subscription = try topic.existingSubscription(subscriptionName)
+            if let last = topic.managedLedger.lastConfirmed { subscription.acknowledgeCumulative(upTo: last) }
+        }.get()
+    }
+
+    /// Moves the subscription to the first entry published at or after `timestampMs`; consumers reconnect.
+    public func resetCursor(_ name: TopicName, subscription subscriptionName: String, publishTimeMs timestampMs: Int64) async throws {
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.submit { () throws in
+            _ = try topic.existingSubscription(subscriptionName)
+            try topic.seek(subscription: subscriptionName, publishTimeMs: timestampMs)
+        }.get()
+    }
+
+    /// Moves the subscription so that `position` is the next entry delivered; consumers reconnect.
+    public func resetCursor(_ name: TopicName, subscription subscriptionName: String, to position: StartPosition) async throws {
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.submit { () throws in
+            _ = try topic.existingSubscription(subscriptionName)
+            try topic.seek(subscription: subscriptionName, to: position)
+        }.get()
+    }
+
+    /// Acknowledges on the subscription's behalf everything published more than `seconds` ago.
+    @discardableResult
+    public func expireMessages(_ name: TopicName, subscription subscriptionName: String, olderThanSeconds seconds: Int64) async throws -> Int64 {
+        guard (0...AdminLimits.maxExpiryTimeSeconds).contains(seconds) else {
+            throw BrokerError.invalidArgument("expiry time must be between 0 and \(AdminLimits.maxExpiryTimeSeconds) seconds, got \(seconds)")
+        }
+        let topic = try await existingTopic(name)
+        let cutoffMs = Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000
+        return try await topic.eventLoop.submit { () throws -> Int64 in
+            try topic.expireMessages(subscription: subscriptionName, publishedBeforeMs: cutoffMs)
+        }.get()
+    }
+
+    /// The `n`-th (1-based) unacknowledged entry after the subscription's mark-delete position.
+    public func peekMessage(_ name: TopicName, subscription subscriptionName: String, nth: Int64) async throws -> PeekedEntry {
+        guard nth > 0 else { throw BrokerError.invalidArgument("message position must be 1 or more, got \(nth)") }
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { () throws -> PeekedEntry in
+            let subscription = try topic.existingSubscription(subscriptionName)
+            let positions = topic.unacknowledgedPositions(of: subscription, limit: nth)
+            guard Int64(positions.count) == nth, let position = positions.last else {
+                throw BrokerError.messageNotFound("the subscription has \(positions.count) unacknowledged entries, not \(nth)")
+            }
+            return PeekedEntry(position: position, partitionIndex: name.partitionIndex, entry: try topic.managedLedger.read(position))
+        }.get()
+    }
+}
