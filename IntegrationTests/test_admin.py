@@ -371,6 +371,10 @@ def test_metrics(broker, client, topic):
     assert value(families, "pulsar_msg_backlog", **labels) == 4
     assert value(families, "pulsar_subscription_back_log", subscription="metrics-sub", **labels) == 4
     assert value(families, "pulsar_topics_count", cluster="standalone", namespace="public/default") >= 1
+    # Latency histograms: publish (SEND → durable), journal write and fdatasync per group commit.
+    for histogram in ("pulsar_broker_publish_latency", "pulsar_storage_write_latency", "bookie_journal_sync_latency"):
+        counts = [s.value for s in families.get(histogram, []) if s.name == histogram + "_count"]
+        assert counts and counts[0] >= 7, (histogram, families.get(histogram))
 
     # Deleted topics leave /metrics.
     consumer.close()

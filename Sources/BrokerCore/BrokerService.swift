@@ -85,10 +85,7 @@ public final class BrokerService: Sendable {
         if let cached = policyCache.withLockedValue({ $0[namespace] }), cached.expires > now {
             return cached.policies
         }
-        guard let record = try await metadata.get(Self.namespaceKey(namespace)) else {
-            throw BrokerError(.topicNotFound, "namespace '\(namespace)' does not exist: create it first")
-        }
-        let policies = EffectivePolicies.decode(record.value)
+        let policies = EffectivePolicies(try await namespacePolicies(namespace))
         policyCache.withLockedValue { $0[namespace] = (policies, now + Self.policyCacheTTL) }
         return policies
     }

@@ -367,11 +367,13 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let topic = producer.topic
         let channel = context.channel
         let partition = topic.name.partitionIndex
+        let receivedAt = NIODeadline.now()
         topic.eventLoop.execute {
             topic.publish(encoded: encoded, attributes: attributes) { result in
                 var command = Pulsar_Proto_BaseCommand()
                 switch result {
                 case .success(let position):
+                    BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
                     command.type = .sendReceipt
                     command.sendReceipt.producerID = request.producerID
                     command.sendReceipt.sequenceID = request.sequenceID

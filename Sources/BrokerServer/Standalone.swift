@@ -27,6 +27,10 @@ public struct StandaloneOptions: Sendable {
 
 /// Broker + storage + metadata in one process: the quick start.
 public enum Standalone {
+    /// The latency timers' labels and their histogram buckets, for the metrics backend.
+    public static var latencyTimerLabels: [String] { BrokerMetrics.timerLabels }
+    public static var latencyBuckets: [Duration] { BrokerMetrics.latencyBuckets }
+
     /// `metricsRegistry`: where `/metrics` reads from; the executable bootstraps swift-metrics with it.
     public static func run(
         _ options: StandaloneOptions, metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
@@ -36,7 +40,9 @@ public enum Standalone {
         let metadataDirectory = (options.dataDirectory as NSString).appendingPathComponent("metadata")
         try FileManager.default.createDirectory(atPath: ledgersDirectory, withIntermediateDirectories: true)
         logger.info("standalone.starting", metadata: ["data-dir": "\(options.dataDirectory)"])
-        let store = try FileLedgerStore(configuration: FileLedgerStoreConfiguration(directory: ledgersDirectory), logger: logger)
+        var storeConfiguration = FileLedgerStoreConfiguration(directory: ledgersDirectory)
+        storeConfiguration.groupCommitObserver = BrokerMetrics.groupCommitObserver()
+        let store = try FileLedgerStore(configuration: storeConfiguration, logger: logger)
         let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let broker = BrokerService(

@@ -24,6 +24,9 @@ public struct FileLedgerStoreConfiguration: Sendable {
     /// A journal file is rolled once it grows past this size; every roll checkpoints the index and
     /// then deletes the journal files the checkpoint covers.
     public var journalMaxBytes: Int = 64 * 1024 * 1024
+    /// Called on the journal thread after each group commit with the time the journal write took,
+    /// the time the fdatasync took, and the group's size (metrics; must be cheap).
+    public var groupCommitObserver: (@Sendable (_ write: Duration, _ sync: Duration, _ bytes: Int, _ entries: Int) -> Void)?
 
     public init(directory: String) {
         self.directory = directory
@@ -428,9 +431,15 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 journaled.append((requestIndex, start, length))
             }
             if !journaled.isEmpty {
+                let clock = ContinuousClock()
+                let started = clock.now
                 var error = journal!.writeAll(batchBuffer, at: journalOffset)
+                let written = clock.now
                 if error == nil {
                     error = journal!.syncData()
+                }
+                if error == nil, let observer = configuration.groupCommitObserver {
+                    observer(written - started, clock.now - written, batchBuffer.readableBytes, journaled.count)
                 }
                 if let error {
                     logger.error(

@@ -58,7 +58,11 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
         options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
         let metricsRegistry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+        var metricsFactory = PrometheusMetricsFactory(registry: metricsRegistry)
+        for label in Standalone.latencyTimerLabels {
+            metricsFactory.durationHistogramBuckets[label] = Standalone.latencyBuckets
+        }
+        MetricsSystem.bootstrap(metricsFactory)
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
 }

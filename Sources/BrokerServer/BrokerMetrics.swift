@@ -1,0 +1,37 @@
+import Metrics
+
+/// The latency histograms the broker reports through swift-metrics (exported on `/metrics` by the
+/// Prometheus backend the executable bootstraps). Names follow Pulsar and BookKeeper.
+enum BrokerMetrics {
+    /// SEND received → entry durable (receipt about to be written), per message entry.
+    static let publishLatency = Timer(label: "pulsar_broker_publish_latency")
+    /// Journal write of one group commit.
+    static let storageWriteLatency = Timer(label: "pulsar_storage_write_latency")
+    /// The fdatasync of one group commit.
+    static let journalSyncLatency = Timer(label: "bookie_journal_sync_latency")
+    /// Entries per group commit.
+    static let groupCommitEntries = Recorder(label: "bookie_journal_group_commit_entries")
+
+    /// Histogram buckets (Pulsar's latency buckets, 0.5 ms … 1 s) for the labels above.
+    static let latencyBuckets: [Duration] = [
+        .microseconds(100), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+        .milliseconds(10), .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(200),
+        .seconds(1),
+    ]
+    static let timerLabels = ["pulsar_broker_publish_latency", "pulsar_storage_write_latency", "bookie_journal_sync_latency"]
+
+    static func groupCommitObserver() -> @Sendable (Duration, Duration, Int, Int) -> Void {
+        { write, sync, _, entries in
+            storageWriteLatency.recordNanoseconds(write.nanoseconds)
+            journalSyncLatency.recordNanoseconds(sync.nanoseconds)
+            groupCommitEntries.record(entries)
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
