@@ -15,8 +15,10 @@ public struct FileLedgerStoreConfiguration: Sendable {
     /// The data directory; created if missing. One store per directory (a `LOCK` file enforces it).
     public var directory: String
     /// Group commit: the journal thread waits at most this long (from the arrival of the oldest
-    /// queued append) to gather a group before writing it. `.zero` writes whatever is queued at once.
-    public var groupCommitMaxDelay: Duration = .milliseconds(1)
+    /// queued append) to gather a group before writing it. The default, `.zero`, writes whatever is
+    /// queued at once: under load the appends that arrive while one write + fdatasync runs form the
+    /// next group (adaptive group commit), and a lone append pays no extra wait.
+    public var groupCommitMaxDelay: Duration = .zero
     /// Group commit: a group is written as soon as this many record bytes are queued.
     public var groupCommitMaxBytes: Int = 512 * 1024
     /// An entry log file is rolled before it would grow past this size.
