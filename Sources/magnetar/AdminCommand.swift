@@ -352,10 +352,7 @@ struct TenantsCommand: AsyncParsableCommand {
         @Option(name: [.customShort("c"), .customLong("allowed-clusters")], help: "Comma-separated allowed clusters.")
         var allowedClusters = "standalone"
         func run(client: AdminClient) async throws {
-            _ = try await client.json("PUT", "/admin/v2/tenants/\(AdminArguments.escape(tenant))", body: .object([
-                "adminRoles": .array(adminRoles.split(separator: ",").map { .string(String($0)) }),
-                "allowedClusters": .array(allowedClusters.split(separator: ",").map { .string(String($0)) }),
-            ]))
+            _ = try await client.json("PUT", "/admin/v2/tenants/\(AdminArguments.escape(tenant))", body: TenantsCommand.tenantInfo(adminRoles: adminRoles, allowedClusters: allowedClusters))
         }
     }
 
@@ -368,11 +365,16 @@ struct TenantsCommand: AsyncParsableCommand {
         @Option(name: [.customShort("c"), .customLong("allowed-clusters")], help: "Comma-separated allowed clusters.")
         var allowedClusters = "standalone"
         func run(client: AdminClient) async throws {
-            _ = try await client.json("POST", "/admin/v2/tenants/\(AdminArguments.escape(tenant))", body: .object([
-                "adminRoles": .array(adminRoles.split(separator: ",").map { .string(String($0)) }),
-                "allowedClusters": .array(allowedClusters.split(separator: ",").map { .string(String($0)) }),
-            ]))
+            _ = try await client.json("POST", "/admin/v2/tenants/\(AdminArguments.escape(tenant))", body: TenantsCommand.tenantInfo(adminRoles: adminRoles, allowedClusters: allowedClusters))
         }
+    }
+
+    /// The TenantInfo body from comma-separated lists.
+    static func tenantInfo(adminRoles: String, allowedClusters: String) -> JSONValue {
+        .object([
+            "adminRoles": .array(adminRoles.split(separator: ",").map { .string(String($0)) }),
+            "allowedClusters": .array(allowedClusters.split(separator: ",").map { .string(String($0)) }),
+        ])
     }
 
     struct Delete: AdminLeafCommand {
