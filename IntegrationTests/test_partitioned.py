@@ -14,7 +14,7 @@ import pulsar
 import pytest
 
 from admin_rest import (
-    create_namespace, create_partitioned_topic, eventually, get_partitioned_metadata, set_namespace_policy,
+    admin, create_namespace, create_partitioned_topic, eventually, get_partitioned_metadata, set_namespace_policy,
     unique_topic_in, update_partitioned_topic,
 )
 from helpers import RECEIVE_TIMEOUT_MS, assert_no_more, drain_consumer, receive_n
@@ -82,6 +82,15 @@ def test_custom_router_decides_the_partition(broker, client, topic):
     for index, ids in per_partition.items():
         assert ids == sorted(ids), f"partition {index} out of order: {ids}"
     assert_no_more(consumer)
+
+    # partitioned-stats: the sum over the partitions and each partition's own counters.
+    path = "/admin/v2/persistent/" + t.split("://", 1)[1] + "/partitioned-stats"
+    stats = eventually(lambda: (s := admin(broker, "GET", path)) and s["msgInCounter"] == n and s,
+                       timeout_s=10, what="partitioned stats count every message")
+    assert stats["metadata"]["partitions"] == 3
+    assert sorted(stats["partitions"]) == [f"{t}-partition-{i}" for i in range(3)]
+    assert [stats["partitions"][f"{t}-partition-{i}"]["msgInCounter"] for i in range(3)] == [10, 10, 10]
+    assert stats["subscriptions"]["sub"]["msgBacklog"] == 0
 
 
 def test_round_robin_spreads_over_all_partitions(broker, client, topic):

@@ -212,6 +212,9 @@ public enum AdminRouter {
         router.get(RouterPath("\(base)/stats")) { _, context in
             try json(await broker.topicStats(topicName(context, domain)))
         }
+        router.get(RouterPath("\(base)/partitioned-stats")) { _, context in
+            try json(await broker.partitionedTopicStats(topicName(context, domain)))
+        }
         router.get(RouterPath("\(base)/internalStats")) { _, context in
             try json(await broker.topicInternalStats(topicName(context, domain)))
         }

@@ -6,7 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// The metadata record of a partitioned topic.
-public struct PartitionedTopicRecord: Codable, Sendable {
+public struct PartitionedTopicRecord: Codable, Sendable, Equatable {
     public var partitions: Int
     public init(partitions: Int) { self.partitions = partitions }
 }

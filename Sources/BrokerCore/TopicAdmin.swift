@@ -525,3 +525,62 @@ extension BrokerService {
         }.get()
     }
 }
+
+// MARK: partitioned stats
+
+/// `GET .../partitioned-stats`: the partitions' stats summed, plus each partition's own. A pure value.
+public struct PartitionedTopicStats: Codable, Sendable, Equatable {
+    public var msgInCounter: Int64 = 0
+    public var bytesInCounter: Int64 = 0
+    public var msgOutCounter: Int64 = 0
+    public var storageSize: Int64 = 0
+    public var backlogSize: Int64 = 0
+    public var publishers: [PublisherStats] = []
+    public var subscriptions: [String: SubscriptionStats] = [:]
+    public var metadata: PartitionedTopicRecord
+    public var partitions: [String: TopicStats] = [:]
+
+    init(metadata: PartitionedTopicRecord) {
+        self.metadata = metadata
+    }
+
+    mutating func add(_ stats: TopicStats, partition: String) {
+        partitions[partition] = stats
+        msgInCounter += stats.msgInCounter
+        bytesInCounter += stats.bytesInCounter
+        msgOutCounter += stats.msgOutCounter
+        storageSize += stats.storageSize
+        backlogSize += stats.backlogSize
+        publishers += stats.publishers
+        for (name, subscription) in stats.subscriptions {
+            guard var total = subscriptions[name] else {
+                subscriptions[name] = subscription
+                continue
+            }
+            total.msgBacklog += subscription.msgBacklog
+            total.unackedMessages += subscription.unackedMessages
+            total.msgOutCounter += subscription.msgOutCounter
+            total.consumers += subscription.consumers
+            subscriptions[name] = total
+        }
+    }
+}
+
+extension BrokerService {
+    /// Stats of a partitioned topic: every partition's, and their sum. Partitions not yet used
+    /// (never produced to or subscribed) are loaded so they report zeros.
+    public func partitionedTopicStats(_ name: TopicName) async throws -> PartitionedTopicStats {
+        try await requireNamespace(name.namespaceName)
+        guard let (record, _) = try await partitionedRecord(name) else {
+            throw BrokerError.partitionedTopicNotFound(name)
+        }
+        var stats = PartitionedTopicStats(metadata: record)
+        for index in 0..<record.partitions {
+            var partition = name
+            partition.localName = "\(name.localName)-partition-\(index)"
+            let topic = try await topic(partition).get()
+            stats.add(try await topic.eventLoop.submit { topic.adminStats() }.get(), partition: "\(partition)")
+        }
+        return stats
+    }
+}

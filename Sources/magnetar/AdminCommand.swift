@@ -565,7 +565,7 @@ struct TopicsCommand: AsyncParsableCommand {
         commandName: "topics", abstract: "Topics, partitions, stats and subscriptions.",
         subcommands: [
             List.self, ListPartitionedTopics.self, Create.self, Delete.self, CreatePartitionedTopic.self,
-            UpdatePartitionedTopic.self, GetPartitionedTopicMetadata.self, DeletePartitionedTopic.self, Stats.self,
+            UpdatePartitionedTopic.self, GetPartitionedTopicMetadata.self, DeletePartitionedTopic.self, Stats.self, PartitionedStats.self,
             StatsInternal.self, Subscriptions.self, CreateSubscription.self, Unsubscribe.self, Skip.self, ClearBacklog.self,
             ResetCursor.self, ExpireMessages.self, PeekMessages.self,
         ])
@@ -654,6 +654,16 @@ struct TopicsCommand: AsyncParsableCommand {
         @Flag(name: [.customShort("f"), .long]) var force = false
         func run(client: AdminClient) async throws {
             _ = try await client.json("DELETE", try AdminArguments.topicPath(topic) + "/partitions?force=\(force)")
+        }
+    }
+
+    struct PartitionedStats: AdminLeafCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "partitioned-stats", abstract: "Show a partitioned topic's counters summed over its partitions.")
+        @OptionGroup var options: AdminOptions
+        @Argument var topic: String
+        func run(client: AdminClient) async throws {
+            Printer.show(try await client.json("GET", try AdminArguments.topicPath(topic) + "/partitioned-stats"), options.output)
         }
     }
 
