@@ -209,3 +209,21 @@ def test_null_value_and_empty_payload(client, topic):
     assert not empty.has_null_value()
     assert empty.data() == b""
     assert after.data() == b"after"
+
+
+def test_more_sends_in_flight_than_the_connection_admits(client, topic):
+    """5,000 sends in flight on one connection (the broker pauses reading at 1,000 and resumes
+    at 500): every one gets its receipt, in order, and nothing is lost."""
+    t = topic()
+    producer = client.create_producer(t, batching_enabled=False, max_pending_messages=5_000, block_if_queue_full=True)
+    consumer = client.subscribe(t, "backpressure", initial_position=pulsar.InitialPosition.Earliest)
+    results = []
+    for i in range(5_000):
+        producer.send_async(b"%d" % i, lambda res, msg_id: results.append((res, msg_id)))
+    producer.flush()
+    assert len(results) == 5_000
+    assert all(res == pulsar.Result.Ok for res, _ in results)
+    entries = [(m.ledger_id(), m.entry_id()) for _, m in results]
+    assert entries == sorted(entries)
+    got = [int(consumer.receive(timeout_millis=10_000).data()) for _ in range(5_000)]
+    assert got == list(range(5_000))

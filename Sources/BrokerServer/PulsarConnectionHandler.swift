@@ -39,6 +39,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private var channel: (any Channel)?
     private var sink: ConnectionSink?
     private var isActive = true
+    private var pendingPublishes = 0
+    private var readingPaused = false
 
     init(broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64, logger: Logger) {
         self.broker = broker
@@ -368,6 +370,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let channel = context.channel
         let partition = topic.name.partitionIndex
         let receivedAt = NIODeadline.now()
+        publishStarted(context: context)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         topic.eventLoop.execute {
             topic.publish(encoded: encoded, attributes: attributes) { result in
                 var command = Pulsar_Proto_BaseCommand()
@@ -385,8 +389,30 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                     command.sendError.error = ServerErrors.serverError(for: error)
                     command.sendError.message = ServerErrors.message(for: error)
                 }
-                channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+                channel.eventLoop.execute {
+                    bound.value.publishCompleted(channel: channel)
+                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
+                }
             }
+        }
+    }
+
+    /// Backpressure: past `maxPendingPublishesPerConnection` in-flight SENDs the connection stops
+    /// reading from its socket until half of them have their receipts.
+    private func publishStarted(context: ChannelHandlerContext) {
+        pendingPublishes += 1
+        if pendingPublishes >= ConnectionLimits.maxPendingPublishesPerConnection, readingPaused == false {
+            readingPaused = true
+            logger.debug("connection.reading-paused", metadata: ["pending.publishes": "\(pendingPublishes)"])
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    private func publishCompleted(channel: any Channel) {
+        pendingPublishes -= 1
+        if readingPaused, pendingPublishes <= ConnectionLimits.maxPendingPublishesPerConnection / 2 {
+            readingPaused = false
+            channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
         }
     }
 
