@@ -9,7 +9,11 @@ import Testing
 
 /// Real `StorageNodeServer`s on loopback.
 @Suite struct StorageNodeServerTests {
-    static let logger = Logger(label: "test.replication")
+    static let logger: Logger = {
+        var logger = Logger(label: "test.replication")
+        logger.logLevel = .error
+        return logger
+    }()
 
     final class Cluster: @unchecked Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -71,25 +75,27 @@ import Testing
             #expect(store.initialEnsemble(for: ledgerID) == Array(cluster.addresses[0..<3]))
             let acknowledged = NIOLockedValueBox<[Int64]>([])
             let count: Int64 = 300
-            @Sendable func appendAll(_ entryIDs: Range<Int64>) async throws {
-                try await withThrowingTaskGroup(of: Void.self) { tasks in
-                    for entryID in entryIDs {
-                        tasks.addTask {
-                            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                                store.append(ledgerID: ledgerID, entryID: entryID, payload: ByteBuffer(string: "entry-\(entryID)")) { result in
-                                    if case .success = result { acknowledged.withLockedValue { $0.append(entryID) } }
-                                    continuation.resume(with: result.mapError { $0 as any Error })
-                                }
-                            }
+            // Appends are issued in entry order from one place (LedgerStore requires it); completions are awaited together.
+            func appendAll(_ entryIDs: Range<Int64>) async throws {
+                let done = cluster.group.next().makePromise(of: Void.self)
+                let remaining = NIOLockedValueBox(entryIDs.count)
+                for entryID in entryIDs {
+                    store.append(ledgerID: ledgerID, entryID: entryID, payload: ByteBuffer(string: "entry-\(entryID)")) { result in
+                        switch result {
+                        case .success:
+                            acknowledged.withLockedValue { $0.append(entryID) }
+                            if remaining.withLockedValue({ $0 -= 1; return $0 }) == 0 { done.succeed(()) }
+                        case .failure(let error):
+                            done.fail(error)
                         }
                     }
-                    try await tasks.waitForAll()
                 }
+                try await done.futureResult.get()
             }
             try await appendAll(0..<100)
             await cluster.servers[1].stop() // kill node 1 mid-stream
             try await appendAll(100..<count)
-            #expect(acknowledged.withLockedValue { $0.sorted() } == Array(0..<count))
+            #expect(acknowledged.withLockedValue { $0 } == Array(0..<count)) // in entry order
             let history = store.ensembleHistory(of: ledgerID) ?? []
             #expect(history.count == 2)
             #expect(history.last?.ensemble.contains(cluster.addresses[3]) == true)
