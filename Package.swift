@@ -33,6 +33,16 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Storage-node protocol, client and server; BookKeeper's quorum write as a pure state machine;
+        // `ReplicatedLedgerStore`. Knows nothing of brokers.
+        .target(name: "Replication", dependencies: [
+            "LedgerStorage",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // MetadataStore protocol and its embedded (on-disk) implementation.
         .target(name: "Metadata", dependencies: [
             "CRC32C",
@@ -68,7 +78,9 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer",
+            "BrokerServer", "Replication", "LedgerStorage",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -85,6 +97,14 @@ let package = Package(
         .testTarget(name: "LedgerStorageTests", dependencies: [
             "LedgerStorage",
             .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .testTarget(name: "ReplicationTests", dependencies: [
+            "Replication", "LedgerStorage",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOTestUtils", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),

@@ -1,0 +1,194 @@
+import Foundation
+import LedgerStorage
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A storage node's ledgers: what `StorageNodeServer` serves, and what the simulation drives
+/// directly. Thread-safe: one lock, held across `store.append` (so the in-memory store may run an
+/// append's completion under it: a completion must not call back into this node synchronously).
+///
+/// Why a layer over `LedgerStore`: a node of a striped ensemble (E > Qw), or one that replaced a
+/// failed node mid-ledger, holds a *sparse* subset of a ledger's entries, and may receive them out
+/// of order, while a `LedgerStore` ledger is dense (entry ids 0, 1, 2, …). So replicated entry `e`
+/// of ledger `L` is stored as the next *local* entry `k` of local ledger `L`, with an 8-byte header:
+/// `[i64 entryID][payload]` (see `docs/STORAGE_PROTOCOL.md`). The map `e → k` lives in memory and
+/// is rebuilt at start by reading every local entry's header.
+///
+/// `lastAddConfirmed(ledgerID:)` reports the highest entry id this node holds durably — not
+/// BookKeeper's piggybacked LAC; recovery only uses it as a hint.
+public final class StorageNode: @unchecked Sendable {
+    private struct LedgerIndex {
+        var localEntryByEntryID: [Int64: Int64] = [:]
+        var nextLocalEntryID: Int64 = 0
+    }
+
+    public let store: any LedgerStore
+    /// Guards `ledgers`; held across `store.append` so local ids reach the store in order.
+    private let lock = NSLock()
+    private var ledgers: [Int64: LedgerIndex] = [:]
+    /// Ledgers fenced since this process started: a re-sent entry it already holds is refused too.
+    /// (After a restart the store still refuses new entries; a duplicate of a held one is answered ok.)
+    private var fencedLedgers: Set<Int64> = []
+    /// Highest durable entry id per ledger. Its own lock: updated from append completions, which
+    /// may run while `lock` is held (the in-memory store completes inside `append`).
+    private let durableMaximum = NIOLockedValueBox<[Int64: Int64]>([:])
+
+    public static let entryHeaderBytes = 8
+
+    /// Rebuilds the entry maps from `store` (reads every entry's header once).
+    public init(store: any LedgerStore) throws(LedgerStoreError) {
+        self.store = store
+        var maxima: [Int64: Int64] = [:]
+        for ledgerID in store.ledgerIDs() {
+            var index = LedgerIndex()
+            let last = store.lastAddConfirmed(ledgerID: ledgerID) ?? -1
+            var highest: Int64 = -1
+            if last >= 0 {
+                for local in 0...last {
+                    let stored = try store.read(ledgerID: ledgerID, entryID: local)
+                    guard let entryID = stored.getInteger(at: stored.readerIndex, as: Int64.self) else {
+                        throw .corrupted("ledger \(ledgerID) local entry \(local) has no replication header")
+                    }
+                    index.localEntryByEntryID[entryID] = local
+                    highest = max(highest, entryID)
+                }
+            }
+            index.nextLocalEntryID = last + 1
+            ledgers[ledgerID] = index
+            maxima[ledgerID] = highest
+        }
+        durableMaximum.withLockedValue { $0 = maxima }
+    }
+
+    /// Stores entry `entryID`; `completion` runs once it is durable. An entry already held
+    /// completes at once with success (idempotent re-sends and recovery write-backs).
+    public func addEntry(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        guard entryID >= 0 else {
+            completion(.failure(.outOfOrder(ledgerID: ledgerID, expected: 0, got: entryID)))
+            return
+        }
+        var record = ByteBuffer()
+        record.reserveCapacity(Self.entryHeaderBytes + payload.readableBytes)
+        record.writeInteger(entryID)
+        var body = payload
+        record.writeBuffer(&body)
+        let durableMaximum = self.durableMaximum
+        lock.lock()
+        var index = ledgers[ledgerID] ?? LedgerIndex()
+        if index.localEntryByEntryID[entryID] != nil {
+            let fenced = fencedLedgers.contains(ledgerID)
+            lock.unlock()
+            completion(fenced ? .failure(.fenced(ledgerID: ledgerID)) : .success(()))
+            return
+        }
+        let local = index.nextLocalEntryID
+        index.nextLocalEntryID += 1
+        index.localEntryByEntryID[entryID] = local
+        ledgers[ledgerID] = index
+        store.append(ledgerID: ledgerID, entryID: local, payload: record) { result in
+            if case .success = result {
+                durableMaximum.withLockedValue { maxima in
+                    maxima[ledgerID] = max(maxima[ledgerID] ?? -1, entryID)
+                }
+            }
+            completion(result)
+        }
+        lock.unlock()
+    }
+
+    public func readEntry(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+        lock.lock()
+        let local = ledgers[ledgerID]?.localEntryByEntryID[entryID]
+        let known = ledgers[ledgerID] != nil
+        lock.unlock()
+        guard known else { throw .ledgerNotFound(ledgerID: ledgerID) }
+        guard let local else { throw .entryNotFound(ledgerID: ledgerID, entryID: entryID) }
+        var stored = try store.read(ledgerID: ledgerID, entryID: local)
+        guard stored.readInteger(as: Int64.self) == entryID else {
+            throw .corrupted("ledger \(ledgerID) local entry \(local) does not hold entry \(entryID)")
+        }
+        return stored
+    }
+
+    /// Highest entry id held durably, -1 if none, nil if the ledger is unknown.
+    public func lastAddConfirmed(ledgerID: Int64) -> Int64? {
+        lock.lock()
+        let known = ledgers[ledgerID] != nil
+        lock.unlock()
+        guard known else { return nil }
+        return durableMaximum.withLockedValue { $0[ledgerID] ?? -1 }
+    }
+
+    /// Fences the ledger (creating it, empty and fenced, if unknown); returns `lastAddConfirmed`.
+    public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        _ = try store.fence(ledgerID: ledgerID)
+        fencedLedgers.insert(ledgerID)
+        if ledgers[ledgerID] == nil {
+            ledgers[ledgerID] = LedgerIndex()
+        }
+        return durableMaximum.withLockedValue { $0[ledgerID] ?? -1 }
+    }
+
+    public func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try store.deleteLedger(ledgerID: ledgerID)
+        ledgers[ledgerID] = nil
+        fencedLedgers.remove(ledgerID)
+        durableMaximum.withLockedValue { $0[ledgerID] = nil }
+    }
+
+    /// Answers one request; `respond` runs once (for `addEntry`, after the entry is durable).
+    public func handle(_ request: StorageRequest, respond: @escaping @Sendable (StorageResponse) -> Void) {
+        let type = request.typeByte
+        @Sendable func failure(_ error: LedgerStoreError) -> StorageResponse {
+            var text = ByteBuffer()
+            text.writeString(error.description)
+            return StorageResponse(requestType: type, status: StorageStatus(error), body: text)
+        }
+        func value(_ number: Int64) -> StorageResponse {
+            var body = ByteBuffer()
+            body.writeInteger(number)
+            return StorageResponse(requestType: type, status: .ok, body: body)
+        }
+        switch request {
+        case .addEntry(let ledgerID, let entryID, let payload):
+            addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload) { result in
+                switch result {
+                case .success: respond(StorageResponse(requestType: type, status: .ok))
+                case .failure(let error): respond(failure(error))
+                }
+            }
+        case .readEntry(let ledgerID, let entryID):
+            do {
+                respond(StorageResponse(requestType: type, status: .ok, body: try readEntry(ledgerID: ledgerID, entryID: entryID)))
+            } catch {
+                respond(failure(error))
+            }
+        case .readLastAddConfirmed(let ledgerID):
+            if let last = lastAddConfirmed(ledgerID: ledgerID) {
+                respond(value(last))
+            } else {
+                respond(failure(.ledgerNotFound(ledgerID: ledgerID)))
+            }
+        case .fence(let ledgerID):
+            do {
+                respond(value(try fence(ledgerID: ledgerID)))
+            } catch {
+                respond(failure(error))
+            }
+        case .deleteLedger(let ledgerID):
+            do {
+                try deleteLedger(ledgerID: ledgerID)
+                respond(StorageResponse(requestType: type, status: .ok))
+            } catch {
+                respond(failure(error))
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Address of a storage node, `host:port`.
+public struct StorageNodeAddress: Hashable, Sendable, CustomStringConvertible, Comparable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port), colon != text.startIndex
+        else { return nil }
+        self.init(host: String(text[..<colon]), port: port)
+    }
+
+    public var description: String { "\(host):\(port)" }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.host, lhs.port) < (rhs.host, rhs.port) }
+}
+
+/// One NIO connection to a storage node. Requests are pipelined and matched to answers by request
+/// id; each fails with `ReplicationError` on timeout or when the connection closes (a closed
+/// client fails every later request at once). Thread-safe; its state lives on the channel's loop.
+public final class StorageNodeClient: Sendable {
+    public let address: StorageNodeAddress
+    public let channel: any Channel
+
+    private init(address: StorageNodeAddress, channel: any Channel) {
+        self.address = address
+        self.channel = channel
+    }
+
+    /// Connects to `address`.
+    public static func connect(
+        to address: StorageNodeAddress, eventLoopGroup: any EventLoopGroup,
+        requestTimeout: TimeAmount = .seconds(10), connectTimeout: TimeAmount = .seconds(5)
+    ) -> EventLoopFuture<StorageNodeClient> {
+        ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StorageMessageDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(StorageMessageEncoderHandler())
+                    try channel.pipeline.syncOperations.addHandler(StorageNodeClientHandler(requestTimeout: requestTimeout))
+                }
+            }
+            .connect(host: address.host, port: address.port)
+            .map { StorageNodeClient(address: address, channel: $0) }
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    /// Sends `request`; the future completes (on the channel's loop) with the node's answer.
+    public func send(_ request: StorageRequest) -> EventLoopFuture<StorageResponse> {
+        let promise = channel.eventLoop.makePromise(of: StorageResponse.self)
+        channel.writeAndFlush(StorageClientRequest(request: request, promise: promise)).whenFailure { error in
+            promise.fail(ReplicationError(.connectionClosed, "write to storage node failed: \(error)"))
+        }
+        return promise.futureResult
+    }
+
+    public func send(_ request: StorageRequest) async throws -> StorageResponse {
+        try await send(request).get()
+    }
+
+    public func close() -> EventLoopFuture<Void> {
+        channel.close().recover { _ in }
+    }
+}
+
+/// A request with the promise its answer completes.
+struct StorageClientRequest: Sendable {
+    var request: StorageRequest
+    var promise: EventLoopPromise<StorageResponse>
+}
+
+/// Assigns request ids, keeps the pending table, matches answers. Owned by the channel's loop.
+final class StorageNodeClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = StorageMessage
+    typealias OutboundIn = StorageClientRequest
+    typealias OutboundOut = StorageMessage
+
+    private struct Pending {
+        var promise: EventLoopPromise<StorageResponse>
+        var timeout: Scheduled<Void>
+    }
+
+    private let requestTimeout: TimeAmount
+    private var nextRequestID: UInt64 = 1
+    private var pending: [UInt64: Pending] = [:]
+    private var isClosed = false
+
+    init(requestTimeout: TimeAmount) {
+        self.requestTimeout = requestTimeout
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        guard !isClosed else {
+            request.promise.fail(ReplicationError(.connectionClosed, "connection to storage node is closed"))
+            promise?.succeed(())
+            return
+        }
+        guard pending.count < ReplicationLimits.maxPendingRequestsPerConnection else {
+            request.promise.fail(ReplicationError(.tooManyPendingRequests, "\(pending.count) requests in flight"))
+            promise?.succeed(())
+            return
+        }
+        let requestID = nextRequestID
+        nextRequestID += 1
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = context.eventLoop.scheduleTask(in: requestTimeout) {
+            loopBound.value.timedOut(requestID: requestID)
+        }
+        pending[requestID] = Pending(promise: request.promise, timeout: timeout)
+        context.write(wrapOutboundOut(.request(requestID: requestID, request.request)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .response(let requestID, let response) = unwrapInboundIn(data),
+              let entry = pending.removeValue(forKey: requestID)
+        else {
+            // An answer to a request that timed out, or a request from the node: not ours to handle.
+            return
+        }
+        entry.timeout.cancel()
+        entry.promise.succeed(response)
+    }
+
+    private func timedOut(requestID: UInt64) {
+        guard let entry = pending.removeValue(forKey: requestID) else { return }
+        entry.promise.fail(ReplicationError(.requestTimedOut, "storage node did not answer request \(requestID)"))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(ReplicationError(.connectionClosed, "connection to storage node closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(ReplicationError(.connectionClosed, "storage connection error: \(error)"))
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: ReplicationError) {
+        isClosed = true
+        let entries = pending
+        pending.removeAll()
+        for (_, entry) in entries.sorted(by: { $0.key < $1.key }) {
+            entry.timeout.cancel()
+            entry.promise.fail(error)
+        }
+    }
+}
