@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Lowest layer: checksums shared by the wire format and the on-disk format.
@@ -66,8 +67,16 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // Our own Swift client for the Pulsar protocol (perf tool, replication, tests). Beside BrokerServer, not above it.
+        .target(name: "MagnetarClient", dependencies: [
+            "PulsarProtocol", "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer",
+            "BrokerServer", "MagnetarClient",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -86,6 +95,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
+        .testTarget(name: "MagnetarClientTests", dependencies: [
+            "MagnetarClient", "PulsarProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),
         .testTarget(name: "BrokerServerTests", dependencies: [
             "BrokerServer", "BrokerCore", "PulsarProtocol", "LedgerStorage", "Metadata",
