@@ -44,7 +44,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     private(set) var maxMessageSizeBytes = PulsarLimits.maxMessageSizeBytes
     private(set) var allocator = ByteBufferAllocator()
 
-    private init(eventLoop: any EventLoop, remoteAddress: String, operationTimeout: TimeAmount, logger: Logger) {
+    init(eventLoop: any EventLoop, remoteAddress: String, operationTimeout: TimeAmount, logger: Logger) {
         self.eventLoop = eventLoop
         self.remoteAddress = remoteAddress
         self.operationTimeout = operationTimeout
