@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Lowest layer: checksums shared by the wire format and the on-disk format.
@@ -77,10 +78,18 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
-        .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer", "Replication", "LedgerStorage",
+        // Our own Swift client for the Pulsar protocol (perf tool, replication, tests). Beside BrokerServer, not above it.
+        .target(name: "MagnetarClient", dependencies: [
+            "PulsarProtocol", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "magnetar", dependencies: [
+            "BrokerServer", "Replication", "LedgerStorage", "MagnetarClient",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -107,6 +116,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
+        .testTarget(name: "MagnetarClientTests", dependencies: [
+            "MagnetarClient", "PulsarProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),
         .testTarget(name: "BrokerServerTests", dependencies: [
             "BrokerServer", "BrokerCore", "PulsarProtocol", "LedgerStorage", "Metadata",

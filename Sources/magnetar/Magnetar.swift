@@ -9,7 +9,7 @@ struct Magnetar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
-        subcommands: [StandaloneCommand.self, StorageCommand.self, AdminCommand.self])
+        subcommands: [StandaloneCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {

@@ -1,0 +1,120 @@
+import PulsarProtocol
+
+/// Builders for the client→broker commands (everything but SEND, which `SendFrameEncoder` writes by
+/// hand). Every required proto2 field is set here. Pure functions.
+enum ClientCommands {
+    /// What we announce in CONNECT.
+    static let clientVersion = "Magnetar-Swift-Client-0.1"
+
+    static func base(_ type: Pulsar_Proto_BaseCommand.TypeEnum, _ fill: (inout Pulsar_Proto_BaseCommand) -> Void) -> Pulsar_Proto_BaseCommand {
+        var command = Pulsar_Proto_BaseCommand()
+        command.type = type
+        fill(&command)
+        return command
+    }
+
+    static func connect() -> Pulsar_Proto_BaseCommand {
+        base(.connect) {
+            $0.connect.clientVersion = clientVersion
+            $0.connect.protocolVersion = PulsarLimits.protocolVersion
+            $0.connect.authMethodName = "none"
+        }
+    }
+
+    static func pong() -> Pulsar_Proto_BaseCommand { base(.pong) { $0.pong = Pulsar_Proto_CommandPong() } }
+
+    static func partitionedMetadata(topic: String, requestID: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.partitionedMetadata) {
+            $0.partitionMetadata.topic = topic
+            $0.partitionMetadata.requestID = requestID
+        }
+    }
+
+    static func lookup(topic: String, requestID: UInt64, authoritative: Bool) -> Pulsar_Proto_BaseCommand {
+        base(.lookup) {
+            $0.lookupTopic.topic = topic
+            $0.lookupTopic.requestID = requestID
+            $0.lookupTopic.authoritative = authoritative
+        }
+    }
+
+    static func producer(topic: String, producerID: UInt64, requestID: UInt64, name: String?) -> Pulsar_Proto_BaseCommand {
+        base(.producer) {
+            $0.producer.topic = topic
+            $0.producer.producerID = producerID
+            $0.producer.requestID = requestID
+            if let name {
+                $0.producer.producerName = name
+                $0.producer.userProvidedProducerName = true
+            } else {
+                $0.producer.userProvidedProducerName = false
+            }
+        }
+    }
+
+    static func closeProducer(producerID: UInt64, requestID: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.closeProducer) {
+            $0.closeProducer.producerID = producerID
+            $0.closeProducer.requestID = requestID
+        }
+    }
+
+    static func subscribe(
+        topic: String, subscription: String, type: SubscriptionType, consumerID: UInt64, requestID: UInt64,
+        consumerName: String, initialPosition: InitialPosition
+    ) -> Pulsar_Proto_BaseCommand {
+        base(.subscribe) {
+            $0.subscribe.topic = topic
+            $0.subscribe.subscription = subscription
+            $0.subscribe.subType = type.wireValue
+            $0.subscribe.consumerID = consumerID
+            $0.subscribe.requestID = requestID
+            $0.subscribe.consumerName = consumerName
+            $0.subscribe.durable = true
+            $0.subscribe.initialPosition = initialPosition == .earliest ? .earliest : .latest
+        }
+    }
+
+    static func flow(consumerID: UInt64, permits: UInt32) -> Pulsar_Proto_BaseCommand {
+        base(.flow) {
+            $0.flow.consumerID = consumerID
+            $0.flow.messagePermits = permits
+        }
+    }
+
+    static func ack(consumerID: UInt64, cumulative: Bool, ids: [Pulsar_Proto_MessageIdData]) -> Pulsar_Proto_BaseCommand {
+        base(.ack) {
+            $0.ack.consumerID = consumerID
+            $0.ack.ackType = cumulative ? .cumulative : .individual
+            $0.ack.messageID = ids
+        }
+    }
+
+    static func redeliver(consumerID: UInt64, ids: [Pulsar_Proto_MessageIdData]) -> Pulsar_Proto_BaseCommand {
+        base(.redeliverUnacknowledgedMessages) {
+            $0.redeliverUnacknowledgedMessages.consumerID = consumerID
+            $0.redeliverUnacknowledgedMessages.messageIds = ids
+        }
+    }
+
+    static func closeConsumer(consumerID: UInt64, requestID: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.closeConsumer) {
+            $0.closeConsumer.consumerID = consumerID
+            $0.closeConsumer.requestID = requestID
+        }
+    }
+
+    /// The request id of a broker response, if the command is one.
+    static func responseRequestID(_ command: Pulsar_Proto_BaseCommand) -> UInt64? {
+        switch command.type {
+        case .success: return command.success.requestID
+        case .error: return command.error.requestID
+        case .producerSuccess: return command.producerSuccess.requestID
+        case .partitionedMetadataResponse: return command.partitionMetadataResponse.requestID
+        case .lookupResponse: return command.lookupTopicResponse.requestID
+        case .getLastMessageIDResponse: return command.getLastMessageIDResponse.requestID
+        case .ackResponse: return command.ackResponse.requestID
+        default: return nil
+        }
+    }
+}

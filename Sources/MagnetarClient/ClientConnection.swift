@@ -1,0 +1,281 @@
+import Logging
+import NIOCore
+import NIOPosix
+import PulsarProtocol
+import Synchronization
+
+/// One TCP connection to a broker: the CONNECT/CONNECTED handshake, PING→PONG, request/response
+/// matching by request id, and the producers and consumers multiplexed on it (by the ids this client
+/// assigns, unique per connection).
+///
+/// It is the channel's last handler and lives on the channel's event loop: every method except
+/// `isClosed` must run there. Writes made during one loop tick are flushed once at the end of it, so
+/// pipelined SENDs share syscalls. Lifecycle: `connect` → open → closed (by either side); once closed,
+/// every pending request, producer and consumer is failed with `connectionClosed` and the connection is
+/// never reused (no reconnect yet: the owner gets the error).
+final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = PulsarFrame
+    typealias OutboundOut = ByteBuffer
+
+    private struct PendingRequest {
+        var promise: EventLoopPromise<Pulsar_Proto_BaseCommand>
+        var timeout: Scheduled<Void>
+    }
+
+    let eventLoop: any EventLoop
+    let remoteAddress: String
+    private let logger: Logger
+    private let operationTimeout: TimeAmount
+    private let connectedPromise: EventLoopPromise<Void>
+    private let closed = Atomic<Bool>(false)
+
+    // Loop-confined state.
+    private var context: ChannelHandlerContext?
+    private var isHandshakeDone = false
+    private var closeError: PulsarClientError?
+    private var nextRequestID: UInt64 = 1
+    private var nextProducerID: UInt64 = 0
+    private var nextConsumerID: UInt64 = 0
+    private var requests: [UInt64: PendingRequest] = [:]
+    private var producers: [UInt64: ProducerCore] = [:]
+    private var consumers: [UInt64: ConsumerCore] = [:]
+    private var isFlushScheduled = false
+    /// The broker's `max_message_size` from CONNECTED.
+    private(set) var maxMessageSizeBytes = PulsarLimits.maxMessageSizeBytes
+    private(set) var allocator = ByteBufferAllocator()
+
+    init(eventLoop: any EventLoop, remoteAddress: String, operationTimeout: TimeAmount, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.remoteAddress = remoteAddress
+        self.operationTimeout = operationTimeout
+        self.connectedPromise = eventLoop.makePromise()
+        var logger = logger
+        logger[metadataKey: "broker.address"] = "\(remoteAddress)"
+        self.logger = logger
+    }
+
+    /// Opens a connection and completes the handshake.
+    static func connect(
+        host: String, port: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, operationTimeout: TimeAmount,
+        logger: Logger
+    ) -> EventLoopFuture<ClientConnection> {
+        let eventLoop = group.next()
+        let connection = ClientConnection(
+            eventLoop: eventLoop, remoteAddress: "\(host):\(port)", operationTimeout: operationTimeout, logger: logger)
+        let handshakeTimeout = eventLoop.scheduleTask(in: connectTimeout) {
+            connection.connectedPromise.fail(PulsarClientError(.connectionFailed, "no CONNECTED from \(host):\(port) in time"))
+            connection.context?.close(promise: nil)
+        }
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                }
+            }
+            .connect(host: host, port: port)
+            .flatMapError { error in
+                eventLoop.makeFailedFuture(PulsarClientError(.connectionFailed, "connect to \(host):\(port) failed: \(error)"))
+            }
+            .flatMap { _ in connection.connectedPromise.futureResult }
+            .map { _ in
+                handshakeTimeout.cancel()
+                return connection
+            }
+            .flatMapErrorThrowing { error in
+                handshakeTimeout.cancel()
+                throw error
+            }
+    }
+
+    /// True once the connection closed (readable from any thread).
+    var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    // MARK: channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.allocator = context.channel.allocator
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        writeCommand(ClientCommands.connect())
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shutDown(PulsarClientError(.connectionClosed, "connection to \(remoteAddress) closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.info("client.connection.error", metadata: ["error": "\(error)"])
+        shutDown(PulsarClientError(.connectionClosed, "connection to \(remoteAddress) failed: \(error)"))
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let command = frame.command
+        guard isHandshakeDone else {
+            guard command.type == .connected else {
+                fail(connection: "expected CONNECTED, got \(command.type)")
+                return
+            }
+            isHandshakeDone = true
+            if command.connected.hasMaxMessageSize, command.connected.maxMessageSize > 0 {
+                maxMessageSizeBytes = Int(command.connected.maxMessageSize)
+            }
+            logger.debug("client.connection.connected", metadata: ["server.version": "\(command.connected.serverVersion)"])
+            connectedPromise.succeed()
+            return
+        }
+        switch command.type {
+        case .sendReceipt:
+            let receipt = command.sendReceipt
+            producers[receipt.producerID]?.receiptReceived(sequenceID: receipt.sequenceID, messageID: receipt.messageID)
+        case .sendError:
+            let error = command.sendError
+            producers[error.producerID]?.sendErrorReceived(
+                sequenceID: error.sequenceID, error: .server(error.error, error.message))
+        case .message:
+            let message = command.message
+            consumers[message.consumerID]?.messageReceived(message, payload: frame.payload)
+        case .ping:
+            writeCommand(ClientCommands.pong())
+        case .pong, .activeConsumerChange:
+            break
+        case .closeProducer:
+            if let producer = producers.removeValue(forKey: command.closeProducer.producerID) {
+                producer.shutDown(PulsarClientError(.alreadyClosed, "the broker closed the producer (topic unloaded or deleted)"))
+            }
+        case .closeConsumer:
+            if let consumer = consumers.removeValue(forKey: command.closeConsumer.consumerID) {
+                consumer.shutDown(PulsarClientError(.alreadyClosed, "the broker closed the consumer (topic unloaded or deleted)"))
+            }
+        default:
+            if let requestID = ClientCommands.responseRequestID(command) {
+                responseReceived(requestID: requestID, command: command)
+            } else {
+                logger.debug("client.connection.unexpected-command", metadata: ["command": "\(command.type)"])
+            }
+        }
+    }
+
+    private func responseReceived(requestID: UInt64, command: Pulsar_Proto_BaseCommand) {
+        guard let request = requests.removeValue(forKey: requestID) else { return }
+        request.timeout.cancel()
+        switch command.type {
+        case .error:
+            request.promise.fail(PulsarClientError.server(command.error.error, command.error.message))
+        case .partitionedMetadataResponse where command.partitionMetadataResponse.response == .failed:
+            let response = command.partitionMetadataResponse
+            request.promise.fail(PulsarClientError.server(response.error, response.message))
+        case .lookupResponse where command.lookupTopicResponse.response == .failed:
+            let response = command.lookupTopicResponse
+            request.promise.fail(PulsarClientError.server(response.error, response.message))
+        default:
+            request.promise.succeed(command)
+        }
+    }
+
+    // MARK: used by the client, producers and consumers (on the loop)
+
+    /// Sends a command with a fresh request id and completes with the broker's answer (ERROR → failure).
+    func request(_ make: (UInt64) -> Pulsar_Proto_BaseCommand) -> EventLoopFuture<Pulsar_Proto_BaseCommand> {
+        eventLoop.assertInEventLoop()
+        let promise = eventLoop.makePromise(of: Pulsar_Proto_BaseCommand.self)
+        if let closeError {
+            promise.fail(closeError)
+            return promise.futureResult
+        }
+        let requestID = nextRequestID
+        nextRequestID += 1
+        let command = make(requestID)
+        let timeoutAmount = operationTimeout
+        let timeout = eventLoop.scheduleTask(in: timeoutAmount) { [self] in
+            if let request = requests.removeValue(forKey: requestID) {
+                request.promise.fail(PulsarClientError(.timeout, "no answer to \(command.type) within \(timeoutAmount)"))
+            }
+        }
+        requests[requestID] = PendingRequest(promise: promise, timeout: timeout)
+        writeCommand(command)
+        return promise.futureResult
+    }
+
+    func registerProducer(_ make: (UInt64) -> ProducerCore) -> ProducerCore {
+        eventLoop.assertInEventLoop()
+        let producer = make(nextProducerID)
+        producers[nextProducerID] = producer
+        nextProducerID += 1
+        if let closeError { producer.shutDown(closeError) }
+        return producer
+    }
+
+    func unregisterProducer(_ producerID: UInt64) { producers[producerID] = nil }
+
+    func registerConsumer(_ make: (UInt64) -> ConsumerCore) -> ConsumerCore {
+        eventLoop.assertInEventLoop()
+        let consumer = make(nextConsumerID)
+        consumers[nextConsumerID] = consumer
+        nextConsumerID += 1
+        if let closeError { consumer.shutDown(closeError) }
+        return consumer
+    }
+
+    func unregisterConsumer(_ consumerID: UInt64) { consumers[consumerID] = nil }
+
+    func writeCommand(_ command: Pulsar_Proto_BaseCommand) {
+        var buffer = allocator.buffer(capacity: 64)
+        PulsarFrameEncoder.writeCommand(command, into: &buffer)
+        write(buffer)
+    }
+
+    /// Queues a frame; everything written in this loop tick is flushed together.
+    func write(_ frame: ByteBuffer) {
+        eventLoop.assertInEventLoop()
+        guard let context, closeError == nil else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        if !isFlushScheduled {
+            isFlushScheduled = true
+            eventLoop.execute { [self] in
+                isFlushScheduled = false
+                self.context?.flush()
+            }
+        }
+    }
+
+    /// Closes the connection because the broker broke the protocol.
+    func fail(connection reason: String) {
+        logger.warning("client.connection.protocol-violation", metadata: ["reason": "\(reason)"])
+        shutDown(PulsarClientError(.protocolViolation, reason))
+        context?.close(promise: nil)
+    }
+
+    func close() {
+        eventLoop.assertInEventLoop()
+        shutDown(PulsarClientError(.alreadyClosed, "the client closed the connection"))
+        context?.close(promise: nil)
+    }
+
+    private func shutDown(_ error: PulsarClientError) {
+        guard closeError == nil else { return }
+        closeError = error
+        closed.store(true, ordering: .relaxed)
+        if !isHandshakeDone { connectedPromise.fail(error) }
+        let pending = requests
+        requests.removeAll()
+        for request in pending.values {
+            request.timeout.cancel()
+            request.promise.fail(error)
+        }
+        let producers = self.producers
+        self.producers.removeAll()
+        for producer in producers.values { producer.shutDown(error) }
+        let consumers = self.consumers
+        self.consumers.removeAll()
+        for consumer in consumers.values { consumer.shutDown(error) }
+    }
+}
