@@ -44,10 +44,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        // MetadataStore protocol and its embedded (on-disk) implementation.
+        // MetadataStore protocol, its embedded (on-disk) implementation, and the etcd client
+        // (HTTP/1.1 to etcd's JSON gateway, hence NIOPosix + NIOHTTP1).
         .target(name: "Metadata", dependencies: [
             "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Topics, managed ledgers, cursors, subscriptions, dispatchers. Protocol-neutral.

@@ -30,7 +30,8 @@ if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
 fi
 command -v swift >/dev/null 2>&1 || die "swift not found (expected on PATH or in /opt/swift/usr/bin)"
 
-APT_WANTED=(pkg-config zlib1g-dev libzstd-dev liblz4-dev libsnappy-dev curl)
+# etcd-server: the metadata tests start their own etcd on loopback (skipped, with a message, without it).
+APT_WANTED=(pkg-config zlib1g-dev libzstd-dev liblz4-dev libsnappy-dev curl etcd-server)
 missing=()
 for pkg in "${APT_WANTED[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -52,7 +53,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
         SUDO=(sudo)
     fi
     "${SUDO[@]}" apt-get update -q
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # RUNLEVEL=1: do not start packaged services (etcd-server would otherwise start on :2379).
+    "${SUDO[@]}" env RUNLEVEL=1 apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
     echo "all present: ${APT_WANTED[*]} python3-venv"
 fi

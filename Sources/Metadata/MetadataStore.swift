@@ -85,4 +85,24 @@ public enum MetadataCounter {
         for byte in bytes { bits = bits << 8 | UInt64(byte) }
         return Int64(bitPattern: bits)
     }
+
+    /// The value `increment(_:)` stores next: the counter in `stored` (nil = absent = 0) plus one.
+    /// Throws `.io` when `stored` is not an 8-byte counter or the counter is at Int64.max.
+    public static func incremented(key: String, stored: [UInt8]?) throws -> Int64 {
+        var counter: Int64 = 0
+        if let stored {
+            guard let decoded = decode(stored) else {
+                throw MetadataStoreError.io(
+                    "metadata key '\(key)' holds \(stored.count) bytes, not an 8-byte counter; "
+                        + "it was written with put(), so increment() cannot use it: "
+                        + "pick another key or delete this one")
+            }
+            counter = decoded
+        }
+        let (newValue, overflow) = counter.addingReportingOverflow(1)
+        if overflow {
+            throw MetadataStoreError.io("metadata counter '\(key)' is at Int64.max and cannot be incremented")
+        }
+        return newValue
+    }
 }

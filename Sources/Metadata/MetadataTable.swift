@@ -66,20 +66,7 @@ struct MetadataTable: Sendable {
     /// The record that stores the incremented counter, and the counter's new value.
     func prepareIncrement(_ key: String) throws -> (record: MetadataRecord, newValue: Int64) {
         let current = entries[key]
-        var counter: Int64 = 0
-        if let current {
-            guard let stored = MetadataCounter.decode(current.value) else {
-                throw MetadataStoreError.io(
-                    "metadata key '\(key)' holds \(current.value.count) bytes, not an 8-byte counter; "
-                        + "it was written with put(), so increment() cannot use it: "
-                        + "pick another key or delete this one")
-            }
-            counter = stored
-        }
-        let (newValue, overflow) = counter.addingReportingOverflow(1)
-        if overflow {
-            throw MetadataStoreError.io("metadata counter '\(key)' is at Int64.max and cannot be incremented")
-        }
+        let newValue = try MetadataCounter.incremented(key: key, stored: current?.value)
         let record = try preparePut(
             key, value: MetadataCounter.encode(newValue), expectedVersion: current?.version ?? -1)
         return (record, newValue)

@@ -2,8 +2,13 @@ import Testing
 
 @testable import Metadata
 
-/// Behaviour every `MetadataStore` must have; runs over each implementation.
-@Suite struct MetadataStoreTests {
+/// Behaviour every `MetadataStore` must have; runs over each implementation (etcd when installed).
+@Suite(.etcdServer) struct MetadataStoreTests {
+    @Test(.enabled(if: EtcdTestServer.isAvailable, EtcdTestServer.missingMessage))
+    func sharedSuiteAlsoRunsOverEtcd() {
+        #expect(StoreKind.allCases.contains(.etcd))
+    }
+
     @Test(arguments: StoreKind.allCases)
     func getOfMissingKeyIsNil(_ kind: StoreKind) async throws {
         try await withStore(kind) { (store) async throws in

@@ -3,10 +3,16 @@ import Testing
 
 @testable import Metadata
 
-/// The store implementations every shared test runs over.
+/// The store implementations every shared test runs over. `etcd` only when an `etcd` binary is
+/// installed (see `EtcdTestServer`); the suite must then carry the `.etcdServer` trait.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case inMemory
     case embedded
+    case etcd
+
+    static var allCases: [StoreKind] {
+        EtcdTestServer.isAvailable ? [.inMemory, .embedded, .etcd] : [.inMemory, .embedded]
+    }
 
     var testDescription: String { rawValue }
 }
@@ -36,6 +42,8 @@ func withStore(
         let path = makeTemporaryDirectory()
         directory = path
         store = try EmbeddedMetadataStore(directory: path)
+    case .etcd:
+        store = try makeEtcdStore()
     }
     defer {
         if let directory { removeTemporaryDirectory(directory) }
