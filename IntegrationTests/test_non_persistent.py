@@ -3,10 +3,14 @@ consumers connected when it is published, and is dropped for a consumer that has
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 
 import pulsar
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from admin_rest import admin
 from helpers import RECEIVE_TIMEOUT_MS, SendTracker, assert_no_more, drain_consumer, receive_n
 
 
@@ -52,7 +56,7 @@ def test_message_published_without_subscriber_is_not_delivered_later(client):
     assert consumer.receive(timeout_millis=RECEIVE_TIMEOUT_MS).data() == b"back"
 
 
-def test_consumer_without_permits_gets_messages_dropped(client):
+def test_consumer_without_permits_gets_messages_dropped(broker, client):
     """A consumer that never receives fills its receiver queue; the broker then drops its messages
     instead of holding them, while publishing goes on and a consumer with permits gets everything."""
     t = np_topic()
@@ -77,6 +81,16 @@ def test_consumer_without_permits_gets_messages_dropped(client):
     assert 1 <= len(got) <= 2 * queue, f"slow consumer received {len(got)} of {n} messages"
     assert got == sorted(got), "a non-persistent consumer still sees publish order"
     assert got[0] == 0, "the first messages (sent while it had permits) are the ones delivered"
+
+    # The drops are counted: in the topic's stats and on /metrics.
+    stats = admin(broker, "GET", "/admin/v2/non-persistent/" + t.split("://", 1)[1] + "/stats")
+    assert stats["msgInCounter"] == n
+    assert stats["msgDropCounter"] == n - len(got)
+    assert stats["subscriptions"]["fast"]["msgOutCounter"] == n
+    metrics = urllib.request.urlopen(broker.http_url + "/metrics", timeout=10).read().decode()
+    dropped = [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+               if sample.name == "pulsar_dropped_messages_total" and sample.labels.get("topic") == t]
+    assert dropped == [n - len(got)]
 
     # Having received, it has permits again: new messages reach it.
     producer.send(b"fresh")

@@ -32,6 +32,7 @@ public actor MetricsCollector {
         "pulsar_subscription_unacked_messages": "Messages delivered to the subscription's consumers and not acknowledged",
         "pulsar_subscription_msg_out_total": "Messages delivered from the subscription to connected consumers",
         "pulsar_subscription_consumers_count": "Consumers connected to the subscription",
+        "pulsar_dropped_messages_total": "Non-persistent topics: messages dropped because no consumer had a permit",
     ]
 
     public init(broker: BrokerService, registry: PrometheusCollectorRegistry) {
@@ -72,6 +73,9 @@ public actor MetricsCollector {
             set("pulsar_out_messages_total", labels, stats.msgOutCounter)
             set("pulsar_storage_size", labels, stats.storageSize)
             set("pulsar_msg_backlog", labels, stats.subscriptions.values.reduce(0) { $0 + $1.msgBacklog })
+            if let dropped = stats.msgDropCounter {
+                set("pulsar_dropped_messages_total", labels, dropped)
+            }
             for (subscription, subscriptionStats) in stats.subscriptions {
                 let subscriptionLabels = labels + [("subscription", subscription)]
                 set("pulsar_subscription_back_log", subscriptionLabels, subscriptionStats.msgBacklog)

@@ -172,6 +172,27 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         return eventLoop.makeSucceededVoidFuture()
     }
 
+    /// Stats in the shape of a persistent topic's (nothing stored, no backlog) plus the drop counter.
+    func adminStats() -> TopicStats {
+        eventLoop.preconditionInEventLoop()
+        var subscriptionStats: [String: SubscriptionStats] = [:]
+        var messagesOut: Int64 = 0
+        for (subscriptionName, subscription) in subscriptions {
+            let consumers = subscription.consumers.map {
+                ConsumerStats(consumerName: $0.name, availablePermits: max($0.permits, 0), unackedMessages: 0, msgOutCounter: $0.messagesOut)
+            }
+            let out = consumers.reduce(0) { $0 + $1.msgOutCounter }
+            messagesOut += out
+            subscriptionStats[subscriptionName] = SubscriptionStats(
+                msgBacklog: 0, unackedMessages: 0, msgOutCounter: out, type: "\(subscription.type)", isDurable: false,
+                consumers: consumers)
+        }
+        return TopicStats(
+            msgInCounter: messagesIn, bytesInCounter: bytesIn, msgOutCounter: messagesOut, storageSize: 0, backlogSize: 0,
+            publishers: producers.values.sorted().map { PublisherStats(producerName: $0) },
+            subscriptions: subscriptionStats, msgDropCounter: messagesDropped)
+    }
+
     public func lastMessage(subscription name: String) -> LastMessageInfo? {
         let last = Position(ledgerID: 0, entryID: nextEntryID - 1)
         return LastMessageInfo(last: last, batchIndex: -1, markDelete: last)

@@ -21,6 +21,8 @@ public struct TopicStats: Codable, Sendable, Equatable {
     public var backlogSize: Int64
     public var publishers: [PublisherStats]
     public var subscriptions: [String: SubscriptionStats]
+    /// Non-persistent topics only: messages dropped because no consumer of a subscription had a permit.
+    public var msgDropCounter: Int64? = nil
 }
 
 public struct PublisherStats: Codable, Sendable, Equatable {
@@ -398,6 +400,12 @@ extension BrokerService {
     // MARK: stats
 
     public func topicStats(_ name: TopicName) async throws -> TopicStats {
+        if name.domain == .nonPersistent {
+            guard let topic = loadedNonPersistentTopics.first(where: { $0.name == name }) else {
+                throw BrokerError.topicNotFound(name)
+            }
+            return try await topic.eventLoop.submit { topic.adminStats() }.get()
+        }
         let topic = try await existingTopic(name)
         return try await topic.eventLoop.submit { topic.adminStats() }.get()
     }
@@ -411,6 +419,11 @@ extension BrokerService {
     public func loadedTopicMetrics() async -> [TopicMetricsSnapshot] {
         var snapshots: [TopicMetricsSnapshot] = []
         for topic in loadedTopics {
+            if let stats = try? await topic.eventLoop.submit({ topic.adminStats() }).get() {
+                snapshots.append(TopicMetricsSnapshot(topic: topic.name, stats: stats))
+            }
+        }
+        for topic in loadedNonPersistentTopics {
             if let stats = try? await topic.eventLoop.submit({ topic.adminStats() }).get() {
                 snapshots.append(TopicMetricsSnapshot(topic: topic.name, stats: stats))
             }
