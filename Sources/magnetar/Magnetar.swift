@@ -38,16 +38,10 @@ struct StandaloneCommand: AsyncParsableCommand {
     @Option(help: "Roll a topic's ledger that holds entries after this many seconds (retention trims whole ledgers).")
     var ledgerRolloverSeconds: Int64 = 4 * 3600
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel = "info"
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        logging.bootstrap()
         let logger = Logger(label: "magnetar")
         var options = StandaloneOptions(
             dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,

@@ -22,16 +22,10 @@ struct StorageCommand: AsyncParsableCommand {
     @Option(help: "Port of the storage protocol.")
     var port = 3181
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel = "info"
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        logging.bootstrap()
         let logger = Logger(label: "magnetar.storage")
         let ledgersDirectory = (dataDir as NSString).appendingPathComponent("ledgers")
         try FileManager.default.createDirectory(atPath: ledgersDirectory, withIntermediateDirectories: true)
