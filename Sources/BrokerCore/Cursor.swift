@@ -73,6 +73,7 @@ final class Cursor: @unchecked Sendable {
         metadataKey: String, markDelete: Position, logger: Logger
     ) async throws -> Cursor {
         let ledgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+        try await store.createLedger(ledgerID: ledgerID, replication: managedLedger.replication)
         let record = CursorRecord(
             cursorLedgerID: ledgerID, initialMarkDeleteLedgerID: markDelete.ledgerID,
             initialMarkDeleteEntryID: markDelete.entryID)
@@ -95,7 +96,14 @@ final class Cursor: @unchecked Sendable {
         var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
         var acked = PositionRangeSet()
         var batches: [Position: [Int64]] = [:]
-        let lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
+        // A shared store: fence the cursor ledger first, so a previous owner of the topic (a
+        // "zombie" broker) can persist no further acknowledgement into it.
+        let lastAddConfirmed: Int64
+        if store.isShared {
+            lastAddConfirmed = try await store.recoverLedger(ledgerID: record.cursorLedgerID)
+        } else {
+            lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
+        }
         if lastAddConfirmed >= 0 {
             let snapshot = try store.read(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
             (markDelete, acked, batches) = try decodeSnapshot(snapshot)
@@ -107,7 +115,8 @@ final class Cursor: @unchecked Sendable {
         cursor.batchAckSets = batches
         cursor.record = record
         cursor.recordVersion = stored.version
-        cursor.nextSnapshotEntryID = lastAddConfirmed + 1
+        // A recovered ledger is fenced: the first snapshot then goes to a new cursor ledger.
+        cursor.nextSnapshotEntryID = store.isShared ? Cursor.snapshotsPerLedger : lastAddConfirmed + 1
         return cursor
     }
 
@@ -178,8 +187,11 @@ final class Cursor: @unchecked Sendable {
 
     // MARK: persistence
 
+    /// Set when a snapshot append was refused as fenced: this broker no longer owns the topic.
+    private(set) var fencedOut = false
+
     private func changed() {
-        guard durable, !deleted else { return }
+        guard durable, !deleted, !fencedOut else { return }
         if snapshotInFlight {
             snapshotDirty = true
             return
@@ -208,6 +220,12 @@ final class Cursor: @unchecked Sendable {
         snapshotInFlight = false
         if case .failure(let error) = result {
             logger.error("cursor.snapshot-failed", metadata: ["subscription": "\(name)", "error": "\(error)"])
+            if case .fenced = error {
+                // Another broker took the topic over and fenced this cursor's ledger: stop writing;
+                // the topic is being unloaded here.
+                fencedOut = true
+                return
+            }
             snapshotDirty = true
         }
         if snapshotDirty {
@@ -244,8 +262,10 @@ final class Cursor: @unchecked Sendable {
         let metadata = self.metadata
         let key = metadataKey
         let expected = recordVersion
+        let replication = managedLedger.replication
         let future = managedLedger.eventLoop.makeFutureWithTask { () async throws -> (CursorRecord, Int64) in
             let ledgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+            try await store.createLedger(ledgerID: ledgerID, replication: replication)
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 store.append(ledgerID: ledgerID, entryID: 0, payload: snapshot) { continuation.resume(with: $0) }
             }

@@ -29,6 +29,8 @@ public struct ManagedLedgerConfiguration: Sendable {
     public var maxSizePerLedgerBytes: Int64 = 512 * 1024 * 1024
     /// Roll a ledger that holds entries once it is this old (Pulsar: managedLedgerMaxLedgerRolloverTimeMinutes).
     public var maxLedgerAge: TimeAmount = .hours(4)
+    /// How new ledgers are replicated (nil: the store's default; local stores ignore it).
+    public var replication: LedgerReplicationOptions?
     public init() {}
 }
 
@@ -104,12 +106,7 @@ final class ManagedLedger: @unchecked Sendable {
         // Recover: fence the ledger that was open and close it at its LastAddConfirmed.
         for index in record.ledgers.indices where !record.ledgers[index].closed {
             let ledgerID = record.ledgers[index].ledgerID
-            let lastAddConfirmed: Int64
-            if store.lastAddConfirmed(ledgerID: ledgerID) == nil {
-                lastAddConfirmed = -1
-            } else {
-                lastAddConfirmed = try store.fence(ledgerID: ledgerID)
-            }
+            let lastAddConfirmed = try await store.recoverLedger(ledgerID: ledgerID)
             record.ledgers[index].entries = lastAddConfirmed + 1
             record.ledgers[index].closed = true
             logger.info("managed-ledger.recovered-ledger", metadata: [
@@ -118,7 +115,11 @@ final class ManagedLedger: @unchecked Sendable {
         }
         // Empty closed ledgers carry nothing; drop them from the list.
         record.ledgers.removeAll { $0.closed && $0.entries == 0 }
+        for ledger in record.ledgers {
+            try await store.openLedger(ledgerID: ledger.ledgerID)
+        }
         let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
+        try await store.createLedger(ledgerID: newLedgerID, replication: configuration.replication)
         record.ledgers.append(LedgerInfo(
             ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: ManagedLedger.nowMs()))
         let version = try await metadata.put(
@@ -129,6 +130,9 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     private var openLedger: LedgerInfo { ledgers[ledgers.count - 1] }
+
+    /// How this managed ledger's ledgers (and its cursors' ledgers) are replicated.
+    var replication: LedgerReplicationOptions? { configuration.replication }
 
     /// The last durable entry, or nil if the managed ledger holds none.
     var lastConfirmed: Position? {
@@ -297,8 +301,11 @@ final class ManagedLedger: @unchecked Sendable {
         let metadata = self.metadata
         let key = metadataKey
         let expected = metadataVersion
+        let store = self.store
+        let replication = configuration.replication
         let future = eventLoop.makeFutureWithTask { () async throws -> (ManagedLedgerRecord, Int64) in
             let newLedgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
+            try await store.createLedger(ledgerID: newLedgerID, replication: replication)
             var newRecord = record
             newRecord.ledgers.removeAll { $0.closed && $0.entries == 0 }
             newRecord.ledgers.append(LedgerInfo(

@@ -68,6 +68,57 @@ public protocol LedgerStore: AnyObject, Sendable {
     func ledgerIDs() -> [Int64]
     /// Flushes, stops the journal thread, closes files. Idempotent.
     func close()
+
+    /// Prepares a new ledger before its first append: a replicated store picks its ensemble and
+    /// records the ledger's metadata; `replication` nil means the store's default. Local stores
+    /// need nothing (the default implementation does nothing: the first append creates the ledger).
+    func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError)
+
+    /// Recovery by a new writer: fences the ledger so its previous writer can append no more,
+    /// finds its last entry, and (replicated stores) closes it in metadata at that entry. Returns the
+    /// last entry id, -1 if the ledger has none. A ledger the store has never seen counts as empty.
+    func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64
+
+    /// Makes a ledger written by another process readable through the synchronous `read` and
+    /// `lastAddConfirmed` (a replicated store loads its ensemble history from metadata). Local
+    /// stores need nothing.
+    func openLedger(ledgerID: Int64) async throws(LedgerStoreError)
+
+    /// Whether other processes (another broker) may write this store's ledgers, so a ledger taken
+    /// over must be fenced before it is reused. False for local stores (the default).
+    var isShared: Bool { get }
+}
+
+/// How a ledger is replicated: ensemble size E, write quorum Qw, ack quorum Qa (BookKeeper's
+/// terms; `E >= Qw >= Qa >= 1`). A pure value; a namespace's persistence policy names one.
+public struct LedgerReplicationOptions: Sendable, Equatable, Codable {
+    public var ensembleSize: Int
+    public var writeQuorumSize: Int
+    public var ackQuorumSize: Int
+
+    public init(ensembleSize: Int, writeQuorumSize: Int, ackQuorumSize: Int) {
+        self.ensembleSize = ensembleSize
+        self.writeQuorumSize = writeQuorumSize
+        self.ackQuorumSize = ackQuorumSize
+    }
+
+    /// Whether `E >= Qw >= Qa >= 1`.
+    public var isValid: Bool {
+        ensembleSize >= writeQuorumSize && writeQuorumSize >= ackQuorumSize && ackQuorumSize >= 1
+    }
+}
+
+extension LedgerStore {
+    public func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError) {}
+
+    public func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64 {
+        guard lastAddConfirmed(ledgerID: ledgerID) != nil else { return -1 }
+        return try fence(ledgerID: ledgerID)
+    }
+
+    public func openLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
+
+    public var isShared: Bool { false }
 }
 
 /// Limits of the ledger storage, in one place.
