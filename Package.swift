@@ -89,7 +89,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer", "Replication", "LedgerStorage", "MagnetarClient",
+            "BrokerServer", "BrokerCore", "Metadata", "Replication", "LedgerStorage", "MagnetarClient",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),

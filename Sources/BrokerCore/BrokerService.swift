@@ -36,11 +36,16 @@ public final class BrokerService: Sendable {
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
+    /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
+    /// (then this broker owns every topic).
+    public let cluster: ClusterCoordinator?
+    private let ownershipTask = NIOLockedValueBox<RepeatedTask?>(nil)
 
     public init(
         configuration: BrokerConfiguration, store: any LedgerStore, metadata: any MetadataStore,
-        eventLoopGroup: any EventLoopGroup, logger: Logger
+        eventLoopGroup: any EventLoopGroup, cluster: ClusterCoordinator? = nil, logger: Logger
     ) {
+        self.cluster = cluster
         self.configuration = configuration
         self.store = store
         self.metadata = metadata
@@ -153,6 +158,7 @@ public final class BrokerService: Sendable {
         let logger = self.logger
         let loading = loop.makeFutureWithTask { () async throws -> (Topic, EffectivePolicies) in
             try await self.checkTopicAllowed(name)
+            try await self.claimOwnership(of: name)
             let policies = try await self.policies(namespace: name.namespaceName)
             let managedLedger = try await ManagedLedger.open(
                 name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
@@ -179,6 +185,7 @@ public final class BrokerService: Sendable {
             switch result {
             case .success(let (topic, policies)):
                 topic.enforce(policies)
+                topic.onManagedLedgerFailure = { [weak self] topic in self?.managedLedgerFailed(topic) }
                 self.loaded.withLockedValue { $0[name] = topic }
                 promise.succeed(topic)
             case .failure(let error):
@@ -205,7 +212,10 @@ public final class BrokerService: Sendable {
     public func nonPersistentTopic(_ name: TopicName) -> EventLoopFuture<NonPersistentTopic> {
         let loop = eventLoopGroup.next()
         let logger = self.logger
-        return loop.makeFutureWithTask { try await self.checkTopicAllowed(name) }.map {
+        return loop.makeFutureWithTask {
+            try await self.checkTopicAllowed(name)
+            try await self.claimOwnership(of: name)
+        }.map {
             self.nonPersistentTopics.withLockedValue { topics in
                 if let existing = topics[name] { return existing }
                 let topic = NonPersistentTopic(name: name, eventLoop: loop, logger: logger)
@@ -236,6 +246,19 @@ public final class BrokerService: Sendable {
         _ = loaded.withLockedValue { $0.removeValue(forKey: name) }
     }
 
+    func setOwnershipTask(_ task: RepeatedTask) {
+        ownershipTask.withLockedValue { $0 = task }
+    }
+
+    /// Forgets non-persistent topics whose name matches (their consumers are closed).
+    func forgetNonPersistentTopics(where matches: (TopicName) -> Bool) {
+        let removed = nonPersistentTopics.withLockedValue { topics -> [NonPersistentTopic] in
+            let names = topics.keys.filter(matches)
+            return names.compactMap { topics.removeValue(forKey: $0) }
+        }
+        for topic in removed { topic.eventLoop.execute { topic.closeAllClients() } }
+    }
+
     /// Starts the task that applies namespace policies (TTL, retention, backlog quota, limits) to
     /// every loaded topic once per `interval`.
     public func startPolicyTask(interval: TimeAmount = .seconds(1)) {
@@ -256,6 +279,7 @@ public final class BrokerService: Sendable {
     /// Stops the policy task, waits until every cursor's acknowledgements are durable, closes the store.
     public func shutdown() async {
         policyTask.withLockedValue { $0?.cancel() }
+        ownershipTask.withLockedValue { $0?.cancel() }
         for topic in loadedTopics {
             try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
         }

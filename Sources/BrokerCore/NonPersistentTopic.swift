@@ -22,6 +22,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
 
     private var subscriptions: [String: NonPersistentSubscription] = [:]
     private var producers: [Topic.ProducerKey: String] = [:]
+    private var producerSinks: [Topic.ProducerKey: any ProducerSink] = [:]
     private var nextEntryID: Int64 = 0
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
@@ -44,11 +45,25 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
             throw BrokerError(.producerBusy, "producer '\(requested)' is already connected to \(name)")
         }
         producers[key] = requested
+        producerSinks[key] = sink
         return requested
     }
 
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
         producers[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
+        producerSinks[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
+    }
+
+    /// Closes every producer and consumer (the topic moves to another broker); clients reconnect.
+    func closeAllClients() {
+        eventLoop.preconditionInEventLoop()
+        for (key, sink) in producerSinks { sink.closeProducerByBroker(producerID: key.producerID) }
+        producers.removeAll()
+        producerSinks.removeAll()
+        for subscription in subscriptions.values {
+            for consumer in subscription.consumers { consumer.sink.closeConsumerByBroker(consumerID: consumer.key.consumerID) }
+        }
+        subscriptions.removeAll()
     }
 
     public var producerCount: Int { producers.count }

@@ -78,6 +78,13 @@ public final class Topic: @unchecked Sendable {
     /// Present while deduplication is enabled.
     var deduplication: DeduplicationState?
 
+    /// Set by `unload`: the topic is no longer served here.
+    var isUnloaded = false
+    /// Called (on the event loop) once when the managed ledger fails, e.g. because another broker
+    /// fenced its ledger: the broker unloads the topic.
+    var onManagedLedgerFailure: ((Topic) -> Void)?
+    private var reportedFailure = false
+
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
 
@@ -110,6 +117,7 @@ public final class Topic: @unchecked Sendable {
         connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink
     ) throws(BrokerError) -> String {
         eventLoop.preconditionInEventLoop()
+        if isUnloaded { throw unloadedError }
         let key = ProducerKey(connectionID: connectionID, producerID: producerID)
         if let existing = producers[key] { return existing }
         if let (existingKey, _) = producers.first(where: { $0.value == requested && $0.key.connectionID != connectionID }) {
@@ -148,6 +156,10 @@ public final class Topic: @unchecked Sendable {
         encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void
     ) {
         eventLoop.preconditionInEventLoop()
+        if isUnloaded {
+            completion(.failure(unloadedError))
+            return
+        }
         let messages = Int64(max(attributes.numMessages, 1))
         let bytes = Int64(encoded.readableBytes)
         guard acceptForDeduplication(attributes) else {
@@ -164,6 +176,10 @@ public final class Topic: @unchecked Sendable {
                 }
             }
             completion(result)
+            if case .failure = result, self.managedLedger.failure != nil, !self.reportedFailure {
+                self.reportedFailure = true
+                self.onManagedLedgerFailure?(self)
+            }
         }
     }
 
@@ -172,6 +188,7 @@ public final class Topic: @unchecked Sendable {
     /// Attaches a consumer, creating the subscription if needed.
     public func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void> {
         eventLoop.preconditionInEventLoop()
+        if isUnloaded { return eventLoop.makeFailedFuture(unloadedError) }
         if let existing = subscriptions[request.subscription], existing.consumer(request.consumerKey) != nil {
             return eventLoop.makeSucceededVoidFuture()
         }

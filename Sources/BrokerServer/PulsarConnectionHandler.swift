@@ -239,18 +239,27 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         guard let channel else { return }
         let broker = self.broker
         let url = configuration.brokerServiceURL
-        let future = channel.eventLoop.makeFutureWithTask { () async throws in
+        let future = channel.eventLoop.makeFutureWithTask { () async throws -> LookupAnswer in
             let name = try TopicName(parsing: request.topic)
-            try await broker.checkTopicAllowed(name)
+            return try await broker.lookup(name, authoritative: request.authoritative)
         }
         future.whenComplete { result in
             var command = Pulsar_Proto_BaseCommand()
             command.type = .lookupResponse
             command.lookupTopicResponse.requestID = request.requestID
             switch result {
-            case .success:
-                command.lookupTopicResponse.response = .connect
-                command.lookupTopicResponse.brokerServiceURL = url
+            case .success(let answer):
+                switch answer {
+                case .local:
+                    command.lookupTopicResponse.response = .connect
+                    command.lookupTopicResponse.brokerServiceURL = url
+                case .connect(let ownerURL):
+                    command.lookupTopicResponse.response = .connect
+                    command.lookupTopicResponse.brokerServiceURL = ownerURL
+                case .redirect(let candidateURL):
+                    command.lookupTopicResponse.response = .redirect
+                    command.lookupTopicResponse.brokerServiceURL = candidateURL
+                }
                 command.lookupTopicResponse.authoritative = true
             case .failure(let error):
                 command.lookupTopicResponse.response = .failed

@@ -50,18 +50,11 @@ public enum Standalone {
             eventLoopGroup: eventLoopGroup, logger: logger)
         try await broker.bootstrap()
         broker.startPolicyTask()
-        let pulsar = PulsarServer(
-            host: options.bindAddress, port: options.port, broker: broker,
-            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(options.advertisedAddress):\(options.port)"),
-            eventLoopGroup: eventLoopGroup, logger: logger)
-        let http = HTTPServer.makeApplication(
-            host: options.bindAddress, port: options.httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: pulsar), .init(service: http)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
         do {
-            try await group.run()
+            try await BrokerProcess.serve(
+                broker: broker, bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
+                advertisedAddress: options.advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
+                logger: logger)
         } catch {
             logger.error("standalone.failed", metadata: ["error": "\(error)"])
             await broker.shutdown()
@@ -73,5 +66,26 @@ public enum Standalone {
         await metadata.close()
         try? await eventLoopGroup.shutdownGracefully()
         logger.info("standalone.stopped")
+    }
+}
+
+/// Serving a `BrokerService`: the Pulsar protocol listener and the HTTP endpoint, until SIGTERM/SIGINT.
+public enum BrokerProcess {
+    public static func serve(
+        broker: BrokerService, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String,
+        metricsRegistry: PrometheusCollectorRegistry, eventLoopGroup: any EventLoopGroup,
+        extraServices: [any Service] = [], logger: Logger
+    ) async throws {
+        let pulsar = PulsarServer(
+            host: bindAddress, port: port, broker: broker,
+            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)"),
+            eventLoopGroup: eventLoopGroup, logger: logger)
+        let http = HTTPServer.makeApplication(
+            host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: pulsar), .init(service: http)] + extraServices.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
     }
 }

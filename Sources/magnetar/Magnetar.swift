@@ -9,7 +9,7 @@ struct Magnetar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
-        subcommands: [StandaloneCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self])
+        subcommands: [StandaloneCommand.self, BrokerCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -51,12 +51,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         }
         options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
         options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
-        let metricsRegistry = PrometheusCollectorRegistry()
-        var metricsFactory = PrometheusMetricsFactory(registry: metricsRegistry)
-        for label in Standalone.latencyTimerLabels {
-            metricsFactory.durationHistogramBuckets[label] = Standalone.latencyBuckets
-        }
-        MetricsSystem.bootstrap(metricsFactory)
+        let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
 }

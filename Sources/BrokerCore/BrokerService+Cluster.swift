@@ -1,0 +1,111 @@
+import Logging
+import NIOCore
+
+/// What LOOKUP answers for a topic.
+public enum LookupAnswer: Sendable, Equatable {
+    /// This broker serves the topic.
+    case local
+    /// Another broker owns the topic: connect there (its `pulsar://` URL).
+    case connect(String)
+    /// Nobody owns the topic yet; ask this broker (authoritatively), which will take it.
+    case redirect(String)
+}
+
+extension BrokerService {
+    /// Where a client should go for `name`. Standalone: here. In a cluster: the owner of the
+    /// topic's bundle; an unowned bundle is placed on the live broker owning the fewest bundles
+    /// (this one when `authoritative`, i.e. the client was redirected here, or when it is the least loaded).
+    public func lookup(_ name: TopicName, authoritative: Bool) async throws -> LookupAnswer {
+        try await checkTopicAllowed(name)
+        guard let cluster else { return .local }
+        let bundle = NamespaceBundle.bundle(for: name)
+        if cluster.ownsHere(bundle) { return .local }
+        if let owner = try await cluster.owner(of: bundle) {
+            return owner == cluster.identity ? .local : .connect(owner.pulsarURL)
+        }
+        if !authoritative, let candidate = try await cluster.leastLoadedBroker(), candidate != cluster.identity {
+            return .redirect(candidate.pulsarURL)
+        }
+        let owner = try await cluster.acquire(bundle)
+        return owner == cluster.identity ? .local : .connect(owner.pulsarURL)
+    }
+
+    /// Makes sure this broker owns the topic's bundle before serving it (taking the bundle if
+    /// nobody owns it); fails with ServiceNotReady, which makes clients look the topic up again,
+    /// when another broker owns it.
+    func claimOwnership(of name: TopicName) async throws {
+        guard let cluster else { return }
+        let bundle = NamespaceBundle.bundle(for: name)
+        if cluster.ownsHere(bundle) { return }
+        let owner = try await cluster.acquire(bundle)
+        guard owner == cluster.identity else {
+            throw BrokerError(
+                .serviceNotReady,
+                "topic \(name) is served by broker \(owner.brokerID) (\(owner.pulsarURL)), not this one: look the topic up again")
+        }
+    }
+
+    /// Registers this broker in the cluster and starts checking, every `interval`, that it still
+    /// owns its bundles (a hung process can lose its session); topics of lost bundles are unloaded.
+    public func startClusterTasks(interval: TimeAmount = .seconds(1)) async throws {
+        guard let cluster else { return }
+        try await cluster.register()
+        let loop = eventLoopGroup.next()
+        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
+            loop.makeFutureWithTask {
+                for bundle in await cluster.verify() {
+                    await self.unloadTopics(in: bundle, flush: false)
+                }
+            }
+        }
+        setOwnershipTask(task)
+    }
+
+    /// Admin unload of a bundle: its topics are closed here (cursors flushed), then the bundle is
+    /// released, so the next lookup places it anew.
+    public func unloadBundle(_ bundle: NamespaceBundle) async {
+        await unloadTopics(in: bundle, flush: true)
+        await cluster?.release(bundle)
+    }
+
+    /// Admin unload of one topic (standalone too): closes its clients; the next use loads it again.
+    public func unloadTopic(_ name: TopicName) async {
+        guard let topic = loadedTopic(name) else { return }
+        forgetTopic(name)
+        try? await topic.eventLoop.flatSubmit { topic.unload(flush: true) }.get()
+    }
+
+    /// Unloads every loaded topic of `bundle`.
+    func unloadTopics(in bundle: NamespaceBundle, flush: Bool) async {
+        let topics = loadedTopics.filter { NamespaceBundle.bundle(for: $0.name) == bundle }
+        for topic in topics {
+            forgetTopic(topic.name)
+            try? await topic.eventLoop.flatSubmit { topic.unload(flush: flush) }.get()
+        }
+        forgetNonPersistentTopics { NamespaceBundle.bundle(for: $0) == bundle }
+        if !topics.isEmpty {
+            logger.info("cluster.bundle-topics-unloaded", metadata: ["bundle": "\(bundle)", "topics": "\(topics.count)"])
+        }
+    }
+
+    /// The topic's managed ledger failed (typically: another broker fenced its ledger after
+    /// taking the bundle over). Stop serving it; clients reconnect through a new lookup.
+    func managedLedgerFailed(_ topic: Topic) {
+        logger.warning("topic.managed-ledger-failed", metadata: [
+            "topic": "\(topic.name)", "error": "\(topic.managedLedger.failure.map { "\($0)" } ?? "?")",
+        ])
+        forgetTopic(topic.name)
+        _ = topic.unload(flush: false)
+        if let cluster {
+            let bundle = NamespaceBundle.bundle(for: topic.name)
+            topic.eventLoop.makeFutureWithTask {
+                // Still ours? Then keep it (the next load recovers the ledger); if not, forget it.
+                if let owner = try? await cluster.owner(of: bundle), owner != cluster.identity {
+                    for lost in await cluster.verify() where lost == bundle {
+                        await self.unloadTopics(in: bundle, flush: false)
+                    }
+                }
+            }.whenComplete { _ in }
+        }
+    }
+}
