@@ -27,6 +27,7 @@ public enum AdminRouter {
                 body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
         addTenantRoutes(router, broker)
+        addClusterRoutes(router, broker)
         addNamespaceRoutes(router, broker)
         for domain in [TopicName.Domain.persistent, .nonPersistent] {
             addTopicRoutes(router, broker, domain)

@@ -5,10 +5,10 @@ import NIOCore
 public enum LookupAnswer: Sendable, Equatable {
     /// This broker serves the topic.
     case local
-    /// Another broker owns the topic: connect there (its `pulsar://` URL).
-    case connect(String)
+    /// Another broker owns the topic: connect there.
+    case connect(BrokerIdentity)
     /// Nobody owns the topic yet; ask this broker (authoritatively), which will take it.
-    case redirect(String)
+    case redirect(BrokerIdentity)
 }
 
 extension BrokerService {
@@ -21,13 +21,13 @@ extension BrokerService {
         let bundle = NamespaceBundle.bundle(for: name)
         if cluster.ownsHere(bundle) { return .local }
         if let owner = try await cluster.owner(of: bundle) {
-            return owner == cluster.identity ? .local : .connect(owner.pulsarURL)
+            return owner == cluster.identity ? .local : .connect(owner)
         }
         if !authoritative, let candidate = try await cluster.leastLoadedBroker(), candidate != cluster.identity {
-            return .redirect(candidate.pulsarURL)
+            return .redirect(candidate)
         }
         let owner = try await cluster.acquire(bundle)
-        return owner == cluster.identity ? .local : .connect(owner.pulsarURL)
+        return owner == cluster.identity ? .local : .connect(owner)
     }
 
     /// Makes sure this broker owns the topic's bundle before serving it (taking the bundle if
@@ -106,6 +106,51 @@ extension BrokerService {
                     }
                 }
             }.whenComplete { _ in }
+        }
+    }
+}
+
+/// What the admin API reports about the cluster (Pulsar's shapes are built by the HTTP layer).
+extension BrokerService {
+    /// This broker's id (`host:httpPort`) as Pulsar names brokers.
+    public var brokerID: String {
+        cluster?.identity.brokerID ?? String(configuration.advertisedHTTPURL.dropFirst("http://".count))
+    }
+
+    /// Live brokers: in standalone, this one.
+    public func liveBrokers() async throws -> [BrokerIdentity] {
+        guard let cluster else {
+            return [BrokerIdentity(
+                brokerID: brokerID, pulsarURL: configuration.advertisedPulsarURL,
+                httpURL: configuration.advertisedHTTPURL, instance: "standalone")]
+        }
+        return try await cluster.liveBrokers()
+    }
+
+    /// Registered storage nodes (`/storage-nodes/<host:port>`); empty in standalone (its storage is local).
+    public func storageNodes() async throws -> [String] {
+        guard cluster != nil else { return [] }
+        let prefix = "/storage-nodes/"
+        return try await metadata.list(prefix: prefix).map { String($0.dropFirst(prefix.count)) }
+    }
+
+    /// Owned bundles of the whole cluster, `tenant/ns/range` → owner (standalone: every loaded
+    /// topic's bundle is this broker's).
+    public func bundleOwnership() async throws -> [(bundle: String, owner: BrokerIdentity)] {
+        if let cluster { return try await cluster.allOwnership() }
+        let me = try await liveBrokers()[0]
+        let bundles = Set(loadedTopics.map { NamespaceBundle.bundle(for: $0.name) })
+        return bundles.sorted().map { ("\($0)", me) }
+    }
+
+    /// The broker serving `name` (taking its bundle here if nobody owns it), for the REST lookup.
+    public func lookupOwner(_ name: TopicName) async throws -> BrokerIdentity {
+        switch try await lookup(name, authoritative: true) {
+        case .local:
+            let brokers = try await liveBrokers()
+            let me = brokers.first { $0.brokerID == brokerID } ?? cluster?.identity ?? brokers[0]
+            return me
+        case .connect(let owner), .redirect(let owner): return owner
         }
     }
 }

@@ -15,6 +15,9 @@ public struct PartitionedTopicRecord: Codable, Sendable, Equatable {
 public struct BrokerConfiguration: Sendable {
     /// Cluster name; generated producer names start with it.
     public var clusterName = "standalone"
+    /// How clients and other brokers reach this broker (lookup answers, admin API).
+    public var advertisedPulsarURL = "pulsar://localhost:6650"
+    public var advertisedHTTPURL = "http://localhost:8080"
     public var managedLedger = ManagedLedgerConfiguration()
     public init() {}
 }

@@ -253,12 +253,12 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 case .local:
                     command.lookupTopicResponse.response = .connect
                     command.lookupTopicResponse.brokerServiceURL = url
-                case .connect(let ownerURL):
+                case .connect(let owner):
                     command.lookupTopicResponse.response = .connect
-                    command.lookupTopicResponse.brokerServiceURL = ownerURL
-                case .redirect(let candidateURL):
+                    command.lookupTopicResponse.brokerServiceURL = owner.pulsarURL
+                case .redirect(let candidate):
                     command.lookupTopicResponse.response = .redirect
-                    command.lookupTopicResponse.brokerServiceURL = candidateURL
+                    command.lookupTopicResponse.brokerServiceURL = candidate.pulsarURL
                 }
                 command.lookupTopicResponse.authoritative = true
             case .failure(let error):

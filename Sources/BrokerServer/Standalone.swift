@@ -45,8 +45,11 @@ public enum Standalone {
         let store = try FileLedgerStore(configuration: storeConfiguration, logger: logger)
         let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        var configuration = options.broker
+        configuration.advertisedPulsarURL = "pulsar://\(options.advertisedAddress):\(options.port)"
+        configuration.advertisedHTTPURL = "http://\(options.advertisedAddress):\(options.httpPort)"
         let broker = BrokerService(
-            configuration: options.broker, store: store, metadata: metadata,
+            configuration: configuration, store: store, metadata: metadata,
             eventLoopGroup: eventLoopGroup, logger: logger)
         try await broker.bootstrap()
         broker.startPolicyTask()

@@ -90,6 +90,8 @@ struct BrokerCommand: AsyncParsableCommand {
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
         configuration.clusterName = clusterName
+        configuration.advertisedPulsarURL = identity.pulsarURL
+        configuration.advertisedHTTPURL = identity.httpURL
         configuration.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
         configuration.managedLedger.replication = replicationOptions
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
