@@ -9,7 +9,7 @@ struct AdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
         abstract: "Administer a broker over its REST API (pulsar-admin's nouns and verbs).",
-        subcommands: [TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self])
+        subcommands: [TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self, BrokersCommand.self, BookiesCommand.self])
 
     // Declared here and in every subcommand: `--url`/`--output` may come before or after the nouns.
     @OptionGroup var options: AdminOptions
@@ -393,6 +393,7 @@ struct NamespacesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "namespaces", abstract: "Namespaces and their policies.",
         subcommands: [
+            NamespaceBundles.self, NamespaceUnload.self,
             List.self, Create.self, Delete.self, Policies.self, SetRetention.self, GetRetention.self, SetMessageTTL.self,
             SetBacklogQuota.self, SetAutoTopicCreation.self, SetDeduplication.self, SetSchemaCompatibilityStrategy.self,
         ])
@@ -564,6 +565,7 @@ struct TopicsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "topics", abstract: "Topics, partitions, stats and subscriptions.",
         subcommands: [
+            TopicUnload.self, TopicLookup.self,
             List.self, ListPartitionedTopics.self, Create.self, Delete.self, CreatePartitionedTopic.self,
             UpdatePartitionedTopic.self, GetPartitionedTopicMetadata.self, DeletePartitionedTopic.self, Stats.self, PartitionedStats.self,
             StatsInternal.self, Subscriptions.self, CreateSubscription.self, Unsubscribe.self, Skip.self, ClearBacklog.self,
