@@ -101,6 +101,7 @@ public enum AdminRouter {
         policy("deduplication", \.deduplicationEnabled)
         policy("maxProducersPerTopic", \.maxProducersPerTopic)
         policy("maxConsumersPerTopic", \.maxConsumersPerTopic)
+        policy("persistence", \.persistence)
 
         router.get(RouterPath("\(base)/backlogQuotaMap")) { _, context in
             try json(await broker.namespacePolicies(namespace(context)).backlogQuotas)

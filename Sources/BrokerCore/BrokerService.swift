@@ -157,12 +157,14 @@ public final class BrokerService: Sendable {
         guard let promise else { return future }
         let store = self.store
         let metadata = self.metadata
-        let configuration = self.configuration.managedLedger
+        let brokerLedgerConfiguration = self.configuration.managedLedger
         let logger = self.logger
         let loading = loop.makeFutureWithTask { () async throws -> (Topic, EffectivePolicies) in
             try await self.checkTopicAllowed(name)
             try await self.claimOwnership(of: name)
             let policies = try await self.policies(namespace: name.namespaceName)
+            var configuration = brokerLedgerConfiguration
+            configuration.replication = policies.replication ?? configuration.replication
             let managedLedger = try await ManagedLedger.open(
                 name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
                 metadata: metadata, configuration: configuration, logger: logger)

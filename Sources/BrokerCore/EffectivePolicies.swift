@@ -1,3 +1,5 @@
+import LedgerStorage
+
 /// The namespace policies the broker enforces at run time, with broker defaults (Pulsar's
 /// broker.conf defaults) filled in for what the namespace leaves unset. Derived from the
 /// namespace's `NamespacePolicies` record. A pure value.
@@ -16,6 +18,8 @@ public struct EffectivePolicies: Sendable, Equatable {
     public var deduplicationEnabled = false
     public var maxProducersPerTopic = 0
     public var maxConsumersPerTopic = 0
+    /// Replication of new ledgers; nil: the broker's default.
+    public var replication: LedgerReplicationOptions?
 
     public init() {}
 
@@ -42,5 +46,6 @@ public struct EffectivePolicies: Sendable, Equatable {
         deduplicationEnabled = policies.deduplicationEnabled ?? false
         maxProducersPerTopic = policies.maxProducersPerTopic ?? 0
         maxConsumersPerTopic = policies.maxConsumersPerTopic ?? 0
+        replication = policies.persistence?.replication
     }
 }

@@ -1,3 +1,4 @@
+import LedgerStorage
 import Foundation
 
 // Tenants' and namespaces' metadata records, in Apache Pulsar's admin JSON shapes (field names as in
@@ -161,6 +162,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var schemaCompatibilityStrategy: SchemaCompatibilityStrategy
     public var maxProducersPerTopic: Int?
     public var maxConsumersPerTopic: Int?
+    /// How the namespace's ledgers are replicated on storage nodes (cluster brokers only).
+    public var persistence: PersistencePolicies?
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -190,6 +193,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case schemaCompatibilityStrategy = "schema_compatibility_strategy"
         case maxProducersPerTopic = "max_producers_per_topic"
         case maxConsumersPerTopic = "max_consumers_per_topic"
+        case persistence
     }
 
     public init(from decoder: any Decoder) throws {
@@ -260,4 +264,39 @@ public enum AdminLimits {
     public static let maxExpiryTimeSeconds: Int64 = 100 * 365 * 86_400
     /// Longest tenant or namespace name.
     public static let maxNameLengthBytes = 255
+}
+
+/// Pulsar's `PersistencePolicies`: ensemble size, write quorum and ack quorum of new ledgers.
+/// Decoding refuses shapes that cannot work (`E >= Qw >= Qa >= 1`).
+public struct PersistencePolicies: Codable, Sendable, Equatable {
+    public var bookkeeperEnsemble: Int
+    public var bookkeeperWriteQuorum: Int
+    public var bookkeeperAckQuorum: Int
+    public var managedLedgerMaxMarkDeleteRate: Double
+
+    public init(ensemble: Int, writeQuorum: Int, ackQuorum: Int) {
+        bookkeeperEnsemble = ensemble
+        bookkeeperWriteQuorum = writeQuorum
+        bookkeeperAckQuorum = ackQuorum
+        managedLedgerMaxMarkDeleteRate = 0
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        bookkeeperEnsemble = try container.decode(Int.self, forKey: .bookkeeperEnsemble)
+        bookkeeperWriteQuorum = try container.decode(Int.self, forKey: .bookkeeperWriteQuorum)
+        bookkeeperAckQuorum = try container.decode(Int.self, forKey: .bookkeeperAckQuorum)
+        managedLedgerMaxMarkDeleteRate = try container.decodeIfPresent(Double.self, forKey: .managedLedgerMaxMarkDeleteRate) ?? 0
+        guard replication.isValid else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "need bookkeeperEnsemble >= bookkeeperWriteQuorum >= bookkeeperAckQuorum >= 1"))
+        }
+    }
+
+    /// The ledger-store form.
+    public var replication: LedgerReplicationOptions {
+        LedgerReplicationOptions(
+            ensembleSize: bookkeeperEnsemble, writeQuorumSize: bookkeeperWriteQuorum, ackQuorumSize: bookkeeperAckQuorum)
+    }
 }

@@ -88,3 +88,29 @@ struct TopicLookup: AdminLeafCommand {
         Printer.show(try await client.json("GET", path), options.output)
     }
 }
+
+struct NamespaceSetPersistence: AdminLeafCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set-persistence", abstract: "Set the ensemble size, write quorum and ack quorum of the namespace's new ledgers.")
+    @OptionGroup var options: AdminOptions
+    @Argument var namespace: String
+    @Option(name: [.customShort("e"), .customLong("bookkeeper-ensemble")], help: "Ensemble size E.") var ensemble: Int
+    @Option(name: [.customShort("w"), .customLong("bookkeeper-write-quorum")], help: "Write quorum Qw.") var writeQuorum: Int
+    @Option(name: [.customShort("a"), .customLong("bookkeeper-ack-quorum")], help: "Ack quorum Qa.") var ackQuorum: Int
+    func run(client: AdminClient) async throws {
+        let body: JSONValue = .object([
+            "bookkeeperEnsemble": .int(Int64(ensemble)), "bookkeeperWriteQuorum": .int(Int64(writeQuorum)),
+            "bookkeeperAckQuorum": .int(Int64(ackQuorum)), "managedLedgerMaxMarkDeleteRate": .double(0),
+        ])
+        _ = try await client.json("POST", "/admin/v2/namespaces/\(try AdminArguments.namespacePath(namespace))/persistence", body: body)
+    }
+}
+
+struct NamespaceGetPersistence: AdminLeafCommand {
+    static let configuration = CommandConfiguration(commandName: "get-persistence", abstract: "Show the namespace's persistence policy.")
+    @OptionGroup var options: AdminOptions
+    @Argument var namespace: String
+    func run(client: AdminClient) async throws {
+        Printer.show(try await client.json("GET", "/admin/v2/namespaces/\(try AdminArguments.namespacePath(namespace))/persistence"), options.output)
+    }
+}

@@ -393,7 +393,7 @@ struct NamespacesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "namespaces", abstract: "Namespaces and their policies.",
         subcommands: [
-            NamespaceBundles.self, NamespaceUnload.self,
+            NamespaceBundles.self, NamespaceUnload.self, NamespaceSetPersistence.self, NamespaceGetPersistence.self,
             List.self, Create.self, Delete.self, Policies.self, SetRetention.self, GetRetention.self, SetMessageTTL.self,
             SetBacklogQuota.self, SetAutoTopicCreation.self, SetDeduplication.self, SetSchemaCompatibilityStrategy.self,
         ])
