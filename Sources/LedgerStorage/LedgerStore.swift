@@ -53,6 +53,13 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// `completion` runs (on any thread) once the entry is DURABLE (for the file store: fdatasync'ed in the journal) or failed.
     /// Completions for one ledger run in append order. The payload is not copied more than needed to write it.
     func append(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
+    /// Like `append`, but `recovery: true` is a **recovery add**: accepted even when the ledger is
+    /// fenced (same entry-id rule). A storage node uses it to write back entries that a recovering
+    /// writer or the re-replication auditor copies to it after the ledger was fenced; nothing else
+    /// may. The default implementation ignores `recovery` (its stores refuse a fenced ledger).
+    func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
     /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
@@ -126,4 +133,13 @@ public enum LedgerStorageLimits {
     /// Largest payload one entry may carry. Larger is a programmer error (the frame decoder refuses
     /// bigger frames long before this); it keeps every record length within a `UInt32`.
     public static let maxEntryPayloadBytes = 256 * 1024 * 1024
+}
+
+extension LedgerStore {
+    public func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
+    }
 }
