@@ -91,6 +91,11 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// stores need nothing.
     func openLedger(ledgerID: Int64) async throws(LedgerStoreError)
 
+    /// The writer is done with a ledger (the broker rolled it; nothing is in flight): later appends
+    /// fail with `.fenced`, and a replicated store closes the ledger's metadata at its last
+    /// confirmed entry, so re-replication may copy it. Local stores need nothing (default: nothing).
+    func closeLedger(ledgerID: Int64) async throws(LedgerStoreError)
+
     /// Whether other processes (another broker) may write this store's ledgers, so a ledger taken
     /// over must be fenced before it is reused. False for local stores (the default).
     var isShared: Bool { get }
@@ -124,6 +129,8 @@ extension LedgerStore {
     }
 
     public func openLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
+
+    public func closeLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
 
     public var isShared: Bool { false }
 }

@@ -32,9 +32,14 @@ public struct QuorumConfiguration: Sendable, Equatable {
 ///   once Qa of those nodes acknowledged it; confirmations are released strictly in entry order
 ///   (`lastAddConfirmed` moves only over contiguous confirmed entries).
 /// - A failed write to node i asks the caller to replace node i (`.replaceNode`); the caller
-///   answers `nodeReplaced` (the new node gets every unconfirmed entry of index i, and the ensemble
+///   records the change in the ledger's metadata (compare-and-set, asynchronous) and answers
+///   `nodeReplaced` (the new node gets every unconfirmed entry of index i, and the ensemble
 ///   history records a new segment from `lastAddConfirmed + 1`) or `replacementUnavailable` (the
 ///   index is left out; writing continues while every write set still has Qa live nodes).
+///   While a replacement is pending no confirmation is released (BookKeeper holds its add
+///   callbacks while changing the ensemble), so `lastAddConfirmed + 1` — the new segment's first
+///   entry, which the caller writes to metadata before answering — cannot move meanwhile. Writes to
+///   the failed index wait; other indices keep being written and acknowledged.
 /// - A fenced answer fences the writer: every pending and later entry fails with `.fenced`.
 public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
     public enum Action: Sendable, Equatable {
@@ -161,7 +166,7 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
         failedIndices.remove(ensembleIndex)
         abandonedIndices.remove(ensembleIndex)
         ensemble[ensembleIndex] = node
-        let segmentStart = lastAddConfirmed + 1
+        let segmentStart = nextSegmentFirstEntryID
         if ensembleHistory[ensembleHistory.count - 1].firstEntryID == segmentStart {
             ensembleHistory[ensembleHistory.count - 1].ensemble = ensemble
         } else {
@@ -171,15 +176,24 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
         for entryID in pending.keys.sorted() where configuration.writeSet(of: entryID).contains(ensembleIndex) {
             actions.append(.sendEntry(entryID: entryID, payload: pending[entryID]!.payload, node: node))
         }
-        return actions
+        // Acks held back during the change may now confirm entries (from the other indices).
+        return actions + releaseConfirmed()
     }
+
+    /// The first entry of the segment an ensemble change now would start: `lastAddConfirmed + 1`,
+    /// which does not move while a replacement is pending.
+    public var nextSegmentFirstEntryID: Int64 { lastAddConfirmed + 1 }
+
+    /// Whether some failed index awaits `nodeReplaced` / `replacementUnavailable` (confirmations are held).
+    public var isChangingEnsemble: Bool { !failedIndices.isSubset(of: abandonedIndices) }
 
     /// No spare node for `ensembleIndex`: keep writing to the others if Qa can still be met.
     public mutating func replacementUnavailable(ensembleIndex: Int) -> [Action] {
         guard state == .writing else { return [] }
         precondition(failedIndices.contains(ensembleIndex), "Invalid state: index \(ensembleIndex) did not fail")
         abandonedIndices.insert(ensembleIndex)
-        return checkLiveness()
+        let failure = checkLiveness()
+        return failure.isEmpty ? releaseConfirmed() : failure
     }
 
     /// The writer itself is fenced (its store fenced the ledger) or closed.
@@ -192,6 +206,7 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
     // MARK: - Helpers
 
     private mutating func releaseConfirmed() -> [Action] {
+        guard !isChangingEnsemble else { return [] }
         let first = lastAddConfirmed + 1
         var next = first
         while let entry = pending[next], entry.ackedIndices.count >= configuration.ackQuorumSize {
