@@ -90,7 +90,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer", "Replication", "LedgerStorage", "MagnetarClient",
+            "BrokerServer", "Replication", "LedgerStorage", "MagnetarClient", "Metadata",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -136,18 +136,21 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
 
     /// `node` answered the write of `entryID`.
     public mutating func writeCompleted(entryID: Int64, node: Node, result: WriteResult) -> [Action] {
-        guard state == .writing, pending[entryID] != nil else { return [] }
+        guard state == .writing else { return [] }
         // Only the node now at that index of the entry's write set counts (a replaced node's late answer does not).
         guard let index = configuration.writeSet(of: entryID).first(where: { ensemble[$0] == node }) else { return [] }
         switch result {
         case .ok:
-            guard !failedIndices.contains(index) else { return [] }
+            guard pending[entryID] != nil, !failedIndices.contains(index) else { return [] }
             pending[entryID]!.ackedIndices.insert(index)
             return releaseConfirmed()
         case .fenced:
             state = .fenced
             return failAllPending(.fenced(ledgerID: ledgerID))
         case .failed:
+            // Also for an entry already confirmed by the others: the node is gone all the same, and
+            // later entries must not keep waiting on it (with Qa < Qw its failures may all arrive
+            // after the other nodes confirmed every entry).
             guard !failedIndices.contains(index) else { return [] }
             failedIndices.insert(index)
             // Acks of the failed node no longer count; the replacement will be asked again.

@@ -332,7 +332,22 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
-        let entry = try catalogEntry(ledgerID: ledgerID)
+        do {
+            return try read(ledgerID: ledgerID, entryID: entryID, entry: try catalogEntry(ledgerID: ledgerID))
+        } catch {
+            // The auditor may have moved a closed ledger's entries off a lost node since this store
+            // read the record: read it again once, and retry if the ensembles changed.
+            guard case .metadata(let ledgers, _, _) = placement, let cached = catalog.withLockedValue({ $0[ledgerID] }),
+                  cached.metadata.isClosed,
+                  let fresh = try? blockingRun({ () async throws(LedgerStoreError) -> VersionedLedgerMetadata? in try await ledgers.read(ledgerID: ledgerID) }),
+                  fresh.metadata.ensembles != cached.metadata.ensembles
+            else { throw error }
+            remember(ledgerID: ledgerID, fresh)
+            return try read(ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
+        }
+    }
+
+    private func read(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) throws(LedgerStoreError) -> ByteBuffer {
         if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
             throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
         }

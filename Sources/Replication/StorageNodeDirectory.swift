@@ -104,8 +104,7 @@ public struct StorageNodeRegistrar: Service {
         var registered = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                let present = registered ? try await metadata.get(key) != nil : false
-                if !present {
+                if try await metadata.get(key) == nil {
                     if registered {
                         logger.warning("storage-node.registration-lost", metadata: ["key": "\(key)"])
                     }

@@ -70,8 +70,9 @@ import Testing
             // Ensemble = the first three nodes (ledger 0 starts at node 0); the fourth is the spare.
             // Qa = 3: no entry after the death can be confirmed without the replacement, so the
             // ensemble change surely happened before the appends complete. (With Qa = 2 the two
-            // survivors may confirm every entry before the dead node's failure is noticed — what made
-            // this test flaky under load: the change happened, but after the assertions.)
+            // survivors may confirm every entry before the dead node's failures arrive. That made this
+            // test flaky under load, and hid a bug: the writer ignored failures for entries already
+            // confirmed, so the dead node was never replaced. `LedgerWriteQuorum` now replaces it.)
             var configuration = ReplicatedLedgerStoreConfiguration(
                 nodes: cluster.addresses, quorum: QuorumConfiguration(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 3))
             configuration.requestTimeout = .seconds(5)
