@@ -35,9 +35,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Storage-node protocol, client and server; BookKeeper's quorum write as a pure state machine;
-        // `ReplicatedLedgerStore`. Knows nothing of brokers.
+        // `ReplicatedLedgerStore` with its ledger metadata and node registry in a `MetadataStore`;
+        // the re-replication auditor. Knows nothing of brokers.
         .target(name: "Replication", dependencies: [
-            "LedgerStorage",
+            "LedgerStorage", "Metadata",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -111,7 +112,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "ReplicationTests", dependencies: [
-            "Replication", "LedgerStorage",
+            "Replication", "LedgerStorage", "Metadata",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOTestUtils", package: "swift-nio"),

@@ -154,6 +154,15 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
+        append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: false, completion: completion)
+    }
+
+    /// `recovery: true` skips the fence check only; the journal record is an ordinary add (replay
+    /// accepts adds after a fence record: the journal holds only adds the store accepted).
+    public func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
         precondition(payload.readableBytes <= LedgerStorageLimits.maxEntryPayloadBytes, "entry payload too large")
         condition.lock()
         guard lifecycle == .open else {
@@ -167,7 +176,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             if let existing = ledger {
                 if existing.deleteRequested {
                     refusal = .ledgerNotFound(ledgerID: ledgerID)
-                } else if existing.fenceRequested {
+                } else if existing.fenceRequested && !recovery {
                     refusal = .fenced(ledgerID: ledgerID)
                 } else if entryID != existing.nextEntryID {
                     refusal = .outOfOrder(ledgerID: ledgerID, expected: existing.nextEntryID, got: entryID)
@@ -863,9 +872,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         case .add:
             let ledger: LedgerState
             if let existing = ledgers[record.ledgerID] {
-                guard !existing.fenced, record.entryID == Int64(existing.locations.count) else {
+                // An add after a fence is a recovery add (`append(recovery: true)`), so `fenced` is not checked.
+                guard record.entryID == Int64(existing.locations.count) else {
                     throw .corrupted(
-                        "\(journalName) offset \(index): add of ledger \(record.ledgerID) entry \(record.entryID) does not follow the index (next entry \(existing.locations.count), fenced \(existing.fenced))")
+                        "\(journalName) offset \(index): add of ledger \(record.ledgerID) entry \(record.entryID) does not follow the index (next entry \(existing.locations.count))")
                 }
                 ledger = existing
             } else {

@@ -29,13 +29,20 @@ public final class InMemoryLedgerStore: LedgerStore, @unchecked Sendable {
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
+        append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: false, completion: completion)
+    }
+
+    public func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
         precondition(payload.readableBytes <= LedgerStorageLimits.maxEntryPayloadBytes, "entry payload too large")
         lock.lock()
         let result: Result<Void, LedgerStoreError>
         if isClosed {
             result = .failure(.closed)
         } else if let ledger = ledgers[ledgerID] {
-            if ledger.fenced {
+            if ledger.fenced && !recovery {
                 result = .failure(.fenced(ledgerID: ledgerID))
             } else if entryID != Int64(ledger.entries.count) {
                 result = .failure(.outOfOrder(ledgerID: ledgerID, expected: Int64(ledger.entries.count), got: entryID))

@@ -53,6 +53,13 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// `completion` runs (on any thread) once the entry is DURABLE (for the file store: fdatasync'ed in the journal) or failed.
     /// Completions for one ledger run in append order. The payload is not copied more than needed to write it.
     func append(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
+    /// Like `append`, but `recovery: true` is a **recovery add**: accepted even when the ledger is
+    /// fenced (same entry-id rule). A storage node uses it to write back entries that a recovering
+    /// writer or the re-replication auditor copies to it after the ledger was fenced; nothing else
+    /// may. The default implementation ignores `recovery` (its stores refuse a fenced ledger).
+    func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
     /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
@@ -83,6 +90,11 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// `lastAddConfirmed` (a replicated store loads its ensemble history from metadata). Local
     /// stores need nothing.
     func openLedger(ledgerID: Int64) async throws(LedgerStoreError)
+
+    /// The writer is done with a ledger (the broker rolled it; nothing is in flight): later appends
+    /// fail with `.fenced`, and a replicated store closes the ledger's metadata at its last
+    /// confirmed entry, so re-replication may copy it. Local stores need nothing (default: nothing).
+    func closeLedger(ledgerID: Int64) async throws(LedgerStoreError)
 
     /// Whether other processes (another broker) may write this store's ledgers, so a ledger taken
     /// over must be fenced before it is reused. False for local stores (the default).
@@ -118,6 +130,8 @@ extension LedgerStore {
 
     public func openLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
 
+    public func closeLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
+
     public var isShared: Bool { false }
 }
 
@@ -126,4 +140,13 @@ public enum LedgerStorageLimits {
     /// Largest payload one entry may carry. Larger is a programmer error (the frame decoder refuses
     /// bigger frames long before this); it keeps every record length within a `UInt32`.
     public static let maxEntryPayloadBytes = 256 * 1024 * 1024
+}
+
+extension LedgerStore {
+    public func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
+    }
 }

@@ -32,9 +32,14 @@ public struct QuorumConfiguration: Sendable, Equatable {
 ///   once Qa of those nodes acknowledged it; confirmations are released strictly in entry order
 ///   (`lastAddConfirmed` moves only over contiguous confirmed entries).
 /// - A failed write to node i asks the caller to replace node i (`.replaceNode`); the caller
-///   answers `nodeReplaced` (the new node gets every unconfirmed entry of index i, and the ensemble
+///   records the change in the ledger's metadata (compare-and-set, asynchronous) and answers
+///   `nodeReplaced` (the new node gets every unconfirmed entry of index i, and the ensemble
 ///   history records a new segment from `lastAddConfirmed + 1`) or `replacementUnavailable` (the
 ///   index is left out; writing continues while every write set still has Qa live nodes).
+///   While a replacement is pending no confirmation is released (BookKeeper holds its add
+///   callbacks while changing the ensemble), so `lastAddConfirmed + 1` — the new segment's first
+///   entry, which the caller writes to metadata before answering — cannot move meanwhile. Writes to
+///   the failed index wait; other indices keep being written and acknowledged.
 /// - A fenced answer fences the writer: every pending and later entry fails with `.fenced`.
 public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
     public enum Action: Sendable, Equatable {
@@ -131,18 +136,21 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
 
     /// `node` answered the write of `entryID`.
     public mutating func writeCompleted(entryID: Int64, node: Node, result: WriteResult) -> [Action] {
-        guard state == .writing, pending[entryID] != nil else { return [] }
+        guard state == .writing else { return [] }
         // Only the node now at that index of the entry's write set counts (a replaced node's late answer does not).
         guard let index = configuration.writeSet(of: entryID).first(where: { ensemble[$0] == node }) else { return [] }
         switch result {
         case .ok:
-            guard !failedIndices.contains(index) else { return [] }
+            guard pending[entryID] != nil, !failedIndices.contains(index) else { return [] }
             pending[entryID]!.ackedIndices.insert(index)
             return releaseConfirmed()
         case .fenced:
             state = .fenced
             return failAllPending(.fenced(ledgerID: ledgerID))
         case .failed:
+            // Also for an entry already confirmed by the others: the node is gone all the same, and
+            // later entries must not keep waiting on it (with Qa < Qw its failures may all arrive
+            // after the other nodes confirmed every entry).
             guard !failedIndices.contains(index) else { return [] }
             failedIndices.insert(index)
             // Acks of the failed node no longer count; the replacement will be asked again.
@@ -161,7 +169,7 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
         failedIndices.remove(ensembleIndex)
         abandonedIndices.remove(ensembleIndex)
         ensemble[ensembleIndex] = node
-        let segmentStart = lastAddConfirmed + 1
+        let segmentStart = nextSegmentFirstEntryID
         if ensembleHistory[ensembleHistory.count - 1].firstEntryID == segmentStart {
             ensembleHistory[ensembleHistory.count - 1].ensemble = ensemble
         } else {
@@ -171,15 +179,24 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
         for entryID in pending.keys.sorted() where configuration.writeSet(of: entryID).contains(ensembleIndex) {
             actions.append(.sendEntry(entryID: entryID, payload: pending[entryID]!.payload, node: node))
         }
-        return actions
+        // Acks held back during the change may now confirm entries (from the other indices).
+        return actions + releaseConfirmed()
     }
+
+    /// The first entry of the segment an ensemble change now would start: `lastAddConfirmed + 1`,
+    /// which does not move while a replacement is pending.
+    public var nextSegmentFirstEntryID: Int64 { lastAddConfirmed + 1 }
+
+    /// Whether some failed index awaits `nodeReplaced` / `replacementUnavailable` (confirmations are held).
+    public var isChangingEnsemble: Bool { !failedIndices.isSubset(of: abandonedIndices) }
 
     /// No spare node for `ensembleIndex`: keep writing to the others if Qa can still be met.
     public mutating func replacementUnavailable(ensembleIndex: Int) -> [Action] {
         guard state == .writing else { return [] }
         precondition(failedIndices.contains(ensembleIndex), "Invalid state: index \(ensembleIndex) did not fail")
         abandonedIndices.insert(ensembleIndex)
-        return checkLiveness()
+        let failure = checkLiveness()
+        return failure.isEmpty ? releaseConfirmed() : failure
     }
 
     /// The writer itself is fenced (its store fenced the ledger) or closed.
@@ -192,6 +209,7 @@ public struct LedgerWriteQuorum<Node: Hashable & Sendable>: Sendable {
     // MARK: - Helpers
 
     private mutating func releaseConfirmed() -> [Action] {
+        guard !isChangingEnsemble else { return [] }
         let first = lastAddConfirmed + 1
         var next = first
         while let entry = pending[next], entry.ackedIndices.count >= configuration.ackQuorumSize {

@@ -1,11 +1,13 @@
 import Dispatch
 import LedgerStorage
 import Logging
+import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Configuration of a `ReplicatedLedgerStore`.
+/// Configuration of a `ReplicatedLedgerStore` over a fixed list of nodes, without ledger metadata
+/// (tests and single-process setups; a cluster uses `ReplicatedLedgerStore.connect(metadata:…)`).
 public struct ReplicatedLedgerStoreConfiguration: Sendable {
     /// The storage nodes to place ledgers on (ensembles and replacements are picked from these).
     public var nodes: [StorageNodeAddress]
@@ -20,39 +22,112 @@ public struct ReplicatedLedgerStoreConfiguration: Sendable {
     }
 }
 
+/// Limits and timings of the replicated store, in one place.
+public enum ReplicatedLedgerStoreLimits {
+    /// A node whose request failed is not picked for a new ensemble or a replacement for this long
+    /// (its `/storage-nodes/` key may outlive it by the session TTL).
+    public static let failedNodeQuarantine: Duration = .seconds(30)
+    /// Attempts of one metadata change (ensemble change, close) that keeps losing races or failing.
+    public static let maxMetadataAttempts = 5
+    /// First wait between two metadata attempts; doubles each time.
+    public static let metadataRetryBackoff: Duration = .milliseconds(200)
+}
+
 /// A `LedgerStore` whose ledgers live on remote storage nodes, written with BookKeeper's quorum
 /// protocol (`LedgerWriteQuorum`), so a broker can use it unchanged.
 ///
-/// Threads: all writer state lives on one event loop of its own group (`eventLoop`); `append`
-/// hops there, and completions run there, in entry order per ledger. The synchronous calls of
-/// the `LedgerStore` protocol (`read`, `lastAddConfirmed`, `fence`, `deleteLedger`) block the
-/// calling thread on a semaphore until the nodes answer: they must not be called on this store's
-/// own loop (a precondition), and the broker's loops must be a different group.
+/// Two modes:
+/// - **Metadata** (`connect(metadata:…)`, or `init(metadata:directory:…)`): each ledger has a record
+///   `/ledgers/<id>` (`LedgerMetadata`): created by `createLedger` on an ensemble picked among the live
+///   nodes (`StorageNodeDirectory`), changed by compare-and-set on every ensemble change and closed by
+///   `recoverLedger` / `closeLedger`. Any store (another broker) reads a ledger through that record.
+/// - **Fixed** (`init(configuration:)`): a fixed node list, the ensemble history only in this store's
+///   memory; a ledger it did not write is assumed to be on `initialEnsemble(for:)`.
 ///
-/// Not yet (issue 5, later work): ledger metadata in etcd. The ensemble history of a ledger is
-/// kept in memory by the store that wrote it; a ledger this store did not write is assumed to be
-/// on its initial ensemble (`initialEnsemble(for:)`, a pure function of the ledger id and the node
-/// list), so another broker with the same node list finds it as long as no ensemble change happened.
+/// Threads: writer state (`LedgerWriteQuorum` per ledger, node connections) lives on one event loop
+/// of the store's own (`eventLoop`); `append` hops there and completions run there, in entry order
+/// per ledger. Ledger records (`catalog`) are behind a lock, so reads need no hop unless the ledger
+/// is being written here. The async calls (`createLedger`, `recoverLedger`, `openLedger`,
+/// `closeLedger`) never block a thread: they await metadata calls and NIO futures. The synchronous
+/// `LedgerStore` calls (`read`, `lastAddConfirmed`, `fence`, `deleteLedger`, `ledgerIDs`) block the
+/// calling thread on a semaphore while nodes (and, for `fence`, `deleteLedger`, `ledgerIDs` and a
+/// ledger never opened, metadata) answer: call them from the broker's event loops or plain threads,
+/// never from this store's loop (a precondition) nor from Swift's cooperative pool.
+///
+/// Ensemble changes run as a `Task` per change (the metadata store is async); its result hops back
+/// to the loop. Writes to the failed index wait meanwhile and confirmations are held (see
+/// `LedgerWriteQuorum`).
 public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     public typealias Completion = @Sendable (Result<Void, LedgerStoreError>) -> Void
+    typealias Writer = LedgerWriteQuorum<StorageNodeAddress>
 
-    public let configuration: ReplicatedLedgerStoreConfiguration
+    /// Where ledgers are placed and recorded.
+    private enum Placement: Sendable {
+        case fixed(ReplicatedLedgerStoreConfiguration)
+        case metadata(LedgerMetadataStore, StorageNodeDirectory, defaultReplication: LedgerReplicationOptions?)
+    }
+
+    /// A ledger's record as this store knows it. `version` is the metadata version (-1 in fixed mode).
+    struct CatalogEntry: Sendable {
+        var metadata: LedgerMetadata
+        var version: Int64
+        /// A `LedgerWriteQuorum` for it lives on the loop (reads may find in-flight entries there).
+        var hasWriter: Bool
+    }
+
+    /// An ensemble change waiting for, or being recorded in, metadata. Loop only.
+    private struct ReplacementQueue {
+        var pending: [(index: Int, failed: StorageNodeAddress)] = []
+        var inFlight = false
+    }
+
+    private enum ReplacementOutcome: Sendable {
+        case replaced(StorageNodeAddress)
+        case unavailable
+        case fenced
+        case failed(LedgerStoreError)
+    }
+
+    private let placement: Placement
+    public let requestTimeout: TimeAmount
     public let eventLoop: any EventLoop
     private let eventLoopGroup: any EventLoopGroup
     private let ownsGroup: Bool
     private let logger: Logger
 
+    /// Ledger records known to this store. Any thread.
+    private let catalog = NIOLockedValueBox<[Int64: CatalogEntry]>([:])
+    /// Nodes whose requests failed recently, with when. Any thread.
+    private let failedNodes = NIOLockedValueBox<[StorageNodeAddress: ContinuousClock.Instant]>([:])
+
     // Only on `eventLoop`.
-    private var writers: [Int64: LedgerWriteQuorum<StorageNodeAddress>] = [:]
+    private var writers: [Int64: Writer] = [:]
     private var completions: [Int64: [Int64: Completion]] = [:]
+    private var replacements: [Int64: ReplacementQueue] = [:]
     private var clients: [StorageNodeAddress: EventLoopFuture<StorageNodeClient>] = [:]
-    private var failedNodes: Set<StorageNodeAddress> = []
-    private var fencedLedgers: Set<Int64> = []
     private var isClosed = false
 
-    /// `eventLoopGroup`: where the node connections run; nil makes a one-thread group of its own.
-    public init(configuration: ReplicatedLedgerStoreConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
-        self.configuration = configuration
+    /// A store over a fixed node list, without metadata. `eventLoopGroup`: where the node
+    /// connections run; nil makes a one-thread group of its own.
+    public convenience init(configuration: ReplicatedLedgerStoreConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
+        self.init(placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    /// A store that records ledgers in `metadata` and places them on `directory`'s live nodes.
+    /// `defaultReplication` nil: 3/3/2 when at least three nodes are live, else n/n/min(2, n),
+    /// decided per ledger at `createLedger`.
+    public convenience init(
+        metadata: any MetadataStore, directory: StorageNodeDirectory, defaultReplication: LedgerReplicationOptions?,
+        requestTimeout: TimeAmount = .seconds(10), eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger
+    ) {
+        self.init(
+            placement: .metadata(LedgerMetadataStore(store: metadata), directory, defaultReplication: defaultReplication),
+            requestTimeout: requestTimeout, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    private init(placement: Placement, requestTimeout: TimeAmount, eventLoopGroup: (any EventLoopGroup)?, logger: Logger) {
+        self.placement = placement
+        self.requestTimeout = requestTimeout
         if let eventLoopGroup {
             self.eventLoopGroup = eventLoopGroup
             ownsGroup = false
@@ -64,19 +139,191 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         self.logger = logger
     }
 
-    /// The ensemble a new ledger starts on: E consecutive nodes of the list, starting at `ledgerID % n`.
+    /// The cluster store a broker uses: ledger records in `metadata`, ensembles placed on the nodes
+    /// registered under `/storage-nodes/`. Checks that the metadata store answers (lists the nodes).
+    public static func connect(
+        metadata: any SessionCapableMetadataStore, defaultReplication: LedgerReplicationOptions?, logger: Logger
+    ) async throws -> ReplicatedLedgerStore {
+        if let defaultReplication, !defaultReplication.isValid {
+            throw LedgerStoreError.io(
+                "replication \(defaultReplication.ensembleSize)/\(defaultReplication.writeQuorumSize)/\(defaultReplication.ackQuorumSize) is invalid: need E >= Qw >= Qa >= 1")
+        }
+        let directory = StorageNodeDirectory(metadata: metadata)
+        let nodes = try await directory.liveNodes()
+        logger.info("replicated-store.connected", metadata: [
+            "storage-nodes": "\(nodes.map(\.description).joined(separator: ","))",
+            "replication": "\(defaultReplication.map { "\($0.ensembleSize)/\($0.writeQuorumSize)/\($0.ackQuorumSize)" } ?? "auto")",
+        ])
+        return ReplicatedLedgerStore(metadata: metadata, directory: directory, defaultReplication: defaultReplication, logger: logger)
+    }
+
+    public var isShared: Bool { true }
+
+    /// Fixed mode: the ensemble a new ledger starts on: E consecutive nodes of the list, starting at
+    /// `ledgerID % n`. Metadata mode: nil (placement depends on the live nodes).
     public func initialEnsemble(for ledgerID: Int64) -> [StorageNodeAddress] {
+        guard case .fixed(let configuration) = placement else { return [] }
         let nodes = configuration.nodes
         let first = Int(ledgerID.magnitude % UInt64(nodes.count))
         return (0..<configuration.quorum.ensembleSize).map { nodes[(first + $0) % nodes.count] }
     }
 
-    /// The ensemble history of a ledger this store writes (for tests and admin), nil otherwise.
+    /// The ensemble history of a ledger this store knows (for tests and admin), nil otherwise.
     public func ensembleHistory(of ledgerID: Int64) -> [(firstEntryID: Int64, ensemble: [StorageNodeAddress])]? {
-        onLoop { self.writers[ledgerID]?.ensembleHistory }
+        catalog.withLockedValue { $0[ledgerID] }?.metadata.ensembleHistory
     }
 
-    // MARK: - LedgerStore
+    /// The ledger's record as this store last saw it (nil if unknown here).
+    public func cachedMetadata(of ledgerID: Int64) -> LedgerMetadata? {
+        catalog.withLockedValue { $0[ledgerID] }?.metadata
+    }
+
+    // MARK: - Async LedgerStore calls
+
+    public func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError) {
+        switch placement {
+        case .fixed(let configuration):
+            var quorum = configuration.quorum
+            if let replication {
+                guard replication.isValid, replication.ensembleSize <= configuration.nodes.count else {
+                    throw .io("ledger \(ledgerID): replication \(replication.ensembleSize)/\(replication.writeQuorumSize)/\(replication.ackQuorumSize) does not fit \(configuration.nodes.count) storage nodes")
+                }
+                quorum = QuorumConfiguration(replication)
+            }
+            let metadata = LedgerMetadata(quorum: quorum, ensemble: placeFixedEnsemble(for: ledgerID, quorum: quorum, configuration: configuration))
+            try await installWriter(ledgerID: ledgerID, entry: CatalogEntry(metadata: metadata, version: -1, hasWriter: true))
+        case .metadata(let ledgers, let directory, let defaultReplication):
+            let live = try await liveNodes(directory)
+            let healthy = live.filter { !isQuarantined($0) }
+            let options = replication ?? defaultReplication ?? Self.automaticReplication(liveNodeCount: healthy.count)
+            guard options.isValid else {
+                throw .io("ledger \(ledgerID): replication \(options.ensembleSize)/\(options.writeQuorumSize)/\(options.ackQuorumSize) is invalid: need E >= Qw >= Qa >= 1")
+            }
+            guard healthy.count >= options.ensembleSize else {
+                throw .io(
+                    "ledger \(ledgerID) needs \(options.ensembleSize) storage nodes, \(healthy.count) are live and healthy (of \(live.count) under \(ReplicationMetadataKeys.storageNodesPrefix)); start more storage nodes or lower the ensemble size")
+            }
+            let ensemble = pickNodes(count: options.ensembleSize, from: healthy)
+            let metadata = LedgerMetadata(quorum: QuorumConfiguration(options), ensemble: ensemble)
+            switch try await ledgers.write(ledgerID: ledgerID, metadata, expectedVersion: -1) {
+            case .written(let written):
+                try await installWriter(ledgerID: ledgerID, entry: CatalogEntry(metadata: metadata, version: written.version, hasWriter: true))
+                logger.info("replicated-store.ledger-created", metadata: [
+                    "ledger.id": "\(ledgerID)", "ensemble": "\(ensemble.map(\.description).joined(separator: ","))",
+                    "quorum": "\(options.ensembleSize)/\(options.writeQuorumSize)/\(options.ackQuorumSize)",
+                ])
+            case .conflict:
+                throw .io("ledger \(ledgerID) already has a record at \(ReplicationMetadataKeys.ledger(ledgerID)); ledger ids must come from the metadata counter, never reused")
+            }
+        }
+    }
+
+    /// 3/3/2 with at least three nodes, else n/n/min(2, n) (0 nodes: 1/1/1, refused for lack of nodes).
+    public static func automaticReplication(liveNodeCount: Int) -> LedgerReplicationOptions {
+        if liveNodeCount >= 3 { return LedgerReplicationOptions(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 2) }
+        let count = max(1, liveNodeCount)
+        return LedgerReplicationOptions(ensembleSize: count, writeQuorumSize: count, ackQuorumSize: min(2, count))
+    }
+
+    public func openLedger(ledgerID: Int64) async throws(LedgerStoreError) {
+        guard case .metadata(let ledgers, _, _) = placement else { return }
+        if catalog.withLockedValue({ $0[ledgerID]?.hasWriter }) == true { return }
+        guard let record = try await ledgers.read(ledgerID: ledgerID) else {
+            throw .ledgerNotFound(ledgerID: ledgerID)
+        }
+        remember(ledgerID: ledgerID, record)
+    }
+
+    /// BookKeeper recovery by a new writer. If the record is closed, its `lastEntryID`. Otherwise:
+    /// fence the ledger on its current ensemble (at least `E - Qa + 1` nodes must answer, so no
+    /// ack quorum can form any more), list the entries the answering nodes hold from the last
+    /// segment's first entry on, take as last entry the end of the run of consecutive entries held
+    /// somewhere, write every such entry back (recovery add) to the answering nodes of its write set
+    /// that lack it, and close the record at that entry by compare-and-set. If the old writer
+    /// changed its ensemble meanwhile, the close loses the race and recovery starts over on the new
+    /// ensemble. No record: -1 (never written).
+    public func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64 {
+        for attempt in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+            guard let current = try await recordForRecovery(ledgerID: ledgerID) else { return -1 }
+            if current.metadata.isClosed {
+                remember(ledgerID: ledgerID, current)
+                return current.metadata.lastEntryID
+            }
+            try await stopWriter(ledgerID: ledgerID, .fenced(ledgerID: ledgerID))
+            let lastEntryID = try await fenceAndRecover(ledgerID: ledgerID, metadata: current.metadata)
+            var closed = current.metadata
+            closed.state = .closed
+            closed.lastEntryID = lastEntryID
+            guard case .metadata(let ledgers, _, _) = placement else {
+                remember(ledgerID: ledgerID, VersionedLedgerMetadata(metadata: closed, version: -1))
+                return lastEntryID
+            }
+            switch try await ledgers.write(ledgerID: ledgerID, closed, expectedVersion: current.version) {
+            case .written(let written):
+                remember(ledgerID: ledgerID, written)
+                logger.info("replicated-store.ledger-recovered", metadata: ["ledger.id": "\(ledgerID)", "ledger.last-entry-id": "\(lastEntryID)"])
+                return lastEntryID
+            case .conflict(nil):
+                throw .ledgerNotFound(ledgerID: ledgerID)
+            case .conflict(let now?) where now.metadata.isClosed:
+                remember(ledgerID: ledgerID, now)
+                return now.metadata.lastEntryID
+            case .conflict:
+                logger.notice("replicated-store.recovery-raced-ensemble-change", metadata: ["ledger.id": "\(ledgerID)", "attempt": "\(attempt)"])
+            }
+        }
+        throw .io("ledger \(ledgerID): recovery lost \(ReplicatedLedgerStoreLimits.maxMetadataAttempts) races with ensemble changes of its previous writer; retry the topic load")
+    }
+
+    /// Closes a ledger this store wrote, at its last confirmed entry, once nothing is in flight
+    /// (the broker rolled it): later appends fail with `.fenced`; the record becomes closed, so
+    /// the auditor may re-replicate it. A ledger not written here, or already closed: nothing.
+    public func closeLedger(ledgerID: Int64) async throws(LedgerStoreError) {
+        let lastEntryID: Int64?
+        do {
+            lastEntryID = try await eventLoop.submit { () -> Int64? in
+                guard var writer = self.writers[ledgerID] else { return nil }
+                let last = writer.lastAddConfirmed
+                let actions = writer.stop(.fenced(ledgerID: ledgerID))
+                self.run(actions, ledgerID: ledgerID, writer: &writer)
+                self.writers[ledgerID] = nil
+                self.replacements[ledgerID] = nil
+                self.catalog.withLockedValue { $0[ledgerID]?.hasWriter = false }
+                return last
+            }.get()
+        } catch {
+            throw .closed
+        }
+        guard let lastEntryID, var entry = catalog.withLockedValue({ $0[ledgerID] }), !entry.metadata.isClosed else { return }
+        entry.metadata.state = .closed
+        entry.metadata.lastEntryID = lastEntryID
+        guard case .metadata(let ledgers, _, _) = placement else {
+            remember(ledgerID: ledgerID, VersionedLedgerMetadata(metadata: entry.metadata, version: -1))
+            return
+        }
+        var expected = entry.version
+        for _ in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+            switch try await ledgers.write(ledgerID: ledgerID, entry.metadata, expectedVersion: expected) {
+            case .written(let written):
+                remember(ledgerID: ledgerID, written)
+                logger.info("replicated-store.ledger-closed", metadata: ["ledger.id": "\(ledgerID)", "ledger.last-entry-id": "\(lastEntryID)"])
+                return
+            case .conflict(nil):
+                throw .ledgerNotFound(ledgerID: ledgerID)
+            case .conflict(let now?):
+                if now.metadata.isClosed {
+                    remember(ledgerID: ledgerID, now)
+                    return
+                }
+                // Our own ensemble change landed after we read the version: keep its history.
+                entry.metadata.ensembles = now.metadata.ensembles
+                expected = now.version
+            }
+        }
+        throw .io("ledger \(ledgerID): could not close its metadata record after \(ReplicatedLedgerStoreLimits.maxMetadataAttempts) attempts")
+    }
+
+    // MARK: - Synchronous LedgerStore calls
 
     public func append(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping Completion) {
         eventLoop.execute {
@@ -85,18 +332,33 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
-        let (cached, nodes) = onLoop { () -> (ByteBuffer?, [StorageNodeAddress]) in
-            if let writer = self.writers[ledgerID] {
-                return (writer.pendingPayload(of: entryID), writer.writeSetNodes(of: entryID))
-            }
-            let ensemble = self.initialEnsemble(for: ledgerID)
-            return (nil, self.configuration.quorum.writeSet(of: entryID).map { ensemble[$0] })
+        do {
+            return try read(ledgerID: ledgerID, entryID: entryID, entry: try catalogEntry(ledgerID: ledgerID))
+        } catch {
+            // The auditor may have moved a closed ledger's entries off a lost node since this store
+            // read the record: read it again once, and retry if the ensembles changed.
+            guard case .metadata(let ledgers, _, _) = placement, let cached = catalog.withLockedValue({ $0[ledgerID] }),
+                  cached.metadata.isClosed,
+                  let fresh = try? blockingRun({ () async throws(LedgerStoreError) -> VersionedLedgerMetadata? in try await ledgers.read(ledgerID: ledgerID) }),
+                  fresh.metadata.ensembles != cached.metadata.ensembles
+            else { throw error }
+            remember(ledgerID: ledgerID, fresh)
+            return try read(ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
         }
-        if let cached { return cached }
+    }
+
+    private func read(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) throws(LedgerStoreError) -> ByteBuffer {
+        if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
+            throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
+        }
+        if entry.hasWriter, let pending = onLoop({ self.writers[ledgerID]?.pendingPayload(of: entryID) }) {
+            return pending
+        }
+        let nodes = entry.metadata.writeSetNodes(of: entryID)
         var lastError = LedgerStoreError.entryNotFound(ledgerID: ledgerID, entryID: entryID)
         var notFoundCount = 0
         for node in nodes {
-            switch request(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node) {
+            switch blockingRequest(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node) {
             case .success(let response) where response.status == .ok:
                 return response.body
             case .success(let response) where response.status == .notFound:
@@ -104,7 +366,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             case .success(let response):
                 lastError = Self.error(response, ledgerID: ledgerID)
             case .failure(let error):
-                lastError = .io("storage node \(node): \(error)")
+                lastError = .io("ledger \(ledgerID) entry \(entryID): storage node \(node) unreachable (\(error)), and no other node of the write set has the entry")
             }
         }
         if notFoundCount == nodes.count {
@@ -114,91 +376,62 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func lastAddConfirmed(ledgerID: Int64) -> Int64? {
-        let local = onLoop { self.writers[ledgerID]?.lastAddConfirmed }
-        if let local { return local }
-        // Not written here: the highest entry any node of the initial ensemble holds (a hint; `fence` recovers exactly).
+        guard let entry = try? catalogEntry(ledgerID: ledgerID) else { return nil }
+        if entry.metadata.isClosed { return entry.metadata.lastEntryID }
+        if entry.hasWriter, let local = onLoop({ self.writers[ledgerID]?.lastAddConfirmed }) {
+            return local
+        }
+        // Open and written elsewhere: the highest entry a node of the current ensemble holds (a
+        // hint; `recoverLedger` finds the exact end).
         var highest: Int64?
-        for node in initialEnsemble(for: ledgerID) {
-            if case .success(let response) = request(.readLastAddConfirmed(ledgerID: ledgerID), to: node),
+        for node in entry.metadata.currentEnsemble {
+            if case .success(let response) = blockingRequest(.readLastAddConfirmed(ledgerID: ledgerID), to: node),
                let value = response.lastAddConfirmed {
                 highest = max(highest ?? -1, value)
             }
         }
-        return highest
+        return highest ?? -1
     }
 
-    /// BookKeeper recovery: fences the ledger on every node of its ensembles (so no writer can
-    /// reach Qa again), then reads forward from the last entry known confirmed: the recovered
-    /// LastAddConfirmed is the highest entry such that it and every entry before it is readable
-    /// from some node. Needs a fence answer from at least `E - Qa + 1` nodes of the current
-    /// ensemble (then no ack quorum can form without a fenced node).
-    ///
-    /// Not yet: writing recovered entries back to the nodes of their write set that lack them
-    /// (fenced `LedgerStore`s refuse every append; it needs a recovery-add path in LedgerStorage)
-    /// — under-replicated entries wait for background re-replication.
+    /// `recoverLedger`, waited for on a semaphore (see the type's notes on threads).
     public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
-        let (history, knownConfirmed) = onLoop { () -> ([[StorageNodeAddress]], Int64) in
-            self.fencedLedgers.insert(ledgerID)
-            guard var writer = self.writers[ledgerID] else {
-                return ([self.initialEnsemble(for: ledgerID)], -1)
-            }
-            let actions = writer.stop(.fenced(ledgerID: ledgerID))
-            self.run(actions, ledgerID: ledgerID, writer: &writer)
-            self.writers[ledgerID] = writer
-            return (writer.ensembleHistory.map(\.ensemble), writer.lastAddConfirmed)
-        }
-        let current = history.last!
-        var allNodes: [StorageNodeAddress] = []
-        for ensemble in history { for node in ensemble where !allNodes.contains(node) { allNodes.append(node) } }
-        var fencedInCurrent = 0
-        for node in allNodes {
-            if case .success(let response) = request(.fence(ledgerID: ledgerID), to: node), response.status == .ok,
-               current.contains(node) {
-                fencedInCurrent += 1
-            }
-        }
-        let needed = configuration.quorum.ensembleSize - configuration.quorum.ackQuorumSize + 1
-        guard fencedInCurrent >= needed else {
-            throw .io("ledger \(ledgerID): fenced on \(fencedInCurrent) storage nodes, need \(needed)")
-        }
-        var last = knownConfirmed
-        while true {
-            do {
-                _ = try read(ledgerID: ledgerID, entryID: last + 1)
-                last += 1
-            } catch .entryNotFound {
-                break
-            } catch .ledgerNotFound {
-                break
-            }
-        }
-        logger.info("replicated-store.ledger-recovered", metadata: ["ledger.id": "\(ledgerID)", "ledger.lac": "\(last)"])
-        return last
+        try blockingRun { () async throws(LedgerStoreError) -> Int64 in try await self.recoverLedger(ledgerID: ledgerID) }
     }
 
+    /// Deletes the metadata record first (from then on the ledger does not exist for any broker),
+    /// then the entries on every node of its ensembles (best effort: a node that is down keeps
+    /// them as garbage).
     public func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) {
-        let history = onLoop { () -> [[StorageNodeAddress]] in
+        let entry = try catalogEntry(ledgerID: ledgerID)
+        _ = onLoop { () -> Void in
             if var writer = self.writers.removeValue(forKey: ledgerID) {
                 let actions = writer.stop(.ledgerNotFound(ledgerID: ledgerID))
                 self.run(actions, ledgerID: ledgerID, writer: &writer)
-                return writer.ensembleHistory.map(\.ensemble)
             }
-            return [self.initialEnsemble(for: ledgerID)]
+            self.replacements[ledgerID] = nil
         }
-        var nodes: Set<StorageNodeAddress> = []
-        for ensemble in history { nodes.formUnion(ensemble) }
-        var deleted = 0
-        for node in nodes.sorted() {
-            if case .success(let response) = request(.deleteLedger(ledgerID: ledgerID), to: node), response.status == .ok {
-                deleted += 1
+        if case .metadata(let ledgers, _, _) = placement {
+            try blockingRun { () async throws(LedgerStoreError) in try await ledgers.delete(ledgerID: ledgerID) }
+        }
+        catalog.withLockedValue { $0[ledgerID] = nil }
+        for node in entry.metadata.allNodes {
+            if case .success(let response) = blockingRequest(.deleteLedger(ledgerID: ledgerID), to: node),
+               response.status != .ok, response.status != .notFound {
+                logger.warning("replicated-store.delete-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
             }
         }
-        if deleted == 0 { throw .ledgerNotFound(ledgerID: ledgerID) }
+        logger.info("replicated-store.ledger-deleted", metadata: ["ledger.id": "\(ledgerID)"])
     }
 
-    /// Ledgers written through this store (no metadata yet to list the others).
+    /// Metadata mode: every ledger with a record. Fixed mode: the ledgers this store knows.
     public func ledgerIDs() -> [Int64] {
-        onLoop { self.writers.keys.sorted() }
+        if case .metadata(let ledgers, _, _) = placement {
+            if let ids = try? blockingRun({ () async throws(LedgerStoreError) -> [Int64] in try await ledgers.ledgerIDs() }) {
+                return ids
+            }
+            logger.warning("replicated-store.list-failed")
+        }
+        return catalog.withLockedValue { Array($0.keys) }.sorted()
     }
 
     public func close() {
@@ -223,21 +456,159 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
-    // MARK: - On the loop
+    // MARK: - Catalog
+
+    private func remember(ledgerID: Int64, _ record: VersionedLedgerMetadata) {
+        catalog.withLockedValue { catalog in
+            let hasWriter = catalog[ledgerID]?.hasWriter ?? false
+            catalog[ledgerID] = CatalogEntry(metadata: record.metadata, version: record.version, hasWriter: hasWriter && !record.metadata.isClosed)
+        }
+    }
+
+    /// The record of a ledger, from the catalog, else (metadata mode) read now — blocking, for a
+    /// ledger that was not opened — else (fixed mode) its initial ensemble.
+    private func catalogEntry(ledgerID: Int64) throws(LedgerStoreError) -> CatalogEntry {
+        if let entry = catalog.withLockedValue({ $0[ledgerID] }) { return entry }
+        switch placement {
+        case .fixed(let configuration):
+            return CatalogEntry(
+                metadata: LedgerMetadata(quorum: configuration.quorum, ensemble: initialEnsemble(for: ledgerID)), version: -1, hasWriter: false)
+        case .metadata(let ledgers, _, _):
+            logger.debug("replicated-store.ledger-not-opened", metadata: ["ledger.id": "\(ledgerID)"])
+            guard let record = try blockingRun({ () async throws(LedgerStoreError) -> VersionedLedgerMetadata? in
+                try await ledgers.read(ledgerID: ledgerID)
+            }) else {
+                throw .ledgerNotFound(ledgerID: ledgerID)
+            }
+            remember(ledgerID: ledgerID, record)
+            return CatalogEntry(metadata: record.metadata, version: record.version, hasWriter: false)
+        }
+    }
+
+    /// The record recovery starts from: read fresh from metadata (another store may have changed
+    /// it), or in fixed mode the catalog / initial ensemble.
+    private func recordForRecovery(ledgerID: Int64) async throws(LedgerStoreError) -> VersionedLedgerMetadata? {
+        switch placement {
+        case .metadata(let ledgers, _, _):
+            return try await ledgers.read(ledgerID: ledgerID)
+        case .fixed(let configuration):
+            if let entry = catalog.withLockedValue({ $0[ledgerID] }) {
+                return VersionedLedgerMetadata(metadata: entry.metadata, version: -1)
+            }
+            return VersionedLedgerMetadata(
+                metadata: LedgerMetadata(quorum: configuration.quorum, ensemble: initialEnsemble(for: ledgerID)), version: -1)
+        }
+    }
+
+    // MARK: - Placement
+
+    private func liveNodes(_ directory: StorageNodeDirectory) async throws(LedgerStoreError) -> [StorageNodeAddress] {
+        do {
+            return try await directory.liveNodes()
+        } catch {
+            throw LedgerMetadataStore.error(error, key: ReplicationMetadataKeys.storageNodesPrefix, doing: "list")
+        }
+    }
+
+    private func quarantine(_ node: StorageNodeAddress) {
+        failedNodes.withLockedValue { $0[node] = .now }
+    }
+
+    private func isQuarantined(_ node: StorageNodeAddress) -> Bool {
+        failedNodes.withLockedValue { failed in
+            guard let since = failed[node] else { return false }
+            if since.duration(to: .now) > ReplicatedLedgerStoreLimits.failedNodeQuarantine {
+                failed[node] = nil
+                return false
+            }
+            return true
+        }
+    }
+
+    /// `count` nodes of `candidates`, the least used by this store's open ledgers first, ties at random.
+    private func pickNodes(count: Int, from candidates: [StorageNodeAddress]) -> [StorageNodeAddress] {
+        let usage = catalog.withLockedValue { catalog -> [StorageNodeAddress: Int] in
+            var usage: [StorageNodeAddress: Int] = [:]
+            for entry in catalog.values where entry.hasWriter {
+                for node in entry.metadata.currentEnsemble { usage[node, default: 0] += 1 }
+            }
+            return usage
+        }
+        return Array(candidates.shuffled().sorted { usage[$0, default: 0] < usage[$1, default: 0] }.prefix(count))
+    }
+
+    /// Fixed mode: the initial ensemble, with nodes known to have failed swapped for healthy spares when possible.
+    private func placeFixedEnsemble(
+        for ledgerID: Int64, quorum: QuorumConfiguration, configuration: ReplicatedLedgerStoreConfiguration
+    ) -> [StorageNodeAddress] {
+        let nodes = configuration.nodes
+        let first = Int(ledgerID.magnitude % UInt64(nodes.count))
+        var ensemble = (0..<quorum.ensembleSize).map { nodes[(first + $0) % nodes.count] }
+        for index in ensemble.indices where isQuarantined(ensemble[index]) {
+            if let spare = nodes.first(where: { !isQuarantined($0) && !ensemble.contains($0) }) {
+                ensemble[index] = spare
+            }
+        }
+        return ensemble
+    }
+
+    // MARK: - Writers (on the loop)
+
+    private func installWriter(ledgerID: Int64, entry: CatalogEntry) async throws(LedgerStoreError) {
+        let refusal: LedgerStoreError?
+        do {
+            refusal = try await eventLoop.submit { () -> LedgerStoreError? in
+                if self.isClosed { return .closed }
+                guard self.writers[ledgerID] == nil else {
+                    return .io("ledger \(ledgerID) is already being written by this store; ledger ids must not be reused")
+                }
+                self.writers[ledgerID] = Writer(ledgerID: ledgerID, configuration: entry.metadata.quorum, ensemble: entry.metadata.currentEnsemble)
+                self.catalog.withLockedValue { $0[ledgerID] = entry }
+                return nil
+            }.get()
+        } catch {
+            throw .closed
+        }
+        if let refusal { throw refusal }
+    }
+
+    private func stopWriter(ledgerID: Int64, _ error: LedgerStoreError) async throws(LedgerStoreError) {
+        do {
+            try await eventLoop.submit {
+                if var writer = self.writers.removeValue(forKey: ledgerID) {
+                    let actions = writer.stop(error)
+                    self.run(actions, ledgerID: ledgerID, writer: &writer)
+                }
+                self.replacements[ledgerID] = nil
+                self.catalog.withLockedValue { $0[ledgerID]?.hasWriter = false }
+            }.get()
+        } catch {
+            throw .closed
+        }
+    }
 
     private func appendOnLoop(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping Completion) {
         if isClosed {
             completion(.failure(.closed))
             return
         }
-        var writer: LedgerWriteQuorum<StorageNodeAddress>
+        var writer: Writer
         if let existing = writers[ledgerID] {
             writer = existing
-        } else if fencedLedgers.contains(ledgerID) {
+        } else if catalog.withLockedValue({ $0[ledgerID] != nil }) {
+            // Recovered, closed or opened for reading here: not ours to write.
             completion(.failure(.fenced(ledgerID: ledgerID)))
             return
+        } else if case .fixed(let configuration) = placement {
+            // Fixed mode allows appending without `createLedger` (as before ledger metadata existed).
+            let ensemble = placeFixedEnsemble(for: ledgerID, quorum: configuration.quorum, configuration: configuration)
+            writer = Writer(ledgerID: ledgerID, configuration: configuration.quorum, ensemble: ensemble)
+            catalog.withLockedValue {
+                $0[ledgerID] = CatalogEntry(metadata: LedgerMetadata(quorum: configuration.quorum, ensemble: ensemble), version: -1, hasWriter: true)
+            }
         } else {
-            writer = LedgerWriteQuorum(ledgerID: ledgerID, configuration: configuration.quorum, ensemble: placeEnsemble(for: ledgerID))
+            completion(.failure(.io("ledger \(ledgerID) has no writer in this store: call createLedger before the first append")))
+            return
         }
         completions[ledgerID, default: [:]][entryID] = completion
         let actions = writer.addEntry(entryID: entryID, payload: payload)
@@ -245,36 +616,25 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         writers[ledgerID] = writer
     }
 
-    /// The initial ensemble, with nodes known to have failed swapped for healthy spares when possible.
-    private func placeEnsemble(for ledgerID: Int64) -> [StorageNodeAddress] {
-        var ensemble = initialEnsemble(for: ledgerID)
-        for index in ensemble.indices where failedNodes.contains(ensemble[index]) {
-            if let spare = configuration.nodes.first(where: { !failedNodes.contains($0) && !ensemble.contains($0) }) {
-                ensemble[index] = spare
-            }
-        }
-        return ensemble
-    }
-
-    private func event(ledgerID: Int64, _ body: (inout LedgerWriteQuorum<StorageNodeAddress>) -> [LedgerWriteQuorum<StorageNodeAddress>.Action]) {
+    private func event(ledgerID: Int64, _ body: (inout Writer) -> [Writer.Action]) {
         guard var writer = writers[ledgerID] else { return }
         let actions = body(&writer)
         run(actions, ledgerID: ledgerID, writer: &writer)
         writers[ledgerID] = writer
     }
 
-    /// Carries out the state machine's actions; follow-up events (a replacement) are fed back at once.
-    private func run(_ actions: [LedgerWriteQuorum<StorageNodeAddress>.Action], ledgerID: Int64, writer: inout LedgerWriteQuorum<StorageNodeAddress>) {
+    /// Carries out the state machine's actions. Fixed mode answers a replacement at once; metadata
+    /// mode queues it and records it in metadata first (`startReplacement`).
+    private func run(_ actions: [Writer.Action], ledgerID: Int64, writer: inout Writer) {
         for action in actions {
             switch action {
             case .sendEntry(let entryID, let payload, let node):
-                client(for: node)
-                    .flatMap { $0.send(.addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload)) }
-                    .whenComplete { result in
-                      // Always a fresh loop turn: a failure can complete synchronously inside `run`,
-                      // which holds this ledger's writer as an `inout` copy.
-                      self.eventLoop.execute {
-                        let writeResult: LedgerWriteQuorum<StorageNodeAddress>.WriteResult
+                let request = StorageRequest.addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload)
+                send(request, to: node).whenComplete { result in
+                    // Always a fresh loop turn: a failure can complete synchronously inside `run`,
+                    // which holds this ledger's writer as an `inout` copy.
+                    self.eventLoop.execute {
+                        let writeResult: Writer.WriteResult
                         switch result {
                         case .success(let response) where response.status == .ok: writeResult = .ok
                         case .success(let response) where response.status == .fenced: writeResult = .fenced
@@ -285,26 +645,36 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
                         case .failure(let error):
                             self.logger.warning("replicated-store.write-failed", metadata: [
                                 "ledger.id": "\(ledgerID)", "entry.id": "\(entryID)", "node": "\(node)", "error": "\(error)"])
-                            self.clients[node] = nil
                             writeResult = .failed
                         }
                         self.event(ledgerID: ledgerID) { $0.writeCompleted(entryID: entryID, node: node, result: writeResult) }
-                      }
                     }
-            case .replaceNode(let index, let failed):
-                failedNodes.insert(failed)
-                clients[failed] = nil
-                let replacement = configuration.nodes.first { !failedNodes.contains($0) && !writer.ensemble.contains($0) }
-                let followUp: [LedgerWriteQuorum<StorageNodeAddress>.Action]
-                if let replacement {
-                    logger.notice("replicated-store.ensemble-changed", metadata: [
-                        "ledger.id": "\(ledgerID)", "failed": "\(failed)", "replacement": "\(replacement)"])
-                    followUp = writer.nodeReplaced(ensembleIndex: index, with: replacement)
-                } else {
-                    logger.warning("replicated-store.no-replacement", metadata: ["ledger.id": "\(ledgerID)", "failed": "\(failed)"])
-                    followUp = writer.replacementUnavailable(ensembleIndex: index)
                 }
-                run(followUp, ledgerID: ledgerID, writer: &writer)
+            case .replaceNode(let index, let failed):
+                quarantine(failed)
+                clients[failed] = nil
+                switch placement {
+                case .fixed(let configuration):
+                    let replacement = configuration.nodes.first { !isQuarantined($0) && !writer.ensemble.contains($0) }
+                    let followUp: [Writer.Action]
+                    if let replacement {
+                        logger.notice("replicated-store.ensemble-changed", metadata: [
+                            "ledger.id": "\(ledgerID)", "failed": "\(failed)", "replacement": "\(replacement)"])
+                        followUp = writer.nodeReplaced(ensembleIndex: index, with: replacement)
+                        let history = writer.ensembleHistory
+                        catalog.withLockedValue { catalog in
+                            catalog[ledgerID]?.metadata.ensembles = history.map { LedgerMetadata.Segment(firstEntryID: $0.firstEntryID, nodes: $0.ensemble) }
+                        }
+                    } else {
+                        logger.warning("replicated-store.no-replacement", metadata: ["ledger.id": "\(ledgerID)", "failed": "\(failed)"])
+                        followUp = writer.replacementUnavailable(ensembleIndex: index)
+                    }
+                    run(followUp, ledgerID: ledgerID, writer: &writer)
+                case .metadata:
+                    replacements[ledgerID, default: ReplacementQueue()].pending.append((index, failed))
+                    // Starts on the next loop turn, once `writer` is stored back.
+                    eventLoop.execute { self.startReplacement(ledgerID: ledgerID) }
+                }
             case .confirmEntries(let from, let through):
                 for entryID in from...through {
                     completions[ledgerID]?.removeValue(forKey: entryID)?(.success(()))
@@ -317,9 +687,224 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
+    /// Records the next queued ensemble change of `ledgerID` in metadata (one at a time per ledger).
+    private func startReplacement(ledgerID: Int64) {
+        guard var queue = replacements[ledgerID], !queue.inFlight, let next = queue.pending.first,
+              let writer = writers[ledgerID], case .metadata(let ledgers, let directory, _) = placement
+        else { return }
+        guard writer.state == .writing else {
+            replacements[ledgerID] = nil
+            return
+        }
+        queue.inFlight = true
+        replacements[ledgerID] = queue
+        let segmentStart = writer.nextSegmentFirstEntryID
+        let ensemble = writer.ensemble
+        Task {
+            let outcome = await self.recordReplacement(
+                ledgerID: ledgerID, index: next.index, failed: next.failed, segmentStart: segmentStart, ensemble: ensemble,
+                ledgers: ledgers, directory: directory)
+            self.eventLoop.execute { self.replacementRecorded(ledgerID: ledgerID, index: next.index, failed: next.failed, outcome: outcome) }
+        }
+    }
+
+    /// The compare-and-set of one ensemble change, retried on transient failures and on a version
+    /// race with a record that is still open.
+    private func recordReplacement(
+        ledgerID: Int64, index: Int, failed: StorageNodeAddress, segmentStart: Int64, ensemble: [StorageNodeAddress],
+        ledgers: LedgerMetadataStore, directory: StorageNodeDirectory
+    ) async -> ReplacementOutcome {
+        var lastError = LedgerStoreError.io("ledger \(ledgerID): ensemble change not recorded")
+        var backoff = ReplicatedLedgerStoreLimits.metadataRetryBackoff
+        for _ in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+            do {
+                directory.invalidate()
+                let candidates = try await liveNodes(directory).filter { !ensemble.contains($0) && $0 != failed && !isQuarantined($0) }
+                guard let replacement = pickNodes(count: 1, from: candidates).first else { return .unavailable }
+                guard let current = catalog.withLockedValue({ $0[ledgerID] }) else { return .fenced }
+                if current.metadata.isClosed { return .fenced }
+                let changed = current.metadata.replacingNode(at: index, with: replacement, fromEntryID: segmentStart)
+                switch try await ledgers.write(ledgerID: ledgerID, changed, expectedVersion: current.version) {
+                case .written(let written):
+                    remember(ledgerID: ledgerID, written)
+                    return .replaced(replacement)
+                case .conflict(nil):
+                    return .fenced
+                case .conflict(let now?):
+                    if now.metadata.isClosed { return .fenced }
+                    // Still open, so only this store changes it: take the newer version and try again.
+                    remember(ledgerID: ledgerID, now)
+                }
+            } catch {
+                lastError = error
+                logger.warning("replicated-store.ensemble-change-retry", metadata: ["ledger.id": "\(ledgerID)", "error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff *= 2
+            }
+        }
+        return .failed(lastError)
+    }
+
+    private func replacementRecorded(ledgerID: Int64, index: Int, failed: StorageNodeAddress, outcome: ReplacementOutcome) {
+        guard var queue = replacements[ledgerID] else { return }
+        queue.inFlight = false
+        if !queue.pending.isEmpty { queue.pending.removeFirst() }
+        replacements[ledgerID] = queue
+        let base: Logger.Metadata = ["ledger.id": "\(ledgerID)", "failed": "\(failed)", "ensemble.index": "\(index)"]
+        switch outcome {
+        case .replaced(let replacement):
+            logger.notice("replicated-store.ensemble-changed", metadata: base.merging(["replacement": "\(replacement)"]) { $1 })
+            event(ledgerID: ledgerID) { $0.nodeReplaced(ensembleIndex: index, with: replacement) }
+        case .unavailable:
+            logger.warning("replicated-store.no-replacement", metadata: base)
+            event(ledgerID: ledgerID) { $0.replacementUnavailable(ensembleIndex: index) }
+        case .fenced:
+            logger.notice("replicated-store.writer-fenced-by-metadata", metadata: base)
+            event(ledgerID: ledgerID) { $0.stop(.fenced(ledgerID: ledgerID)) }
+        case .failed(let error):
+            logger.error("replicated-store.ensemble-change-failed", metadata: base.merging(["error": "\(error)"]) { $1 })
+            event(ledgerID: ledgerID) { $0.stop(error) }
+        }
+        startReplacement(ledgerID: ledgerID)
+    }
+
+    // MARK: - Recovery
+
+    /// Fence on the current ensemble, find the last entry, write back. Returns the last entry id.
+    private func fenceAndRecover(ledgerID: Int64, metadata: LedgerMetadata) async throws(LedgerStoreError) -> Int64 {
+        let ensemble = metadata.currentEnsemble
+        let firstEntryID = metadata.ensembles[metadata.ensembles.count - 1].firstEntryID
+        var fenced: [StorageNodeAddress] = []
+        for (node, result) in await requestAll(ensemble.map { ($0, StorageRequest.fence(ledgerID: ledgerID)) }) {
+            switch result {
+            case .success(let response) where response.status == .ok:
+                fenced.append(node)
+            case .success(let response):
+                logger.warning("replicated-store.fence-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
+            case .failure(let error):
+                logger.warning("replicated-store.fence-failed", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(error)"])
+            }
+        }
+        let needed = metadata.ensembleSize - metadata.ackQuorumSize + 1
+        guard fenced.count >= needed else {
+            throw .io("ledger \(ledgerID): fenced on \(fenced.count) of its \(ensemble.count) storage nodes, need \(needed); start the missing nodes (\(ensemble.filter { !fenced.contains($0) }.map(\.description).joined(separator: ", "))) and retry")
+        }
+        // Which entries of the last segment each fenced node holds.
+        var held: [StorageNodeAddress: Set<Int64>] = [:]
+        for node in fenced {
+            if let ids = await listEntries(ledgerID: ledgerID, from: firstEntryID, on: node) {
+                held[node] = Set(ids)
+            }
+        }
+        guard held.count >= needed else {
+            throw .io("ledger \(ledgerID): listed entries on \(held.count) storage nodes, need \(needed); retry")
+        }
+        var lastEntryID = firstEntryID - 1
+        while held.values.contains(where: { $0.contains(lastEntryID + 1) }) {
+            lastEntryID += 1
+        }
+        if lastEntryID >= firstEntryID {
+            let written = await writeBack(ledgerID: ledgerID, metadata: metadata, entries: firstEntryID...lastEntryID, held: held)
+            if written > 0 {
+                logger.info("replicated-store.recovery-written-back", metadata: ["ledger.id": "\(ledgerID)", "entries.copied": "\(written)"])
+            }
+        }
+        return lastEntryID
+    }
+
+    /// Copies each entry of `entries` to the nodes of its write set that are in `held` (answered)
+    /// and lack it, with a recovery add. Returns the number of copies made; failures are logged
+    /// and left to the auditor.
+    func writeBack(
+        ledgerID: Int64, metadata: LedgerMetadata, entries: ClosedRange<Int64>, held: [StorageNodeAddress: Set<Int64>]
+    ) async -> Int {
+        var copies = 0
+        for entryID in entries {
+            let targets = metadata.writeSetNodes(of: entryID).filter { held[$0].map { !$0.contains(entryID) } ?? false }
+            guard !targets.isEmpty else { continue }
+            let sources = held.filter { $0.value.contains(entryID) }.map(\.key).sorted()
+            guard let payload = await readEntry(ledgerID: ledgerID, entryID: entryID, from: sources) else {
+                logger.warning("replicated-store.write-back-unreadable", metadata: ["ledger.id": "\(ledgerID)", "entry.id": "\(entryID)"])
+                continue
+            }
+            copies += await recoveryAdd(ledgerID: ledgerID, entryID: entryID, payload: payload, to: targets)
+        }
+        return copies
+    }
+
+    /// Sends a recovery add to each target; returns how many accepted it.
+    func recoveryAdd(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, to targets: [StorageNodeAddress]) async -> Int {
+        var accepted = 0
+        let requests = targets.map { ($0, StorageRequest.recoveryAddEntry(ledgerID: ledgerID, entryID: entryID, payload: payload)) }
+        for (node, result) in await requestAll(requests) {
+            if case .success(let response) = result, response.status == .ok {
+                accepted += 1
+            } else {
+                logger.warning("replicated-store.recovery-add-failed", metadata: [
+                    "ledger.id": "\(ledgerID)", "entry.id": "\(entryID)", "node": "\(node)", "result": "\(result)"])
+            }
+        }
+        return accepted
+    }
+
+    /// The entry from the first of `sources` that has it.
+    func readEntry(ledgerID: Int64, entryID: Int64, from sources: [StorageNodeAddress]) async -> ByteBuffer? {
+        for node in sources {
+            if let response = try? await send(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node).get(), response.status == .ok {
+                return response.body
+            }
+        }
+        return nil
+    }
+
+    /// Every entry id `node` holds for the ledger from `fromEntryID` on (paged); nil if it did not answer.
+    func listEntries(ledgerID: Int64, from fromEntryID: Int64, on node: StorageNodeAddress) async -> [Int64]? {
+        var ids: [Int64] = []
+        var from = fromEntryID
+        while true {
+            guard let response = try? await send(.listEntries(ledgerID: ledgerID, fromEntryID: from), to: node).get() else { return nil }
+            if response.status == .notFound { return ids }
+            guard let page = response.entryIDs else { return nil }
+            ids += page
+            guard page.count == ReplicationLimits.maxListedEntriesPerResponse, let last = page.last else { return ids }
+            from = last + 1
+        }
+    }
+
+    /// Sends each request and waits for all answers, in the given order.
+    func requestAll(_ requests: [(StorageNodeAddress, StorageRequest)]) async -> [(StorageNodeAddress, Result<StorageResponse, any Error>)] {
+        let futures = requests.map { (node, request) in (node, send(request, to: node)) }
+        var results: [(StorageNodeAddress, Result<StorageResponse, any Error>)] = []
+        for (node, future) in futures {
+            do {
+                results.append((node, .success(try await future.get())))
+            } catch {
+                quarantineIfUnreachable(node, error)
+                results.append((node, .failure(error)))
+            }
+        }
+        return results
+    }
+
+    private func quarantineIfUnreachable(_ node: StorageNodeAddress, _ error: any Error) {
+        if error is ReplicationError || error is ChannelError || error is IOError {
+            quarantine(node)
+        }
+    }
+
+    // MARK: - Connections
+
+    /// Sends one request to `node` (connecting if needed). Thread-safe; completes on the store's loop.
+    func send(_ request: StorageRequest, to node: StorageNodeAddress) -> EventLoopFuture<StorageResponse> {
+        eventLoop.flatSubmit { self.client(for: node).flatMap { $0.send(request) } }
+    }
+
     private func client(for node: StorageNodeAddress) -> EventLoopFuture<StorageNodeClient> {
+        if isClosed {
+            return eventLoop.makeFailedFuture(ReplicationError(.connectionClosed, "replicated ledger store is closed"))
+        }
         if let existing = clients[node] { return existing }
-        let connecting = StorageNodeClient.connect(to: node, eventLoopGroup: eventLoop, requestTimeout: configuration.requestTimeout)
+        let connecting = StorageNodeClient.connect(to: node, eventLoopGroup: eventLoop, requestTimeout: requestTimeout)
         clients[node] = connecting
         connecting.whenComplete { result in
             if case .success(let client) = result {
@@ -333,12 +918,11 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         return connecting
     }
 
-    // MARK: - Blocking helpers
+    // MARK: - Blocking helpers (synchronous LedgerStore calls only)
 
-    private func request(_ request: StorageRequest, to node: StorageNodeAddress) -> Result<StorageResponse, any Error> {
-        let future = eventLoop.flatSubmit { self.client(for: node).flatMap { $0.send(request) } }
+    private func blockingRequest(_ request: StorageRequest, to node: StorageNodeAddress) -> Result<StorageResponse, any Error> {
         do {
-            return .success(try Self.blockingWait(future))
+            return .success(try Self.blockingWait(send(request, to: node)))
         } catch {
             return .failure(error)
         }
@@ -347,6 +931,27 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
         if eventLoop.inEventLoop { return body() }
         return try! Self.blockingWait(eventLoop.submit(body))
+    }
+
+    /// Runs async work (metadata calls) and waits for it on a semaphore.
+    private func blockingRun<T: Sendable>(_ body: @escaping @Sendable () async throws(LedgerStoreError) -> T) throws(LedgerStoreError) -> T {
+        precondition(!eventLoop.inEventLoop, "blocking on the replicated store's own event loop")
+        let semaphore = DispatchSemaphore(value: 0)
+        let box = NIOLockedValueBox<Result<T, LedgerStoreError>?>(nil)
+        Task {
+            let result: Result<T, LedgerStoreError>
+            do {
+                result = .success(try await body())
+            } catch let error as LedgerStoreError {
+                result = .failure(error)
+            } catch {
+                result = .failure(.io("\(error)"))
+            }
+            box.withLockedValue { $0 = result }
+            semaphore.signal()
+        }
+        semaphore.wait()
+        return try box.withLockedValue { $0! }.get()
     }
 
     /// Waits for `future` on a semaphore (EventLoopFuture.wait refuses any event-loop thread, and
@@ -363,11 +968,17 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         return try box.withLockedValue { $0! }.get()
     }
 
-    private static func error(_ response: StorageResponse, ledgerID: Int64) -> LedgerStoreError {
+    static func error(_ response: StorageResponse, ledgerID: Int64) -> LedgerStoreError {
         switch response.status {
         case .fenced: return .fenced(ledgerID: ledgerID)
         case .corrupted: return .corrupted(response.text)
         default: return .io(response.text)
         }
+    }
+}
+
+extension QuorumConfiguration {
+    public init(_ options: LedgerReplicationOptions) {
+        self.init(ensembleSize: options.ensembleSize, writeQuorumSize: options.writeQuorumSize, ackQuorumSize: options.ackQuorumSize)
     }
 }

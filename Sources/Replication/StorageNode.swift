@@ -61,9 +61,11 @@ public final class StorageNode: @unchecked Sendable {
     }
 
     /// Stores entry `entryID`; `completion` runs once it is durable. An entry already held
-    /// completes at once with success (idempotent re-sends and recovery write-backs).
+    /// completes at once with success (idempotent re-sends and recovery write-backs), or with
+    /// `.fenced` for an ordinary add once the ledger is fenced. `recovery: true` (a recovery add:
+    /// a recovering writer or the auditor writing back an entry) is accepted on a fenced ledger.
     public func addEntry(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool = false,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
         guard entryID >= 0 else {
@@ -79,7 +81,7 @@ public final class StorageNode: @unchecked Sendable {
         lock.lock()
         var index = ledgers[ledgerID] ?? LedgerIndex()
         if index.localEntryByEntryID[entryID] != nil {
-            let fenced = fencedLedgers.contains(ledgerID)
+            let fenced = fencedLedgers.contains(ledgerID) && !recovery
             lock.unlock()
             completion(fenced ? .failure(.fenced(ledgerID: ledgerID)) : .success(()))
             return
@@ -88,7 +90,7 @@ public final class StorageNode: @unchecked Sendable {
         index.nextLocalEntryID += 1
         index.localEntryByEntryID[entryID] = local
         ledgers[ledgerID] = index
-        store.append(ledgerID: ledgerID, entryID: local, payload: record) { result in
+        store.append(ledgerID: ledgerID, entryID: local, payload: record, recovery: recovery) { result in
             if case .success = result {
                 durableMaximum.withLockedValue { maxima in
                     maxima[ledgerID] = max(maxima[ledgerID] ?? -1, entryID)
@@ -111,6 +113,17 @@ public final class StorageNode: @unchecked Sendable {
             throw .corrupted("ledger \(ledgerID) local entry \(local) does not hold entry \(entryID)")
         }
         return stored
+    }
+
+    /// The entry ids held for the ledger from `fromEntryID` on, ascending, at most `limit`; nil if
+    /// the ledger is unknown. Includes entries whose append is not yet durable (the auditor only
+    /// copies what is missing; a copy of an entry in flight is answered ok at once).
+    public func entryIDs(ledgerID: Int64, from fromEntryID: Int64, limit: Int) -> [Int64]? {
+        lock.lock()
+        let ids = ledgers[ledgerID].map { Array($0.localEntryByEntryID.keys) }
+        lock.unlock()
+        guard let ids else { return nil }
+        return Array(ids.filter { $0 >= fromEntryID }.sorted().prefix(limit))
     }
 
     /// Highest entry id held durably, -1 if none, nil if the ledger is unknown.
@@ -163,6 +176,19 @@ public final class StorageNode: @unchecked Sendable {
                 case .success: respond(StorageResponse(requestType: type, status: .ok))
                 case .failure(let error): respond(failure(error))
                 }
+            }
+        case .recoveryAddEntry(let ledgerID, let entryID, let payload):
+            addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: true) { result in
+                switch result {
+                case .success: respond(StorageResponse(requestType: type, status: .ok))
+                case .failure(let error): respond(failure(error))
+                }
+            }
+        case .listEntries(let ledgerID, let fromEntryID):
+            if let ids = entryIDs(ledgerID: ledgerID, from: fromEntryID, limit: ReplicationLimits.maxListedEntriesPerResponse) {
+                respond(StorageResponse(requestType: type, status: .ok, body: StorageResponse.entryList(ids)))
+            } else {
+                respond(failure(.ledgerNotFound(ledgerID: ledgerID)))
             }
         case .readEntry(let ledgerID, let entryID):
             do {

@@ -10,6 +10,9 @@ public enum ReplicationLimits {
     public static let minFrameSizeBytes = 1 + 8
     /// Requests one client connection may have in flight.
     public static let maxPendingRequestsPerConnection = 10_000
+    /// Most entry ids one `listEntries` answer carries (8 bytes each); the client asks again from
+    /// the last id + 1 when an answer is full.
+    public static let maxListedEntriesPerResponse = 65_536
 }
 
 /// What a storage-node request asks for. The wire layout is in `docs/STORAGE_PROTOCOL.md`.
@@ -19,6 +22,12 @@ public enum StorageRequest: Sendable, Equatable {
     case readLastAddConfirmed(ledgerID: Int64)
     case fence(ledgerID: Int64)
     case deleteLedger(ledgerID: Int64)
+    /// Like `addEntry`, but accepted when the ledger is fenced on the node: a recovering writer or
+    /// the re-replication auditor writing back an entry that belongs to the ledger's closed range.
+    case recoveryAddEntry(ledgerID: Int64, entryID: Int64, payload: ByteBuffer)
+    /// The entry ids the node holds durably for the ledger, from `fromEntryID` on, ascending, at
+    /// most `ReplicationLimits.maxListedEntriesPerResponse`.
+    case listEntries(ledgerID: Int64, fromEntryID: Int64)
 
     /// The request's type byte; its response uses `type | 0x80`.
     public var typeByte: UInt8 {
@@ -28,13 +37,16 @@ public enum StorageRequest: Sendable, Equatable {
         case .readLastAddConfirmed: return 3
         case .fence: return 4
         case .deleteLedger: return 5
+        case .recoveryAddEntry: return 6
+        case .listEntries: return 7
         }
     }
 
     public var ledgerID: Int64 {
         switch self {
         case .addEntry(let ledgerID, _, _), .readEntry(let ledgerID, _), .readLastAddConfirmed(let ledgerID),
-             .fence(let ledgerID), .deleteLedger(let ledgerID):
+             .fence(let ledgerID), .deleteLedger(let ledgerID), .recoveryAddEntry(let ledgerID, _, _),
+             .listEntries(let ledgerID, _):
             return ledgerID
         }
     }
@@ -66,8 +78,8 @@ public enum StorageStatus: UInt8, Sendable, Equatable {
 }
 
 /// A storage node's answer. `body` is: the entry for `readEntry`; `[i64 lastAddConfirmed]` for
-/// `readLastAddConfirmed` and `fence`; empty for `addEntry` and `deleteLedger`; UTF-8 text for a
-/// status other than `ok`.
+/// `readLastAddConfirmed` and `fence`; `[u32 count][i64 entryID × count]` for `listEntries`; empty
+/// for `addEntry`, `recoveryAddEntry` and `deleteLedger`; UTF-8 text for a status other than `ok`.
 public struct StorageResponse: Sendable, Equatable {
     /// The request type byte this answers (without the 0x80 bit).
     public var requestType: UInt8
@@ -84,6 +96,23 @@ public struct StorageResponse: Sendable, Equatable {
     public var lastAddConfirmed: Int64? {
         guard status == .ok else { return nil }
         return body.getInteger(at: body.readerIndex, as: Int64.self)
+    }
+
+    /// The entry ids a `listEntries` answer carries (nil if it is not an ok answer of that shape).
+    public var entryIDs: [Int64]? {
+        guard status == .ok, let count = body.getInteger(at: body.readerIndex, as: UInt32.self),
+              body.readableBytes == 4 + Int(count) * 8
+        else { return nil }
+        return (0..<Int(count)).map { body.getInteger(at: body.readerIndex + 4 + $0 * 8, as: Int64.self)! }
+    }
+
+    /// The body of a `listEntries` answer.
+    public static func entryList(_ entryIDs: [Int64]) -> ByteBuffer {
+        var body = ByteBuffer()
+        body.reserveCapacity(4 + entryIDs.count * 8)
+        body.writeInteger(UInt32(entryIDs.count))
+        for entryID in entryIDs { body.writeInteger(entryID) }
+        return body
     }
 
     /// The body as text (error responses).
@@ -128,11 +157,11 @@ public enum StorageMessageEncoder {
             buffer.writeInteger(request.typeByte)
             buffer.writeInteger(requestID)
             switch request {
-            case .addEntry(let ledgerID, let entryID, var payload):
+            case .addEntry(let ledgerID, let entryID, var payload), .recoveryAddEntry(let ledgerID, let entryID, var payload):
                 buffer.writeInteger(ledgerID)
                 buffer.writeInteger(entryID)
                 buffer.writeBuffer(&payload)
-            case .readEntry(let ledgerID, let entryID):
+            case .readEntry(let ledgerID, let entryID), .listEntries(let ledgerID, let entryID):
                 buffer.writeInteger(ledgerID)
                 buffer.writeInteger(entryID)
             case .readLastAddConfirmed(let ledgerID), .fence(let ledgerID), .deleteLedger(let ledgerID):
@@ -203,7 +232,7 @@ public struct StorageMessageDecoder: NIOSingleStepByteToMessageDecoder {
         }
         if type & 0x80 != 0 {
             let requestType = type & 0x7f
-            guard (1...5).contains(requestType) else {
+            guard (1...7).contains(requestType) else {
                 throw ReplicationError(.unknownType, "unknown response type \(type)")
             }
             guard let statusByte = frame.readInteger(as: UInt8.self) else {
@@ -215,7 +244,11 @@ public struct StorageMessageDecoder: NIOSingleStepByteToMessageDecoder {
             if status == .ok, requestType == 3 || requestType == 4, frame.readableBytes != 8 {
                 throw ReplicationError(.malformedFrame, "last-add-confirmed response of \(frame.readableBytes) bytes")
             }
-            return .response(requestID: requestID, StorageResponse(requestType: requestType, status: status, body: frame))
+            let response = StorageResponse(requestType: requestType, status: status, body: frame)
+            if status == .ok, requestType == 7, response.entryIDs == nil {
+                throw ReplicationError(.malformedFrame, "entry list response of \(frame.readableBytes) bytes does not match its count")
+            }
+            return .response(requestID: requestID, response)
         }
         let request: StorageRequest
         switch type {
@@ -240,6 +273,15 @@ public struct StorageMessageDecoder: NIOSingleStepByteToMessageDecoder {
             let ledgerID = try int64()
             try end()
             request = .deleteLedger(ledgerID: ledgerID)
+        case 6:
+            let ledgerID = try int64()
+            let entryID = try int64()
+            request = .recoveryAddEntry(ledgerID: ledgerID, entryID: entryID, payload: frame)
+        case 7:
+            let ledgerID = try int64()
+            let fromEntryID = try int64()
+            try end()
+            request = .listEntries(ledgerID: ledgerID, fromEntryID: fromEntryID)
         default:
             throw ReplicationError(.unknownType, "unknown request type \(type)")
         }

@@ -81,6 +81,23 @@ struct FileLedgerStoreTests {
         #expect(appendAndWait(recovered, ledgerID: 2, entryID: 30, payload: makePayload(ledgerID: 2, entryID: 30, size: 1)) == .fenced(ledgerID: 2))
     }
 
+    @Test func journalReplayKeepsRecoveryAddsAfterAFence() throws {
+        let fixture = try StoreFixture(.file)
+        defer { fixture.tearDown() }
+        fill(fixture.store, ledgers: 1...1, count: 3)
+        #expect(try fixture.store.fence(ledgerID: 1) == 2)
+        for entryID in Int64(3)..<5 {
+            #expect(appendAndWait(fixture.store, ledgerID: 1, entryID: entryID, payload: makePayload(ledgerID: 1, entryID: entryID, size: 120), recovery: true) == nil)
+        }
+        // The copy has no checkpoint after the fence: the replay meets fence, then the recovery adds.
+        let copy = try crashCopy(of: fixture.directory)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        let recovered = try open(copy)
+        defer { recovered.close() }
+        try expectEntries(recovered, ledgerID: 1, count: 5)
+        #expect(appendAndWait(recovered, ledgerID: 1, entryID: 5, payload: makePayload(ledgerID: 1, entryID: 5, size: 1)) == .fenced(ledgerID: 1))
+    }
+
     @Test func crashAfterCheckpointsAndRollsKeepsEveryCompletedEntry() throws {
         let fixture = try StoreFixture(.file) { configuration in
             configuration.entryLogMaxBytes = 4 * 1024

@@ -78,10 +78,12 @@ final class Collected<Value: Sendable>: @unchecked Sendable {
 
 /// Appends and blocks until the completion ran. Returns nil on success, else the error.
 @discardableResult
-func appendAndWait(_ store: any LedgerStore, ledgerID: Int64, entryID: Int64, payload: ByteBuffer) -> LedgerStoreError? {
+func appendAndWait(
+    _ store: any LedgerStore, ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool = false
+) -> LedgerStoreError? {
     let results = Collected<Result<Void, LedgerStoreError>>()
     let done = DispatchSemaphore(value: 0)
-    store.append(ledgerID: ledgerID, entryID: entryID, payload: payload) { result in
+    store.append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery) { result in
         results.append(result)
         done.signal()
     }

@@ -80,6 +80,29 @@ struct LedgerStoreTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func recoveryAddsAreAcceptedAfterTheFence(kind: StoreKind) throws {
+        let fixture = try StoreFixture(kind)
+        defer { fixture.tearDown() }
+        let store = fixture.store
+        appendAndWait(store, ledgerID: 5, entryID: 0, payload: makePayload(ledgerID: 5, entryID: 0, size: 64))
+        #expect(try store.fence(ledgerID: 5) == 0)
+        #expect(try store.fence(ledgerID: 6) == -1)
+        // A storage node writing back recovered entries: same entry-id rule, fence ignored.
+        #expect(appendAndWait(store, ledgerID: 5, entryID: 1, payload: makePayload(ledgerID: 5, entryID: 1, size: 64), recovery: true) == nil)
+        #expect(appendAndWait(store, ledgerID: 5, entryID: 3, payload: makePayload(ledgerID: 5, entryID: 3, size: 64), recovery: true)
+            == .outOfOrder(ledgerID: 5, expected: 2, got: 3))
+        #expect(appendAndWait(store, ledgerID: 6, entryID: 0, payload: makePayload(ledgerID: 6, entryID: 0, size: 8), recovery: true) == nil)
+        // Ordinary appends stay refused.
+        #expect(appendAndWait(store, ledgerID: 5, entryID: 2, payload: makePayload(ledgerID: 5, entryID: 2, size: 64)) == .fenced(ledgerID: 5))
+        try fixture.reopen()
+        let reopened = fixture.store
+        #expect(reopened.lastAddConfirmed(ledgerID: 5) == 1)
+        #expect(try reopened.read(ledgerID: 5, entryID: 1) == makePayload(ledgerID: 5, entryID: 1, size: 64))
+        #expect(try reopened.read(ledgerID: 6, entryID: 0) == makePayload(ledgerID: 6, entryID: 0, size: 8))
+        #expect(appendAndWait(reopened, ledgerID: 6, entryID: 1, payload: makePayload(ledgerID: 6, entryID: 1, size: 8)) == .fenced(ledgerID: 6))
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func deleteLedgerForgetsIt(kind: StoreKind) throws {
         let fixture = try StoreFixture(kind)
         defer { fixture.tearDown() }

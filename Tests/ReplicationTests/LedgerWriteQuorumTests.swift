@@ -77,4 +77,25 @@ import Testing
         #expect(quorum.addEntry(entryID: 2, payload: payload) == [.failEntries([2], .fenced(ledgerID: 9))])
         #expect(quorum.lastAddConfirmed == -1)
     }
+
+    @Test func confirmationsWaitForAnEnsembleChange() {
+        var quorum = Quorum(ledgerID: 1, configuration: .init(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 2), ensemble: ["a", "b", "c"])
+        _ = quorum.addEntry(entryID: 0, payload: payload)
+        _ = quorum.writeCompleted(entryID: 0, node: "a", result: .ok)
+        _ = quorum.writeCompleted(entryID: 0, node: "b", result: .ok)
+        #expect(quorum.lastAddConfirmed == 0)
+        // A failure for an entry already confirmed still replaces the node.
+        #expect(quorum.writeCompleted(entryID: 0, node: "c", result: .failed) == [.replaceNode(ensembleIndex: 2, failed: "c")])
+        _ = quorum.addEntry(entryID: 1, payload: payload)
+        _ = quorum.writeCompleted(entryID: 1, node: "a", result: .ok)
+        // Qa is met, but the change (being recorded in metadata) holds the confirmation, so the
+        // new segment's first entry stays lastAddConfirmed + 1.
+        #expect(quorum.writeCompleted(entryID: 1, node: "b", result: .ok) == [])
+        #expect(quorum.isChangingEnsemble && quorum.nextSegmentFirstEntryID == 1)
+        #expect(quorum.nodeReplaced(ensembleIndex: 2, with: "d") == [
+            .sendEntry(entryID: 1, payload: payload, node: "d"),
+            .confirmEntries(from: 1, through: 1),
+        ])
+        #expect(quorum.ensembleHistory.map(\.firstEntryID) == [0, 1])
+    }
 }

@@ -6,17 +6,24 @@ import Testing
 /// A seeded simulation: storage nodes (`StorageNode` over `InMemoryLedgerStore`) behind a network
 /// that delivers messages in random order and loses some, one writer (`LedgerWriteQuorum`)
 /// appending entries, nodes crashing for good (losing their data) or being cut off (a lost
-/// message: the writer replaces them), and a new owner fencing the ledger midway. Ensemble
-/// changes go through a "metadata" check as BookKeeper's compare-and-set would: once the ledger
-/// is fenced, a replacement is refused and the writer stops.
+/// message: the writer replaces them), and a second writer recovering the ledger midway as
+/// `ReplicatedLedgerStore.recoverLedger` does (fence the current ensemble, list what the fenced
+/// nodes hold from the last segment on, take the run of consecutive entries, write them back with
+/// recovery adds, close the "metadata"). Ensemble changes are answered later, as a message through
+/// the network (the metadata compare-and-set): once the ledger is closed by the recovery, the change
+/// is refused and the writer stops.
 ///
 /// Invariants: confirmations come in entry order; every confirmed entry is readable, with its
 /// payload, from a surviving node of its write set; nothing appended after the fence is
-/// confirmed; the recovered LastAddConfirmed covers every confirmed entry.
+/// confirmed, and nothing beyond the recovered last entry ever is; after recovery every entry of
+/// the recovered tail is on every surviving node of its write set; a read-forward recovery covers
+/// every confirmed entry.
 @Suite struct ReplicationSimulationTests {
     enum Message {
         case write(entryID: Int64, node: Int, payload: ByteBuffer)
         case answer(entryID: Int64, node: Int, result: LedgerWriteQuorum<Int>.WriteResult)
+        /// The metadata store's answer to an ensemble change of this index.
+        case ensembleChangeRecorded(index: Int)
     }
 
     final class Inbox: @unchecked Sendable {
@@ -37,6 +44,7 @@ import Testing
         var failed: Set<Int64> = []
         var payloads: [Int64: ByteBuffer] = [:]
         var fencedAtEntry: Int64?   // nextEntryID when the new owner fenced
+        var recovered: (firstEntryID: Int64, lastEntryID: Int64)?  // the tail the second writer recovered
         let entryCount: Int64 = 40
         let maxCrashes = configuration.ackQuorumSize - 1
         let inbox = Inbox()
@@ -49,22 +57,13 @@ import Testing
                 case .sendEntry(let entryID, let payload, let node):
                     network.append(.write(entryID: entryID, node: node, payload: payload))
                 case .replaceNode(let index, _):
-                    if fencedAtEntry != nil {
-                        // The ledger's metadata is closed by the new owner: the compare-and-set fails.
-                        queue += writer.stop(.fenced(ledgerID: ledgerID))
-                        continue
-                    }
-                    let spares = (0..<nodeCount).filter { !crashed.contains($0) && !everInEnsemble.contains($0) }
-                    if let spare = spares.randomElement(using: &rng) {
-                        everInEnsemble.insert(spare)
-                        queue += writer.nodeReplaced(ensembleIndex: index, with: spare)
-                    } else {
-                        queue += writer.replacementUnavailable(ensembleIndex: index)
-                    }
+                    // Recorded in metadata later (a message), as the store's compare-and-set is.
+                    network.append(.ensembleChangeRecorded(index: index))
                 case .confirmEntries(let from, let through):
                     for entryID in from...through {
                         guard entryID == (confirmed.last ?? -1) + 1 else { return "confirmed \(entryID) out of order after \(confirmed.last ?? -1)" }
                         if let fencedAtEntry, entryID >= fencedAtEntry { return "entry \(entryID) appended after the fence was confirmed" }
+                        if let recovered, entryID > recovered.lastEntryID { return "entry \(entryID) confirmed beyond the recovered end \(recovered.lastEntryID)" }
                         confirmed.append(entryID)
                     }
                 case .failEntries(let entryIDs, _):
@@ -94,10 +93,27 @@ import Testing
                 continue
             }
             if roll == 26, fencedAtEntry == nil, nextEntry > 10 {
+                // A second writer recovers the ledger (the writer's ensemble is the metadata's: a
+                // change reaches the writer only once recorded).
                 fencedAtEntry = writer.nextEntryID
-                for node in writer.ensemble where !crashed.contains(node) {
-                    _ = try? nodes[node].fence(ledgerID: ledgerID)
+                let fenced = writer.ensemble.filter { !crashed.contains($0) && (try? nodes[$0].fence(ledgerID: ledgerID)) != nil }
+                if fenced.count < configuration.ensembleSize - configuration.ackQuorumSize + 1 { return "only \(fenced.count) nodes could be fenced" }
+                let firstEntryID = writer.ensembleHistory.last!.firstEntryID
+                let held = fenced.map { Set(nodes[$0].entryIDs(ledgerID: ledgerID, from: firstEntryID, limit: 1_000) ?? []) }
+                var last = firstEntryID - 1
+                while held.contains(where: { $0.contains(last + 1) }) { last += 1 }
+                if last >= firstEntryID {
+                    for entryID in firstEntryID...last {
+                        let source = fenced[held.firstIndex { $0.contains(entryID) }!]
+                        let payload = try! nodes[source].readEntry(ledgerID: ledgerID, entryID: entryID)
+                        for node in writer.writeSetNodes(of: entryID) where fenced.contains(node) {
+                            nodes[node].addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: true) { result in
+                                if case .failure(let error) = result { Issue.record("write-back of \(entryID) to \(node) failed: \(error)") }
+                            }
+                        }
+                    }
                 }
+                recovered = (firstEntryID, last)
                 continue
             }
             guard !network.isEmpty else { continue }
@@ -125,6 +141,18 @@ import Testing
                 inbox.answers.removeAll()
             case .answer(let entryID, let node, let result):
                 if let error = handle(writer.writeCompleted(entryID: entryID, node: node, result: lost ? .failed : result)) { return error }
+            case .ensembleChangeRecorded(let index):
+                let actions: [LedgerWriteQuorum<Int>.Action]
+                if fencedAtEntry != nil {
+                    // The recovering writer closed the ledger's metadata: the compare-and-set fails.
+                    actions = writer.stop(.fenced(ledgerID: ledgerID))
+                } else if let spare = (0..<nodeCount).filter({ !crashed.contains($0) && !everInEnsemble.contains($0) }).randomElement(using: &rng) {
+                    everInEnsemble.insert(spare)
+                    actions = writer.nodeReplaced(ensembleIndex: index, with: spare)
+                } else {
+                    actions = writer.replacementUnavailable(ensembleIndex: index)
+                }
+                if let error = handle(actions) { return error }
             }
         }
         guard network.isEmpty else { return "network did not drain" }
@@ -137,12 +165,25 @@ import Testing
             let readable = holders.contains { (try? nodes[$0].readEntry(ledgerID: ledgerID, entryID: entryID)) == payloads[entryID] }
             if !readable { return "confirmed entry \(entryID) is not readable from \(holders)" }
         }
-        // Recovery (read forward over every surviving node) covers every confirmed entry.
-        var recovered: Int64 = -1
-        while (0..<nodeCount).contains(where: { !crashed.contains($0) && (try? nodes[$0].readEntry(ledgerID: ledgerID, entryID: recovered + 1)) != nil }) {
-            recovered += 1
+        // The recovered tail was written back to every surviving node of each entry's write set.
+        if let recovered, recovered.lastEntryID >= recovered.firstEntryID {
+            for entryID in recovered.firstEntryID...recovered.lastEntryID {
+                for node in writer.writeSetNodes(of: entryID) where !crashed.contains(node) {
+                    if (try? nodes[node].readEntry(ledgerID: ledgerID, entryID: entryID)) == nil {
+                        return "recovered entry \(entryID) was not written back to node \(node)"
+                    }
+                }
+            }
         }
-        if let last = confirmed.last, recovered < last { return "recovered LAC \(recovered) < confirmed \(last)" }
+        if let recovered, let last = confirmed.last, last > recovered.lastEntryID {
+            return "confirmed \(last) is beyond the recovered end \(recovered.lastEntryID)"
+        }
+        // Recovery (read forward over every surviving node) covers every confirmed entry.
+        var readForward: Int64 = -1
+        while (0..<nodeCount).contains(where: { !crashed.contains($0) && (try? nodes[$0].readEntry(ledgerID: ledgerID, entryID: readForward + 1)) != nil }) {
+            readForward += 1
+        }
+        if let last = confirmed.last, readForward < last { return "recovered LAC \(readForward) < confirmed \(last)" }
         // A fenced ledger refuses writes.
         if fencedAtEntry == nil {
             for node in writer.ensemble where !crashed.contains(node) { _ = try? nodes[node].fence(ledgerID: ledgerID) }

@@ -13,6 +13,10 @@ import Testing
         .request(requestID: 4, .readLastAddConfirmed(ledgerID: 7)),
         .request(requestID: 5, .fence(ledgerID: 7)),
         .request(requestID: UInt64.max, .deleteLedger(ledgerID: 7)),
+        .request(requestID: 7, .recoveryAddEntry(ledgerID: 7, entryID: 3, payload: payload("again"))),
+        .request(requestID: 8, .listEntries(ledgerID: 7, fromEntryID: 2)),
+        .response(requestID: 7, StorageResponse(requestType: 6, status: .ok)),
+        .response(requestID: 8, StorageResponse(requestType: 7, status: .ok, body: StorageResponse.entryList([2, 5, 9]))),
         .response(requestID: 1, StorageResponse(requestType: 1, status: .ok)),
         .response(requestID: 3, StorageResponse(requestType: 2, status: .ok, body: payload("entry"))),
         .response(requestID: 4, StorageResponse(requestType: 3, status: .ok, body: ByteBuffer(integer: Int64(41)))),
@@ -30,6 +34,7 @@ import Testing
         }
         let lac = StorageResponse(requestType: 3, status: .ok, body: ByteBuffer(integer: Int64(41)))
         #expect(lac.lastAddConfirmed == 41)
+        #expect(StorageResponse(requestType: 7, status: .ok, body: StorageResponse.entryList([2, 5])).entryIDs == [2, 5])
     }
 
     @Test func dripFedAndCoalescedBytes() throws {
@@ -52,6 +57,7 @@ import Testing
             [0, 0, 0, 10, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0],             // read with a short ledger id
             [0, 0, 0, 10, 0x81, 0, 0, 0, 0, 0, 0, 0, 1, 99],         // unknown status
             [0, 0, 0, 14, 0x83, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], // LAC of 4 bytes
+            [0, 0, 0, 22, 0x87, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1], // list of 2 ids with 1
         ]
         for bytes in frames {
             var buffer = ByteBuffer(bytes: bytes)
