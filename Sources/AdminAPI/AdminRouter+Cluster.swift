@@ -42,6 +42,12 @@ extension AdminRouter {
             }
             return try json(owned)
         }
+        router.get("/admin/v2/replication/status") { _, _ in
+            guard let status = broker.replicationStatus else {
+                throw AdminError(status: .notFound, reason: "This broker runs no re-replication: it is a standalone broker with local storage")
+            }
+            return try json(status)
+        }
         router.get("/admin/v2/bookies/all") { _, _ in
             try json(BookiesList(bookies: try await broker.storageNodes().map { BookieInfo(bookieId: $0) }))
         }

@@ -154,3 +154,41 @@ extension BrokerService {
         }
     }
 }
+
+/// What the re-replication auditor of this broker reports (cluster brokers only).
+public struct ReplicationStatusReport: Codable, Sendable, Equatable {
+    /// Whether this broker's auditor is the leader (only the leader audits).
+    public var isLeader: Bool
+    public var auditsCompleted: Int
+    public var ledgersAudited: Int
+    public var entriesCopied: Int
+    public var nodesReplaced: Int
+    public var entriesUnrecoverable: Int
+    /// Closed ledgers the last pass found missing a copy or placed on a node that is gone.
+    public var underReplicatedLedgers: Int
+
+    public init(
+        isLeader: Bool, auditsCompleted: Int, ledgersAudited: Int, entriesCopied: Int, nodesReplaced: Int,
+        entriesUnrecoverable: Int, underReplicatedLedgers: Int
+    ) {
+        self.isLeader = isLeader
+        self.auditsCompleted = auditsCompleted
+        self.ledgersAudited = ledgersAudited
+        self.entriesCopied = entriesCopied
+        self.nodesReplaced = nodesReplaced
+        self.entriesUnrecoverable = entriesUnrecoverable
+        self.underReplicatedLedgers = underReplicatedLedgers
+    }
+}
+
+extension BrokerService {
+    /// Where `replicationStatus` comes from (set by the process that runs an auditor).
+    public func setReplicationStatusSource(_ source: @escaping @Sendable () -> ReplicationStatusReport) {
+        replicationStatusSource.withLockedValue { $0 = source }
+    }
+
+    /// The auditor's report, nil when this broker runs none (standalone).
+    public var replicationStatus: ReplicationStatusReport? {
+        replicationStatusSource.withLockedValue { $0 }?()
+    }
+}

@@ -43,6 +43,7 @@ public final class BrokerService: Sendable {
     /// (then this broker owns every topic).
     public let cluster: ClusterCoordinator?
     private let ownershipTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    let replicationStatusSource = NIOLockedValueBox<(@Sendable () -> ReplicationStatusReport)?>(nil)
 
     public init(
         configuration: BrokerConfiguration, store: any LedgerStore, metadata: any MetadataStore,

@@ -223,7 +223,7 @@ final class Cursor: @unchecked Sendable {
             if case .fenced = error {
                 // Another broker took the topic over and fenced this cursor's ledger: stop writing;
                 // the topic is being unloaded here.
-                fencedOut = true
+                stopWriting()
                 return
             }
             snapshotDirty = true
@@ -241,9 +241,21 @@ final class Cursor: @unchecked Sendable {
         for waiter in waiters { waiter.succeed() }
     }
 
+    /// This broker lost the topic: no more snapshots; whoever waits for durability is told so.
+    private func stopWriting() {
+        fencedOut = true
+        let waiters = flushWaiters
+        flushWaiters = []
+        let error = BrokerError(.serviceNotReady, "subscription \(name) moved to another broker: its acknowledgements are no longer written here")
+        for waiter in waiters { waiter.fail(error) }
+    }
+
     /// Succeeds once every change made so far is durable (at once for a non-durable cursor).
     func flush() -> EventLoopFuture<Void> {
         let eventLoop = managedLedger.eventLoop
+        if fencedOut {
+            return eventLoop.makeFailedFuture(BrokerError(.serviceNotReady, "subscription \(name) moved to another broker"))
+        }
         guard durable, !deleted, snapshotInFlight || snapshotDirty || rollingLedger else {
             return eventLoop.makeSucceededVoidFuture()
         }
@@ -272,7 +284,6 @@ final class Cursor: @unchecked Sendable {
             var newRecord = currentRecord
             newRecord.cursorLedgerID = ledgerID
             let version = try await metadata.put(key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
-            try? store.deleteLedger(ledgerID: oldLedgerID)
             return (newRecord, version)
         }
         future.whenComplete { result in
@@ -283,9 +294,25 @@ final class Cursor: @unchecked Sendable {
                 self.record = record
                 self.recordVersion = version
                 self.nextSnapshotEntryID = 1
+                // On the event loop, not in the task: a shared store's delete blocks its caller.
+                try? store.deleteLedger(ledgerID: oldLedgerID)
             case .failure(let error):
                 self.logger.error("cursor.roll-failed", metadata: ["subscription": "\(self.name)", "error": "\(error)"])
+                if case MetadataStoreError.badVersion = error {
+                    // Another broker took the topic over and rewrote the cursor's record.
+                    self.stopWriting()
+                    return
+                }
+                if case LedgerStoreError.fenced = error {
+                    self.stopWriting()
+                    return
+                }
                 self.snapshotDirty = true
+                // Retry later rather than in a tight loop (metadata or storage may be briefly away).
+                self.managedLedger.eventLoop.scheduleTask(in: .seconds(1)) {
+                    if !self.snapshotInFlight, !self.rollingLedger, self.snapshotDirty { self.writeSnapshot() }
+                }
+                return
             }
             if self.snapshotDirty { self.writeSnapshot() } else { self.completeFlushWaiters() }
         }
@@ -295,7 +322,9 @@ final class Cursor: @unchecked Sendable {
     func delete() async throws {
         deleted = true
         guard durable, let record else { return }
-        try? store.deleteLedger(ledgerID: record.cursorLedgerID)
+        let store = self.store
+        // On the event loop: a shared store's delete blocks its caller, which must not be a task.
+        try? await managedLedger.eventLoop.submit { try? store.deleteLedger(ledgerID: record.cursorLedgerID) }.get()
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 

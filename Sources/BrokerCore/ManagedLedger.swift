@@ -303,7 +303,11 @@ final class ManagedLedger: @unchecked Sendable {
         let expected = metadataVersion
         let store = self.store
         let replication = configuration.replication
+        let closingLedgerID = openLedger.ledgerID
         let future = eventLoop.makeFutureWithTask { () async throws -> (ManagedLedgerRecord, Int64) in
+            // Nothing is in flight: seal the ledger in the store (a replicated store records its
+            // last entry, so re-replication can repair it) before recording the roll.
+            try await store.closeLedger(ledgerID: closingLedgerID)
             let newLedgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
             try await store.createLedger(ledgerID: newLedgerID, replication: replication)
             var newRecord = record
@@ -419,9 +423,12 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Deletes every ledger and the metadata record (topic deletion).
     func delete() async throws {
-        for ledger in ledgers {
-            try? store.deleteLedger(ledgerID: ledger.ledgerID)
-        }
+        let store = self.store
+        let ledgerIDs = ledgers.map(\.ledgerID)
+        // On the event loop: a shared store's delete blocks its caller, which must not be a task.
+        try? await eventLoop.submit {
+            for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
+        }.get()
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 }

@@ -33,6 +33,9 @@ public final class ReplicationAuditor: Service, Sendable {
         /// Entries no live node had (nothing to copy from).
         public var entriesUnrecoverable = 0
         public var isLeader = false
+        /// Ledgers the last completed pass found with a missing copy or a node that is not live
+        /// (0 after a pass: every closed ledger was fully replicated on live nodes).
+        public var underReplicatedLastPass = 0
     }
 
     private let metadata: any MetadataStore
@@ -126,6 +129,7 @@ public final class ReplicationAuditor: Service, Sendable {
         let now = ContinuousClock.now
         let ledgerIDs = try await ledgers.ledgerIDs()
         var audited = 0
+        var underReplicated = 0
         for ledgerID in ledgerIDs {
             guard var record = try await ledgers.read(ledgerID: ledgerID), record.metadata.isClosed else { continue }
             audited += 1
@@ -139,11 +143,13 @@ public final class ReplicationAuditor: Service, Sendable {
                 guard let updated = await replace(node, in: ledgerID, record: record, live: live) else { break }
                 record = updated
             }
-            try await copyMissingEntries(ledgerID: ledgerID, metadata: record.metadata, live: live)
+            let complete = try await copyMissingEntries(ledgerID: ledgerID, metadata: record.metadata, live: live)
+            if !complete || !record.metadata.allNodes.allSatisfy(live.contains) { underReplicated += 1 }
         }
         state.withLockedValue {
             $0.statistics.passes += 1
             $0.statistics.ledgersAudited += audited
+            $0.statistics.underReplicatedLastPass = underReplicated
         }
     }
 
@@ -173,8 +179,10 @@ public final class ReplicationAuditor: Service, Sendable {
         }
     }
 
-    private func copyMissingEntries(ledgerID: Int64, metadata: LedgerMetadata, live: Set<StorageNodeAddress>) async throws {
-        guard metadata.lastEntryID >= 0 else { return }
+    /// Returns whether every entry was already on every live node of its write set.
+    @discardableResult
+    private func copyMissingEntries(ledgerID: Int64, metadata: LedgerMetadata, live: Set<StorageNodeAddress>) async throws -> Bool {
+        guard metadata.lastEntryID >= 0 else { return true }
         var held: [StorageNodeAddress: Set<Int64>] = [:]
         for node in metadata.allNodes where live.contains(node) {
             if let ids = await store.listEntries(ledgerID: ledgerID, from: 0, on: node) {
@@ -203,5 +211,6 @@ public final class ReplicationAuditor: Service, Sendable {
             $0.statistics.entriesCopied += copied
             $0.statistics.entriesUnrecoverable += unrecoverable
         }
+        return copied == 0 && unrecoverable == 0
     }
 }

@@ -51,6 +51,12 @@ struct BrokerCommand: AsyncParsableCommand {
     @Option(help: "Seconds the metadata store keeps this broker's registration and bundle ownership after it stops answering.")
     var sessionTtlSeconds = 10
 
+    @Option(help: "Seconds a storage node may be gone before the re-replication auditor moves its ledgers' copies elsewhere.")
+    var replicationGraceSeconds = 30
+
+    @Option(help: "Seconds between re-replication audits (only the elected auditor broker audits).")
+    var replicationCheckSeconds = 5
+
     @Option(help: "Roll a topic's ledger after this many entries.")
     var maxEntriesPerLedger: Int64 = 50_000
 
@@ -58,6 +64,9 @@ struct BrokerCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard sessionTtlSeconds >= 1 else { throw ValidationError("--session-ttl-seconds must be at least 1") }
+        guard replicationGraceSeconds >= 0, replicationCheckSeconds >= 1 else {
+            throw ValidationError("--replication-grace-seconds must be >= 0 and --replication-check-seconds >= 1")
+        }
         guard maxEntriesPerLedger > 0 else { throw ValidationError("--max-entries-per-ledger must be positive") }
         if let replication = replicationOptions, !replication.isValid {
             throw ValidationError("need ensemble size >= write quorum >= ack quorum >= 1")
@@ -82,10 +91,13 @@ struct BrokerCommand: AsyncParsableCommand {
         let metadataStore = EtcdMetadataStore(
             endpoint: endpoint, rootPrefix: rootPrefix, sessionTTL: .seconds(Int64(sessionTtlSeconds)), logger: logger)
         try await metadataStore.checkConnection()
+        let brokerID = "\(advertisedAddress):\(httpPort)"
         let store = try await ClusterStorage.connect(
-            metadata: metadataStore, staticNodes: storageNodes, replication: replicationOptions, logger: logger)
+            metadata: metadataStore, staticNodes: storageNodes, replication: replicationOptions,
+            auditInterval: .seconds(replicationCheckSeconds), lostNodeGracePeriod: .seconds(replicationGraceSeconds),
+            auditorName: brokerID, logger: logger)
         let identity = BrokerIdentity(
-            brokerID: "\(advertisedAddress):\(httpPort)", pulsarURL: "pulsar://\(advertisedAddress):\(port)",
+            brokerID: brokerID, pulsarURL: "pulsar://\(advertisedAddress):\(port)",
             httpURL: "http://\(advertisedAddress):\(httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
@@ -99,6 +111,8 @@ struct BrokerCommand: AsyncParsableCommand {
             configuration: configuration, store: store.ledgerStore, metadata: metadataStore,
             eventLoopGroup: eventLoopGroup, cluster: cluster, logger: logger)
         try await broker.bootstrap()
+        let auditor = store.auditor
+        broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }
         try await broker.startClusterTasks()
         broker.startPolicyTask()
         logger.info("broker.started", metadata: [
@@ -108,7 +122,7 @@ struct BrokerCommand: AsyncParsableCommand {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: bindAddress, port: port, httpPort: httpPort,
                 advertisedAddress: advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
-                extraServices: store.services, logger: logger)
+                extraServices: [store.auditor], logger: logger)
         } catch {
             logger.error("broker.failed", metadata: ["error": "\(error)"])
         }

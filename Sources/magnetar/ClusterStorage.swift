@@ -1,34 +1,47 @@
 import ArgumentParser
+import BrokerCore
 import LedgerStorage
 import Logging
 import Metadata
 import Replication
 import ServiceLifecycle
 
-/// The ledger store of a cluster broker: ledgers on the storage nodes, written with quorums.
+/// The ledger store of a cluster broker: ledgers on the storage nodes (registered under
+/// `/storage-nodes/`, or a fixed list), written with quorums, recorded in `/ledgers/`; and the
+/// re-replication auditor the broker runs beside it.
 struct ClusterStorage {
-    var ledgerStore: any LedgerStore
-    /// Background services the broker process runs with it (re-replication).
-    var services: [any Service]
+    var ledgerStore: ReplicatedLedgerStore
+    var auditor: ReplicationAuditor
 
     static func connect(
-        metadata: any SessionCapableMetadataStore, staticNodes: String?, replication: LedgerReplicationOptions?, logger: Logger
+        metadata: any SessionCapableMetadataStore, staticNodes: String?, replication: LedgerReplicationOptions?,
+        auditInterval: Duration, lostNodeGracePeriod: Duration, auditorName: String, logger: Logger
     ) async throws -> ClusterStorage {
-        guard let staticNodes else {
-            throw ValidationError("--storage-nodes is required (host:port,...)")
-        }
-        let nodes = try staticNodes.split(separator: ",").map { text -> StorageNodeAddress in
-            guard let node = StorageNodeAddress(String(text)) else {
-                throw ValidationError("--storage-nodes: '\(text)' is not host:port")
+        let store: ReplicatedLedgerStore
+        if let staticNodes {
+            let nodes = try staticNodes.split(separator: ",").map { text -> StorageNodeAddress in
+                guard let node = StorageNodeAddress(String(text)) else {
+                    throw ValidationError("--storage-nodes: '\(text)' is not host:port")
+                }
+                return node
             }
-            return node
+            store = ReplicatedLedgerStore(
+                metadata: metadata, directory: StorageNodeDirectory(fixedNodes: nodes), defaultReplication: replication,
+                logger: logger)
+        } else {
+            store = try await ReplicatedLedgerStore.connect(metadata: metadata, defaultReplication: replication, logger: logger)
         }
-        let ensemble = replication?.ensembleSize ?? min(3, nodes.count)
-        let quorum = QuorumConfiguration(
-            ensembleSize: ensemble, writeQuorumSize: replication?.writeQuorumSize ?? ensemble,
-            ackQuorumSize: replication?.ackQuorumSize ?? min(2, ensemble))
-        let store = ReplicatedLedgerStore(
-            configuration: ReplicatedLedgerStoreConfiguration(nodes: nodes, quorum: quorum), logger: logger)
-        return ClusterStorage(ledgerStore: store, services: [])
+        let auditor = ReplicationAuditor(
+            metadata: metadata, store: store, name: auditorName, interval: auditInterval,
+            lostNodeGracePeriod: lostNodeGracePeriod, logger: logger)
+        return ClusterStorage(ledgerStore: store, auditor: auditor)
+    }
+
+    /// The auditor's counters in the admin API's shape.
+    static func report(_ statistics: ReplicationAuditor.Statistics) -> ReplicationStatusReport {
+        ReplicationStatusReport(
+            isLeader: statistics.isLeader, auditsCompleted: statistics.passes, ledgersAudited: statistics.ledgersAudited,
+            entriesCopied: statistics.entriesCopied, nodesReplaced: statistics.nodesReplaced,
+            entriesUnrecoverable: statistics.entriesUnrecoverable, underReplicatedLedgers: statistics.underReplicatedLastPass)
     }
 }
