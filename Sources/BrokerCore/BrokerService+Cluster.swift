@@ -59,6 +59,25 @@ extension BrokerService {
             }
         }
         setOwnershipTask(task)
+        // React at once when an ownership key of ours changes (its lease expired while this
+        // process hung, or an admin moved it); the periodic check covers a broken watch.
+        let watch = Task { [weak self] in
+            while !Task.isCancelled {
+                do {
+                    for await event in try await cluster.metadata.watch(prefix: ClusterCoordinator.ownershipPrefix) {
+                        guard let self else { return }
+                        guard cluster.ownsKey(event.key) else { continue }
+                        for bundle in await cluster.verify() {
+                            await self.unloadTopics(in: bundle, flush: false)
+                        }
+                    }
+                } catch {
+                    self?.logger.debug("cluster.ownership-watch-failed", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        setOwnershipWatch(watch)
     }
 
     /// Admin unload of a bundle: its topics are closed here (cursors flushed), then the bundle is

@@ -43,6 +43,7 @@ public final class BrokerService: Sendable {
     /// (then this broker owns every topic).
     public let cluster: ClusterCoordinator?
     private let ownershipTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let ownershipWatch = NIOLockedValueBox<Task<Void, Never>?>(nil)
     let replicationStatusSource = NIOLockedValueBox<(@Sendable () -> ReplicationStatusReport)?>(nil)
 
     public init(
@@ -256,6 +257,10 @@ public final class BrokerService: Sendable {
         ownershipTask.withLockedValue { $0 = task }
     }
 
+    func setOwnershipWatch(_ task: Task<Void, Never>) {
+        ownershipWatch.withLockedValue { $0 = task }
+    }
+
     /// Forgets non-persistent topics whose name matches (their consumers are closed).
     func forgetNonPersistentTopics(where matches: (TopicName) -> Bool) {
         let removed = nonPersistentTopics.withLockedValue { topics -> [NonPersistentTopic] in
@@ -286,6 +291,7 @@ public final class BrokerService: Sendable {
     public func shutdown() async {
         policyTask.withLockedValue { $0?.cancel() }
         ownershipTask.withLockedValue { $0?.cancel() }
+        ownershipWatch.withLockedValue { $0?.cancel() }
         for topic in loadedTopics {
             try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
         }

@@ -92,6 +92,11 @@ public final class ClusterCoordinator: Sendable {
         owned.withLockedValue { $0[bundle] != nil }
     }
 
+    /// Whether `key` is the ownership key of a bundle this broker owns.
+    func ownsKey(_ key: String) -> Bool {
+        owned.withLockedValue { owned in owned.keys.contains { Self.ownershipKey($0) == key } }
+    }
+
     public var ownedBundles: [NamespaceBundle] {
         owned.withLockedValue { $0.keys.sorted() }
     }

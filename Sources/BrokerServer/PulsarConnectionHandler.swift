@@ -41,6 +41,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private var isActive = true
     private var pendingPublishes = 0
     private var readingPaused = false
+    private var outbox: ReplyOutbox?
 
     init(broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64, logger: Logger) {
         self.broker = broker
@@ -92,9 +93,15 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let command = frame.command
-        let version: Int32? = command.type == .connect && command.connect.hasProtocolVersion ? command.connect.protocolVersion : nil
-        run(stateMachine.commandReceived(command.type, clientProtocolVersion: version), frame: frame, context: context)
+        let type = frame.type
+        let version: Int32?
+        if type == .connect {
+            let connect = frame.command.connect
+            version = connect.hasProtocolVersion ? connect.protocolVersion : nil
+        } else {
+            version = nil
+        }
+        run(stateMachine.commandReceived(type, clientProtocolVersion: version), frame: frame, context: context)
     }
 
     private func run(_ action: ConnectionStateMachine.Action, frame: PulsarFrame?, context: ChannelHandlerContext) {
@@ -134,6 +141,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     // MARK: commands
 
     private func handle(_ frame: PulsarFrame, context: ChannelHandlerContext) {
+        if frame.type == .send, let send = frame.send {
+            handleSend(send, payload: frame.payload, context: context)
+            return
+        }
         let command = frame.command
         switch command.type {
         case .pong:
@@ -145,7 +156,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         case .producer:
             handleProducer(command.producer, context: context)
         case .send:
-            handleSend(command.send, payload: frame.payload, context: context)
+            handleSend(SendCommandFields(command.send), payload: frame.payload, context: context)
         case .closeProducer:
             let request = command.closeProducer
             if let entry = producers.removeValue(forKey: request.producerID) {
@@ -321,7 +332,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func sendError(_ request: Pulsar_Proto_CommandSend, _ error: Pulsar_Proto_ServerError, _ message: String) {
+    private func sendError(_ request: SendCommandFields, _ error: Pulsar_Proto_ServerError, _ message: String) {
         write(Commands.base(.sendError) {
             $0.sendError.producerID = request.producerID
             $0.sendError.sequenceID = request.sequenceID
@@ -330,7 +341,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         })
     }
 
-    private func handleSend(_ request: Pulsar_Proto_CommandSend, payload: PayloadSection?, context: ChannelHandlerContext) {
+    private func handleSend(_ request: SendCommandFields, payload: PayloadSection?, context: ChannelHandlerContext) {
         guard let producer = producers[request.producerID] else {
             sendError(request, .notAllowedError, "producer \(request.producerID) is not open on this connection")
             return
@@ -345,28 +356,29 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             sendError(request, .checksumError, "checksum of the message does not match its bytes: it was corrupted in transit")
             return
         }
-        let metadata: Pulsar_Proto_MessageMetadata
+        let metadata: SendMetadataFields
         do {
-            metadata = try payload.decodeMetadata()
+            // Hand-decoded: only the fields the entry needs, no SwiftProtobuf message per SEND.
+            metadata = try SendMetadataFields.parse(payload.checksummedBytes)
         } catch {
             sendError(request, .checksumError, "message metadata is malformed: \(error.message)")
             return
         }
-        let key: [UInt8] = metadata.hasOrderingKey ? [UInt8](metadata.orderingKey) : Array(metadata.partitionKey.utf8)
-        let numMessages = metadata.hasNumMessagesInBatch ? max(metadata.numMessagesInBatch, 1) : 1
+        let key: [UInt8] = metadata.orderingKey ?? Array((metadata.partitionKey ?? "").utf8)
+        let numMessages = max(metadata.numMessagesInBatch ?? 1, 1)
         // The C++ client numbers a batch's messages consecutively from the SEND's sequence id.
         let sequenceID = Int64(bitPattern: request.sequenceID)
         let highestSequenceID = max(
-            request.hasHighestSequenceID ? Int64(bitPattern: request.highestSequenceID) : sequenceID,
+            request.highestSequenceID.map { Int64(bitPattern: $0) } ?? sequenceID,
             sequenceID + Int64(numMessages) - 1)
         let attributes = EntryAttributes(
             numMessages: numMessages,
             publishTimeMs: Int64(bitPattern: metadata.publishTime),
-            deliverAtMs: metadata.hasDeliverAtTime ? metadata.deliverAtTime : 0,
+            deliverAtMs: metadata.deliverAtTime ?? 0,
             key: key,
             producerName: metadata.producerName,
             highestSequenceID: highestSequenceID,
-            isNonFinalChunk: metadata.hasChunkID && metadata.chunkID < metadata.numChunksFromMsg - 1)
+            isNonFinalChunk: metadata.chunkID.map { $0 < (metadata.numChunksFromMsg ?? 0) - 1 } ?? false)
         let checksum = payload.checksum ?? payload.computeChecksum()
         let bytes = payload.checksummedBytes
         let encoded = Entry.encode(
@@ -379,29 +391,32 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let channel = context.channel
         let partition = topic.name.partitionIndex
         let receivedAt = NIODeadline.now()
+        let producerID = request.producerID
+        let wireSequenceID = request.sequenceID
         publishStarted(context: context)
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let outbox = replyOutbox(channel: channel)
         topic.eventLoop.execute {
             topic.publish(encoded: encoded, attributes: attributes) { result in
-                var command = Pulsar_Proto_BaseCommand()
+                let frame: ByteBuffer
                 switch result {
                 case .success(let position):
                     BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
-                    command.type = .sendReceipt
-                    command.sendReceipt.producerID = request.producerID
-                    command.sendReceipt.sequenceID = request.sequenceID
-                    command.sendReceipt.messageID = Commands.messageID(position, partition: partition)
+                    // The hot path: encoded by hand, no SwiftProtobuf storage or copies.
+                    var buffer = channel.allocator.buffer(capacity: 48)
+                    SendReceiptEncoder.write(
+                        producerID: producerID, sequenceID: wireSequenceID, ledgerID: position.ledgerID,
+                        entryID: position.entryID, partition: partition, into: &buffer)
+                    frame = buffer
                 case .failure(let error):
+                    var command = Pulsar_Proto_BaseCommand()
                     command.type = .sendError
-                    command.sendError.producerID = request.producerID
-                    command.sendError.sequenceID = request.sequenceID
+                    command.sendError.producerID = producerID
+                    command.sendError.sequenceID = wireSequenceID
                     command.sendError.error = ServerErrors.serverError(for: error)
                     command.sendError.message = ServerErrors.message(for: error)
+                    frame = PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator)
                 }
-                channel.eventLoop.execute {
-                    bound.value.publishCompleted(channel: channel)
-                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
-                }
+                outbox.post(frame)
             }
         }
     }
@@ -417,8 +432,17 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func publishCompleted(channel: any Channel) {
-        pendingPublishes -= 1
+    /// The connection's reply outbox, made on first use (on the connection's loop).
+    private func replyOutbox(channel: any Channel) -> ReplyOutbox {
+        if let outbox { return outbox }
+        // Weak: the outbox lives as long as topics hold replies for it, the handler no longer.
+        let outbox = ReplyOutbox(channel: channel) { [weak self] count in self?.publishCompleted(channel: channel, count: count) }
+        self.outbox = outbox
+        return outbox
+    }
+
+    private func publishCompleted(channel: any Channel, count: Int = 1) {
+        pendingPublishes -= count
         if readingPaused, pendingPublishes <= ConnectionLimits.maxPendingPublishesPerConnection / 2 {
             readingPaused = false
             channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }

@@ -3,35 +3,9 @@ import NIOCore
 import PulsarProtocol
 
 /// Hand-written protobuf encoding of the few messages on the publish hot path: `BaseCommand{SEND}`,
-/// `MessageMetadata` and `SingleMessageMetadata`. SwiftProtobuf allocates a storage object per message;
-/// these write varints straight into the frame buffer. Unit tests decode the output with SwiftProtobuf
-/// (`SendEncodingTests`), so the two cannot drift apart. Pure functions.
-enum ProtobufWire {
-    static func varintSize(_ value: UInt64) -> Int {
-        var value = value
-        var size = 1
-        while value >= 0x80 {
-            value >>= 7
-            size += 1
-        }
-        return size
-    }
-
-    static func writeVarint(_ value: UInt64, into buffer: inout ByteBuffer) {
-        var value = value
-        while value >= 0x80 {
-            buffer.writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        buffer.writeInteger(UInt8(value))
-    }
-
-    /// Tag byte of a field with number < 16.
-    static func tag(_ field: Int, wireType: Int) -> UInt8 { UInt8(field << 3 | wireType) }
-    static let varint = 0
-    static let lengthDelimited = 2
-}
-
+/// `MessageMetadata` and `SingleMessageMetadata` (varints from `ProtobufWire`, PulsarProtocol). SwiftProtobuf
+/// allocates a storage object per message; these write straight into the frame buffer. Unit tests decode the
+/// output with SwiftProtobuf (`SendEncodingTests`), so the two cannot drift apart. Pure functions.
 /// The metadata of one SEND entry (an unbatched message or a whole batch). A pure value.
 struct SendMetadata: Sendable {
     var producerName: String

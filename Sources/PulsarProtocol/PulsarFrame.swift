@@ -46,11 +46,107 @@ public struct PayloadSection: Sendable, Equatable {
 
 /// One decoded frame: a command and, for SEND/MESSAGE, its payload section. A pure value.
 public struct PulsarFrame: Sendable {
-    public var command: Pulsar_Proto_BaseCommand
+    /// The decoded command, or for a hand-decoded SEND a shared `{type: SEND}` (see `command`).
+    private var storedCommand: Pulsar_Proto_BaseCommand
+    private var isHandDecodedSend: Bool
     public var payload: PayloadSection?
+    /// For a SEND: its fields (the hot path reads these, never `command.send`).
+    public let send: SendCommandFields?
 
     public init(command: Pulsar_Proto_BaseCommand, payload: PayloadSection? = nil) {
-        self.command = command
+        storedCommand = command
+        isHandDecodedSend = false
         self.payload = payload
+        send = command.type == .send ? SendCommandFields(command.send) : nil
+    }
+
+    /// A SEND whose command the decoder read by hand.
+    init(send: SendCommandFields, payload: PayloadSection?) {
+        storedCommand = Self.sendCommand
+        isHandDecodedSend = true
+        self.payload = payload
+        self.send = send
+    }
+
+    /// The command's type, without building anything.
+    public var type: Pulsar_Proto_BaseCommand.TypeEnum { storedCommand.type }
+
+    /// The whole command. For a hand-decoded SEND it is rebuilt from `send` on each call (tests,
+    /// tools); the broker's publish path uses `type` and `send` instead.
+    public var command: Pulsar_Proto_BaseCommand {
+        guard isHandDecodedSend, let send else { return storedCommand }
+        var command = storedCommand
+        command.send.producerID = send.producerID
+        command.send.sequenceID = send.sequenceID
+        if let numMessages = send.numMessages { command.send.numMessages = numMessages }
+        if let highest = send.highestSequenceID { command.send.highestSequenceID = highest }
+        if send.isChunk { command.send.isChunk = true }
+        return command
+    }
+
+    /// The command of every hand-decoded SEND frame (shared storage: no allocation per frame).
+    static let sendCommand: Pulsar_Proto_BaseCommand = {
+        var command = Pulsar_Proto_BaseCommand()
+        command.type = .send
+        return command
+    }()
+}
+
+/// What the broker uses of a `CommandSend`. A pure value.
+public struct SendCommandFields: Sendable, Equatable {
+    public var producerID: UInt64
+    public var sequenceID: UInt64
+    public var numMessages: Int32?
+    public var highestSequenceID: UInt64?
+    public var isChunk = false
+
+    public init(producerID: UInt64, sequenceID: UInt64, numMessages: Int32? = nil, highestSequenceID: UInt64? = nil) {
+        self.producerID = producerID
+        self.sequenceID = sequenceID
+        self.numMessages = numMessages
+        self.highestSequenceID = highestSequenceID
+    }
+
+    public init(_ send: Pulsar_Proto_CommandSend) {
+        self.init(
+            producerID: send.producerID, sequenceID: send.sequenceID,
+            numMessages: send.hasNumMessages ? send.numMessages : nil,
+            highestSequenceID: send.hasHighestSequenceID ? send.highestSequenceID : nil)
+        isChunk = send.hasIsChunk && send.isChunk
+    }
+
+    /// Reads `BaseCommand{type: SEND, send: {producer_id, sequence_id, num_messages?,
+    /// highest_sequence_id?, is_chunk?, marker: false}}` — what clients send for every message —
+    /// by hand. Nil for anything else (transactions, markers, message ids, extra fields, malformed
+    /// bytes): SwiftProtobuf then decodes the command and reports errors.
+    static func decodeCommon(_ command: ByteBuffer) -> SendCommandFields? {
+        var reader = ProtobufReader(command)
+        guard let (typeField, typeWire) = try? reader.readTag(), typeField == 1, typeWire == 0,
+              (try? reader.readVarint()) == 6,
+              let (sendField, sendWire) = try? reader.readTag(), sendField == 6, sendWire == 2,
+              let body = try? reader.readLengthDelimited(), reader.isAtEnd
+        else { return nil }
+        var send = ProtobufReader(body)
+        var producerID: UInt64?
+        var sequenceID: UInt64?
+        var fields = SendCommandFields(producerID: 0, sequenceID: 0)
+        while !send.isAtEnd {
+            guard let (field, wireType) = try? send.readTag(), wireType == 0, let value = try? send.readVarint() else {
+                return nil
+            }
+            switch field {
+            case 1: producerID = value
+            case 2: sequenceID = value
+            case 3: fields.numMessages = Int32(truncatingIfNeeded: value)
+            case 6: fields.highestSequenceID = value
+            case 7: fields.isChunk = value != 0
+            case 8 where value == 0: break
+            default: return nil
+            }
+        }
+        guard let producerID, let sequenceID else { return nil }
+        fields.producerID = producerID
+        fields.sequenceID = sequenceID
+        return fields
     }
 }

@@ -54,19 +54,27 @@ public struct PulsarFrameDecoder: NIOSingleStepByteToMessageDecoder {
                 "command size \(commandSize) does not fit in a frame of \(body.readableBytes) bytes")
         }
         let command: Pulsar_Proto_BaseCommand
-        do {
+        var send: SendCommandFields?
+        if let fast = SendCommandFields.decodeCommon(frame.getSlice(at: frame.readerIndex, length: commandSize)!) {
+            // The hot path: a plain SEND, read by hand.
+            frame.moveReaderIndex(forwardBy: commandSize)
+            command = PulsarFrame.sendCommand
+            send = fast
+        } else {
+          do {
             command = try frame.readWithUnsafeReadableBytes { pointer in
                 let bytes = UnsafeRawBufferPointer(rebasing: pointer[0..<commandSize])
                 return (commandSize, try Pulsar_Proto_BaseCommand(serializedBytes: Array(bytes)))
             }
-        } catch {
+          } catch {
             throw PulsarProtocolError(.malformedCommand, "BaseCommand does not decode: \(error)")
+          }
         }
         guard command.hasType else {
             throw PulsarProtocolError(.missingCommandType, "BaseCommand has no type")
         }
         guard frame.readableBytes > 0 else {
-            return PulsarFrame(command: command)
+            return send.map { PulsarFrame(send: $0, payload: nil) } ?? PulsarFrame(command: command)
         }
         // Payload section.
         if frame.getInteger(at: frame.readerIndex, as: UInt16.self) == PulsarLimits.brokerEntryMetadataMagic {
@@ -89,6 +97,7 @@ public struct PulsarFrameDecoder: NIOSingleStepByteToMessageDecoder {
         else {
             throw PulsarProtocolError(.malformedPayload, "metadata size exceeds the payload frame")
         }
-        return PulsarFrame(command: command, payload: PayloadSection(checksum: checksum, checksummedBytes: frame))
+        let payload = PayloadSection(checksum: checksum, checksummedBytes: frame)
+        return send.map { PulsarFrame(send: $0, payload: payload) } ?? PulsarFrame(command: command, payload: payload)
     }
 }

@@ -1,0 +1,198 @@
+import NIOCore
+
+/// Protobuf wire primitives for the hand-written encoders of hot-path commands (the broker's
+/// SEND_RECEIPT, the Swift client's SEND). Pure functions.
+public enum ProtobufWire {
+    public static func varintSize(_ value: UInt64) -> Int {
+        var value = value
+        var size = 1
+        while value >= 0x80 {
+            value >>= 7
+            size += 1
+        }
+        return size
+    }
+
+    public static func writeVarint(_ value: UInt64, into buffer: inout ByteBuffer) {
+        var value = value
+        while value >= 0x80 {
+            buffer.writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        buffer.writeInteger(UInt8(value))
+    }
+
+    /// Tag byte of a field with number < 16.
+    public static func tag(_ field: Int, wireType: Int) -> UInt8 { UInt8(field << 3 | wireType) }
+    public static let varint = 0
+    public static let lengthDelimited = 2
+}
+
+/// The SEND_RECEIPT frame, encoded by hand: one per published entry, so SwiftProtobuf's storage
+/// objects and copy-on-write copies of `BaseCommand` stay off the publish path. Produces exactly the
+/// bytes SwiftProtobuf writes for the same command (`HotPathEncodingTests` decodes and compares).
+/// Pure functions.
+public enum SendReceiptEncoder {
+    /// `BaseCommand.type` SEND_RECEIPT, and the field number of `BaseCommand.send_receipt`.
+    static let sendReceiptType: UInt64 = 7
+    static let sendReceiptField = 7
+
+    /// Appends `[u32 totalSize][u32 commandSize][BaseCommand{type: SEND_RECEIPT, send_receipt: {producer_id,
+    /// sequence_id, message_id: {ledgerId, entryId, partition}}}]`.
+    public static func write(
+        producerID: UInt64, sequenceID: UInt64, ledgerID: Int64, entryID: Int64, partition: Int32, into buffer: inout ByteBuffer
+    ) {
+        let ledger = UInt64(bitPattern: ledgerID)
+        let entry = UInt64(bitPattern: entryID)
+        // int32 fields are sign-extended to 64 bits on the wire.
+        let partitionWire = UInt64(bitPattern: Int64(partition))
+        let messageIDSize = 1 + ProtobufWire.varintSize(ledger) + 1 + ProtobufWire.varintSize(entry)
+            + 1 + ProtobufWire.varintSize(partitionWire)
+        let receiptSize = 1 + ProtobufWire.varintSize(producerID) + 1 + ProtobufWire.varintSize(sequenceID)
+            + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
+        let commandSize = 1 + ProtobufWire.varintSize(sendReceiptType)
+            + 1 + ProtobufWire.varintSize(UInt64(receiptSize)) + receiptSize
+        buffer.reserveCapacity(minimumWritableBytes: 8 + commandSize)
+        buffer.writeInteger(UInt32(4 + commandSize))
+        buffer.writeInteger(UInt32(commandSize))
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(sendReceiptType, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(sendReceiptField, wireType: ProtobufWire.lengthDelimited))
+        ProtobufWire.writeVarint(UInt64(receiptSize), into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(producerID, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(sequenceID, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.lengthDelimited))
+        ProtobufWire.writeVarint(UInt64(messageIDSize), into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(ledger, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(entry, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(partitionWire, into: &buffer)
+    }
+}
+
+/// A forward-only protobuf wire reader over a byte slice, for the hand-written decoders of the
+/// hot path. Every read checks bounds; malformed input throws, never traps.
+struct ProtobufReader {
+    private var buffer: ByteBuffer
+
+    init(_ buffer: ByteBuffer) { self.buffer = buffer }
+
+    var isAtEnd: Bool { buffer.readableBytes == 0 }
+
+    mutating func readVarint() throws(PulsarProtocolError) -> UInt64 {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        while shift < 70 {
+            guard let byte = buffer.readInteger(as: UInt8.self) else {
+                throw PulsarProtocolError(.malformedPayload, "truncated varint in MessageMetadata")
+            }
+            result |= UInt64(byte & 0x7f) << shift
+            if byte & 0x80 == 0 { return result }
+            shift += 7
+        }
+        throw PulsarProtocolError(.malformedPayload, "varint longer than 10 bytes in MessageMetadata")
+    }
+
+    /// The next field's number and wire type, nil at the end.
+    mutating func readTag() throws(PulsarProtocolError) -> (field: UInt64, wireType: UInt64)? {
+        guard !isAtEnd else { return nil }
+        let key = try readVarint()
+        return (key >> 3, key & 7)
+    }
+
+    mutating func readLengthDelimited() throws(PulsarProtocolError) -> ByteBuffer {
+        let length = try readVarint()
+        guard length <= UInt64(buffer.readableBytes), let slice = buffer.readSlice(length: Int(length)) else {
+            throw PulsarProtocolError(.malformedPayload, "length-delimited field exceeds MessageMetadata")
+        }
+        return slice
+    }
+
+    /// Skips a field of `wireType` whose value is not needed.
+    mutating func skip(wireType: UInt64) throws(PulsarProtocolError) {
+        switch wireType {
+        case 0: _ = try readVarint()
+        case 1: try skipBytes(8)
+        case 2: _ = try readLengthDelimited()
+        case 5: try skipBytes(4)
+        default: throw PulsarProtocolError(.malformedPayload, "unsupported wire type \(wireType) in MessageMetadata")
+        }
+    }
+
+    private mutating func skipBytes(_ count: Int) throws(PulsarProtocolError) {
+        guard buffer.readableBytes >= count else {
+            throw PulsarProtocolError(.malformedPayload, "truncated fixed-size field in MessageMetadata")
+        }
+        buffer.moveReaderIndex(forwardBy: count)
+    }
+}
+
+/// The fields of a SEND's `MessageMetadata` the broker needs to store the entry, decoded by hand
+/// (no SwiftProtobuf message, no copy of the bytes); every other field is skipped. Matches
+/// SwiftProtobuf's decoding of those fields (`HotPathEncodingTests`). A pure value.
+public struct SendMetadataFields: Sendable, Equatable {
+    public var producerName = ""
+    public var sequenceID: UInt64 = 0
+    public var publishTime: UInt64 = 0
+    public var partitionKey: String?
+    public var orderingKey: [UInt8]?
+    public var numMessagesInBatch: Int32?
+    public var deliverAtTime: Int64?
+    public var numChunksFromMsg: Int32?
+    public var chunkID: Int32?
+
+    public init() {}
+
+    /// Parses the metadata at the front of a payload section's `[u32 size][MessageMetadata][payload]`.
+    /// Throws like `PayloadSection.decodeMetadata` does: a size beyond the section, a malformed field,
+    /// or a missing required field (producer_name, sequence_id, publish_time).
+    public static func parse(_ checksummedBytes: ByteBuffer) throws(PulsarProtocolError) -> SendMetadataFields {
+        var view = checksummedBytes
+        guard let size = view.readInteger(as: UInt32.self), size <= view.readableBytes,
+              let metadata = view.readSlice(length: Int(size))
+        else {
+            throw PulsarProtocolError(.malformedPayload, "metadata size exceeds the payload frame")
+        }
+        var reader = ProtobufReader(metadata)
+        var fields = SendMetadataFields()
+        var seen: (name: Bool, sequence: Bool, time: Bool) = (false, false, false)
+        while let (field, wireType) = try reader.readTag() {
+            switch (field, wireType) {
+            case (1, 2):
+                fields.producerName = String(buffer: try reader.readLengthDelimited())
+                seen.name = true
+            case (2, 0):
+                fields.sequenceID = try reader.readVarint()
+                seen.sequence = true
+            case (3, 0):
+                fields.publishTime = try reader.readVarint()
+                seen.time = true
+            case (6, 2):
+                fields.partitionKey = String(buffer: try reader.readLengthDelimited())
+            case (11, 0):
+                fields.numMessagesInBatch = Int32(truncatingIfNeeded: try reader.readVarint())
+            case (18, 2):
+                var key = try reader.readLengthDelimited()
+                fields.orderingKey = key.readBytes(length: key.readableBytes) ?? []
+            case (19, 0):
+                fields.deliverAtTime = Int64(bitPattern: try reader.readVarint())
+            case (27, 0):
+                fields.numChunksFromMsg = Int32(truncatingIfNeeded: try reader.readVarint())
+            case (29, 0):
+                fields.chunkID = Int32(truncatingIfNeeded: try reader.readVarint())
+            case (0, _):
+                throw PulsarProtocolError(.malformedPayload, "field number 0 in MessageMetadata")
+            default:
+                try reader.skip(wireType: wireType)
+            }
+        }
+        guard seen.name, seen.sequence, seen.time else {
+            throw PulsarProtocolError(.malformedPayload, "MessageMetadata misses a required field (producer_name, sequence_id or publish_time)")
+        }
+        return fields
+    }
+}
