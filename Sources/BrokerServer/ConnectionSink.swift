@@ -23,17 +23,14 @@ final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
         consumerID: UInt64, position: Position, partitionIndex: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
         entry: Entry
     ) {
-        var command = Pulsar_Proto_BaseCommand()
-        command.type = .message
-        command.message.consumerID = consumerID
-        command.message.messageID = Commands.messageID(position, partition: partitionIndex)
-        if redeliveryCount > 0 { command.message.redeliveryCount = redeliveryCount }
-        if let ackSet { command.message.ackSet = ackSet }
         var body = entry.body
         guard let checksum = body.readInteger(as: UInt32.self) else { return }
         var head = channel.allocator.buffer(capacity: 64)
-        PulsarFrameEncoder.writePayloadFrameHead(
-            command, checksum: checksum, checksummedBytesCount: body.readableBytes, into: &head)
+        // Hand-encoded (no SwiftProtobuf message per delivered entry).
+        MessageHeadEncoder.write(
+            consumerID: consumerID, ledgerID: position.ledgerID, entryID: position.entryID, partition: partitionIndex,
+            redeliveryCount: redeliveryCount, ackSet: ackSet, checksum: checksum,
+            checksummedBytesCount: body.readableBytes, into: &head)
         // Head and body must reach the socket back to back: writes from other threads (receipts
         // from other topics' loops) must not land between them, so both go in one task on the
         // channel's loop.

@@ -196,3 +196,54 @@ public struct SendMetadataFields: Sendable, Equatable {
         return fields
     }
 }
+
+/// The head of a MESSAGE frame (one per delivered entry), encoded by hand: size, `BaseCommand{type:
+/// MESSAGE, message: {consumer_id, message_id: {ledgerId, entryId, partition}, redelivery_count?,
+/// ack_set*}}`, magic and checksum. The same bytes as `PulsarFrameEncoder.writePayloadFrameHead`
+/// with the SwiftProtobuf command (`HotPathEncodingTests`). Pure functions.
+public enum MessageHeadEncoder {
+    static let messageType: UInt64 = 9
+    static let messageField = 9
+
+    public static func write(
+        consumerID: UInt64, ledgerID: Int64, entryID: Int64, partition: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
+        checksum: UInt32, checksummedBytesCount: Int, into buffer: inout ByteBuffer
+    ) {
+        let ledger = UInt64(bitPattern: ledgerID)
+        let entry = UInt64(bitPattern: entryID)
+        let partitionWire = UInt64(bitPattern: Int64(partition))
+        let messageIDSize = 1 + ProtobufWire.varintSize(ledger) + 1 + ProtobufWire.varintSize(entry)
+            + 1 + ProtobufWire.varintSize(partitionWire)
+        var messageSize = 1 + ProtobufWire.varintSize(consumerID) + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
+        if redeliveryCount > 0 { messageSize += 1 + ProtobufWire.varintSize(UInt64(redeliveryCount)) }
+        for word in ackSet ?? [] { messageSize += 1 + ProtobufWire.varintSize(UInt64(bitPattern: word)) }
+        let commandSize = 1 + ProtobufWire.varintSize(messageType) + 1 + ProtobufWire.varintSize(UInt64(messageSize)) + messageSize
+        buffer.reserveCapacity(minimumWritableBytes: 14 + commandSize)
+        buffer.writeInteger(UInt32(4 + commandSize + 2 + 4 + checksummedBytesCount))
+        buffer.writeInteger(UInt32(commandSize))
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(messageType, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(messageField, wireType: ProtobufWire.lengthDelimited))
+        ProtobufWire.writeVarint(UInt64(messageSize), into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(consumerID, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.lengthDelimited))
+        ProtobufWire.writeVarint(UInt64(messageIDSize), into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(ledger, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(entry, into: &buffer)
+        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+        ProtobufWire.writeVarint(partitionWire, into: &buffer)
+        if redeliveryCount > 0 {
+            buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(UInt64(redeliveryCount), into: &buffer)
+        }
+        for word in ackSet ?? [] {
+            buffer.writeInteger(ProtobufWire.tag(4, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(UInt64(bitPattern: word), into: &buffer)
+        }
+        buffer.writeInteger(PulsarLimits.checksumMagic)
+        buffer.writeInteger(checksum)
+    }
+}

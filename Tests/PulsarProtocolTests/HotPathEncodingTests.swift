@@ -157,3 +157,28 @@ import Testing
         #expect(SendCommandFields.decodeCommon(ByteBuffer(bytes: [0x08, 0x06, 0x32, 0x02, 0x08, 0x01])) == nil)  // no sequence_id
     }
 }
+
+@Suite struct MessageHeadEncoderTests {
+    /// Byte for byte what SwiftProtobuf writes, with and without redelivery count and ack set.
+    static let cases: [(UInt32, [Int64]?)] = [(0, nil), (3, [-1, 0x7f, Int64.min]), (1, [])]
+
+    @Test(arguments: 0..<3)
+    func matchesSwiftProtobuf(index: Int) {
+        let (redeliveryCount, ackSet) = Self.cases[index]
+        var command = Pulsar_Proto_BaseCommand()
+        command.type = .message
+        command.message.consumerID = 12
+        command.message.messageID.ledgerID = 345
+        command.message.messageID.entryID = 67_890
+        command.message.messageID.partition = -1
+        if redeliveryCount > 0 { command.message.redeliveryCount = redeliveryCount }
+        if let ackSet { command.message.ackSet = ackSet }
+        var expected = ByteBuffer()
+        PulsarFrameEncoder.writePayloadFrameHead(command, checksum: 0xdead_beef, checksummedBytesCount: 1_000, into: &expected)
+        var written = ByteBuffer()
+        MessageHeadEncoder.write(
+            consumerID: 12, ledgerID: 345, entryID: 67_890, partition: -1, redeliveryCount: redeliveryCount, ackSet: ackSet,
+            checksum: 0xdead_beef, checksummedBytesCount: 1_000, into: &written)
+        #expect(written == expected)
+    }
+}
