@@ -182,7 +182,11 @@ def test_zombie_broker_cannot_append_after_takeover(cluster, make_client):
     tracker = SendTracker()
     for i in range(100, 200):  # buffered in the zombie's socket: no receipt while it is stopped
         producer.send_async(str(i).encode(), tracker.callback_for(i))
-    time.sleep(SESSION_TTL_S + 2)  # the zombie's session expires: its bundles are free
+    # The zombie's session expires and its bundles become free; the other broker takes this one.
+    deadline = time.monotonic() + 30
+    while cluster.owner(topic, via=other) is not other:
+        assert time.monotonic() < deadline, "the hung broker's ownership never expired"
+        time.sleep(0.5)
     client2 = make_client(other.url)
     producer2 = client2.create_producer(topic, producer_name="new-owner-client")
     for i in range(1_000, 1_100):

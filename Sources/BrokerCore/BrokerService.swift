@@ -148,8 +148,10 @@ public final class BrokerService: Sendable {
     }
 
     /// The loaded topic, loading (and creating) it on first use. Concurrent callers share one load.
-    public func topic(_ name: TopicName) -> EventLoopFuture<Topic> {
-        let loop = eventLoopGroup.next()
+    /// `preferredLoop`: the loop a newly loaded topic runs on (the first client's connection loop, so
+    /// its SENDs and receipts need no thread hop); nil: the next loop of the group.
+    public func topic(_ name: TopicName, preferredLoop: (any EventLoop)? = nil) -> EventLoopFuture<Topic> {
+        let loop = preferredLoop ?? eventLoopGroup.next()
         let (future, promise) = topics.withLockedValue { topics -> (EventLoopFuture<Topic>, EventLoopPromise<Topic>?) in
             if let existing = topics[name] { return (existing, nil) }
             let promise = loop.makePromise(of: Topic.self)
@@ -206,18 +208,18 @@ public final class BrokerService: Sendable {
     }
 
     /// A persistent or non-persistent topic, by its domain.
-    public func servedTopic(_ name: TopicName) -> EventLoopFuture<any ServedTopic> {
+    public func servedTopic(_ name: TopicName, preferredLoop: (any EventLoop)? = nil) -> EventLoopFuture<any ServedTopic> {
         switch name.domain {
         case .persistent:
-            return topic(name).map { $0 as any ServedTopic }
+            return topic(name, preferredLoop: preferredLoop).map { $0 as any ServedTopic }
         case .nonPersistent:
-            return nonPersistentTopic(name).map { $0 as any ServedTopic }
+            return nonPersistentTopic(name, preferredLoop: preferredLoop).map { $0 as any ServedTopic }
         }
     }
 
     /// The non-persistent topic, created on first use (nothing to recover).
-    public func nonPersistentTopic(_ name: TopicName) -> EventLoopFuture<NonPersistentTopic> {
-        let loop = eventLoopGroup.next()
+    public func nonPersistentTopic(_ name: TopicName, preferredLoop: (any EventLoop)? = nil) -> EventLoopFuture<NonPersistentTopic> {
+        let loop = preferredLoop ?? eventLoopGroup.next()
         let logger = self.logger
         return loop.makeFutureWithTask {
             try await self.checkTopicAllowed(name)

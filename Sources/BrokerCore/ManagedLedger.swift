@@ -2,6 +2,7 @@ import Foundation
 import LedgerStorage
 import Logging
 import Metadata
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// One ledger of a managed ledger, as recorded in metadata.
@@ -231,11 +232,11 @@ final class ManagedLedger: @unchecked Sendable {
         assignedBytes += size
         inFlight.append(PendingAppend(position: position, size: size, result: nil, completion: completion))
         let eventLoop = self.eventLoop
+        let inbox = self.storeCompletions
         store.append(ledgerID: position.ledgerID, entryID: position.entryID, payload: entry) { result in
-            eventLoop.execute {
-                self.appendCompleted(position: position, size: size, result: result.mapError {
-                    BrokerError(.persistence, "append to ledger \(position.ledgerID) failed: \($0)")
-                })
+            // A group commit completes many appends at once: one hop to the topic's loop per burst.
+            if inbox.post((position, size, result)) {
+                eventLoop.execute { self.drainStoreCompletions() }
             }
         }
     }
@@ -246,6 +247,17 @@ final class ManagedLedger: @unchecked Sendable {
         inFlight.append(PendingAppend(
             position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()), completion: completion))
         drainCompleted()
+    }
+
+    /// Store completions waiting for the topic's loop (posted from the journal thread).
+    private let storeCompletions = StoreCompletionInbox()
+
+    private func drainStoreCompletions() {
+        for (position, size, result) in storeCompletions.take() {
+            appendCompleted(position: position, size: size, result: result.mapError {
+                BrokerError(.persistence, "append to ledger \(position.ledgerID) failed: \($0)")
+            })
+        }
     }
 
     private func appendCompleted(position: Position, size: Int64, result: Result<Void, BrokerError>) {
@@ -430,5 +442,31 @@ final class ManagedLedger: @unchecked Sendable {
             for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
         }.get()
         try await metadata.delete(metadataKey, expectedVersion: nil)
+    }
+}
+
+/// Append completions handed from the store's thread to the topic's loop in bursts: `post` says
+/// whether the caller must schedule a drain (the first post since the last `take`). Thread-safe.
+final class StoreCompletionInbox: @unchecked Sendable {
+    typealias Completion = (Position, Int64, Result<Void, LedgerStoreError>)
+    private let lock = NIOLock()
+    private var queued: [Completion] = []
+    private var drainScheduled = false
+
+    func post(_ completion: Completion) -> Bool {
+        lock.withLock {
+            queued.append(completion)
+            if drainScheduled { return false }
+            drainScheduled = true
+            return true
+        }
+    }
+
+    func take() -> [Completion] {
+        lock.withLock {
+            drainScheduled = false
+            defer { queued.removeAll(keepingCapacity: true) }
+            return queued
+        }
     }
 }

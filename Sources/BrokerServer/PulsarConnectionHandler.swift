@@ -300,7 +300,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         guard let sink else { return }
         let initialSubscription = request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
             ? request.initialSubscriptionName : nil
-        broker.servedTopic(name).flatMap { topic in
+        broker.servedTopic(name, preferredLoop: context.eventLoop).flatMap { topic in
             topic.eventLoop.flatSubmit { () -> EventLoopFuture<(any ServedTopic, String, Int64)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
@@ -395,7 +395,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let wireSequenceID = request.sequenceID
         publishStarted(context: context)
         let outbox = replyOutbox(channel: channel)
-        topic.eventLoop.execute {
+        let publish = {
             topic.publish(encoded: encoded, attributes: attributes) { result in
                 let frame: ByteBuffer
                 switch result {
@@ -418,6 +418,12 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 }
                 outbox.post(frame)
             }
+        }
+        // Usually the topic runs on this connection's loop (its first client's): no hop.
+        if topic.eventLoop.inEventLoop {
+            publish()
+        } else {
+            topic.eventLoop.execute(publish)
         }
     }
 
@@ -486,7 +492,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             keySharedPolicy: keySharedPolicy)
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        broker.servedTopic(name).flatMap { topic in
+        broker.servedTopic(name, preferredLoop: context.eventLoop).flatMap { topic in
             topic.eventLoop.flatSubmit {
                 topic.subscribe(subscribeRequest, sink: sink).map { topic }
             }

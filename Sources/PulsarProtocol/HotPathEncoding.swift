@@ -26,6 +26,24 @@ public enum ProtobufWire {
     public static func tag(_ field: Int, wireType: Int) -> UInt8 { UInt8(field << 3 | wireType) }
     public static let varint = 0
     public static let lengthDelimited = 2
+
+    /// Size of `MessageIdData{ledgerId, entryId, partition}` (int32 partition sign-extended, as protobuf does).
+    static func messageIDSize(ledgerID: Int64, entryID: Int64, partition: Int32) -> Int {
+        1 + varintSize(UInt64(bitPattern: ledgerID)) + 1 + varintSize(UInt64(bitPattern: entryID))
+            + 1 + varintSize(UInt64(bitPattern: Int64(partition)))
+    }
+
+    /// Writes `MessageIdData{ledgerId, entryId, partition}` as field `field` (length-delimited).
+    static func writeMessageID(field: Int, ledgerID: Int64, entryID: Int64, partition: Int32, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(tag(field, wireType: lengthDelimited))
+        writeVarint(UInt64(messageIDSize(ledgerID: ledgerID, entryID: entryID, partition: partition)), into: &buffer)
+        buffer.writeInteger(tag(1, wireType: varint))
+        writeVarint(UInt64(bitPattern: ledgerID), into: &buffer)
+        buffer.writeInteger(tag(2, wireType: varint))
+        writeVarint(UInt64(bitPattern: entryID), into: &buffer)
+        buffer.writeInteger(tag(3, wireType: varint))
+        writeVarint(UInt64(bitPattern: Int64(partition)), into: &buffer)
+    }
 }
 
 /// The SEND_RECEIPT frame, encoded by hand: one per published entry, so SwiftProtobuf's storage
@@ -42,12 +60,7 @@ public enum SendReceiptEncoder {
     public static func write(
         producerID: UInt64, sequenceID: UInt64, ledgerID: Int64, entryID: Int64, partition: Int32, into buffer: inout ByteBuffer
     ) {
-        let ledger = UInt64(bitPattern: ledgerID)
-        let entry = UInt64(bitPattern: entryID)
-        // int32 fields are sign-extended to 64 bits on the wire.
-        let partitionWire = UInt64(bitPattern: Int64(partition))
-        let messageIDSize = 1 + ProtobufWire.varintSize(ledger) + 1 + ProtobufWire.varintSize(entry)
-            + 1 + ProtobufWire.varintSize(partitionWire)
+        let messageIDSize = ProtobufWire.messageIDSize(ledgerID: ledgerID, entryID: entryID, partition: partition)
         let receiptSize = 1 + ProtobufWire.varintSize(producerID) + 1 + ProtobufWire.varintSize(sequenceID)
             + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
         let commandSize = 1 + ProtobufWire.varintSize(sendReceiptType)
@@ -63,14 +76,7 @@ public enum SendReceiptEncoder {
         ProtobufWire.writeVarint(producerID, into: &buffer)
         buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(sequenceID, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.lengthDelimited))
-        ProtobufWire.writeVarint(UInt64(messageIDSize), into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(ledger, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(entry, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(partitionWire, into: &buffer)
+        ProtobufWire.writeMessageID(field: 3, ledgerID: ledgerID, entryID: entryID, partition: partition, into: &buffer)
     }
 }
 
@@ -209,11 +215,7 @@ public enum MessageHeadEncoder {
         consumerID: UInt64, ledgerID: Int64, entryID: Int64, partition: Int32, redeliveryCount: UInt32, ackSet: [Int64]?,
         checksum: UInt32, checksummedBytesCount: Int, into buffer: inout ByteBuffer
     ) {
-        let ledger = UInt64(bitPattern: ledgerID)
-        let entry = UInt64(bitPattern: entryID)
-        let partitionWire = UInt64(bitPattern: Int64(partition))
-        let messageIDSize = 1 + ProtobufWire.varintSize(ledger) + 1 + ProtobufWire.varintSize(entry)
-            + 1 + ProtobufWire.varintSize(partitionWire)
+        let messageIDSize = ProtobufWire.messageIDSize(ledgerID: ledgerID, entryID: entryID, partition: partition)
         var messageSize = 1 + ProtobufWire.varintSize(consumerID) + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
         if redeliveryCount > 0 { messageSize += 1 + ProtobufWire.varintSize(UInt64(redeliveryCount)) }
         for word in ackSet ?? [] { messageSize += 1 + ProtobufWire.varintSize(UInt64(bitPattern: word)) }
@@ -227,14 +229,7 @@ public enum MessageHeadEncoder {
         ProtobufWire.writeVarint(UInt64(messageSize), into: &buffer)
         buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(consumerID, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.lengthDelimited))
-        ProtobufWire.writeVarint(UInt64(messageIDSize), into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(ledger, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(entry, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(partitionWire, into: &buffer)
+        ProtobufWire.writeMessageID(field: 2, ledgerID: ledgerID, entryID: entryID, partition: partition, into: &buffer)
         if redeliveryCount > 0 {
             buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
             ProtobufWire.writeVarint(UInt64(redeliveryCount), into: &buffer)

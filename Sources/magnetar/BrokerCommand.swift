@@ -21,17 +21,7 @@ struct BrokerCommand: AsyncParsableCommand {
     @Option(help: "Where the cluster's metadata lives: etcd://host:port[/root].")
     var metadata: String
 
-    @Option(help: "Address to listen on.")
-    var bindAddress = "0.0.0.0"
-
-    @Option(help: "Port of the Pulsar binary protocol.")
-    var port = 6650
-
-    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
-    var httpPort = 8080
-
-    @Option(help: "Host name or address clients and other brokers use to reach this broker.")
-    var advertisedAddress = "localhost"
+    @OptionGroup var listen: ListenOptions
 
     @Option(help: "Name of the cluster (admin API paths, producer names).")
     var clusterName = "magnetar"
@@ -91,14 +81,14 @@ struct BrokerCommand: AsyncParsableCommand {
         let metadataStore = EtcdMetadataStore(
             endpoint: endpoint, rootPrefix: rootPrefix, sessionTTL: .seconds(Int64(sessionTtlSeconds)), logger: logger)
         try await metadataStore.checkConnection()
-        let brokerID = "\(advertisedAddress):\(httpPort)"
+        let brokerID = "\(listen.advertisedAddress):\(listen.httpPort)"
         let store = try await ClusterStorage.connect(
             metadata: metadataStore, staticNodes: storageNodes, replication: replicationOptions,
             auditInterval: .seconds(replicationCheckSeconds), lostNodeGracePeriod: .seconds(replicationGraceSeconds),
             auditorName: brokerID, logger: logger)
         let identity = BrokerIdentity(
-            brokerID: brokerID, pulsarURL: "pulsar://\(advertisedAddress):\(port)",
-            httpURL: "http://\(advertisedAddress):\(httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
+            brokerID: brokerID, pulsarURL: "pulsar://\(listen.advertisedAddress):\(listen.port)",
+            httpURL: "http://\(listen.advertisedAddress):\(listen.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
         configuration.clusterName = clusterName
@@ -120,8 +110,8 @@ struct BrokerCommand: AsyncParsableCommand {
         ])
         do {
             try await BrokerProcess.serve(
-                broker: broker, bindAddress: bindAddress, port: port, httpPort: httpPort,
-                advertisedAddress: advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
+                broker: broker, bindAddress: listen.bindAddress, port: listen.port, httpPort: listen.httpPort,
+                advertisedAddress: listen.advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
                 extraServices: [store.auditor], logger: logger)
         } catch {
             logger.error("broker.failed", metadata: ["error": "\(error)"])

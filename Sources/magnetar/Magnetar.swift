@@ -20,17 +20,7 @@ struct StandaloneCommand: AsyncParsableCommand {
     @Option(help: "Directory for ledgers and metadata.")
     var dataDir = "./data"
 
-    @Option(help: "Address to listen on.")
-    var bindAddress = "0.0.0.0"
-
-    @Option(help: "Port of the Pulsar binary protocol.")
-    var port = 6650
-
-    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
-    var httpPort = 8080
-
-    @Option(help: "Host name or address clients use to reach this broker (returned by topic lookups).")
-    var advertisedAddress = "localhost"
+    @OptionGroup var listen: ListenOptions
 
     @Option(help: "Roll a topic's ledger after this many entries.")
     var maxEntriesPerLedger: Int64 = 50_000
@@ -44,8 +34,8 @@ struct StandaloneCommand: AsyncParsableCommand {
         logging.bootstrap()
         let logger = Logger(label: "magnetar")
         var options = StandaloneOptions(
-            dataDirectory: dataDir, bindAddress: bindAddress, port: port, httpPort: httpPort,
-            advertisedAddress: advertisedAddress)
+            dataDirectory: dataDir, bindAddress: listen.bindAddress, port: listen.port, httpPort: listen.httpPort,
+            advertisedAddress: listen.advertisedAddress)
         guard maxEntriesPerLedger > 0, ledgerRolloverSeconds > 0 else {
             throw ValidationError("--max-entries-per-ledger and --ledger-rollover-seconds must be positive")
         }
@@ -54,4 +44,19 @@ struct StandaloneCommand: AsyncParsableCommand {
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
+}
+
+/// Where a broker listens and how clients reach it (`standalone` and `broker`).
+struct ListenOptions: ParsableArguments {
+    @Option(help: "Address to listen on.")
+    var bindAddress = "0.0.0.0"
+
+    @Option(help: "Port of the Pulsar binary protocol.")
+    var port = 6650
+
+    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
+    var httpPort = 8080
+
+    @Option(help: "Host name or address clients and other brokers use to reach this broker (returned by topic lookups).")
+    var advertisedAddress = "localhost"
 }
