@@ -64,9 +64,14 @@ final class ManagedLedger: @unchecked Sendable {
         /// A duplicate that was not written: completes in order with `position` (-1, -1).
         var isDuplicate = false
         var size: Int64 = 0
+        /// The entry's bytes, kept until it is durable and moved into `tailCache`.
+        var entry: ByteBuffer?
         var result: Result<Void, BrokerError>?
         var completion: (Result<Position, BrokerError>) -> Void
     }
+    /// The newest durable entries of the open ledger: tailing readers (dispatch right after
+    /// publish) get them without a store read.
+    private var tailCache = TailCache()
     /// In-flight appends in append order; completed from the head so callers see append order.
     private var inFlight: [PendingAppend] = []
     private var inFlightHead = 0
@@ -198,6 +203,9 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Reads a durable entry.
     func read(_ position: Position) throws(BrokerError) -> Entry {
+        if let cached = tailCache.entry(at: position) {
+            return try Entry.decode(cached)
+        }
         let buffer: ByteBuffer
         do {
             buffer = try store.read(ledgerID: position.ledgerID, entryID: position.entryID)
@@ -230,12 +238,33 @@ final class ManagedLedger: @unchecked Sendable {
         assignedEntries += 1
         let size = Int64(entry.readableBytes)
         assignedBytes += size
-        inFlight.append(PendingAppend(position: position, size: size, result: nil, completion: completion))
+        inFlight.append(PendingAppend(position: position, size: size, entry: entry, result: nil, completion: completion))
+        if !unsubmitted.isEmpty, unsubmittedFirst.ledgerID != position.ledgerID {
+            submitPending()
+        }
+        if unsubmitted.isEmpty {
+            unsubmittedFirst = position
+            // Once per loop tick: every SEND of a socket read reaches the store in one call.
+            eventLoop.execute { self.submitPending() }
+        }
+        unsubmitted.append(entry)
+    }
+
+    /// Entries with ids assigned but not yet handed to the store (consecutive, from `unsubmittedFirst`).
+    private var unsubmitted: [ByteBuffer] = []
+    private var unsubmittedFirst = Position(ledgerID: -1, entryID: -1)
+
+    private func submitPending() {
+        guard !unsubmitted.isEmpty else { return }
+        var payloads: [ByteBuffer] = []
+        swap(&payloads, &unsubmitted)
+        let first = unsubmittedFirst
+        let count = payloads.count
         let eventLoop = self.eventLoop
         let inbox = self.storeCompletions
-        store.append(ledgerID: position.ledgerID, entryID: position.entryID, payload: entry) { result in
+        store.appendBatch(ledgerID: first.ledgerID, firstEntryID: first.entryID, payloads: payloads) { result in
             // A group commit completes many appends at once: one hop to the topic's loop per burst.
-            if inbox.post((position, size, result)) {
+            if inbox.post((first, count, result)) {
                 eventLoop.execute { self.drainStoreCompletions() }
             }
         }
@@ -253,16 +282,22 @@ final class ManagedLedger: @unchecked Sendable {
     private let storeCompletions = StoreCompletionInbox()
 
     private func drainStoreCompletions() {
-        for (position, size, result) in storeCompletions.take() {
-            appendCompleted(position: position, size: size, result: result.mapError {
-                BrokerError(.persistence, "append to ledger \(position.ledgerID) failed: \($0)")
+        for (first, count, result) in storeCompletions.take() {
+            appendCompleted(first: first, count: count, result: result.mapError {
+                BrokerError(.persistence, "append to ledger \(first.ledgerID) failed: \($0)")
             })
         }
     }
 
-    private func appendCompleted(position: Position, size: Int64, result: Result<Void, BrokerError>) {
-        guard let index = inFlight[inFlightHead...].firstIndex(where: { $0.position == position && !$0.isDuplicate }) else { return }
-        inFlight[index].result = result
+    /// Entries `first`, `first + 1`, ... (`count` of them) finished in the store.
+    private func appendCompleted(first: Position, count: Int, result: Result<Void, BrokerError>) {
+        var index = inFlightHead
+        for offset in 0..<count {
+            let position = Position(ledgerID: first.ledgerID, entryID: first.entryID + Int64(offset))
+            guard let found = inFlight[index...].firstIndex(where: { $0.position == position && !$0.isDuplicate }) else { break }
+            inFlight[found].result = result
+            index = found + 1
+        }
         if case .failure(let error) = result, failure == nil {
             failure = error
             logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
@@ -281,6 +316,9 @@ final class ManagedLedger: @unchecked Sendable {
                 if let last = ledgers.indices.last, ledgers[last].ledgerID == pending.position.ledgerID {
                     ledgers[last].entries = pending.position.entryID + 1
                     ledgers[last].sizeBytes += pending.size
+                }
+                if let entry = pending.entry {
+                    tailCache.insert(entry, at: pending.position)
                 }
                 pending.completion(.success(pending.position))
             case .failure(let error):
@@ -413,6 +451,7 @@ final class ManagedLedger: @unchecked Sendable {
             guard case .success(let version) = result else { return }
             self.metadataVersion = version
             self.ledgers.removeAll { deletable.contains($0.ledgerID) }
+            self.tailCache.removeAll()
             for ledgerID in deletable { try? store.deleteLedger(ledgerID: ledgerID) }
             self.logger.info("managed-ledger.trimmed", metadata: ["topic": "\(self.name)", "ledgers": "\(deletable)"])
         }
@@ -439,16 +478,66 @@ final class ManagedLedger: @unchecked Sendable {
         let ledgerIDs = ledgers.map(\.ledgerID)
         // On the event loop: a shared store's delete blocks its caller, which must not be a task.
         try? await eventLoop.submit {
+            self.tailCache.removeAll()
             for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
         }.get()
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 }
 
+/// The last durable entries of one ledger, contiguous by entry id, bounded by count and bytes.
+/// A pure value; a write to another ledger (or a gap) starts it over.
+struct TailCache {
+    static let maxEntries = 4096
+    static let maxBytes = 4 * 1024 * 1024
+
+    private var ledgerID: Int64 = -1
+    /// Entry id of `entries[head]`.
+    private var firstEntryID: Int64 = 0
+    private var entries: [ByteBuffer] = []
+    private var head = 0
+    private(set) var bytes = 0
+
+    var count: Int { entries.count - head }
+
+    mutating func insert(_ entry: ByteBuffer, at position: Position) {
+        if position.ledgerID != ledgerID || position.entryID != firstEntryID + Int64(count) {
+            entries.removeAll(keepingCapacity: true)
+            head = 0
+            bytes = 0
+            ledgerID = position.ledgerID
+            firstEntryID = position.entryID
+        }
+        entries.append(entry)
+        bytes += entry.readableBytes
+        while count > Self.maxEntries || (bytes > Self.maxBytes && count > 1) {
+            bytes -= entries[head].readableBytes
+            entries[head] = ByteBuffer()
+            head += 1
+            firstEntryID += 1
+        }
+        if head >= 1024, head * 2 >= entries.count {
+            entries.removeFirst(head)
+            head = 0
+        }
+    }
+
+    func entry(at position: Position) -> ByteBuffer? {
+        guard position.ledgerID == ledgerID, position.entryID >= firstEntryID else { return nil }
+        let offset = position.entryID - firstEntryID
+        guard offset < Int64(count) else { return nil }
+        return entries[head + Int(offset)]
+    }
+
+    mutating func removeAll() {
+        self = TailCache()
+    }
+}
+
 /// Append completions handed from the store's thread to the topic's loop in bursts: `post` says
 /// whether the caller must schedule a drain (the first post since the last `take`). Thread-safe.
 final class StoreCompletionInbox: @unchecked Sendable {
-    typealias Completion = (Position, Int64, Result<Void, LedgerStoreError>)
+    typealias Completion = (first: Position, count: Int, result: Result<Void, LedgerStoreError>)
     private let lock = NIOLock()
     private var queued: [Completion] = []
     private var drainScheduled = false

@@ -9,6 +9,8 @@ import NIOCore
 /// and have nothing to do.
 public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     public let name: TopicName
+    /// `name.partitionIndex`, parsed once (it is written into every MESSAGE).
+    public let partitionIndex: Int32
     public let eventLoop: any EventLoop
     private let logger: Logger
 
@@ -30,6 +32,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
 
     init(name: TopicName, eventLoop: any EventLoop, logger: Logger) {
         self.name = name
+        self.partitionIndex = name.partitionIndex
         self.eventLoop = eventLoop
         var logger = logger
         logger[metadataKey: "topic"] = "\(name)"
@@ -96,7 +99,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
             consumer.permits -= messages
             consumer.messagesOut += messages
             consumer.sink.sendMessage(
-                consumerID: consumer.key.consumerID, position: position, partitionIndex: name.partitionIndex,
+                consumerID: consumer.key.consumerID, position: position, partitionIndex: partitionIndex,
                 redeliveryCount: 0, ackSet: nil, entry: entry)
             consumer.sink.flush()
         }

@@ -4,6 +4,8 @@ import NIOCore
 /// the topic's `eventLoop`.
 public protocol ServedTopic: AnyObject, Sendable {
     var name: TopicName { get }
+    /// `name.partitionIndex`, parsed once.
+    var partitionIndex: Int32 { get }
     var eventLoop: any EventLoop { get }
     func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
     func removeProducer(connectionID: UInt64, producerID: UInt64)

@@ -57,6 +57,8 @@ public struct LastMessageInfo: Sendable {
 /// managed ledger and reloading durable cursors), unloaded when the broker stops.
 public final class Topic: @unchecked Sendable {
     public let name: TopicName
+    /// `name.partitionIndex`, parsed once (it is written into every receipt).
+    public let partitionIndex: Int32
     public let eventLoop: any EventLoop
     let managedLedger: ManagedLedger
     let store: any LedgerStore
@@ -93,6 +95,7 @@ public final class Topic: @unchecked Sendable {
         metadata: any MetadataStore, logger: Logger
     ) {
         self.name = name
+        self.partitionIndex = name.partitionIndex
         self.eventLoop = eventLoop
         self.managedLedger = managedLedger
         self.store = store
@@ -107,7 +110,7 @@ public final class Topic: @unchecked Sendable {
     func attachLoadedSubscription(_ cursor: Cursor) {
         subscriptions[cursor.name] = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
-            partitionIndex: name.partitionIndex, logger: logger)
+            partitionIndex: partitionIndex, logger: logger)
     }
 
     // MARK: producers
@@ -228,7 +231,7 @@ public final class Topic: @unchecked Sendable {
     {
         let managedLedger = self.managedLedger
         let logger = self.logger
-        let partitionIndex = name.partitionIndex
+        let partitionIndex = self.partitionIndex
         guard durable else {
             let cursor = Cursor.nonDurable(name: subscriptionName, managedLedger: managedLedger, markDelete: markDelete, logger: logger)
             return eventLoop.makeSucceededFuture(Subscription(

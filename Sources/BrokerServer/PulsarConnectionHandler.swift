@@ -388,42 +388,49 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             buffer.writeImmutableBuffer(bytes)
         }
         let topic = producer.topic
-        let channel = context.channel
-        let partition = topic.name.partitionIndex
-        let receivedAt = NIODeadline.now()
-        let producerID = request.producerID
-        let wireSequenceID = request.sequenceID
         publishStarted(context: context)
-        let outbox = replyOutbox(channel: channel)
-        let publish = {
-            topic.publish(encoded: encoded, attributes: attributes) { result in
-                let frame: ByteBuffer
-                switch result {
-                case .success(let position):
-                    BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
-                    // The hot path: encoded by hand, no SwiftProtobuf storage or copies.
-                    var buffer = channel.allocator.buffer(capacity: 48)
+        let outbox = replyOutbox(channel: context.channel)
+        let receivedAt = NIODeadline.now()
+        // Usually the topic runs on this connection's loop (its first client's): no hop.
+        if topic.eventLoop.inEventLoop {
+            Self.publish(
+                encoded, attributes: attributes, to: topic, producerID: request.producerID, sequenceID: request.sequenceID,
+                receivedAt: receivedAt, allocator: context.channel.allocator, outbox: outbox)
+        } else {
+            let allocator = context.channel.allocator
+            topic.eventLoop.execute {
+                Self.publish(
+                    encoded, attributes: attributes, to: topic, producerID: request.producerID,
+                    sequenceID: request.sequenceID, receivedAt: receivedAt, allocator: allocator, outbox: outbox)
+            }
+        }
+    }
+
+    /// On the topic's loop: appends the entry and posts its SEND_RECEIPT (or SEND_ERROR) to `outbox`.
+    private static func publish(
+        _ encoded: ByteBuffer, attributes: EntryAttributes, to topic: any ServedTopic, producerID: UInt64, sequenceID wireSequenceID: UInt64,
+        receivedAt: NIODeadline, allocator: ByteBufferAllocator, outbox: ReplyOutbox
+    ) {
+        let partition = topic.partitionIndex
+        topic.publish(encoded: encoded, attributes: attributes) { result in
+            switch result {
+            case .success(let position):
+                BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
+                // The hot path: encoded by hand straight into the connection's reply buffer.
+                outbox.post { buffer in
                     SendReceiptEncoder.write(
                         producerID: producerID, sequenceID: wireSequenceID, ledgerID: position.ledgerID,
                         entryID: position.entryID, partition: partition, into: &buffer)
-                    frame = buffer
-                case .failure(let error):
-                    var command = Pulsar_Proto_BaseCommand()
-                    command.type = .sendError
-                    command.sendError.producerID = producerID
-                    command.sendError.sequenceID = wireSequenceID
-                    command.sendError.error = ServerErrors.serverError(for: error)
-                    command.sendError.message = ServerErrors.message(for: error)
-                    frame = PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator)
                 }
-                outbox.post(frame)
+            case .failure(let error):
+                var command = Pulsar_Proto_BaseCommand()
+                command.type = .sendError
+                command.sendError.producerID = producerID
+                command.sendError.sequenceID = wireSequenceID
+                command.sendError.error = ServerErrors.serverError(for: error)
+                command.sendError.message = ServerErrors.message(for: error)
+                outbox.post(PulsarFrameEncoder.encodeCommand(command, allocator: allocator))
             }
-        }
-        // Usually the topic runs on this connection's loop (its first client's): no hop.
-        if topic.eventLoop.inEventLoop {
-            publish()
-        } else {
-            topic.eventLoop.execute(publish)
         }
     }
 
@@ -581,7 +588,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         topic.eventLoop.execute {
             var command = Pulsar_Proto_BaseCommand()
             if let info = topic.lastMessage(subscription: entry.subscription) {
-                let partition = topic.name.partitionIndex
+                let partition = topic.partitionIndex
                 command.type = .getLastMessageIDResponse
                 command.getLastMessageIDResponse.requestID = request.requestID
                 command.getLastMessageIDResponse.lastMessageID = Commands.messageID(

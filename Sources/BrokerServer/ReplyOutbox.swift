@@ -3,12 +3,14 @@ import NIOCore
 
 /// Replies to SENDs (receipts and send errors) on their way from topic event loops to one
 /// connection's loop. A topic completes many appends in one go (a group commit); instead of one
-/// loop hop and one flush per reply, the first reply of a burst schedules one task on the
-/// connection's loop, which writes every reply queued by then and flushes once. Thread-safe.
+/// loop hop, one buffer and one flush per reply, replies are encoded straight into one shared
+/// buffer, and the first reply of a burst schedules one task on the connection's loop, which
+/// writes that buffer and flushes once. Thread-safe.
 final class ReplyOutbox: @unchecked Sendable {
     private let lock = NIOLock()
-    private var queued: [ByteBuffer] = []
-    private var spare: [ByteBuffer] = []
+    /// Encoded replies not yet handed to the channel, and how many.
+    private var pending: ByteBuffer
+    private var pendingCount = 0
     private var drainScheduled = false
     private let channel: any Channel
     /// Runs on the connection's loop with the number of replies written (backpressure accounting).
@@ -17,12 +19,20 @@ final class ReplyOutbox: @unchecked Sendable {
     init(channel: any Channel, written: @escaping (Int) -> Void) {
         self.channel = channel
         self.written = written
+        self.pending = channel.allocator.buffer(capacity: 4096)
     }
 
-    /// Queues a reply frame; from any thread.
+    /// Queues an encoded reply frame; from any thread.
     func post(_ frame: ByteBuffer) {
+        post { $0.writeImmutableBuffer(frame) }
+    }
+
+    /// Queues one reply that `encode` writes (a whole frame) into the shared buffer; from any thread.
+    /// `encode` runs under the outbox's lock: keep it to writing bytes.
+    func post(encoding encode: (inout ByteBuffer) -> Void) {
         let schedule = lock.withLock { () -> Bool in
-            queued.append(frame)
+            encode(&pending)
+            pendingCount += 1
             if drainScheduled { return false }
             drainScheduled = true
             return true
@@ -33,19 +43,14 @@ final class ReplyOutbox: @unchecked Sendable {
     }
 
     private func drain() {
-        let batch = lock.withLock { () -> [ByteBuffer] in
+        var fresh = channel.allocator.buffer(capacity: 4096)
+        let count = lock.withLock { () -> Int in
             drainScheduled = false
-            let batch = queued
-            queued = spare
-            return batch
+            swap(&fresh, &pending)
+            defer { pendingCount = 0 }
+            return pendingCount
         }
-        for frame in batch {
-            channel.write(frame, promise: nil)
-        }
-        channel.flush()
-        written(batch.count)
-        var emptied = batch
-        emptied.removeAll(keepingCapacity: true)
-        lock.withLock { if spare.capacity < emptied.capacity { spare = emptied } }
+        channel.writeAndFlush(fresh, promise: nil)
+        written(count)
     }
 }

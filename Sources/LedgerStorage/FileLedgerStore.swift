@@ -170,6 +170,53 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             completion(.failure(.closed))
             return
         }
+        enqueue(admit(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery, completion: completion))
+        condition.unlock()
+    }
+
+    /// One lock and one wake-up for the whole batch; only the last request carries the completion
+    /// (the journal completes requests in order, and a failed group fails the store, so the last
+    /// one's result stands for all).
+    public func appendBatch(
+        ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        guard !payloads.isEmpty else {
+            completion(.success(()))
+            return
+        }
+        for payload in payloads {
+            precondition(payload.readableBytes <= LedgerStorageLimits.maxEntryPayloadBytes, "entry payload too large")
+        }
+        condition.lock()
+        guard lifecycle == .open else {
+            condition.unlock()
+            completion(.failure(.closed))
+            return
+        }
+        if queue.isEmpty {
+            queueHeadEnqueuedAt = .now
+        }
+        let last = payloads.count - 1
+        var firstRefusal: LedgerStoreError?
+        for (offset, payload) in payloads.enumerated() {
+            var request = admit(
+                ledgerID: ledgerID, entryID: firstEntryID + Int64(offset), payload: payload, recovery: false,
+                completion: offset == last ? completion : nil)
+            // A refusal refuses the rest of the batch too (ids no longer follow): report the first.
+            if firstRefusal == nil { firstRefusal = request.refusal }
+            if offset == last, let firstRefusal { request.refusal = firstRefusal }
+            queue.append(request)
+            queuedBytes += request.recordBytes
+        }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Checks one append against the ledger's state and builds its request. Caller holds `condition`.
+    private func admit(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool, completion: Completion?
+    ) -> Request {
         var refusal = failure
         var ledger = ledgers[ledgerID]
         if refusal == nil {
@@ -195,12 +242,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             ledger.writeCache[entryID] = payload
             recordBytes = OnDiskFormat.recordBytes(payloadBytes: payload.readableBytes)
         }
-        enqueue(
-            Request(
-                kind: .add, ledgerID: ledgerID, entryID: entryID, ledger: ledger,
-                payload: refusal == nil ? payload : nil, refusal: refusal, completion: completion, waiter: nil,
-                recordBytes: recordBytes))
-        condition.unlock()
+        return Request(
+            kind: .add, ledgerID: ledgerID, entryID: entryID, ledger: ledger,
+            payload: refusal == nil ? payload : nil, refusal: refusal, completion: completion, waiter: nil,
+            recordBytes: recordBytes)
     }
 
     public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {

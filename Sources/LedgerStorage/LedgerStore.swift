@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// Every operating error a `LedgerStore` reports. Programmer errors (an oversized payload, calling
@@ -60,6 +61,13 @@ public protocol LedgerStore: AnyObject, Sendable {
     func append(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
+    /// Appends `payloads` as entries `firstEntryID`, `firstEntryID + 1`, ... of one ledger: the same
+    /// as `append` for each in order, with one `completion` for all: success once every one is
+    /// durable, failure as soon as one failed (earlier ones may be durable). The default calls
+    /// `append` per entry; the file store takes its lock and wakes its journal once per batch.
+    func appendBatch(
+        ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
     /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
@@ -121,6 +129,19 @@ public struct LedgerReplicationOptions: Sendable, Equatable, Codable {
 }
 
 extension LedgerStore {
+    public func appendBatch(
+        ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        guard !payloads.isEmpty else {
+            completion(.success(()))
+            return
+        }
+        let remaining = BatchCompletion(count: payloads.count, completion: completion)
+        for (offset, payload) in payloads.enumerated() {
+            append(ledgerID: ledgerID, entryID: firstEntryID + Int64(offset), payload: payload) { remaining.complete($0) }
+        }
+    }
     public func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError) {}
 
     public func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64 {
@@ -148,5 +169,34 @@ extension LedgerStore {
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
         append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
+    }
+}
+
+/// Counts down a batch's per-entry completions into one: the first failure, or success after all.
+private final class BatchCompletion: @unchecked Sendable {
+    private let lock = NSLock()
+    private var remaining: Int
+    private var completion: (@Sendable (Result<Void, LedgerStoreError>) -> Void)?
+
+    init(count: Int, completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void) {
+        self.remaining = count
+        self.completion = completion
+    }
+
+    func complete(_ result: Result<Void, LedgerStoreError>) {
+        let done: (@Sendable (Result<Void, LedgerStoreError>) -> Void)? = lock.withLock {
+            remaining -= 1
+            guard let completion else { return nil }
+            if case .failure = result {
+                self.completion = nil
+                return completion
+            }
+            if remaining == 0 {
+                self.completion = nil
+                return completion
+            }
+            return nil
+        }
+        done?(result)
     }
 }

@@ -28,6 +28,40 @@ struct LedgerStoreTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func appendBatchIsAppendInOrderWithOneCompletion(kind: StoreKind) throws {
+        let fixture = try StoreFixture(kind)
+        defer { fixture.tearDown() }
+        let store = fixture.store
+        func appendBatch(ledgerID: Int64, first: Int64, count: Int) -> LedgerStoreError? {
+            let results = Collected<Result<Void, LedgerStoreError>>()
+            let done = DispatchSemaphore(value: 0)
+            let payloads = (0..<count).map { makePayload(ledgerID: ledgerID, entryID: first + Int64($0), size: 20 + $0) }
+            store.appendBatch(ledgerID: ledgerID, firstEntryID: first, payloads: payloads) { result in
+                results.append(result)
+                done.signal()
+            }
+            done.wait()
+            // One completion, even when every entry of the batch is refused.
+            #expect(results.values.count == 1)
+            if case .failure(let error) = results.values[0] { return error }
+            return nil
+        }
+        #expect(appendBatch(ledgerID: 3, first: 0, count: 50) == nil)
+        #expect(store.lastAddConfirmed(ledgerID: 3) == 49)
+        #expect(appendAndWait(store, ledgerID: 3, entryID: 50, payload: makePayload(ledgerID: 3, entryID: 50, size: 1)) == nil)
+        #expect(appendBatch(ledgerID: 3, first: 51, count: 3) == nil)
+        for entryID in Int64(0)..<50 {
+            #expect(try store.read(ledgerID: 3, entryID: entryID) == makePayload(ledgerID: 3, entryID: entryID, size: 20 + Int(entryID)))
+        }
+        #expect(try store.read(ledgerID: 3, entryID: 53) == makePayload(ledgerID: 3, entryID: 53, size: 22))
+        // A batch that does not continue the ledger is refused as a whole, with one completion.
+        #expect(appendBatch(ledgerID: 3, first: 60, count: 4) == .outOfOrder(ledgerID: 3, expected: 54, got: 60))
+        #expect(store.lastAddConfirmed(ledgerID: 3) == 53)
+        _ = try store.fence(ledgerID: 3)
+        #expect(appendBatch(ledgerID: 3, first: 54, count: 2) == .fenced(ledgerID: 3))
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func outOfOrderAppendsAreRefused(kind: StoreKind) throws {
         let fixture = try StoreFixture(kind)
         defer { fixture.tearDown() }
