@@ -65,16 +65,21 @@ public struct Entry: Sendable {
         writeBody: (inout ByteBuffer) -> Void
     ) -> ByteBuffer {
         let key = attributes.key.prefix(Entry.maxKeyLengthBytes)
-        let producerName = Array(attributes.producerName.utf8.prefix(Int(UInt16.max)))
-        var buffer = allocator.buffer(capacity: 34 + key.count + producerName.count + bodyLength)
+        let producerName = attributes.producerName.utf8
+        let producerNameLength = min(producerName.count, Int(UInt16.max))
+        var buffer = allocator.buffer(capacity: 34 + key.count + producerNameLength + bodyLength)
         buffer.writeInteger(Entry.formatVersion)
         buffer.writeInteger(attributes.numMessages)
         buffer.writeInteger(attributes.publishTimeMs)
         buffer.writeInteger(attributes.deliverAtMs)
         buffer.writeInteger(UInt16(key.count))
         buffer.writeBytes(key)
-        buffer.writeInteger(UInt16(producerName.count))
-        buffer.writeBytes(producerName)
+        buffer.writeInteger(UInt16(producerNameLength))
+        if producerNameLength == producerName.count {
+            buffer.writeString(attributes.producerName)
+        } else {
+            buffer.writeBytes(producerName.prefix(producerNameLength))
+        }
         buffer.writeInteger(attributes.highestSequenceID)
         buffer.writeInteger(UInt8(attributes.isNonFinalChunk ? 1 : 0))
         writeBody(&buffer)

@@ -19,7 +19,7 @@ public struct ConnectionConfiguration: Sendable {
 /// which are only unique per connection) are touched only there. Calls into a topic hop to the
 /// topic's event loop; their results hop back. Policy lives in the state machine and the core.
 final class PulsarConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = PulsarFrame
+    typealias InboundIn = ByteBuffer
 
     private struct ProducerEntry {
         var topic: any ServedTopic
@@ -42,6 +42,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private var pendingPublishes = 0
     private var readingPaused = false
     private var outbox: ReplyOutbox?
+    /// Frames are split here, not by a `ByteToMessageHandler` in front: no `NIOAny` box, cast and
+    /// pipeline hop per frame. After a malformed frame the rest of the input is ignored.
+    private let frames = NIOSingleStepByteToMessageProcessor(PulsarFrameDecoder())
+    private var inputFailed = false
 
     init(broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64, logger: Logger) {
         self.broker = broker
@@ -92,7 +96,18 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        guard !inputFailed else { return }
+        do {
+            try frames.process(buffer: unwrapInboundIn(data)) { frame in
+                self.received(frame, context: context)
+            }
+        } catch {
+            inputFailed = true
+            errorCaught(context: context, error: error)
+        }
+    }
+
+    private func received(_ frame: PulsarFrame, context: ChannelHandlerContext) {
         let type = frame.type
         let version: Int32?
         if type == .connect {

@@ -46,7 +46,6 @@ public final class PulsarServer: Service, Sendable {
                     return value
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(PulsarConnectionHandler(
                         broker: broker, configuration: configuration, connectionID: connectionID, logger: logger))
                 }

@@ -479,10 +479,12 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         var batchFailure = failure
         batchBuffer.clear()
         if batchFailure == nil {
-            for (requestIndex, request) in batch.enumerated() where request.refusal == nil {
+            // By index, not `for request in batch`: copying a request retains its five references.
+            for requestIndex in batch.indices where batch[requestIndex].refusal == nil {
                 let start = batchBuffer.writerIndex
                 let length = OnDiskFormat.writeRecord(
-                    kind: request.kind, ledgerID: request.ledgerID, entryID: request.entryID, payload: request.payload,
+                    kind: batch[requestIndex].kind, ledgerID: batch[requestIndex].ledgerID,
+                    entryID: batch[requestIndex].entryID, payload: batch[requestIndex].payload,
                     into: &batchBuffer)
                 journaled.append((requestIndex, start, length))
             }
@@ -536,16 +538,16 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         condition.lock()
         var addIndex = 0
         for item in journaled {
-            let request = batch[item.requestIndex]
-            let ledger = request.ledger!
-            switch request.kind {
+            let ledger = batch[item.requestIndex].ledger!
+            let entryID = batch[item.requestIndex].entryID
+            switch batch[item.requestIndex].kind {
             case .add:
-                ledger.lastAddConfirmed = request.entryID
+                ledger.lastAddConfirmed = entryID
                 ledger.isOnDisk = true
                 if entryLogFailure == nil {
-                    assert(Int64(ledger.locations.count) == request.entryID)
+                    assert(Int64(ledger.locations.count) == entryID)
                     ledger.locations.append(locations[addIndex])
-                    ledger.writeCache[request.entryID] = nil
+                    ledger.writeCache[entryID] = nil
                 }
                 addIndex += 1
             case .fence:
@@ -553,8 +555,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 ledger.isOnDisk = true
                 fenceResults[item.requestIndex] = ledger.lastAddConfirmed
             case .delete:
-                if ledgers[request.ledgerID] === ledger {
-                    ledgers[request.ledgerID] = nil
+                let ledgerID = batch[item.requestIndex].ledgerID
+                if ledgers[ledgerID] === ledger {
+                    ledgers[ledgerID] = nil
                 }
             }
         }
@@ -563,16 +566,16 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         }
         condition.unlock()
 
-        for (requestIndex, request) in batch.enumerated() {
-            if let refusal = request.refusal {
-                request.completion?(.failure(refusal))
-                request.waiter?.finish(.failure(refusal))
+        for requestIndex in batch.indices {
+            if let refusal = batch[requestIndex].refusal {
+                batch[requestIndex].completion?(.failure(refusal))
+                batch[requestIndex].waiter?.finish(.failure(refusal))
                 continue
             }
-            switch request.kind {
-            case .add: request.completion?(.success(()))
-            case .fence: request.waiter?.finish(.success(fenceResults[requestIndex] ?? -1))
-            case .delete: request.waiter?.finish(.success(-1))
+            switch batch[requestIndex].kind {
+            case .add: batch[requestIndex].completion?(.success(()))
+            case .fence: batch[requestIndex].waiter?.finish(.success(fenceResults[requestIndex] ?? -1))
+            case .delete: batch[requestIndex].waiter?.finish(.success(-1))
             }
         }
 

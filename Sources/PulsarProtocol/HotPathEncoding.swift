@@ -14,12 +14,18 @@ public enum ProtobufWire {
     }
 
     public static func writeVarint(_ value: UInt64, into buffer: inout ByteBuffer) {
-        var value = value
-        while value >= 0x80 {
-            buffer.writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
+        // One reservation and one access for the whole varint (at most 10 bytes), not one per byte.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 10) { bytes in
+            var value = value
+            var count = 0
+            while value >= 0x80 {
+                bytes[count] = UInt8(truncatingIfNeeded: value) | 0x80
+                value >>= 7
+                count += 1
+            }
+            bytes[count] = UInt8(value)
+            return count + 1
         }
-        buffer.writeInteger(UInt8(value))
     }
 
     /// Tag byte of a field with number < 16.

@@ -16,7 +16,6 @@ import Testing
             configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
             eventLoopGroup: loop, logger: Logger(label: "test"))
         let channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
         try channel.pipeline.syncOperations.addHandler(PulsarConnectionHandler(
             broker: broker, configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://127.0.0.1:6650"),
             connectionID: 1, logger: Logger(label: "test")))
