@@ -42,14 +42,19 @@ final class ReplyOutbox: @unchecked Sendable {
         }
     }
 
+    /// Capacity of the next reply buffer: about what the last burst needed, so a busy connection
+    /// does not grow its buffer by reallocation on every burst.
+    private var nextCapacity = 4096
+
     private func drain() {
-        var fresh = channel.allocator.buffer(capacity: 4096)
+        var fresh = channel.allocator.buffer(capacity: nextCapacity)
         let count = lock.withLock { () -> Int in
             drainScheduled = false
             swap(&fresh, &pending)
             defer { pendingCount = 0 }
             return pendingCount
         }
+        nextCapacity = min(max(4096, fresh.readableBytes + fresh.readableBytes / 4), 1 << 20)
         channel.writeAndFlush(fresh, promise: nil)
         written(count)
     }

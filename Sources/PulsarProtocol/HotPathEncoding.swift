@@ -71,18 +71,61 @@ public enum SendReceiptEncoder {
             + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
         let commandSize = 1 + ProtobufWire.varintSize(sendReceiptType)
             + 1 + ProtobufWire.varintSize(UInt64(receiptSize)) + receiptSize
-        buffer.reserveCapacity(minimumWritableBytes: 8 + commandSize)
-        buffer.writeInteger(UInt32(4 + commandSize))
-        buffer.writeInteger(UInt32(commandSize))
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(sendReceiptType, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(sendReceiptField, wireType: ProtobufWire.lengthDelimited))
-        ProtobufWire.writeVarint(UInt64(receiptSize), into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(producerID, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(sequenceID, into: &buffer)
-        ProtobufWire.writeMessageID(field: 3, ledgerID: ledgerID, entryID: entryID, partition: partition, into: &buffer)
+        let messageIDLength = UInt64(messageIDSize)
+        // One reservation and one exclusive access for the whole frame (receipts are the hottest write).
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 8 + commandSize) { bytes in
+            var out = RawWireWriter(bytes: bytes)
+            out.uint32(UInt32(4 + commandSize))
+            out.uint32(UInt32(commandSize))
+            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+            out.varint(sendReceiptType)
+            out.byte(ProtobufWire.tag(sendReceiptField, wireType: ProtobufWire.lengthDelimited))
+            out.varint(UInt64(receiptSize))
+            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+            out.varint(producerID)
+            out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+            out.varint(sequenceID)
+            out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.lengthDelimited))
+            out.varint(messageIDLength)
+            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+            out.varint(UInt64(bitPattern: ledgerID))
+            out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+            out.varint(UInt64(bitPattern: entryID))
+            out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+            out.varint(UInt64(bitPattern: Int64(partition)))
+            precondition(out.offset == 8 + commandSize, "receipt size miscomputed")
+            return out.offset
+        }
+    }
+}
+
+/// Writes wire bytes into memory reserved beforehand for exactly what is written (the caller
+/// computed the size). Multi-byte integers are big-endian, as in Pulsar's frame header.
+struct RawWireWriter {
+    let bytes: UnsafeMutableRawBufferPointer
+    private(set) var offset = 0
+
+    init(bytes: UnsafeMutableRawBufferPointer) { self.bytes = bytes }
+
+    mutating func byte(_ value: UInt8) {
+        precondition(offset < bytes.count)
+        bytes[offset] = value
+        offset += 1
+    }
+
+    mutating func uint32(_ value: UInt32) {
+        precondition(offset + 4 <= bytes.count)
+        bytes.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
+        offset += 4
+    }
+
+    mutating func varint(_ value: UInt64) {
+        var value = value
+        while value >= 0x80 {
+            byte(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        byte(UInt8(value))
     }
 }
 

@@ -45,51 +45,90 @@ public struct PayloadSection: Sendable, Equatable {
 }
 
 /// One decoded frame: a command and, for SEND/MESSAGE, its payload section. A pure value.
+///
+/// The per-message commands (SEND on a broker, SEND_RECEIPT and MESSAGE on a client) are read by
+/// hand when they have their usual shape: `send` / `receipt` / `message` hold their fields and
+/// no SwiftProtobuf message is built; `command` rebuilds one on demand.
 public struct PulsarFrame: Sendable {
-    /// The decoded command, or for a hand-decoded SEND a shared `{type: SEND}` (see `command`).
+    /// The decoded command, or for a hand-decoded one a shared command with only its type (see `command`).
     private var storedCommand: Pulsar_Proto_BaseCommand
-    private var isHandDecodedSend: Bool
     public var payload: PayloadSection?
     /// For a SEND: its fields (the hot path reads these, never `command.send`).
     public let send: SendCommandFields?
+    /// For a hand-decoded SEND_RECEIPT: its fields (nil for other frames and unusual receipts).
+    public let receipt: SendReceiptFields?
+    /// For a hand-decoded MESSAGE: its fields (nil for other frames and unusual deliveries).
+    public let message: MessageCommandFields?
+    private let isHandDecoded: Bool
 
     public init(command: Pulsar_Proto_BaseCommand, payload: PayloadSection? = nil) {
         storedCommand = command
-        isHandDecodedSend = false
+        isHandDecoded = false
         self.payload = payload
         send = command.type == .send ? SendCommandFields(command.send) : nil
+        receipt = nil
+        message = nil
     }
 
     /// A SEND whose command the decoder read by hand.
     init(send: SendCommandFields, payload: PayloadSection?) {
         storedCommand = Self.sendCommand
-        isHandDecodedSend = true
+        isHandDecoded = true
         self.payload = payload
         self.send = send
+        receipt = nil
+        message = nil
+    }
+
+    /// A SEND_RECEIPT whose command the decoder read by hand.
+    init(receipt: SendReceiptFields) {
+        storedCommand = Self.sendReceiptCommand
+        isHandDecoded = true
+        payload = nil
+        send = nil
+        self.receipt = receipt
+        message = nil
+    }
+
+    /// A MESSAGE whose command the decoder read by hand.
+    init(message: MessageCommandFields, payload: PayloadSection?) {
+        storedCommand = Self.messageCommand
+        isHandDecoded = true
+        self.payload = payload
+        send = nil
+        receipt = nil
+        self.message = message
     }
 
     /// The command's type, without building anything.
     public var type: Pulsar_Proto_BaseCommand.TypeEnum { storedCommand.type }
 
-    /// The whole command. For a hand-decoded SEND it is rebuilt from `send` on each call (tests,
-    /// tools); the broker's publish path uses `type` and `send` instead.
+    /// The whole command. For a hand-decoded one it is rebuilt from its fields on each call (tests,
+    /// tools, rare paths); hot paths use `type` and `send` / `receipt` / `message` instead.
     public var command: Pulsar_Proto_BaseCommand {
-        guard isHandDecodedSend, let send else { return storedCommand }
+        guard isHandDecoded else { return storedCommand }
         var command = storedCommand
-        command.send.producerID = send.producerID
-        command.send.sequenceID = send.sequenceID
-        if let numMessages = send.numMessages { command.send.numMessages = numMessages }
-        if let highest = send.highestSequenceID { command.send.highestSequenceID = highest }
-        if send.isChunk { command.send.isChunk = true }
+        if let send {
+            command.send.producerID = send.producerID
+            command.send.sequenceID = send.sequenceID
+            if let numMessages = send.numMessages { command.send.numMessages = numMessages }
+            if let highest = send.highestSequenceID { command.send.highestSequenceID = highest }
+            if send.isChunk { command.send.isChunk = true }
+        }
+        receipt?.apply(to: &command)
+        message?.apply(to: &command)
         return command
     }
 
-    /// The command of every hand-decoded SEND frame (shared storage: no allocation per frame).
-    static let sendCommand: Pulsar_Proto_BaseCommand = {
+    private static func shared(_ type: Pulsar_Proto_BaseCommand.TypeEnum) -> Pulsar_Proto_BaseCommand {
         var command = Pulsar_Proto_BaseCommand()
-        command.type = .send
+        command.type = type
         return command
-    }()
+    }
+    /// The commands of hand-decoded frames (shared storage: no allocation per frame).
+    static let sendCommand = shared(.send)
+    static let sendReceiptCommand = shared(.sendReceipt)
+    static let messageCommand = shared(.message)
 }
 
 /// What the broker uses of a `CommandSend`. A pure value.

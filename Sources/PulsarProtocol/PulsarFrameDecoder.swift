@@ -55,11 +55,20 @@ public struct PulsarFrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
         let command: Pulsar_Proto_BaseCommand
         var send: SendCommandFields?
-        if let fast = SendCommandFields.decodeCommon(frame.getSlice(at: frame.readerIndex, length: commandSize)!) {
+        var message: MessageCommandFields?
+        let commandBytes = frame.getSlice(at: frame.readerIndex, length: commandSize)!
+        if let fast = SendCommandFields.decodeCommon(commandBytes) {
             // The hot path: a plain SEND, read by hand.
             frame.moveReaderIndex(forwardBy: commandSize)
             command = PulsarFrame.sendCommand
             send = fast
+        } else if frame.readableBytes == commandSize, let receipt = SendReceiptFields.decodeCommon(commandBytes) {
+            // A client's hot path: receipts and deliveries, read by hand.
+            return PulsarFrame(receipt: receipt)
+        } else if let fast = MessageCommandFields.decodeCommon(commandBytes) {
+            frame.moveReaderIndex(forwardBy: commandSize)
+            command = PulsarFrame.messageCommand
+            message = fast
         } else {
           do {
             command = try frame.readWithUnsafeReadableBytes { pointer in
@@ -74,7 +83,9 @@ public struct PulsarFrameDecoder: NIOSingleStepByteToMessageDecoder {
             throw PulsarProtocolError(.missingCommandType, "BaseCommand has no type")
         }
         guard frame.readableBytes > 0 else {
-            return send.map { PulsarFrame(send: $0, payload: nil) } ?? PulsarFrame(command: command)
+            if let send { return PulsarFrame(send: send, payload: nil) }
+            if let message { return PulsarFrame(message: message, payload: nil) }
+            return PulsarFrame(command: command)
         }
         // Payload section.
         if frame.getInteger(at: frame.readerIndex, as: UInt16.self) == PulsarLimits.brokerEntryMetadataMagic {
@@ -98,6 +109,8 @@ public struct PulsarFrameDecoder: NIOSingleStepByteToMessageDecoder {
             throw PulsarProtocolError(.malformedPayload, "metadata size exceeds the payload frame")
         }
         let payload = PayloadSection(checksum: checksum, checksummedBytes: frame)
-        return send.map { PulsarFrame(send: $0, payload: payload) } ?? PulsarFrame(command: command, payload: payload)
+        if let send { return PulsarFrame(send: send, payload: payload) }
+        if let message { return PulsarFrame(message: message, payload: payload) }
+        return PulsarFrame(command: command, payload: payload)
     }
 }
