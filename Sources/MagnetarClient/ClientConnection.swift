@@ -118,6 +118,21 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        // The per-message commands, read by hand: no SwiftProtobuf `BaseCommand` per message.
+        if isHandshakeDone, let receipt = frame.receipt {
+            let id = receipt.messageID.map { MessageID($0) } ?? MessageID(Pulsar_Proto_MessageIdData())
+            producers[receipt.producerID]?.receiptReceived(sequenceID: receipt.sequenceID, messageID: id)
+            return
+        }
+        if isHandshakeDone, let message = frame.message {
+            var command = Pulsar_Proto_CommandMessage()
+            command.consumerID = message.consumerID
+            command.messageID = message.messageID.protobuf
+            if let redeliveryCount = message.redeliveryCount { command.redeliveryCount = redeliveryCount }
+            command.ackSet = message.ackSet
+            consumers[message.consumerID]?.messageReceived(command, payload: frame.payload)
+            return
+        }
         let command = frame.command
         guard isHandshakeDone else {
             guard command.type == .connected else {

@@ -27,6 +27,13 @@ public struct MessageID: Sendable, Hashable, Comparable, CustomStringConvertible
             partition: data.hasPartition ? data.partition : -1, batchIndex: batchIndex, batchSize: batchSize)
     }
 
+    /// The id from a hand-decoded receipt or delivery.
+    init(_ fields: MessageIDFields, batchIndex: Int32 = -1, batchSize: Int32 = 1) {
+        self.init(
+            ledgerID: Int64(bitPattern: fields.ledgerID), entryID: Int64(bitPattern: fields.entryID),
+            partition: fields.partition ?? -1, batchIndex: batchIndex, batchSize: batchSize)
+    }
+
     /// The entry-level id for ACK and REDELIVER (no partition, no batch index).
     var entryData: Pulsar_Proto_MessageIdData {
         var data = Pulsar_Proto_MessageIdData()

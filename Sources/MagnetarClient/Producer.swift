@@ -191,9 +191,13 @@ final class ProducerCore: @unchecked Sendable {
     }
 
     func receiptReceived(sequenceID: UInt64, messageID: Pulsar_Proto_MessageIdData) {
+        receiptReceived(sequenceID: sequenceID, messageID: MessageID(messageID))
+    }
+
+    func receiptReceived(sequenceID: UInt64, messageID: MessageID) {
         switch pending.receiptReceived(sequenceID: Int64(bitPattern: sequenceID)) {
         case .completed(let op):
-            var id = MessageID(messageID)
+            var id = messageID
             id.partition = partition
             let count = Int32(op.messageCount)
             op.completions.forEach { completion, index in
