@@ -21,8 +21,9 @@ public struct ClientOptions: Sendable {
 /// Holds one connection per broker (`host:port`), opened on first use; topics are looked up with
 /// PARTITIONED_METADATA and LOOKUP (following redirects), then producers and consumers are created on
 /// the owning broker's connection. Thread-safe (`Sendable`); share one per process. Lifecycle: `init`
-/// opens nothing; `close()` closes every connection. A connection that drops fails its producers and
-/// consumers (reconnect with backoff is not implemented yet); the next lookup opens a new one.
+/// opens nothing; `close()` closes every connection and ends every producer and consumer. A connection
+/// that drops is replaced on the next lookup; its producers and consumers reconnect by themselves
+/// (re-lookup with `Backoff`, see `ProducerCore` / `ConsumerCore`).
 ///
 /// ```swift
 /// let client = try PulsarClient(url: "pulsar://127.0.0.1:6650")
@@ -36,6 +37,9 @@ public final class PulsarClient: Sendable {
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let connections = Mutex<[String: EventLoopFuture<ClientConnection>]>([:])
+    private let closed = Atomic<Bool>(false)
+    /// Producer and consumer ids, unique per client so they survive a move to another connection.
+    private let nextHandlerID = Atomic<UInt64>(0)
 
     /// - Parameters:
     ///   - url: `pulsar://host:port` (port defaults to 6650).
@@ -69,12 +73,18 @@ public final class PulsarClient: Sendable {
         return (String(rest[..<colon]), port)
     }
 
+    /// True once `close()` was called.
+    public var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    func makeHandlerID() -> UInt64 { nextHandlerID.wrappingAdd(1, ordering: .relaxed).oldValue }
+
     // MARK: connections
 
     /// The open connection to `host:port`, opening one if there is none or the last one failed or closed.
     func connection(host: String, port: Int) async throws -> ClientConnection {
         let key = "\(host):\(port)"
         while true {
+            if isClosed { throw PulsarClientError(.alreadyClosed, "the client was closed") }
             let (future, isNew) = connections.withLock { table -> (EventLoopFuture<ClientConnection>, Bool) in
                 if let existing = table[key] { return (existing, false) }
                 let created = ClientConnection.connect(
@@ -132,75 +142,117 @@ public final class PulsarClient: Sendable {
         throw PulsarClientError(.protocolViolation, "more than \(options.maxLookupRedirects) lookup redirects for \(topic)")
     }
 
-    private func requireUnpartitioned(_ topic: String) async throws {
+    /// `lookup` as a future completing on `loop` (what reconnecting producers and consumers use).
+    func lookupFuture(topic: String, on loop: any EventLoop) -> EventLoopFuture<ClientConnection> {
+        let promise = loop.makePromise(of: ClientConnection.self)
+        promise.completeWithTask { try await self.lookup(topic: topic) }
+        return promise.futureResult
+    }
+
+    /// The topic names to open: the topic itself, or each `<topic>-partition-<i>`.
+    private func partitionTopics(_ topic: String) async throws -> (partitions: Int, topics: [String]) {
         let partitions = try await partitionCount(topic: topic)
-        guard partitions == 0 else {
-            throw PulsarClientError(
-                .unsupported,
-                "\(topic) has \(partitions) partitions; open one producer or consumer per partition (\(topic)-partition-<i>)")
-        }
+        guard partitions > 0 else { return (0, [topic]) }
+        return (partitions, (0..<partitions).map { "\(topic)-partition-\($0)" })
     }
 
     // MARK: producers and consumers
 
     /// Creates a producer on `topic` (short names are expanded to `persistent://public/default/<name>`).
+    /// On a partitioned topic it opens one producer per partition and routes messages (see `Producer`).
     public func createProducer(topic: String, options: ProducerOptions = ProducerOptions()) async throws -> Producer {
         let topic = TopicNames.normalize(topic)
-        try await requireUnpartitioned(topic)
-        let connection = try await lookup(topic: topic)
-        let logger = self.logger
-        let partition = TopicNames.partitionIndex(topic)
-        let (core, name) = try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<(ProducerCore, String)> in
-            let core = connection.registerProducer {
-                ProducerCore(connection: connection, topic: topic, producerID: $0, partition: partition, options: options, logger: logger)
+        let (partitions, topics) = try await partitionTopics(topic)
+        var cores: [ProducerCore] = []
+        var eventLoop: (any EventLoop)?
+        do {
+            for (index, name) in topics.enumerated() {
+                let connection = try await lookup(topic: name)
+                // Every partition lives on the first partition's loop, so routing needs no hop.
+                let loop = eventLoop ?? connection.eventLoop
+                eventLoop = loop
+                let core = ProducerCore(
+                    client: self, eventLoop: loop, topic: name, producerID: makeHandlerID(),
+                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options, logger: logger)
+                try await loop.flatSubmit { core.register(on: connection) }.get()
+                cores.append(core)
             }
-            return connection.request {
-                ClientCommands.producer(topic: topic, producerID: core.producerID, requestID: $0, name: options.name)
-            }.map { response in
-                let success = response.producerSuccess
-                core.ready(producerName: success.producerName, lastSequenceID: success.hasLastSequenceID ? success.lastSequenceID : -1)
-                return (core, success.producerName)
-            }.flatMapErrorThrowing { error in
-                connection.unregisterProducer(core.producerID)
-                throw error
-            }
-        }.get()
-        return Producer(core: core, name: name)
+        } catch {
+            for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }
+            throw error
+        }
+        return Producer(cores: cores, topic: topic, partitionCount: partitions, options: options)
     }
 
-    /// Subscribes to `topic` with a durable subscription and grants the first permits.
+    /// Subscribes to `topic` with a durable subscription and grants the first permits. On a
+    /// partitioned topic it subscribes to every partition and merges what they deliver.
     public func subscribe(
         topic: String, subscription: String, type: SubscriptionType = .exclusive, options: ConsumerOptions = ConsumerOptions()
     ) async throws -> Consumer {
         let topic = TopicNames.normalize(topic)
-        try await requireUnpartitioned(topic)
-        let connection = try await lookup(topic: topic)
-        let logger = self.logger
-        let partition = TopicNames.partitionIndex(topic)
+        let (partitions, topics) = try await partitionTopics(topic)
         let consumerName = options.name ?? String(UInt64.random(in: 0...UInt64.max) & 0xFF_FFFF_FFFF, radix: 16)
-        let core = try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<ConsumerCore> in
-            let core = connection.registerConsumer {
-                ConsumerCore(
-                    connection: connection, topic: topic, subscription: subscription, type: type, consumerID: $0,
-                    partition: partition, options: options, logger: logger)
-            }
-            return connection.request {
-                ClientCommands.subscribe(
-                    topic: topic, subscription: subscription, type: type, consumerID: core.consumerID, requestID: $0,
-                    consumerName: consumerName, initialPosition: options.initialPosition)
-            }.map { _ in
-                core.start()
-                return core
-            }.flatMapErrorThrowing { error in
-                connection.unregisterConsumer(core.consumerID)
-                throw error
-            }
-        }.get()
-        return Consumer(core: core)
+        return try await openConsumer(
+            topic: topic, partitions: partitions, topics: topics, subscription: subscription, type: type,
+            consumerName: consumerName, options: options, durable: true, start: nil, startInclusive: false)
     }
 
-    /// Closes every connection (their producers and consumers fail with `alreadyClosed`).
+    /// Opens a reader: a non-durable, exclusive subscription named `reader-<random>` that starts at
+    /// `startMessageID` (the message itself only when `startMessageIDInclusive`). Non-partitioned
+    /// topics (or one partition) only.
+    public func createReader(
+        topic: String, startMessageID: StartMessageID, startMessageIDInclusive: Bool = false,
+        receiverQueueSize: Int = 1000
+    ) async throws -> Reader {
+        let topic = TopicNames.normalize(topic)
+        let (partitions, _) = try await partitionTopics(topic)
+        guard partitions == 0 else {
+            throw PulsarClientError(
+                .unsupported, "\(topic) has \(partitions) partitions; create one reader per partition (\(topic)-partition-<i>)")
+        }
+        var options = ConsumerOptions()
+        options.receiverQueueSize = receiverQueueSize
+        options.initialPosition = startMessageID == .earliest ? .earliest : .latest
+        let suffix = String(UInt64.random(in: 0...UInt64.max) & 0xFF_FFFF_FFFF, radix: 16)
+        let consumer = try await openConsumer(
+            topic: topic, partitions: 0, topics: [topic], subscription: "reader-\(suffix)", type: .exclusive,
+            consumerName: "reader-\(suffix)", options: options, durable: false, start: startMessageID,
+            startInclusive: startMessageIDInclusive)
+        return try await Reader.make(consumer: consumer, start: startMessageID, inclusive: startMessageIDInclusive)
+    }
+
+    private func openConsumer(
+        topic: String, partitions: Int, topics: [String], subscription: String, type: SubscriptionType,
+        consumerName: String, options: ConsumerOptions, durable: Bool, start: StartMessageID?, startInclusive: Bool
+    ) async throws -> Consumer {
+        var queue: ReceiveQueue?
+        var cores: [ConsumerCore] = []
+        do {
+            for (index, name) in topics.enumerated() {
+                let connection = try await lookup(topic: name)
+                let receiveQueue = queue ?? ReceiveQueue(eventLoop: connection.eventLoop)
+                queue = receiveQueue
+                let core = ConsumerCore(
+                    client: self, queue: receiveQueue, topic: name, subscription: subscription, type: type,
+                    consumerID: makeHandlerID(), consumerName: consumerName,
+                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options,
+                    durable: durable, start: start, startInclusive: startInclusive, logger: logger)
+                cores.append(core)
+                try await receiveQueue.eventLoop.flatSubmit {
+                    receiveQueue.cores = cores
+                    return core.register(on: connection)
+                }.get()
+            }
+        } catch {
+            for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }
+            throw error
+        }
+        return Consumer(cores: cores, queue: queue!, topic: topic, partitionCount: partitions)
+    }
+
+    /// Closes every connection; every producer and consumer ends with `alreadyClosed` (no reconnection).
     public func close() async {
+        closed.store(true, ordering: .relaxed)
         let all = connections.withLock { table in
             let all = Array(table.values)
             table.removeAll()
