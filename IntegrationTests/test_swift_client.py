@@ -189,3 +189,18 @@ def test_consumer_survives_unload(broker, client, topic):
     assert proc.returncode == 0, stderr[-3000:]
     payloads = [payload for _, _, payload in received(stdout.splitlines())]
     assert set(payloads) == {f"c-{i}" for i in range(60)}
+
+
+def test_consume_with_seek(broker, client, topic):
+    t = topic("seek")
+    tool(broker, "consume", t, "-s", "sub", "-n", "1", "--timeout", "0.2")
+    producer = client.create_producer(t, batching_enabled=False)
+    ids = [producer.send(f"s-{i}".encode()) for i in range(5)]
+    first = received(tool(broker, "consume", t, "-s", "sub", "-n", "5", "--timeout", "10"))
+    assert [p for _, _, p in first] == [f"s-{i}" for i in range(5)]
+    # Everything is acknowledged; seeking back re-delivers.
+    again = received(tool(broker, "consume", t, "-s", "sub", "-n", "5", "--timeout", "10", "--seek", "earliest"))
+    assert [p for _, _, p in again] == [f"s-{i}" for i in range(5)]
+    after = f"{ids[2].ledger_id()}:{ids[2].entry_id()}"
+    tail = received(tool(broker, "consume", t, "-s", "sub", "-n", "2", "--timeout", "10", "--seek", after))
+    assert [p for _, _, p in tail] == ["s-3", "s-4"]

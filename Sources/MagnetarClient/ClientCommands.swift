@@ -109,6 +109,15 @@ enum ClientCommands {
         }
     }
 
+    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest) or to a publish time.
+    static func seek(consumerID: UInt64, requestID: UInt64, to id: MessageID) -> Pulsar_Proto_BaseCommand {
+        base(.seek) {
+            $0.seek.consumerID = consumerID
+            $0.seek.requestID = requestID
+            $0.seek.messageID = id.entryData
+        }
+    }
+
     static func closeConsumer(consumerID: UInt64, requestID: UInt64) -> Pulsar_Proto_BaseCommand {
         base(.closeConsumer) {
             $0.closeConsumer.consumerID = consumerID

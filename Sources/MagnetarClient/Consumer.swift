@@ -85,6 +85,17 @@ public final class Consumer: Sendable {
         queue.eventLoop.execute { queue.core(for: id.partition).negativeAcknowledge(id) }
     }
 
+    /// Moves the subscription to `position` (SEEK; non-partitioned topics only). The broker closes the
+    /// consumer and it re-subscribes; messages queued meanwhile are dropped. After `.id(x)` the next
+    /// message is the one after `x` (as in the official clients).
+    public func seek(to position: StartMessageID) async throws {
+        guard cores.count == 1 else {
+            throw PulsarClientError(.unsupported, "seek on a partitioned consumer: seek each partition's consumer")
+        }
+        let core = cores[0]
+        try await core.eventLoop.flatSubmit { core.seek(to: position, inclusive: false) }.get()
+    }
+
     /// Sends pending acks and closes the consumer (every partition) on the broker.
     public func close() async throws {
         let cores = self.cores
@@ -215,6 +226,11 @@ final class ConsumerCore: @unchecked Sendable {
     private(set) var startInclusive: Bool
     /// The last message handed to the application (readers resume after it when reconnecting).
     private(set) var lastDequeuedID: MessageID?
+    /// Readers: what `hasMessageAvailable` compares the topic's last id with before anything was read
+    /// (nil id: any message counts).
+    var availabilityReference: (id: MessageID?, inclusive: Bool) = (nil, true)
+    /// A SEEK is in flight: the CLOSE_CONSUMER it causes must not move `start` to `lastDequeuedID`.
+    private var isSeeking = false
 
     private var permitsToReturn = 0
     private var pendingAcks: [Pulsar_Proto_MessageIdData] = []
@@ -304,7 +320,7 @@ final class ConsumerCore: @unchecked Sendable {
         // As the C++ client: what was received but not handed out is dropped; the broker redelivers
         // it (durable) or we resubscribe after the last message handed out (reader).
         let dropped = queue.removeAll(partition: partition)
-        if !durable, let lastDequeuedID {
+        if !durable, !isSeeking, let lastDequeuedID {
             start = .id(lastDequeuedID)
             startInclusive = false
         }
@@ -540,6 +556,37 @@ final class ConsumerCore: @unchecked Sendable {
             id.partition = partition
             return id
         }
+    }
+
+    /// SEEK: the broker repositions the subscription and closes this consumer, which re-subscribes
+    /// (for a reader, at the new position).
+    func seek(to position: StartMessageID, inclusive: Bool) -> EventLoopFuture<Void> {
+        guard let connection else {
+            return eventLoop.makeFailedFuture(PulsarClientError(.connectionClosed, "not connected (reconnecting)"))
+        }
+        let target: MessageID
+        switch position {
+        case .earliest: target = MessageID(ledgerID: -1, entryID: -1)
+        case .latest: target = MessageID(ledgerID: Int64.max, entryID: Int64.max)
+        case .id(let id): target = id
+        }
+        let reference: EventLoopFuture<(id: MessageID?, inclusive: Bool)>
+        switch position {
+        case .earliest: reference = eventLoop.makeSucceededFuture((nil, true))
+        case .latest: reference = lastMessageID().map { ($0, false) }
+        case .id(let id): reference = eventLoop.makeSucceededFuture((id, inclusive))
+        }
+        let consumerID = self.consumerID
+        return reference.flatMap { [self] reference in
+            isSeeking = true
+            start = position
+            startInclusive = inclusive
+            lastDequeuedID = nil
+            availabilityReference = reference
+            return connection.requestFromAnyLoop(on: eventLoop) {
+                ClientCommands.seek(consumerID: consumerID, requestID: $0, to: target)
+            }.map { _ in }
+        }.always { [self] _ in isSeeking = false }
     }
 
     // MARK: closing

@@ -6,29 +6,31 @@ import NIOCore
 /// Thread-safe. Lifecycle: `PulsarClient.createReader` … `close()`.
 public final class Reader: Sendable {
     let consumer: Consumer
-    /// For `hasMessageAvailable` before anything was read: the id the first message must exceed
-    /// (the topic's last id when the reader started at `.latest`).
-    private let reference: MessageID?
-    private let referenceInclusive: Bool
+    let inclusive: Bool
     public var topic: String { consumer.topic }
 
-    private init(consumer: Consumer, reference: MessageID?, referenceInclusive: Bool) {
+    private init(consumer: Consumer, inclusive: Bool) {
         self.consumer = consumer
-        self.reference = reference
-        self.referenceInclusive = referenceInclusive
+        self.inclusive = inclusive
     }
 
+    /// Sets what `hasMessageAvailable` compares with before anything was read: nothing (earliest),
+    /// the topic's last id when starting at `.latest`, or the start id.
     static func make(consumer: Consumer, start: StartMessageID, inclusive: Bool) async throws -> Reader {
-        switch start {
-        case .earliest:
-            return Reader(consumer: consumer, reference: nil, referenceInclusive: true)
-        case .latest:
-            let core = consumer.cores[0]
-            let last = try await core.eventLoop.flatSubmit { core.lastMessageID() }.get()
-            return Reader(consumer: consumer, reference: last, referenceInclusive: false)
-        case .id(let id):
-            return Reader(consumer: consumer, reference: id, referenceInclusive: inclusive)
-        }
+        let core = consumer.cores[0]
+        try await core.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            switch start {
+            case .earliest:
+                core.availabilityReference = (nil, true)
+                return core.eventLoop.makeSucceededVoidFuture()
+            case .latest:
+                return core.lastMessageID().map { core.availabilityReference = ($0, false) }
+            case .id(let id):
+                core.availabilityReference = (id, inclusive)
+                return core.eventLoop.makeSucceededVoidFuture()
+            }
+        }.get()
+        return Reader(consumer: consumer, inclusive: inclusive)
     }
 
     /// The next message; waits until one arrives.
@@ -38,21 +40,28 @@ public final class Reader: Sendable {
     public func readNext(maxMessages: Int) async throws -> [Message] { try await consumer.receive(maxMessages: maxMessages) }
 
     /// True if a message after the last one read exists: one is queued, or GET_LAST_MESSAGE_ID names a
-    /// later one.
+    /// later one. Fails with `connectionClosed` while the reader is reconnecting.
     public func hasMessageAvailable() async throws -> Bool {
         let core = consumer.cores[0]
         let queue = consumer.queue
-        let (reference, inclusive) = (self.reference, referenceInclusive)
         return try await queue.eventLoop.flatSubmit { () -> EventLoopFuture<Bool> in
             if !queue.isEmpty { return queue.eventLoop.makeSucceededFuture(true) }
             let dequeued = core.lastDequeuedID
+            let reference = core.availabilityReference
             return core.lastMessageID().map { last in
                 guard last.ledgerID >= 0, last.entryID >= 0 else { return false }
                 if let dequeued { return Reader.isAfter(last, dequeued, inclusive: false) }
-                guard let reference else { return true }
-                return Reader.isAfter(last, reference, inclusive: inclusive)
+                guard let id = reference.id else { return true }
+                return Reader.isAfter(last, id, inclusive: reference.inclusive)
             }
         }.get()
+    }
+
+    /// Repositions the reader (SEEK): `.id(x)` continues after `x` (at `x` if the reader is inclusive).
+    public func seek(to position: StartMessageID) async throws {
+        let core = consumer.cores[0]
+        let inclusive = self.inclusive
+        try await core.eventLoop.flatSubmit { core.seek(to: position, inclusive: inclusive) }.get()
     }
 
     /// Whether `last` is past `reference` (or equal to it, when inclusive), in (ledger, entry, batch index) order.

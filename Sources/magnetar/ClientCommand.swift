@@ -195,6 +195,9 @@ struct ClientConsumeCommand: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds without a message (0 = wait forever).")
     var timeout: Double = 0
 
+    @Option(help: "Move the subscription first: earliest, latest, or after the message ledger:entry[:partition:batchIndex].")
+    var seek: String?
+
     @OptionGroup var connection: ClientConnectionOptions
 
     func subscriptionType() throws -> SubscriptionType {
@@ -207,13 +210,17 @@ struct ClientConsumeCommand: AsyncParsableCommand {
         }
     }
 
-    func validate() throws { _ = try subscriptionType() }
+    func validate() throws {
+        _ = try subscriptionType()
+        if let seek { _ = try ClientCommand.parsePosition(seek, option: "--seek") }
+    }
 
     func run() async throws {
         let client = try connection.makeClient()
         var options = ConsumerOptions()
         options.initialPosition = earliest ? .earliest : .latest
         let consumer = try await client.subscribe(topic: topic, subscription: subscription, type: try subscriptionType(), options: options)
+        if let seek { try await consumer.seek(to: try ClientCommand.parsePosition(seek, option: "--seek")) }
         var received = 0
         while count == 0 || received < count {
             let wanted = count == 0 ? 100 : min(100, count - received)
@@ -251,20 +258,7 @@ struct ClientReadCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ClientConnectionOptions
 
-    func startMessageID() throws -> StartMessageID {
-        switch start.lowercased() {
-        case "earliest": return .earliest
-        case "latest": return .latest
-        default:
-            let parts = start.split(separator: ":").map { Int64($0) }
-            guard parts.count == 2 || parts.count == 4, parts.allSatisfy({ $0 != nil }) else {
-                throw ValidationError("--start must be earliest, latest or ledger:entry[:partition:batchIndex]")
-            }
-            return .id(MessageID(
-                ledgerID: parts[0]!, entryID: parts[1]!, partition: parts.count == 4 ? Int32(parts[2]!) : -1,
-                batchIndex: parts.count == 4 ? Int32(parts[3]!) : -1))
-        }
-    }
+    func startMessageID() throws -> StartMessageID { try ClientCommand.parsePosition(start, option: "--start") }
 
     func validate() throws { _ = try startMessageID() }
 
@@ -288,6 +282,22 @@ struct ClientReadCommand: AsyncParsableCommand {
 }
 
 extension ClientCommand {
+    /// `earliest`, `latest` or `ledger:entry[:partition:batchIndex]` (the format the tool prints).
+    static func parsePosition(_ text: String, option: String) throws -> StartMessageID {
+        switch text.lowercased() {
+        case "earliest": return .earliest
+        case "latest": return .latest
+        default:
+            let parts = text.split(separator: ":").map { Int64($0) }
+            guard parts.count == 2 || parts.count == 4, parts.allSatisfy({ $0 != nil }) else {
+                throw ValidationError("\(option) must be earliest, latest or ledger:entry[:partition:batchIndex]")
+            }
+            return .id(MessageID(
+                ledgerID: parts[0]!, entryID: parts[1]!, partition: parts.count == 4 ? Int32(parts[2]!) : -1,
+                batchIndex: parts.count == 4 ? Int32(parts[3]!) : -1))
+        }
+    }
+
     /// Runs `body`, or gives nil after `timeout` seconds (0: no limit). A receive cannot be cancelled,
     /// so on a timeout it is left waiting; the command then closes the consumer, which ends it.
     static func receive(
