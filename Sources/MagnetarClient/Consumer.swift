@@ -196,7 +196,7 @@ public enum StartMessageID: Sendable, Hashable {
 ///
 /// States: subscribed (`connection` set) → disconnected (queued messages dropped, re-subscription
 /// scheduled with `Backoff`) → subscribed … → closed (`closeError` set, final).
-final class ConsumerCore: @unchecked Sendable {
+final class ConsumerCore: ClientHandler, @unchecked Sendable {
     private struct EntryKey: Hashable {
         var ledgerID: Int64
         var entryID: Int64
@@ -263,6 +263,7 @@ final class ConsumerCore: @unchecked Sendable {
         logger[metadataKey: "topic"] = "\(topic)"
         logger[metadataKey: "subscription"] = "\(subscription)"
         self.logger = logger
+        client.track(self, id: consumerID)
     }
 
     // MARK: subscription and reconnection
@@ -610,6 +611,7 @@ final class ConsumerCore: @unchecked Sendable {
     func shutDown(_ error: PulsarClientError) {
         guard closeError == nil else { return }
         closeError = error
+        client.untrack(id: consumerID)
         reconnectTimer?.cancel()
         reconnectTimer = nil
         connection?.detachConsumer(consumerID)

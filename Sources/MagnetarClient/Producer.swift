@@ -156,7 +156,7 @@ public final class Producer: Sendable {
 ///
 /// States: registered (`connection` set) → disconnected (`connection` nil, a reconnection scheduled
 /// with `Backoff`) → registered again … → closed (`closeError` set, final).
-final class ProducerCore: @unchecked Sendable {
+final class ProducerCore: ClientHandler, @unchecked Sendable {
     let client: PulsarClient
     let eventLoop: any EventLoop
     let topic: String
@@ -174,7 +174,8 @@ final class ProducerCore: @unchecked Sendable {
     private var hasRegistered = false
     private var backoff = Backoff()
     private var reconnectTimer: Scheduled<Void>?
-    private var disconnectedAt: NIODeadline?
+    /// While disconnected: fails what waits for a receipt once `sendTimeout` has passed.
+    private var sendTimeoutTimer: Scheduled<Void>?
 
     private var nextSequenceID: Int64 = 0
     private var pending = PendingSends<SendCompletion>()
@@ -198,6 +199,7 @@ final class ProducerCore: @unchecked Sendable {
         logger[metadataKey: "topic"] = "\(topic)"
         logger[metadataKey: "producer.id"] = "\(producerID)"
         self.logger = logger
+        client.track(self, id: producerID)
     }
 
     var isBatching: Bool { options.batchingMaxMessages > 1 }
@@ -258,7 +260,8 @@ final class ProducerCore: @unchecked Sendable {
             ])
         }
         backoff.reset()
-        disconnectedAt = nil
+        sendTimeoutTimer?.cancel()
+        sendTimeoutTimer = nil
         // Resend what still waits for a receipt, in order (ProducerImpl::resendMessages).
         pending.forEach { connection.writeFromAnyLoop($0.frame) }
     }
@@ -273,16 +276,23 @@ final class ProducerCore: @unchecked Sendable {
             return
         }
         logger.info("client.producer.disconnected", metadata: ["error": "\(error)"])
+        armSendTimeout()
         scheduleReconnect()
+    }
+
+    /// Every `sendTimeout` while disconnected, what waits for a receipt fails (then the next round).
+    private func armSendTimeout() {
+        let timeout = options.sendTimeout
+        sendTimeoutTimer = eventLoop.scheduleTask(in: timeout) { [self] in
+            sendTimeoutTimer = nil
+            guard connection == nil, closeError == nil else { return }
+            failPending(PulsarClientError(.timeout, "disconnected for more than \(timeout); still reconnecting"))
+            armSendTimeout()
+        }
     }
 
     private func scheduleReconnect() {
         guard closeError == nil, reconnectTimer == nil else { return }
-        let now = NIODeadline.now()
-        if disconnectedAt == nil { disconnectedAt = now }
-        if let disconnectedAt, now - disconnectedAt > options.sendTimeout {
-            failPending(PulsarClientError(.timeout, "disconnected for more than \(options.sendTimeout); still reconnecting"))
-        }
         let delay = backoff.nextDelay()
         logger.debug("client.producer.reconnect-scheduled", metadata: ["delay.ms": "\(delay.nanoseconds / 1_000_000)"])
         reconnectTimer = eventLoop.scheduleTask(in: delay) { [self] in
@@ -456,8 +466,11 @@ final class ProducerCore: @unchecked Sendable {
     func shutDown(_ error: PulsarClientError) {
         guard closeError == nil else { return }
         closeError = error
+        client.untrack(id: producerID)
         reconnectTimer?.cancel()
         reconnectTimer = nil
+        sendTimeoutTimer?.cancel()
+        sendTimeoutTimer = nil
         connection?.detachProducer(producerID)
         connection = nil
         batchTimer?.cancel()

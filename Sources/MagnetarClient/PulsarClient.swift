@@ -4,6 +4,12 @@ import NIOPosix
 import PulsarProtocol
 import Synchronization
 
+/// A producer or consumer core as the client sees it: something to end when the client closes.
+protocol ClientHandler: AnyObject, Sendable {
+    var eventLoop: any EventLoop { get }
+    func shutDown(_ error: PulsarClientError)
+}
+
 /// Client-wide settings. A pure value.
 public struct ClientOptions: Sendable {
     /// TCP connect + CONNECT/CONNECTED handshake.
@@ -40,6 +46,8 @@ public final class PulsarClient: Sendable {
     private let closed = Atomic<Bool>(false)
     /// Producer and consumer ids, unique per client so they survive a move to another connection.
     private let nextHandlerID = Atomic<UInt64>(0)
+    /// Every open producer and consumer core, so `close()` can end those that are between connections.
+    private let handlers = Mutex<[UInt64: any ClientHandler]>([:])
 
     /// - Parameters:
     ///   - url: `pulsar://host:port` (port defaults to 6650).
@@ -77,6 +85,10 @@ public final class PulsarClient: Sendable {
     public var isClosed: Bool { closed.load(ordering: .relaxed) }
 
     func makeHandlerID() -> UInt64 { nextHandlerID.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    func track(_ handler: any ClientHandler, id: UInt64) { handlers.withLock { $0[id] = handler } }
+
+    func untrack(id: UInt64) { _ = handlers.withLock { $0.removeValue(forKey: id) } }
 
     // MARK: connections
 
@@ -253,6 +265,15 @@ public final class PulsarClient: Sendable {
     /// Closes every connection; every producer and consumer ends with `alreadyClosed` (no reconnection).
     public func close() async {
         closed.store(true, ordering: .relaxed)
+        let open = handlers.withLock { table in
+            let all = Array(table.values)
+            table.removeAll()
+            return all
+        }
+        let error = PulsarClientError(.alreadyClosed, "the client was closed")
+        for handler in open {
+            ClientConnection.run(on: handler.eventLoop) { handler.shutDown(error) }
+        }
         let all = connections.withLock { table in
             let all = Array(table.values)
             table.removeAll()
