@@ -242,7 +242,12 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// `write` from any thread (a producer or consumer whose loop is not this connection's).
     func writeFromAnyLoop(_ frame: ByteBuffer) {
-        Self.run(on: eventLoop) { self.write(frame) }
+        // The publish hot path: no closure when already on the loop.
+        if eventLoop.inEventLoop {
+            write(frame)
+        } else {
+            eventLoop.execute { self.write(frame) }
+        }
     }
 
     func writeCommandFromAnyLoop(_ command: Pulsar_Proto_BaseCommand) {

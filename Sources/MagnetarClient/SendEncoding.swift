@@ -202,6 +202,18 @@ struct MessageBatch: Sendable {
         let sequenceID = UInt64(bitPattern: firstSequenceID + Int64(count))
         let payload = message.payload
         let payloadSize = UInt64(payload.readableBytes)
+        if message.key == nil, message.eventTimeMs == nil, message.properties.isEmpty {
+            // The common case (and `magnetar perf`'s): only payload_size and sequence_id.
+            let singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
+            body.writeInteger(UInt32(singleSize))
+            body.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(payloadSize, into: &body)
+            body.writeInteger(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(sequenceID, into: &body)
+            body.writeImmutableBuffer(payload)
+            count += 1
+            return
+        }
         let properties = MetadataFields.sorted(message.properties)
         var singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
         singleSize += MetadataFields.propertiesSize(properties)
