@@ -100,53 +100,58 @@ enum PayloadCompression {
         payload.withUnsafeReadableBytes { source in
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: expected) { destination in
                 let destination = UnsafeMutableRawBufferPointer(rebasing: destination[..<expected])
-                produced = decode(source, destination)
+                produced = decode(type, source, destination, expected: expected)
                 return produced == expected ? expected : 0
             }
-        }
-        func decode(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableRawBufferPointer) -> Int {
-                switch type {
-                case .none:
-                    return 0
-                case .lz4:
-                    guard expected > 0 else { return sourceCount == 1 ? 0 : -1 }
-                    return Int(LZ4_decompress_safe(
-                        source.baseAddress, destination.baseAddress, Int32(sourceCount), Int32(expected)))
-                case .zlib:
-                    var destinationCount = uLongf(expected)
-                    var scratch: UInt8 = 0
-                    let status = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
-                        CZlib.uncompress(
-                            destination.baseAddress?.assumingMemoryBound(to: Bytef.self) ?? scratchPointer, &destinationCount,
-                            source.baseAddress?.assumingMemoryBound(to: Bytef.self), uLong(sourceCount))
-                    }
-                    return status == Z_OK ? Int(destinationCount) : -1
-                case .zstd:
-                    let frameSize = ZSTD_getFrameContentSize(source.baseAddress, sourceCount)
-                    // ZSTD_CONTENTSIZE_ERROR / _UNKNOWN are the two largest values; a known size must match.
-                    if frameSize < UInt64.max - 1, frameSize != UInt64(expected) { return -1 }
-                    let written = ZSTD_decompress(destination.baseAddress, expected, source.baseAddress, sourceCount)
-                    return ZSTD_isError(written) != 0 ? -1 : written
-                case .snappy:
-                    let sourcePointer = source.baseAddress?.assumingMemoryBound(to: CChar.self)
-                    var length = 0
-                    guard snappy_uncompressed_length(sourcePointer, sourceCount, &length) == SNAPPY_OK, length == expected
-                    else { return -1 }
-                    var destinationCount = expected
-                    var scratch: CChar = 0
-                    let status = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
-                        snappy_uncompress(
-                            sourcePointer, sourceCount,
-                            destination.baseAddress?.assumingMemoryBound(to: CChar.self) ?? scratchPointer, &destinationCount)
-                    }
-                    return status == SNAPPY_OK ? destinationCount : -1
-                }
         }
         guard produced == expected else {
             throw PulsarClientError(
                 .corruptMessage, "\(type) payload of \(sourceCount) bytes did not decompress to the \(expected) bytes its metadata states")
         }
         return output
+    }
+
+    /// One library call into `destination` (exactly `expected` bytes): the bytes produced, or -1.
+    private static func decode(
+        _ type: CompressionType, _ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableRawBufferPointer, expected: Int
+    ) -> Int {
+        let sourceCount = source.count
+        switch type {
+        case .none:
+            return 0
+        case .lz4:
+            guard expected > 0 else { return sourceCount == 1 ? 0 : -1 }
+            return Int(LZ4_decompress_safe(
+                source.baseAddress, destination.baseAddress, Int32(sourceCount), Int32(expected)))
+        case .zlib:
+            var destinationCount = uLongf(expected)
+            var scratch: UInt8 = 0
+            let status = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
+                CZlib.uncompress(
+                    destination.baseAddress?.assumingMemoryBound(to: Bytef.self) ?? scratchPointer, &destinationCount,
+                    source.baseAddress?.assumingMemoryBound(to: Bytef.self), uLong(sourceCount))
+            }
+            return status == Z_OK ? Int(destinationCount) : -1
+        case .zstd:
+            let frameSize = ZSTD_getFrameContentSize(source.baseAddress, sourceCount)
+            // ZSTD_CONTENTSIZE_ERROR / _UNKNOWN are the two largest values; a known size must match.
+            if frameSize < UInt64.max - 1, frameSize != UInt64(expected) { return -1 }
+            let written = ZSTD_decompress(destination.baseAddress, expected, source.baseAddress, sourceCount)
+            return ZSTD_isError(written) != 0 ? -1 : written
+        case .snappy:
+            let sourcePointer = source.baseAddress?.assumingMemoryBound(to: CChar.self)
+            var length = 0
+            guard snappy_uncompressed_length(sourcePointer, sourceCount, &length) == SNAPPY_OK, length == expected
+            else { return -1 }
+            var destinationCount = expected
+            var scratch: CChar = 0
+            let status = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
+                snappy_uncompress(
+                    sourcePointer, sourceCount,
+                    destination.baseAddress?.assumingMemoryBound(to: CChar.self) ?? scratchPointer, &destinationCount)
+            }
+            return status == SNAPPY_OK ? destinationCount : -1
+        }
     }
 
     /// Runs a compressor into a fresh buffer of `capacity` bytes; a negative result is a library failure,
