@@ -204,3 +204,39 @@ def test_consume_with_seek(broker, client, topic):
     after = f"{ids[2].ledger_id()}:{ids[2].entry_id()}"
     tail = received(tool(broker, "consume", t, "-s", "sub", "-n", "2", "--timeout", "10", "--seek", after))
     assert [p for _, _, p in tail] == ["s-3", "s-4"]
+
+
+def test_producer_follows_its_topic_to_another_broker(tmp_path, make_client):
+    """Cluster mode: the owner broker is killed mid-stream; the topic moves to the survivor (after the
+    owner's session expires) and the Swift producer re-looks it up there and resends what was pending."""
+    from cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path)
+    cluster.start()
+    try:
+        t = f"persistent://public/default/swift-move-{time.monotonic_ns() % 10**9}"
+        python = make_client(cluster.service_url)
+        python.subscribe(t, "sub").close()  # create the topic and the subscription
+        owner = cluster.owner(t)
+        total = 2000
+        cmd = [str(magnetar_binary()), "client", "produce", t, "-m", "%d", "-n", str(total), "--rate", "400",
+               "--url", cluster.service_url, "--log-level", "info"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        owner.kill9()
+        stdout, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{stderr[-4000:]}"
+        receipted = {int(line.split("\t")[1]) for line in stdout.splitlines()}
+        assert receipted == set(range(total))
+        survivor = next(b for b in cluster.brokers if b is not owner)
+        assert cluster.owner(t, via=survivor) is survivor
+        consumer = python.subscribe(t, "sub", receiver_queue_size=5000)
+        seen = set()
+        while True:
+            try:
+                seen.add(int(consumer.receive(timeout_millis=3000).data()))
+            except pulsar.Timeout:
+                break
+        assert receipted <= seen
+    finally:
+        cluster.close()

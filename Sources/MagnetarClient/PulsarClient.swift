@@ -37,8 +37,13 @@ public struct ClientOptions: Sendable {
 /// let id = try await producer.send(ByteBuffer(string: "hello"))
 /// ```
 public final class PulsarClient: Sendable {
+    /// The first service address of the URL.
     public let serviceHost: String
     public let servicePort: Int
+    /// Every `host:port` of the URL (`pulsar://a:6650,b:6650`): lookups go to the current one and move
+    /// on to the next when it cannot be reached, as the Java/C++ clients' service URL resolver does.
+    let serviceAddresses: [(host: String, port: Int)]
+    private let currentServiceAddress = Atomic<Int>(0)
     public let options: ClientOptions
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
@@ -56,12 +61,30 @@ public final class PulsarClient: Sendable {
         url: String, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         options: ClientOptions = ClientOptions(), logger: Logger = Logger(label: "magnetar.client")
     ) throws(PulsarClientError) {
-        (serviceHost, servicePort) = try Self.parse(url: url)
+        serviceAddresses = try Self.parseAll(url: url)
+        (serviceHost, servicePort) = serviceAddresses[0]
         self.eventLoopGroup = eventLoopGroup
         self.options = options
         self.logger = logger
     }
 
+    /// Every `host:port` of a `pulsar://a[:port],b[:port]/` URL.
+    static func parseAll(url: String) throws(PulsarClientError) -> [(host: String, port: Int)] {
+        let prefix = "pulsar://"
+        guard url.hasPrefix(prefix) else {
+            throw PulsarClientError(.invalidURL, "\(url) is not a pulsar:// URL (TLS is not supported yet)")
+        }
+        var rest = url.dropFirst(prefix.count)
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        var addresses: [(host: String, port: Int)] = []
+        for part in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            let (host, port) = try parse(url: prefix + part)
+            addresses.append((host, port))
+        }
+        return addresses
+    }
+
+    /// The first `host:port` of a `pulsar://` URL (port 6650 by default).
     static func parse(url: String) throws(PulsarClientError) -> (String, Int) {
         let prefix = "pulsar://"
         guard url.hasPrefix(prefix) else {
@@ -118,10 +141,28 @@ public final class PulsarClient: Sendable {
         }
     }
 
+    /// A connection to the current service address; when it cannot be reached, the next ones in turn.
+    private func serviceConnection() async throws -> ClientConnection {
+        var lastError: (any Error)?
+        for _ in 0..<serviceAddresses.count {
+            let index = currentServiceAddress.load(ordering: .relaxed) % serviceAddresses.count
+            let address = serviceAddresses[index]
+            do {
+                return try await connection(host: address.host, port: address.port)
+            } catch let error as PulsarClientError where error.code == .connectionFailed || error.code == .connectionClosed {
+                lastError = error
+                // Move on unless another task already did.
+                _ = currentServiceAddress.compareExchange(
+                    expected: index, desired: (index + 1) % serviceAddresses.count, ordering: .relaxed)
+            }
+        }
+        throw lastError ?? PulsarClientError(.connectionFailed, "no service address")
+    }
+
     /// Number of partitions of `topic` (0: not partitioned).
     public func partitionCount(topic: String) async throws -> Int {
         let topic = TopicNames.normalize(topic)
-        let connection = try await connection(host: serviceHost, port: servicePort)
+        let connection = try await serviceConnection()
         let response = try await connection.eventLoop.flatSubmit {
             connection.request { ClientCommands.partitionedMetadata(topic: topic, requestID: $0) }
         }.get()
@@ -130,11 +171,15 @@ public final class PulsarClient: Sendable {
 
     /// LOOKUP: the connection to the broker that owns `topic`.
     func lookup(topic: String) async throws -> ClientConnection {
-        var host = serviceHost
-        var port = servicePort
+        var redirect: (host: String, port: Int)?
         var authoritative = false
         for _ in 0...options.maxLookupRedirects {
-            let connection = try await connection(host: host, port: port)
+            let connection: ClientConnection
+            if let redirect {
+                connection = try await self.connection(host: redirect.host, port: redirect.port)
+            } else {
+                connection = try await serviceConnection()
+            }
             let isAuthoritative = authoritative
             let response = try await connection.eventLoop.flatSubmit {
                 connection.request { ClientCommands.lookup(topic: topic, requestID: $0, authoritative: isAuthoritative) }
@@ -145,7 +190,7 @@ public final class PulsarClient: Sendable {
                 if response.proxyThroughServiceURL { return connection }
                 return try await self.connection(host: nextHost, port: nextPort)
             case .redirect:
-                (host, port) = (nextHost, nextPort)
+                redirect = (nextHost, nextPort)
                 authoritative = response.authoritative
             case .failed:
                 throw PulsarClientError.server(response.error, response.message)

@@ -139,3 +139,14 @@ import Testing
         }
     }
 }
+
+/// Service URLs with several brokers: lookups fail over between them.
+@Suite struct ServiceURLTests {
+    @Test func parsesEveryAddress() throws {
+        let addresses = try PulsarClient.parseAll(url: "pulsar://a:6651,b,c:7000/")
+        #expect(addresses.map(\.host) == ["a", "b", "c"])
+        #expect(addresses.map(\.port) == [6651, 6650, 7000])
+        #expect(throws: PulsarClientError.self) { try PulsarClient.parseAll(url: "pulsar://a:1,:2") }
+        #expect(throws: PulsarClientError.self) { try PulsarClient.parseAll(url: "pulsar+ssl://a:6651") }
+    }
+}
