@@ -296,7 +296,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
         }
     }
 
-    private func subscribed(on connection: ClientConnection, maxMessageSizeBytes: Int) throws {
+    /// SUCCESS for SUBSCRIBE arrived on `connection` (the core is attached there): use it, grant permits, send held acks.
+    func subscribed(on connection: ClientConnection, maxMessageSizeBytes: Int) throws {
         if closeError != nil {
             connection.detachConsumer(consumerID)
             let consumerID = self.consumerID
