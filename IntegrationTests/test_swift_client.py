@@ -240,3 +240,21 @@ def test_producer_follows_its_topic_to_another_broker(tmp_path, make_client):
         assert receipted <= seen
     finally:
         cluster.close()
+
+
+def test_reader_resumes_after_an_unload_without_duplicates(broker, client, topic):
+    t = topic("reader-unload")
+    producer = client.create_producer(t, batching_enabled=False)
+    for i in range(5):
+        producer.send(f"u-{i}".encode())
+    cmd = [str(magnetar_binary()), "client", "read", t, "--start", "earliest", "-n", "8", "--timeout", "15",
+           "--url", broker.url, "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # it has read u-0..u-4 and waits
+    admin(broker, "PUT", f"/admin/v2/{topic_path(t)}/unload")  # CLOSE_CONSUMER: re-subscribe after u-4
+    producer = client.create_producer(t, batching_enabled=False)
+    for i in range(5, 8):
+        producer.send(f"u-{i}".encode())
+    stdout, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert [p for _, _, p in received(stdout.splitlines())] == [f"u-{i}" for i in range(8)]

@@ -40,8 +40,21 @@ public final class Reader: Sendable {
     public func readNext(maxMessages: Int) async throws -> [Message] { try await consumer.receive(maxMessages: maxMessages) }
 
     /// True if a message after the last one read exists: one is queued, or GET_LAST_MESSAGE_ID names a
-    /// later one. Fails with `connectionClosed` while the reader is reconnecting.
+    /// later one. While the reader is reconnecting (after a seek, say) it waits for it, up to the
+    /// client's operation timeout.
     public func hasMessageAvailable() async throws -> Bool {
+        let timeout = consumer.cores[0].client.options.operationTimeout
+        let deadline = ContinuousClock.now + .nanoseconds(timeout.nanoseconds)
+        while true {
+            do {
+                return try await checkMessageAvailable()
+            } catch let error as PulsarClientError where error.code == .connectionClosed && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    private func checkMessageAvailable() async throws -> Bool {
         let core = consumer.cores[0]
         let queue = consumer.queue
         return try await queue.eventLoop.flatSubmit { () -> EventLoopFuture<Bool> in
