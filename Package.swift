@@ -82,9 +82,16 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
-        // Our own Swift client for the Pulsar protocol (perf tool, replication, tests). Beside BrokerServer, not above it.
+        // Debian's compression libraries as system-library modules (module.modulemap + shim.h each), for
+        // the client's message compression (Pulsar's CompressionType: LZ4, ZLIB, ZSTD, SNAPPY).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
+        // Our own Swift client for the Pulsar protocol (perf tool, `magnetar client`, tests). Beside
+        // BrokerServer, not above it; the compression modules are its only C dependencies.
         .target(name: "MagnetarClient", dependencies: [
-            "PulsarProtocol", "CRC32C",
+            "PulsarProtocol", "CRC32C", "CZstd", "CLZ4", "CZlib", "CSnappy",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -64,3 +64,16 @@ def test_perf_produce_consume_e2e_and_python_reads_it(broker, client, topic):
     assert e2e["messages_acked"] == 3000
     assert e2e["messages_received"] == 3000
     assert e2e["end_to_end_latency_ms"]["count"] == 3000
+
+
+def test_perf_produce_with_compression_is_readable_by_python(broker, client, topic):
+    name = topic("perf-zstd")
+    produced = run_perf(broker, "produce", "--topic", name, "--messages", "2000", "--size", "200", "--batch", "50",
+                        "--compression", "zstd")
+    assert produced["messages_acked"] == 2000
+    consumer = client.subscribe(name, "python-reader", initial_position=pulsar.InitialPosition.Earliest,
+                                receiver_queue_size=2000)
+    for _ in range(2000):
+        msg = consumer.receive(timeout_millis=10_000)
+        assert len(msg.data()) == 200
+        consumer.acknowledge(msg)

@@ -11,6 +11,7 @@ enum BatchPayload {
         var eventTimeMs: UInt64?
         var partitionKey: String?
         var isNullValue: Bool
+        var properties: [String: String] = [:]
     }
 
     enum Failure: Error { case malformed(String) }
@@ -44,6 +45,9 @@ enum BatchPayload {
                     }
                     if field == 2 {
                         single.partitionKey = metadata.readString(length: Int(length))
+                    } else if field == 1, var keyValue = metadata.readSlice(length: Int(length)) {
+                        let (key, value) = try readKeyValue(&keyValue)
+                        single.properties[key] = value
                     } else {
                         metadata.moveReaderIndex(forwardBy: Int(length))
                     }
@@ -64,6 +68,19 @@ enum BatchPayload {
             messages.append(single)
         }
         return messages
+    }
+
+    /// `KeyValue{key=1, value=2}`; unknown fields are skipped.
+    private static func readKeyValue(_ buffer: inout ByteBuffer) throws(Failure) -> (String, String) {
+        var key = ""
+        var value = ""
+        while buffer.readableBytes > 0 {
+            guard let tag = readVarint(&buffer), tag & 7 == 2, let length = readVarint(&buffer),
+                  length <= UInt64(buffer.readableBytes), let text = buffer.readString(length: Int(length))
+            else { throw .malformed("malformed KeyValue in SingleMessageMetadata") }
+            if tag >> 3 == 1 { key = text } else if tag >> 3 == 2 { value = text }
+        }
+        return (key, value)
     }
 
     static func readVarint(_ buffer: inout ByteBuffer) -> UInt64? {

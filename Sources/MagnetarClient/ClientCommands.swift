@@ -38,17 +38,17 @@ enum ClientCommands {
         }
     }
 
-    static func producer(topic: String, producerID: UInt64, requestID: UInt64, name: String?) -> Pulsar_Proto_BaseCommand {
+    /// PRODUCER. `name` is the application's name, or on a reconnection the name the broker assigned
+    /// the first time (then `userProvidedName` stays false, as in the Java/C++ clients).
+    static func producer(
+        topic: String, producerID: UInt64, requestID: UInt64, name: String?, userProvidedName: Bool
+    ) -> Pulsar_Proto_BaseCommand {
         base(.producer) {
             $0.producer.topic = topic
             $0.producer.producerID = producerID
             $0.producer.requestID = requestID
-            if let name {
-                $0.producer.producerName = name
-                $0.producer.userProvidedProducerName = true
-            } else {
-                $0.producer.userProvidedProducerName = false
-            }
+            if let name { $0.producer.producerName = name }
+            $0.producer.userProvidedProducerName = userProvidedName
         }
     }
 
@@ -61,7 +61,7 @@ enum ClientCommands {
 
     static func subscribe(
         topic: String, subscription: String, type: SubscriptionType, consumerID: UInt64, requestID: UInt64,
-        consumerName: String, initialPosition: InitialPosition
+        consumerName: String, initialPosition: InitialPosition, durable: Bool = true, startMessageID: MessageID? = nil
     ) -> Pulsar_Proto_BaseCommand {
         base(.subscribe) {
             $0.subscribe.topic = topic
@@ -70,8 +70,13 @@ enum ClientCommands {
             $0.subscribe.consumerID = consumerID
             $0.subscribe.requestID = requestID
             $0.subscribe.consumerName = consumerName
-            $0.subscribe.durable = true
+            $0.subscribe.durable = durable
             $0.subscribe.initialPosition = initialPosition == .earliest ? .earliest : .latest
+            if let startMessageID {
+                var data = startMessageID.entryData
+                if startMessageID.batchIndex >= 0 { data.batchIndex = startMessageID.batchIndex }
+                $0.subscribe.startMessageID = data
+            }
         }
     }
 
@@ -94,6 +99,22 @@ enum ClientCommands {
         base(.redeliverUnacknowledgedMessages) {
             $0.redeliverUnacknowledgedMessages.consumerID = consumerID
             $0.redeliverUnacknowledgedMessages.messageIds = ids
+        }
+    }
+
+    static func getLastMessageID(consumerID: UInt64, requestID: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.getLastMessageID) {
+            $0.getLastMessageID.consumerID = consumerID
+            $0.getLastMessageID.requestID = requestID
+        }
+    }
+
+    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest) or to a publish time.
+    static func seek(consumerID: UInt64, requestID: UInt64, to id: MessageID) -> Pulsar_Proto_BaseCommand {
+        base(.seek) {
+            $0.seek.consumerID = consumerID
+            $0.seek.requestID = requestID
+            $0.seek.messageID = id.entryData
         }
     }
 

@@ -11,8 +11,10 @@ import Synchronization
 /// It is the channel's last handler and lives on the channel's event loop: every method except
 /// `isClosed` must run there. Writes made during one loop tick are flushed once at the end of it, so
 /// pipelined SENDs share syscalls. Lifecycle: `connect` → open → closed (by either side); once closed,
-/// every pending request, producer and consumer is failed with `connectionClosed` and the connection is
-/// never reused (no reconnect yet: the owner gets the error).
+/// every pending request fails with `connectionClosed`, every producer and consumer is told
+/// (`connectionLost`) and reconnects with backoff on a new connection; this one is never reused.
+/// Producers and consumers keep their own event loop: frames for them hop there when it differs
+/// (a reconnection may land on a connection of another loop), and their writes hop here.
 final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = PulsarFrame
     typealias OutboundOut = ByteBuffer
@@ -34,8 +36,6 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     private var isHandshakeDone = false
     private var closeError: PulsarClientError?
     private var nextRequestID: UInt64 = 1
-    private var nextProducerID: UInt64 = 0
-    private var nextConsumerID: UInt64 = 0
     private var requests: [UInt64: PendingRequest] = [:]
     private var producers: [UInt64: ProducerCore] = [:]
     private var consumers: [UInt64: ConsumerCore] = [:]
@@ -150,25 +150,35 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         switch command.type {
         case .sendReceipt:
             let receipt = command.sendReceipt
-            producers[receipt.producerID]?.receiptReceived(sequenceID: receipt.sequenceID, messageID: receipt.messageID)
+            guard let producer = producers[receipt.producerID] else { return }
+            Self.run(on: producer.eventLoop) {
+                producer.receiptReceived(sequenceID: receipt.sequenceID, messageID: receipt.messageID)
+            }
         case .sendError:
             let error = command.sendError
-            producers[error.producerID]?.sendErrorReceived(
-                sequenceID: error.sequenceID, error: .server(error.error, error.message))
+            guard let producer = producers[error.producerID] else { return }
+            Self.run(on: producer.eventLoop) {
+                producer.sendErrorReceived(sequenceID: error.sequenceID, error: .server(error.error, error.message))
+            }
         case .message:
             let message = command.message
-            consumers[message.consumerID]?.messageReceived(message, payload: frame.payload)
+            guard let consumer = consumers[message.consumerID] else { return }
+            let payload = frame.payload
+            Self.run(on: consumer.eventLoop) { consumer.messageReceived(message, payload: payload, from: self) }
         case .ping:
             writeCommand(ClientCommands.pong())
         case .pong, .activeConsumerChange:
             break
         case .closeProducer:
+            // The topic was unloaded or moved: the producer looks it up again and re-registers.
             if let producer = producers.removeValue(forKey: command.closeProducer.producerID) {
-                producer.shutDown(PulsarClientError(.alreadyClosed, "the broker closed the producer (topic unloaded or deleted)"))
+                let error = PulsarClientError(.connectionClosed, "the broker closed the producer (topic unloaded or moved)")
+                Self.run(on: producer.eventLoop) { producer.connectionLost(self, error: error) }
             }
         case .closeConsumer:
             if let consumer = consumers.removeValue(forKey: command.closeConsumer.consumerID) {
-                consumer.shutDown(PulsarClientError(.alreadyClosed, "the broker closed the consumer (topic unloaded or deleted)"))
+                let error = PulsarClientError(.connectionClosed, "the broker closed the consumer (topic unloaded or moved)")
+                Self.run(on: consumer.eventLoop) { consumer.connectionLost(self, error: error) }
             }
         default:
             if let requestID = ClientCommands.responseRequestID(command) {
@@ -220,27 +230,57 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         return promise.futureResult
     }
 
-    func registerProducer(_ make: (UInt64) -> ProducerCore) -> ProducerCore {
+    /// Routes the frames for `producer.producerID` (unique per client) to it. On a closed connection the
+    /// PRODUCER request that follows fails, which the producer handles.
+    func attach(producer: ProducerCore) {
         eventLoop.assertInEventLoop()
-        let producer = make(nextProducerID)
-        producers[nextProducerID] = producer
-        nextProducerID += 1
-        if let closeError { producer.shutDown(closeError) }
-        return producer
+        producers[producer.producerID] = producer
     }
 
-    func unregisterProducer(_ producerID: UInt64) { producers[producerID] = nil }
-
-    func registerConsumer(_ make: (UInt64) -> ConsumerCore) -> ConsumerCore {
-        eventLoop.assertInEventLoop()
-        let consumer = make(nextConsumerID)
-        consumers[nextConsumerID] = consumer
-        nextConsumerID += 1
-        if let closeError { consumer.shutDown(closeError) }
-        return consumer
+    func detachProducer(_ producerID: UInt64) {
+        Self.run(on: eventLoop) { self.producers[producerID] = nil }
     }
 
-    func unregisterConsumer(_ consumerID: UInt64) { consumers[consumerID] = nil }
+    func attach(consumer: ConsumerCore) {
+        eventLoop.assertInEventLoop()
+        consumers[consumer.consumerID] = consumer
+    }
+
+    func detachConsumer(_ consumerID: UInt64) {
+        Self.run(on: eventLoop) { self.consumers[consumerID] = nil }
+    }
+
+    /// Runs `body` on `loop`: now if already there, else as the loop's next task (FIFO, so order holds).
+    static func run(on loop: any EventLoop, _ body: @escaping @Sendable () -> Void) {
+        if loop.inEventLoop { body() } else { loop.execute(body) }
+    }
+
+    /// `write` from any thread (a producer or consumer whose loop is not this connection's).
+    func writeFromAnyLoop(_ frame: ByteBuffer) {
+        // The publish hot path: no closure when already on the loop.
+        if eventLoop.inEventLoop {
+            write(frame)
+        } else {
+            eventLoop.execute { self.write(frame) }
+        }
+    }
+
+    func writeCommandFromAnyLoop(_ command: Pulsar_Proto_BaseCommand) {
+        Self.run(on: eventLoop) { self.writeCommand(command) }
+    }
+
+    /// `request` from any thread; the answer completes on `loop`.
+    func requestFromAnyLoop(
+        on loop: any EventLoop, _ make: @escaping @Sendable (UInt64) -> Pulsar_Proto_BaseCommand
+    ) -> EventLoopFuture<Pulsar_Proto_BaseCommand> {
+        if eventLoop.inEventLoop { return request(make).hop(to: loop) }
+        return eventLoop.flatSubmit { self.request(make) }.hop(to: loop)
+    }
+
+    /// `fail(connection:)` from any thread.
+    func failFromAnyLoop(connection reason: String) {
+        Self.run(on: eventLoop) { self.fail(connection: reason) }
+    }
 
     func writeCommand(_ command: Pulsar_Proto_BaseCommand) {
         var buffer = allocator.buffer(capacity: 64)
@@ -288,9 +328,13 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         let producers = self.producers
         self.producers.removeAll()
-        for producer in producers.values { producer.shutDown(error) }
+        for producer in producers.values {
+            Self.run(on: producer.eventLoop) { producer.connectionLost(self, error: error) }
+        }
         let consumers = self.consumers
         self.consumers.removeAll()
-        for consumer in consumers.values { consumer.shutDown(error) }
+        for consumer in consumers.values {
+            Self.run(on: consumer.eventLoop) { consumer.connectionLost(self, error: error) }
+        }
     }
 }

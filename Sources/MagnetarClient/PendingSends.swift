@@ -15,6 +15,8 @@ struct PendingSends<Completion> {
         /// True if sent in batch format (`num_messages_in_batch` set): the messages get batch indexes.
         var isBatch: Bool
         var completions: Completions
+        /// The encoded SEND frame, kept to resend it after a reconnection (same producer and sequence ids).
+        var frame = ByteBuffer()
         var messageCount: Int { completions.count }
     }
 
@@ -77,6 +79,11 @@ struct PendingSends<Completion> {
         let op = ops.removeFirst()
         messageCount -= op.messageCount
         return op
+    }
+
+    /// Calls `body` with every op in send order (to resend them after a reconnection).
+    func forEach(_ body: (Op) -> Void) {
+        for op in ops { body(op) }
     }
 
     /// Empties the queue (connection lost, producer closed), returning the ops in send order.

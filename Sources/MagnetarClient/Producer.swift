@@ -13,94 +13,169 @@ public struct ProducerOptions: Sendable {
     public var batchingMaxBytes: Int = 128 * 1024
     /// A batch is also sent this long after its first message was added.
     public var batchingMaxPublishDelay: TimeAmount = .milliseconds(1)
-    /// Messages waiting for receipts (including the open batch) before `sendAsync` fails with `producerQueueFull`.
+    /// Messages waiting for receipts (including the open batch, and everything queued while
+    /// reconnecting) before `sendAsync` fails with `producerQueueFull`. Per partition.
     public var maxPendingMessages: Int = 100_000
+    /// Compression of each entry's payload (the whole batch when batching).
+    public var compression: CompressionType = .none
+    /// Keyless messages on a partitioned topic: round robin (per batch when batching) or one partition.
+    public var routingMode: PartitionRoutingMode = .roundRobin
+    /// While disconnected, messages waiting longer than this fail with `timeout` (the producer keeps
+    /// reconnecting). As the Java/C++ clients' send timeout, but only enforced while disconnected.
+    public var sendTimeout: TimeAmount = .seconds(30)
 
     public init() {}
 }
 
 /// The completion of one `sendAsync`: the stored message's id, or why it failed. Called on the
-/// producer's event loop, in send order.
+/// producer's event loop, in send order (per partition).
 public typealias SendCompletion = @Sendable (Result<MessageID, PulsarClientError>) -> Void
 
-/// Publishes to one topic (one partition) over one connection.
+/// Publishes to one topic: a plain topic through one `ProducerCore`, a partitioned one through one
+/// core per partition (`<topic>-partition-<i>`), routing each message by the hash of its key
+/// (`KeyHash`, the same partition as the official C++/Python clients) or round robin.
 ///
 /// `sendAsync` pipelines: any number of SENDs (up to `maxPendingMessages`) are in flight; receipts come
 /// back in send order and complete the callbacks in that order. With batching on, messages collect into
 /// one entry until `batchingMaxMessages`, `batchingMaxBytes` or `batchingMaxPublishDelay`. Sending from
 /// the producer's `eventLoop` costs no thread hop (what `magnetar perf` does); from elsewhere each call
-/// hops once. Thread-safe. Lifecycle: created by `PulsarClient.createProducer`, open until `close()`
-/// or until its connection drops (then every pending and later send fails; no reconnect yet).
+/// hops once. Thread-safe. Lifecycle: created by `PulsarClient.createProducer`, open until `close()`.
+/// When its connection drops or the broker closes it (topic unloaded or moved), each partition's core
+/// looks the topic up again and re-registers with backoff, then resends every message still waiting
+/// for a receipt, in order, with the same sequence ids; sends made meanwhile are queued.
 public final class Producer: Sendable {
-    let core: ProducerCore
-    /// The fully qualified topic.
+    let cores: [ProducerCore]
+    private let router: RouterBox
+    /// The fully qualified topic (the partitioned topic's base name for a partitioned producer).
     public let topic: String
-    /// The name the broker confirmed.
+    /// The name the broker confirmed (of partition 0 for a partitioned producer).
     public let name: String
-    /// The event loop that owns this producer; callbacks run here.
-    public var eventLoop: any EventLoop { core.eventLoop }
+    /// Partitions of the topic; 0 for a non-partitioned topic.
+    public let partitionCount: Int
+    /// The event loop that owns this producer (all its partitions); callbacks run here.
+    public var eventLoop: any EventLoop { cores[0].eventLoop }
 
-    init(core: ProducerCore, name: String) {
-        self.core = core
-        self.topic = core.topic
-        self.name = name
+    /// The round-robin router's mutable state; confined to the producer's event loop.
+    final class RouterBox: @unchecked Sendable {
+        var router: PartitionRouter
+        init(_ router: PartitionRouter) { self.router = router }
+    }
+
+    init(cores: [ProducerCore], topic: String, partitionCount: Int, options: ProducerOptions) {
+        precondition(!cores.isEmpty, "a producer has at least one core")
+        self.cores = cores
+        self.topic = topic
+        self.name = cores[0].producerName
+        self.partitionCount = partitionCount
+        self.router = RouterBox(PartitionRouter(
+            partitions: cores.count, mode: options.routingMode, isBatching: options.batchingMaxMessages > 1,
+            batchingMaxMessages: options.batchingMaxMessages, batchingMaxBytes: options.batchingMaxBytes,
+            batchingMaxPublishDelayMs: max(options.batchingMaxPublishDelay.nanoseconds / 1_000_000, 1),
+            nowMs: ProducerCore.nowMsSigned()))
     }
 
     /// Sends one message and waits for its receipt.
-    public func send(_ payload: ByteBuffer) async throws(PulsarClientError) -> MessageID {
+    public func send(
+        _ payload: ByteBuffer, key: String? = nil, properties: [String: String] = [:], eventTimeMs: UInt64? = nil
+    ) async throws(PulsarClientError) -> MessageID {
+        let message = OutgoingMessage(payload: payload, key: key, properties: properties, eventTimeMs: eventTimeMs)
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<MessageID, PulsarClientError>, Never>) in
-            sendAsync(payload) { continuation.resume(returning: $0) }
+            sendAsync(message) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }
 
     /// Queues one message; `completion` runs on `eventLoop` when the receipt (or an error) arrives.
     public func sendAsync(_ payload: ByteBuffer, completion: @escaping SendCompletion) {
-        if core.eventLoop.inEventLoop {
-            core.send(payload, completion: completion)
+        sendAsync(OutgoingMessage(payload: payload), completion: completion)
+    }
+
+    /// Queues one message with its key, properties and event time.
+    public func sendAsync(_ message: OutgoingMessage, completion: @escaping SendCompletion) {
+        if cores.count == 1 {
+            let core = cores[0]
+            if core.eventLoop.inEventLoop {
+                core.send(message, completion: completion)
+            } else {
+                core.eventLoop.execute { core.send(message, completion: completion) }
+            }
+            return
+        }
+        if eventLoop.inEventLoop {
+            route(message, completion: completion)
         } else {
-            let core = self.core
-            core.eventLoop.execute { core.send(payload, completion: completion) }
+            eventLoop.execute { self.route(message, completion: completion) }
         }
     }
 
-    /// Sends the open batch now (no-op without batching).
+    private func route(_ message: OutgoingMessage, completion: @escaping SendCompletion) {
+        let partition = router.router.partition(
+            key: message.key, sizeBytes: message.payload.readableBytes, nowMs: ProducerCore.nowMsSigned())
+        cores[partition].send(message, completion: completion)
+    }
+
+    /// Sends the open batches now (no-op without batching).
     public func flushBatch() {
-        let core = self.core
-        core.eventLoop.execute { core.flushBatch() }
+        let cores = self.cores
+        Self.onLoop(eventLoop) { for core in cores { core.flushBatch() } }
     }
 
-    /// Sends the open batch and waits until every message sent so far has its receipt or error.
+    /// Sends the open batches and waits until every message sent so far has its receipt or error.
     public func flush() async throws {
-        let core = self.core
-        try await core.eventLoop.flatSubmit { core.flushBatch(); return core.waitForReceipts() }.get()
+        let cores = self.cores
+        try await eventLoop.flatSubmit {
+            for core in cores { core.flushBatch() }
+            return EventLoopFuture.andAllSucceed(cores.map { $0.waitForReceipts() }, on: cores[0].eventLoop)
+        }.get()
     }
 
-    /// Messages waiting for receipts, including the open batch. Exact only on `eventLoop`.
+    /// Messages waiting for receipts, including open batches. Exact only on `eventLoop`.
     public var pendingMessageCount: Int {
-        core.eventLoop.assertInEventLoop()
-        return core.pendingMessageCount
+        eventLoop.assertInEventLoop()
+        return cores.reduce(0) { $0 + $1.pendingMessageCount }
     }
 
-    /// Sends the open batch, waits for outstanding receipts, then closes the producer on the broker.
+    /// Sends the open batches, waits for outstanding receipts, then closes the producer on the broker.
     public func close() async throws {
-        let core = self.core
-        try await core.eventLoop.flatSubmit { core.close() }.get()
+        let cores = self.cores
+        try await eventLoop.flatSubmit {
+            EventLoopFuture.andAllSucceed(cores.map { $0.close() }, on: cores[0].eventLoop)
+        }.get()
+    }
+
+    private static func onLoop(_ loop: any EventLoop, _ body: @escaping @Sendable () -> Void) {
+        if loop.inEventLoop { body() } else { loop.execute(body) }
     }
 }
 
-/// The state of one producer: sequence ids, the open batch, the sends awaiting receipts. Lives on its
-/// connection's event loop; every method must run there.
-final class ProducerCore: @unchecked Sendable {
-    let connection: ClientConnection
+/// The state of one producer on one topic or partition: sequence ids, the open batch, the sends
+/// awaiting receipts (with their frames, for resending), and the connection it is registered on.
+/// Lives on its own event loop (the loop of the connection it was created on); its connection may
+/// later be on another loop, so writes go through `writeFromAnyLoop`. Every method must run on
+/// `eventLoop`.
+///
+/// States: registered (`connection` set) → disconnected (`connection` nil, a reconnection scheduled
+/// with `Backoff`) → registered again … → closed (`closeError` set, final).
+final class ProducerCore: ClientHandler, @unchecked Sendable {
+    let client: PulsarClient
     let eventLoop: any EventLoop
     let topic: String
+    /// Unique per client, so it stays the same on every connection (frames are resent unchanged).
     let producerID: UInt64
     let options: ProducerOptions
     /// The partition reported in message ids (-1: not partitioned).
     let partition: Int32
     var producerName = ""
     private let logger: Logger
+    private let allocator = ByteBufferAllocator()
+
+    private(set) var connection: ClientConnection?
+    private var maxMessageSizeBytes = PulsarLimits.maxMessageSizeBytes
+    private var hasRegistered = false
+    private var backoff = Backoff()
+    private var reconnectTimer: Scheduled<Void>?
+    /// While disconnected: fails what waits for a receipt once `sendTimeout` has passed.
+    private var sendTimeoutTimer: Scheduled<Void>?
 
     private var nextSequenceID: Int64 = 0
     private var pending = PendingSends<SendCompletion>()
@@ -110,28 +185,144 @@ final class ProducerCore: @unchecked Sendable {
     private var drainWaiters: [EventLoopPromise<Void>] = []
     private var closeError: PulsarClientError?
 
-    init(connection: ClientConnection, topic: String, producerID: UInt64, partition: Int32, options: ProducerOptions, logger: Logger) {
-        self.connection = connection
-        self.eventLoop = connection.eventLoop
+    init(
+        client: PulsarClient, eventLoop: any EventLoop, topic: String, producerID: UInt64, partition: Int32,
+        options: ProducerOptions, logger: Logger
+    ) {
+        self.client = client
+        self.eventLoop = eventLoop
         self.topic = topic
         self.producerID = producerID
         self.partition = partition
         self.options = options
         var logger = logger
         logger[metadataKey: "topic"] = "\(topic)"
+        logger[metadataKey: "producer.id"] = "\(producerID)"
         self.logger = logger
+        client.track(self, id: producerID)
     }
 
     var isBatching: Bool { options.batchingMaxMessages > 1 }
     var pendingMessageCount: Int { pending.messageCount + (batch?.count ?? 0) }
 
-    /// Called once PRODUCER_SUCCESS arrived: continue after the broker's last persisted sequence id.
-    func ready(producerName: String, lastSequenceID: Int64) {
-        self.producerName = producerName
-        nextSequenceID = lastSequenceID + 1
+    // MARK: registration and reconnection
+
+    /// PRODUCER on `connection` (the name the broker gave us the first time, so deduplication and
+    /// `lastSequenceID` carry over); on success the producer is registered there.
+    func register(on connection: ClientConnection) -> EventLoopFuture<Void> {
+        eventLoop.assertInEventLoop()
+        let name = hasRegistered ? producerName : options.name
+        let userProvided = options.name != nil
+        let topic = self.topic
+        let producerID = self.producerID
+        return connection.eventLoop.flatSubmit {
+            connection.attach(producer: self)
+            return connection.request {
+                ClientCommands.producer(
+                    topic: topic, producerID: producerID, requestID: $0, name: name, userProvidedName: userProvided)
+            }.map { ($0.producerSuccess, connection.maxMessageSizeBytes) }
+            .flatMapErrorThrowing { error in
+                connection.detachProducer(producerID)
+                throw error
+            }
+        }.hop(to: eventLoop).flatMapThrowing { success, maxMessageSize in
+            try self.registered(
+                on: connection, producerName: success.producerName,
+                lastSequenceID: success.hasLastSequenceID ? success.lastSequenceID : -1, maxMessageSizeBytes: maxMessageSize)
+        }
     }
 
-    func send(_ payload: ByteBuffer, completion: @escaping SendCompletion) {
+    /// PRODUCER_SUCCESS arrived on `connection` (the producer is attached there): start using it and
+    /// resend every message still waiting for a receipt.
+    func registered(
+        on connection: ClientConnection, producerName: String, lastSequenceID: Int64, maxMessageSizeBytes: Int
+    ) throws {
+        eventLoop.assertInEventLoop()
+        if closeError != nil {
+            // Closed while PRODUCER was in flight: undo it on the broker.
+            connection.detachProducer(producerID)
+            let producerID = self.producerID
+            _ = connection.requestFromAnyLoop(on: eventLoop) { ClientCommands.closeProducer(producerID: producerID, requestID: $0) }
+            throw closeError!
+        }
+        guard !connection.isClosed else {
+            throw PulsarClientError(.connectionClosed, "connection closed while the producer registered")
+        }
+        self.connection = connection
+        self.maxMessageSizeBytes = maxMessageSizeBytes
+        self.producerName = producerName
+        if !hasRegistered {
+            hasRegistered = true
+            nextSequenceID = lastSequenceID + 1
+        } else {
+            logger.info("client.producer.reconnected", metadata: [
+                "producer.name": "\(producerName)", "resent.messages": "\(pending.messageCount)",
+            ])
+        }
+        backoff.reset()
+        sendTimeoutTimer?.cancel()
+        sendTimeoutTimer = nil
+        // Resend what still waits for a receipt, in order (ProducerImpl::resendMessages).
+        pending.forEach { connection.writeFromAnyLoop($0.frame) }
+    }
+
+    /// The connection dropped or the broker closed this producer: reconnect unless closed.
+    func connectionLost(_ lost: ClientConnection, error: PulsarClientError) {
+        eventLoop.assertInEventLoop()
+        guard closeError == nil, connection === lost else { return }
+        connection = nil
+        if client.isClosed {
+            shutDown(PulsarClientError(.alreadyClosed, "the client was closed"))
+            return
+        }
+        logger.info("client.producer.disconnected", metadata: ["error": "\(error)"])
+        armSendTimeout()
+        scheduleReconnect()
+    }
+
+    /// Every `sendTimeout` while disconnected, what waits for a receipt fails (then the next round).
+    private func armSendTimeout() {
+        let timeout = options.sendTimeout
+        sendTimeoutTimer = eventLoop.scheduleTask(in: timeout) { [self] in
+            sendTimeoutTimer = nil
+            guard connection == nil, closeError == nil else { return }
+            failPending(PulsarClientError(.timeout, "disconnected for more than \(timeout); still reconnecting"))
+            armSendTimeout()
+        }
+    }
+
+    private func scheduleReconnect() {
+        guard closeError == nil, reconnectTimer == nil else { return }
+        let delay = backoff.nextDelay()
+        logger.debug("client.producer.reconnect-scheduled", metadata: ["delay.ms": "\(delay.nanoseconds / 1_000_000)"])
+        reconnectTimer = eventLoop.scheduleTask(in: delay) { [self] in
+            reconnectTimer = nil
+            reconnect()
+        }
+    }
+
+    private func reconnect() {
+        guard closeError == nil, connection == nil else { return }
+        client.lookupFuture(topic: topic, on: eventLoop).flatMap { connection in
+            self.register(on: connection)
+        }.whenFailure { [self] error in
+            guard closeError == nil else { return }
+            let clientError = error as? PulsarClientError ?? PulsarClientError(.connectionFailed, "\(error)")
+            if client.isClosed {
+                shutDown(PulsarClientError(.alreadyClosed, "the client was closed"))
+            } else if clientError.isFatalForRegistration {
+                logger.warning("client.producer.reconnect-refused", metadata: ["error": "\(clientError)"])
+                shutDown(clientError)
+            } else {
+                logger.debug("client.producer.reconnect-failed", metadata: ["error": "\(clientError)"])
+                scheduleReconnect()
+            }
+        }
+    }
+
+    // MARK: sending
+
+    func send(_ message: OutgoingMessage, completion: @escaping SendCompletion) {
         eventLoop.assertInEventLoop()
         if let closeError {
             completion(.failure(closeError))
@@ -142,32 +333,40 @@ final class ProducerCore: @unchecked Sendable {
                 .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts")))
             return
         }
-        guard payload.readableBytes <= connection.maxMessageSizeBytes else {
+        let payload = message.payload
+        guard payload.readableBytes <= maxMessageSizeBytes else {
             completion(.failure(PulsarClientError(
-                .messageTooBig, "\(payload.readableBytes) bytes exceed the broker's limit of \(connection.maxMessageSizeBytes)")))
+                .messageTooBig, "\(payload.readableBytes) bytes exceed the broker's limit of \(maxMessageSizeBytes)")))
             return
         }
         let sequenceID = nextSequenceID
         nextSequenceID += 1
         guard isBatching else {
-            let metadata = SendMetadata(
-                producerName: producerName, sequenceID: sequenceID, publishTimeMs: Self.nowMs(), numMessagesInBatch: nil)
-            let frame = SendFrameEncoder.encode(
-                producerID: producerID, metadata: metadata, body: payload, allocator: connection.allocator)
-            pending.append(.init(firstSequenceID: sequenceID, lastSequenceID: sequenceID, isBatch: false, completions: .one(completion)))
-            connection.write(frame)
+            var metadata = SendMetadata(
+                producerName: producerName, sequenceID: sequenceID, publishTimeMs: Self.nowMs(), numMessagesInBatch: nil,
+                properties: MetadataFields.sorted(message.properties), partitionKey: message.key, eventTimeMs: message.eventTimeMs)
+            var body = payload
+            if options.compression != .none {
+                metadata.compression = options.compression
+                metadata.uncompressedSizeBytes = payload.readableBytes
+                body = PayloadCompression.compress(payload, type: options.compression, allocator: allocator)
+            }
+            let frame = SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: body, allocator: allocator)
+            pending.append(.init(
+                firstSequenceID: sequenceID, lastSequenceID: sequenceID, isBatch: false, completions: .one(completion), frame: frame))
+            connection?.writeFromAnyLoop(frame)
             return
         }
         if batch == nil {
             let capacity = min(options.batchingMaxBytes, options.batchingMaxMessages * (payload.readableBytes + 16)) + 64
-            batch = MessageBatch(firstSequenceID: sequenceID, allocator: connection.allocator, capacity: capacity)
+            batch = MessageBatch(firstSequenceID: sequenceID, allocator: allocator, capacity: capacity)
             batchCompletions.reserveCapacity(options.batchingMaxMessages)
             batchTimer = eventLoop.scheduleTask(in: options.batchingMaxPublishDelay) { [self] in
                 batchTimer = nil
                 flushBatch()
             }
         }
-        batch!.append(payload)
+        batch!.append(message)
         batchCompletions.append(completion)
         if batch!.count >= options.batchingMaxMessages || batch!.sizeBytes >= options.batchingMaxBytes {
             flushBatch()
@@ -183,11 +382,12 @@ final class ProducerCore: @unchecked Sendable {
         let completions = batchCompletions
         batchCompletions = []
         let frame = batch.encode(
-            producerID: producerID, producerName: producerName, publishTimeMs: Self.nowMs(), allocator: connection.allocator)
+            producerID: producerID, producerName: producerName, publishTimeMs: Self.nowMs(), compression: options.compression,
+            allocator: allocator)
         pending.append(.init(
             firstSequenceID: batch.firstSequenceID, lastSequenceID: batch.lastSequenceID, isBatch: true,
-            completions: .many(completions)))
-        connection.write(frame)
+            completions: .many(completions), frame: frame))
+        connection?.writeFromAnyLoop(frame)
     }
 
     func receiptReceived(sequenceID: UInt64, messageID: Pulsar_Proto_MessageIdData) {
@@ -211,7 +411,8 @@ final class ProducerCore: @unchecked Sendable {
         case .stale:
             break
         case .unexpected(let expected):
-            connection.fail(connection: "receipt for sequence id \(sequenceID) while \(expected.map { "\($0)" } ?? "nothing") was pending")
+            connection?.failFromAnyLoop(
+                connection: "receipt for sequence id \(sequenceID) while \(expected.map { "\($0)" } ?? "nothing") was pending")
         }
     }
 
@@ -238,30 +439,7 @@ final class ProducerCore: @unchecked Sendable {
         for waiter in waiters { waiter.succeed() }
     }
 
-    func close() -> EventLoopFuture<Void> {
-        guard closeError == nil else { return eventLoop.makeSucceededVoidFuture() }
-        flushBatch()
-        return waitForReceipts().flatMap { [self] in
-            connection.request { ClientCommands.closeProducer(producerID: producerID, requestID: $0) }.map { _ in }
-        }.always { [self] _ in
-            connection.unregisterProducer(producerID)
-            shutDown(PulsarClientError(.alreadyClosed, "producer closed"))
-        }
-    }
-
-    /// Fails every pending and future send with `error`.
-    func shutDown(_ error: PulsarClientError) {
-        guard closeError == nil else { return }
-        closeError = error
-        batchTimer?.cancel()
-        batchTimer = nil
-        if let batch {
-            self.batch = nil
-            _ = batch
-            let completions = batchCompletions
-            batchCompletions = []
-            for completion in completions { completion(.failure(error)) }
-        }
+    private func failPending(_ error: PulsarClientError) {
         for op in pending.removeAll() {
             op.completions.forEach { completion, _ in completion(.failure(error)) }
         }
@@ -270,5 +448,57 @@ final class ProducerCore: @unchecked Sendable {
         for waiter in waiters { waiter.fail(error) }
     }
 
+    func close() -> EventLoopFuture<Void> {
+        guard closeError == nil else { return eventLoop.makeSucceededVoidFuture() }
+        flushBatch()
+        guard connection != nil else {
+            shutDown(PulsarClientError(.alreadyClosed, "producer closed while disconnected"))
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        let producerID = self.producerID
+        return waitForReceipts().flatMap { [self] () -> EventLoopFuture<Void> in
+            guard let connection else { return eventLoop.makeSucceededVoidFuture() }
+            return connection.requestFromAnyLoop(on: eventLoop) {
+                ClientCommands.closeProducer(producerID: producerID, requestID: $0)
+            }.map { _ in }
+        }.always { [self] _ in
+            shutDown(PulsarClientError(.alreadyClosed, "producer closed"))
+        }
+    }
+
+    /// Fails every pending and future send with `error`; final.
+    func shutDown(_ error: PulsarClientError) {
+        guard closeError == nil else { return }
+        closeError = error
+        client.untrack(id: producerID)
+        reconnectTimer?.cancel()
+        reconnectTimer = nil
+        sendTimeoutTimer?.cancel()
+        sendTimeoutTimer = nil
+        connection?.detachProducer(producerID)
+        connection = nil
+        batchTimer?.cancel()
+        batchTimer = nil
+        if batch != nil {
+            batch = nil
+            let completions = batchCompletions
+            batchCompletions = []
+            for completion in completions { completion(.failure(error)) }
+        }
+        failPending(error)
+    }
+
     static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+    static func nowMsSigned() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+extension PulsarClientError {
+    /// Errors after which retrying a PRODUCER/SUBSCRIBE cannot help (the C++ client's non-retryable results).
+    var isFatalForRegistration: Bool {
+        guard code == .server, let serverError else { return code == .alreadyClosed || code == .invalidURL }
+        return [
+            ServerError.authenticationError, .authorizationError, .topicTerminatedError, .producerFenced, .invalidTopicName,
+            .incompatibleSchema, .notAllowedError, .unsupportedVersionError,
+        ].contains(serverError)
+    }
 }

@@ -4,6 +4,12 @@ import NIOPosix
 import PulsarProtocol
 import Synchronization
 
+/// A producer or consumer core as the client sees it: something to end when the client closes.
+protocol ClientHandler: AnyObject, Sendable {
+    var eventLoop: any EventLoop { get }
+    func shutDown(_ error: PulsarClientError)
+}
+
 /// Client-wide settings. A pure value.
 public struct ClientOptions: Sendable {
     /// TCP connect + CONNECT/CONNECTED handshake.
@@ -21,8 +27,9 @@ public struct ClientOptions: Sendable {
 /// Holds one connection per broker (`host:port`), opened on first use; topics are looked up with
 /// PARTITIONED_METADATA and LOOKUP (following redirects), then producers and consumers are created on
 /// the owning broker's connection. Thread-safe (`Sendable`); share one per process. Lifecycle: `init`
-/// opens nothing; `close()` closes every connection. A connection that drops fails its producers and
-/// consumers (reconnect with backoff is not implemented yet); the next lookup opens a new one.
+/// opens nothing; `close()` closes every connection and ends every producer and consumer. A connection
+/// that drops is replaced on the next lookup; its producers and consumers reconnect by themselves
+/// (re-lookup with `Backoff`, see `ProducerCore` / `ConsumerCore`).
 ///
 /// ```swift
 /// let client = try PulsarClient(url: "pulsar://127.0.0.1:6650")
@@ -30,12 +37,22 @@ public struct ClientOptions: Sendable {
 /// let id = try await producer.send(ByteBuffer(string: "hello"))
 /// ```
 public final class PulsarClient: Sendable {
+    /// The first service address of the URL.
     public let serviceHost: String
     public let servicePort: Int
+    /// Every `host:port` of the URL (`pulsar://a:6650,b:6650`): lookups go to the current one and move
+    /// on to the next when it cannot be reached, as the Java/C++ clients' service URL resolver does.
+    let serviceAddresses: [(host: String, port: Int)]
+    private let currentServiceAddress = Atomic<Int>(0)
     public let options: ClientOptions
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let connections = Mutex<[String: EventLoopFuture<ClientConnection>]>([:])
+    private let closed = Atomic<Bool>(false)
+    /// Producer and consumer ids, unique per client so they survive a move to another connection.
+    private let nextHandlerID = Atomic<UInt64>(0)
+    /// Every open producer and consumer core, so `close()` can end those that are between connections.
+    private let handlers = Mutex<[UInt64: any ClientHandler]>([:])
 
     /// - Parameters:
     ///   - url: `pulsar://host:port` (port defaults to 6650).
@@ -44,12 +61,30 @@ public final class PulsarClient: Sendable {
         url: String, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         options: ClientOptions = ClientOptions(), logger: Logger = Logger(label: "magnetar.client")
     ) throws(PulsarClientError) {
-        (serviceHost, servicePort) = try Self.parse(url: url)
+        serviceAddresses = try Self.parseAll(url: url)
+        (serviceHost, servicePort) = serviceAddresses[0]
         self.eventLoopGroup = eventLoopGroup
         self.options = options
         self.logger = logger
     }
 
+    /// Every `host:port` of a `pulsar://a[:port],b[:port]/` URL.
+    static func parseAll(url: String) throws(PulsarClientError) -> [(host: String, port: Int)] {
+        let prefix = "pulsar://"
+        guard url.hasPrefix(prefix) else {
+            throw PulsarClientError(.invalidURL, "\(url) is not a pulsar:// URL (TLS is not supported yet)")
+        }
+        var rest = url.dropFirst(prefix.count)
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        var addresses: [(host: String, port: Int)] = []
+        for part in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            let (host, port) = try parse(url: prefix + part)
+            addresses.append((host, port))
+        }
+        return addresses
+    }
+
+    /// The first `host:port` of a `pulsar://` URL (port 6650 by default).
     static func parse(url: String) throws(PulsarClientError) -> (String, Int) {
         let prefix = "pulsar://"
         guard url.hasPrefix(prefix) else {
@@ -69,12 +104,22 @@ public final class PulsarClient: Sendable {
         return (String(rest[..<colon]), port)
     }
 
+    /// True once `close()` was called.
+    public var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    func makeHandlerID() -> UInt64 { nextHandlerID.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    func track(_ handler: any ClientHandler, id: UInt64) { handlers.withLock { $0[id] = handler } }
+
+    func untrack(id: UInt64) { _ = handlers.withLock { $0.removeValue(forKey: id) } }
+
     // MARK: connections
 
     /// The open connection to `host:port`, opening one if there is none or the last one failed or closed.
     func connection(host: String, port: Int) async throws -> ClientConnection {
         let key = "\(host):\(port)"
         while true {
+            if isClosed { throw PulsarClientError(.alreadyClosed, "the client was closed") }
             let (future, isNew) = connections.withLock { table -> (EventLoopFuture<ClientConnection>, Bool) in
                 if let existing = table[key] { return (existing, false) }
                 let created = ClientConnection.connect(
@@ -96,10 +141,28 @@ public final class PulsarClient: Sendable {
         }
     }
 
+    /// A connection to the current service address; when it cannot be reached, the next ones in turn.
+    private func serviceConnection() async throws -> ClientConnection {
+        var lastError: (any Error)?
+        for _ in 0..<serviceAddresses.count {
+            let index = currentServiceAddress.load(ordering: .relaxed) % serviceAddresses.count
+            let address = serviceAddresses[index]
+            do {
+                return try await connection(host: address.host, port: address.port)
+            } catch let error as PulsarClientError where error.code == .connectionFailed || error.code == .connectionClosed {
+                lastError = error
+                // Move on unless another task already did.
+                _ = currentServiceAddress.compareExchange(
+                    expected: index, desired: (index + 1) % serviceAddresses.count, ordering: .relaxed)
+            }
+        }
+        throw lastError ?? PulsarClientError(.connectionFailed, "no service address")
+    }
+
     /// Number of partitions of `topic` (0: not partitioned).
     public func partitionCount(topic: String) async throws -> Int {
         let topic = TopicNames.normalize(topic)
-        let connection = try await connection(host: serviceHost, port: servicePort)
+        let connection = try await serviceConnection()
         let response = try await connection.eventLoop.flatSubmit {
             connection.request { ClientCommands.partitionedMetadata(topic: topic, requestID: $0) }
         }.get()
@@ -108,11 +171,15 @@ public final class PulsarClient: Sendable {
 
     /// LOOKUP: the connection to the broker that owns `topic`.
     func lookup(topic: String) async throws -> ClientConnection {
-        var host = serviceHost
-        var port = servicePort
+        var redirect: (host: String, port: Int)?
         var authoritative = false
         for _ in 0...options.maxLookupRedirects {
-            let connection = try await connection(host: host, port: port)
+            let connection: ClientConnection
+            if let redirect {
+                connection = try await self.connection(host: redirect.host, port: redirect.port)
+            } else {
+                connection = try await serviceConnection()
+            }
             let isAuthoritative = authoritative
             let response = try await connection.eventLoop.flatSubmit {
                 connection.request { ClientCommands.lookup(topic: topic, requestID: $0, authoritative: isAuthoritative) }
@@ -123,7 +190,7 @@ public final class PulsarClient: Sendable {
                 if response.proxyThroughServiceURL { return connection }
                 return try await self.connection(host: nextHost, port: nextPort)
             case .redirect:
-                (host, port) = (nextHost, nextPort)
+                redirect = (nextHost, nextPort)
                 authoritative = response.authoritative
             case .failed:
                 throw PulsarClientError.server(response.error, response.message)
@@ -132,75 +199,126 @@ public final class PulsarClient: Sendable {
         throw PulsarClientError(.protocolViolation, "more than \(options.maxLookupRedirects) lookup redirects for \(topic)")
     }
 
-    private func requireUnpartitioned(_ topic: String) async throws {
+    /// `lookup` as a future completing on `loop` (what reconnecting producers and consumers use).
+    func lookupFuture(topic: String, on loop: any EventLoop) -> EventLoopFuture<ClientConnection> {
+        let promise = loop.makePromise(of: ClientConnection.self)
+        promise.completeWithTask { try await self.lookup(topic: topic) }
+        return promise.futureResult
+    }
+
+    /// The topic names to open: the topic itself, or each `<topic>-partition-<i>`.
+    private func partitionTopics(_ topic: String) async throws -> (partitions: Int, topics: [String]) {
         let partitions = try await partitionCount(topic: topic)
-        guard partitions == 0 else {
-            throw PulsarClientError(
-                .unsupported,
-                "\(topic) has \(partitions) partitions; open one producer or consumer per partition (\(topic)-partition-<i>)")
-        }
+        guard partitions > 0 else { return (0, [topic]) }
+        return (partitions, (0..<partitions).map { "\(topic)-partition-\($0)" })
     }
 
     // MARK: producers and consumers
 
     /// Creates a producer on `topic` (short names are expanded to `persistent://public/default/<name>`).
+    /// On a partitioned topic it opens one producer per partition and routes messages (see `Producer`).
     public func createProducer(topic: String, options: ProducerOptions = ProducerOptions()) async throws -> Producer {
         let topic = TopicNames.normalize(topic)
-        try await requireUnpartitioned(topic)
-        let connection = try await lookup(topic: topic)
-        let logger = self.logger
-        let partition = TopicNames.partitionIndex(topic)
-        let (core, name) = try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<(ProducerCore, String)> in
-            let core = connection.registerProducer {
-                ProducerCore(connection: connection, topic: topic, producerID: $0, partition: partition, options: options, logger: logger)
+        let (partitions, topics) = try await partitionTopics(topic)
+        var cores: [ProducerCore] = []
+        var eventLoop: (any EventLoop)?
+        do {
+            for (index, name) in topics.enumerated() {
+                let connection = try await lookup(topic: name)
+                // Every partition lives on the first partition's loop, so routing needs no hop.
+                let loop = eventLoop ?? connection.eventLoop
+                eventLoop = loop
+                let core = ProducerCore(
+                    client: self, eventLoop: loop, topic: name, producerID: makeHandlerID(),
+                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options, logger: logger)
+                try await loop.flatSubmit { core.register(on: connection) }.get()
+                cores.append(core)
             }
-            return connection.request {
-                ClientCommands.producer(topic: topic, producerID: core.producerID, requestID: $0, name: options.name)
-            }.map { response in
-                let success = response.producerSuccess
-                core.ready(producerName: success.producerName, lastSequenceID: success.hasLastSequenceID ? success.lastSequenceID : -1)
-                return (core, success.producerName)
-            }.flatMapErrorThrowing { error in
-                connection.unregisterProducer(core.producerID)
-                throw error
-            }
-        }.get()
-        return Producer(core: core, name: name)
+        } catch {
+            for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }
+            throw error
+        }
+        return Producer(cores: cores, topic: topic, partitionCount: partitions, options: options)
     }
 
-    /// Subscribes to `topic` with a durable subscription and grants the first permits.
+    /// Subscribes to `topic` with a durable subscription and grants the first permits. On a
+    /// partitioned topic it subscribes to every partition and merges what they deliver.
     public func subscribe(
         topic: String, subscription: String, type: SubscriptionType = .exclusive, options: ConsumerOptions = ConsumerOptions()
     ) async throws -> Consumer {
         let topic = TopicNames.normalize(topic)
-        try await requireUnpartitioned(topic)
-        let connection = try await lookup(topic: topic)
-        let logger = self.logger
-        let partition = TopicNames.partitionIndex(topic)
+        let (partitions, topics) = try await partitionTopics(topic)
         let consumerName = options.name ?? String(UInt64.random(in: 0...UInt64.max) & 0xFF_FFFF_FFFF, radix: 16)
-        let core = try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<ConsumerCore> in
-            let core = connection.registerConsumer {
-                ConsumerCore(
-                    connection: connection, topic: topic, subscription: subscription, type: type, consumerID: $0,
-                    partition: partition, options: options, logger: logger)
-            }
-            return connection.request {
-                ClientCommands.subscribe(
-                    topic: topic, subscription: subscription, type: type, consumerID: core.consumerID, requestID: $0,
-                    consumerName: consumerName, initialPosition: options.initialPosition)
-            }.map { _ in
-                core.start()
-                return core
-            }.flatMapErrorThrowing { error in
-                connection.unregisterConsumer(core.consumerID)
-                throw error
-            }
-        }.get()
-        return Consumer(core: core)
+        return try await openConsumer(
+            topic: topic, partitions: partitions, topics: topics, subscription: subscription, type: type,
+            consumerName: consumerName, options: options, durable: true, start: nil, startInclusive: false)
     }
 
-    /// Closes every connection (their producers and consumers fail with `alreadyClosed`).
+    /// Opens a reader: a non-durable, exclusive subscription named `reader-<random>` that starts at
+    /// `startMessageID` (the message itself only when `startMessageIDInclusive`). Non-partitioned
+    /// topics (or one partition) only.
+    public func createReader(
+        topic: String, startMessageID: StartMessageID, startMessageIDInclusive: Bool = false,
+        receiverQueueSize: Int = 1000
+    ) async throws -> Reader {
+        let topic = TopicNames.normalize(topic)
+        let (partitions, _) = try await partitionTopics(topic)
+        guard partitions == 0 else {
+            throw PulsarClientError(
+                .unsupported, "\(topic) has \(partitions) partitions; create one reader per partition (\(topic)-partition-<i>)")
+        }
+        var options = ConsumerOptions()
+        options.receiverQueueSize = receiverQueueSize
+        options.initialPosition = startMessageID == .earliest ? .earliest : .latest
+        let suffix = String(UInt64.random(in: 0...UInt64.max) & 0xFF_FFFF_FFFF, radix: 16)
+        let consumer = try await openConsumer(
+            topic: topic, partitions: 0, topics: [topic], subscription: "reader-\(suffix)", type: .exclusive,
+            consumerName: "reader-\(suffix)", options: options, durable: false, start: startMessageID,
+            startInclusive: startMessageIDInclusive)
+        return try await Reader.make(consumer: consumer, start: startMessageID, inclusive: startMessageIDInclusive)
+    }
+
+    private func openConsumer(
+        topic: String, partitions: Int, topics: [String], subscription: String, type: SubscriptionType,
+        consumerName: String, options: ConsumerOptions, durable: Bool, start: StartMessageID?, startInclusive: Bool
+    ) async throws -> Consumer {
+        var queue: ReceiveQueue?
+        var cores: [ConsumerCore] = []
+        do {
+            for (index, name) in topics.enumerated() {
+                let connection = try await lookup(topic: name)
+                let receiveQueue = queue ?? ReceiveQueue(eventLoop: connection.eventLoop)
+                queue = receiveQueue
+                let core = ConsumerCore(
+                    client: self, queue: receiveQueue, topic: name, subscription: subscription, type: type,
+                    consumerID: makeHandlerID(), consumerName: consumerName,
+                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options,
+                    durable: durable, start: start, startInclusive: startInclusive, logger: logger)
+                cores.append(core)
+                try await receiveQueue.eventLoop.flatSubmit {
+                    receiveQueue.cores = cores
+                    return core.register(on: connection)
+                }.get()
+            }
+        } catch {
+            for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }
+            throw error
+        }
+        return Consumer(cores: cores, queue: queue!, topic: topic, partitionCount: partitions)
+    }
+
+    /// Closes every connection; every producer and consumer ends with `alreadyClosed` (no reconnection).
     public func close() async {
+        closed.store(true, ordering: .relaxed)
+        let open = handlers.withLock { table in
+            let all = Array(table.values)
+            table.removeAll()
+            return all
+        }
+        let error = PulsarClientError(.alreadyClosed, "the client was closed")
+        for handler in open {
+            ClientConnection.run(on: handler.eventLoop) { handler.shutDown(error) }
+        }
         let all = connections.withLock { table in
             let all = Array(table.values)
             table.removeAll()

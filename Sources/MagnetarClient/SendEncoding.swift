@@ -6,6 +6,62 @@ import PulsarProtocol
 /// `MessageMetadata` and `SingleMessageMetadata` (varints from `ProtobufWire`, PulsarProtocol). SwiftProtobuf
 /// allocates a storage object per message; these write straight into the frame buffer. Unit tests decode the
 /// output with SwiftProtobuf (`SendEncodingTests`), so the two cannot drift apart. Pure functions.
+/// What the application sends: the payload and its optional per-message fields (`partition_key`,
+/// `properties`, `event_time` of `MessageMetadata`, or of `SingleMessageMetadata` inside a batch). A pure value.
+public struct OutgoingMessage: Sendable {
+    public var payload: ByteBuffer
+    /// Routes the message on a partitioned topic (hash of the key) and on Key_Shared subscriptions.
+    public var key: String?
+    public var properties: [String: String]
+    /// Application event time, ms since the epoch.
+    public var eventTimeMs: UInt64?
+
+    public init(payload: ByteBuffer, key: String? = nil, properties: [String: String] = [:], eventTimeMs: UInt64? = nil) {
+        self.payload = payload
+        self.key = key
+        self.properties = properties
+        self.eventTimeMs = eventTimeMs
+    }
+}
+
+/// Sizes and writers for the length-delimited protobuf fields shared by both metadata messages. Pure.
+enum MetadataFields {
+    static func stringFieldSize(_ value: String) -> Int {
+        let count = value.utf8.count
+        return 1 + ProtobufWire.varintSize(UInt64(count)) + count
+    }
+
+    static func writeString(_ value: String, field: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(ProtobufWire.tag(field, wireType: ProtobufWire.lengthDelimited))
+        ProtobufWire.writeVarint(UInt64(value.utf8.count), into: &buffer)
+        buffer.writeString(value)
+    }
+
+    /// `KeyValue{key=1, value=2}` body size.
+    static func keyValueSize(_ key: String, _ value: String) -> Int { stringFieldSize(key) + stringFieldSize(value) }
+
+    /// Bytes of the repeated `KeyValue` field (sorted by key so the encoding is deterministic).
+    static func propertiesSize(_ properties: [(String, String)]) -> Int {
+        properties.reduce(0) { total, pair in
+            let body = keyValueSize(pair.0, pair.1)
+            return total + 1 + ProtobufWire.varintSize(UInt64(body)) + body
+        }
+    }
+
+    static func writeProperties(_ properties: [(String, String)], field: Int, into buffer: inout ByteBuffer) {
+        for (key, value) in properties {
+            buffer.writeInteger(ProtobufWire.tag(field, wireType: ProtobufWire.lengthDelimited))
+            ProtobufWire.writeVarint(UInt64(keyValueSize(key, value)), into: &buffer)
+            writeString(key, field: 1, into: &buffer)
+            writeString(value, field: 2, into: &buffer)
+        }
+    }
+
+    static func sorted(_ properties: [String: String]) -> [(String, String)] {
+        properties.isEmpty ? [] : properties.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+}
+
 /// The metadata of one SEND entry (an unbatched message or a whole batch). A pure value.
 struct SendMetadata: Sendable {
     var producerName: String
@@ -13,32 +69,54 @@ struct SendMetadata: Sendable {
     var publishTimeMs: UInt64
     /// Set for a batch (even of one message): `num_messages_in_batch`.
     var numMessagesInBatch: Int32?
-
-    private var producerNameUTF8Count: Int { producerName.utf8.count }
+    var properties: [(String, String)] = []
+    var partitionKey: String?
+    var compression: CompressionType = .none
+    /// Set with `compression`: the payload's size before compression.
+    var uncompressedSizeBytes: Int = 0
+    var eventTimeMs: UInt64?
 
     /// Bytes of the serialized `MessageMetadata`.
     var encodedSize: Int {
-        var size = 1 + ProtobufWire.varintSize(UInt64(producerNameUTF8Count)) + producerNameUTF8Count
+        var size = MetadataFields.stringFieldSize(producerName)
         size += 1 + ProtobufWire.varintSize(UInt64(bitPattern: sequenceID))
         size += 1 + ProtobufWire.varintSize(publishTimeMs)
+        size += MetadataFields.propertiesSize(properties)
+        if let partitionKey { size += MetadataFields.stringFieldSize(partitionKey) }
+        if compression != .none {
+            size += 1 + ProtobufWire.varintSize(UInt64(compression.rawValue))
+            size += 1 + ProtobufWire.varintSize(UInt64(uncompressedSizeBytes))
+        }
         if let numMessagesInBatch {
             size += 1 + ProtobufWire.varintSize(UInt64(bitPattern: Int64(numMessagesInBatch)))
         }
+        if let eventTimeMs { size += 1 + ProtobufWire.varintSize(eventTimeMs) }
         return size
     }
 
-    /// Writes `MessageMetadata{producer_name=1, sequence_id=2, publish_time=3, num_messages_in_batch=11}`.
+    /// Writes `MessageMetadata{producer_name=1, sequence_id=2, publish_time=3, properties=4, partition_key=6,
+    /// compression=8, uncompressed_size=9, num_messages_in_batch=11, event_time=12}`.
     func write(into buffer: inout ByteBuffer) {
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.lengthDelimited))
-        ProtobufWire.writeVarint(UInt64(producerNameUTF8Count), into: &buffer)
-        buffer.writeString(producerName)
+        MetadataFields.writeString(producerName, field: 1, into: &buffer)
         buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(UInt64(bitPattern: sequenceID), into: &buffer)
         buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(publishTimeMs, into: &buffer)
+        MetadataFields.writeProperties(properties, field: 4, into: &buffer)
+        if let partitionKey { MetadataFields.writeString(partitionKey, field: 6, into: &buffer) }
+        if compression != .none {
+            buffer.writeInteger(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(UInt64(compression.rawValue), into: &buffer)
+            buffer.writeInteger(ProtobufWire.tag(9, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(UInt64(uncompressedSizeBytes), into: &buffer)
+        }
         if let numMessagesInBatch {
             buffer.writeInteger(ProtobufWire.tag(11, wireType: ProtobufWire.varint))
             ProtobufWire.writeVarint(UInt64(bitPattern: Int64(numMessagesInBatch)), into: &buffer)
+        }
+        if let eventTimeMs {
+            buffer.writeInteger(ProtobufWire.tag(12, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(eventTimeMs, into: &buffer)
         }
     }
 }
@@ -115,23 +193,61 @@ struct MessageBatch: Sendable {
 
     /// Appends one message; its sequence id is `firstSequenceID + count`.
     mutating func append(_ payload: ByteBuffer) {
+        append(OutgoingMessage(payload: payload))
+    }
+
+    /// Appends one message with its `SingleMessageMetadata{properties=1, partition_key=2, payload_size=3,
+    /// event_time=5, sequence_id=8}`.
+    mutating func append(_ message: OutgoingMessage) {
         let sequenceID = UInt64(bitPattern: firstSequenceID + Int64(count))
+        let payload = message.payload
         let payloadSize = UInt64(payload.readableBytes)
-        let singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
+        if message.key == nil, message.eventTimeMs == nil, message.properties.isEmpty {
+            // The common case (and `magnetar perf`'s): only payload_size and sequence_id.
+            let singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
+            body.writeInteger(UInt32(singleSize))
+            body.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(payloadSize, into: &body)
+            body.writeInteger(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(sequenceID, into: &body)
+            body.writeImmutableBuffer(payload)
+            count += 1
+            return
+        }
+        let properties = MetadataFields.sorted(message.properties)
+        var singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
+        singleSize += MetadataFields.propertiesSize(properties)
+        if let key = message.key { singleSize += MetadataFields.stringFieldSize(key) }
+        if let eventTime = message.eventTimeMs { singleSize += 1 + ProtobufWire.varintSize(eventTime) }
         body.writeInteger(UInt32(singleSize))
+        MetadataFields.writeProperties(properties, field: 1, into: &body)
+        if let key = message.key { MetadataFields.writeString(key, field: 2, into: &body) }
         body.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(payloadSize, into: &body)
+        if let eventTime = message.eventTimeMs {
+            body.writeInteger(ProtobufWire.tag(5, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(eventTime, into: &body)
+        }
         body.writeInteger(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
         ProtobufWire.writeVarint(sequenceID, into: &body)
         body.writeImmutableBuffer(payload)
         count += 1
     }
 
-    /// The SEND frame carrying this batch.
-    func encode(producerID: UInt64, producerName: String, publishTimeMs: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let metadata = SendMetadata(
+    /// The SEND frame carrying this batch, its body compressed with `compression`.
+    func encode(
+        producerID: UInt64, producerName: String, publishTimeMs: UInt64, compression: CompressionType = .none,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var metadata = SendMetadata(
             producerName: producerName, sequenceID: firstSequenceID, publishTimeMs: publishTimeMs,
             numMessagesInBatch: Int32(count))
-        return SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: body, allocator: allocator)
+        var entryBody = body
+        if compression != .none {
+            metadata.compression = compression
+            metadata.uncompressedSizeBytes = body.readableBytes
+            entryBody = PayloadCompression.compress(body, type: compression, allocator: allocator)
+        }
+        return SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: entryBody, allocator: allocator)
     }
 }

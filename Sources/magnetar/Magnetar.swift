@@ -9,7 +9,8 @@ struct Magnetar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
-        subcommands: [StandaloneCommand.self, BrokerCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self])
+        subcommands: [StandaloneCommand.self, BrokerCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self,
+            ClientCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {

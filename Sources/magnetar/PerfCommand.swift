@@ -56,6 +56,15 @@ struct PerfProducerOptions: ParsableArguments {
     @Option(help: "Messages in flight per producer (0 = 10,000, or 50 batches when batching).")
     var maxPending = 0
 
+    @Option(help: "Compression of each entry: none, lz4, zlib, zstd, snappy.")
+    var compression = "none"
+
+    func validate() throws {
+        guard CompressionType(name: compression) != nil else {
+            throw ValidationError("unknown --compression '\(compression)': use none, lz4, zlib, zstd or snappy")
+        }
+    }
+
     var effectiveMaxPending: Int { maxPending > 0 ? maxPending : (batch > 1 ? max(10_000, 50 * batch) : 10_000) }
 }
 
@@ -217,6 +226,7 @@ final class PerfRun: Sendable {
             var producerOptions = ProducerOptions()
             producerOptions.batchingMaxMessages = load.batch
             producerOptions.batchingMaxPublishDelay = .milliseconds(Int64(load.batchDelayMs))
+            producerOptions.compression = CompressionType(name: load.compression) ?? .none
             producerOptions.batchingMaxBytes = max(128 * 1024, load.batch * (load.size + 16))
             producerOptions.maxPendingMessages = load.effectiveMaxPending + max(load.batch, 1)
             let producer = try await newClient().createProducer(topic: options.topic, options: producerOptions)

@@ -62,6 +62,19 @@ import Testing
         var values: [Result<MessageID, PulsarClientError>] = []
     }
 
+    /// A producer registered on `connection` as if PRODUCER_SUCCESS had arrived.
+    private func makeProducer(
+        _ connection: ClientConnection, partition: Int32, options: ProducerOptions, lastSequenceID: Int64
+    ) throws -> ProducerCore {
+        let client = try PulsarClient(url: "pulsar://127.0.0.1:1", eventLoopGroup: connection.eventLoop)
+        let producer = ProducerCore(
+            client: client, eventLoop: connection.eventLoop, topic: "persistent://public/default/t", producerID: client.makeHandlerID() + 7,
+            partition: partition, options: options, logger: Logger(label: "test"))
+        connection.attach(producer: producer)
+        try producer.registered(on: connection, producerName: "p", lastSequenceID: lastSequenceID, maxMessageSizeBytes: 5_242_880)
+        return producer
+    }
+
     private func connectedChannel() throws -> (EmbeddedChannel, ClientConnection) {
         let channel = EmbeddedChannel()
         let connection = ClientConnection(
@@ -103,14 +116,10 @@ import Testing
 
     @Test func pipelinedSendsAreMatchedToReceiptsInOrder() throws {
         let (channel, connection) = try connectedChannel()
-        let producer = connection.registerProducer {
-            ProducerCore(connection: connection, topic: "persistent://public/default/t", producerID: $0, partition: -1,
-                         options: ProducerOptions(), logger: Logger(label: "test"))
-        }
-        producer.ready(producerName: "p", lastSequenceID: -1)
+        let producer = try makeProducer(connection, partition: -1, options: ProducerOptions(), lastSequenceID: -1)
         let results = Results()
         for index in 0..<3 {
-            producer.send(ByteBuffer(string: "m\(index)")) { results.values.append($0) }
+            producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"))) { results.values.append($0) }
         }
         for expected in 0..<3 {
             let frame = try readFrame(channel)
@@ -132,12 +141,9 @@ import Testing
         let (channel, connection) = try connectedChannel()
         var options = ProducerOptions()
         options.batchingMaxMessages = 3
-        let producer = connection.registerProducer {
-            ProducerCore(connection: connection, topic: "t", producerID: $0, partition: 2, options: options, logger: Logger(label: "test"))
-        }
-        producer.ready(producerName: "p", lastSequenceID: 9)
+        let producer = try makeProducer(connection, partition: 2, options: options, lastSequenceID: 9)
         let results = Results()
-        for index in 0..<3 { producer.send(ByteBuffer(string: "m\(index)")) { results.values.append($0) } }
+        for index in 0..<3 { producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"))) { results.values.append($0) } }
         let frame = try readFrame(channel)
         #expect(frame.command.send.sequenceID == 10)
         #expect(frame.command.send.numMessages == 3)
@@ -147,22 +153,60 @@ import Testing
         #expect(ids.allSatisfy { $0.ledgerID == 9 && $0.entryID == 5 && $0.partition == 2 && $0.batchSize == 3 })
     }
 
-    @Test func receiptAheadOfTheHeadClosesTheConnectionAndFailsPending() throws {
+    @Test func receiptAheadOfTheHeadClosesTheConnectionAndKeepsPendingForResend() throws {
         let (channel, connection) = try connectedChannel()
-        let producer = connection.registerProducer {
-            ProducerCore(connection: connection, topic: "t", producerID: $0, partition: -1, options: ProducerOptions(), logger: Logger(label: "test"))
-        }
-        producer.ready(producerName: "p", lastSequenceID: -1)
+        let producer = try makeProducer(connection, partition: -1, options: ProducerOptions(), lastSequenceID: -1)
         let results = Results()
-        for index in 0..<2 { producer.send(ByteBuffer(string: "m\(index)")) { results.values.append($0) } }
+        for index in 0..<2 { producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"))) { results.values.append($0) } }
         try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 1, entryID: 0))
         channel.embeddedEventLoop.run()
-        let codes = results.values.map { result -> PulsarClientError.Code? in
-            if case .failure(let error) = result { return error.code }
-            return nil
-        }
-        #expect(codes == [.protocolViolation, .protocolViolation])
         #expect(connection.isClosed)
+        #expect(results.values.isEmpty, "nothing fails: the producer reconnects and resends")
+        #expect(producer.pendingMessageCount == 2)
+        #expect(producer.connection == nil)
+        producer.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+        #expect(results.values.count == 2)
+    }
+
+    @Test func reRegisteringResendsPendingFramesInOrderWithTheirSequenceIDs() throws {
+        let (firstChannel, first) = try connectedChannel()
+        var options = ProducerOptions()
+        options.batchingMaxMessages = 2
+        options.compression = .lz4
+        let producer = try makeProducer(first, partition: -1, options: options, lastSequenceID: 41)
+        let results = Results()
+        for index in 0..<5 {
+            producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"), key: "k\(index)")) { results.values.append($0) }
+        }
+        producer.flushBatch()
+        let sent = try (0..<3).map { _ in try readFrame(firstChannel).command.send.sequenceID }
+        #expect(sent == [42, 44, 46])
+        try firstChannel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 42, entryID: 1))
+        #expect(results.values.count == 2)
+        // The broker closes the producer (topic unloaded): nothing fails, two batches wait for resending.
+        var close = Pulsar_Proto_BaseCommand()
+        close.type = .closeProducer
+        close.closeProducer.producerID = producer.producerID
+        close.closeProducer.requestID = 0
+        try firstChannel.writeInbound(PulsarFrameEncoder.encodeCommand(close))
+        #expect(producer.connection == nil)
+        #expect(producer.pendingMessageCount == 3)
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "queued"))) { results.values.append($0) }  // while away
+        producer.flushBatch()
+        let (secondChannel, second) = try connectedChannel()
+        second.attach(producer: producer)
+        try producer.registered(on: second, producerName: "p", lastSequenceID: 42, maxMessageSizeBytes: 5_242_880)
+        let resent = try (0..<3).map { _ in try readFrame(secondChannel) }
+        #expect(resent.map(\.command.send.sequenceID) == [44, 46, 47])
+        #expect(resent.allSatisfy { $0.command.send.producerID == producer.producerID && $0.payload?.isChecksumValid == true })
+        let metadata = try #require(try resent[0].payload?.decodeMetadata())
+        #expect(metadata.compression == .lz4 && metadata.numMessagesInBatch == 2)
+        for (sequenceID, entryID) in [(44, 2), (46, 3), (47, 4)] {
+            try secondChannel.writeInbound(receipt(producerID: producer.producerID, sequenceID: UInt64(sequenceID), entryID: UInt64(entryID)))
+        }
+        let ids = results.values.compactMap { try? $0.get() }
+        #expect(ids.map(\.entryID) == [1, 1, 2, 2, 3, 4])
+        #expect(producer.pendingMessageCount == 0)
     }
 
     @Test func pingIsAnsweredWithPong() throws {
