@@ -50,6 +50,14 @@ public final class Consumer: Sendable {
         return try await core.eventLoop.flatSubmit { core.receive(maxMessages: maxMessages) }.get()
     }
 
+    /// As `receive(maxMessages:)`, as a future completed on `eventLoop`: for tools that hold many
+    /// consumers (`magnetar perf topics`) without a waiting Task per consumer.
+    public func receiveFuture(maxMessages: Int) -> EventLoopFuture<[Message]> {
+        precondition(maxMessages > 0, "maxMessages must be positive")
+        let core = self.core
+        return core.eventLoop.flatSubmit { core.receive(maxMessages: maxMessages) }
+    }
+
     public func acknowledge(_ message: Message) { acknowledge([message.id]) }
 
     /// Acknowledges each id individually (grouped into one ACK per loop tick).
@@ -104,7 +112,8 @@ final class ConsumerCore: @unchecked Sendable {
     let options: ConsumerOptions
     private let logger: Logger
 
-    private var queue = CircularBuffer<Message>(initialCapacity: 1024)
+    /// Starts small and grows to the receiver queue size: a process may hold many idle consumers.
+    private var queue = CircularBuffer<Message>(initialCapacity: 16)
     private var waiters = CircularBuffer<Waiter>()
     private var permitsToReturn = 0
     private var pendingAcks: [Pulsar_Proto_MessageIdData] = []
