@@ -146,6 +146,13 @@ struct PerfTopicsCommand: AsyncParsableCommand {
         }
         let loadSeconds = Double(perfNowNanos() - loadStart) / 1e9
         load.stop()
+        // Let what is in flight arrive: every send answered and every acked message received (10 s at most).
+        let drainDeadline = perfNowNanos() + 10_000_000_000
+        while perfNowNanos() < drainDeadline,
+              load.acked.value + load.sendErrors.value < load.sent.value || load.received.value < load.acked.value
+        {
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
         var summary = TopicsEvent(
             event: "summary", topics: created, creationErrors: creationErrors.value,
             elapsedSeconds: Double(perfNowNanos() - start) / 1e9, stageSeconds: loadSeconds,
