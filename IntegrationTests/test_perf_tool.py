@@ -77,3 +77,21 @@ def test_perf_produce_with_compression_is_readable_by_python(broker, client, top
         msg = consumer.receive(timeout_millis=10_000)
         assert len(msg.data()) == 200
         consumer.acknowledge(msg)
+
+
+def test_perf_topics_one_producer_and_consumer_per_topic(broker, topic):
+    """`perf topics` (what bench/scale-topics drives): every topic gets a producer and a consumer, and
+    everything sent over all of them is acked and received."""
+    prefix = topic("perf-topics", full=False)
+    cmd = [str(magnetar_binary()), "perf", "topics", "--url", broker.url, "--topics", "30", "--topic-prefix", prefix,
+           "--connections", "2", "--concurrency", "8", "--rate", "300", "--checkpoints", "10", "--hold", "0.5",
+           "--duration", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PERF_TIMEOUT_S)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(e["event"], e["topics"]) for e in events] == [("checkpoint", 10), ("created", 30), ("summary", 30)]
+    summary = events[-1]
+    assert summary["creation_errors"] == 0 and summary["send_errors"] == 0
+    assert summary["sent"] > 0
+    assert summary["acked"] == summary["sent"]
+    assert summary["received"] == summary["acked"]

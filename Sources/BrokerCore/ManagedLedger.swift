@@ -417,7 +417,9 @@ final class ManagedLedger: @unchecked Sendable {
     /// `retentionSizeBytes` (-1: keep forever; 0 for both: keep nothing consumed).
     func trim(slowest: Position?, retentionTimeMs: Int64, retentionSizeBytes: Int64) {
         eventLoop.preconditionInEventLoop()
-        guard !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
+        // Only closed ledgers before the open one can go: with one ledger there is nothing to look at
+        // (the policy pass calls this for every topic every second).
+        guard ledgers.count > 1, !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
         let now = ManagedLedger.nowMs()
         var total = totalSizeBytes
         var candidates: [Int64] = []

@@ -120,17 +120,23 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         let frame = unwrapInboundIn(data)
         // The per-message commands, read by hand: no SwiftProtobuf `BaseCommand` per message.
         if isHandshakeDone, let receipt = frame.receipt {
+            guard let producer = producers[receipt.producerID] else { return }
             let id = receipt.messageID.map { MessageID($0) } ?? MessageID(Pulsar_Proto_MessageIdData())
-            producers[receipt.producerID]?.receiptReceived(sequenceID: receipt.sequenceID, messageID: id)
+            Self.run(on: producer.eventLoop) {
+                producer.receiptReceived(sequenceID: receipt.sequenceID, messageID: id)
+            }
             return
         }
         if isHandshakeDone, let message = frame.message {
+            guard let consumer = consumers[message.consumerID] else { return }
             var command = Pulsar_Proto_CommandMessage()
             command.consumerID = message.consumerID
             command.messageID = message.messageID.protobuf
             if let redeliveryCount = message.redeliveryCount { command.redeliveryCount = redeliveryCount }
             command.ackSet = message.ackSet
-            consumers[message.consumerID]?.messageReceived(command, payload: frame.payload)
+            let payload = frame.payload
+            let delivered = command
+            Self.run(on: consumer.eventLoop) { consumer.messageReceived(delivered, payload: payload, from: self) }
             return
         }
         let command = frame.command

@@ -60,6 +60,14 @@ public final class Consumer: Sendable {
         return try await queue.eventLoop.flatSubmit { queue.receive(maxMessages: maxMessages) }.get()
     }
 
+    /// As `receive(maxMessages:)`, as a future completed on `eventLoop`: for tools that hold many
+    /// consumers (`magnetar perf topics`) without a waiting Task per consumer.
+    public func receiveFuture(maxMessages: Int) -> EventLoopFuture<[Message]> {
+        precondition(maxMessages > 0, "maxMessages must be positive")
+        let queue = self.queue
+        return queue.eventLoop.flatSubmit { queue.receive(maxMessages: maxMessages) }
+    }
+
     public func acknowledge(_ message: Message) { acknowledge([message.id]) }
 
     /// Acknowledges each id individually (grouped into one ACK per loop tick and partition).
@@ -120,7 +128,8 @@ final class ReceiveQueue: @unchecked Sendable {
     let eventLoop: any EventLoop
     /// Set once after the cores exist: one per partition in partition order, or the single core.
     var cores: [ConsumerCore] = []
-    private var messages = CircularBuffer<Message>(initialCapacity: 1024)
+    /// Starts small and grows to the receiver queue size: a process may hold many idle consumers.
+    private var messages = CircularBuffer<Message>(initialCapacity: 16)
     private var waiters = CircularBuffer<Waiter>()
     private var closeError: PulsarClientError?
 

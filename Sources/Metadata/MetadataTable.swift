@@ -28,6 +28,9 @@ enum MetadataLimits {
 /// the map. The embedded store writes the record to disk between the two.
 struct MetadataTable: Sendable {
     private(set) var entries: [String: VersionedValue] = [:]
+    /// The same keys in UTF-8 byte order, so `list(prefix:)` visits only the matching range: with
+    /// 100,000 topics a topic load lists its cursors, and a scan of every key made loading quadratic.
+    private var orderedKeys = OrderedKeys()
 
     var count: Int { entries.count }
 
@@ -35,8 +38,9 @@ struct MetadataTable: Sendable {
         entries[key]
     }
 
+    /// The keys that start with `prefix`, sorted.
     func list(prefix: String) -> [String] {
-        entries.keys.filter { $0.hasPrefix(prefix) }.sorted()
+        orderedKeys.keys(withPrefix: prefix).filter { $0.hasPrefix(prefix) }.sorted()
     }
 
     func preparePut(_ key: String, value: [UInt8], expectedVersion: Int64?) throws -> MetadataRecord {
@@ -75,9 +79,13 @@ struct MetadataTable: Sendable {
     mutating func apply(_ record: MetadataRecord) {
         switch record {
         case .put(let key, let value, let version):
-            entries[key] = VersionedValue(value: value, version: version)
+            if entries.updateValue(VersionedValue(value: value, version: version), forKey: key) == nil {
+                orderedKeys.insert(key)
+            }
         case .delete(let key, _):
-            entries[key] = nil
+            if entries.removeValue(forKey: key) != nil {
+                orderedKeys.remove(key)
+            }
         }
     }
 
@@ -102,4 +110,88 @@ struct MetadataTable: Sendable {
                     + "\(MetadataLimits.maxValueBytes) bytes; split it across several keys")
         }
     }
+}
+
+/// A set of strings kept in UTF-8 byte order as sorted chunks of at most `maxChunkCount` (a one-level
+/// B-tree): insert and remove cost O(log n + chunk size), listing a prefix O(log n + matches).
+/// A pure value.
+struct OrderedKeys: Sendable, Equatable {
+    private(set) var chunks: [[String]] = []
+    static let maxChunkCount = 512
+
+    var count: Int { chunks.reduce(0) { $0 + $1.count } }
+
+    static func precedes(_ a: String, _ b: String) -> Bool {
+        a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+
+    /// The first chunk whose last key is not before `key` (`chunks.count` if none).
+    private func chunkIndex(for key: String) -> Int {
+        var low = 0
+        var high = chunks.count
+        while low < high {
+            let middle = (low + high) / 2
+            if Self.precedes(chunks[middle][chunks[middle].count - 1], key) { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The first index in `chunk` whose key is not before `key`.
+    private static func lowerBound(_ key: String, in chunk: [String]) -> Int {
+        var low = 0
+        var high = chunk.count
+        while low < high {
+            let middle = (low + high) / 2
+            if precedes(chunk[middle], key) { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    mutating func insert(_ key: String) {
+        guard !chunks.isEmpty else {
+            chunks = [[key]]
+            return
+        }
+        let chunk = min(chunkIndex(for: key), chunks.count - 1)
+        let index = Self.lowerBound(key, in: chunks[chunk])
+        if index < chunks[chunk].count, chunks[chunk][index] == key { return }
+        chunks[chunk].insert(key, at: index)
+        if chunks[chunk].count > Self.maxChunkCount {
+            let half = chunks[chunk].count / 2
+            let upper = Array(chunks[chunk][half...])
+            chunks[chunk].removeSubrange(half...)
+            chunks.insert(upper, at: chunk + 1)
+        }
+    }
+
+    mutating func remove(_ key: String) {
+        let chunk = chunkIndex(for: key)
+        guard chunk < chunks.count else { return }
+        let index = Self.lowerBound(key, in: chunks[chunk])
+        guard index < chunks[chunk].count, chunks[chunk][index] == key else { return }
+        chunks[chunk].remove(at: index)
+        if chunks[chunk].isEmpty { chunks.remove(at: chunk) }
+    }
+
+    /// Every key whose UTF-8 bytes start with those of `prefix`, in UTF-8 order.
+    func keys(withPrefix prefix: String) -> [String] {
+        var result: [String] = []
+        var chunk = chunkIndex(for: prefix)
+        guard chunk < chunks.count else { return result }
+        var index = Self.lowerBound(prefix, in: chunks[chunk])
+        while chunk < chunks.count {
+            while index < chunks[chunk].count {
+                let key = chunks[chunk][index]
+                guard key.utf8.starts(with: prefix.utf8) else { return result }
+                result.append(key)
+                index += 1
+            }
+            chunk += 1
+            index = 0
+        }
+        return result
+    }
+
+    /// Every key, in UTF-8 order.
+    var all: [String] { chunks.flatMap { $0 } }
 }

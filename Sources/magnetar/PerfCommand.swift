@@ -7,14 +7,14 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// `magnetar perf produce|consume|e2e`: load generator and latency meter (the pulsar-perf equivalent),
+/// `magnetar perf produce|consume|e2e|topics`: load generator and latency meter (the pulsar-perf equivalent),
 /// built on MagnetarClient. Prints one line per second to stderr and a final summary (JSON on stdout
 /// with `--json`).
 struct PerfCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "perf",
         abstract: "Measure publish/consume throughput and latency against a broker.",
-        subcommands: [PerfProduceCommand.self, PerfConsumeCommand.self, PerfEndToEndCommand.self])
+        subcommands: [PerfProduceCommand.self, PerfConsumeCommand.self, PerfEndToEndCommand.self, PerfTopicsCommand.self])
 }
 
 /// Options shared by the three modes.
