@@ -205,11 +205,16 @@ struct MessageBatch: Sendable {
         if message.key == nil, message.eventTimeMs == nil, message.properties.isEmpty {
             // The common case (and `magnetar perf`'s): only payload_size and sequence_id.
             let singleSize = 1 + ProtobufWire.varintSize(payloadSize) + 1 + ProtobufWire.varintSize(sequenceID)
-            body.writeInteger(UInt32(singleSize))
-            body.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
-            ProtobufWire.writeVarint(payloadSize, into: &body)
-            body.writeInteger(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
-            ProtobufWire.writeVarint(sequenceID, into: &body)
+            // One reservation and one exclusive access for the header (this runs once per message).
+            body.writeWithUnsafeMutableBytes(minimumWritableBytes: 4 + singleSize) { bytes in
+                var out = RawWireWriter(bytes: bytes)
+                out.uint32(UInt32(singleSize))
+                out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+                out.varint(payloadSize)
+                out.byte(ProtobufWire.tag(8, wireType: ProtobufWire.varint))
+                out.varint(sequenceID)
+                return out.offset
+            }
             body.writeImmutableBuffer(payload)
             count += 1
             return

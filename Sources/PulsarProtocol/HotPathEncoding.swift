@@ -101,25 +101,25 @@ public enum SendReceiptEncoder {
 
 /// Writes wire bytes into memory reserved beforehand for exactly what is written (the caller
 /// computed the size). Multi-byte integers are big-endian, as in Pulsar's frame header.
-struct RawWireWriter {
-    let bytes: UnsafeMutableRawBufferPointer
-    private(set) var offset = 0
+public struct RawWireWriter {
+    public let bytes: UnsafeMutableRawBufferPointer
+    public private(set) var offset = 0
 
-    init(bytes: UnsafeMutableRawBufferPointer) { self.bytes = bytes }
+    public init(bytes: UnsafeMutableRawBufferPointer) { self.bytes = bytes }
 
-    mutating func byte(_ value: UInt8) {
+    public mutating func byte(_ value: UInt8) {
         precondition(offset < bytes.count)
         bytes[offset] = value
         offset += 1
     }
 
-    mutating func uint32(_ value: UInt32) {
+    public mutating func uint32(_ value: UInt32) {
         precondition(offset + 4 <= bytes.count)
         bytes.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
         offset += 4
     }
 
-    mutating func varint(_ value: UInt64) {
+    public mutating func varint(_ value: UInt64) {
         var value = value
         while value >= 0x80 {
             byte(UInt8(truncatingIfNeeded: value) | 0x80)
