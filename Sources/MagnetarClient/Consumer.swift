@@ -390,9 +390,10 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             discard(entryID, validationError: .checksumMismatch, permits: 1)
             return
         }
-        let metadata: Pulsar_Proto_MessageMetadata
+        let metadata: SendMetadataFields
         do {
-            metadata = try payload.decodeMetadata()
+            // Read by hand: no SwiftProtobuf `MessageMetadata` (and its storage copy) per message.
+            metadata = try SendMetadataFields.parse(payload.checksummedBytes, consumerFields: true)
         } catch {
             logger.warning("client.consumer.corrupt-metadata", metadata: ["message.id": "\(entryID)", "error": "\(error)"])
             returnPermits(1)
@@ -400,11 +401,11 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
         }
         var body = payload.checksummedBytes
         body.moveReaderIndex(forwardBy: 4 + Int(body.getInteger(at: body.readerIndex, as: UInt32.self)!))
-        let count = metadata.hasNumMessagesInBatch ? Int(max(metadata.numMessagesInBatch, 1)) : 1
-        if metadata.compression != .none {
+        let count = metadata.numMessagesInBatch.map { Int(max($0, 1)) } ?? 1
+        if metadata.compression != 0 {
             do {
-                guard let type = CompressionType(rawValue: metadata.compression.rawValue) else {
-                    throw PulsarClientError(.corruptMessage, "unknown compression type \(metadata.compression.rawValue)")
+                guard let type = CompressionType(rawValue: Int(metadata.compression)) else {
+                    throw PulsarClientError(.corruptMessage, "unknown compression type \(metadata.compression)")
                 }
                 body = try PayloadCompression.decompress(
                     body, type: type, uncompressedSize: Int(metadata.uncompressedSize), maxSizeBytes: maxMessageSizeBytes,
@@ -422,9 +423,9 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
                 ledgerID: entryID.ledgerID, entryID: entryID.entryID, partition: partition, batchIndex: -1, batchSize: 1),
             payload: body, producerName: metadata.producerName, sequenceID: Int64(bitPattern: metadata.sequenceID),
             publishTimeMs: metadata.publishTime, eventTimeMs: metadata.eventTime == 0 ? nil : metadata.eventTime,
-            partitionKey: metadata.hasPartitionKey ? metadata.partitionKey : nil, properties: properties,
+            partitionKey: metadata.partitionKey, properties: properties,
             redeliveryCount: command.redeliveryCount)
-        guard metadata.hasNumMessagesInBatch else {
+        guard metadata.numMessagesInBatch != nil else {
             if isBeforeStart(base.id) { returnPermits(1) } else { queue.deliver(base) }
             return
         }

@@ -199,13 +199,27 @@ public struct SendMetadataFields: Sendable, Equatable {
     public var deliverAtTime: Int64?
     public var numChunksFromMsg: Int32?
     public var chunkID: Int32?
+    // Read only with `consumerFields: true` (a client's receive path; the broker needs none of them).
+    public var properties: [Property] = []
+    /// `CompressionType` raw value (0 = NONE).
+    public var compression: Int32 = 0
+    public var uncompressedSize: UInt32 = 0
+    /// 0 = not set.
+    public var eventTime: UInt64 = 0
+
+    public struct Property: Sendable, Equatable {
+        public var key: String
+        public var value: String
+    }
 
     public init() {}
 
     /// Parses the metadata at the front of a payload section's `[u32 size][MessageMetadata][payload]`.
     /// Throws like `PayloadSection.decodeMetadata` does: a size beyond the section, a malformed field,
     /// or a missing required field (producer_name, sequence_id, publish_time).
-    public static func parse(_ checksummedBytes: ByteBuffer) throws(PulsarProtocolError) -> SendMetadataFields {
+    public static func parse(
+        _ checksummedBytes: ByteBuffer, consumerFields: Bool = false
+    ) throws(PulsarProtocolError) -> SendMetadataFields {
         var view = checksummedBytes
         guard let size = view.readInteger(as: UInt32.self), size <= view.readableBytes,
               let metadata = view.readSlice(length: Int(size))
@@ -239,6 +253,27 @@ public struct SendMetadataFields: Sendable, Equatable {
                 fields.numChunksFromMsg = Int32(truncatingIfNeeded: try reader.readVarint())
             case (29, 0):
                 fields.chunkID = Int32(truncatingIfNeeded: try reader.readVarint())
+            case (4, 2) where consumerFields:
+                var pair = ProtobufReader(try reader.readLengthDelimited())
+                var key: String?
+                var value: String?
+                while let (pairField, pairWire) = try pair.readTag() {
+                    switch (pairField, pairWire) {
+                    case (1, 2): key = String(buffer: try pair.readLengthDelimited())
+                    case (2, 2): value = String(buffer: try pair.readLengthDelimited())
+                    default: try pair.skip(wireType: pairWire)
+                    }
+                }
+                guard let key, let value else {
+                    throw PulsarProtocolError(.malformedPayload, "MessageMetadata property misses its key or value")
+                }
+                fields.properties.append(Property(key: key, value: value))
+            case (8, 0) where consumerFields:
+                fields.compression = Int32(truncatingIfNeeded: try reader.readVarint())
+            case (9, 0) where consumerFields:
+                fields.uncompressedSize = UInt32(truncatingIfNeeded: try reader.readVarint())
+            case (12, 0) where consumerFields:
+                fields.eventTime = try reader.readVarint()
             case (0, _):
                 throw PulsarProtocolError(.malformedPayload, "field number 0 in MessageMetadata")
             default:

@@ -81,6 +81,17 @@ import Testing
             #expect(fields.deliverAtTime == (decoded.hasDeliverAtTime ? decoded.deliverAtTime : nil))
             #expect(fields.numChunksFromMsg == (decoded.hasNumChunksFromMsg ? decoded.numChunksFromMsg : nil))
             #expect(fields.chunkID == (decoded.hasChunkID ? decoded.chunkID : nil))
+            // The broker does not read what only consumers need.
+            #expect(fields.properties.isEmpty && fields.compression == 0 && fields.eventTime == 0)
+
+            // A client's receive path reads those too, as SwiftProtobuf does.
+            let consumer = try SendMetadataFields.parse(try section(metadata), consumerFields: true)
+            #expect(consumer.properties == decoded.properties.map { SendMetadataFields.Property(key: $0.key, value: $0.value) })
+            #expect(consumer.compression == Int32(decoded.compression.rawValue))
+            #expect(consumer.uncompressedSize == decoded.uncompressedSize)
+            #expect(consumer.eventTime == decoded.eventTime)
+            #expect(consumer.producerName == fields.producerName && consumer.sequenceID == fields.sequenceID)
+            #expect(consumer.partitionKey == fields.partitionKey && consumer.numMessagesInBatch == fields.numMessagesInBatch)
         }
     }
 
