@@ -64,10 +64,23 @@ public struct Entry: Sendable {
         attributes: EntryAttributes, bodyLength: Int, allocator: ByteBufferAllocator = ByteBufferAllocator(),
         writeBody: (inout ByteBuffer) -> Void
     ) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: encodedLength(attributes: attributes, bodyLength: bodyLength))
+        write(attributes: attributes, into: &buffer, writeBody: writeBody)
+        return buffer
+    }
+
+    /// Bytes `encode` writes for these attributes and a body of `bodyLength` bytes.
+    public static func encodedLength(attributes: EntryAttributes, bodyLength: Int) -> Int {
+        34 + min(attributes.key.count, Entry.maxKeyLengthBytes) + min(attributes.producerName.utf8.count, Int(UInt16.max))
+            + bodyLength
+    }
+
+    /// Appends the encoded entry (header, then what `writeBody` writes) to `buffer`: the publish path
+    /// writes a burst of entries back to back into one buffer and slices it.
+    public static func write(attributes: EntryAttributes, into buffer: inout ByteBuffer, writeBody: (inout ByteBuffer) -> Void) {
         let key = attributes.key.prefix(Entry.maxKeyLengthBytes)
         let producerName = attributes.producerName.utf8
         let producerNameLength = min(producerName.count, Int(UInt16.max))
-        var buffer = allocator.buffer(capacity: 34 + key.count + producerNameLength + bodyLength)
         buffer.writeInteger(Entry.formatVersion)
         buffer.writeInteger(attributes.numMessages)
         buffer.writeInteger(attributes.publishTimeMs)
@@ -83,7 +96,6 @@ public struct Entry: Sendable {
         buffer.writeInteger(attributes.highestSequenceID)
         buffer.writeInteger(UInt8(attributes.isNonFinalChunk ? 1 : 0))
         writeBody(&buffer)
-        return buffer
     }
 
     /// Decodes what `encode` wrote. The body is a slice of `buffer` (no copy).

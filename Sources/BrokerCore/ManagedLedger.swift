@@ -67,7 +67,9 @@ final class ManagedLedger: @unchecked Sendable {
         /// The entry's bytes, kept until it is durable and moved into `tailCache`.
         var entry: ByteBuffer?
         var result: Result<Void, BrokerError>?
-        var completion: (Result<Position, BrokerError>) -> Void
+        /// Who hears the outcome, and the tag to hand back (no closure per entry).
+        var receiver: any AppendReceiver
+        var tag: Int
     }
     /// The newest durable entries of the open ledger: tailing readers (dispatch right after
     /// publish) get them without a store read.
@@ -76,7 +78,7 @@ final class ManagedLedger: @unchecked Sendable {
     private var inFlight: [PendingAppend] = []
     private var inFlightHead = 0
     /// Appends waiting for a ledger roll to finish.
-    private var waiting: [(ByteBuffer, (Result<Position, BrokerError>) -> Void)] = []
+    private var waiting: [(entry: ByteBuffer, receiver: any AppendReceiver, tag: Int)] = []
     private var rolling = false
     private(set) var failure: BrokerError?
 
@@ -217,20 +219,26 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Appends an entry. `completion` runs on the event loop, in append order, once it is durable.
     func append(_ entry: ByteBuffer, completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        append(entry, receiver: ClosureAppendReceiver(completion), tag: 0)
+    }
+
+    /// Appends `entry`; `receiver.appendCompleted(tag:result:)` runs on the event loop once it is
+    /// durable (or failed), in append order.
+    func append(_ entry: ByteBuffer, receiver: any AppendReceiver, tag: Int) {
         eventLoop.preconditionInEventLoop()
         if let failure {
-            completion(.failure(failure))
+            receiver.appendCompleted(tag: tag, result: .failure(failure))
             return
         }
         if rolling {
-            waiting.append((entry, completion))
+            waiting.append((entry, receiver, tag))
             return
         }
         let ledger = openLedger
         if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes
             || (assignedEntries > 0 && ManagedLedger.nowMs() - (ledger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000)
         {
-            waiting.append((entry, completion))
+            waiting.append((entry, receiver, tag))
             startRoll()
             return
         }
@@ -238,7 +246,7 @@ final class ManagedLedger: @unchecked Sendable {
         assignedEntries += 1
         let size = Int64(entry.readableBytes)
         assignedBytes += size
-        inFlight.append(PendingAppend(position: position, size: size, entry: entry, result: nil, completion: completion))
+        inFlight.append(PendingAppend(position: position, size: size, entry: entry, result: nil, receiver: receiver, tag: tag))
         if !unsubmitted.isEmpty, unsubmittedFirst.ledgerID != position.ledgerID {
             submitPending()
         }
@@ -272,9 +280,15 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Completes `completion` with `(-1, -1)` in append order, writing nothing (a duplicate).
     func appendDuplicate(completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        appendDuplicate(receiver: ClosureAppendReceiver(completion), tag: 0)
+    }
+
+    /// As `appendDuplicate(completion:)`, answering through `receiver` with `tag`.
+    func appendDuplicate(receiver: any AppendReceiver, tag: Int) {
         eventLoop.preconditionInEventLoop()
         inFlight.append(PendingAppend(
-            position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()), completion: completion))
+            position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()),
+            receiver: receiver, tag: tag))
         drainCompleted()
     }
 
@@ -311,7 +325,7 @@ final class ManagedLedger: @unchecked Sendable {
             inFlightHead += 1
             switch done {
             case .success where pending.isDuplicate:
-                pending.completion(.success(pending.position))
+                pending.receiver.appendCompleted(tag: pending.tag, result: .success(pending.position))
             case .success:
                 if let last = ledgers.indices.last, ledgers[last].ledgerID == pending.position.ledgerID {
                     ledgers[last].entries = pending.position.entryID + 1
@@ -320,9 +334,9 @@ final class ManagedLedger: @unchecked Sendable {
                 if let entry = pending.entry {
                     tailCache.insert(entry, at: pending.position)
                 }
-                pending.completion(.success(pending.position))
+                pending.receiver.appendCompleted(tag: pending.tag, result: .success(pending.position))
             case .failure(let error):
-                pending.completion(.failure(failure ?? error))
+                pending.receiver.appendCompleted(tag: pending.tag, result: .failure(failure ?? error))
             }
         }
         if inFlightHead == inFlight.count {
@@ -381,7 +395,7 @@ final class ManagedLedger: @unchecked Sendable {
                 ])
                 let waiting = self.waiting
                 self.waiting = []
-                for (entry, completion) in waiting { self.append(entry, completion: completion) }
+                for (entry, receiver, tag) in waiting { self.append(entry, receiver: receiver, tag: tag) }
             case .failure(let error):
                 self.failure = BrokerError(.metadata, "cannot roll the ledger of \(self.name): \(error)")
                 self.failWaiting()
@@ -393,7 +407,7 @@ final class ManagedLedger: @unchecked Sendable {
         let waiting = self.waiting
         self.waiting = []
         let error = failure ?? BrokerError(.persistence, "managed ledger \(name) failed")
-        for (_, completion) in waiting { completion(.failure(error)) }
+        for (_, receiver, tag) in waiting { receiver.appendCompleted(tag: tag, result: .failure(error)) }
     }
 
     static func nowMs() -> Int64 {

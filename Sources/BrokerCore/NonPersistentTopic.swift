@@ -75,6 +75,14 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     public var consumerCount: Int { subscriptions.values.reduce(0) { $0 + $1.consumers.count } }
     public var subscriptionNames: [String] { subscriptions.keys.sorted() }
 
+    public func publish(_ batch: PublishBatch) {
+        for index in 0..<batch.count {
+            publish(encoded: batch.entries[index], attributes: batch.attributes[index]) { result in
+                batch.replier.published(index: index, result: result)
+            }
+        }
+    }
+
     public func publish(
         encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void
     ) {

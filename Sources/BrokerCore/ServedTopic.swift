@@ -13,6 +13,8 @@ public protocol ServedTopic: AnyObject, Sendable {
     func lastPublishedSequenceID(producerName: String) -> Int64
     /// `encoded` is what `Entry.encode` produced; `completion` runs on the event loop, in publish order.
     func publish(encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void)
+    /// Publishes many entries at once (the hot path); `batch.replier` hears about each, in order.
+    func publish(_ batch: PublishBatch)
     func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void>
     func createSubscriptionIfMissing(_ subscriptionName: String) -> EventLoopFuture<Void>
     @discardableResult

@@ -158,31 +158,44 @@ public final class Topic: @unchecked Sendable {
     public func publish(
         encoded: ByteBuffer, attributes: EntryAttributes, completion: @escaping (Result<Position, BrokerError>) -> Void
     ) {
+        publish(PublishBatch(entries: [encoded], attributes: [attributes], replier: ClosurePublishReplier(completion)))
+    }
+
+    /// Appends every entry of `batch` (deduplicated ones are answered with `(-1, -1)` and not
+    /// written); `batch.replier` hears about each entry in order, on this loop.
+    public func publish(_ batch: PublishBatch) {
         eventLoop.preconditionInEventLoop()
         if isUnloaded {
-            completion(.failure(unloadedError))
+            for index in 0..<batch.count { batch.replier.published(index: index, result: .failure(unloadedError)) }
             return
         }
-        let messages = Int64(max(attributes.numMessages, 1))
-        let bytes = Int64(encoded.readableBytes)
-        guard acceptForDeduplication(attributes) else {
-            managedLedger.appendDuplicate(completion: completion)
-            return
+        batch.topic = self
+        for index in 0..<batch.count {
+            if acceptForDeduplication(batch.attributes[index]) {
+                managedLedger.append(batch.entries[index], receiver: batch, tag: index)
+            } else {
+                managedLedger.appendDuplicate(receiver: batch, tag: index)
+            }
         }
-        managedLedger.append(encoded) { result in
-            if case .success = result {
-                self.recordPersisted(attributes)
-                self.messagesIn += messages
-                self.bytesIn += bytes
-                for subscription in self.subscriptions.values where !subscription.consumers.isEmpty {
-                    subscription.scheduleDispatch()
-                }
-            }
-            completion(result)
-            if case .failure = result, self.managedLedger.failure != nil, !self.reportedFailure {
-                self.reportedFailure = true
-                self.onManagedLedgerFailure?(self)
-            }
+    }
+
+    /// One entry of a `PublishBatch` is durable (a duplicate, at `(-1, -1)`, was not written).
+    func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position) {
+        guard position.ledgerID >= 0 else { return }
+        recordPersisted(attributes)
+        messagesIn += Int64(max(attributes.numMessages, 1))
+        bytesIn += Int64(bytes)
+        for subscription in subscriptions.values where !subscription.consumers.isEmpty {
+            subscription.scheduleDispatch()
+        }
+    }
+
+    /// An entry of a `PublishBatch` failed (after its publisher was answered): a failed managed
+    /// ledger is reported once.
+    func entryFailed() {
+        if managedLedger.failure != nil, !reportedFailure {
+            reportedFailure = true
+            onManagedLedgerFailure?(self)
         }
     }
 

@@ -42,6 +42,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private var pendingPublishes = 0
     private var readingPaused = false
     private var outbox: ReplyOutbox?
+    /// SENDs of the current socket read not yet handed to their topic.
+    private var staged: StagedPublishes?
+    /// Bytes of the current socket read: sizes the buffer staged entries are written into.
+    private var readBytesLeft = 0
     /// Frames are split here, not by a `ByteToMessageHandler` in front: no `NIOAny` box, cast and
     /// pipeline hop per frame. After a malformed frame the rest of the input is ignored.
     private let frames = NIOSingleStepByteToMessageProcessor(PulsarFrameDecoder())
@@ -97,14 +101,19 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !inputFailed else { return }
+        let input = unwrapInboundIn(data)
+        readBytesLeft = input.readableBytes
         do {
-            try frames.process(buffer: unwrapInboundIn(data)) { frame in
+            try frames.process(buffer: input) { frame in
                 self.received(frame, context: context)
             }
         } catch {
+            flushStagedPublishes(context: context)
             inputFailed = true
             errorCaught(context: context, error: error)
+            return
         }
+        flushStagedPublishes(context: context)
     }
 
     private func received(_ frame: PulsarFrame, context: ChannelHandlerContext) {
@@ -160,6 +169,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             handleSend(send, payload: frame.payload, context: context)
             return
         }
+        flushStagedPublishes(context: context)
         let command = frame.command
         switch command.type {
         case .pong:
@@ -396,56 +406,44 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             isNonFinalChunk: metadata.chunkID.map { $0 < (metadata.numChunksFromMsg ?? 0) - 1 } ?? false)
         let checksum = payload.checksum ?? payload.computeChecksum()
         let bytes = payload.checksummedBytes
-        let encoded = Entry.encode(
-            attributes: attributes, bodyLength: 4 + bytes.readableBytes, allocator: context.channel.allocator
-        ) { buffer in
+        let topic = producer.topic
+        publishStarted(context: context)
+        if let current = staged, current.topic !== topic {
+            flushStagedPublishes(context: context)
+        }
+        if staged == nil {
+            // Sized for the rest of this read (entries are about as long as their SEND frames), so
+            // a lone message does not pin a large buffer in the tail cache.
+            let entryLength = Entry.encodedLength(attributes: attributes, bodyLength: 4 + bytes.readableBytes)
+            staged = StagedPublishes(
+                topic: topic,
+                buffer: context.channel.allocator.buffer(capacity: max(entryLength, readBytesLeft + readBytesLeft / 4)),
+                receivedAt: NIODeadline.now())
+        }
+        staged!.add(attributes: attributes, producerID: request.producerID, sequenceID: request.sequenceID) { buffer in
             buffer.writeInteger(checksum)
             buffer.writeImmutableBuffer(bytes)
         }
-        let topic = producer.topic
-        publishStarted(context: context)
-        let outbox = replyOutbox(channel: context.channel)
-        let receivedAt = NIODeadline.now()
-        // Usually the topic runs on this connection's loop (its first client's): no hop.
-        if topic.eventLoop.inEventLoop {
-            Self.publish(
-                encoded, attributes: attributes, to: topic, producerID: request.producerID, sequenceID: request.sequenceID,
-                receivedAt: receivedAt, allocator: context.channel.allocator, outbox: outbox)
-        } else {
-            let allocator = context.channel.allocator
-            topic.eventLoop.execute {
-                Self.publish(
-                    encoded, attributes: attributes, to: topic, producerID: request.producerID,
-                    sequenceID: request.sequenceID, receivedAt: receivedAt, allocator: allocator, outbox: outbox)
-            }
-        }
     }
 
-    /// On the topic's loop: appends the entry and posts its SEND_RECEIPT (or SEND_ERROR) to `outbox`.
-    private static func publish(
-        _ encoded: ByteBuffer, attributes: EntryAttributes, to topic: any ServedTopic, producerID: UInt64, sequenceID wireSequenceID: UInt64,
-        receivedAt: NIODeadline, allocator: ByteBufferAllocator, outbox: ReplyOutbox
-    ) {
-        let partition = topic.partitionIndex
-        topic.publish(encoded: encoded, attributes: attributes) { result in
-            switch result {
-            case .success(let position):
-                BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
-                // The hot path: encoded by hand straight into the connection's reply buffer.
-                outbox.post { buffer in
-                    SendReceiptEncoder.write(
-                        producerID: producerID, sequenceID: wireSequenceID, ledgerID: position.ledgerID,
-                        entryID: position.entryID, partition: partition, into: &buffer)
-                }
-            case .failure(let error):
-                var command = Pulsar_Proto_BaseCommand()
-                command.type = .sendError
-                command.sendError.producerID = producerID
-                command.sendError.sequenceID = wireSequenceID
-                command.sendError.error = ServerErrors.serverError(for: error)
-                command.sendError.message = ServerErrors.message(for: error)
-                outbox.post(PulsarFrameEncoder.encodeCommand(command, allocator: allocator))
-            }
+    /// Hands the staged SENDs to their topic as one `PublishBatch` (one hop to the topic's loop).
+    /// Called at the end of every socket read, before any other command (so commands keep their
+    /// order relative to SENDs), and when a SEND for another topic arrives.
+    private func flushStagedPublishes(context: ChannelHandlerContext) {
+        guard let staged else { return }
+        self.staged = nil
+        readBytesLeft = 0
+        let topic = staged.topic
+        let batch = PublishBatch(
+            entries: staged.entries(), attributes: staged.attributes,
+            replier: SendReplies(
+                outbox: replyOutbox(channel: context.channel), partition: topic.partitionIndex, receivedAt: staged.receivedAt,
+                sends: staged.sends, allocator: context.channel.allocator))
+        // Usually the topic runs on this connection's loop (its first client's): no hop.
+        if topic.eventLoop.inEventLoop {
+            topic.publish(batch)
+        } else {
+            topic.eventLoop.execute { topic.publish(batch) }
         }
     }
 

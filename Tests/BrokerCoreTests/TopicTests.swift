@@ -98,6 +98,53 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         #expect(topic.backlog(subscription: "s") == 0)
     }
 
+    /// Records each entry's outcome in a `PublishBatch`, in the order the topic reports them.
+    final class RecordingReplier: PublishReplier, @unchecked Sendable {
+        var replies: [(index: Int, position: Position?)] = []
+        func published(index: Int, result: Result<Position, BrokerError>) {
+            replies.append((index, try? result.get()))
+        }
+    }
+
+    @Test func batchOfSlicesIsAppendedInOrderAcrossALedgerRoll() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "batched")))
+        // Five entries written back to back into one buffer, as the connection stages a socket read.
+        var buffer = ByteBufferAllocator().buffer(capacity: 16)
+        var ends: [Int] = []
+        var attributes: [EntryAttributes] = []
+        for i in 0..<5 {
+            let entryAttributes = EntryAttributes(numMessages: 2, publishTimeMs: 1, key: Array("k\(i)".utf8))
+            Entry.write(attributes: entryAttributes, into: &buffer) { $0.writeString("b\(i)") }
+            ends.append(buffer.writerIndex)
+            attributes.append(entryAttributes)
+        }
+        let entries = ends.indices.map { i in
+            let start = i == 0 ? 0 : ends[i - 1]
+            return buffer.getSlice(at: start, length: ends[i] - start)!
+        }
+        let replier = RecordingReplier()
+        topic.publish(PublishBatch(entries: entries, attributes: attributes, replier: replier))
+        for _ in 0..<10_000 where replier.replies.count < 5 {
+            loop.run()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        // Three entries per ledger: the batch spans a roll; the replies still come in batch order.
+        #expect(replier.replies.map(\.index) == [0, 1, 2, 3, 4])
+        let positions = replier.replies.compactMap(\.position)
+        #expect(positions.count == 5)
+        #expect(positions == positions.sorted())
+        #expect(Set(positions.map(\.ledgerID)).count == 2)
+        #expect(topic.messagesIn == 10)
+
+        let sink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, sink: sink)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
+        loop.run()
+        #expect(sink.deliveries.map(\.body) == (0..<5).map { "b\($0)" })
+        #expect(sink.deliveries.map(\.position) == positions)
+    }
+
     @Test func redeliveryCountsRiseOncePerRequest() async throws {
         let broker = try await makeBroker()
         let topic = try await settle(broker.topic(try TopicName(parsing: "redeliver")))

@@ -1,0 +1,90 @@
+import BrokerCore
+import NIOCore
+import PulsarProtocol
+
+/// The SENDs of one socket read for one topic, on their way to `PublishBatch`: entries encoded back
+/// to back into one buffer (the payload's single copy), with what each receipt needs. A value owned
+/// by the connection's handler, on its loop.
+struct StagedPublishes {
+    /// Who answers one SEND: the ids its receipt carries.
+    struct Send {
+        var producerID: UInt64
+        var sequenceID: UInt64
+    }
+
+    let topic: any ServedTopic
+    private(set) var buffer: ByteBuffer
+    let receivedAt: NIODeadline
+    private(set) var attributes: [EntryAttributes] = []
+    private(set) var sends: [Send] = []
+    /// Where each entry ends in `buffer` (it starts where the previous one ends).
+    private var ends: [Int] = []
+
+    init(topic: any ServedTopic, buffer: ByteBuffer, receivedAt: NIODeadline) {
+        self.topic = topic
+        self.buffer = buffer
+        self.receivedAt = receivedAt
+    }
+
+    /// Encodes one entry (header, then what `writeBody` writes) after the previous ones.
+    mutating func add(
+        attributes: EntryAttributes, producerID: UInt64, sequenceID: UInt64, writeBody: (inout ByteBuffer) -> Void
+    ) {
+        Entry.write(attributes: attributes, into: &buffer, writeBody: writeBody)
+        ends.append(buffer.writerIndex)
+        self.attributes.append(attributes)
+        sends.append(Send(producerID: producerID, sequenceID: sequenceID))
+    }
+
+    /// One slice of `buffer` per entry (no copies; they share its storage).
+    func entries() -> [ByteBuffer] {
+        var entries: [ByteBuffer] = []
+        entries.reserveCapacity(ends.count)
+        var start = buffer.readerIndex
+        for end in ends {
+            entries.append(buffer.getSlice(at: start, length: end - start)!)
+            start = end
+        }
+        return entries
+    }
+}
+
+/// Answers the SENDs of one `PublishBatch`: a SEND_RECEIPT (encoded by hand straight into the
+/// connection's reply buffer) or a SEND_ERROR per entry. Called on the topic's loop.
+final class SendReplies: PublishReplier, @unchecked Sendable {
+    private let outbox: ReplyOutbox
+    private let partition: Int32
+    private let receivedAt: NIODeadline
+    private let sends: [StagedPublishes.Send]
+    private let allocator: ByteBufferAllocator
+
+    init(outbox: ReplyOutbox, partition: Int32, receivedAt: NIODeadline, sends: [StagedPublishes.Send], allocator: ByteBufferAllocator) {
+        self.outbox = outbox
+        self.partition = partition
+        self.receivedAt = receivedAt
+        self.sends = sends
+        self.allocator = allocator
+    }
+
+    func published(index: Int, result: Result<Position, BrokerError>) {
+        let send = sends[index]
+        switch result {
+        case .success(let position):
+            BrokerMetrics.publishLatency.recordNanoseconds((NIODeadline.now() - receivedAt).nanoseconds)
+            let partition = self.partition
+            outbox.post { buffer in
+                SendReceiptEncoder.write(
+                    producerID: send.producerID, sequenceID: send.sequenceID, ledgerID: position.ledgerID,
+                    entryID: position.entryID, partition: partition, into: &buffer)
+            }
+        case .failure(let error):
+            var command = Pulsar_Proto_BaseCommand()
+            command.type = .sendError
+            command.sendError.producerID = send.producerID
+            command.sendError.sequenceID = send.sequenceID
+            command.sendError.error = ServerErrors.serverError(for: error)
+            command.sendError.message = ServerErrors.message(for: error)
+            outbox.post(PulsarFrameEncoder.encodeCommand(command, allocator: allocator))
+        }
+    }
+}
