@@ -463,9 +463,9 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
 
     /// Acknowledges a message that cannot be delivered, with the reason, and returns its permits.
     private func discard(_ id: MessageID, validationError: Pulsar_Proto_CommandAck.ValidationError, permits: Int) {
-        var ack = ClientCommands.ack(consumerID: consumerID, cumulative: false, ids: [id.entryData])
-        ack.ack.validationError = validationError
-        connection?.writeCommandFromAnyLoop(ack)
+        connection?.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: false, ids: [AckedMessageID(entryOf: id)], validationError: validationError,
+            allocator: allocator))
         returnPermits(permits)
     }
 
@@ -500,7 +500,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
                 return
             }
         }
-        pendingAcks.append(id.entryData)
+        pendingAcks.append(AckedMessageID(entryOf: id))
         if pendingAcks.count >= 1000 { flushAcks() }
         if !isAckFlushScheduled, !pendingAcks.isEmpty {
             isAckFlushScheduled = true
@@ -520,7 +520,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
     /// Sends the grouped acks (kept while disconnected: sent after re-subscribing).
     func flushAcks() {
         guard !pendingAcks.isEmpty, closeError == nil, let connection else { return }
-        connection.writeCommandFromAnyLoop(ClientCommands.ack(consumerID: consumerID, cumulative: false, ids: pendingAcks))
+        connection.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: false, ids: pendingAcks, allocator: allocator))
         pendingAcks.removeAll(keepingCapacity: true)
     }
 
@@ -530,7 +531,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
         // A partly consumed batch: acknowledge up to the entry before it (notes §5.4).
         if id.batchIndex >= 0, id.batchIndex < id.batchSize - 1 { target.entryID -= 1 }
         partlyAcknowledged = partlyAcknowledged.filter { ($0.key.ledgerID, $0.key.entryID) > (target.ledgerID, target.entryID) }
-        connection?.writeCommandFromAnyLoop(ClientCommands.ack(consumerID: consumerID, cumulative: true, ids: [target.entryData]))
+        connection?.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: true, ids: [AckedMessageID(entryOf: target)], allocator: allocator))
     }
 
     func negativeAcknowledge(_ id: MessageID) {
