@@ -298,6 +298,10 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             }.map { _ in connection.maxMessageSizeBytes }
             .flatMapErrorThrowing { error in
                 connection.detachConsumer(consumerID)
+                if (error as? PulsarClientError)?.code == .timeout {
+                    // The broker may have subscribed it after all: undo that before the next attempt (as the C++ client).
+                    _ = connection.request { ClientCommands.closeConsumer(consumerID: consumerID, requestID: $0) }
+                }
                 throw error
             }
         }.hop(to: eventLoop).flatMapThrowing { maxMessageSize in

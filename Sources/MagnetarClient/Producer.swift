@@ -238,6 +238,10 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             }.map { ($0.producerSuccess, connection.maxMessageSizeBytes) }
             .flatMapErrorThrowing { error in
                 connection.detachProducer(producerID)
+                if (error as? PulsarClientError)?.code == .timeout {
+                    // The broker may have created it after all: undo that before the next attempt (as the C++ client).
+                    _ = connection.request { ClientCommands.closeProducer(producerID: producerID, requestID: $0) }
+                }
                 throw error
             }
         }.hop(to: eventLoop).flatMapThrowing { success, maxMessageSize in
@@ -560,6 +564,24 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
 }
 
 extension PulsarClientError {
+    /// Failures of a first `createProducer` / `subscribe` / `createReader` step that may pass if it is
+    /// tried again: the broker not reachable yet or the connection lost, no answer in time, and the
+    /// broker refusals the C++ client retries (ServiceNotReady — also a topic being unloaded or not
+    /// owned yet — TooManyRequests, metadata and persistence errors). Everything else, notably
+    /// authorization, topic terminated, ProducerBusy, ConsumerBusy (Exclusive), TopicNotFound and
+    /// incompatible schema, fails the creation at once.
+    var isRetryableForCreation: Bool {
+        switch code {
+        case .connectionFailed, .connectionClosed, .timeout:
+            return true
+        case .server:
+            guard let serverError else { return false }
+            return [ServerError.serviceNotReady, .tooManyRequests, .metadataError, .persistenceError].contains(serverError)
+        default:
+            return false
+        }
+    }
+
     /// Errors after which retrying a PRODUCER/SUBSCRIBE cannot help (the C++ client's non-retryable results).
     var isFatalForRegistration: Bool {
         guard code == .server, let serverError else { return code == .alreadyClosed || code == .invalidURL }
