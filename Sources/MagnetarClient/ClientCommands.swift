@@ -111,12 +111,21 @@ enum ClientCommands {
         }
     }
 
-    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest) or to a publish time.
+    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest).
     static func seek(consumerID: UInt64, requestID: UInt64, to id: MessageID) -> Pulsar_Proto_BaseCommand {
         base(.seek) {
             $0.seek.consumerID = consumerID
             $0.seek.requestID = requestID
             $0.seek.messageID = id.entryData
+        }
+    }
+
+    /// SEEK to the first message published at or after `publishTimeMs` (ms since the epoch).
+    static func seek(consumerID: UInt64, requestID: UInt64, publishTimeMs: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.seek) {
+            $0.seek.consumerID = consumerID
+            $0.seek.requestID = requestID
+            $0.seek.messagePublishTime = publishTimeMs
         }
     }
 
