@@ -22,8 +22,9 @@ public struct ProducerOptions: Sendable {
     /// without blocking a thread: the message is queued (in order, behind any others waiting) and sent
     /// when receipts, errors or timeouts make room, and its completion runs then as usual. So
     /// `send` (async) simply waits longer, and `sendAsync` returns at once, also on the producer's event
-    /// loop. At most `maxPendingMessages` more messages wait for room; past that even this fails with
-    /// `producerQueueFull`. Messages waiting for room are not yet subject to `sendTimeout`.
+    /// loop. What waits for room is bounded by the application, not here: one message per waiting `send`
+    /// task; with `sendAsync`, bound the messages without a completion yourself (where the C++ client
+    /// blocks the calling thread). Messages waiting for room are not yet subject to `sendTimeout`.
     public var blockIfQueueFull: Bool = false
     /// Compression of each entry's payload (the whole batch when batching).
     public var compression: CompressionType = .none
@@ -195,7 +196,8 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
     private var batch: MessageBatch?
     private var batchCompletions: [SendCompletion] = []
     private var batchTimer: Scheduled<Void>?
-    /// `blockIfQueueFull`: sends waiting for room below `maxPendingMessages`, in send order.
+    /// `blockIfQueueFull`: sends waiting for room below `maxPendingMessages`, in send order. Bounded by
+    /// the application (see `ProducerOptions.blockIfQueueFull`).
     private var waitingForRoom = CircularBuffer<(message: OutgoingMessage, completion: SendCompletion)>()
     private var drainWaiters: [EventLoopPromise<Void>] = []
     private var closeError: PulsarClientError?
@@ -365,10 +367,9 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         guard waitingForRoom.isEmpty, pendingMessageCount < options.maxPendingMessages else {
             // No point in waiting for the batch timer (as the C++ client).
             flushBatch()
-            guard options.blockIfQueueFull, waitingForRoom.count < options.maxPendingMessages else {
+            guard options.blockIfQueueFull else {
                 completion(.failure(PulsarClientError(
-                    .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts"
-                        + (options.blockIfQueueFull ? " and as many for room" : ""))))
+                    .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts")))
                 return
             }
             waitingForRoom.append((message, completion))
