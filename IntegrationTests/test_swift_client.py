@@ -1,7 +1,9 @@
 """Issue 6: `magnetar client produce|consume|read` (MagnetarClient) against the real broker, checked
 against the official pulsar-client 3.13.0 in both directions: every compression codec, batching,
 keys and properties, partitioned topics (keys land on the partition the official client picks),
-readers, and a producer that keeps going while its topic is unloaded and the broker restarts.
+readers, a producer that keeps going while its topic is unloaded and the broker restarts, the send
+timeout and blockIfQueueFull, a first creation that retries until the broker is up, and seeks by
+publish time (also on every partition of a partitioned consumer).
 
 The tool prints one line per receipt on stdout, `ledger:entry:partition:batchIndex<TAB>index`, and
 one line per received message, `id<TAB>key<TAB>payload`.
@@ -9,6 +11,9 @@ one line per received message, `id<TAB>key<TAB>payload`.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -18,7 +23,7 @@ import pytest
 
 from admin_rest import admin, create_partitioned_topic, topic_path
 from conftest import magnetar_binary
-from helpers import receive_n
+from helpers import now_ms, receive_n, wait_until_clock_passes
 
 TOOL_TIMEOUT_S = 60
 CODECS = {
@@ -258,3 +263,139 @@ def test_reader_resumes_after_an_unload_without_duplicates(broker, client, topic
     stdout, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
     assert proc.returncode == 0, stderr[-3000:]
     assert [p for _, _, p in received(stdout.splitlines())] == [f"u-{i}" for i in range(8)]
+
+
+def _indices(lines: list[str]) -> list[int]:
+    """The message index of each `produce` receipt line."""
+    return [int(line.split("\t")[1]) for line in lines]
+
+
+def test_send_timeout_while_connected_fails_only_what_waited_too_long(fresh_broker, topic):
+    """The broker is frozen (SIGSTOP): the connection stays open but no receipt comes. Messages
+    waiting longer than --send-timeout-ms fail with `timeout`, without a reconnection; once the broker
+    runs again the late receipts of those are ignored and the later messages succeed."""
+    t = topic("send-timeout")
+    cmd = [str(magnetar_binary()), "client", "produce", t, "-m", "st-%d", "-n", "12", "--rate", "2",
+           "--send-timeout-ms", "1500", "--url", fresh_broker.url, "--log-level", "info"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = fresh_broker.proc.pid
+    try:
+        first = proc.stdout.readline()  # the receipt of message 0: the producer is registered
+        assert _indices([first]) == [0], first
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rest, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode == 1, stderr[-3000:]
+    receipted = {0, *_indices(rest.splitlines())}
+    failed = {int(m.group(1)) for m in re.finditer(r"message (\d+) failed: timeout", stderr)}
+    assert failed, stderr[-3000:]
+    assert not receipted & failed and receipted | failed == set(range(12)), (receipted, failed)
+    assert 11 in receipted, "the producer kept its connection and goes on"
+    assert "client.producer.send-timeout" in stderr
+    assert "client.producer.disconnected" not in stderr and "protocol-violation" not in stderr
+
+
+def test_block_if_queue_full_waits_for_room(broker, client, topic):
+    t = topic("block")
+    consumer = client.subscribe(t, "py", initial_position=pulsar.InitialPosition.Earliest)
+    lines = tool(broker, "produce", t, "-m", "b-%d", "-n", "300", "--max-pending-messages", "1", "--block-if-queue-full")
+    assert _indices(lines) == list(range(300)), "every message, in order"
+    assert [m.data().decode() for m in receive_n(consumer, 300)] == [f"b-{i}" for i in range(300)]
+
+
+def test_full_queue_fails_sends_without_block_if_queue_full(broker, topic):
+    t = topic("queue-full")
+    cmd = [str(magnetar_binary()), "client", "produce", t, "-m", "f-%d", "-n", "2000", "--max-pending-messages", "1",
+           "--url", broker.url, "--log-level", "warning"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode == 1
+    receipted = set(_indices(proc.stdout.splitlines()))
+    refused = {int(m.group(1)) for m in re.finditer(r"message (\d+) failed: producerQueueFull", proc.stderr)}
+    assert refused and 0 in receipted
+    assert not receipted & refused and receipted | refused == set(range(2000))
+
+
+def test_producer_and_consumer_created_before_the_broker_is_up(fresh_broker, topic):
+    """The first createProducer/subscribe retries a refused connection until the broker is there."""
+    t = topic("early")
+    fresh_broker.stop()
+    base = ["--url", fresh_broker.url, "--log-level", "warning"]
+    consume = subprocess.Popen([str(magnetar_binary()), "client", "consume", t, "-s", "early", "--earliest", "-n", "3",
+                                "--timeout", "30", *base], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    produce = subprocess.Popen([str(magnetar_binary()), "client", "produce", t, "-m", "e-%d", "-n", "3", *base],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # both are retrying (connection refused)
+        assert produce.poll() is None and consume.poll() is None
+        fresh_broker.start()
+        out, err = produce.communicate(timeout=TOOL_TIMEOUT_S)
+        assert produce.returncode == 0, err[-3000:]
+        assert _indices(out.splitlines()) == [0, 1, 2]
+        out, err = consume.communicate(timeout=TOOL_TIMEOUT_S)
+        assert consume.returncode == 0, err[-3000:]
+        assert [p for _, _, p in received(out.splitlines())] == ["e-0", "e-1", "e-2"]
+    finally:
+        for proc in (produce, consume):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_exclusive_consumer_busy_fails_without_retrying(broker, client, topic):
+    t = topic("busy")
+    holder = client.subscribe(t, "sub", consumer_type=pulsar.ConsumerType.Exclusive)
+    cmd = [str(magnetar_binary()), "client", "consume", t, "-s", "sub", "-n", "1", "--timeout", "1",
+           "--url", broker.url, "--log-level", "warning"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode != 0
+    assert "consumerBusy" in proc.stderr and "gave up after" not in proc.stderr, proc.stderr[-3000:]
+    holder.close()
+
+
+def _publish_around_a_boundary(client, t: str, count: int, keys: bool = False) -> int:
+    """Publishes early-0..early-<count-1>, then late-…: returns a publish time (ms) between the two."""
+    probe = client.subscribe(t, "probe", initial_position=pulsar.InitialPosition.Earliest)
+    producer = client.create_producer(t, batching_enabled=False)
+    for i in range(count):
+        producer.send(f"early-{i}".encode(), partition_key=f"k{i}" if keys else None)
+    boundary = max(m.publish_timestamp() for m in receive_n(probe, count)) + 1
+    probe.close()
+    wait_until_clock_passes(boundary)
+    for i in range(count):
+        producer.send(f"late-{i}".encode(), partition_key=f"k{i}" if keys else None)
+    producer.close()
+    return boundary
+
+
+def test_seek_by_publish_time_consumer_and_reader(broker, client, topic):
+    t = topic("seek-time")
+    tool(broker, "consume", t, "-s", "sub", "-n", "1", "--timeout", "0.2")  # the subscription, at the end
+    boundary = _publish_around_a_boundary(client, t, 4)
+    late = [f"late-{i}" for i in range(4)]
+    everything = [f"early-{i}" for i in range(4)] + late
+
+    got = received(tool(broker, "consume", t, "-s", "sub", "-n", "0", "--timeout", "2", "--seek-time", str(boundary)))
+    assert [p for _, _, p in got] == late
+    # Everything is acknowledged now; a time before the first message moves back to the start.
+    again = received(tool(broker, "consume", t, "-s", "sub", "-n", "0", "--timeout", "2", "--seek-time", "0"))
+    assert [p for _, _, p in again] == everything
+
+    # Readers stop when caught up (hasMessageAvailable after the seek).
+    read = received(tool(broker, "read", t, "--start", "latest", "--seek-time", str(boundary)))
+    assert [p for _, _, p in read] == late
+    assert received(tool(broker, "read", t, "--start", "earliest", "--seek-time", str(now_ms() + 3_600_000))) == []
+
+
+def test_partitioned_consumer_seeks_every_partition(broker, client, topic):
+    t = topic("seek-part")
+    create_partitioned_topic(broker, t, 3)
+    tool(broker, "consume", t, "-s", "sub", "-n", "1", "--timeout", "0.2")
+    boundary = _publish_around_a_boundary(client, t, 9, keys=True)
+
+    late = received(tool(broker, "consume", t, "-s", "sub", "-n", "0", "--timeout", "2", "--seek-time", str(boundary)))
+    assert sorted(p for _, _, p in late) == sorted(f"late-{i}" for i in range(9))
+    assert len({message_id.split(":")[2] for message_id, _, _ in late}) > 1, "from several partitions"
+    everything = received(tool(broker, "consume", t, "-s", "sub", "-n", "0", "--timeout", "2", "--seek", "earliest"))
+    assert sorted(p for _, _, p in everything) == sorted([f"early-{i}" for i in range(9)] + [f"late-{i}" for i in range(9)])

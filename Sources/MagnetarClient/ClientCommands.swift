@@ -1,7 +1,7 @@
 import PulsarProtocol
 
-/// Builders for the client→broker commands (everything but SEND, which `SendFrameEncoder` writes by
-/// hand). Every required proto2 field is set here. Pure functions.
+/// Builders for the client→broker commands (everything but SEND and ACK, which `SendFrameEncoder` and
+/// `AckFrameEncoder` write by hand). Every required proto2 field is set here. Pure functions.
 enum ClientCommands {
     /// What we announce in CONNECT.
     static let clientVersion = "Magnetar-Swift-Client-0.1"
@@ -87,6 +87,8 @@ enum ClientCommands {
         }
     }
 
+    /// ACK through SwiftProtobuf: the consumer sends `AckFrameEncoder`'s frames; this is the reference
+    /// the tests compare them with.
     static func ack(consumerID: UInt64, cumulative: Bool, ids: [Pulsar_Proto_MessageIdData]) -> Pulsar_Proto_BaseCommand {
         base(.ack) {
             $0.ack.consumerID = consumerID
@@ -109,12 +111,21 @@ enum ClientCommands {
         }
     }
 
-    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest) or to a publish time.
+    /// SEEK to a message id (`(-1,-1)` earliest, `(max,max)` latest).
     static func seek(consumerID: UInt64, requestID: UInt64, to id: MessageID) -> Pulsar_Proto_BaseCommand {
         base(.seek) {
             $0.seek.consumerID = consumerID
             $0.seek.requestID = requestID
             $0.seek.messageID = id.entryData
+        }
+    }
+
+    /// SEEK to the first message published at or after `publishTimeMs` (ms since the epoch).
+    static func seek(consumerID: UInt64, requestID: UInt64, publishTimeMs: UInt64) -> Pulsar_Proto_BaseCommand {
+        base(.seek) {
+            $0.seek.consumerID = consumerID
+            $0.seek.requestID = requestID
+            $0.seek.messagePublishTime = publishTimeMs
         }
     }
 

@@ -93,15 +93,41 @@ public final class Consumer: Sendable {
         queue.eventLoop.execute { queue.core(for: id.partition).negativeAcknowledge(id) }
     }
 
-    /// Moves the subscription to `position` (SEEK; non-partitioned topics only). The broker closes the
-    /// consumer and it re-subscribes; messages queued meanwhile are dropped. After `.id(x)` the next
-    /// message is the one after `x` (as in the official clients).
+    /// Moves the subscription to `position` (SEEK). The broker closes the consumer and it re-subscribes;
+    /// messages queued meanwhile are dropped. After `.id(x)` the next message is the one after `x` (as in
+    /// the official clients). On a partitioned topic `.earliest` and `.latest` move every partition, and
+    /// `.id(x)` moves the partition `x.partition` only (as the C++ MultiTopicsConsumerImpl).
     public func seek(to position: StartMessageID) async throws {
-        guard cores.count == 1 else {
-            throw PulsarClientError(.unsupported, "seek on a partitioned consumer: seek each partition's consumer")
+        let targets: [ConsumerCore]
+        switch position {
+        case .earliest, .latest:
+            targets = cores
+        case .id(let id):
+            if cores.count == 1 {
+                targets = cores
+            } else {
+                guard id.partition >= 0, Int(id.partition) < cores.count else {
+                    throw PulsarClientError(
+                        .unsupported, "seek to \(id) on a partitioned consumer: the id names no partition of \(topic)")
+                }
+                targets = [cores[Int(id.partition)]]
+            }
         }
-        let core = cores[0]
-        try await core.eventLoop.flatSubmit { core.seek(to: position, inclusive: false) }.get()
+        let loop = eventLoop
+        try await loop.flatSubmit {
+            EventLoopFuture.andAllSucceed(targets.map { $0.seek(to: position, inclusive: false) }, on: loop)
+        }.get()
+    }
+
+    /// Moves the subscription to the first message published at or after `publishTimeMs` (ms since the
+    /// epoch; SEEK with `message_publish_time`), on every partition of a partitioned topic. As
+    /// `seek(to:)`: the consumer re-subscribes and messages queued meanwhile are dropped.
+    public func seek(toPublishTime publishTimeMs: UInt64) async throws {
+        let cores = self.cores
+        let loop = eventLoop
+        try await loop.flatSubmit {
+            EventLoopFuture.andAllSucceed(cores.map { $0.seek(toPublishTime: publishTimeMs) }, on: loop)
+        }.get()
     }
 
     /// Sends pending acks and closes the consumer (every partition) on the broker.
@@ -199,6 +225,17 @@ public enum StartMessageID: Sendable, Hashable {
     case id(MessageID)
 }
 
+/// What a reader's `hasMessageAvailable` compares the topic's last message with before anything was
+/// read (afterwards: the last message read). A pure value.
+enum AvailabilityReference: Sendable, Equatable {
+    /// Started at the earliest message: any message counts.
+    case anyMessage
+    /// Started at (or sought to) an id: a later message, or that one when inclusive.
+    case after(MessageID, inclusive: Bool)
+    /// Sought by publish time: a message after the subscription's mark-delete position.
+    case afterMarkDeletePosition
+}
+
 /// The state of one consumer on one topic or partition: its connection, permits, grouped acks,
 /// partly acknowledged batches, pending negative acks, and (for readers) where to start. Lives on
 /// its consumer's event loop; its connection may be on another loop (writes hop there).
@@ -235,14 +272,14 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
     private(set) var startInclusive: Bool
     /// The last message handed to the application (readers resume after it when reconnecting).
     private(set) var lastDequeuedID: MessageID?
-    /// Readers: what `hasMessageAvailable` compares the topic's last id with before anything was read
-    /// (nil id: any message counts).
-    var availabilityReference: (id: MessageID?, inclusive: Bool) = (nil, true)
+    /// Readers: what `hasMessageAvailable` compares the topic's last id with before anything was read.
+    var availabilityReference: AvailabilityReference = .anyMessage
     /// A SEEK is in flight: the CLOSE_CONSUMER it causes must not move `start` to `lastDequeuedID`.
     private var isSeeking = false
 
     private var permitsToReturn = 0
-    private var pendingAcks: [Pulsar_Proto_MessageIdData] = []
+    private var pendingAcks: [AckedMessageID] = []
+    private let allocator = ByteBufferAllocator()
     private var isAckFlushScheduled = false
     /// Entries of batches with some but not all messages acknowledged: the bit of each unacked index is set.
     private var partlyAcknowledged: [EntryKey: [UInt64]] = [:]
@@ -298,6 +335,10 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             }.map { _ in connection.maxMessageSizeBytes }
             .flatMapErrorThrowing { error in
                 connection.detachConsumer(consumerID)
+                if (error as? PulsarClientError)?.code == .timeout {
+                    // The broker may have subscribed it after all: undo that before the next attempt (as the C++ client).
+                    _ = connection.request { ClientCommands.closeConsumer(consumerID: consumerID, requestID: $0) }
+                }
                 throw error
             }
         }.hop(to: eventLoop).flatMapThrowing { maxMessageSize in
@@ -463,9 +504,9 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
 
     /// Acknowledges a message that cannot be delivered, with the reason, and returns its permits.
     private func discard(_ id: MessageID, validationError: Pulsar_Proto_CommandAck.ValidationError, permits: Int) {
-        var ack = ClientCommands.ack(consumerID: consumerID, cumulative: false, ids: [id.entryData])
-        ack.ack.validationError = validationError
-        connection?.writeCommandFromAnyLoop(ack)
+        connection?.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: false, ids: [AckedMessageID(entryOf: id)], validationError: validationError,
+            allocator: allocator))
         returnPermits(permits)
     }
 
@@ -500,7 +541,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
                 return
             }
         }
-        pendingAcks.append(id.entryData)
+        pendingAcks.append(AckedMessageID(entryOf: id))
         if pendingAcks.count >= 1000 { flushAcks() }
         if !isAckFlushScheduled, !pendingAcks.isEmpty {
             isAckFlushScheduled = true
@@ -520,7 +561,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
     /// Sends the grouped acks (kept while disconnected: sent after re-subscribing).
     func flushAcks() {
         guard !pendingAcks.isEmpty, closeError == nil, let connection else { return }
-        connection.writeCommandFromAnyLoop(ClientCommands.ack(consumerID: consumerID, cumulative: false, ids: pendingAcks))
+        connection.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: false, ids: pendingAcks, allocator: allocator))
         pendingAcks.removeAll(keepingCapacity: true)
     }
 
@@ -530,7 +572,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
         // A partly consumed batch: acknowledge up to the entry before it (notes §5.4).
         if id.batchIndex >= 0, id.batchIndex < id.batchSize - 1 { target.entryID -= 1 }
         partlyAcknowledged = partlyAcknowledged.filter { ($0.key.ledgerID, $0.key.entryID) > (target.ledgerID, target.entryID) }
-        connection?.writeCommandFromAnyLoop(ClientCommands.ack(consumerID: consumerID, cumulative: true, ids: [target.entryData]))
+        connection?.writeFromAnyLoop(AckFrameEncoder.encode(
+            consumerID: consumerID, cumulative: true, ids: [AckedMessageID(entryOf: target)], allocator: allocator))
     }
 
     func negativeAcknowledge(_ id: MessageID) {
@@ -554,7 +597,11 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
     // MARK: readers
 
     /// GET_LAST_MESSAGE_ID: the id of the topic's last message (entryID -1 when there is none).
-    func lastMessageID() -> EventLoopFuture<MessageID> {
+    func lastMessageID() -> EventLoopFuture<MessageID> { lastMessageIDs().map(\.last) }
+
+    /// GET_LAST_MESSAGE_ID: the topic's last message id and, when the broker tells it, the
+    /// subscription's mark-delete position.
+    func lastMessageIDs() -> EventLoopFuture<(last: MessageID, markDelete: MessageID?)> {
         guard let connection else {
             return eventLoop.makeFailedFuture(PulsarClientError(.connectionClosed, "not connected (reconnecting)"))
         }
@@ -566,7 +613,12 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             let data = response.getLastMessageIDResponse.lastMessageID
             var id = MessageID(data, batchIndex: data.hasBatchIndex ? data.batchIndex : -1)
             id.partition = partition
-            return id
+            var markDelete: MessageID?
+            if response.getLastMessageIDResponse.hasConsumerMarkDeletePosition {
+                markDelete = MessageID(response.getLastMessageIDResponse.consumerMarkDeletePosition)
+                markDelete?.partition = partition
+            }
+            return (id, markDelete)
         }
     }
 
@@ -582,11 +634,11 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
         case .latest: target = MessageID(ledgerID: Int64.max, entryID: Int64.max)
         case .id(let id): target = id
         }
-        let reference: EventLoopFuture<(id: MessageID?, inclusive: Bool)>
+        let reference: EventLoopFuture<AvailabilityReference>
         switch position {
-        case .earliest: reference = eventLoop.makeSucceededFuture((nil, true))
-        case .latest: reference = lastMessageID().map { ($0, false) }
-        case .id(let id): reference = eventLoop.makeSucceededFuture((id, inclusive))
+        case .earliest: reference = eventLoop.makeSucceededFuture(.anyMessage)
+        case .latest: reference = lastMessageID().map { .after($0, inclusive: false) }
+        case .id(let id): reference = eventLoop.makeSucceededFuture(.after(id, inclusive: inclusive))
         }
         let consumerID = self.consumerID
         return reference.flatMap { [self] reference in
@@ -599,6 +651,26 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
                 ClientCommands.seek(consumerID: consumerID, requestID: $0, to: target)
             }.map { _ in }
         }.always { [self] _ in isSeeking = false }
+    }
+
+    /// SEEK by publish time: the broker moves the subscription to the first entry published at or after
+    /// `publishTimeMs` and closes this consumer, which re-subscribes. A reader re-subscribes without a
+    /// start position (the broker keeps a sought reader's subscription where the seek put it) and drops
+    /// nothing; `hasMessageAvailable` then compares the last message with the subscription's
+    /// mark-delete position (as the Java/C++ clients after a seek by timestamp).
+    func seek(toPublishTime publishTimeMs: UInt64) -> EventLoopFuture<Void> {
+        guard let connection else {
+            return eventLoop.makeFailedFuture(PulsarClientError(.connectionClosed, "not connected (reconnecting)"))
+        }
+        let consumerID = self.consumerID
+        isSeeking = true
+        start = nil
+        startInclusive = false
+        lastDequeuedID = nil
+        availabilityReference = .afterMarkDeletePosition
+        return connection.requestFromAnyLoop(on: eventLoop) {
+            ClientCommands.seek(consumerID: consumerID, requestID: $0, publishTimeMs: publishTimeMs)
+        }.map { _ in }.always { [self] _ in isSeeking = false }
     }
 
     // MARK: closing

@@ -5,6 +5,9 @@ import NIOCore
 /// op; any sequence id in the head's `[first, last]` (a batch) completes it, a smaller one is a stale
 /// duplicate and is ignored, a larger one means the broker skipped an op — a protocol violation.
 ///
+/// Ops that waited longer than the send timeout are removed from the head (`removeExpired`); a receipt
+/// that arrives later for one of them is stale, not a protocol violation.
+///
 /// Generic over what is kept per message (the producer keeps completion callbacks) so it is testable
 /// as a pure value. Owned by one producer on its event loop.
 struct PendingSends<Completion> {
@@ -17,6 +20,8 @@ struct PendingSends<Completion> {
         var completions: Completions
         /// The encoded SEND frame, kept to resend it after a reconnection (same producer and sequence ids).
         var frame = ByteBuffer()
+        /// When the op fails with `timeout` if no receipt came (its append time + the send timeout).
+        var deadline: NIODeadline = .distantFuture
         var messageCount: Int { completions.count }
     }
 
@@ -53,9 +58,14 @@ struct PendingSends<Completion> {
     private var ops = CircularBuffer<Op>(initialCapacity: 64)
     /// Messages (not ops) waiting for receipts.
     private(set) var messageCount = 0
+    /// The last sequence id of the newest op removed without a receipt (expired, failed): receipts up
+    /// to it are stale even when nothing is pending.
+    private var lastAbandonedSequenceID: Int64 = -1
 
     var opCount: Int { ops.count }
     var isEmpty: Bool { ops.isEmpty }
+    /// The deadline of the oldest op: when the send timeout must look again.
+    var oldestDeadline: NIODeadline? { ops.first?.deadline }
 
     mutating func append(_ op: Op) {
         ops.append(op)
@@ -63,6 +73,7 @@ struct PendingSends<Completion> {
     }
 
     mutating func receiptReceived(sequenceID: Int64) -> ReceiptOutcome {
+        if sequenceID <= lastAbandonedSequenceID { return .stale }
         guard let head = ops.first else { return .unexpected(expected: nil) }
         if sequenceID < head.firstSequenceID { return .stale }
         if sequenceID > head.lastSequenceID { return .unexpected(expected: head.firstSequenceID...head.lastSequenceID) }
@@ -86,9 +97,23 @@ struct PendingSends<Completion> {
         for op in ops { body(op) }
     }
 
-    /// Empties the queue (connection lost, producer closed), returning the ops in send order.
+    /// Removes the ops at the head whose deadline is not after `now` (the send timeout), in send order.
+    /// Later ops stay: they were sent later and may still get their receipts.
+    mutating func removeExpired(now: NIODeadline) -> [Op] {
+        var expired: [Op] = []
+        while let head = ops.first, head.deadline <= now {
+            let op = ops.removeFirst()
+            messageCount -= op.messageCount
+            lastAbandonedSequenceID = max(lastAbandonedSequenceID, op.lastSequenceID)
+            expired.append(op)
+        }
+        return expired
+    }
+
+    /// Empties the queue (producer closed), returning the ops in send order.
     mutating func removeAll() -> [Op] {
         let all = Array(ops)
+        if let last = ops.last { lastAbandonedSequenceID = max(lastAbandonedSequenceID, last.lastSequenceID) }
         ops.removeAll(keepingCapacity: true)
         messageCount = 0
         return all

@@ -14,14 +14,28 @@ public struct ProducerOptions: Sendable {
     /// A batch is also sent this long after its first message was added.
     public var batchingMaxPublishDelay: TimeAmount = .milliseconds(1)
     /// Messages waiting for receipts (including the open batch, and everything queued while
-    /// reconnecting) before `sendAsync` fails with `producerQueueFull`. Per partition.
+    /// reconnecting) before `sendAsync` fails with `producerQueueFull` — or, with `blockIfQueueFull`,
+    /// waits for room. Per partition.
     public var maxPendingMessages: Int = 100_000
+    /// When `maxPendingMessages` are waiting for receipts: false (the default) fails the send with
+    /// `producerQueueFull`; true makes it wait for room, as the C++ client's `blockIfQueueFull`, but
+    /// without blocking a thread: the message is queued (in order, behind any others waiting) and sent
+    /// when receipts, errors or timeouts make room, and its completion runs then as usual. So
+    /// `send` (async) simply waits longer, and `sendAsync` returns at once, also on the producer's event
+    /// loop. What waits for room is bounded by the application, not here: one message per waiting `send`
+    /// task; with `sendAsync`, bound the messages without a completion yourself (where the C++ client
+    /// blocks the calling thread). Messages waiting for room are not yet subject to `sendTimeout`.
+    public var blockIfQueueFull: Bool = false
     /// Compression of each entry's payload (the whole batch when batching).
     public var compression: CompressionType = .none
     /// Keyless messages on a partitioned topic: round robin (per batch when batching) or one partition.
     public var routingMode: PartitionRoutingMode = .roundRobin
-    /// While disconnected, messages waiting longer than this fail with `timeout` (the producer keeps
-    /// reconnecting). As the Java/C++ clients' send timeout, but only enforced while disconnected.
+    /// A message that has waited this long for its receipt fails with `timeout`, connected or not (the
+    /// producer keeps its connection, or keeps reconnecting). As the Java/C++ clients: one timer, armed
+    /// for the oldest pending entry, fails the expired ones oldest first and re-arms for the next; a
+    /// receipt that arrives later for a failed message is ignored (the message may still have been
+    /// stored). Counted from when the entry was handed to the connection (for a batch: when the batch
+    /// was closed). Zero or negative: no send timeout.
     public var sendTimeout: TimeAmount = .seconds(30)
 
     public init() {}
@@ -174,7 +188,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
     private var hasRegistered = false
     private var backoff = Backoff()
     private var reconnectTimer: Scheduled<Void>?
-    /// While disconnected: fails what waits for a receipt once `sendTimeout` has passed.
+    /// Armed for the oldest pending op's deadline while anything waits for a receipt (`sendTimeout`).
     private var sendTimeoutTimer: Scheduled<Void>?
 
     private var nextSequenceID: Int64 = 0
@@ -182,6 +196,9 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
     private var batch: MessageBatch?
     private var batchCompletions: [SendCompletion] = []
     private var batchTimer: Scheduled<Void>?
+    /// `blockIfQueueFull`: sends waiting for room below `maxPendingMessages`, in send order. Bounded by
+    /// the application (see `ProducerOptions.blockIfQueueFull`).
+    private var waitingForRoom = CircularBuffer<(message: OutgoingMessage, completion: SendCompletion)>()
     private var drainWaiters: [EventLoopPromise<Void>] = []
     private var closeError: PulsarClientError?
 
@@ -223,6 +240,10 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             }.map { ($0.producerSuccess, connection.maxMessageSizeBytes) }
             .flatMapErrorThrowing { error in
                 connection.detachProducer(producerID)
+                if (error as? PulsarClientError)?.code == .timeout {
+                    // The broker may have created it after all: undo that before the next attempt (as the C++ client).
+                    _ = connection.request { ClientCommands.closeProducer(producerID: producerID, requestID: $0) }
+                }
                 throw error
             }
         }.hop(to: eventLoop).flatMapThrowing { success, maxMessageSize in
@@ -260,8 +281,6 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             ])
         }
         backoff.reset()
-        sendTimeoutTimer?.cancel()
-        sendTimeoutTimer = nil
         // Resend what still waits for a receipt, in order (ProducerImpl::resendMessages).
         pending.forEach { connection.writeFromAnyLoop($0.frame) }
     }
@@ -276,19 +295,36 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             return
         }
         logger.info("client.producer.disconnected", metadata: ["error": "\(error)"])
-        armSendTimeout()
         scheduleReconnect()
     }
 
-    /// Every `sendTimeout` while disconnected, what waits for a receipt fails (then the next round).
+    /// Arms the send timeout for the oldest pending op, unless disabled or already armed.
     private func armSendTimeout() {
-        let timeout = options.sendTimeout
-        sendTimeoutTimer = eventLoop.scheduleTask(in: timeout) { [self] in
+        guard options.sendTimeout.nanoseconds > 0, sendTimeoutTimer == nil, closeError == nil,
+            let deadline = pending.oldestDeadline
+        else { return }
+        sendTimeoutTimer = eventLoop.scheduleTask(deadline: deadline) { [self] in
             sendTimeoutTimer = nil
-            guard connection == nil, closeError == nil else { return }
-            failPending(PulsarClientError(.timeout, "disconnected for more than \(timeout); still reconnecting"))
-            armSendTimeout()
+            sendTimeoutExpired()
         }
+    }
+
+    /// Fails the ops whose deadline has passed, oldest first (ProducerImpl::handleSendTimeout), then
+    /// re-arms for the new oldest one.
+    private func sendTimeoutExpired() {
+        guard closeError == nil else { return }
+        let expired = pending.removeExpired(now: eventLoop.now)
+        if !expired.isEmpty {
+            let count = expired.reduce(0) { $0 + $1.messageCount }
+            logger.info("client.producer.send-timeout", metadata: [
+                "failed.messages": "\(count)", "connected": "\(connection != nil)",
+            ])
+            let error = PulsarClientError(
+                .timeout, "no receipt within the send timeout of \(options.sendTimeout)" + (connection == nil ? " (reconnecting)" : ""))
+            for op in expired { op.completions.forEach { completion, _ in completion(.failure(error)) } }
+        }
+        roomMade()
+        armSendTimeout()
     }
 
     private func scheduleReconnect() {
@@ -328,11 +364,36 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             completion(.failure(closeError))
             return
         }
-        guard pendingMessageCount < options.maxPendingMessages else {
-            completion(.failure(PulsarClientError(
-                .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts")))
+        guard waitingForRoom.isEmpty, pendingMessageCount < options.maxPendingMessages else {
+            // No point in waiting for the batch timer (as the C++ client).
+            flushBatch()
+            guard options.blockIfQueueFull else {
+                completion(.failure(PulsarClientError(
+                    .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts")))
+                return
+            }
+            waitingForRoom.append((message, completion))
             return
         }
+        enqueue(message, completion: completion)
+    }
+
+    /// Receipts, errors or timeouts removed pending ops: move what waits for room in, in order.
+    private func roomMade() {
+        guard !waitingForRoom.isEmpty else {
+            completeDrainWaitersIfIdle()
+            return
+        }
+        while closeError == nil, pendingMessageCount < options.maxPendingMessages, let next = waitingForRoom.popFirst() {
+            enqueue(next.message, completion: next.completion)
+        }
+        // `flush()` waits for these too: do not leave them in an open batch.
+        if !drainWaiters.isEmpty { flushBatch() }
+        completeDrainWaitersIfIdle()
+    }
+
+    /// Adds one message to the open batch or sends it as its own entry.
+    private func enqueue(_ message: OutgoingMessage, completion: @escaping SendCompletion) {
         let payload = message.payload
         guard payload.readableBytes <= maxMessageSizeBytes else {
             completion(.failure(PulsarClientError(
@@ -352,7 +413,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
                 body = PayloadCompression.compress(payload, type: options.compression, allocator: allocator)
             }
             let frame = SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: body, allocator: allocator)
-            pending.append(.init(
+            appendPending(.init(
                 firstSequenceID: sequenceID, lastSequenceID: sequenceID, isBatch: false, completions: .one(completion), frame: frame))
             connection?.writeFromAnyLoop(frame)
             return
@@ -384,10 +445,20 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         let frame = batch.encode(
             producerID: producerID, producerName: producerName, publishTimeMs: Self.nowMs(), compression: options.compression,
             allocator: allocator)
-        pending.append(.init(
+        appendPending(.init(
             firstSequenceID: batch.firstSequenceID, lastSequenceID: batch.lastSequenceID, isBatch: true,
             completions: .many(completions), frame: frame))
         connection?.writeFromAnyLoop(frame)
+    }
+
+    /// Queues an op for its receipt, with its send-timeout deadline.
+    private func appendPending(_ op: PendingSends<SendCompletion>.Op) {
+        var op = op
+        if options.sendTimeout.nanoseconds > 0 {
+            op.deadline = eventLoop.now + options.sendTimeout
+        }
+        pending.append(op)
+        if sendTimeoutTimer == nil { armSendTimeout() }
     }
 
     func receiptReceived(sequenceID: UInt64, messageID: Pulsar_Proto_MessageIdData) {
@@ -407,7 +478,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
                 }
                 completion(.success(id))
             }
-            completeDrainWaitersIfIdle()
+            roomMade()
         case .stale:
             break
         case .unexpected(let expected):
@@ -421,19 +492,19 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         logger.info("client.producer.send-error", metadata: ["error": "\(error)"])
         guard let op = pending.removeHead(ifContains: Int64(bitPattern: sequenceID)) else { return }
         op.completions.forEach { completion, _ in completion(.failure(error)) }
-        completeDrainWaitersIfIdle()
+        roomMade()
     }
 
     /// A future that completes when no message waits for a receipt.
     func waitForReceipts() -> EventLoopFuture<Void> {
-        if pending.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+        if pending.isEmpty, waitingForRoom.isEmpty { return eventLoop.makeSucceededVoidFuture() }
         let promise = eventLoop.makePromise(of: Void.self)
         drainWaiters.append(promise)
         return promise.futureResult
     }
 
     private func completeDrainWaitersIfIdle() {
-        guard pending.isEmpty, !drainWaiters.isEmpty else { return }
+        guard pending.isEmpty, waitingForRoom.isEmpty, !drainWaiters.isEmpty else { return }
         let waiters = drainWaiters
         drainWaiters = []
         for waiter in waiters { waiter.succeed() }
@@ -486,6 +557,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             for completion in completions { completion(.failure(error)) }
         }
         failPending(error)
+        while let waiting = waitingForRoom.popFirst() { waiting.completion(.failure(error)) }
     }
 
     static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
@@ -493,6 +565,24 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
 }
 
 extension PulsarClientError {
+    /// Failures of a first `createProducer` / `subscribe` / `createReader` step that may pass if it is
+    /// tried again: the broker not reachable yet or the connection lost, no answer in time, and the
+    /// broker refusals the C++ client retries (ServiceNotReady — also a topic being unloaded or not
+    /// owned yet — TooManyRequests, metadata and persistence errors). Everything else, notably
+    /// authorization, topic terminated, ProducerBusy, ConsumerBusy (Exclusive), TopicNotFound and
+    /// incompatible schema, fails the creation at once.
+    var isRetryableForCreation: Bool {
+        switch code {
+        case .connectionFailed, .connectionClosed, .timeout:
+            return true
+        case .server:
+            guard let serverError else { return false }
+            return [ServerError.serviceNotReady, .tooManyRequests, .metadataError, .persistenceError].contains(serverError)
+        default:
+            return false
+        }
+    }
+
     /// Errors after which retrying a PRODUCER/SUBSCRIBE cannot help (the C++ client's non-retryable results).
     var isFatalForRegistration: Bool {
         guard code == .server, let serverError else { return code == .alreadyClosed || code == .invalidURL }

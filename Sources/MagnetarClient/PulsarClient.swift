@@ -14,7 +14,9 @@ protocol ClientHandler: AnyObject, Sendable {
 public struct ClientOptions: Sendable {
     /// TCP connect + CONNECT/CONNECTED handshake.
     public var connectTimeout: TimeAmount = .seconds(10)
-    /// Every request that waits for an answer (lookup, PRODUCER, SUBSCRIBE, CLOSE_*).
+    /// Every request that waits for an answer (lookup, PRODUCER, SUBSCRIBE, CLOSE_*); also how long
+    /// `createProducer` / `subscribe` / `createReader` keep retrying failures that may pass (broker not
+    /// reachable yet, topic being unloaded, ServiceNotReady, TooManyRequests).
     public var operationTimeout: TimeAmount = .seconds(30)
     /// LOOKUP redirects followed before giving up.
     public var maxLookupRedirects = 5
@@ -215,24 +217,70 @@ public final class PulsarClient: Sendable {
 
     // MARK: producers and consumers
 
+    /// Runs one step of creating a producer or consumer (the partition count, or one partition's lookup
+    /// and PRODUCER/SUBSCRIBE) until it succeeds, fails with an error that retrying cannot fix, or the
+    /// next attempt would start after `deadline`, waiting `Backoff` delays in between — as the C++
+    /// client retries a first creation until its operation timeout (HandlerBase, RetryableLookupService).
+    /// Gives up with the last error.
+    private func retryingCreation<T>(
+        _ what: String, deadline: ContinuousClock.Instant, _ attempt: () async throws -> T
+    ) async throws -> T {
+        var backoff = Backoff()
+        var attempts = 1
+        while true {
+            do {
+                return try await attempt()
+            } catch let error as PulsarClientError where error.isRetryableForCreation && !isClosed {
+                let delay = backoff.nextDelay()
+                guard ContinuousClock.now + .nanoseconds(delay.nanoseconds) < deadline else {
+                    var last = error
+                    last.message += " (\(what): gave up after \(attempts) attempts within the operation timeout)"
+                    throw last
+                }
+                logger.debug("client.create.retry-scheduled", metadata: [
+                    "operation": "\(what)", "error": "\(error)", "delay.ms": "\(delay.nanoseconds / 1_000_000)",
+                ])
+                try await Task.sleep(for: .nanoseconds(delay.nanoseconds))
+                attempts += 1
+            }
+        }
+    }
+
     /// Creates a producer on `topic` (short names are expanded to `persistent://public/default/<name>`).
     /// On a partitioned topic it opens one producer per partition and routes messages (see `Producer`).
+    /// Failures that may pass (the broker not reachable yet, the topic being unloaded, ServiceNotReady,
+    /// TooManyRequests, a timeout) are retried with backoff for up to the client's `operationTimeout`;
+    /// others (authorization, topic terminated, producer busy, …) fail at once.
     public func createProducer(topic: String, options: ProducerOptions = ProducerOptions()) async throws -> Producer {
         let topic = TopicNames.normalize(topic)
-        let (partitions, topics) = try await partitionTopics(topic)
+        let deadline = ContinuousClock.now + .nanoseconds(self.options.operationTimeout.nanoseconds)
+        let (partitions, topics) = try await retryingCreation("partition count of \(topic)", deadline: deadline) {
+            try await partitionTopics(topic)
+        }
         var cores: [ProducerCore] = []
         var eventLoop: (any EventLoop)?
         do {
             for (index, name) in topics.enumerated() {
-                let connection = try await lookup(topic: name)
-                // Every partition lives on the first partition's loop, so routing needs no hop.
-                let loop = eventLoop ?? connection.eventLoop
-                eventLoop = loop
-                let core = ProducerCore(
-                    client: self, eventLoop: loop, topic: name, producerID: makeHandlerID(),
-                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options, logger: logger)
-                try await loop.flatSubmit { core.register(on: connection) }.get()
-                cores.append(core)
+                var created: ProducerCore?
+                do {
+                    try await retryingCreation("producer on \(name)", deadline: deadline) {
+                        let connection = try await lookup(topic: name)
+                        // Every partition lives on the first partition's loop, so routing needs no hop.
+                        let loop = eventLoop ?? connection.eventLoop
+                        eventLoop = loop
+                        // One core for every attempt: its producer id stays the same.
+                        let core = created ?? ProducerCore(
+                            client: self, eventLoop: loop, topic: name, producerID: makeHandlerID(),
+                            partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options,
+                            logger: logger)
+                        created = core
+                        try await core.eventLoop.flatSubmit { core.register(on: connection) }.get()
+                    }
+                } catch {
+                    if let core = created { try? await core.eventLoop.flatSubmit { core.close() }.get() }
+                    throw error
+                }
+                cores.append(created!)
             }
         } catch {
             for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }
@@ -242,27 +290,34 @@ public final class PulsarClient: Sendable {
     }
 
     /// Subscribes to `topic` with a durable subscription and grants the first permits. On a
-    /// partitioned topic it subscribes to every partition and merges what they deliver.
+    /// partitioned topic it subscribes to every partition and merges what they deliver. Retries as
+    /// `createProducer` does (ConsumerBusy on an Exclusive subscription fails at once).
     public func subscribe(
         topic: String, subscription: String, type: SubscriptionType = .exclusive, options: ConsumerOptions = ConsumerOptions()
     ) async throws -> Consumer {
         let topic = TopicNames.normalize(topic)
-        let (partitions, topics) = try await partitionTopics(topic)
+        let deadline = ContinuousClock.now + .nanoseconds(self.options.operationTimeout.nanoseconds)
+        let (partitions, topics) = try await retryingCreation("partition count of \(topic)", deadline: deadline) {
+            try await partitionTopics(topic)
+        }
         let consumerName = options.name ?? String(UInt64.random(in: 0...UInt64.max) & 0xFF_FFFF_FFFF, radix: 16)
         return try await openConsumer(
             topic: topic, partitions: partitions, topics: topics, subscription: subscription, type: type,
-            consumerName: consumerName, options: options, durable: true, start: nil, startInclusive: false)
+            consumerName: consumerName, options: options, durable: true, start: nil, startInclusive: false, deadline: deadline)
     }
 
     /// Opens a reader: a non-durable, exclusive subscription named `reader-<random>` that starts at
     /// `startMessageID` (the message itself only when `startMessageIDInclusive`). Non-partitioned
-    /// topics (or one partition) only.
+    /// topics (or one partition) only. Retries as `createProducer` does.
     public func createReader(
         topic: String, startMessageID: StartMessageID, startMessageIDInclusive: Bool = false,
         receiverQueueSize: Int = 1000
     ) async throws -> Reader {
         let topic = TopicNames.normalize(topic)
-        let (partitions, _) = try await partitionTopics(topic)
+        let deadline = ContinuousClock.now + .nanoseconds(self.options.operationTimeout.nanoseconds)
+        let (partitions, _) = try await retryingCreation("partition count of \(topic)", deadline: deadline) {
+            try await partitionTopics(topic)
+        }
         guard partitions == 0 else {
             throw PulsarClientError(
                 .unsupported, "\(topic) has \(partitions) partitions; create one reader per partition (\(topic)-partition-<i>)")
@@ -274,31 +329,43 @@ public final class PulsarClient: Sendable {
         let consumer = try await openConsumer(
             topic: topic, partitions: 0, topics: [topic], subscription: "reader-\(suffix)", type: .exclusive,
             consumerName: "reader-\(suffix)", options: options, durable: false, start: startMessageID,
-            startInclusive: startMessageIDInclusive)
+            startInclusive: startMessageIDInclusive, deadline: deadline)
         return try await Reader.make(consumer: consumer, start: startMessageID, inclusive: startMessageIDInclusive)
     }
 
     private func openConsumer(
         topic: String, partitions: Int, topics: [String], subscription: String, type: SubscriptionType,
-        consumerName: String, options: ConsumerOptions, durable: Bool, start: StartMessageID?, startInclusive: Bool
+        consumerName: String, options: ConsumerOptions, durable: Bool, start: StartMessageID?, startInclusive: Bool,
+        deadline: ContinuousClock.Instant
     ) async throws -> Consumer {
         var queue: ReceiveQueue?
         var cores: [ConsumerCore] = []
         do {
             for (index, name) in topics.enumerated() {
-                let connection = try await lookup(topic: name)
-                let receiveQueue = queue ?? ReceiveQueue(eventLoop: connection.eventLoop)
-                queue = receiveQueue
-                let core = ConsumerCore(
-                    client: self, queue: receiveQueue, topic: name, subscription: subscription, type: type,
-                    consumerID: makeHandlerID(), consumerName: consumerName,
-                    partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options,
-                    durable: durable, start: start, startInclusive: startInclusive, logger: logger)
-                cores.append(core)
-                try await receiveQueue.eventLoop.flatSubmit {
-                    receiveQueue.cores = cores
-                    return core.register(on: connection)
-                }.get()
+                var created: ConsumerCore?
+                try await retryingCreation("subscription \(subscription) on \(name)", deadline: deadline) {
+                    let connection = try await lookup(topic: name)
+                    let receiveQueue = queue ?? ReceiveQueue(eventLoop: connection.eventLoop)
+                    queue = receiveQueue
+                    // One core for every attempt: its consumer id stays the same.
+                    let core: ConsumerCore
+                    if let created {
+                        core = created
+                    } else {
+                        core = ConsumerCore(
+                            client: self, queue: receiveQueue, topic: name, subscription: subscription, type: type,
+                            consumerID: makeHandlerID(), consumerName: consumerName,
+                            partition: partitions > 0 ? Int32(index) : TopicNames.partitionIndex(name), options: options,
+                            durable: durable, start: start, startInclusive: startInclusive, logger: logger)
+                        created = core
+                        cores.append(core)
+                    }
+                    let all = cores
+                    try await receiveQueue.eventLoop.flatSubmit {
+                        receiveQueue.cores = all
+                        return core.register(on: connection)
+                    }.get()
+                }
             }
         } catch {
             for core in cores { try? await core.eventLoop.flatSubmit { core.close() }.get() }

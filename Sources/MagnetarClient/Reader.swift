@@ -21,12 +21,12 @@ public final class Reader: Sendable {
         try await core.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
             switch start {
             case .earliest:
-                core.availabilityReference = (nil, true)
+                core.availabilityReference = .anyMessage
                 return core.eventLoop.makeSucceededVoidFuture()
             case .latest:
-                return core.lastMessageID().map { core.availabilityReference = ($0, false) }
+                return core.lastMessageID().map { core.availabilityReference = .after($0, inclusive: false) }
             case .id(let id):
-                core.availabilityReference = (id, inclusive)
+                core.availabilityReference = .after(id, inclusive: inclusive)
                 return core.eventLoop.makeSucceededVoidFuture()
             }
         }.get()
@@ -61,11 +61,18 @@ public final class Reader: Sendable {
             if !queue.isEmpty { return queue.eventLoop.makeSucceededFuture(true) }
             let dequeued = core.lastDequeuedID
             let reference = core.availabilityReference
-            return core.lastMessageID().map { last in
+            return core.lastMessageIDs().map { last, markDelete in
                 guard last.ledgerID >= 0, last.entryID >= 0 else { return false }
                 if let dequeued { return Reader.isAfter(last, dequeued, inclusive: false) }
-                guard let id = reference.id else { return true }
-                return Reader.isAfter(last, id, inclusive: reference.inclusive)
+                switch reference {
+                case .anyMessage:
+                    return true
+                case .after(let id, let inclusive):
+                    return Reader.isAfter(last, id, inclusive: inclusive)
+                case .afterMarkDeletePosition:
+                    guard let markDelete else { return true }
+                    return Reader.isAfter(last, markDelete, inclusive: false)
+                }
             }
         }.get()
     }
@@ -75,6 +82,13 @@ public final class Reader: Sendable {
         let core = consumer.cores[0]
         let inclusive = self.inclusive
         try await core.eventLoop.flatSubmit { core.seek(to: position, inclusive: inclusive) }.get()
+    }
+
+    /// Repositions the reader at the first message published at or after `publishTimeMs` (ms since the
+    /// epoch; SEEK with `message_publish_time`).
+    public func seek(toPublishTime publishTimeMs: UInt64) async throws {
+        let core = consumer.cores[0]
+        try await core.eventLoop.flatSubmit { core.seek(toPublishTime: publishTimeMs) }.get()
     }
 
     /// Whether `last` is past `reference` (or equal to it, when inclusive), in (ledger, entry, batch index) order.

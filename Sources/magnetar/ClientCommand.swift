@@ -80,11 +80,21 @@ struct ClientProduceCommand: AsyncParsableCommand {
     @Option(help: "Messages in flight before waiting for receipts.")
     var maxPending = 1000
 
+    @Option(help: "The producer's own queue limit (ProducerOptions.maxPendingMessages, per partition).")
+    var maxPendingMessages = 100_000
+
+    @Flag(help: "When the producer's queue is full, wait for room instead of failing (ProducerOptions.blockIfQueueFull).")
+    var blockIfQueueFull = false
+
+    @Option(help: "Fail a message with no receipt after this many milliseconds (0 = never).")
+    var sendTimeoutMs = 30_000
+
     @OptionGroup var connection: ClientConnectionOptions
 
     func validate() throws {
         guard !messages.isEmpty else { throw ValidationError("give at least one message with -m") }
         guard count > 0 else { throw ValidationError("-n must be positive") }
+        guard maxPendingMessages > 0 else { throw ValidationError("--max-pending-messages must be positive") }
         guard CompressionType(name: compression) != nil else {
             throw ValidationError("unknown --compression '\(compression)': use none, lz4, zlib, zstd or snappy")
         }
@@ -99,6 +109,9 @@ struct ClientProduceCommand: AsyncParsableCommand {
         options.compression = CompressionType(name: compression) ?? .none
         options.batchingMaxMessages = batch
         options.batchingMaxPublishDelay = .milliseconds(Int64(batchDelayMs))
+        options.maxPendingMessages = maxPendingMessages
+        options.blockIfQueueFull = blockIfQueueFull
+        options.sendTimeout = .milliseconds(Int64(sendTimeoutMs))
         let producer = try await client.createProducer(topic: topic, options: options)
         var propertyMap: [String: String] = [:]
         for property in properties {
@@ -199,6 +212,9 @@ struct ClientConsumeCommand: AsyncParsableCommand {
     @Option(help: "Move the subscription first: earliest, latest, or after the message ledger:entry[:partition:batchIndex].")
     var seek: String?
 
+    @Option(help: "Move the subscription first to the first message published at or after this time (ms since the epoch).")
+    var seekTime: UInt64?
+
     @OptionGroup var connection: ClientConnectionOptions
 
     func subscriptionType() throws -> SubscriptionType {
@@ -222,6 +238,7 @@ struct ClientConsumeCommand: AsyncParsableCommand {
         options.initialPosition = earliest ? .earliest : .latest
         let consumer = try await client.subscribe(topic: topic, subscription: subscription, type: try subscriptionType(), options: options)
         if let seek { try await consumer.seek(to: try ClientCommand.parsePosition(seek, option: "--seek")) }
+        if let seekTime { try await consumer.seek(toPublishTime: seekTime) }
         var received = 0
         while count == 0 || received < count {
             let wanted = count == 0 ? 100 : min(100, count - received)
@@ -251,6 +268,9 @@ struct ClientReadCommand: AsyncParsableCommand {
     @Flag(help: "Include the start message itself (with a message id).")
     var inclusive = false
 
+    @Option(help: "Then seek to the first message published at or after this time (ms since the epoch).")
+    var seekTime: UInt64?
+
     @Option(name: [.customShort("n"), .customLong("num-messages")], help: "Messages to read (0 = until none is available).")
     var count = 0
 
@@ -267,6 +287,7 @@ struct ClientReadCommand: AsyncParsableCommand {
         let client = try connection.makeClient()
         let reader = try await client.createReader(
             topic: topic, startMessageID: try startMessageID(), startMessageIDInclusive: inclusive)
+        if let seekTime { try await reader.seek(toPublishTime: seekTime) }
         var received = 0
         while count == 0 || received < count {
             if count == 0, !(try await reader.hasMessageAvailable()) { break }

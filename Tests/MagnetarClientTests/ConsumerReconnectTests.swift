@@ -127,4 +127,70 @@ import Testing
         #expect(queue.isEmpty)
         core.shutDown(PulsarClientError(.alreadyClosed, "test over"))
     }
+
+    @Test func acknowledgementsGoOutAsOneHandWrittenAckPerTick() throws {
+        let (channel, connection) = try connectedChannel()
+        let client = try PulsarClient(url: "pulsar://127.0.0.1:1", eventLoopGroup: connection.eventLoop)
+        let queue = ReceiveQueue(eventLoop: connection.eventLoop)
+        let core = ConsumerCore(
+            client: client, queue: queue, topic: "t", subscription: "s", type: .exclusive, consumerID: 8, consumerName: "c",
+            partition: -1, options: ConsumerOptions(), logger: Logger(label: "test"))
+        queue.cores = [core]
+        connection.attach(consumer: core)
+        try core.subscribed(on: connection, maxMessageSizeBytes: 5_242_880)
+        _ = try readCommand(channel)  // FLOW
+        core.acknowledge(MessageID(ledgerID: 3, entryID: 1))
+        core.acknowledge(MessageID(ledgerID: 3, entryID: 2, batchIndex: 0, batchSize: 2))  // half a batch: held
+        core.acknowledge(MessageID(ledgerID: 3, entryID: 2, batchIndex: 1, batchSize: 2))
+        let ack = try readCommand(channel)
+        #expect(ack.type == .ack && ack.ack.consumerID == 8 && ack.ack.ackType == .individual)
+        #expect(ack.ack.messageID.map { [$0.ledgerID, $0.entryID] } == [[3, 1], [3, 2]])
+        #expect(ack.ack.messageID.allSatisfy { !$0.hasPartition && !$0.hasBatchIndex })
+        core.acknowledgeCumulative(MessageID(ledgerID: 3, entryID: 9))
+        let cumulative = try readCommand(channel)
+        #expect(cumulative.ack.ackType == .cumulative && cumulative.ack.messageID.map(\.entryID) == [9])
+        core.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+    }
+
+    @Test func readerSeekByPublishTimeResubscribesWithoutAStartPosition() throws {
+        let (firstChannel, first) = try connectedChannel()
+        let client = try PulsarClient(url: "pulsar://127.0.0.1:1", eventLoopGroup: first.eventLoop)
+        let queue = ReceiveQueue(eventLoop: first.eventLoop)
+        let core = ConsumerCore(
+            client: client, queue: queue, topic: "persistent://public/default/t", subscription: "reader-2", type: .exclusive,
+            consumerID: 7, consumerName: "reader-2", partition: -1, options: ConsumerOptions(), durable: false,
+            start: .id(MessageID(ledgerID: 9, entryID: 4)), startInclusive: false, logger: Logger(label: "test"))
+        queue.cores = [core]
+        first.attach(consumer: core)
+        try core.subscribed(on: first, maxMessageSizeBytes: 5_242_880)
+        _ = try readCommand(firstChannel)  // FLOW
+
+        let sought = core.seek(toPublishTime: 1_700_000_000_000)
+        let seek = try readCommand(firstChannel)
+        #expect(seek.type == .seek && seek.seek.consumerID == 7)
+        #expect(seek.seek.hasMessagePublishTime && seek.seek.messagePublishTime == 1_700_000_000_000)
+        #expect(!seek.seek.hasMessageID)
+        // The broker closes the consumer, then answers the SEEK.
+        var close = Pulsar_Proto_BaseCommand()
+        close.type = .closeConsumer
+        close.closeConsumer.consumerID = 7
+        close.closeConsumer.requestID = 0
+        try firstChannel.writeInbound(PulsarFrameEncoder.encodeCommand(close))
+        var success = Pulsar_Proto_BaseCommand()
+        success.type = .success
+        success.success.requestID = seek.seek.requestID
+        try firstChannel.writeInbound(PulsarFrameEncoder.encodeCommand(success))
+        firstChannel.embeddedEventLoop.run()
+        try sought.wait()
+        #expect(core.connection == nil)
+        #expect(core.start == nil, "no start id: the broker kept the subscription where the seek put it")
+        #expect(core.availabilityReference == .afterMarkDeletePosition)
+
+        let (secondChannel, second) = try connectedChannel()
+        _ = core.register(on: second)
+        let subscribe = try readCommand(secondChannel)
+        #expect(subscribe.type == .subscribe && !subscribe.subscribe.durable)
+        #expect(!subscribe.subscribe.hasStartMessageID)
+        core.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+    }
 }

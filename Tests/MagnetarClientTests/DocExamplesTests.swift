@@ -34,6 +34,13 @@ import Testing
         }
         try await fast.flush()
         _ = fast.partitionCount
+
+        var blocking = ProducerOptions()
+        blocking.maxPendingMessages = 1_000
+        blocking.blockIfQueueFull = true
+        blocking.sendTimeout = .seconds(10)
+        let steady = try await client.createProducer(topic: "events", options: blocking)
+        _ = try await steady.send(ByteBuffer(string: "waits for room if 1,000 are in flight"))
     }
 
     func consumerExamples(client: PulsarClient, someID: MessageID) async throws {
@@ -47,6 +54,7 @@ import Testing
         let many = try await consumer.receive(maxMessages: 500)
         consumer.acknowledge(many.map(\.id))
         try await consumer.seek(to: .id(someID))
+        try await consumer.seek(toPublishTime: 1_700_000_000_000)
         try await consumer.close()
 
         let reader = try await client.createReader(topic: "orders", startMessageID: .earliest)
@@ -55,6 +63,7 @@ import Testing
             print(message.id, String(buffer: message.payload))
         }
         try await reader.seek(to: .id(someID))
+        try await reader.seek(toPublishTime: 1_700_000_000_000)
         try await reader.close()
 
         do {

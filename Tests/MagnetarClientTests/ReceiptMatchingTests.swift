@@ -56,6 +56,33 @@ import Testing
         #expect(pending.isEmpty && pending.messageCount == 0)
     }
 
+    @Test func expiredOpsLeaveFromTheHeadAndTheirLateReceiptsAreStale() {
+        var pending = Pending()
+        let start = NIODeadline.uptimeNanoseconds(1_000)
+        var first = op(0, 0, [1])
+        first.deadline = start + .seconds(1)
+        var batch = op(1, 3, [2, 3, 4])
+        batch.deadline = start + .seconds(2)
+        var last = op(4, 4, [5])
+        last.deadline = start + .seconds(3)
+        pending.append(first)
+        pending.append(batch)
+        pending.append(last)
+        #expect(pending.oldestDeadline == start + .seconds(1))
+        #expect(pending.removeExpired(now: start).isEmpty)
+        #expect(pending.removeExpired(now: start + .seconds(2)).map(\.firstSequenceID) == [0, 1])
+        #expect(pending.messageCount == 1)
+        #expect(pending.oldestDeadline == start + .seconds(3))
+        // The broker may still store the expired ones: their receipts are ignored, not violations.
+        guard case .stale = pending.receiptReceived(sequenceID: 0) else { Issue.record("expired op's receipt"); return }
+        guard case .stale = pending.receiptReceived(sequenceID: 3) else { Issue.record("expired batch's receipt"); return }
+        guard case .completed(let completed) = pending.receiptReceived(sequenceID: 4) else { Issue.record("head"); return }
+        #expect(completed.firstSequenceID == 4)
+        // Nothing pending, and a receipt for an abandoned op: still stale.
+        guard case .stale = pending.receiptReceived(sequenceID: 2) else { Issue.record("stale on empty"); return }
+        guard case .unexpected(nil) = pending.receiptReceived(sequenceID: 5) else { Issue.record("ahead on empty"); return }
+    }
+
     // MARK: through a connection
 
     private final class Results: @unchecked Sendable {
@@ -216,5 +243,128 @@ import Testing
         ping.ping = Pulsar_Proto_CommandPing()
         try channel.writeInbound(PulsarFrameEncoder.encodeCommand(ping))
         #expect(try readCommand(channel).type == .pong)
+    }
+
+    private final class FlushDone: @unchecked Sendable {
+        var value = false
+    }
+
+    private func failureCodes(_ results: Results) -> [PulsarClientError.Code?] {
+        results.values.map { result in
+            if case .failure(let error) = result { return error.code }
+            return nil
+        }
+    }
+
+    private func noMoreFrames(_ channel: EmbeddedChannel) throws -> Bool {
+        channel.embeddedEventLoop.run()
+        return try channel.readOutbound(as: ByteBuffer.self) == nil
+    }
+
+    @Test func sendTimeoutFailsExpiredMessagesWhileConnectedAndKeepsTheConnection() throws {
+        let (channel, connection) = try connectedChannel()
+        var options = ProducerOptions()
+        options.sendTimeout = .seconds(5)
+        let producer = try makeProducer(connection, partition: -1, options: options, lastSequenceID: -1)
+        let results = Results()
+        let loop = channel.embeddedEventLoop
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "m0"))) { results.values.append($0) }
+        loop.advanceTime(by: .seconds(2))
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "m1"))) { results.values.append($0) }
+        loop.advanceTime(by: .milliseconds(2_999))
+        #expect(results.values.isEmpty)
+        loop.advanceTime(by: .milliseconds(1))  // m0 has waited 5 s; m1 only 3 s
+        #expect(failureCodes(results) == [.timeout])
+        #expect(producer.pendingMessageCount == 1)
+        // m0's receipt comes late: ignored; m1's completes m1; the connection stays open.
+        try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 0, entryID: 10))
+        try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 1, entryID: 11))
+        #expect(!connection.isClosed)
+        #expect(results.values.count == 2 && (try? results.values[1].get())?.entryID == 11)
+        // Idle, the timer is not armed; the next message gets its full 5 s.
+        loop.advanceTime(by: .seconds(60))
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "m2"))) { results.values.append($0) }
+        loop.advanceTime(by: .milliseconds(4_999))
+        #expect(results.values.count == 2)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(failureCodes(results) == [.timeout, nil, .timeout])
+        producer.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+    }
+
+    @Test func sendTimeoutAlsoRunsWhileDisconnectedAndZeroDisablesIt() throws {
+        let (_, connection) = try connectedChannel()
+        var options = ProducerOptions()
+        // Shorter than the first reconnection delay (100 ms), which would try a real lookup.
+        options.sendTimeout = .milliseconds(50)
+        let producer = try makeProducer(connection, partition: -1, options: options, lastSequenceID: -1)
+        let results = Results()
+        producer.connectionLost(connection, error: PulsarClientError(.connectionClosed, "test"))
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "queued"))) { results.values.append($0) }
+        (connection.eventLoop as! EmbeddedEventLoop).advanceTime(by: .milliseconds(50))
+        #expect(failureCodes(results) == [.timeout])
+        producer.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+
+        let (_, other) = try connectedChannel()
+        options.sendTimeout = .zero
+        let patient = try makeProducer(other, partition: -1, options: options, lastSequenceID: -1)
+        let none = Results()
+        patient.send(OutgoingMessage(payload: ByteBuffer(string: "m"))) { none.values.append($0) }
+        (other.eventLoop as! EmbeddedEventLoop).advanceTime(by: .hours(1))
+        #expect(none.values.isEmpty)
+        patient.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+    }
+
+    @Test func fullQueueFailsOrWaitsForRoomInOrder() throws {
+        let (channel, connection) = try connectedChannel()
+        var options = ProducerOptions()
+        options.maxPendingMessages = 2
+        let failing = try makeProducer(connection, partition: -1, options: options, lastSequenceID: -1)
+        let refused = Results()
+        for index in 0..<3 { failing.send(OutgoingMessage(payload: ByteBuffer(string: "f\(index)"))) { refused.values.append($0) } }
+        #expect(failureCodes(refused) == [.producerQueueFull])
+        failing.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+        channel.embeddedEventLoop.run()
+        while try channel.readOutbound(as: ByteBuffer.self) != nil {}
+
+        options.blockIfQueueFull = true
+        let producer = try makeProducer(connection, partition: -1, options: options, lastSequenceID: -1)
+        let results = Results()
+        for index in 0..<4 { producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"))) { results.values.append($0) } }
+        #expect(results.values.isEmpty)
+        #expect(try readFrame(channel).command.send.sequenceID == 0)
+        #expect(try readFrame(channel).command.send.sequenceID == 1)
+        #expect(try noMoreFrames(channel), "m2 and m3 wait for room")
+        let flushed = producer.waitForReceipts()
+        let flushDone = FlushDone()
+        flushed.whenSuccess { flushDone.value = true }
+        try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 0, entryID: 0))
+        #expect(try readFrame(channel).command.send.sequenceID == 2)
+        #expect(try noMoreFrames(channel))
+        // A send now queues behind those waiting, even though the queue has room after the next receipt.
+        producer.send(OutgoingMessage(payload: ByteBuffer(string: "m5"))) { results.values.append($0) }
+        try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 1, entryID: 1))
+        #expect(try readFrame(channel).command.send.sequenceID == 3)
+        for sequenceID in 2...3 {
+            try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: UInt64(sequenceID), entryID: UInt64(sequenceID)))
+        }
+        #expect(!flushDone.value, "flush waits for m5 too")
+        #expect(try readFrame(channel).command.send.sequenceID == 4)
+        try channel.writeInbound(receipt(producerID: producer.producerID, sequenceID: 4, entryID: 4))
+        #expect(flushDone.value)
+        #expect(results.values.compactMap { try? $0.get().entryID } == [0, 1, 2, 3, 4])
+        producer.shutDown(PulsarClientError(.alreadyClosed, "test over"))
+    }
+
+    @Test func waitingForRoomFailsWhenTheProducerCloses() throws {
+        let (_, connection) = try connectedChannel()
+        var options = ProducerOptions()
+        options.maxPendingMessages = 1
+        options.blockIfQueueFull = true
+        let producer = try makeProducer(connection, partition: -1, options: options, lastSequenceID: -1)
+        let results = Results()
+        for index in 0..<2 { producer.send(OutgoingMessage(payload: ByteBuffer(string: "m\(index)"))) { results.values.append($0) } }
+        #expect(results.values.isEmpty)
+        producer.shutDown(PulsarClientError(.alreadyClosed, "closed"))
+        #expect(failureCodes(results) == [.alreadyClosed, .alreadyClosed])
     }
 }
