@@ -1,6 +1,13 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// The per-message path (frame decode, append, dispatch; the client's send and receive) lives in
+// these modules. Release builds drop the runtime exclusivity checks there (`swift_beginAccess` on every class property access:
+// ~11 % of the broker's CPU when publishing, profile in BENCHMARKS.md); debug builds, which run the
+// test suites, keep them, so an overlapping access still traps in tests. (Unsafe flags keep this
+// package from being used as another package's dependency; it has no library product yet.)
+let hotPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "magnetar",
     platforms: [.macOS(.v14)],
@@ -27,13 +34,13 @@ let package = Package(
             "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-        ], exclude: ["Proto"]),
+        ], exclude: ["Proto"], swiftSettings: hotPathSettings),
         // Journal, entry log, index behind the LedgerStore protocol.
         .target(name: "LedgerStorage", dependencies: [
             "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: hotPathSettings),
         // Storage-node protocol, client and server; BookKeeper's quorum write as a pure state machine;
         // `ReplicatedLedgerStore` with its ledger metadata and node registry in a `MetadataStore`;
         // the re-replication auditor. Knows nothing of brokers.
@@ -60,7 +67,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: hotPathSettings),
         // Hummingbird routes for /admin/v2/..., /metrics and /health.
         .target(name: "AdminAPI", dependencies: [
             "BrokerCore", "PulsarProtocol",
@@ -81,7 +88,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
-        ]),
+        ], swiftSettings: hotPathSettings),
         // Debian's compression libraries as system-library modules (module.modulemap + shim.h each), for
         // the client's message compression (Pulsar's CompressionType: LZ4, ZLIB, ZSTD, SNAPPY).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
@@ -95,7 +102,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: hotPathSettings),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "Metadata", "Replication", "LedgerStorage", "MagnetarClient",
             .product(name: "NIOCore", package: "swift-nio"),
