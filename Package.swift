@@ -28,7 +28,9 @@ let package = Package(
     ],
     targets: [
         // Lowest layer: checksums shared by the wire format and the on-disk format.
-        .target(name: "CRC32C"),
+        // The CPU's CRC-32C instruction (SSE4.2), behind a runtime check; CRC32C falls back to tables.
+        .target(name: "CCRC32CHardware"),
+        .target(name: "CRC32C", dependencies: ["CCRC32CHardware"]),
         // Wire format only: frames, our .proto + generated code, limits.
         .target(name: "PulsarProtocol", dependencies: [
             "CRC32C",

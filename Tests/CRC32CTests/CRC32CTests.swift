@@ -1,4 +1,4 @@
-import CRC32C
+@testable import CRC32C
 import Testing
 
 @Suite struct CRC32CTests {
@@ -21,6 +21,20 @@ import Testing
                 #expect(crc.value == CRC32C.checksum(bytes))
                 #expect(crc.value == bitwise(bytes))
             }
+        }
+    }
+
+    @Test func instructionAndTablesAgree() {
+        var generator = SystemRandomNumberGenerator()
+        for length in [0, 1, 3, 8, 15, 16, 17, 100, 1024, 4099] {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            var tables = CRC32C()
+            bytes.withUnsafeBytes { tables.updateWithTables($0) }
+            #expect(tables.value == bitwise(bytes))
+            // Where the CPU has the instruction, `update` uses it: both must give the same value.
+            var chosen = CRC32C()
+            bytes.withUnsafeBytes { chosen.update($0) }
+            #expect(chosen.value == tables.value, "length \(length), hardware: \(CRC32C.usesHardware)")
         }
     }
 
