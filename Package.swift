@@ -115,7 +115,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], swiftSettings: hotPathSettings),
         .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),
         .testTarget(name: "PulsarProtocolTests", dependencies: [
             "PulsarProtocol",

@@ -135,7 +135,7 @@ final class PerfProduceDriver: @unchecked Sendable {
                     body.writeInteger(perfNowNanos())
                     body.writeRepeatingByte(0x6D, count: payload.readableBytes - 8)
                 }
-                sendTimes.append(perfNowNanos())
+                sendTimes.append(now)  // every message of this tick is handed over now
                 sent += 1
                 producer.sendAsync(body, completion: completion)
             }
@@ -162,12 +162,24 @@ final class PerfProduceDriver: @unchecked Sendable {
         eventLoop.execute { [self] in pump() }
     }
 
+    /// The clock read once per event loop tick for receipts: a batch's receipts complete together,
+    /// and reading the clock for each of them was 6 % of the perf client's CPU.
+    private var receiptTickNanos: UInt64?
+
+    private func receiptNow() -> UInt64 {
+        if let receiptTickNanos { return receiptTickNanos }
+        let now = perfNowNanos()
+        receiptTickNanos = now
+        eventLoop.execute { [self] in receiptTickNanos = nil }
+        return now
+    }
+
     private func sendCompleted(_ result: Result<MessageID, PulsarClientError>) {
         let sentAt = sendTimes.removeFirst()
         completed += 1
         switch result {
         case .success:
-            let micros = (perfNowNanos() &- sentAt) / 1000
+            let micros = (receiptNow() &- sentAt) / 1000
             interval.messages += 1
             interval.bytes += payload.readableBytes
             _ = interval.latency.record(max(micros, 1))
