@@ -78,23 +78,38 @@ public struct Entry: Sendable {
     /// Appends the encoded entry (header, then what `writeBody` writes) to `buffer`: the publish path
     /// writes a burst of entries back to back into one buffer and slices it.
     public static func write(attributes: EntryAttributes, into buffer: inout ByteBuffer, writeBody: (inout ByteBuffer) -> Void) {
-        let key = attributes.key.prefix(Entry.maxKeyLengthBytes)
-        let producerName = attributes.producerName.utf8
-        let producerNameLength = min(producerName.count, Int(UInt16.max))
-        buffer.writeInteger(Entry.formatVersion)
-        buffer.writeInteger(attributes.numMessages)
-        buffer.writeInteger(attributes.publishTimeMs)
-        buffer.writeInteger(attributes.deliverAtMs)
-        buffer.writeInteger(UInt16(key.count))
-        buffer.writeBytes(key)
-        buffer.writeInteger(UInt16(producerNameLength))
-        if producerNameLength == producerName.count {
-            buffer.writeString(attributes.producerName)
-        } else {
-            buffer.writeBytes(producerName.prefix(producerNameLength))
+        let keyLength = min(attributes.key.count, Entry.maxKeyLengthBytes)
+        var producerName = attributes.producerName
+        producerName.withUTF8 { name in
+            let nameLength = min(name.count, Int(UInt16.max))
+            // The header in one reservation (this runs once per published message).
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 34 + keyLength + nameLength) { out in
+                var offset = 0
+                func put<T: FixedWidthInteger>(_ value: T) {
+                    out.storeBytes(of: value.bigEndian, toByteOffset: offset, as: T.self)
+                    offset += MemoryLayout<T>.size
+                }
+                put(Entry.formatVersion)
+                put(attributes.numMessages)
+                put(attributes.publishTimeMs)
+                put(attributes.deliverAtMs)
+                put(UInt16(keyLength))
+                if keyLength > 0 {
+                    attributes.key.withUnsafeBytes { key in
+                        out.baseAddress!.advanced(by: offset).copyMemory(from: key.baseAddress!, byteCount: keyLength)
+                    }
+                    offset += keyLength
+                }
+                put(UInt16(nameLength))
+                if nameLength > 0 {
+                    out.baseAddress!.advanced(by: offset).copyMemory(from: name.baseAddress!, byteCount: nameLength)
+                    offset += nameLength
+                }
+                put(attributes.highestSequenceID)
+                put(UInt8(attributes.isNonFinalChunk ? 1 : 0))
+                return offset
+            }
         }
-        buffer.writeInteger(attributes.highestSequenceID)
-        buffer.writeInteger(UInt8(attributes.isNonFinalChunk ? 1 : 0))
         writeBody(&buffer)
     }
 
