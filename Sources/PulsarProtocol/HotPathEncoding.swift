@@ -38,18 +38,6 @@ public enum ProtobufWire {
         1 + varintSize(UInt64(bitPattern: ledgerID)) + 1 + varintSize(UInt64(bitPattern: entryID))
             + 1 + varintSize(UInt64(bitPattern: Int64(partition)))
     }
-
-    /// Writes `MessageIdData{ledgerId, entryId, partition}` as field `field` (length-delimited).
-    static func writeMessageID(field: Int, ledgerID: Int64, entryID: Int64, partition: Int32, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(tag(field, wireType: lengthDelimited))
-        writeVarint(UInt64(messageIDSize(ledgerID: ledgerID, entryID: entryID, partition: partition)), into: &buffer)
-        buffer.writeInteger(tag(1, wireType: varint))
-        writeVarint(UInt64(bitPattern: ledgerID), into: &buffer)
-        buffer.writeInteger(tag(2, wireType: varint))
-        writeVarint(UInt64(bitPattern: entryID), into: &buffer)
-        buffer.writeInteger(tag(3, wireType: varint))
-        writeVarint(UInt64(bitPattern: Int64(partition)), into: &buffer)
-    }
 }
 
 /// The SEND_RECEIPT frame, encoded by hand: one per published entry, so SwiftProtobuf's storage
@@ -71,7 +59,6 @@ public enum SendReceiptEncoder {
             + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
         let commandSize = 1 + ProtobufWire.varintSize(sendReceiptType)
             + 1 + ProtobufWire.varintSize(UInt64(receiptSize)) + receiptSize
-        let messageIDLength = UInt64(messageIDSize)
         // One reservation and one exclusive access for the whole frame (receipts are the hottest write).
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 8 + commandSize) { bytes in
             var out = RawWireWriter(bytes: bytes)
@@ -85,14 +72,7 @@ public enum SendReceiptEncoder {
             out.varint(producerID)
             out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
             out.varint(sequenceID)
-            out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.lengthDelimited))
-            out.varint(messageIDLength)
-            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-            out.varint(UInt64(bitPattern: ledgerID))
-            out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
-            out.varint(UInt64(bitPattern: entryID))
-            out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
-            out.varint(UInt64(bitPattern: Int64(partition)))
+            out.messageID(field: 3, size: messageIDSize, ledgerID: ledgerID, entryID: entryID, partition: partition)
             precondition(out.offset == 8 + commandSize, "receipt size miscomputed")
             return out.offset
         }
@@ -126,6 +106,25 @@ public struct RawWireWriter {
             value >>= 7
         }
         byte(UInt8(value))
+    }
+
+    public mutating func uint16(_ value: UInt16) {
+        precondition(offset + 2 <= bytes.count)
+        bytes.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
+        offset += 2
+    }
+
+    /// `MessageIdData{ledgerId, entryId, partition}` as length-delimited field `field`; `size` is
+    /// `ProtobufWire.messageIDSize` of the same values.
+    mutating func messageID(field: Int, size: Int, ledgerID: Int64, entryID: Int64, partition: Int32) {
+        byte(ProtobufWire.tag(field, wireType: ProtobufWire.lengthDelimited))
+        varint(UInt64(size))
+        byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        varint(UInt64(bitPattern: ledgerID))
+        byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
+        varint(UInt64(bitPattern: entryID))
+        byte(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+        varint(UInt64(bitPattern: Int64(partition)))
     }
 }
 
@@ -304,25 +303,30 @@ public enum MessageHeadEncoder {
         if redeliveryCount > 0 { messageSize += 1 + ProtobufWire.varintSize(UInt64(redeliveryCount)) }
         for word in ackSet ?? [] { messageSize += 1 + ProtobufWire.varintSize(UInt64(bitPattern: word)) }
         let commandSize = 1 + ProtobufWire.varintSize(messageType) + 1 + ProtobufWire.varintSize(UInt64(messageSize)) + messageSize
-        buffer.reserveCapacity(minimumWritableBytes: 14 + commandSize)
-        buffer.writeInteger(UInt32(4 + commandSize + 2 + 4 + checksummedBytesCount))
-        buffer.writeInteger(UInt32(commandSize))
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(messageType, into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(messageField, wireType: ProtobufWire.lengthDelimited))
-        ProtobufWire.writeVarint(UInt64(messageSize), into: &buffer)
-        buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-        ProtobufWire.writeVarint(consumerID, into: &buffer)
-        ProtobufWire.writeMessageID(field: 2, ledgerID: ledgerID, entryID: entryID, partition: partition, into: &buffer)
-        if redeliveryCount > 0 {
-            buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
-            ProtobufWire.writeVarint(UInt64(redeliveryCount), into: &buffer)
+        // One reservation and one exclusive access for the whole head (one per delivered entry).
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 14 + commandSize) { bytes in
+            var out = RawWireWriter(bytes: bytes)
+            out.uint32(UInt32(4 + commandSize + 2 + 4 + checksummedBytesCount))
+            out.uint32(UInt32(commandSize))
+            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+            out.varint(messageType)
+            out.byte(ProtobufWire.tag(messageField, wireType: ProtobufWire.lengthDelimited))
+            out.varint(UInt64(messageSize))
+            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+            out.varint(consumerID)
+            out.messageID(field: 2, size: messageIDSize, ledgerID: ledgerID, entryID: entryID, partition: partition)
+            if redeliveryCount > 0 {
+                out.byte(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
+                out.varint(UInt64(redeliveryCount))
+            }
+            for word in ackSet ?? [] {
+                out.byte(ProtobufWire.tag(4, wireType: ProtobufWire.varint))
+                out.varint(UInt64(bitPattern: word))
+            }
+            out.uint16(PulsarLimits.checksumMagic)
+            out.uint32(checksum)
+            precondition(out.offset == 14 + commandSize, "message head size miscomputed")
+            return out.offset
         }
-        for word in ackSet ?? [] {
-            buffer.writeInteger(ProtobufWire.tag(4, wireType: ProtobufWire.varint))
-            ProtobufWire.writeVarint(UInt64(bitPattern: word), into: &buffer)
-        }
-        buffer.writeInteger(PulsarLimits.checksumMagic)
-        buffer.writeInteger(checksum)
     }
 }
