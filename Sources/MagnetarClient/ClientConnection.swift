@@ -16,7 +16,7 @@ import Synchronization
 /// Producers and consumers keep their own event loop: frames for them hop there when it differs
 /// (a reconnection may land on a connection of another loop), and their writes hop here.
 final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = PulsarFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private struct PendingRequest {
@@ -71,7 +71,6 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
@@ -116,8 +115,25 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
+    /// Frames are split here, not by a `ByteToMessageHandler` in front: no `NIOAny` box, dynamic cast
+    /// and pipeline hop per frame (7 % of the perf client's CPU). After a malformed frame the rest of
+    /// the input is ignored (the connection is closing).
+    private let frames = NIOSingleStepByteToMessageProcessor(PulsarFrameDecoder())
+    private var inputFailed = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        guard !inputFailed else { return }
+        do {
+            try frames.process(buffer: unwrapInboundIn(data)) { frame in
+                self.received(frame)
+            }
+        } catch {
+            inputFailed = true
+            errorCaught(context: context, error: error)
+        }
+    }
+
+    private func received(_ frame: PulsarFrame) {
         // The per-message commands, read by hand: no SwiftProtobuf `BaseCommand` per message.
         if isHandshakeDone, let receipt = frame.receipt {
             guard let producer = producers[receipt.producerID] else { return }

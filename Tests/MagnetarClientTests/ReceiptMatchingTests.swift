@@ -107,7 +107,6 @@ import Testing
         let connection = ClientConnection(
             eventLoop: channel.eventLoop, remoteAddress: "embedded", operationTimeout: .seconds(30),
             logger: Logger(label: "test"))
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PulsarFrameDecoder()))
         try channel.pipeline.syncOperations.addHandler(connection)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6650)).wait()
         let connect = try readCommand(channel)
