@@ -145,14 +145,8 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         if isHandshakeDone, let message = frame.message {
             guard let consumer = consumers[message.consumerID] else { return }
-            var command = Pulsar_Proto_CommandMessage()
-            command.consumerID = message.consumerID
-            command.messageID = message.messageID.protobuf
-            if let redeliveryCount = message.redeliveryCount { command.redeliveryCount = redeliveryCount }
-            command.ackSet = message.ackSet
             let payload = frame.payload
-            let delivered = command
-            Self.run(on: consumer.eventLoop) { consumer.messageReceived(delivered, payload: payload, from: self) }
+            Self.run(on: consumer.eventLoop) { consumer.messageReceived(message, payload: payload, from: self) }
             return
         }
         let command = frame.command
@@ -183,10 +177,18 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
                 producer.sendErrorReceived(sequenceID: error.sequenceID, error: .server(error.error, error.message))
             }
         case .message:
+            // An unusual shape the hand decoder left to SwiftProtobuf.
             let message = command.message
             guard let consumer = consumers[message.consumerID] else { return }
+            let id = message.messageID
+            let fields = MessageCommandFields(
+                consumerID: message.consumerID,
+                messageID: MessageIDFields(
+                    ledgerID: id.ledgerID, entryID: id.entryID, partition: id.hasPartition ? id.partition : nil,
+                    batchIndex: id.hasBatchIndex ? id.batchIndex : nil, batchSize: id.hasBatchSize ? id.batchSize : nil),
+                redeliveryCount: message.hasRedeliveryCount ? message.redeliveryCount : nil, ackSet: message.ackSet)
             let payload = frame.payload
-            Self.run(on: consumer.eventLoop) { consumer.messageReceived(message, payload: payload, from: self) }
+            Self.run(on: consumer.eventLoop) { consumer.messageReceived(fields, payload: payload, from: self) }
         case .ping:
             writeCommand(ClientCommands.pong())
         case .pong, .activeConsumerChange:

@@ -418,7 +418,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
 
     // MARK: receiving
 
-    func messageReceived(_ command: Pulsar_Proto_CommandMessage, payload: PayloadSection?, from source: ClientConnection) {
+    func messageReceived(_ command: MessageCommandFields, payload: PayloadSection?, from source: ClientConnection) {
         guard closeError == nil, source === connection else { return }
         guard let payload else {
             logger.info("client.consumer.message-without-payload")
@@ -465,7 +465,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             payload: body, producerName: metadata.producerName, sequenceID: Int64(bitPattern: metadata.sequenceID),
             publishTimeMs: metadata.publishTime, eventTimeMs: metadata.eventTime == 0 ? nil : metadata.eventTime,
             partitionKey: metadata.partitionKey, properties: properties,
-            redeliveryCount: command.redeliveryCount)
+            redeliveryCount: command.redeliveryCount ?? 0)
         guard metadata.numMessagesInBatch != nil else {
             if isBeforeStart(base.id) { returnPermits(1) } else { queue.deliver(base) }
             return
