@@ -16,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,8 +49,29 @@ def magnetar_binary() -> Path:
     return Path(env) if env else REPO_ROOT / ".build" / "debug" / "magnetar"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A currently free loopback TCP port (bind to port 0 and let the kernel choose)."""
+    """A currently free loopback TCP port for a server the test starts.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out (bind to port 0) can be
+    taken by any outgoing connection before the server binds it ("Address already in use" while
+    many clients connect), a port below that range only by another server."""
+    low, _ = _ephemeral_range()
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
