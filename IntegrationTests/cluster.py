@@ -98,12 +98,20 @@ class LocalCluster:
         return "pulsar://" + ",".join(f"127.0.0.1:{b.port}" for b in self.brokers)
 
     def start(self) -> "LocalCluster":
-        self.etcd.start()
-        for node in self.storage:
-            node.start()
-        self.wait_storage_registered(len(self.storage))
-        for broker in self.brokers:
-            broker.start()
+        try:
+            self.etcd.start()
+            for node in self.storage:
+                node.start()
+            self.wait_storage_registered(len(self.storage))
+            for broker in self.brokers:
+                broker.start()
+        except BaseException:
+            # Callers enter their try/finally only after start(): stop what did start, not leak it.
+            try:
+                self.close()
+            except AssertionError:
+                pass
+            raise
         return self
 
     def close(self) -> None:
