@@ -65,16 +65,11 @@ enum AckFrameEncoder {
             ackSize += 1 + ProtobufWire.varintSize(UInt64(size)) + size
         }
         if let validationError { ackSize += 1 + ProtobufWire.varintSize(UInt64(validationError.rawValue)) }
-        let commandSize = 1 + ProtobufWire.varintSize(ackType) + 1 + ProtobufWire.varintSize(UInt64(ackSize)) + ackSize
+        let commandSize = ProtobufWire.commandSize(type: ackType, bodySize: ackSize)
         // One reservation and one exclusive access for the whole frame.
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 8 + commandSize) { bytes in
             var out = RawWireWriter(bytes: bytes)
-            out.uint32(UInt32(4 + commandSize))
-            out.uint32(UInt32(commandSize))
-            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-            out.varint(ackType)
-            out.byte(ProtobufWire.tag(ackField, wireType: ProtobufWire.lengthDelimited))
-            out.varint(UInt64(ackSize))
+            out.commandPrelude(frameSize: 4 + commandSize, commandSize: commandSize, type: ackType, field: ackField, bodySize: ackSize)
             out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
             out.varint(consumerID)
             out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))

@@ -33,6 +33,11 @@ public enum ProtobufWire {
     public static let varint = 0
     public static let lengthDelimited = 2
 
+    /// Size of `BaseCommand{type, <field>: <bodySize bytes>}` (field number < 16).
+    public static func commandSize(type: UInt64, bodySize: Int) -> Int {
+        1 + varintSize(type) + 1 + varintSize(UInt64(bodySize)) + bodySize
+    }
+
     /// Size of `MessageIdData{ledgerId, entryId, partition}` (int32 partition sign-extended, as protobuf does).
     static func messageIDSize(ledgerID: Int64, entryID: Int64, partition: Int32) -> Int {
         1 + varintSize(UInt64(bitPattern: ledgerID)) + 1 + varintSize(UInt64(bitPattern: entryID))
@@ -57,17 +62,13 @@ public enum SendReceiptEncoder {
         let messageIDSize = ProtobufWire.messageIDSize(ledgerID: ledgerID, entryID: entryID, partition: partition)
         let receiptSize = 1 + ProtobufWire.varintSize(producerID) + 1 + ProtobufWire.varintSize(sequenceID)
             + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
-        let commandSize = 1 + ProtobufWire.varintSize(sendReceiptType)
-            + 1 + ProtobufWire.varintSize(UInt64(receiptSize)) + receiptSize
+        let commandSize = ProtobufWire.commandSize(type: sendReceiptType, bodySize: receiptSize)
         // One reservation and one exclusive access for the whole frame (receipts are the hottest write).
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 8 + commandSize) { bytes in
             var out = RawWireWriter(bytes: bytes)
-            out.uint32(UInt32(4 + commandSize))
-            out.uint32(UInt32(commandSize))
-            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-            out.varint(sendReceiptType)
-            out.byte(ProtobufWire.tag(sendReceiptField, wireType: ProtobufWire.lengthDelimited))
-            out.varint(UInt64(receiptSize))
+            out.commandPrelude(
+                frameSize: 4 + commandSize, commandSize: commandSize, type: sendReceiptType, field: sendReceiptField,
+                bodySize: receiptSize)
             out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
             out.varint(producerID)
             out.byte(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
@@ -106,6 +107,18 @@ public struct RawWireWriter {
             value >>= 7
         }
         byte(UInt8(value))
+    }
+
+    /// `[u32 frameSize][u32 commandSize]`, then `BaseCommand`'s `type` and the tag and length of the
+    /// command's own field (`field`, `bodySize` bytes follow): the start of every hand-written frame.
+    /// `commandSize` is `ProtobufWire.commandSize(type:bodySize:)`; `frameSize` counts from after itself.
+    public mutating func commandPrelude(frameSize: Int, commandSize: Int, type: UInt64, field: Int, bodySize: Int) {
+        uint32(UInt32(frameSize))
+        uint32(UInt32(commandSize))
+        byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
+        varint(type)
+        byte(ProtobufWire.tag(field, wireType: ProtobufWire.lengthDelimited))
+        varint(UInt64(bodySize))
     }
 
     public mutating func uint16(_ value: UInt16) {
@@ -302,16 +315,13 @@ public enum MessageHeadEncoder {
         var messageSize = 1 + ProtobufWire.varintSize(consumerID) + 1 + ProtobufWire.varintSize(UInt64(messageIDSize)) + messageIDSize
         if redeliveryCount > 0 { messageSize += 1 + ProtobufWire.varintSize(UInt64(redeliveryCount)) }
         for word in ackSet ?? [] { messageSize += 1 + ProtobufWire.varintSize(UInt64(bitPattern: word)) }
-        let commandSize = 1 + ProtobufWire.varintSize(messageType) + 1 + ProtobufWire.varintSize(UInt64(messageSize)) + messageSize
+        let commandSize = ProtobufWire.commandSize(type: messageType, bodySize: messageSize)
         // One reservation and one exclusive access for the whole head (one per delivered entry).
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 14 + commandSize) { bytes in
             var out = RawWireWriter(bytes: bytes)
-            out.uint32(UInt32(4 + commandSize + 2 + 4 + checksummedBytesCount))
-            out.uint32(UInt32(commandSize))
-            out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
-            out.varint(messageType)
-            out.byte(ProtobufWire.tag(messageField, wireType: ProtobufWire.lengthDelimited))
-            out.varint(UInt64(messageSize))
+            out.commandPrelude(
+                frameSize: 4 + commandSize + 2 + 4 + checksummedBytesCount, commandSize: commandSize, type: messageType,
+                field: messageField, bodySize: messageSize)
             out.byte(ProtobufWire.tag(1, wireType: ProtobufWire.varint))
             out.varint(consumerID)
             out.messageID(field: 2, size: messageIDSize, ledgerID: ledgerID, entryID: entryID, partition: partition)
