@@ -29,6 +29,13 @@ final class Subscription: @unchecked Sendable {
     private var keySharedSelector = KeySharedSelector()
     /// Key_Shared consumers that joined while entries were in flight, with the last entry read then.
     private var recentlyJoined: [ConsumerKey: Position] = [:]
+    /// Key_Shared: which consumer holds delivered, unacknowledged entries of each sticky-key hash, and
+    /// how many. An entry of a hash goes to no other consumer until these are acknowledged or come
+    /// back (a hash moves when consumers join or leave: its earlier entries must be done first, or
+    /// the key's messages would be processed out of order — Pulsar's "draining hashes").
+    private var pendingHashOwners: [UInt32: (consumer: ConsumerKey, count: Int)] = [:]
+    /// Key_Shared: the sticky-key hash of each delivered, unacknowledged entry.
+    private var pendingHashes: [Position: UInt32] = [:]
     /// Entries held until their delivery time (Shared and Key_Shared), by position.
     private var delayed: [Position: Int64] = [:]
     private var delayedTimer: Scheduled<Void>?
@@ -98,6 +105,7 @@ final class Subscription: @unchecked Sendable {
         let consumer = consumers.remove(at: index)
         keySharedSelector.remove(key)
         recentlyJoined[key] = nil
+        for position in consumer.pending.keys { forgetPendingHash(position) }
         addToReplay(consumer.pending.keys)
         consumer.pending.removeAll()
         consumer.unackedMessages = 0
@@ -140,7 +148,7 @@ final class Subscription: @unchecked Sendable {
             cursor.acknowledge(position)
         }
         dropAcknowledgedFromReplay()
-        if !recentlyJoined.isEmpty { scheduleDispatch() }
+        scheduleDispatchIfHeld()
     }
 
     /// A partial acknowledgement of a batch entry (batch-index acks).
@@ -149,7 +157,14 @@ final class Subscription: @unchecked Sendable {
         if cursor.isAcknowledged(position) {
             releasePending(position)
             dropAcknowledgedFromReplay()
+            scheduleDispatchIfHeld()
         }
+    }
+
+    /// Key_Shared entries held back (a recently joined consumer, a hash still held elsewhere) may be
+    /// deliverable once acknowledgements come in.
+    private func scheduleDispatchIfHeld() {
+        if !recentlyJoined.isEmpty || (type == .keyShared && !replay.isEmpty) { scheduleDispatch() }
     }
 
     func acknowledgeCumulative(upTo position: Position) {
@@ -160,7 +175,7 @@ final class Subscription: @unchecked Sendable {
         }
         cursor.acknowledgeCumulative(upTo: position)
         dropAcknowledgedFromReplay()
-        if !recentlyJoined.isEmpty { scheduleDispatch() }
+        scheduleDispatchIfHeld()
     }
 
     private func releasePending(_ position: Position, from owner: Consumer? = nil) {
@@ -169,9 +184,16 @@ final class Subscription: @unchecked Sendable {
         for consumer in holders {
             if let messages = consumer.pending.removeValue(forKey: position) {
                 consumer.unackedMessages -= Int64(messages)
+                forgetPendingHash(position)
                 return
             }
         }
+    }
+
+    /// A delivered entry is no longer held by its consumer (acknowledged, redelivered, or the consumer left).
+    private func forgetPendingHash(_ position: Position) {
+        guard let hash = pendingHashes.removeValue(forKey: position), let owner = pendingHashOwners[hash] else { return }
+        pendingHashOwners[hash] = owner.count > 1 ? (owner.consumer, owner.count - 1) : nil
     }
 
     private func dropAcknowledgedFromReplay() {
@@ -186,6 +208,7 @@ final class Subscription: @unchecked Sendable {
         for position in chosen {
             if let messages = consumer.pending.removeValue(forKey: position) {
                 consumer.unackedMessages -= Int64(messages)
+                forgetPendingHash(position)
             }
             redeliveryCounts[position, default: 0] += 1
         }
@@ -215,6 +238,8 @@ final class Subscription: @unchecked Sendable {
         redeliveryCounts.removeAll()
         delayed.removeAll()
         recentlyJoined.removeAll()
+        pendingHashes.removeAll()
+        pendingHashOwners.removeAll()
         let closing = consumers
         for consumer in closing { keySharedSelector.remove(consumer.key) }
         consumers.removeAll()
@@ -232,6 +257,8 @@ final class Subscription: @unchecked Sendable {
         replay.removeAll()
         redeliveryCounts.removeAll()
         delayed.removeAll()
+        pendingHashes.removeAll()
+        pendingHashOwners.removeAll()
         for consumer in consumers {
             consumer.pending.removeAll()
             consumer.unackedMessages = 0
@@ -303,6 +330,12 @@ final class Subscription: @unchecked Sendable {
             let messages = max(entry.attributes.numMessages, 1)
             consumer.permits -= Int64(messages)
             consumer.pending[position] = messages
+            if type == .keyShared {
+                let hash = Self.stickyHash(entry)
+                pendingHashes[position] = hash
+                let owned = pendingHashOwners[hash]?.count ?? 0
+                pendingHashOwners[hash] = (consumer.key, owned + 1)
+            }
             consumer.unackedMessages += Int64(messages)
             consumer.messagesOut += Int64(messages)
             consumer.sink.sendMessage(
@@ -332,13 +365,19 @@ final class Subscription: @unchecked Sendable {
             }
             return nil
         case .keyShared:
-            let hash = entry.attributes.key.isEmpty ? KeySharedSelector.noKeyHash : Murmur3.stickyKeyHash(entry.attributes.key)
+            let hash = Self.stickyHash(entry)
             guard let key = keySharedSelector.select(hash: hash), let consumer = consumer(key), consumer.permits > 0 else {
                 return nil
             }
             if let joinedAt = recentlyJoined[key], position > joinedAt { return nil }
+            // The hash moved here while another consumer still holds some of its entries.
+            if let owner = pendingHashOwners[hash], owner.consumer != key { return nil }
             return consumer
         }
+    }
+
+    private static func stickyHash(_ entry: Entry) -> UInt32 {
+        entry.attributes.key.isEmpty ? KeySharedSelector.noKeyHash : Murmur3.stickyKeyHash(entry.attributes.key)
     }
 
     // MARK: delayed delivery

@@ -36,14 +36,26 @@ struct StagedPublishes {
         sends.append(Send(producerID: producerID, sequenceID: sequenceID))
     }
 
-    /// One slice of `buffer` per entry (no copies; they share its storage).
-    func entries() -> [ByteBuffer] {
+    /// One slice of the staged bytes per entry (they share one storage). The slices live on in the
+    /// tail cache and the store's queue and keep that whole storage alive, so when the buffer was
+    /// sized for far more than was staged (the read went on with SENDs for other topics: with one
+    /// connection for many producers, every topic's first entry of a read would otherwise pin a
+    /// buffer the size of the read), the staged bytes move to an exact-size buffer first.
+    func entries(allocator: ByteBufferAllocator) -> [ByteBuffer] {
+        var staged = buffer
+        let used = staged.readableBytes
+        if staged.capacity > 2 * used + 4096 {
+            var exact = allocator.buffer(capacity: used)
+            exact.writeBuffer(&staged)
+            staged = exact
+        }
         var entries: [ByteBuffer] = []
         entries.reserveCapacity(ends.count)
-        var start = buffer.readerIndex
+        let base = buffer.readerIndex
+        var start = 0
         for end in ends {
-            entries.append(buffer.getSlice(at: start, length: end - start)!)
-            start = end
+            entries.append(staged.getSlice(at: staged.readerIndex + start, length: end - base - start)!)
+            start = end - base
         }
         return entries
     }

@@ -435,7 +435,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         readBytesLeft = 0
         let topic = staged.topic
         let batch = PublishBatch(
-            entries: staged.entries(), attributes: staged.attributes,
+            entries: staged.entries(allocator: context.channel.allocator), attributes: staged.attributes,
             replier: SendReplies(
                 outbox: replyOutbox(channel: context.channel), partition: topic.partitionIndex, receivedAt: staged.receivedAt,
                 sends: staged.sends, allocator: context.channel.allocator))

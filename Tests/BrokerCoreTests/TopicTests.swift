@@ -220,6 +220,55 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         }
     }
 
+    /// The case the recently-joined rule alone misses: entries read before the join but still waiting
+    /// (their consumer had no permits) must not go to the new owner of their key while the old owner
+    /// holds earlier entries of that key unacknowledged.
+    @Test func keySharedHashMovesOnlyAfterItsDeliveredEntriesAreAcknowledged() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "key-shared-draining")))
+        let sink = RecordingSink()
+        let c0 = ConsumerKey(connectionID: 1, consumerID: 0)
+        let c1 = ConsumerKey(connectionID: 1, consumerID: 1)
+        let c2 = ConsumerKey(connectionID: 1, consumerID: 2)
+        try await subscribe(topic, "s", consumer: 0, type: .keyShared, sink: sink)
+        try await subscribe(topic, "s", consumer: 1, type: .keyShared, sink: sink)
+        let keys = (0..<64).map { "key-\($0)" }
+        func bodies(of consumer: ConsumerKey) -> [String] {
+            sink.deliveries.filter { $0.consumerID == consumer.consumerID }.map(\.body)
+        }
+        // Round 0: c1's keys are delivered at once; c0 (no permits yet) then gets exactly its share.
+        for key in keys { _ = try await publish(topic, "\(key)/0", key: key) }
+        topic.flow(subscription: "s", key: c1, permits: 1000)
+        loop.run()
+        topic.flow(subscription: "s", key: c0, permits: UInt32(keys.count - bodies(of: c1).count))
+        loop.run()
+        let heldByC0 = Set(bodies(of: c0).map { String($0.split(separator: "/")[0]) })
+        #expect(sink.deliveries.count == keys.count && !heldByC0.isEmpty)
+        // Rounds 1-3: read while c1 has permits; c0's keys wait in the replay queue (c0 has none).
+        for round in 1..<4 {
+            for key in keys { _ = try await publish(topic, "\(key)/\(round)", key: key) }
+        }
+        loop.run()
+        // c2 joins and takes over part of the hash range.
+        try await subscribe(topic, "s", consumer: 2, type: .keyShared, sink: sink)
+        topic.flow(subscription: "s", key: c2, permits: 1000)
+        loop.run()
+        let early = bodies(of: c2).filter { heldByC0.contains(String($0.split(separator: "/")[0])) }
+        #expect(early.isEmpty, "c2 got entries of keys whose round 0 c0 still holds: \(early)")
+        // c0 acknowledges its round 0 (and gets permits): everything flows, per key in order.
+        let c0Positions = sink.deliveries.filter { $0.consumerID == 0 }.map(\.position)
+        topic.acknowledge(subscription: "s", positions: c0Positions)
+        topic.flow(subscription: "s", key: c0, permits: 1000)
+        loop.run()
+        #expect(sink.deliveries.count == keys.count * 4)
+        let moved = bodies(of: c2).filter { heldByC0.contains(String($0.split(separator: "/")[0])) }
+        #expect(!moved.isEmpty, "no key moved from c0 to c2: the case under test did not happen")
+        for key in keys {
+            let rounds = sink.deliveries.map(\.body).filter { $0.hasPrefix("\(key)/") }.map { Int($0.split(separator: "/")[1])! }
+            #expect(rounds == [0, 1, 2, 3], "\(key): \(rounds)")
+        }
+    }
+
     /// Failover: only the active consumer (priority, then name) receives; when it leaves, the
     /// standby continues from the first unacknowledged entry.
     @Test func failoverStandbyContinuesFromFirstUnacknowledged() async throws {
