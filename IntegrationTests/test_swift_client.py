@@ -53,8 +53,10 @@ def test_swift_producer_each_codec_to_python(broker, client, topic, codec, batch
     t = topic("codec")
     consumer = client.subscribe(t, "py", initial_position=pulsar.InitialPosition.Earliest)
     payload = "payload-%d-" + "abc" * 50  # compressible
+    # A long batch delay: batches close on their size (5) only, and the last one on the final flush,
+    # however slowly a loaded machine runs the sends (the default 10 ms could close one early).
     lines = tool(broker, "produce", t, "-m", payload, "-n", "12", "--key", "key-%d", "-p", "origin=swift",
-                 "--compression", codec, "--batch", str(batch))
+                 "--compression", codec, "--batch", str(batch), "--batch-delay-ms", "10000")
     assert len(lines) == 12
     ids = [line.split("\t")[0] for line in lines]
     assert all(i.split(":")[3] == ("-1" if batch == 0 else str(n % 5)) for n, i in enumerate(ids)), ids
