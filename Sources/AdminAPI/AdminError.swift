@@ -70,7 +70,16 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
 
 /// Turns every error a route throws into an `AdminError` (so every 4xx/5xx has a JSON reason).
 struct AdminErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The methods the admin API has routes for; any other is 405 on every path, as Pulsar's REST
+    /// server answers (a router would say 404).
+    static var servedMethods: Set<HTTPRequest.Method> { [.get, .head, .put, .post, .delete] }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Self.servedMethods.contains(request.method) else {
+            throw AdminError(
+                status: .methodNotAllowed,
+                reason: "HTTP method \(request.method) is not allowed: the admin API answers GET, HEAD, PUT, POST and DELETE")
+        }
         do {
             return try await next(request, context)
         } catch {

@@ -15,6 +15,10 @@ struct LedgerInfo: Codable, Sendable, Equatable {
     /// When the ledger was opened (epoch ms); retention ages a ledger by its last entry's time,
     /// approximated by when the next ledger opened.
     var createdAtMs: Int64?
+    /// Closed by recovery (a restart or a takeover fenced it) rather than by a roll: retention keeps
+    /// it until it would have rolled by age, so a restart deletes nothing an uninterrupted broker
+    /// keeps. nil in records written before this field, and for rolled ledgers.
+    var closedByRecovery: Bool?
 }
 
 /// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
@@ -117,6 +121,7 @@ final class ManagedLedger: @unchecked Sendable {
             let lastAddConfirmed = try await store.recoverLedger(ledgerID: ledgerID)
             record.ledgers[index].entries = lastAddConfirmed + 1
             record.ledgers[index].closed = true
+            record.ledgers[index].closedByRecovery = true
             logger.info("managed-ledger.recovered-ledger", metadata: [
                 "topic": "\(name)", "ledger.id": "\(ledgerID)", "ledger.last-add-confirmed": "\(lastAddConfirmed)",
             ])
@@ -236,7 +241,7 @@ final class ManagedLedger: @unchecked Sendable {
         }
         let ledger = openLedger
         if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes
-            || (assignedEntries > 0 && ManagedLedger.nowMs() - (ledger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000)
+            || (assignedEntries > 0 && ManagedLedger.nowMs().saturatingSubtract(ledger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000)
         {
             waiting.append((entry, receiver, tag))
             startRoll()
@@ -419,7 +424,7 @@ final class ManagedLedger: @unchecked Sendable {
     func rollIfAged() {
         eventLoop.preconditionInEventLoop()
         guard !rolling, failure == nil, assignedEntries > 0,
-              ManagedLedger.nowMs() - (openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
+              ManagedLedger.nowMs().saturatingSubtract(openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
         else { return }
         startRoll()
     }
@@ -435,13 +440,18 @@ final class ManagedLedger: @unchecked Sendable {
         // (the policy pass calls this for every topic every second).
         guard ledgers.count > 1, !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
         let now = ManagedLedger.nowMs()
+        let maxLedgerAgeMs = configuration.maxLedgerAge.nanoseconds / 1_000_000
         var total = totalSizeBytes
         var candidates: [Int64] = []
         for (index, ledger) in ledgers.enumerated() where ledger.closed {
             guard index + 1 < ledgers.count else { break }
             if let slowest, Position(ledgerID: ledger.ledgerID, entryID: ledger.entries - 1) > slowest { break }
+            // Without the restart that closed it, this ledger would still be the open one (never
+            // trimmed) until its rollover age: keep it, and what follows it, until then. Only a
+            // prefix of the log is ever trimmed, so a reader from the earliest sees no gap.
+            if ledger.closedByRecovery == true, now.saturatingSubtract(ledger.createdAtMs ?? 0) < maxLedgerAgeMs { break }
             // A ledger's last entry is about as old as the next ledger's creation.
-            let age = now - (ledgers[index + 1].createdAtMs ?? now)
+            let age = now.saturatingSubtract(ledgers[index + 1].createdAtMs ?? now)
             let tooOld = retentionTimeMs >= 0 && age >= retentionTimeMs
             let tooBig = retentionSizeBytes >= 0 && total > retentionSizeBytes
             let keepNothing = retentionTimeMs == 0 || retentionSizeBytes == 0

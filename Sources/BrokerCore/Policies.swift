@@ -228,9 +228,23 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
             guard retention.retentionTimeInMinutes >= -1, retention.retentionSizeInMB >= -1 else {
                 throw .invalidPolicy("retention time and size must be -1 (unlimited), 0 (none) or positive")
             }
+            guard retention.retentionTimeInMinutes <= PolicyLimits.maxRetentionTimeMinutes else {
+                throw .invalidPolicy(
+                    "retention time \(retention.retentionTimeInMinutes) minutes is too long: at most \(PolicyLimits.maxRetentionTimeMinutes) (100 years), or -1 for unlimited")
+            }
+            guard retention.retentionSizeInMB <= PolicyLimits.maxRetentionSizeMB else {
+                throw .invalidPolicy(
+                    "retention size \(retention.retentionSizeInMB) MB is too large: at most \(PolicyLimits.maxRetentionSizeMB) (1 EiB), or -1 for unlimited")
+            }
         }
-        if let messageTTLSeconds, messageTTLSeconds < 0 {
-            throw .invalidPolicy("message TTL must be 0 (disabled) or a positive number of seconds")
+        if let messageTTLSeconds {
+            guard messageTTLSeconds >= 0 else {
+                throw .invalidPolicy("message TTL must be 0 (disabled) or a positive number of seconds")
+            }
+            guard Int64(messageTTLSeconds) <= PolicyLimits.maxMessageTTLSeconds else {
+                throw .invalidPolicy(
+                    "message TTL \(messageTTLSeconds) s is too long: at most \(PolicyLimits.maxMessageTTLSeconds) (100 years)")
+            }
         }
         for (type, quota) in backlogQuotas {
             guard BacklogQuotaType(rawValue: type) != nil else {
@@ -239,6 +253,10 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
             }
             guard quota.limitSizeBytes >= -1, quota.limitTimeSeconds >= -1 else {
                 throw .invalidPolicy("backlog quota limits must be -1 (none) or positive")
+            }
+            guard quota.limitTimeSeconds <= PolicyLimits.maxBacklogQuotaLimitTimeSeconds else {
+                throw .invalidPolicy(
+                    "backlog quota limitTime \(quota.limitTimeSeconds) s is too long: at most \(PolicyLimits.maxBacklogQuotaLimitTimeSeconds) (100 years), or -1 for none")
             }
         }
         if let autoTopicCreation, autoTopicCreation.allowAutoTopicCreation, autoTopicCreation.topicType == .partitioned {
@@ -252,6 +270,20 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
             if let value, value < 0 { throw .invalidPolicy("\(what) must be 0 (unlimited) or positive") }
         }
     }
+}
+
+/// The ranges a namespace policy value must lie in (checked at the REST edge, 400 otherwise).
+/// The runtime also computes with stored values by saturating arithmetic, so a record written
+/// before these checks existed cannot trap it.
+public enum PolicyLimits {
+    /// 100 years: `message_ttl_in_seconds` is 0 (disabled) up to this.
+    public static let maxMessageTTLSeconds: Int64 = 100 * 365 * 86_400
+    /// 100 years: `retentionTimeInMinutes` is -1 (unlimited), 0, or up to this.
+    public static let maxRetentionTimeMinutes: Int64 = 100 * 365 * 24 * 60
+    /// 1 EiB: `retentionSizeInMB` is -1 (unlimited), 0, or up to this.
+    public static let maxRetentionSizeMB: Int64 = 1 << 40
+    /// 100 years: a backlog quota's `limitTime` is -1 (none), or up to this.
+    public static let maxBacklogQuotaLimitTimeSeconds: Int64 = 100 * 365 * 86_400
 }
 
 /// Limits of the admin operations, in one place.

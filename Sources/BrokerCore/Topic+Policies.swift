@@ -10,7 +10,7 @@ extension Topic {
         setDeduplication(enabled: policies.deduplicationEnabled)
         let nowMs = ManagedLedger.nowMs()
         if policies.messageTTLSeconds > 0 {
-            expireMessages(olderThanMs: nowMs - policies.messageTTLSeconds * 1000)
+            expireMessages(olderThanMs: nowMs.saturatingSubtract(policies.messageTTLSeconds.saturatingMultiply(1000)))
         }
         enforceBacklogQuota(policies, nowMs: nowMs)
         managedLedger.rollIfAged()
@@ -20,8 +20,8 @@ extension Topic {
         guard policies.retentionConfigured || !durable.isEmpty else { return }
         managedLedger.trim(
             slowest: durable.isEmpty ? nil : slowest,
-            retentionTimeMs: policies.retentionTimeMinutes < 0 ? -1 : policies.retentionTimeMinutes * 60_000,
-            retentionSizeBytes: policies.retentionSizeMB < 0 ? -1 : policies.retentionSizeMB * 1024 * 1024)
+            retentionTimeMs: policies.retentionTimeMinutes < 0 ? -1 : policies.retentionTimeMinutes.saturatingMultiply(60_000),
+            retentionSizeBytes: policies.retentionSizeMB < 0 ? -1 : policies.retentionSizeMB.saturatingMultiply(1024 * 1024))
     }
 
     /// Entries examined per subscription and pass when looking for expired messages.
@@ -61,7 +61,7 @@ extension Topic {
             }
             if policies.backlogQuotaLimitTimeSeconds >= 0, let oldest = managedLedger.next(after: markDelete),
                let entry = try? managedLedger.read(oldest),
-               nowMs - entry.attributes.publishTimeMs > policies.backlogQuotaLimitTimeSeconds * 1000
+               nowMs.saturatingSubtract(entry.attributes.publishTimeMs) > policies.backlogQuotaLimitTimeSeconds.saturatingMultiply(1000)
             {
                 return true
             }
@@ -93,7 +93,8 @@ extension Topic {
                 || managedLedger.sizeAfter(last ?? subscription.cursor.markDelete) <= policies.backlogQuotaLimitBytes
             var timeOK = true
             if policies.backlogQuotaLimitTimeSeconds >= 0, let entry = try? managedLedger.read(current) {
-                timeOK = nowMs - entry.attributes.publishTimeMs <= policies.backlogQuotaLimitTimeSeconds * 1000
+                timeOK = nowMs.saturatingSubtract(entry.attributes.publishTimeMs)
+                    <= policies.backlogQuotaLimitTimeSeconds.saturatingMultiply(1000)
             }
             if sizeOK && timeOK { break }
             last = current

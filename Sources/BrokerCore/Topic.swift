@@ -77,6 +77,9 @@ public final class Topic: @unchecked Sendable {
     var policies = EffectivePolicies()
     /// Set while the backlog is over a producer-blocking quota.
     var backlogQuotaExceeded = false
+    /// Acknowledgements of positions past the last durable entry, ignored (Pulsar refuses to
+    /// mark-delete ahead of the last confirmed entry): stored, they would hide messages written there later.
+    public private(set) var acknowledgementsBeyondLastEntryIgnored: Int64 = 0
     /// Present while deduplication is enabled.
     var deduplication: DeduplicationState?
 
@@ -337,17 +340,39 @@ public final class Topic: @unchecked Sendable {
 
     public func acknowledge(subscription name: String, positions: [Position]) {
         eventLoop.preconditionInEventLoop()
-        subscriptions[name]?.acknowledge(positions)
+        guard let subscription = subscriptions[name] else { return }
+        let valid = positions.filter(isAcknowledgeable)
+        if valid.count < positions.count { ignoredAcknowledgements(positions.count - valid.count, subscription: name) }
+        if !valid.isEmpty { subscription.acknowledge(valid) }
     }
 
     public func acknowledgeBatchIndexes(subscription name: String, position: Position, ackSet: [Int64]) {
         eventLoop.preconditionInEventLoop()
-        subscriptions[name]?.acknowledgeBatchIndexes(position, ackSet: ackSet)
+        guard let subscription = subscriptions[name] else { return }
+        guard isAcknowledgeable(position) else { return ignoredAcknowledgements(1, subscription: name) }
+        subscription.acknowledgeBatchIndexes(position, ackSet: ackSet)
     }
 
     public func acknowledgeCumulative(subscription name: String, upTo position: Position) {
         eventLoop.preconditionInEventLoop()
-        subscriptions[name]?.acknowledgeCumulative(upTo: position)
+        guard let subscription = subscriptions[name] else { return }
+        guard isAcknowledgeable(position) else { return ignoredAcknowledgements(1, subscription: name) }
+        subscription.acknowledgeCumulative(upTo: position)
+    }
+
+    /// Whether an acknowledgement may name `position`: at or before the last durable entry.
+    private func isAcknowledgeable(_ position: Position) -> Bool {
+        position <= managedLedger.positionBeforeNextEntry
+    }
+
+    private func ignoredAcknowledgements(_ count: Int, subscription: String) {
+        // Warned once per topic (a client could send millions); the count keeps the rest.
+        let level: Logger.Level = acknowledgementsBeyondLastEntryIgnored == 0 ? .warning : .debug
+        acknowledgementsBeyondLastEntryIgnored += Int64(count)
+        logger.log(level: level, "subscription.ack-beyond-last-entry-ignored", metadata: [
+            "subscription": "\(subscription)", "count": "\(count)",
+            "last.entry": "\(managedLedger.positionBeforeNextEntry)",
+        ])
     }
 
     public func redeliver(subscription name: String, key: ConsumerKey, positions: [Position]) {

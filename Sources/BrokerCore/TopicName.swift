@@ -55,9 +55,47 @@ public struct TopicName: Hashable, Sendable, CustomStringConvertible {
             guard !value.isEmpty else {
                 throw BrokerError(.invalidTopicName, "topic name '\(raw)' has an empty \(what)")
             }
-            guard value.utf8.count <= 255, !value.contains("/") || what == "topic" else {
-                throw BrokerError(.invalidTopicName, "the \(what) of '\(raw)' is not valid")
+            guard value.utf8.count <= TopicName.maxComponentLengthBytes else {
+                throw BrokerError(
+                    .invalidTopicName, "the \(what) of '\(raw)' is longer than \(TopicName.maxComponentLengthBytes) bytes")
             }
+        }
+        for (what, value) in [("tenant", tenant), ("namespace", namespace)] {
+            guard TopicName.isValidNamedEntity(value) else {
+                throw BrokerError(
+                    .invalidTopicName,
+                    "the \(what) '\(value)' of '\(raw)' may only contain letters, digits and - _ = : . (as in Pulsar)")
+            }
+        }
+        guard TopicName.isValidLocalName(localName) else {
+            throw BrokerError(
+                .invalidTopicName,
+                "the topic '\(localName)' of '\(raw)' is not valid: it may not contain '/', control characters, or be '.' or '..'")
+        }
+    }
+
+    /// Longest tenant, namespace or local topic name, in UTF-8 bytes.
+    public static let maxComponentLengthBytes = 255
+
+    /// Pulsar's `NamedEntity` rule for tenants and namespaces: `[-=:.\w]+` (ASCII word characters).
+    public static func isValidNamedEntity(_ value: String) -> Bool {
+        !value.isEmpty && value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"),
+                 UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "."):
+                true
+            default: false
+            }
+        }
+    }
+
+    /// A local topic name is one metadata key component: no `/` (metadata keys are `/`-separated,
+    /// so `a/b` would read as topic `a`'s child), no NUL or other control character, not `.` or `..`.
+    public static func isValidLocalName(_ value: String) -> Bool {
+        guard !value.isEmpty, value != ".", value != ".." else { return false }
+        return value.unicodeScalars.allSatisfy { scalar in
+            scalar != "/" && !(scalar.value < 0x20 || scalar.value == 0x7f || (0x80...0x9f).contains(scalar.value))
         }
     }
 
@@ -68,6 +106,7 @@ public struct TopicName: Hashable, Sendable, CustomStringConvertible {
         self.localName = localName
     }
 
-    /// A path segment safe for metadata keys.
+    /// A path segment safe for metadata keys: every component is free of `/` (parsing refuses it),
+    /// so the key of one topic is never a prefix of another topic's keys.
     var metadataPath: String { "\(tenant)/\(namespace)/\(domain.rawValue)/\(localName)" }
 }

@@ -23,6 +23,20 @@ enum Commands {
         }
     }
 
+    /// The request id of a transaction command, nil for any other command.
+    static func transactionRequestID(_ command: Pulsar_Proto_BaseCommand) -> UInt64? {
+        switch command.type {
+        case .newTxn: command.newTxn.requestID
+        case .addPartitionToTxn: command.addPartitionToTxn.requestID
+        case .addSubscriptionToTxn: command.addSubscriptionToTxn.requestID
+        case .endTxn: command.endTxn.requestID
+        case .endTxnOnPartition: command.endTxnOnPartition.requestID
+        case .endTxnOnSubscription: command.endTxnOnSubscription.requestID
+        case .tcClientConnectRequest: command.tcClientConnectRequest.requestID
+        default: nil
+        }
+    }
+
     static func messageID(_ position: Position, partition: Int32, batchIndex: Int32? = nil) -> Pulsar_Proto_MessageIdData {
         var id = Pulsar_Proto_MessageIdData()
         id.ledgerID = UInt64(bitPattern: position.ledgerID)

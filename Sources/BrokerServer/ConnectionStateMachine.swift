@@ -31,7 +31,8 @@ struct ConnectionStateMachine {
                 state = .closed
                 return .close(reason: "expected CONNECT before \(type)")
             }
-            let version = min(clientProtocolVersion ?? 0, PulsarLimits.protocolVersion)
+            // A negative version from the client is answered as 0, never echoed.
+            let version = max(0, min(clientProtocolVersion ?? 0, PulsarLimits.protocolVersion))
             state = .connected(protocolVersion: version)
             return .sendConnected(protocolVersion: version)
         case .connected:

@@ -233,6 +233,23 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 $0.getSchemaResponse.errorCode = .topicNotFound
                 $0.getSchemaResponse.errorMessage = "Topic not found or no-schema"
             })
+        case .newTxn, .addPartitionToTxn, .addSubscriptionToTxn, .endTxn, .endTxnOnPartition, .endTxnOnSubscription,
+             .tcClientConnectRequest:
+            // As Pulsar answers with `transactionCoordinatorEnabled=false`: an ERROR for the request.
+            logger.info("connection.transaction-refused", metadata: ["command": "\(command.type)"])
+            write(Commands.base(.error) {
+                $0.error.requestID = Commands.transactionRequestID(command) ?? 0
+                $0.error.error = .notAllowedError
+                $0.error.message = "Transactions are not enabled on this broker (\(command.type) refused)"
+            })
+        case .authResponse:
+            // Only sent after an AUTH_CHALLENGE, and this broker challenges nobody: authentication is off.
+            logger.info("connection.auth-response-refused")
+            write(Commands.base(.error) {
+                $0.error.requestID = 0
+                $0.error.error = .authenticationError
+                $0.error.message = "Authentication is not enabled on this broker: AUTH_RESPONSE is not expected"
+            })
         default:
             logger.info("connection.unsupported-command", metadata: ["command": "\(command.type)"])
             context.close(promise: nil)
@@ -392,18 +409,20 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let key: [UInt8] = metadata.orderingKey ?? Array((metadata.partitionKey ?? "").utf8)
         let numMessages = max(metadata.numMessagesInBatch ?? 1, 1)
         // The C++ client numbers a batch's messages consecutively from the SEND's sequence id.
+        // Every value here comes from the network: no arithmetic on it may trap.
         let sequenceID = Int64(bitPattern: request.sequenceID)
         let highestSequenceID = max(
             request.highestSequenceID.map { Int64(bitPattern: $0) } ?? sequenceID,
-            sequenceID + Int64(numMessages) - 1)
+            sequenceID.saturatingAdd(Int64(numMessages) - 1))
         let attributes = EntryAttributes(
             numMessages: numMessages,
-            publishTimeMs: Int64(bitPattern: metadata.publishTime),
+            // A publish time past Int64.max (2^63 and up) is kept as the latest time there is.
+            publishTimeMs: Int64(clamping: metadata.publishTime),
             deliverAtMs: metadata.deliverAtTime ?? 0,
             key: key,
             producerName: metadata.producerName,
             highestSequenceID: highestSequenceID,
-            isNonFinalChunk: metadata.chunkID.map { $0 < (metadata.numChunksFromMsg ?? 0) - 1 } ?? false)
+            isNonFinalChunk: SendMetadataFields.isNonFinalChunk(chunkID: metadata.chunkID, numChunks: metadata.numChunksFromMsg))
         let checksum = payload.checksum ?? payload.computeChecksum()
         let bytes = payload.checksummedBytes
         let topic = producer.topic

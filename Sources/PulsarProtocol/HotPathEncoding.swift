@@ -219,6 +219,14 @@ public struct SendMetadataFields: Sendable, Equatable {
     /// 0 = not set.
     public var eventTime: UInt64 = 0
 
+    /// Whether a SEND with these chunk fields carries a chunk before its message's last one
+    /// (`chunk_id < num_chunks_from_msg - 1`), computed so that no value from the network can
+    /// overflow. Without a chunk id it is no chunk at all.
+    public static func isNonFinalChunk(chunkID: Int32?, numChunks: Int32?) -> Bool {
+        guard let chunkID else { return false }
+        return Int64(chunkID) < Int64(numChunks ?? 0) - 1
+    }
+
     public struct Property: Sendable, Equatable {
         public var key: String
         public var value: String

@@ -48,3 +48,13 @@ import Testing
         #expect(machine.protocolErrorReceived(PulsarProtocolError(.malformedCommand, "bad")) == .ignore)
     }
 }
+
+/// Issue 12: a negative protocol version from the client is answered as 0, never echoed back.
+@Suite struct ConnectionStateMachineVersionTests {
+    @Test func negativeVersionIsAnsweredAsZero() {
+        var machine = ConnectionStateMachine()
+        #expect(machine.commandReceived(.connect, clientProtocolVersion: -5) == .sendConnected(protocolVersion: 0))
+        var lowest = ConnectionStateMachine()
+        #expect(lowest.commandReceived(.connect, clientProtocolVersion: .min) == .sendConnected(protocolVersion: 0))
+    }
+}
