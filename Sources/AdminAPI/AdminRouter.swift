@@ -10,6 +10,8 @@ import PulsarProtocol
 public enum AdminHTTPLimits {
     /// Largest request body accepted (policies and message ids are small).
     public static let maxRequestBodyBytes = 64 * 1024
+    /// An HTTP connection that sends no request for this long is closed.
+    public static let idleConnectionTimeout = TimeAmount.seconds(30)
 }
 
 /// The HTTP routes: `/health`, `/metrics` and Apache Pulsar's `/admin/v2/...` REST API (same paths,

@@ -14,6 +14,13 @@ public protocol ConsumerSink: AnyObject, Sendable {
     func closeConsumerByBroker(consumerID: UInt64)
     /// Tells the consumer whether it is the active one (Failover).
     func activeConsumerChanged(consumerID: UInt64, isActive: Bool)
+    /// Whether the connection takes more writes now; dispatch skips a consumer whose connection
+    /// does not (its client stopped reading) until it does. Thread-safe.
+    var isWritable: Bool { get }
+}
+
+extension ConsumerSink {
+    public var isWritable: Bool { true }
 }
 
 /// Where a producer's receipts go.
@@ -71,6 +78,10 @@ final class Consumer: @unchecked Sendable {
     /// Messages delivered and not yet acknowledged.
     var unackedMessages: Int64 = 0
     var messagesOut: Int64 = 0
+
+    /// Whether dispatch may give this consumer an entry now: it has permits and its connection
+    /// takes writes.
+    var canReceive: Bool { permits > 0 && sink.isWritable }
 
     init(key: ConsumerKey, name: String, priorityLevel: Int32, sink: any ConsumerSink, keySharedPolicy: KeySharedPolicy? = nil) {
         self.key = key

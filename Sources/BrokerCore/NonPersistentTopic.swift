@@ -119,11 +119,11 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         switch subscription.type {
         case .exclusive, .failover:
             let active = consumers.min { ($0.priorityLevel, $0.name) < ($1.priorityLevel, $1.name) }
-            return active.flatMap { $0.permits > 0 ? $0 : nil }
+            return active.flatMap { $0.canReceive ? $0 : nil }
         case .shared:
             for offset in 0..<consumers.count {
                 let candidate = consumers[(subscription.roundRobinIndex + offset) % consumers.count]
-                if candidate.permits > 0 {
+                if candidate.canReceive {
                     subscription.roundRobinIndex = (subscription.roundRobinIndex + offset + 1) % consumers.count
                     return candidate
                 }
@@ -132,7 +132,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         case .keyShared:
             let hash = entry.attributes.key.isEmpty ? KeySharedSelector.noKeyHash : Murmur3.stickyKeyHash(entry.attributes.key)
             guard let key = subscription.selector.select(hash: hash) else { return nil }
-            return consumers.first { $0.key == key && $0.permits > 0 }
+            return consumers.first { $0.key == key && $0.canReceive }
         }
     }
 

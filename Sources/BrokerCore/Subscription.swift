@@ -291,7 +291,7 @@ final class Subscription: @unchecked Sendable {
         var replayIndex = 0
         let nowMs = Self.nowMs()
         while delivered < Subscription.maxEntriesPerDispatchPass, examined < Subscription.maxEntriesExaminedPerDispatchPass {
-            guard consumers.contains(where: { $0.permits > 0 }) else { break }
+            guard consumers.contains(where: \.canReceive) else { break }
             let position: Position
             let fromReplay = replayIndex < replay.count
             if fromReplay {
@@ -352,13 +352,13 @@ final class Subscription: @unchecked Sendable {
     private func selectConsumer(for entry: Entry, at position: Position) -> Consumer? {
         switch type {
         case .exclusive:
-            return consumers.first.flatMap { $0.permits > 0 ? $0 : nil }
+            return consumers.first.flatMap { $0.canReceive ? $0 : nil }
         case .failover:
-            return activeConsumer.flatMap { $0.permits > 0 ? $0 : nil }
+            return activeConsumer.flatMap { $0.canReceive ? $0 : nil }
         case .shared:
             for offset in 0..<consumers.count {
                 let candidate = consumers[(roundRobinIndex + offset) % consumers.count]
-                if candidate.permits > 0 {
+                if candidate.canReceive {
                     roundRobinIndex = (roundRobinIndex + offset + 1) % consumers.count
                     return candidate
                 }
@@ -366,7 +366,7 @@ final class Subscription: @unchecked Sendable {
             return nil
         case .keyShared:
             let hash = Self.stickyHash(entry)
-            guard let key = keySharedSelector.select(hash: hash), let consumer = consumer(key), consumer.permits > 0 else {
+            guard let key = keySharedSelector.select(hash: hash), let consumer = consumer(key), consumer.canReceive else {
                 return nil
             }
             if let joinedAt = recentlyJoined[key], position > joinedAt { return nil }

@@ -1,4 +1,5 @@
 import Metrics
+import NIOConcurrencyHelpers
 
 /// The latency histograms the broker reports through swift-metrics (exported on `/metrics` by the
 /// Prometheus backend the executable bootstraps). Names follow Pulsar and BookKeeper.
@@ -33,5 +34,23 @@ extension Duration {
     var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// Connection-level counters of the Pulsar endpoint (exported on `/metrics`). Thread-safe.
+enum ConnectionMetrics {
+    /// Pulsar's name: connections whose reading is paused because their socket does not take the
+    /// broker's writes (the client stopped reading).
+    static let throttledConnections = Gauge(label: "pulsar_broker_throttled_connections")
+    /// Connections closed because what they did not read passed `maxOutboundBytesPerConnection`.
+    static let outboundLimitClosed = Counter(label: "magnetar_connections_closed_outbound_limit_total")
+    private static let paused = NIOLockedValueBox(0)
+
+    static func writePaused(_ delta: Int) {
+        let now = paused.withLockedValue { value -> Int in
+            value += delta
+            return value
+        }
+        throttledConnections.record(now)
     }
 }

@@ -78,7 +78,16 @@ final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
             stagedBodies.removeAll(keepingCapacity: true)
         }
         channel.flush()
+        if channel.eventLoop.inEventLoop, let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes),
+           buffered > ConnectionLimits.maxOutboundBytesPerConnection
+        {
+            // Dispatch stops at the high-water mark, so only a peer that reads nothing gets here.
+            ConnectionMetrics.outboundLimitClosed.increment()
+            channel.close(promise: nil)
+        }
     }
+
+    var isWritable: Bool { channel.isWritable }
 
     func closeConsumerByBroker(consumerID: UInt64) {
         let channel = self.channel

@@ -12,8 +12,11 @@ public enum HTTPServer {
     ) -> some ApplicationProtocol {
         let router = AdminRouter.makeRouter(
             broker: broker, metrics: MetricsCollector(broker: broker, registry: metricsRegistry))
+        // Idle keep-alive connections are closed, so clients that open and abandon them cannot
+        // hold the process's file descriptors.
         return Application(
             router: router,
+            server: .http1(configuration: .init(idleTimeout: AdminHTTPLimits.idleConnectionTimeout)),
             configuration: .init(address: .hostname(host, port: port), serverName: "Magnetar"),
             logger: logger)
     }

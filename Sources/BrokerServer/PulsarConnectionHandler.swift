@@ -50,11 +50,24 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     /// pipeline hop per frame. After a malformed frame the rest of the input is ignored.
     private let frames = NIOSingleStepByteToMessageProcessor(PulsarFrameDecoder())
     private var inputFailed = false
+    /// Keep-alive (Pulsar's `keepAliveIntervalSeconds`): every interval, a connection that sent no
+    /// CONNECT is closed; one that sent nothing gets a PING, and is closed at the next tick if it
+    /// still sent nothing.
+    private let keepAliveInterval: TimeAmount
+    private var keepAliveTask: RepeatedTask?
+    private var receivedSinceKeepAliveTick = false
+    private var pingOutstanding = false
+    /// Reading stopped because the socket does not take our writes (replies pile up).
+    private var readingPausedByWritability = false
 
-    init(broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64, logger: Logger) {
+    init(
+        broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64,
+        keepAliveInterval: TimeAmount = .seconds(30), logger: Logger
+    ) {
         self.broker = broker
         self.configuration = configuration
         self.connectionID = connectionID
+        self.keepAliveInterval = keepAliveInterval
         self.logger = logger
         self.logger[metadataKey: "connection.id"] = "\(connectionID)"
     }
@@ -68,10 +81,75 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         if let remote = context.channel.remoteAddress {
             logger[metadataKey: "connection.remote"] = "\(remote)"
         }
+        let interval = keepAliveInterval
+        keepAliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            bound.value.keepAliveTick()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        keepAliveTask?.cancel()
+        keepAliveTask = nil
+    }
+
+    private func keepAliveTick() {
+        guard isActive, let channel else { return }
+        switch stateMachine.state {
+        case .awaitingConnect:
+            logger.info("connection.connect-timeout", metadata: ["timeout": "\(keepAliveInterval)"])
+            channel.close(promise: nil)
+        case .connected:
+            defer { receivedSinceKeepAliveTick = false }
+            // A connection paused for pending publishes is not read: its silence says nothing.
+            if receivedSinceKeepAliveTick || readingPaused {
+                pingOutstanding = false
+                return
+            }
+            if pingOutstanding {
+                logger.info("connection.keep-alive-timeout", metadata: ["timeout": "\(keepAliveInterval)"])
+                channel.close(promise: nil)
+                return
+            }
+            pingOutstanding = true
+            write(Commands.base(.ping) { $0.ping = Pulsar_Proto_CommandPing() })
+        case .closed:
+            break
+        }
+    }
+
+    /// Back-pressure on the way out: while the socket does not take our writes, consumers of this
+    /// connection get nothing (`ConnectionSink.isWritable`) and no further requests are read; once it
+    /// drains, reading resumes and their subscriptions dispatch again.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        if !writable, !readingPausedByWritability {
+            readingPausedByWritability = true
+            ConnectionMetrics.writePaused(1)
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        } else if writable, readingPausedByWritability {
+            readingPausedByWritability = false
+            ConnectionMetrics.writePaused(-1)
+            if !readingPaused {
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            }
+            for (consumerID, entry) in consumers {
+                let topic = entry.topic
+                let subscription = entry.subscription
+                let key = ConsumerKey(connectionID: connectionID, consumerID: consumerID)
+                topic.eventLoop.execute { topic.flow(subscription: subscription, key: key, permits: 0) }
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        keepAliveTask?.cancel()
+        keepAliveTask = nil
+        if readingPausedByWritability {
+            readingPausedByWritability = false
+            ConnectionMetrics.writePaused(-1)
+        }
         stateMachine.channelInactive()
         for (producerID, entry) in producers {
             let topic = entry.topic
@@ -101,6 +179,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !inputFailed else { return }
+        receivedSinceKeepAliveTick = true
         let input = unwrapInboundIn(data)
         readBytesLeft = input.readableBytes
         do {
@@ -490,7 +569,9 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         pendingPublishes -= count
         if readingPaused, pendingPublishes <= ConnectionLimits.maxPendingPublishesPerConnection / 2 {
             readingPaused = false
-            channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            if !readingPausedByWritability {
+                channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            }
         }
     }
 

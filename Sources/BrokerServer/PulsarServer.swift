@@ -13,6 +13,7 @@ public final class PulsarServer: Service, Sendable {
     public let port: Int
     private let broker: BrokerService
     private let configuration: ConnectionConfiguration
+    private let settings: PulsarListenerSettings
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let nextConnectionID = NIOLockedValueBox<UInt64>(0)
@@ -20,8 +21,9 @@ public final class PulsarServer: Service, Sendable {
 
     public init(
         host: String, port: Int, broker: BrokerService, configuration: ConnectionConfiguration,
-        eventLoopGroup: any EventLoopGroup, logger: Logger
+        settings: PulsarListenerSettings = PulsarListenerSettings(), eventLoopGroup: any EventLoopGroup, logger: Logger
     ) {
+        self.settings = settings
         self.host = host
         self.port = port
         self.broker = broker
@@ -35,6 +37,9 @@ public final class PulsarServer: Service, Sendable {
         let configuration = self.configuration
         let logger = self.logger
         let counter = self.nextConnectionID
+        let registry = ConnectionRegistry(
+            settings: settings, fileDescriptorLimit: FileDescriptorLimit.raiseToHardLimit(logger: logger))
+        let keepAliveInterval = TimeAmount.nanoseconds(settings.keepAliveInterval.nanoseconds)
         let channel = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -45,14 +50,26 @@ public final class PulsarServer: Service, Sendable {
                     value += 1
                     return value
                 }
+                // Refused past `brokerMaxConnections` / `brokerMaxConnectionsPerIp` (Pulsar closes them at once too).
+                let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                let admission = registry.admit(address: address)
+                guard admission == .admitted else {
+                    logger.warning("pulsar-server.connection-refused", metadata: [
+                        "connection.remote": "\(address)", "reason": "\(admission)",
+                    ])
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in registry.release(address: address) }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PulsarConnectionHandler(
-                        broker: broker, configuration: configuration, connectionID: connectionID, logger: logger))
+                        broker: broker, configuration: configuration, connectionID: connectionID,
+                        keepAliveInterval: keepAliveInterval, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()
         logger.info("pulsar-server.listening", metadata: [
             "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+            "max-connections": "\(registry.maxConnections)", "max-connections-per-ip": "\(registry.maxConnectionsPerIP)",
             "broker.service-url": "\(configuration.brokerServiceURL)",
         ])
         try? await gracefulShutdown()

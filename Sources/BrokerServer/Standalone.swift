@@ -16,6 +16,7 @@ public struct StandaloneOptions: Sendable {
     public var httpPort: Int
     public var advertisedAddress: String
     public var broker = BrokerConfiguration()
+    public var listener = PulsarListenerSettings()
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -56,8 +57,8 @@ public enum Standalone {
         do {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
-                advertisedAddress: options.advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
-                logger: logger)
+                advertisedAddress: options.advertisedAddress, listener: options.listener, metricsRegistry: metricsRegistry,
+                eventLoopGroup: eventLoopGroup, logger: logger)
         } catch {
             logger.error("standalone.failed", metadata: ["error": "\(error)"])
             await broker.shutdown()
@@ -76,13 +77,14 @@ public enum Standalone {
 public enum BrokerProcess {
     public static func serve(
         broker: BrokerService, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String,
+        listener: PulsarListenerSettings = PulsarListenerSettings(),
         metricsRegistry: PrometheusCollectorRegistry, eventLoopGroup: any EventLoopGroup,
         extraServices: [any Service] = [], logger: Logger
     ) async throws {
         let pulsar = PulsarServer(
             host: bindAddress, port: port, broker: broker,
             configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)"),
-            eventLoopGroup: eventLoopGroup, logger: logger)
+            settings: listener, eventLoopGroup: eventLoopGroup, logger: logger)
         let http = HTTPServer.makeApplication(
             host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
         let group = ServiceGroup(configuration: .init(

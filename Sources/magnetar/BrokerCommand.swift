@@ -111,7 +111,8 @@ struct BrokerCommand: AsyncParsableCommand {
         do {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: listen.bindAddress, port: listen.port, httpPort: listen.httpPort,
-                advertisedAddress: listen.advertisedAddress, metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
+                advertisedAddress: listen.advertisedAddress, listener: try listen.listenerSettings(),
+                metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
                 extraServices: [store.auditor], logger: logger)
         } catch {
             logger.error("broker.failed", metadata: ["error": "\(error)"])

@@ -42,6 +42,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         }
         options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
         options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
+        options.listener = try listen.listenerSettings()
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
@@ -60,4 +61,28 @@ struct ListenOptions: ParsableArguments {
 
     @Option(help: "Host name or address clients and other brokers use to reach this broker (returned by topic lookups).")
     var advertisedAddress = "localhost"
+
+    @Option(help: "keepAliveIntervalSeconds: a connection without CONNECT after this long is closed; a silent one gets a PING and is closed after another interval without an answer.")
+    var keepAliveIntervalSeconds = 30
+
+    @Option(help: "brokerMaxConnections: most Pulsar connections at once (0: the file-descriptor limit less a reserve).")
+    var brokerMaxConnections = 0
+
+    @Option(help: "brokerMaxConnectionsPerIp: most Pulsar connections from one client address (0: no limit).")
+    var brokerMaxConnectionsPerIp = 0
+
+    /// The listener settings these flags give.
+    func listenerSettings() throws -> PulsarListenerSettings {
+        guard keepAliveIntervalSeconds > 0 else {
+            throw ValidationError("--keep-alive-interval-seconds must be positive (got \(keepAliveIntervalSeconds))")
+        }
+        guard brokerMaxConnections >= 0, brokerMaxConnectionsPerIp >= 0 else {
+            throw ValidationError("--broker-max-connections and --broker-max-connections-per-ip must be 0 (no limit) or positive")
+        }
+        var settings = PulsarListenerSettings()
+        settings.keepAliveInterval = .seconds(keepAliveIntervalSeconds)
+        settings.maxConnections = brokerMaxConnections
+        settings.maxConnectionsPerIP = brokerMaxConnectionsPerIp
+        return settings
+    }
 }
