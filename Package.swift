@@ -116,6 +116,18 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: hotPathSettings),
+        // Fuzz targets over every reader of untrusted input (scripts/fuzz builds them with libFuzzer).
+        .target(name: "FuzzTargets", dependencies: [
+            "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "BrokerServer", "AdminAPI",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .executableTarget(name: "magnetar-fuzz", dependencies: ["FuzzTargets"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"], exclude: ["Corpus"]),
         .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),
         .testTarget(name: "PulsarProtocolTests", dependencies: [
             "PulsarProtocol",

@@ -1,0 +1,50 @@
+import FuzzTargets
+import Foundation
+
+// Built two ways (scripts/fuzz):
+// - with `-sanitize=fuzzer,address -DFUZZING`: libFuzzer's own `main` drives LLVMFuzzerTestOneInput;
+//   the target comes from MAGNETAR_FUZZ_TARGET;
+// - plainly: `magnetar-fuzz TARGET FILE|DIR...` replays inputs (a crash's reproducer, a corpus).
+
+#if FUZZING
+private let fuzzTarget: FuzzTarget = {
+    let name = ProcessInfo.processInfo.environment["MAGNETAR_FUZZ_TARGET"] ?? ""
+    guard let target = FuzzTarget(rawValue: name) else {
+        fatalError("set MAGNETAR_FUZZ_TARGET to one of: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return target
+}()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    fuzzTarget.run(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+#else
+@main
+struct FuzzReplay {
+    static func main() throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        guard let name = arguments.first, let target = FuzzTarget(rawValue: name), arguments.count > 1 else {
+            print("usage: magnetar-fuzz TARGET FILE|DIR...   targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: " "))")
+            exit(2)
+        }
+        var count = 0
+        for path in arguments.dropFirst() {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                print("no such file: \(path)")
+                exit(2)
+            }
+            let files = isDirectory.boolValue
+                ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { "\(path)/\($0)" } : [path]
+            for file in files {
+                let data = try Data(contentsOf: URL(fileURLWithPath: file))
+                data.withUnsafeBytes { target.run($0) }
+                count += 1
+            }
+        }
+        print("\(target.rawValue): \(count) inputs replayed, none trapped")
+    }
+}
+#endif
