@@ -33,6 +33,7 @@ public actor MetricsCollector {
         "pulsar_subscription_msg_out_total": "Messages delivered from the subscription to connected consumers",
         "pulsar_subscription_consumers_count": "Consumers connected to the subscription",
         "pulsar_dropped_messages_total": "Non-persistent topics: messages dropped because no consumer had a permit",
+        "pulsar_ml_unreadable_entries": "Entries of the topic that could not be read after every attempt (checksum mismatch, missing file); listed in internalStats, skip them with the admin API",
     ]
 
     public init(broker: BrokerService, registry: PrometheusCollectorRegistry) {
@@ -75,6 +76,9 @@ public actor MetricsCollector {
             set("pulsar_msg_backlog", labels, stats.subscriptions.values.reduce(0) { $0 + $1.msgBacklog })
             if let dropped = stats.msgDropCounter {
                 set("pulsar_dropped_messages_total", labels, dropped)
+            }
+            if let unreadable = stats.unreadableEntryCount {
+                set("pulsar_ml_unreadable_entries", labels, unreadable)
             }
             for (subscription, subscriptionStats) in stats.subscriptions {
                 let subscriptionLabels = labels + [("subscription", subscription)]

@@ -85,6 +85,11 @@ final class ManagedLedger: @unchecked Sendable {
     private var waiting: [(entry: ByteBuffer, receiver: any AppendReceiver, tag: Int)] = []
     private var rolling = false
     private(set) var failure: BrokerError?
+    /// Entries that dispatch gave up reading (every attempt failed: a checksum mismatch, a missing
+    /// file), with the error, until their ledger is trimmed: the admin internal stats list them and
+    /// the operator skips them. At most `maxUnreadableEntriesRecorded`.
+    private(set) var unreadableEntries: [Position: String] = [:]
+    static let maxUnreadableEntriesRecorded = 1_000
 
     private init(
         name: String, eventLoop: any EventLoop, store: any LedgerStore, metadata: any MetadataStore,
@@ -206,6 +211,16 @@ final class ManagedLedger: @unchecked Sendable {
             }
         }
         return count
+    }
+
+    /// Records that dispatch gave up reading `position` (it stays unacknowledged). Returns whether
+    /// it was not recorded yet.
+    @discardableResult
+    func recordUnreadable(_ position: Position, error: BrokerError) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard unreadableEntries[position] == nil, unreadableEntries.count < Self.maxUnreadableEntriesRecorded else { return false }
+        unreadableEntries[position] = error.message
+        return true
     }
 
     /// Reads a durable entry.
@@ -477,6 +492,7 @@ final class ManagedLedger: @unchecked Sendable {
             guard case .success(let version) = result else { return }
             self.metadataVersion = version
             self.ledgers.removeAll { deletable.contains($0.ledgerID) }
+            self.unreadableEntries = self.unreadableEntries.filter { !deletable.contains($0.key.ledgerID) }
             self.tailCache.removeAll()
             for ledgerID in deletable { try? store.deleteLedger(ledgerID: ledgerID) }
             self.logger.info("managed-ledger.trimmed", metadata: ["topic": "\(self.name)", "ledgers": "\(deletable)"])

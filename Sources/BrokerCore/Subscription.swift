@@ -41,6 +41,10 @@ final class Subscription: @unchecked Sendable {
     private var delayedTimer: Scheduled<Void>?
     private var delayedTimerDeadlineMs: Int64 = .max
     private var dispatchScheduled = false
+    /// Failed reads per entry not yet delivered nor given up (a checksum mismatch may be a passing
+    /// I/O fault): the entry waits at the head of the replay queue for the next attempt.
+    private var readFailures: [Position: Int] = [:]
+    private var readRetryTimer: Scheduled<Void>?
     /// Set by a seek, so a reader's subscription survives the reconnect the seek causes.
     var keepWithoutConsumers = false
 
@@ -51,6 +55,13 @@ final class Subscription: @unchecked Sendable {
     /// Entries a Key_Shared subscription may hold back (read but waiting for their consumer) before
     /// it stops reading ahead.
     static let maxHeldEntries = 10_000
+    /// Reads of one entry before dispatch gives up on it: it is reported unreadable (log, metric,
+    /// admin internal stats), left unacknowledged (its backlog stays visible until an operator skips
+    /// it) and dispatch goes on with the entries after it.
+    static let maxReadAttempts = 3
+    /// Wait before the next read of an entry whose read failed; dispatch stops meanwhile, so the
+    /// entries after it keep their order.
+    static let readRetryDelay: TimeAmount = .milliseconds(100)
 
     init(name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32, logger: Logger) {
         self.name = name
@@ -235,6 +246,7 @@ final class Subscription: @unchecked Sendable {
         cursor.reset(markDelete: markDelete)
         lastRead = cursor.markDelete
         replay.removeAll()
+        readFailures.removeAll()
         redeliveryCounts.removeAll()
         delayed.removeAll()
         recentlyJoined.removeAll()
@@ -255,6 +267,7 @@ final class Subscription: @unchecked Sendable {
         cursor.reset(markDelete: markDelete)
         lastRead = cursor.markDelete
         replay.removeAll()
+        readFailures.removeAll()
         redeliveryCounts.removeAll()
         delayed.removeAll()
         pendingHashes.removeAll()
@@ -305,18 +318,38 @@ final class Subscription: @unchecked Sendable {
             examined += 1
             if cursor.isAcknowledged(position) {
                 if fromReplay { replay.remove(at: replayIndex) }
+                if !readFailures.isEmpty { readFailures[position] = nil }
                 continue
             }
             let entry: Entry
             do {
                 entry = try managedLedger.read(position)
             } catch {
-                logger.error("subscription.read-failed", metadata: [
-                    "subscription": "\(name)", "position": "\(position)", "error": "\(error)",
-                ])
+                let attempts = (readFailures[position] ?? 0) + 1
+                if attempts < Subscription.maxReadAttempts {
+                    // Try it again first, later: it waits in the replay queue (log order holds:
+                    // everything there was read before it).
+                    readFailures[position] = attempts
+                    if !fromReplay { replay.append(position) }
+                    logger.warning("subscription.read-failed", metadata: [
+                        "subscription": "\(name)", "ledger.id": "\(position.ledgerID)", "entry.id": "\(position.entryID)",
+                        "read.attempt": "\(attempts)", "error": "\(error)",
+                    ])
+                    scheduleReadRetry()
+                    break
+                }
+                // Neither stall nor lose it: report it, leave it unacknowledged, go on after it.
+                readFailures[position] = nil
                 if fromReplay { replay.remove(at: replayIndex) }
-                break
+                managedLedger.recordUnreadable(position, error: error)
+                logger.error("subscription.entry-unreadable", metadata: [
+                    "subscription": "\(name)", "ledger.id": "\(position.ledgerID)", "entry.id": "\(position.entryID)",
+                    "read.attempts": "\(attempts)", "error": "\(error)",
+                    "hint": "the entry stays in the backlog; restore it from a replica, or skip it with the admin API (topics skip)",
+                ])
+                continue
             }
+            if !readFailures.isEmpty { readFailures[position] = nil }
             if (type == .shared || type == .keyShared), entry.attributes.deliverAtMs > nowMs {
                 if fromReplay { replay.remove(at: replayIndex) }
                 delayed[position] = entry.attributes.deliverAtMs
@@ -347,6 +380,15 @@ final class Subscription: @unchecked Sendable {
         for sink in touched.values { sink.flush() }
         armDelayedTimer()
         if delivered == Subscription.maxEntriesPerDispatchPass { scheduleDispatch() }
+    }
+
+    /// One more pass after `readRetryDelay`, for an entry whose read failed.
+    private func scheduleReadRetry() {
+        guard readRetryTimer == nil else { return }
+        readRetryTimer = managedLedger.eventLoop.scheduleTask(in: Subscription.readRetryDelay) {
+            self.readRetryTimer = nil
+            self.dispatch()
+        }
     }
 
     private func selectConsumer(for entry: Entry, at position: Position) -> Consumer? {

@@ -40,8 +40,11 @@ extension Topic {
         var position = managedLedger.next(after: subscription.cursor.markDelete)
         var examined = 0
         while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
-            guard let entry = try? managedLedger.read(current), entry.attributes.publishTimeMs < cutoffMs else { break }
-            last = current
+            // An unreadable entry stops nothing: it goes with the expired entries after it.
+            if let entry = try? managedLedger.read(current) {
+                guard entry.attributes.publishTimeMs < cutoffMs else { break }
+                last = current
+            }
             position = managedLedger.next(after: current)
             examined += 1
         }

@@ -423,7 +423,8 @@ public final class Topic: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         var position = managedLedger.firstPosition
         while let current = position {
-            if try managedLedger.read(current).attributes.publishTimeMs >= timestampMs { break }
+            // An unreadable entry (reported by dispatch) is passed over, not a reason to refuse the seek.
+            if let entry = try? managedLedger.read(current), entry.attributes.publishTimeMs >= timestampMs { break }
             position = managedLedger.next(after: current)
         }
         try seek(subscription: name, to: position.map { .at($0) } ?? .latest)

@@ -23,6 +23,9 @@ public struct TopicStats: Codable, Sendable, Equatable {
     public var subscriptions: [String: SubscriptionStats]
     /// Non-persistent topics only: messages dropped because no consumer of a subscription had a permit.
     public var msgDropCounter: Int64? = nil
+    /// Persistent topics only: entries dispatch could not read after every attempt (listed in the
+    /// internal stats as `unreadableEntries`).
+    public var unreadableEntryCount: Int64? = nil
 }
 
 public struct PublisherStats: Codable, Sendable, Equatable {
@@ -58,6 +61,10 @@ public struct PersistentTopicInternalStats: Codable, Sendable, Equatable {
     public var lastConfirmedEntry: String
     public var ledgers: [LedgerStats]
     public var cursors: [String: CursorStats]
+    /// `ledgerId:entryId` of every entry dispatch could not read after every attempt (a checksum
+    /// mismatch, a missing file), in log order. Such an entry stays unacknowledged: skip it with
+    /// `.../subscription/{sub}/skip/1` once it cannot be restored. Not a Pulsar field.
+    public var unreadableEntries: [String] = []
 }
 
 public struct LedgerStats: Codable, Sendable, Equatable {
@@ -114,7 +121,12 @@ extension Topic {
             msgInCounter: messagesIn, bytesInCounter: bytesIn, msgOutCounter: messagesOut,
             storageSize: storageSizeBytes, backlogSize: slowest.map { estimatedBytes(after: $0) } ?? 0,
             publishers: producers.values.sorted().map { PublisherStats(producerName: $0) },
-            subscriptions: subscriptionStats)
+            subscriptions: subscriptionStats, unreadableEntryCount: Int64(unreadablePositions.count))
+    }
+
+    /// Entries recorded unreadable that the managed ledger still holds, in log order.
+    var unreadablePositions: [Position] {
+        managedLedger.unreadableEntries.keys.filter { managedLedger.contains($0) }.sorted()
     }
 
     /// Bytes of the entries after `position`, from each ledger's average entry size.
@@ -150,7 +162,7 @@ extension Topic {
             currentLedgerEntries: current?.entries ?? 0, currentLedgerSize: current?.sizeBytes ?? 0,
             lastConfirmedEntry: "\(managedLedger.positionBeforeNextEntry)",
             ledgers: ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.sizeBytes) },
-            cursors: cursors)
+            cursors: cursors, unreadableEntries: unreadablePositions.map { "\($0)" })
     }
 
     func existingSubscription(_ subscriptionName: String) throws(BrokerError) -> Subscription {
@@ -182,23 +194,41 @@ extension Topic {
     }
 
     /// Acknowledges, on the subscription's behalf, every entry published before `cutoffMs`.
-    /// Returns how many entries were newly acknowledged.
+    /// Returns how many entries were newly acknowledged. An unreadable entry goes with the expired
+    /// entries after it (published later, so it is older); it stops nothing.
     func expireMessages(subscription subscriptionName: String, publishedBeforeMs cutoffMs: Int64) throws(BrokerError) -> Int64 {
         eventLoop.preconditionInEventLoop()
         let subscription = try existingSubscription(subscriptionName)
         var position = subscription.cursor.markDelete
         var lastExpired: Position?
         var expired: Int64 = 0
+        var unreadable: Int64 = 0
         var examined: Int64 = 0
         while examined < AdminLimits.maxEntriesExaminedPerOperation, let next = managedLedger.next(after: position) {
             examined += 1
-            if try managedLedger.read(next).attributes.publishTimeMs >= cutoffMs { break }
-            if !subscription.cursor.isAcknowledged(next) { expired += 1 }
-            lastExpired = next
             position = next
+            guard let entry = try? managedLedger.read(next) else {
+                if !subscription.cursor.isAcknowledged(next) { unreadable += 1 }
+                continue
+            }
+            if entry.attributes.publishTimeMs >= cutoffMs { break }
+            if !subscription.cursor.isAcknowledged(next) { expired += 1 }
+            expired += unreadable
+            unreadable = 0
+            lastExpired = next
         }
         if let lastExpired { subscription.acknowledgeCumulative(upTo: lastExpired) }
         return expired
+    }
+
+    /// Acknowledges the next `count` unacknowledged entries of a subscription (reading none, so an
+    /// unreadable entry can be skipped); returns how many there were.
+    func skipMessages(subscription subscriptionName: String, count: Int64) throws(BrokerError) -> Int64 {
+        eventLoop.preconditionInEventLoop()
+        let subscription = try existingSubscription(subscriptionName)
+        let positions = unacknowledgedPositions(of: subscription, limit: count)
+        subscription.acknowledge(positions)
+        return Int64(positions.count)
     }
 }
 
@@ -477,10 +507,7 @@ extension BrokerService {
         guard count > 0 else { throw BrokerError.invalidArgument("number of messages to skip must be positive, got \(count)") }
         let topic = try await existingTopic(name)
         return try await topic.eventLoop.submit { () throws -> Int64 in
-            let subscription = try topic.existingSubscription(subscriptionName)
-            let positions = topic.unacknowledgedPositions(of: subscription, limit: count)
-            subscription.acknowledge(positions)
-            return Int64(positions.count)
+            try topic.skipMessages(subscription: subscriptionName, count: count)
         }.get()
     }
 

@@ -1,0 +1,154 @@
+@testable import BrokerCore
+import Foundation
+import LedgerStorage
+import Logging
+import Metadata
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+
+/// An in-memory store with faults on demand: reads of chosen entries fail with a checksum error
+/// (a few times, or always). Thread-safe.
+final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
+    private let inner = InMemoryLedgerStore()
+    private let lock = NSLock()
+    private var failingReads: [Position: Int] = [:]
+    private var attempts: [Position: Int] = [:]
+
+    /// The next `times` reads of `position` fail as a corrupted record would.
+    func corrupt(_ position: Position, failingReads times: Int = .max) {
+        lock.withLock { failingReads[position] = times }
+    }
+
+    /// Reads of `position` so far.
+    func readAttempts(_ position: Position) -> Int {
+        lock.withLock { attempts[position] ?? 0 }
+    }
+
+    func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: false, completion: completion)
+    }
+
+    func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery, completion: completion)
+    }
+
+    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+        let position = Position(ledgerID: ledgerID, entryID: entryID)
+        let fails = lock.withLock { () -> Bool in
+            attempts[position, default: 0] += 1
+            guard let left = failingReads[position], left > 0 else { return false }
+            failingReads[position] = left == .max ? .max : left - 1
+            return true
+        }
+        if fails {
+            throw .corrupted("entrylog-1.log offset 12: CRC mismatch in ledger \(ledgerID) entry \(entryID)")
+        }
+        return try inner.read(ledgerID: ledgerID, entryID: entryID)
+    }
+
+    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
+    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
+    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
+    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
+    func close() { inner.close() }
+}
+
+/// Issue 12, fault 9 at the topic: a corrupted entry neither stalls a subscription nor vanishes.
+/// On an embedded event loop, over `FaultyLedgerStore`.
+@Suite struct StorageFaultTests {
+    let loop = EmbeddedEventLoop()
+    let store = FaultyLedgerStore()
+    let metadata = InMemoryMetadataStore()
+
+    func makeBroker() async throws -> BrokerService {
+        var configuration = BrokerConfiguration()
+        // No ledger rolls: each is an async metadata round trip on the embedded loop.
+        configuration.managedLedger.maxEntriesPerLedger = 10_000
+        let broker = BrokerService(
+            configuration: configuration, store: store, metadata: metadata, eventLoopGroup: loop,
+            logger: Logger(label: "test"))
+        try await broker.bootstrap()
+        return broker
+    }
+
+    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
+        let done = NIOLockedValueBox(false)
+        future.whenComplete { _ in done.withLockedValue { $0 = true } }
+        for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
+            loop.run()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        loop.run()
+        return try await future.get()
+    }
+
+    func publishResult(_ topic: Topic, _ text: String) async throws -> Result<Position, BrokerError> {
+        let promise = loop.makePromise(of: Result<Position, BrokerError>.self)
+        let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: [])
+        let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
+        topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+        return try await settle(promise.futureResult)
+    }
+
+    func publish(_ topic: Topic, _ text: String) async throws -> Position {
+        try await publishResult(topic, text).get()
+    }
+
+    func subscribe(_ topic: Topic, _ name: String, consumer: UInt64, durable: Bool = true, sink: RecordingSink) async throws {
+        let request = SubscribeRequest(
+            subscription: name, type: .exclusive, consumerKey: ConsumerKey(connectionID: 1, consumerID: consumer),
+            consumerName: "c\(consumer)", priorityLevel: 0, durable: durable, start: nil, initialPosition: .earliest)
+        try await settle(topic.subscribe(request, sink: sink))
+    }
+
+    @Test func unreadableEntryIsRetriedThenReportedAndDispatchGoesOnPastIt() async throws {
+        let name = try TopicName(parsing: "corrupted")
+        let firstBroker = try await makeBroker()
+        let first = try await settle(firstBroker.topic(name))
+        var positions: [Position] = []
+        for i in 0..<10 { positions.append(try await publish(first, "m\(i)")) }
+        // Entry 4 is corrupted for good; entry 6 fails once (a passing I/O fault).
+        store.corrupt(positions[4])
+        store.corrupt(positions[6], failingReads: 1)
+
+        // A restarted broker reads from the store (the first one's tail cache held every entry).
+        let restarted = try await makeBroker()
+        let topic = try await settle(restarted.topic(name))
+        let consumerSink = RecordingSink()
+        let readerSink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, sink: consumerSink)
+        try await subscribe(topic, "reader", consumer: 1, durable: false, sink: readerSink)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
+        topic.flow(subscription: "reader", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100)
+        loop.run()
+        // Stopped at the bad entry (no skipping on the first failure), waiting to try again.
+        #expect(consumerSink.deliveries.map(\.body) == ["m0", "m1", "m2", "m3"])
+        for _ in 0..<(2 * Subscription.maxReadAttempts) {
+            loop.advanceTime(by: Subscription.readRetryDelay)
+        }
+        loop.run()
+
+        let expected = ["m0", "m1", "m2", "m3", "m5", "m6", "m7", "m8", "m9"]
+        #expect(consumerSink.deliveries.map(\.body) == expected)
+        #expect(readerSink.deliveries.map(\.body) == expected)
+        #expect(store.readAttempts(positions[4]) == 2 * Subscription.maxReadAttempts)
+        #expect(topic.adminInternalStats().unreadableEntries == ["\(positions[4])"])
+        #expect(topic.adminStats().unreadableEntryCount == 1)
+
+        // Not lost: it stays in the backlog once everything else is acknowledged...
+        topic.acknowledge(subscription: "s", positions: consumerSink.deliveries.map(\.position))
+        #expect(topic.backlog(subscription: "s") == 1)
+        // ... until the operator skips it, which does not read it.
+        #expect(try topic.skipMessages(subscription: "s", count: 1) == 1)
+        #expect(topic.backlog(subscription: "s") == 0)
+        #expect(store.readAttempts(positions[4]) == 2 * Subscription.maxReadAttempts)
+    }
+}
