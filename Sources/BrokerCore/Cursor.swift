@@ -38,6 +38,8 @@ final class Cursor: @unchecked Sendable {
     private var nextSnapshotEntryID: Int64 = 0
     private var snapshotInFlight = false
     private var snapshotDirty = false
+    /// A snapshot append failed: the next one waits for this timer (`snapshotRetryDelay`).
+    private var snapshotRetry: Scheduled<Void>?
     private var rollingLedger = false
     private var deleted = false
     /// Waiting for every change made so far to be durable.
@@ -45,6 +47,9 @@ final class Cursor: @unchecked Sendable {
 
     static let snapshotsPerLedger: Int64 = 1_000
     static let maxRangesToPersist = 100_000
+    /// Wait before writing a snapshot again after an append of one failed (a full disk, storage
+    /// briefly away): changes meanwhile coalesce into it.
+    static let snapshotRetryDelay: TimeAmount = .seconds(1)
 
     private init(
         name: String, durable: Bool, managedLedger: ManagedLedger, store: any LedgerStore,
@@ -192,7 +197,7 @@ final class Cursor: @unchecked Sendable {
 
     private func changed() {
         guard durable, !deleted, !fencedOut else { return }
-        if snapshotInFlight {
+        if snapshotInFlight || snapshotRetry != nil {
             snapshotDirty = true
             return
         }
@@ -212,11 +217,11 @@ final class Cursor: @unchecked Sendable {
         let entryID = nextSnapshotEntryID
         nextSnapshotEntryID += 1
         store.append(ledgerID: record.cursorLedgerID, entryID: entryID, payload: snapshot) { result in
-            eventLoop.execute { self.snapshotWritten(result) }
+            eventLoop.execute { self.snapshotWritten(result, entryID: entryID) }
         }
     }
 
-    private func snapshotWritten(_ result: Result<Void, LedgerStoreError>) {
+    private func snapshotWritten(_ result: Result<Void, LedgerStoreError>, entryID: Int64) {
         snapshotInFlight = false
         if case .failure(let error) = result {
             logger.error("cursor.snapshot-failed", metadata: ["subscription": "\(name)", "error": "\(error)"])
@@ -226,12 +231,31 @@ final class Cursor: @unchecked Sendable {
                 stopWriting()
                 return
             }
+            // The store did not take it (a full disk forgets a refused entry): the next snapshot
+            // goes to the same entry id, or to the one the store expects. Later, not in a tight loop.
+            if case .outOfOrder(_, let expected, _) = error {
+                nextSnapshotEntryID = expected
+            } else {
+                nextSnapshotEntryID = entryID
+            }
             snapshotDirty = true
+            scheduleSnapshotRetry()
+            return
         }
         if snapshotDirty {
             writeSnapshot()
         } else {
             completeFlushWaiters()
+        }
+    }
+
+    private func scheduleSnapshotRetry() {
+        guard snapshotRetry == nil else { return }
+        snapshotRetry = managedLedger.eventLoop.scheduleTask(in: Cursor.snapshotRetryDelay) {
+            self.snapshotRetry = nil
+            if self.snapshotDirty, !self.snapshotInFlight, !self.rollingLedger, !self.deleted, !self.fencedOut {
+                self.writeSnapshot()
+            }
         }
     }
 

@@ -47,6 +47,10 @@ public struct ManagedLedgerConfiguration: Sendable {
 /// durable; when the open ledger reaches its limit it is closed and a new one is recorded in metadata
 /// before any entry is written to it (appends wait meanwhile), so metadata always lists every ledger
 /// that holds an acknowledged entry.
+///
+/// A failed append fails the managed ledger for good (`failure`: fenced by another broker, an I/O
+/// error), except when the store's disk is full (`LedgerStoreError.diskFull`): then appends fail, in
+/// order, until nothing is in flight, and the next append is tried again (`writesSuspended`).
 final class ManagedLedger: @unchecked Sendable {
     let name: String
     let eventLoop: any EventLoop
@@ -85,6 +89,12 @@ final class ManagedLedger: @unchecked Sendable {
     private var waiting: [(entry: ByteBuffer, receiver: any AppendReceiver, tag: Int)] = []
     private var rolling = false
     private(set) var failure: BrokerError?
+    /// Set while the store refuses appends for lack of disk space: not permanent, unlike `failure`.
+    /// Appends made meanwhile fail with it at once (in append order, behind those in flight), and
+    /// so do entries not yet handed to the store. Once nothing is in flight, the open ledger's next
+    /// entry id goes back to its confirmed count (the store forgot the refused entries) and this
+    /// is cleared: the next append is tried again.
+    private(set) var writesSuspended: BrokerError?
     /// Entries that dispatch gave up reading (every attempt failed: a checksum mismatch, a missing
     /// file), with the error, until their ledger is trimmed: the admin internal stats list them and
     /// the operator skips them. At most `maxUnreadableEntriesRecorded`.
@@ -250,6 +260,13 @@ final class ManagedLedger: @unchecked Sendable {
             receiver.appendCompleted(tag: tag, result: .failure(failure))
             return
         }
+        if let writesSuspended {
+            // Behind the appends in flight, so the publisher hears about its entries in order.
+            inFlight.append(PendingAppend(
+                position: Position(ledgerID: -1, entryID: -1), result: .failure(writesSuspended), receiver: receiver, tag: tag))
+            drainCompleted()
+            return
+        }
         if rolling {
             waiting.append((entry, receiver, tag))
             return
@@ -317,14 +334,31 @@ final class ManagedLedger: @unchecked Sendable {
 
     private func drainStoreCompletions() {
         for (first, count, result) in storeCompletions.take() {
-            appendCompleted(first: first, count: count, result: result.mapError {
-                BrokerError(.persistence, "append to ledger \(first.ledgerID) failed: \($0)")
-            })
+            switch result {
+            case .success:
+                appendCompleted(first: first, count: count, result: .success(()))
+            case .failure(.diskFull(let detail)):
+                // The entries of the batch before the group commit that found no room are durable.
+                let confirmed = store.lastAddConfirmed(ledgerID: first.ledgerID) ?? -1
+                let durable = Int(max(0, min(Int64(count), confirmed - first.entryID + 1)))
+                if durable > 0 {
+                    appendCompleted(first: first, count: durable, result: .success(()))
+                }
+                let error = BrokerError(
+                    .persistence, "disk full: cannot append to ledger \(first.ledgerID) of \(name), the broker's storage has no room left (\(detail))")
+                appendCompleted(
+                    first: Position(ledgerID: first.ledgerID, entryID: first.entryID + Int64(durable)), count: count - durable,
+                    result: .failure(error), permanent: false)
+            case .failure(let error):
+                appendCompleted(first: first, count: count, result: .failure(
+                    BrokerError(.persistence, "append to ledger \(first.ledgerID) failed: \(error)")))
+            }
         }
     }
 
-    /// Entries `first`, `first + 1`, ... (`count` of them) finished in the store.
-    private func appendCompleted(first: Position, count: Int, result: Result<Void, BrokerError>) {
+    /// Entries `first`, `first + 1`, ... (`count` of them) finished in the store. A failure that is
+    /// not `permanent` (disk full) suspends writes instead of failing the managed ledger.
+    private func appendCompleted(first: Position, count: Int, result: Result<Void, BrokerError>, permanent: Bool = true) {
         var index = inFlightHead
         for offset in 0..<count {
             let position = Position(ledgerID: first.ledgerID, entryID: first.entryID + Int64(offset))
@@ -332,11 +366,59 @@ final class ManagedLedger: @unchecked Sendable {
             inFlight[found].result = result
             index = found + 1
         }
-        if case .failure(let error) = result, failure == nil {
-            failure = error
-            logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
+        if case .failure(let error) = result {
+            if !permanent {
+                if writesSuspended == nil {
+                    // The store logs the full disk once; this repeats for every refused burst.
+                    logger.debug("managed-ledger.writes-suspended", metadata: ["topic": "\(name)", "error": "\(error)"])
+                }
+                writesSuspended = error
+                failUnsubmitted(error)
+            } else if failure == nil {
+                failure = error
+                logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
+            }
         }
         drainCompleted()
+    }
+
+    /// Fails the entries that have ids but were not handed to the store yet: they would follow the
+    /// refused ones.
+    private func failUnsubmitted(_ error: BrokerError) {
+        guard !unsubmitted.isEmpty else { return }
+        let first = unsubmittedFirst
+        let count = unsubmitted.count
+        unsubmitted.removeAll(keepingCapacity: true)
+        var index = inFlightHead
+        for offset in 0..<count {
+            let position = Position(ledgerID: first.ledgerID, entryID: first.entryID + Int64(offset))
+            guard let found = inFlight[index...].firstIndex(where: { $0.position == position && !$0.isDuplicate }) else { break }
+            inFlight[found].result = .failure(error)
+            index = found + 1
+        }
+    }
+
+    /// Nothing is in flight any more after the store refused appends for lack of space: the store's
+    /// open ledger ends at the confirmed entries again, so the next entry id goes back there and
+    /// the next append is tried again. If the store holds a different number of entries (a batch
+    /// partly durable in a way the completion did not tell), the managed ledger fails, so the topic
+    /// is reloaded and recovers the ledger as it is.
+    private func resumeWrites() {
+        writesSuspended = nil
+        let ledger = openLedger
+        let stored = store.lastAddConfirmed(ledgerID: ledger.ledgerID) ?? -1
+        guard stored == ledger.entries - 1 else {
+            if failure == nil {
+                failure = BrokerError(
+                    .persistence,
+                    "ledger \(ledger.ledgerID) of \(name) holds \(stored + 1) entries after a full disk, the broker confirmed \(ledger.entries): the topic must be reloaded")
+                logger.error("managed-ledger.append-failed", metadata: ["topic": "\(name)", "error": "\(failure!)"])
+            }
+            return
+        }
+        assignedEntries = ledger.entries
+        assignedBytes = ledger.sizeBytes
+        logger.debug("managed-ledger.writes-resumed", metadata: ["topic": "\(name)", "ledger.id": "\(ledger.ledgerID)"])
     }
 
     private func drainCompleted() {
@@ -362,6 +444,7 @@ final class ManagedLedger: @unchecked Sendable {
         if inFlightHead == inFlight.count {
             inFlight.removeAll(keepingCapacity: true)
             inFlightHead = 0
+            if writesSuspended != nil { resumeWrites() }
         }
         if rolling { finishRollIfIdle() }
     }
@@ -438,7 +521,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// the policy task, so a quiet topic's last ledger closes and can be trimmed).
     func rollIfAged() {
         eventLoop.preconditionInEventLoop()
-        guard !rolling, failure == nil, assignedEntries > 0,
+        guard !rolling, failure == nil, writesSuspended == nil, assignedEntries > 0,
               ManagedLedger.nowMs().saturatingSubtract(openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
         else { return }
         startRoll()

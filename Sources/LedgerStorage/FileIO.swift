@@ -8,6 +8,32 @@ import Musl
 import Darwin
 #endif
 
+/// A file system call of a `FileLedgerStore` that a `FileFaultInjector` may make fail.
+public enum FileOperation: Sendable, Equatable {
+    /// A `pwrite` (a journal group, entry log records, a file header, an index checkpoint).
+    case write
+    /// An `fdatasync` or `fsync` of a file.
+    case sync
+    /// The `fstatvfs` with which a store whose disk was full checks whether there is room again;
+    /// an injected fault reads as "still full".
+    case statFileSystem
+}
+
+/// What an injected fault does to one file system call.
+public enum InjectedFault: Sendable, Equatable {
+    /// The call fails with `errorNumber` (an errno value) and changes nothing.
+    case fail(errorNumber: CInt)
+    /// Writes only: the first `bytes` bytes reach the file, then the call fails with `errorNumber`:
+    /// the torn write a disk that fills up in the middle of a group leaves. Other calls: as `fail`.
+    case tornWrite(bytes: Int, errorNumber: CInt)
+}
+
+/// A test seam: asked before each `write`, `sync` and `statFileSystem` call of a `FileLedgerStore`
+/// (on the calling thread, mostly the journal thread), with the operation and the file's name in
+/// the store directory; nil lets the call go to the kernel, a fault makes it fail as a full or
+/// broken disk would. Must be thread-safe and cheap. Production stores have none.
+public typealias FileFaultInjector = @Sendable (_ operation: FileOperation, _ fileName: String) -> InjectedFault?
+
 /// An open file descriptor, closed when the last reference goes away. Readers take a reference
 /// under the store's lock and `pread` outside it, so deleting an entry log never closes a
 /// descriptor under a reader's feet.
@@ -18,35 +44,57 @@ final class OpenFile: @unchecked Sendable {
     let descriptor: CInt
     /// The file's name inside the store directory, for error messages.
     let name: String
+    /// Tests only: decides whether a write, sync or file system check fails.
+    private let faultInjector: FileFaultInjector?
 
-    private init(descriptor: CInt, name: String) {
+    private init(descriptor: CInt, name: String, faultInjector: FileFaultInjector?) {
         self.descriptor = descriptor
         self.name = name
+        self.faultInjector = faultInjector
     }
 
     deinit {
         _ = systemClose(descriptor)
     }
 
-    static func open(directory: String, name: String, flags: CInt, mode: mode_t = 0o644) -> Result<OpenFile, LedgerStoreError> {
+    static func open(
+        directory: String, name: String, flags: CInt, mode: mode_t = 0o644, faultInjector: FileFaultInjector? = nil
+    ) -> Result<OpenFile, LedgerStoreError> {
         let path = directory + "/" + name
         let descriptor = path.withCString { systemOpen($0, flags | O_CLOEXEC, mode) }
         guard descriptor >= 0 else {
             return .failure(ioError("open", name: path, hint: "check that the data directory exists and is writable"))
         }
-        return .success(OpenFile(descriptor: descriptor, name: name))
+        return .success(OpenFile(descriptor: descriptor, name: name, faultInjector: faultInjector))
     }
 
-    /// Writes all of `bytes` at `offset` (retrying short writes and EINTR).
+    private static let writeHint = "check free disk space (writes resume by themselves once there is room) and the disk's health"
+
+    /// Writes all of `bytes` at `offset` (retrying short writes and EINTR). A full disk gives
+    /// `.diskFull`; part of the bytes may have reached the file then.
     func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64) -> LedgerStoreError? {
+        var limit = bytes.count
+        var injectedError: CInt?
+        switch faultInjector?(.write, name) {
+        case .fail(let errorNumber)?:
+            return ioError("pwrite at offset \(offset)", name: name, hint: Self.writeHint, code: errorNumber)
+        case .tornWrite(let count, let errorNumber)?:
+            limit = min(max(count, 0), bytes.count)
+            injectedError = errorNumber
+        case nil:
+            break
+        }
         var written = 0
-        while written < bytes.count {
-            let result = pwrite(descriptor, bytes.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written))
+        while written < limit {
+            let result = pwrite(descriptor, bytes.baseAddress! + written, limit - written, off_t(offset) + off_t(written))
             if result < 0 {
                 if errno == EINTR { continue }
-                return ioError("pwrite at offset \(offset + Int64(written))", name: name, hint: "check free disk space and the disk's health, then restart the storage node")
+                return ioError("pwrite at offset \(offset + Int64(written))", name: name, hint: Self.writeHint)
             }
             written += result
+        }
+        if let injectedError {
+            return ioError("pwrite at offset \(offset + Int64(written))", name: name, hint: Self.writeHint, code: injectedError)
         }
         return nil
     }
@@ -80,25 +128,52 @@ final class OpenFile: @unchecked Sendable {
         return .success(buffer)
     }
 
+    /// The errno an injected fault gives a call other than a write, if any.
+    private func injectedError(_ operation: FileOperation) -> CInt? {
+        switch faultInjector?(operation, name) {
+        case .fail(let errorNumber)?, .tornWrite(_, let errorNumber)?: return errorNumber
+        case nil: return nil
+        }
+    }
+
+    private static let syncHint = "the disk may have lost writes; stop the storage node and check the disk"
+
     /// `fdatasync`: the file's data (and the size needed to read it back) reach stable storage.
+    /// A failure is always `.io`, even for ENOSPC (see `syncError`).
     func syncData() -> LedgerStoreError? {
+        if let errorNumber = injectedError(.sync) {
+            return syncError("fdatasync", name: name, hint: Self.syncHint, code: errorNumber)
+        }
         #if os(Linux)
         let result = fdatasync(descriptor)
         #else
         let result = fsync(descriptor)
         #endif
         guard result == 0 else {
-            return ioError("fdatasync", name: name, hint: "the disk may have lost writes; stop the storage node and check the disk")
+            return syncError("fdatasync", name: name, hint: Self.syncHint)
         }
         return nil
     }
 
-    /// `fsync`: data and all metadata.
+    /// `fsync`: data and all metadata. A failure is always `.io`.
     func syncAll() -> LedgerStoreError? {
+        if let errorNumber = injectedError(.sync) {
+            return syncError("fsync", name: name, hint: Self.syncHint, code: errorNumber)
+        }
         guard fsync(descriptor) == 0 else {
-            return ioError("fsync", name: name, hint: "the disk may have lost writes; stop the storage node and check the disk")
+            return syncError("fsync", name: name, hint: Self.syncHint)
         }
         return nil
+    }
+
+    /// Bytes that unprivileged writers may still use on the file's file system (`fstatvfs`), nil
+    /// when unknown (or when a fault is injected: a full disk).
+    func availableBytes() -> UInt64? {
+        if injectedError(.statFileSystem) != nil { return nil }
+        var info = statvfs()
+        guard fstatvfs(descriptor, &info) == 0 else { return nil }
+        let (bytes, overflow) = UInt64(info.f_bavail).multipliedReportingOverflow(by: UInt64(info.f_frsize))
+        return overflow ? .max : bytes
     }
 
     func truncate(to size: Int64) -> LedgerStoreError? {
@@ -137,7 +212,7 @@ func syncDirectory(_ directory: String) -> LedgerStoreError? {
     }
     defer { _ = systemClose(descriptor) }
     guard fsync(descriptor) == 0 else {
-        return ioError("fsync directory", name: directory, hint: "the disk may have lost writes; stop the storage node and check the disk")
+        return syncError("fsync directory", name: directory, hint: "the disk may have lost writes; stop the storage node and check the disk")
     }
     return nil
 }
@@ -160,11 +235,23 @@ func removeFile(directory: String, name: String) -> LedgerStoreError? {
     return nil
 }
 
-/// Builds `.io` from the current `errno`: what failed, on which file, the errno text, what to do.
-func ioError(_ operation: String, name: String, hint: String) -> LedgerStoreError {
-    let code = errno
-    let text = String(cString: strerror(code))
-    return .io("\(operation) \(name) failed: \(text) (errno \(code)); \(hint)")
+/// Builds the error of a failed call from `code` (the current `errno` unless given): what failed,
+/// on which file, the errno text, what to do. No room (`ENOSPC`, `EDQUOT`) is `.diskFull`, which
+/// the store recovers from once space is freed; anything else is `.io`.
+func ioError(_ operation: String, name: String, hint: String, code: CInt = errno) -> LedgerStoreError {
+    let text = errorText(operation, name: name, hint: hint, code: code)
+    return code == ENOSPC || code == EDQUOT ? .diskFull(text) : .io(text)
+}
+
+/// As `ioError`, but always `.io`: after a failed sync the kernel may have dropped the unsynced
+/// pages (and report success for them next time), so no failed sync is ever retried as if
+/// nothing had happened, whatever its errno.
+func syncError(_ operation: String, name: String, hint: String, code: CInt = errno) -> LedgerStoreError {
+    .io(errorText(operation, name: name, hint: hint, code: code))
+}
+
+private func errorText(_ operation: String, name: String, hint: String, code: CInt) -> String {
+    "\(operation) \(name) failed: \(String(cString: strerror(code))) (errno \(code)); \(hint)"
 }
 
 private func systemOpen(_ path: UnsafePointer<CChar>, _ flags: CInt, _ mode: mode_t) -> CInt {

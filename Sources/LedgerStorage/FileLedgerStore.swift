@@ -29,6 +29,11 @@ public struct FileLedgerStoreConfiguration: Sendable {
     /// Called on the journal thread after each group commit with the time the journal write took,
     /// the time the fdatasync took, and the group's size (metrics; must be cheap).
     public var groupCommitObserver: (@Sendable (_ write: Duration, _ sync: Duration, _ bytes: Int, _ entries: Int) -> Void)?
+    /// While the disk is full, the journal thread checks this often whether there is room for a
+    /// group again (`groupCommitMaxBytes` free), and then accepts writes again.
+    public var diskFullCheckInterval: Duration = .seconds(1)
+    /// Tests only: makes chosen writes, syncs and file system checks fail (a disk that fills up).
+    public var faultInjector: FileFaultInjector?
 
     public init(directory: String) {
         self.directory = directory
@@ -56,6 +61,17 @@ public struct FileLedgerStoreConfiguration: Sendable {
 /// Words: **appended** = accepted by `append` and readable (from the write cache); **written** =
 /// handed to the kernel with `pwrite`; **synced** = an `fdatasync` covering it returned. An append's
 /// completion reports success once its journal record is synced, never before.
+///
+/// Disk full: a write that finds no room (`ENOSPC`) fails its group's appends with `.diskFull`,
+/// cuts the journal back to the end of the last synced group (so no torn record is left for
+/// recovery to meet, and the next group goes right after the last good one), and *suspends*
+/// writes: appends, fences and deletes are refused at once with that error, and what the refused
+/// ones had reserved (entry ids, write cache) is released, so every ledger goes on at its last
+/// durable entry + 1. Reads go on. Add records that are durable in the journal but found no room in
+/// the entry log stay readable from the write cache and are written there first when space is back.
+/// Every `diskFullCheckInterval` the journal thread checks the free space; once a group fits, writes
+/// resume by themselves. Any other failed write or sync (EIO; every failed sync, whatever its errno)
+/// stops writes for good until a restart, which recovers from the last checkpoint and the journal.
 ///
 /// Threads: all public methods are thread-safe; one lock (`condition`) guards the shared state.
 /// Completions, fences' and deletes' results are produced on the journal thread; `fence`,
@@ -106,6 +122,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// and deletes are refused with it and no checkpoint is written, so a restart replays the
     /// journal from the last good checkpoint.
     private var failure: LedgerStoreError?
+    /// Set (by the journal thread only) while the disk is full (`.diskFull`): appends, fences and
+    /// deletes are refused with it until the journal thread finds room again and clears it. Unlike
+    /// `failure`, nothing is in an unknown state, so no restart is needed.
+    private var suspension: LedgerStoreError?
 
     // MARK: Owned by the journal thread (and by `init` before that thread starts).
     private var journal: OpenFile?
@@ -117,6 +137,14 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     private var batchBuffer: ByteBuffer
     /// Set once in `init` before the thread starts; read-only afterwards.
     private var journalThread: Thread?
+    /// While `suspension` is set: when to check the free space next.
+    private var nextSpaceCheck = ContinuousClock.now
+    /// Add records durable in the journal that found no room in the entry log, in order: read from
+    /// the write cache until they are written there (first thing when space is back). No
+    /// checkpoint is taken meanwhile: it would cover journal records no entry log holds.
+    private var entryLogBacklog: [(ledger: LedgerState, entryID: Int64, record: ByteBuffer)] = []
+    /// A checkpoint found no room; it is taken before writes resume.
+    private var checkpointPending = false
 
     /// Opens the store in `configuration.directory` (creating it if needed) and recovers it.
     public init(configuration: FileLedgerStoreConfiguration, logger: Logger) throws(LedgerStoreError) {
@@ -132,7 +160,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         } catch {
             throw .io("create directory \(directory) failed: \(error); check the path and its permissions")
         }
-        self.lockFile = try OpenFile.open(directory: directory, name: StoreFileName.lock, flags: O_RDWR | O_CREAT).get()
+        self.lockFile = try OpenFile.open(
+            directory: directory, name: StoreFileName.lock, flags: O_RDWR | O_CREAT, faultInjector: configuration.faultInjector
+        ).get()
         if let error = lockFile.lockExclusively() { throw error }
         do {
             try recover()
@@ -175,8 +205,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     /// One lock and one wake-up for the whole batch; only the last request carries the completion
-    /// (the journal completes requests in order, and a failed group fails the store, so the last
-    /// one's result stands for all).
+    /// (the journal completes requests in order, and a failed group fails the store or refuses
+    /// everything queued after it, so the last one's result stands for all; on failure the entries
+    /// before the failed group may be durable: `lastAddConfirmed` tells).
     public func appendBatch(
         ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
@@ -217,7 +248,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     private func admit(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool, completion: Completion?
     ) -> Request {
-        var refusal = failure
+        var refusal = failure ?? suspension
         var ledger = ledgers[ledgerID]
         if refusal == nil {
             if let existing = ledger {
@@ -321,8 +352,8 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         let plan: Plan
         if lifecycle != .open {
             plan = .failed(.closed)
-        } else if let failure {
-            plan = .failed(failure)
+        } else if let refusal = failure ?? suspension {
+            plan = .failed(refusal)
         } else {
             let ledger: LedgerState
             if let existing = ledgers[ledgerID] {
@@ -364,8 +395,8 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         var error: LedgerStoreError?
         if lifecycle != .open {
             error = .closed
-        } else if let failure {
-            error = failure
+        } else if let refusal = failure ?? suspension {
+            error = refusal
         } else if let ledger = ledgers[ledgerID], !ledger.deleteRequested {
             ledger.deleteRequested = true
             let newWaiter = Waiter()
@@ -419,13 +450,23 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
     private func runJournalThread() {
         while let batch = takeBatch() {
-            processBatch(batch)
+            if !batch.isEmpty {
+                processBatch(batch)
+            }
+            if suspension != nil && ContinuousClock.now >= nextSpaceCheck {
+                checkForSpace()
+            }
         }
-        if failure == nil, let error = checkpoint() {
+        if failure == nil, entryLogBacklog.isEmpty, let error = checkpoint() {
             logger.error("Final index checkpoint failed; the next open replays the journal", metadata: ["error": "\(error)"])
+        } else if !entryLogBacklog.isEmpty {
+            logger.warning(
+                "No final index checkpoint: entries that found no room in the entry log are only in the journal; the next open replays them",
+                metadata: ["entry.count": "\(entryLogBacklog.count)"])
         }
         journal = nil
         entryLog = nil
+        entryLogBacklog.removeAll()
         lockFile.unlock()
         condition.lock()
         entryLogFiles.removeAll()
@@ -437,12 +478,19 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
     /// Waits for work and takes the next group: everything queued, up to `groupCommitMaxBytes`
     /// (at least one request), after waiting up to `groupCommitMaxDelay` for more to arrive.
-    /// Returns nil once the store is closing and the queue is empty.
+    /// Returns an empty group when writes are suspended and the free space is due to be checked,
+    /// and nil once the store is closing and the queue is empty.
     private func takeBatch() -> [Request]? {
         condition.lock()
         defer { condition.unlock() }
         while queue.isEmpty && lifecycle == .open {
-            condition.wait()
+            if suspension != nil {
+                let remaining = ContinuousClock.now.duration(to: nextSpaceCheck)
+                if remaining <= .zero { return [] }
+                _ = condition.wait(until: Self.date(after: remaining))
+            } else {
+                condition.wait()
+            }
         }
         if queue.isEmpty {
             return nil
@@ -452,8 +500,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             while queuedBytes < configuration.groupCommitMaxBytes && lifecycle == .open {
                 let remaining = ContinuousClock.now.duration(to: deadline)
                 if remaining <= .zero { break }
-                let (seconds, attoseconds) = remaining.components
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) * 1e-18))
+                _ = condition.wait(until: Self.date(after: remaining))
             }
         }
         var count = 0
@@ -470,6 +517,11 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             queueHeadEnqueuedAt = .now
         }
         return batch
+    }
+
+    private static func date(after duration: Duration) -> Date {
+        let (seconds, attoseconds) = duration.components
+        return Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) * 1e-18)
     }
 
     /// Journal write + one sync, entry log write, apply to the index, completions in order; then
@@ -500,10 +552,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                     observer(written - started, clock.now - written, batchBuffer.readableBytes, journaled.count)
                 }
                 if let error {
-                    logger.error(
-                        "Journal write failed; the store refuses further writes",
-                        metadata: ["journal.file": "\(journal!.name)", "journal.offset": "\(journalOffset)", "error": "\(error)"])
-                    markFailed(error)
+                    journalWriteFailed(error, batch: batch)
                     batchFailure = error
                 } else {
                     journalOffset += Int64(batchBuffer.readableBytes)
@@ -522,16 +571,24 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
         // Synced. Now write the add records to the entry log (not synced here).
         let adds = journaled.filter { batch[$0.requestIndex].kind == .add }
-        var locations: [EntryLocation] = []
+        let (locations, entryLogError) = writeToEntryLog(batchBuffer, records: adds.map { ($0.index, $0.length) })
         var entryLogFailure: LedgerStoreError?
-        switch writeToEntryLog(batchBuffer, records: adds.map { ($0.index, $0.length) }) {
-        case .success(let written):
-            locations = written
-        case .failure(let error):
-            // The entries are durable in the journal and stay readable from the write cache; a
-            // restart replays them. No further writes and no checkpoint from now on.
-            logger.error("Entry log write failed; the store refuses further writes", metadata: ["error": "\(error)"])
-            entryLogFailure = error
+        var entryLogFull: LedgerStoreError?
+        if let entryLogError {
+            // The entries are durable in the journal and stay readable from the write cache.
+            if case .diskFull = entryLogError {
+                // Written to the entry log first thing once there is room.
+                for item in adds[locations.count...] {
+                    entryLogBacklog.append((
+                        batch[item.requestIndex].ledger!, batch[item.requestIndex].entryID,
+                        batchBuffer.getSlice(at: item.index, length: item.length)!))
+                }
+                entryLogFull = entryLogError
+            } else {
+                // A restart replays them. No further writes and no checkpoint from now on.
+                logger.error("Entry log write failed; the store refuses further writes", metadata: ["error": "\(entryLogError)"])
+                entryLogFailure = entryLogError
+            }
         }
 
         var fenceResults: [Int: Int64] = [:]
@@ -544,7 +601,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             case .add:
                 ledger.lastAddConfirmed = entryID
                 ledger.isOnDisk = true
-                if entryLogFailure == nil {
+                if addIndex < locations.count {
                     assert(Int64(ledger.locations.count) == entryID)
                     ledger.locations.append(locations[addIndex])
                     ledger.writeCache[entryID] = nil
@@ -565,6 +622,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             failure = entryLogFailure
         }
         condition.unlock()
+        if let entryLogFull {
+            suspendWrites(entryLogFull, releasing: [])
+        }
 
         for requestIndex in batch.indices {
             if let refusal = batch[requestIndex].refusal {
@@ -579,9 +639,153 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             }
         }
 
-        if failure == nil && journalOffset >= Int64(configuration.journalMaxBytes) {
+        if failure == nil && suspension == nil && journalOffset >= Int64(configuration.journalMaxBytes) {
             rollJournal()
         }
+    }
+
+    /// The group's journal write or sync failed. No room: cut off whatever part of the group
+    /// reached the file, so the journal ends with the last synced group again (recovery never meets
+    /// a torn record, the next group goes right after the last good one), and suspend writes. Any
+    /// other failure, or a failed cut: refuse writes for good.
+    private func journalWriteFailed(_ error: LedgerStoreError, batch: [Request]) {
+        let metadata: Logger.Metadata = [
+            "journal.file": "\(journal!.name)", "journal.offset": "\(journalOffset)", "error": "\(error)",
+        ]
+        guard case .diskFull = error else {
+            logger.error("Journal write failed; the store refuses further writes", metadata: metadata)
+            markFailed(error)
+            return
+        }
+        var cutError = journal!.truncate(to: journalOffset)
+        if cutError == nil {
+            cutError = journal!.syncData()
+        }
+        if let cutError {
+            var metadata = metadata
+            metadata["truncate.error"] = "\(cutError)"
+            logger.error(
+                "Journal write failed for lack of space and its torn tail could not be cut off; the store refuses further writes",
+                metadata: metadata)
+            markFailed(error)
+            return
+        }
+        suspendWrites(error, releasing: batch)
+    }
+
+    /// No room on the disk: refuse appends, fences and deletes with `error` until `checkForSpace`
+    /// finds room again. Releases what the requests of the failed group (`batch`) and every request
+    /// still queued had reserved, and refuses the queued ones, so no ledger ever gets an entry
+    /// journaled after one that was refused. Journal thread only.
+    private func suspendWrites(_ error: LedgerStoreError, releasing batch: [Request]) {
+        condition.lock()
+        let alreadySuspended = suspension != nil
+        if suspension == nil {
+            suspension = error
+        }
+        for index in batch.indices where batch[index].refusal == nil {
+            release(batch[index])
+        }
+        var refusedQueued = 0
+        for index in queue.indices where queue[index].refusal == nil {
+            release(queue[index])
+            queuedBytes -= queue[index].recordBytes
+            queue[index].refusal = error
+            queue[index].payload = nil
+            queue[index].recordBytes = 0
+            refusedQueued += 1
+        }
+        condition.unlock()
+        nextSpaceCheck = .now + configuration.diskFullCheckInterval
+        if !alreadySuspended {
+            logger.error(
+                "Disk full: the store refuses writes until space is freed; reads go on, and writes resume by themselves",
+                metadata: [
+                    "directory": "\(directory)", "error": "\(error)", "queued.refused": "\(refusedQueued)",
+                    "check.interval": "\(configuration.diskFullCheckInterval)",
+                ])
+        }
+    }
+
+    /// Gives back what `admit`, `fence` or `deleteLedger` reserved for a request that will not be
+    /// written: an add's entry id (the ledger's next id goes back to it) and write cache slot (a
+    /// ledger its refused first add created is forgotten again), a delete's mark. A fence stays
+    /// requested (appends stay refused; fencing again writes it). Caller holds `condition`.
+    private func release(_ request: Request) {
+        guard let ledger = request.ledger else { return }
+        switch request.kind {
+        case .add:
+            ledger.writeCache[request.entryID] = nil
+            ledger.nextEntryID = min(ledger.nextEntryID, request.entryID)
+            if ledger.nextEntryID == 0, !ledger.isOnDisk, !ledger.fenceRequested, ledgers[request.ledgerID] === ledger {
+                ledgers[request.ledgerID] = nil
+            }
+        case .fence:
+            break
+        case .delete:
+            ledger.deleteRequested = false
+        }
+    }
+
+    /// While writes are suspended: once a group fits on the file system again, writes what the
+    /// entry log lacks, takes a pending checkpoint, and lets writes resume. Journal thread only.
+    private func checkForSpace() {
+        nextSpaceCheck = .now + configuration.diskFullCheckInterval
+        guard failure == nil else { return }
+        guard let available = lockFile.availableBytes(), available >= UInt64(configuration.groupCommitMaxBytes) else {
+            return
+        }
+        if !entryLogBacklog.isEmpty {
+            batchBuffer.clear()
+            var records: [(index: Int, length: Int)] = []
+            records.reserveCapacity(entryLogBacklog.count)
+            for item in entryLogBacklog {
+                records.append((batchBuffer.writerIndex, item.record.readableBytes))
+                batchBuffer.writeImmutableBuffer(item.record)
+            }
+            let (locations, error) = writeToEntryLog(batchBuffer, records: records)
+            condition.lock()
+            for (offset, location) in locations.enumerated() {
+                let item = entryLogBacklog[offset]
+                // A ledger deleted meanwhile is no longer indexed: its location is simply dropped.
+                if Int64(item.ledger.locations.count) == item.entryID {
+                    item.ledger.locations.append(location)
+                    item.ledger.writeCache[item.entryID] = nil
+                }
+            }
+            if let error, failure == nil, !Self.isDiskFull(error) {
+                failure = error
+            }
+            condition.unlock()
+            entryLogBacklog.removeFirst(locations.count)
+            if let error {
+                if !Self.isDiskFull(error) {
+                    logger.error("Entry log write failed; the store refuses further writes", metadata: ["error": "\(error)"])
+                }
+                return
+            }
+        }
+        if checkpointPending {
+            if let error = checkpoint() {
+                if !Self.isDiskFull(error) {
+                    logger.error("Index checkpoint failed; the store refuses further writes", metadata: ["error": "\(error)"])
+                    markFailed(error)
+                }
+                return
+            }
+            checkpointPending = false
+        }
+        condition.lock()
+        suspension = nil
+        condition.unlock()
+        logger.info(
+            "Disk space is back: the store accepts writes again",
+            metadata: ["directory": "\(directory)", "available.bytes": "\(available)"])
+    }
+
+    private static func isDiskFull(_ error: LedgerStoreError) -> Bool {
+        if case .diskFull = error { return true }
+        return false
     }
 
     private func markFailed(_ error: LedgerStoreError) {
@@ -593,58 +797,83 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     private func rollJournal() {
-        switch createFile(name: StoreFileName.journal(journalFileID + 1), magic: OnDiskFormat.journalMagic) {
+        let nextName = StoreFileName.journal(journalFileID + 1)
+        switch createFile(name: nextName, magic: OnDiskFormat.journalMagic) {
         case .success(let file):
             journal = file
             journalFileID += 1
             journalOffset = Int64(OnDiskFormat.fileHeaderBytes)
         case .failure(let error):
-            logger.error("Journal roll failed; the store refuses further writes", metadata: ["error": "\(error)"])
-            markFailed(error)
+            if Self.isDiskFull(error) {
+                // The current journal stays in use (past its size limit); the roll is tried again
+                // after the next group. The half-made file must not sit after it at recovery.
+                _ = removeFile(directory: directory, name: nextName)
+                suspendWrites(error, releasing: [])
+            } else {
+                logger.error("Journal roll failed; the store refuses further writes", metadata: ["error": "\(error)"])
+                markFailed(error)
+            }
             return
         }
         if let error = checkpoint() {
-            logger.error("Index checkpoint failed; the store refuses further writes", metadata: ["error": "\(error)"])
-            markFailed(error)
+            if Self.isDiskFull(error) {
+                // The previous checkpoint stays valid (the journal files it needs are kept).
+                checkpointPending = true
+                suspendWrites(error, releasing: [])
+            } else {
+                logger.error("Index checkpoint failed; the store refuses further writes", metadata: ["error": "\(error)"])
+                markFailed(error)
+            }
         }
     }
 
     /// Writes framed add records (ranges of `source`, absolute indices, in order) to the entry log,
-    /// rolling it as needed; contiguous records go out in one `pwrite`. Journal thread only.
+    /// rolling it as needed; contiguous records go out in one `pwrite`. Returns the locations of the
+    /// records written: all of them, or, with the error, those before the first record not wholly
+    /// written (the next write starts where that one began). Journal thread only.
     private func writeToEntryLog(
         _ source: ByteBuffer, records: [(index: Int, length: Int)]
-    ) -> Result<[EntryLocation], LedgerStoreError> {
+    ) -> (locations: [EntryLocation], failure: LedgerStoreError?) {
         var locations: [EntryLocation] = []
         locations.reserveCapacity(records.count)
         var runStart = 0
         var runLength = 0
         var runFileOffset: Int64 = 0
+        /// Position in `records` of the run's first record.
+        var runFirstRecord = 0
         func flushRun() -> LedgerStoreError? {
             guard runLength > 0 else { return nil }
             let error = entryLog!.writeAll(source.getSlice(at: runStart, length: runLength)!, at: runFileOffset)
             runLength = 0
+            if error != nil {
+                // None of the run counts as written: the next write goes over whatever part of it
+                // reached the file.
+                locations.removeSubrange(runFirstRecord...)
+                entryLogOffset = runFileOffset
+            }
             return error
         }
-        for record in records {
+        for (position, record) in records.enumerated() {
             if entryLogOffset > Int64(OnDiskFormat.fileHeaderBytes)
                 && entryLogOffset + Int64(record.length) > Int64(configuration.entryLogMaxBytes)
             {
-                if let error = flushRun() { return .failure(error) }
-                if let error = rollEntryLog() { return .failure(error) }
+                if let error = flushRun() { return (locations, error) }
+                if let error = rollEntryLog() { return (locations, error) }
             }
             if runLength > 0 && runStart + runLength == record.index {
                 runLength += record.length
             } else {
-                if let error = flushRun() { return .failure(error) }
+                if let error = flushRun() { return (locations, error) }
                 runStart = record.index
                 runLength = record.length
                 runFileOffset = entryLogOffset
+                runFirstRecord = position
             }
             locations.append(EntryLocation(entryLogID: entryLogID, offset: entryLogOffset, length: UInt32(record.length)))
             entryLogOffset += Int64(record.length)
         }
-        if let error = flushRun() { return .failure(error) }
-        return .success(locations)
+        if let error = flushRun() { return (locations, error) }
+        return (locations, nil)
     }
 
     /// Syncs the current entry log (checkpoints sync only the current one) and starts the next.
@@ -661,6 +890,8 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             entryLogOffset = Int64(OnDiskFormat.fileHeaderBytes)
             return nil
         case .failure(let error):
+            // The current entry log stays in use; the roll is tried again with the next write.
+            _ = removeFile(directory: directory, name: StoreFileName.entryLog(newID))
             return error
         }
     }
@@ -668,7 +899,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// Creates (or empties) a file, writes its header, syncs it and the directory.
     private func createFile(name: String, magic: [UInt8]) -> Result<OpenFile, LedgerStoreError> {
         let file: OpenFile
-        switch OpenFile.open(directory: directory, name: name, flags: O_RDWR | O_CREAT | O_TRUNC) {
+        switch OpenFile.open(directory: directory, name: name, flags: O_RDWR | O_CREAT | O_TRUNC, faultInjector: configuration.faultInjector) {
         case .success(let opened): file = opened
         case .failure(let error): return .failure(error)
         }
@@ -704,7 +935,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         let encoded = IndexCheckpoint.encode(
             journalFileID: journalFileID, journalOffset: journalOffset, entryLogID: entryLogID,
             entryLogSizeBytes: entryLogOffset, ledgers: entries, allocator: allocator)
-        switch OpenFile.open(directory: directory, name: StoreFileName.indexTemporary, flags: O_WRONLY | O_CREAT | O_TRUNC) {
+        switch OpenFile.open(
+            directory: directory, name: StoreFileName.indexTemporary, flags: O_WRONLY | O_CREAT | O_TRUNC,
+            faultInjector: configuration.faultInjector)
+        {
         case .success(let file):
             if let error = file.writeAll(encoded, at: 0) { return error }
             if let error = file.syncAll() { return error }
@@ -785,7 +1019,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                     "\(StoreFileName.entryLog(checkpoint.entryLogID)), the current entry log in \(StoreFileName.index), is missing; restore the data directory from a replica")
             }
             for id in entryLogIDs where id <= checkpoint.entryLogID {
-                let file = try OpenFile.open(directory: directory, name: StoreFileName.entryLog(id), flags: O_RDWR).get()
+                let file = try OpenFile.open(
+                    directory: directory, name: StoreFileName.entryLog(id), flags: O_RDWR, faultInjector: configuration.faultInjector
+                ).get()
                 entryLogFiles[id] = file
             }
             let current = entryLogFiles[checkpoint.entryLogID]!
@@ -862,7 +1098,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// Replays one journal file from `offset`; returns the number of records applied.
     private func replayJournal(id: Int64, from offset: Int64, isLast: Bool) throws(LedgerStoreError) -> Int {
         let name = StoreFileName.journal(id)
-        let file = try OpenFile.open(directory: directory, name: name, flags: O_RDWR).get()
+        let file = try OpenFile.open(directory: directory, name: name, flags: O_RDWR, faultInjector: configuration.faultInjector).get()
         let size = try file.size().get()
         let contents = try file.read(count: Int(size), at: 0, allocator: allocator).get()
         if let problem = OnDiskFormat.checkFileHeader(magic: OnDiskFormat.journalMagic, in: contents, at: 0) {
@@ -934,7 +1170,9 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 ledger = LedgerState(ledgerID: record.ledgerID)
                 ledgers[record.ledgerID] = ledger
             }
-            let location = try writeToEntryLog(contents, records: [(index, record.recordLength)]).get()[0]
+            let (written, writeError) = writeToEntryLog(contents, records: [(index, record.recordLength)])
+            if let writeError { throw writeError }
+            let location = written[0]
             ledger.locations.append(location)
             ledger.lastAddConfirmed = record.entryID
             ledger.nextEntryID = record.entryID + 1

@@ -16,6 +16,10 @@ public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
     case corrupted(String)
     /// A system call failed; the text has the errno text and what an operator should do.
     case io(String)
+    /// A write found no room on the disk (`ENOSPC`, `EDQUOT`). Nothing was left half written: the
+    /// store refuses writes with this error until space is freed, then accepts them again by
+    /// itself; reads go on meanwhile. The text names the file and what an operator should do.
+    case diskFull(String)
     /// The store was closed.
     case closed
 
@@ -33,6 +37,8 @@ public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
             return "ledger storage corrupted: \(detail)"
         case .io(let detail):
             return "ledger storage I/O error: \(detail)"
+        case .diskFull(let detail):
+            return "ledger storage disk full: \(detail)"
         case .closed:
             return "ledger store is closed"
         }

@@ -32,6 +32,12 @@ public final class StorageNode: @unchecked Sendable {
     /// Highest durable entry id per ledger. Its own lock: updated from append completions, which
     /// may run while `lock` is held (the in-memory store completes inside `append`).
     private let durableMaximum = NIOLockedValueBox<[Int64: Int64]>([:])
+    /// Appends the store refused or failed (a full disk, a fence), recorded by their completions
+    /// (which may run while `lock` is held) and forgotten under `lock` by the next call that looks
+    /// at the entry maps: the entry is not held, and its local id is the store's next one again
+    /// (a store that refuses an entry takes none after it), so a re-send is stored, not answered
+    /// "held" without being durable.
+    private let failedAppends = NIOLockedValueBox<[(ledgerID: Int64, entryID: Int64, local: Int64)]>([])
 
     public static let entryHeaderBytes = 8
 
@@ -78,7 +84,9 @@ public final class StorageNode: @unchecked Sendable {
         var body = payload
         record.writeBuffer(&body)
         let durableMaximum = self.durableMaximum
+        let failedAppends = self.failedAppends
         lock.lock()
+        forgetFailedAppends()
         var index = ledgers[ledgerID] ?? LedgerIndex()
         if index.localEntryByEntryID[entryID] != nil {
             let fenced = fencedLedgers.contains(ledgerID) && !recovery
@@ -91,14 +99,33 @@ public final class StorageNode: @unchecked Sendable {
         index.localEntryByEntryID[entryID] = local
         ledgers[ledgerID] = index
         store.append(ledgerID: ledgerID, entryID: local, payload: record, recovery: recovery) { result in
-            if case .success = result {
+            switch result {
+            case .success:
                 durableMaximum.withLockedValue { maxima in
                     maxima[ledgerID] = max(maxima[ledgerID] ?? -1, entryID)
                 }
+            case .failure:
+                failedAppends.withLockedValue { $0.append((ledgerID, entryID, local)) }
             }
             completion(result)
         }
         lock.unlock()
+    }
+
+    /// Undoes the entry maps' part of the appends that failed since the last call. Caller holds `lock`.
+    private func forgetFailedAppends() {
+        let failed = failedAppends.withLockedValue { failed in
+            defer { failed.removeAll() }
+            return failed
+        }
+        for (ledgerID, entryID, local) in failed {
+            guard var index = ledgers[ledgerID] else { continue }
+            if index.localEntryByEntryID[entryID] == local {
+                index.localEntryByEntryID[entryID] = nil
+            }
+            index.nextLocalEntryID = min(index.nextLocalEntryID, local)
+            ledgers[ledgerID] = index
+        }
     }
 
     public func readEntry(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
@@ -120,6 +147,7 @@ public final class StorageNode: @unchecked Sendable {
     /// copies what is missing; a copy of an entry in flight is answered ok at once).
     public func entryIDs(ledgerID: Int64, from fromEntryID: Int64, limit: Int) -> [Int64]? {
         lock.lock()
+        forgetFailedAppends()
         let ids = ledgers[ledgerID].map { Array($0.localEntryByEntryID.keys) }
         lock.unlock()
         guard let ids else { return nil }

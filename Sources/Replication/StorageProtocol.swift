@@ -71,7 +71,8 @@ public enum StorageStatus: UInt8, Sendable, Equatable {
         case .entryNotFound, .ledgerNotFound: self = .notFound
         case .outOfOrder: self = .outOfOrder
         case .corrupted: self = .corrupted
-        case .io: self = .io
+        // The wire format has no status of its own for it; the text says "disk full".
+        case .io, .diskFull: self = .io
         case .closed: self = .error
         }
     }

@@ -9,16 +9,22 @@ import NIOEmbedded
 import Testing
 
 /// An in-memory store with faults on demand: reads of chosen entries fail with a checksum error
-/// (a few times, or always). Thread-safe.
+/// (a few times, or always), and while the disk is "full" appends fail with `.diskFull` and are
+/// forgotten (as the file store forgets them). Thread-safe.
 final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
     private let inner = InMemoryLedgerStore()
     private let lock = NSLock()
     private var failingReads: [Position: Int] = [:]
     private var attempts: [Position: Int] = [:]
+    private var full = false
 
     /// The next `times` reads of `position` fail as a corrupted record would.
     func corrupt(_ position: Position, failingReads times: Int = .max) {
         lock.withLock { failingReads[position] = times }
+    }
+
+    func setDiskFull(_ isFull: Bool) {
+        lock.withLock { full = isFull }
     }
 
     /// Reads of `position` so far.
@@ -37,6 +43,10 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
+        if lock.withLock({ full }) {
+            completion(.failure(.diskFull("pwrite at offset 0 journal-1.log failed: No space left on device (errno 28)")))
+            return
+        }
         inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery, completion: completion)
     }
 
@@ -61,8 +71,9 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
     func close() { inner.close() }
 }
 
-/// Issue 12, fault 9 at the topic: a corrupted entry neither stalls a subscription nor vanishes.
-/// On an embedded event loop, over `FaultyLedgerStore`.
+/// Issue 12, faults 9 and 10 at the topic: a corrupted entry neither stalls a subscription nor
+/// vanishes; a full disk fails sends (typed, in order) without failing the topic, and writing
+/// resumes by itself. On an embedded event loop, over `FaultyLedgerStore`.
 @Suite struct StorageFaultTests {
     let loop = EmbeddedEventLoop()
     let store = FaultyLedgerStore()
@@ -150,5 +161,55 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         #expect(try topic.skipMessages(subscription: "s", count: 1) == 1)
         #expect(topic.backlog(subscription: "s") == 0)
         #expect(store.readAttempts(positions[4]) == 2 * Subscription.maxReadAttempts)
+    }
+
+    /// Outcomes of publishes, in the order the topic reports them.
+    final class Outcomes: @unchecked Sendable {
+        var values: [Result<Position, BrokerError>] = []
+    }
+
+    @Test func fullDiskFailsSendsInOrderWithoutFailingTheTopicAndWritingResumes() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "disk-full")))
+        let m0 = try await publish(topic, "m0")
+        _ = try await publish(topic, "m1")
+        let sink = RecordingSink()
+        try await subscribe(topic, "s", consumer: 0, sink: sink)
+
+        store.setDiskFull(true)
+        // Three sends in one tick: all refused, answered in order, with the disk-full error.
+        let outcomes = Outcomes()
+        for text in ["r0", "r1", "r2"] {
+            let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(text.utf8))
+            let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
+            topic.publish(encoded: encoded, attributes: attributes) { outcomes.values.append($0) }
+        }
+        for _ in 0..<1_000 where outcomes.values.count < 3 {
+            loop.run()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(outcomes.values.count == 3)
+        for outcome in outcomes.values {
+            guard case .failure(let error) = outcome else {
+                Issue.record("a send succeeded on a full disk")
+                continue
+            }
+            #expect(error.code == .persistence)
+            #expect(error.message.contains("disk full"))
+        }
+        // The topic is not failed (no unload, no restart needed), and reads go on.
+        #expect(topic.managedLedger.failure == nil)
+        #expect(!topic.isUnloaded)
+        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
+        loop.run()
+        #expect(sink.deliveries.map(\.body) == ["m0", "m1"])
+
+        // Space is back: the next send is written right after the last acknowledged entry.
+        store.setDiskFull(false)
+        let m2 = try await publish(topic, "m2")
+        #expect(m2 == Position(ledgerID: m0.ledgerID, entryID: m0.entryID + 2))
+        loop.run()
+        #expect(sink.deliveries.map(\.body) == ["m0", "m1", "m2"])
+        #expect(topic.managedLedger.failure == nil)
     }
 }
