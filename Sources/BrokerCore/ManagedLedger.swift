@@ -95,6 +95,13 @@ final class ManagedLedger: @unchecked Sendable {
     /// entry id goes back to its confirmed count (the store forgot the refused entries) and this
     /// is cleared: the next append is tried again.
     private(set) var writesSuspended: BrokerError?
+
+    /// Why appends are refused now for lack of space (here, or in the store), or nil.
+    var diskFullError: BrokerError? {
+        if let writesSuspended { return writesSuspended }
+        guard case .diskFull(let detail)? = store.writeSuspension else { return nil }
+        return BrokerError(.persistence, "disk full: the broker's storage has no room left for \(name) (\(detail))")
+    }
     /// Entries that dispatch gave up reading (every attempt failed: a checksum mismatch, a missing
     /// file), with the error, until their ledger is trimmed: the admin internal stats list them and
     /// the operator skips them. At most `maxUnreadableEntriesRecorded`.

@@ -137,6 +137,12 @@ public final class Topic: @unchecked Sendable {
         if policies.maxProducersPerTopic > 0, producers.count >= policies.maxProducersPerTopic {
             throw BrokerError(.producerBusy, "topic \(name) reached its maximum of \(policies.maxProducersPerTopic) producers")
         }
+        if let diskFull = managedLedger.diskFullError {
+            // Fatal for the client (NotAllowed): a new producer fails at once, a reconnecting one
+            // stops resending, so its pending sends fail at their send timeout instead of looping
+            // through SEND_ERROR and reconnects; it gets in again once space is back.
+            throw BrokerError(.notAllowed, diskFull.message)
+        }
         if backlogQuotaExceeded {
             throw BrokerError(
                 .producerBlockedQuota,

@@ -127,6 +127,12 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// `failure`, nothing is in an unknown state, so no restart is needed.
     private var suspension: LedgerStoreError?
 
+    public var writeSuspension: LedgerStoreError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return suspension
+    }
+
     // MARK: Owned by the journal thread (and by `init` before that thread starts).
     private var journal: OpenFile?
     private var journalFileID: Int64 = 0

@@ -87,6 +87,9 @@ public protocol LedgerStore: AnyObject, Sendable {
     func deleteLedger(ledgerID: Int64) throws(LedgerStoreError)
     /// Known ledgers, sorted.
     func ledgerIDs() -> [Int64]
+    /// Why the store refuses writes right now (its disk is full), or nil when it takes them.
+    /// Thread-safe; a hint for refusing new work early, not a promise about the next append.
+    var writeSuspension: LedgerStoreError? { get }
     /// Flushes, stops the journal thread, closes files. Idempotent.
     func close()
 
@@ -170,6 +173,8 @@ public enum LedgerStorageLimits {
 }
 
 extension LedgerStore {
+    public var writeSuspension: LedgerStoreError? { nil }
+
     public func append(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
