@@ -27,8 +27,6 @@ final class Subscription: @unchecked Sendable {
     private var roundRobinIndex = 0
     private var activeConsumer: Consumer?
     private var keySharedSelector = KeySharedSelector()
-    /// Key_Shared consumers that joined while entries were in flight, with the last entry read then.
-    private var recentlyJoined: [ConsumerKey: Position] = [:]
     /// Key_Shared: which consumer holds delivered, unacknowledged entries of each sticky-key hash, and
     /// how many. An entry of a hash goes to no other consumer until these are acknowledged or come
     /// back (a hash moves when consumers join or leave: its earlier entries must be done first, or
@@ -36,6 +34,9 @@ final class Subscription: @unchecked Sendable {
     private var pendingHashOwners: [UInt32: (consumer: ConsumerKey, count: Int)] = [:]
     /// Key_Shared: the sticky-key hash of each delivered, unacknowledged entry.
     private var pendingHashes: [Position: UInt32] = [:]
+    /// Key_Shared: the sticky-key hash of entries in the replay queue, so a pass can keep a held
+    /// entry held without reading it (Pulsar keeps the hash with each redelivery position too).
+    private var replayHashes: [Position: UInt32] = [:]
     /// Entries held until their delivery time (Shared and Key_Shared), by position.
     private var delayed: [Position: Int64] = [:]
     private var delayedTimer: Scheduled<Void>?
@@ -50,7 +51,9 @@ final class Subscription: @unchecked Sendable {
 
     /// Entries handed to consumers per dispatch pass before yielding the event loop.
     static let maxEntriesPerDispatchPass = 256
-    /// Entries examined per pass (held Key_Shared entries are examined without being delivered).
+    /// Entries read from the log per pass. A Key_Shared entry whose hash is known (`replayHashes`)
+    /// is judged without a read, so held entries never use up a pass before others are reached;
+    /// a pass that runs out of reads continues in a new one.
     static let maxEntriesExaminedPerDispatchPass = 4_096
     /// Entries a Key_Shared subscription may hold back (read but waiting for their consumer) before
     /// it stops reading ahead.
@@ -93,12 +96,11 @@ final class Subscription: @unchecked Sendable {
             if let existing = consumers.first?.keySharedPolicy?.mode, Self.isSticky(existing) != Self.isSticky(mode) {
                 throw BrokerError(.consumerAssign, "subscription '\(name)' mixes sticky and auto-split Key_Shared consumers")
             }
+            // Keys that move to the new consumer may have entries in flight at others: per hash,
+            // `pendingHashOwners` holds them back until those are acknowledged (Pulsar 4's draining
+            // hashes). No subscription-wide "recently joined" wait: it made the new consumer wait for
+            // the slowest consumer's oldest entry, whatever its keys.
             try keySharedSelector.add(consumer.key, name: consumer.name, mode: mode)
-            // Pulsar's "recently joined consumers" rule: keys that move to the new consumer may have
-            // entries in flight at others; it gets nothing read after this point until those are acked.
-            if consumer.keySharedPolicy?.allowOutOfOrderDelivery != true, lastRead > cursor.markDelete {
-                recentlyJoined[consumer.key] = lastRead
-            }
         }
         consumers.append(consumer)
         keepWithoutConsumers = false
@@ -115,8 +117,9 @@ final class Subscription: @unchecked Sendable {
         guard let index = consumers.firstIndex(where: { $0.key == key }) else { return }
         let consumer = consumers.remove(at: index)
         keySharedSelector.remove(key)
-        recentlyJoined[key] = nil
-        for position in consumer.pending.keys { forgetPendingHash(position) }
+        for position in consumer.pending.keys {
+            if let hash = forgetPendingHash(position) { replayHashes[position] = hash }
+        }
         addToReplay(consumer.pending.keys)
         consumer.pending.removeAll()
         consumer.unackedMessages = 0
@@ -172,10 +175,10 @@ final class Subscription: @unchecked Sendable {
         }
     }
 
-    /// Key_Shared entries held back (a recently joined consumer, a hash still held elsewhere) may be
-    /// deliverable once acknowledgements come in.
+    /// Key_Shared entries held back (a hash still held by another consumer) may be deliverable once
+    /// acknowledgements come in.
     private func scheduleDispatchIfHeld() {
-        if !recentlyJoined.isEmpty || (type == .keyShared && !replay.isEmpty) { scheduleDispatch() }
+        if type == .keyShared, !replay.isEmpty { scheduleDispatch() }
     }
 
     func acknowledgeCumulative(upTo position: Position) {
@@ -202,13 +205,19 @@ final class Subscription: @unchecked Sendable {
     }
 
     /// A delivered entry is no longer held by its consumer (acknowledged, redelivered, or the consumer left).
-    private func forgetPendingHash(_ position: Position) {
-        guard let hash = pendingHashes.removeValue(forKey: position), let owner = pendingHashOwners[hash] else { return }
-        pendingHashOwners[hash] = owner.count > 1 ? (owner.consumer, owner.count - 1) : nil
+    /// Returns its hash (Key_Shared).
+    @discardableResult
+    private func forgetPendingHash(_ position: Position) -> UInt32? {
+        guard let hash = pendingHashes.removeValue(forKey: position) else { return nil }
+        if let owner = pendingHashOwners[hash] {
+            pendingHashOwners[hash] = owner.count > 1 ? (owner.consumer, owner.count - 1) : nil
+        }
+        return hash
     }
 
     private func dropAcknowledgedFromReplay() {
         replay.removeAll { cursor.isAcknowledged($0) }
+        if !replayHashes.isEmpty { replayHashes = replayHashes.filter { !cursor.isAcknowledged($0.key) } }
     }
 
     /// Puts entries a consumer holds back for delivery, counting one more redelivery for each.
@@ -219,7 +228,7 @@ final class Subscription: @unchecked Sendable {
         for position in chosen {
             if let messages = consumer.pending.removeValue(forKey: position) {
                 consumer.unackedMessages -= Int64(messages)
-                forgetPendingHash(position)
+                if let hash = forgetPendingHash(position) { replayHashes[position] = hash }
             }
             redeliveryCounts[position, default: 0] += 1
         }
@@ -249,9 +258,9 @@ final class Subscription: @unchecked Sendable {
         readFailures.removeAll()
         redeliveryCounts.removeAll()
         delayed.removeAll()
-        recentlyJoined.removeAll()
         pendingHashes.removeAll()
         pendingHashOwners.removeAll()
+        replayHashes.removeAll()
         let closing = consumers
         for consumer in closing { keySharedSelector.remove(consumer.key) }
         consumers.removeAll()
@@ -272,6 +281,7 @@ final class Subscription: @unchecked Sendable {
         delayed.removeAll()
         pendingHashes.removeAll()
         pendingHashOwners.removeAll()
+        replayHashes.removeAll()
         for consumer in consumers {
             consumer.pending.removeAll()
             consumer.unackedMessages = 0
@@ -291,36 +301,52 @@ final class Subscription: @unchecked Sendable {
     }
 
     /// Hands entries to consumers with permits: the replay queue first, then new entries in log order.
-    /// An entry no consumer may take now (Key_Shared: its consumer has no permits, or joined after
-    /// it was read) stays in the replay queue, so later entries of the same key stay behind it.
+    /// An entry no consumer may take now (Key_Shared: its consumer has no permits, or another consumer
+    /// still holds entries of its hash) stays in the replay queue, and so does every later entry of
+    /// that hash in this pass, so later entries of the same key stay behind it.
     func dispatch() {
         managedLedger.eventLoop.preconditionInEventLoop()
-        if !recentlyJoined.isEmpty {
-            recentlyJoined = recentlyJoined.filter { $0.value > cursor.markDelete }
-        }
         var touched: [ObjectIdentifier: any ConsumerSink] = [:]
         var delivered = 0
-        var examined = 0
+        var reads = 0
         var replayIndex = 0
+        var outOfReads = false
+        var progressed = false
+        /// Key_Shared: hashes an entry of which was held in this pass; their later entries are held too
+        /// (per-key order), even if their consumer became able to take them meanwhile.
+        var blockedHashes = Set<UInt32>()
         let nowMs = Self.nowMs()
-        while delivered < Subscription.maxEntriesPerDispatchPass, examined < Subscription.maxEntriesExaminedPerDispatchPass {
+        while delivered < Subscription.maxEntriesPerDispatchPass {
             guard consumers.contains(where: \.canReceive) else { break }
             let position: Position
             let fromReplay = replayIndex < replay.count
             if fromReplay {
                 position = replay[replayIndex]
+                if cursor.isAcknowledged(position) {
+                    replay.remove(at: replayIndex)
+                    replayHashes[position] = nil
+                    if !readFailures.isEmpty { readFailures[position] = nil }
+                    continue
+                }
+                // A held Key_Shared entry whose hash is known is judged without reading it.
+                if let hash = replayHashes[position], keySharedConsumer(hash: hash, blocked: blockedHashes) == nil {
+                    blockedHashes.insert(hash)
+                    replayIndex += 1
+                    continue
+                }
+                if replayHashes[position] == nil {
+                    guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
+                }
             } else {
                 if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
                 guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
+                guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
                 lastRead = next
                 position = next
+                progressed = true
+                if cursor.isAcknowledged(position) { continue }
             }
-            examined += 1
-            if cursor.isAcknowledged(position) {
-                if fromReplay { replay.remove(at: replayIndex) }
-                if !readFailures.isEmpty { readFailures[position] = nil }
-                continue
-            }
+            reads += 1
             let entry: Entry
             do {
                 entry = try managedLedger.read(position)
@@ -341,6 +367,7 @@ final class Subscription: @unchecked Sendable {
                 // Neither stall nor lose it: report it, leave it unacknowledged, go on after it.
                 readFailures[position] = nil
                 if fromReplay { replay.remove(at: replayIndex) }
+                replayHashes[position] = nil
                 managedLedger.recordUnreadable(position, error: error)
                 logger.error("subscription.entry-unreadable", metadata: [
                     "subscription": "\(name)", "ledger.id": "\(position.ledgerID)", "entry.id": "\(position.entryID)",
@@ -352,14 +379,21 @@ final class Subscription: @unchecked Sendable {
             if !readFailures.isEmpty { readFailures[position] = nil }
             if (type == .shared || type == .keyShared), entry.attributes.deliverAtMs > nowMs {
                 if fromReplay { replay.remove(at: replayIndex) }
+                replayHashes[position] = nil
                 delayed[position] = entry.attributes.deliverAtMs
                 continue
             }
-            guard let consumer = selectConsumer(for: entry, at: position) else {
+            guard let consumer = selectConsumer(for: entry, blocked: blockedHashes) else {
+                if type == .keyShared {
+                    let hash = Self.stickyHash(entry)
+                    blockedHashes.insert(hash)
+                    if replayHashes.updateValue(hash, forKey: position) == nil { progressed = true }
+                }
                 if fromReplay { replayIndex += 1 } else { replay.append(position); replayIndex = replay.count }
                 continue
             }
             if fromReplay { replay.remove(at: replayIndex) }
+            replayHashes[position] = nil
             let messages = max(entry.attributes.numMessages, 1)
             consumer.permits -= Int64(messages)
             consumer.pending[position] = messages
@@ -379,7 +413,10 @@ final class Subscription: @unchecked Sendable {
         }
         for sink in touched.values { sink.flush() }
         armDelayedTimer()
-        if delivered == Subscription.maxEntriesPerDispatchPass { scheduleDispatch() }
+        // Out of reads: go on in a new pass (entries held in this one are now judged without reads).
+        if delivered == Subscription.maxEntriesPerDispatchPass || (outOfReads && (progressed || delivered > 0)) {
+            scheduleDispatch()
+        }
     }
 
     /// One more pass after `readRetryDelay`, for an entry whose read failed.
@@ -391,7 +428,7 @@ final class Subscription: @unchecked Sendable {
         }
     }
 
-    private func selectConsumer(for entry: Entry, at position: Position) -> Consumer? {
+    private func selectConsumer(for entry: Entry, blocked: Set<UInt32>) -> Consumer? {
         switch type {
         case .exclusive:
             return consumers.first.flatMap { $0.canReceive ? $0 : nil }
@@ -407,15 +444,18 @@ final class Subscription: @unchecked Sendable {
             }
             return nil
         case .keyShared:
-            let hash = Self.stickyHash(entry)
-            guard let key = keySharedSelector.select(hash: hash), let consumer = consumer(key), consumer.canReceive else {
-                return nil
-            }
-            if let joinedAt = recentlyJoined[key], position > joinedAt { return nil }
-            // The hash moved here while another consumer still holds some of its entries.
-            if let owner = pendingHashOwners[hash], owner.consumer != key { return nil }
-            return consumer
+            return keySharedConsumer(hash: Self.stickyHash(entry), blocked: blocked)
         }
+    }
+
+    /// The consumer that may take an entry of `hash` now, if any.
+    private func keySharedConsumer(hash: UInt32, blocked: Set<UInt32>) -> Consumer? {
+        guard !blocked.contains(hash), let key = keySharedSelector.select(hash: hash), let consumer = consumer(key),
+              consumer.canReceive
+        else { return nil }
+        // The hash moved here while another consumer still holds some of its entries.
+        if let owner = pendingHashOwners[hash], owner.consumer != key { return nil }
+        return consumer
     }
 
     private static func stickyHash(_ entry: Entry) -> UInt32 {
