@@ -9,8 +9,11 @@
 # 5. runs the pytest integration suite against the freshly built binary (MAGNETAR_BIN).
 # Safe to re-run: an existing, working .venv is reused. Exits non-zero if any step fails.
 #
-# Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 3 (quick local loops only);
-# MAGNETAR_PYTEST_TIMEOUT / MAGNETAR_SWIFT_TEST_TIMEOUT (seconds) bound the two test runs.
+# 6. fuzzes every reader of untrusted input for a bounded minute each (scripts/fuzz; libFuzzer).
+#
+# Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 3, MAGNETAR_SKIP_FUZZ=1 step 6 (quick
+# local loops only); MAGNETAR_PYTEST_TIMEOUT / MAGNETAR_SWIFT_TEST_TIMEOUT / MAGNETAR_FUZZ_TIMEOUT
+# (seconds) bound the test runs; MAGNETAR_FUZZ_SECONDS (60) is each fuzz target's time.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,5 +98,14 @@ step "Integration tests (pytest, pulsar-client against $MAGNETAR_BIN)"
 export MAGNETAR_BIN
 timeout --kill-after=30 "${MAGNETAR_PYTEST_TIMEOUT:-2700}" \
     "$VENV/bin/pytest" -q -rfE IntegrationTests "$@"
+
+# ------------------------------------------------------------------------------------------------
+if [ "${MAGNETAR_SKIP_FUZZ:-0}" = "1" ]; then
+    step "Fuzzing: skipped (MAGNETAR_SKIP_FUZZ=1)"
+else
+    step "Fuzzing (libFuzzer + AddressSanitizer, ${MAGNETAR_FUZZ_SECONDS:-60} s per target, 2 at a time)"
+    timeout --kill-after=30 "${MAGNETAR_FUZZ_TIMEOUT:-1800}" \
+        bash scripts/fuzz --seconds "${MAGNETAR_FUZZ_SECONDS:-60}" --jobs 2
+fi
 
 step "All tests passed"

@@ -7,6 +7,11 @@ enum ConnectionLimits {
     /// SENDs in flight (received, receipt not yet written) before the connection stops reading;
     /// reading resumes at half. Pulsar's `maxPendingPublishRequestsPerConnection` default.
     static let maxPendingPublishesPerConnection = 1_000
+    /// Producers one connection may have open at once (each holds a table entry and a topic
+    /// reference); a PRODUCER past it gets `NotAllowed`.
+    static let maxProducersPerConnection = 10_000
+    /// Consumers one connection may have open at once; a SUBSCRIBE past it gets `NotAllowed`.
+    static let maxConsumersPerConnection = 10_000
     /// Bytes written to a connection and not yet taken by its socket past which the broker closes
     /// it: the client stopped reading while dispatch and replies were already bounded by permits,
     /// pending publishes and the write buffer's high-water mark, so this is only reached by a peer

@@ -128,6 +128,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
         } else if writable, readingPausedByWritability {
             readingPausedByWritability = false
+            // The client read what piled up: alive, though its PONG may still wait unread.
+            receivedSinceKeepAliveTick = true
             ConnectionMetrics.writePaused(-1)
             if !readingPaused {
                 context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
@@ -407,6 +409,11 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             // The client retried after a timeout: answer success again.
             _ = existing
         }
+        guard producers.count < ConnectionLimits.maxProducersPerConnection else {
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .notAllowed, "this connection has \(producers.count) producers open, the most one may have: close some or open another connection")))
+            return
+        }
         let name: TopicName
         do {
             name = try parseTopic(request.topic)
@@ -578,6 +585,11 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private func handleSubscribe(_ request: Pulsar_Proto_CommandSubscribe, context: ChannelHandlerContext) {
         if consumers[request.consumerID] != nil {
             write(Commands.success(requestID: request.requestID))
+            return
+        }
+        guard consumers.count < ConnectionLimits.maxConsumersPerConnection else {
+            write(Commands.error(requestID: request.requestID, error: BrokerError(
+                .notAllowed, "this connection has \(consumers.count) consumers open, the most one may have: close some or open another connection")))
             return
         }
         let name: TopicName
