@@ -38,6 +38,9 @@ public final class StorageNode: @unchecked Sendable {
     /// (a store that refuses an entry takes none after it), so a re-send is stored, not answered
     /// "held" without being durable.
     private let failedAppends = NIOLockedValueBox<[(ledgerID: Int64, entryID: Int64, local: Int64)]>([])
+    /// Entries whose append has not completed successfully (ledger → entry ids): in the maps but
+    /// not held yet. A success removes its id; a failure leaves it until `forgetFailedAppends`.
+    private let pendingAppends = NIOLockedValueBox<[Int64: Set<Int64>]>([:])
 
     public static let entryHeaderBytes = 8
 
@@ -87,23 +90,34 @@ public final class StorageNode: @unchecked Sendable {
         let failedAppends = self.failedAppends
         lock.lock()
         forgetFailedAppends()
+        if fencedLedgers.contains(ledgerID) && !recovery {
+            // Refused now, before it enters the maps (the store would refuse it only later, from
+            // its journal thread, and `entryIDs` would list it meanwhile).
+            lock.unlock()
+            completion(.failure(.fenced(ledgerID: ledgerID)))
+            return
+        }
         var index = ledgers[ledgerID] ?? LedgerIndex()
         if index.localEntryByEntryID[entryID] != nil {
-            let fenced = fencedLedgers.contains(ledgerID) && !recovery
+            let inFlight = pendingAppends.withLockedValue { $0[ledgerID]?.contains(entryID) == true }
             lock.unlock()
-            completion(fenced ? .failure(.fenced(ledgerID: ledgerID)) : .success(()))
+            // A recovery add must not be answered ok on the strength of an add that may still fail.
+            completion(inFlight && recovery ? .failure(.io("ledger \(ledgerID) entry \(entryID) is still being stored; retry")) : .success(()))
             return
         }
         let local = index.nextLocalEntryID
         index.nextLocalEntryID += 1
         index.localEntryByEntryID[entryID] = local
         ledgers[ledgerID] = index
+        let pendingAppends = self.pendingAppends
+        pendingAppends.withLockedValue { _ = $0[ledgerID, default: []].insert(entryID) }
         store.append(ledgerID: ledgerID, entryID: local, payload: record, recovery: recovery) { result in
             switch result {
             case .success:
                 durableMaximum.withLockedValue { maxima in
                     maxima[ledgerID] = max(maxima[ledgerID] ?? -1, entryID)
                 }
+                pendingAppends.withLockedValue { _ = $0[ledgerID]?.remove(entryID) }
             case .failure:
                 failedAppends.withLockedValue { $0.append((ledgerID, entryID, local)) }
             }
@@ -122,6 +136,7 @@ public final class StorageNode: @unchecked Sendable {
             guard var index = ledgers[ledgerID] else { continue }
             if index.localEntryByEntryID[entryID] == local {
                 index.localEntryByEntryID[entryID] = nil
+                pendingAppends.withLockedValue { _ = $0[ledgerID]?.remove(entryID) }
             }
             index.nextLocalEntryID = min(index.nextLocalEntryID, local)
             ledgers[ledgerID] = index
@@ -142,16 +157,17 @@ public final class StorageNode: @unchecked Sendable {
         return stored
     }
 
-    /// The entry ids held for the ledger from `fromEntryID` on, ascending, at most `limit`; nil if
-    /// the ledger is unknown. Includes entries whose append is not yet durable (the auditor only
-    /// copies what is missing; a copy of an entry in flight is answered ok at once).
+    /// The entry ids held durably for the ledger from `fromEntryID` on, ascending, at most `limit`;
+    /// nil if the ledger is unknown. An append still in flight (or failed) is not listed: recovery
+    /// counts what is listed, and an add refused by a fence completes only later.
     public func entryIDs(ledgerID: Int64, from fromEntryID: Int64, limit: Int) -> [Int64]? {
         lock.lock()
         forgetFailedAppends()
         let ids = ledgers[ledgerID].map { Array($0.localEntryByEntryID.keys) }
+        let pending = pendingAppends.withLockedValue { $0[ledgerID] ?? [] }
         lock.unlock()
         guard let ids else { return nil }
-        return Array(ids.filter { $0 >= fromEntryID }.sorted().prefix(limit))
+        return Array(ids.filter { $0 >= fromEntryID && !pending.contains($0) }.sorted().prefix(limit))
     }
 
     /// Highest entry id held durably, -1 if none, nil if the ledger is unknown.
@@ -181,6 +197,7 @@ public final class StorageNode: @unchecked Sendable {
         try store.deleteLedger(ledgerID: ledgerID)
         ledgers[ledgerID] = nil
         fencedLedgers.remove(ledgerID)
+        pendingAppends.withLockedValue { $0[ledgerID] = nil }
         durableMaximum.withLockedValue { $0[ledgerID] = nil }
     }
 
