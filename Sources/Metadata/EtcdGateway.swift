@@ -149,7 +149,7 @@ struct EtcdGateway: Sendable {
 
     static func transportError(_ error: EtcdHTTPClient.TransportError) -> EtcdGatewayError {
         switch error {
-        case .connectFailed:
+        case .connectFailed, .closedBeforeSent:
             return EtcdGatewayError(code: nil, message: error.description, isTransient: true, wasNotSent: true)
         case .connectionLost:
             return EtcdGatewayError(code: nil, message: error.description, isTransient: true, wasNotSent: false)

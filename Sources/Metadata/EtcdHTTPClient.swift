@@ -30,6 +30,9 @@ struct EtcdHTTPClient: Sendable {
     enum TransportError: Error, CustomStringConvertible {
         /// No connection could be made: the request certainly was not sent.
         case connectFailed(String)
+        /// The connection closed before the whole request was written: etcd cannot have acted on it
+        /// (it reads a request to its `Content-Length` before acting).
+        case closedBeforeSent(String)
         /// The connection broke or timed out after the request may have been sent.
         case connectionLost(String)
         /// A response larger than the limit.
@@ -38,6 +41,7 @@ struct EtcdHTTPClient: Sendable {
         var description: String {
             switch self {
             case .connectFailed(let reason): return "cannot connect (\(reason))"
+            case .closedBeforeSent(let reason): return "connection closed before the request was sent (\(reason))"
             case .connectionLost(let reason): return "connection lost (\(reason))"
             case .responseTooLarge(let limit): return "response larger than \(limit) bytes"
             }
@@ -139,9 +143,18 @@ struct EtcdHTTPClient: Sendable {
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)
         do {
             return try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(.head(head))
-                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-                try await outbound.write(.end(nil))
+                // One batch, so the request goes out whole or not at all. (Written part by part, etcd
+                // could answer and close — `Connection: close` — between the body and the end, and the
+                // last write would fail for a request etcd did carry out.)
+                do {
+                    try await outbound.write(contentsOf: [
+                        .head(head), .body(.byteBuffer(ByteBuffer(bytes: body))), .end(nil),
+                    ])
+                } catch {
+                    // The fresh connection closed before the request was handed to it: etcd never saw
+                    // it, so any request, idempotent or not, can be retried.
+                    throw TransportError.closedBeforeSent("\(error)")
+                }
                 var iterator = inbound.makeAsyncIterator()
                 guard case .head(let responseHead) = try await iterator.next() else {
                     throw TransportError.connectionLost("etcd closed the connection without a response")

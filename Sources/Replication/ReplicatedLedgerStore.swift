@@ -803,6 +803,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         while held.values.contains(where: { $0.contains(lastEntryID + 1) }) {
             lastEntryID += 1
         }
+        lastEntryID = try await readBackTail(ledgerID: ledgerID, firstEntryID: firstEntryID, lastListed: lastEntryID, held: held)
         if lastEntryID >= firstEntryID {
             let written = await writeBack(ledgerID: ledgerID, metadata: metadata, entries: firstEntryID...lastEntryID, held: held)
             if written > 0 {
@@ -810,6 +811,45 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             }
         }
         return lastEntryID
+    }
+
+    /// The entry the recovered ledger ends on. A listing says which entries a node holds, not that
+    /// it can serve them; as BookKeeper's recovery reads back what it recovers, the last listed entry
+    /// is read before the ledger is closed on it. An entry every listing node answers `notFound` for
+    /// is stored nowhere (a writer's add that raced the fence), so the ledger ends before it — at most
+    /// `ReplicationLimits.recoveryReadBackEntries` such entries; any other failure (a node that does
+    /// not answer, an I/O error) stops the recovery for a retry rather than cut entries that may have
+    /// been acknowledged.
+    func readBackTail(
+        ledgerID: Int64, firstEntryID: Int64, lastListed: Int64, held: [StorageNodeAddress: Set<Int64>]
+    ) async throws(LedgerStoreError) -> Int64 {
+        var last = lastListed
+        while last >= firstEntryID {
+            let sources = held.filter { $0.value.contains(last) }.map(\.key).sorted()
+            var failures: [String] = []
+            var missingEverywhere = !sources.isEmpty
+            for node in sources {
+                do {
+                    let response = try await send(.readEntry(ledgerID: ledgerID, entryID: last), to: node).get()
+                    if response.status == .ok || response.status == .corrupted {
+                        // Stored (a damaged copy is reported and repaired by the read path and the auditor).
+                        return last
+                    }
+                    if response.status != .notFound { missingEverywhere = false }
+                    failures.append("\(node): \(response.status) \(response.text)")
+                } catch {
+                    missingEverywhere = false
+                    failures.append("\(node): \(error)")
+                }
+            }
+            guard missingEverywhere, lastListed - last < ReplicationLimits.recoveryReadBackEntries else {
+                throw .io("ledger \(ledgerID): recovery cannot read entry \(last) back (\(failures.joined(separator: "; "))); retry once the storage nodes answer")
+            }
+            logger.warning("replicated-store.recovery-dropped-phantom-entry", metadata: [
+                "ledger.id": "\(ledgerID)", "entry.id": "\(last)", "nodes": "\(sources.map(\.description).joined(separator: ","))"])
+            last -= 1
+        }
+        return last
     }
 
     /// Copies each entry of `entries` to the nodes of its write set that are in `held` (answered)

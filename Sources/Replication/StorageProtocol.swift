@@ -13,6 +13,9 @@ public enum ReplicationLimits {
     /// Most entry ids one `listEntries` answer carries (8 bytes each); the client asks again from
     /// the last id + 1 when an answer is full.
     public static let maxListedEntriesPerResponse = 65_536
+    /// Most listed-but-unstored entries a ledger recovery drops from a ledger's tail before it gives
+    /// up and asks for a retry (see `ReplicatedLedgerStore.readBackTail`).
+    public static let recoveryReadBackEntries: Int64 = 1_000
 }
 
 /// What a storage-node request asks for. The wire layout is in `docs/STORAGE_PROTOCOL.md`.

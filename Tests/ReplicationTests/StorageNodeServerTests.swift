@@ -23,11 +23,13 @@ import Testing
     }
 
     /// Starts `count` servers on ephemeral ports, runs `body`, stops everything.
-    static func withCluster(count: Int, _ body: (Cluster) async throws -> Void) async throws {
+    static func withCluster(
+        count: Int, stores: (Int) -> any LedgerStore = { _ in InMemoryLedgerStore() }, _ body: (Cluster) async throws -> Void
+    ) async throws {
         let cluster = Cluster()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for _ in 0..<count {
-                let node = try StorageNode(store: InMemoryLedgerStore())
+            for index in 0..<count {
+                let node = try StorageNode(store: stores(index))
                 let server = StorageNodeServer(host: "127.0.0.1", port: 0, node: node, eventLoopGroup: cluster.group, logger: logger)
                 tasks.addTask { try await server.run() }
                 let port = try await server.boundPort
