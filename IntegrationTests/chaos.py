@@ -4,7 +4,8 @@ that a checker verifies afterwards. Jepsen's idea, our own code. docs/RELIABILIT
 
     run_chaos(target, seed, fault_seconds, workdir) -> summary dict (summary["violations"] is a list)
 
-- Targets: `StandaloneTarget(Broker)` (kill -9 / SIGSTOP+SIGCONT / graceful restart of the broker)
+- Targets: `StandaloneTarget(Broker)` (kill -9 / SIGSTOP+SIGCONT / graceful restart of the broker,
+  and, as root, a full disk: the data directory is on a tmpfs the `diskfull` fault fills)
   and `ClusterTarget(LocalCluster)` (the same on either broker, any storage node and etcd).
   One fault at a time; every fault is healed before the next one starts.
 - Workload (one thread per worker, each with its own client and its own `random.Random`):
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import errno
 import json
 import os
 import random
@@ -58,6 +60,9 @@ ORDERED_PRODUCERS = 3
 DEDUP_PRODUCERS = 2
 SEND_TIMEOUT_MS = 10_000
 CLIENT_OPERATION_TIMEOUT_S = 10
+# The tmpfs a standalone run's data directory lives on (allocated only as used; the `diskfull`
+# fault fills it for a few seconds).
+STANDALONE_DISK_SIZE = "1g"
 RECEIVE_POLL_MS = 100
 NACK_DELAY_MS = 500
 # Upper bound on loop iterations of any worker (each loop also has the phase deadline).
@@ -212,13 +217,66 @@ class LoopbackBroker(Broker):
         return super()._command() + ["--bind-address", "127.0.0.1", "--max-entries-per-ledger", "1000"]
 
 
+class DiskFiller:
+    """The `diskfull` fault: fills the file system of a broker's data directory (a tmpfs the run
+    mounted for it, never the machine's disk) for the hold time, then frees it. While it is full,
+    sends must fail fast and reads go on; afterwards writing resumes by itself."""
+
+    name = "disk"
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.filler = directory / "chaos-filler"
+
+    def fill(self) -> None:
+        free = os.statvfs(self.directory)
+        room = free.f_bavail * free.f_frsize
+        with open(self.filler, "wb", buffering=0) as f:
+            if room > (1 << 20):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, room - (1 << 16))
+                    f.seek(0, os.SEEK_END)
+                except OSError:
+                    pass
+            for chunk_size in (1 << 16, 4096, 1):
+                chunk = b"\0" * chunk_size
+                try:
+                    while f.write(chunk):
+                        pass
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+
+    def free(self) -> None:
+        try:
+            self.filler.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def mount_tmpfs(mount_point: Path, size: str) -> bool:
+    """Mounts a tmpfs of `size` at `mount_point` (root only); False if that is not possible here."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def unmount(mount_point: Path) -> None:
+    if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
 class StandaloneTarget(Target):
     name = "standalone"
 
-    def __init__(self, broker: Broker):
+    def __init__(self, broker: Broker, disk: DiskFiller | None = None):
         self.broker = broker
         self.broker.name = "broker"
         self.processes = [broker]
+        self.disk = disk
 
     @property
     def service_url(self) -> str:
@@ -229,7 +287,10 @@ class StandaloneTarget(Target):
 
     def fault_menu(self):
         b = self.broker
-        return [("kill9", b, 4.0, (0.2, 3.0)), ("stop", b, 3.0, (0.5, 4.0)), ("restart", b, 2.0, (0.0, 1.0))]
+        menu = [("kill9", b, 4.0, (0.2, 3.0)), ("stop", b, 3.0, (0.5, 4.0)), ("restart", b, 2.0, (0.0, 1.0))]
+        if self.disk is not None:
+            menu.append(("diskfull", self.disk, 1.5, (1.0, 5.0)))
+        return menu
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -313,6 +374,9 @@ class Nemesis:
         self.hard_deadline = hard_deadline  # monotonic: no fault starts after it
         self.tick = tick or (lambda: None)
         self.by_name = {p.name: p for p in target.processes}
+        disk = getattr(target, "disk", None)
+        if disk is not None:
+            self.by_name[disk.name] = disk
         self.faults = collections.Counter()
         self.current: str | None = None
 
@@ -383,6 +447,12 @@ class Nemesis:
             p.kill9()
             self._sleep(hold)
             ok = self._start(p)
+        elif kind == "diskfull":
+            try:
+                p.fill()
+                self._sleep(hold)
+            finally:
+                p.free()
         elif kind == "stop":
             p.proc.send_signal(signal.SIGSTOP)
             try:
@@ -401,6 +471,9 @@ class Nemesis:
         self.current = None
 
     def heal_all(self) -> None:
+        disk = getattr(self.target, "disk", None)
+        if disk is not None:
+            disk.free()
         for p in self.target.processes:
             try:
                 if p.is_running():
@@ -1543,17 +1616,26 @@ def format_violations(s: dict, limit: int = 5) -> str:
 # command line (scripts/chaos)
 # ------------------------------------------------------------------------------------------------
 
-def run_standalone(seed, fault_seconds: float, root: Path, log=print, **kw) -> dict:
-    broker = LoopbackBroker(root / "data", root / "magnetar.log")
-    broker.start()
+def run_standalone(seed, fault_seconds: float, root: Path, log=print, disk_faults: bool = True, **kw) -> dict:
+    """With `disk_faults` (and root), the data directory is on a tmpfs of STANDALONE_DISK_SIZE that
+    the `diskfull` fault fills; without root the run has no disk faults (logged)."""
+    disk_root = root / "disk"
+    mounted = disk_faults and mount_tmpfs(disk_root, STANDALONE_DISK_SIZE)
+    if disk_faults and not mounted:
+        log("[standalone] no diskfull faults: mounting a tmpfs needs root")
+    broker = LoopbackBroker((disk_root if mounted else root) / "data", root / "magnetar.log")
     try:
-        return run_chaos(StandaloneTarget(broker), seed, fault_seconds, root / "run", log=log, **kw)
+        broker.start()
+        target = StandaloneTarget(broker, DiskFiller(disk_root) if mounted else None)
+        return run_chaos(target, seed, fault_seconds, root / "run", log=log, **kw)
     finally:
         broker.expected_running = False
         try:
             broker.close()
         except AssertionError:
             pass
+        if mounted:
+            unmount(disk_root)
 
 
 def run_cluster(seed, fault_seconds: float, root: Path, log=print, **kw) -> dict:

@@ -4,7 +4,8 @@
   on a history that breaks it and stays quiet on the legitimate look-alikes (redelivery of unacked
   messages, after a seek or a fault; duplicates without deduplication; no order on Shared).
 - `test_chaos_standalone` / `test_chaos_cluster`: a seeded randomized workload for
-  MAGNETAR_CHAOS_SECONDS (default 60) of faults against a standalone broker, then against a local
+  MAGNETAR_CHAOS_SECONDS (default 60) of faults against a standalone broker (kill -9, SIGSTOP,
+  restart and, as root, a full disk: its data directory is on a tmpfs), then against a local
   cluster (etcd + 3 storage nodes + 2 brokers), each followed by a drain; asserts 0 violations and
   prints a summary. The seed is random unless MAGNETAR_CHAOS_SEED is set; a failure prints it and
   the command that replays the same fault schedule (`scripts/chaos --seed ...`).
@@ -24,8 +25,8 @@ import pytest
 
 import conftest
 from chaos import (
-    LoopbackBroker, StandaloneTarget, ClusterTarget, TopicSpec, check, format_violations, run_chaos,
-    short_summary,
+    STANDALONE_DISK_SIZE, DiskFiller, LoopbackBroker, StandaloneTarget, ClusterTarget, TopicSpec, check,
+    format_violations, mount_tmpfs, run_chaos, short_summary, unmount,
 )
 
 FAULT_SECONDS = float(os.environ.get("MAGNETAR_CHAOS_SECONDS", "60"))
@@ -60,10 +61,19 @@ def report(capsys, summary: dict) -> None:
 
 @pytest.fixture
 def loopback_broker(tmp_path):
-    b = LoopbackBroker(tmp_path / "data", tmp_path / "magnetar.log")
-    b.start()
-    yield b
-    b.close()
+    """The standalone broker, its data directory on a tmpfs the `diskfull` fault can fill (as root;
+    otherwise on the test's directory, without disk faults)."""
+    disk_root = tmp_path / "disk"
+    mounted = mount_tmpfs(disk_root, STANDALONE_DISK_SIZE)
+    b = LoopbackBroker((disk_root if mounted else tmp_path) / "data", tmp_path / "magnetar.log")
+    b.disk = DiskFiller(disk_root) if mounted else None
+    try:
+        b.start()
+        yield b
+        b.close()
+    finally:
+        if mounted:
+            unmount(disk_root)
 
 
 @pytest.fixture
@@ -79,51 +89,15 @@ def chaos_cluster(tmp_path):
 
 def test_chaos_standalone(loopback_broker, tmp_path, capsys):
     require_time("standalone")
-    summary = run_chaos(StandaloneTarget(loopback_broker), chaos_seed(), FAULT_SECONDS, tmp_path / "chaos",
+    summary = run_chaos(StandaloneTarget(loopback_broker, loopback_broker.disk), chaos_seed(), FAULT_SECONDS, tmp_path / "chaos",
                         log=lambda line: None, liveness_bound_s=LIVENESS_BOUND_S)
     report(capsys, summary)
 
 
-class KnownBrokerIssue(Exception):
-    """The violations of this run are those of a known, reported broker bug (and only those)."""
-
-
-KNOWN_CLUSTER_ISSUE = (
-    "known broker bug (docs/RELIABILITY.md, Findings): a takeover's ledger recovery can close the "
-    "ledger past an entry no storage node serves ('ledger 6 has no entry 137', auditor "
-    "entries.unrecoverable=1, seen with seed 31337); a reader from the earliest position stops there, "
-    "so the receipted messages after it are never read")
-
-
-def is_known_cluster_issue(summary: dict, cluster) -> bool:
-    """Only `lost` (final reader) and `liveness` (final reader) violations, and a broker log that
-    shows a recovered ledger with an entry no storage node has. Anything else fails normally."""
-    if not summary["violations"]:
-        return False
-    for v in summary["violations"]:
-        if v["rule"] == "lost" and "topic" in v:
-            continue
-        if v["rule"] == "liveness" and all("sub" not in d for d in (v["events"][0].get("detail") or [])):
-            continue
-        return False
-    logs = ""
-    for b in cluster.brokers:
-        try:
-            logs += b.log_path.read_text(errors="replace")
-        except OSError:
-            pass
-    return " has no entry " in logs
-
-
-@pytest.mark.xfail(raises=KnownBrokerIssue, strict=False, reason=KNOWN_CLUSTER_ISSUE)
 def test_chaos_cluster(chaos_cluster, tmp_path, capsys):
     require_time("cluster")
     summary = run_chaos(ClusterTarget(chaos_cluster), chaos_seed(), FAULT_SECONDS, tmp_path / "chaos",
                         log=lambda line: None, liveness_bound_s=LIVENESS_BOUND_S)
-    if is_known_cluster_issue(summary, chaos_cluster):
-        with capsys.disabled():
-            print("\n" + short_summary(summary) + "\n" + format_violations(summary))
-        raise KnownBrokerIssue(f"seed {summary['seed']}: {KNOWN_CLUSTER_ISSUE}")
     report(capsys, summary)
 
 

@@ -58,8 +58,8 @@ extension PublishBatch: AppendReceiver {
             topic?.entryPersisted(attributes[tag], bytes: entries[tag].readableBytes, at: position)
             replier.published(index: tag, result: result)
         case .failure:
+            topic?.entryFailed(attributes[tag])
             replier.published(index: tag, result: result)
-            topic?.entryFailed()
         }
     }
 }

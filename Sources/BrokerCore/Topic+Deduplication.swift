@@ -49,6 +49,15 @@ extension Topic {
         return true
     }
 
+    /// An accepted entry was not stored (a full disk, a failed ledger): its producer's highest
+    /// accepted sequence id goes back to the highest persisted one, as Pulsar's
+    /// `resetHighestSequenceIdPushed` does, so the resend is accepted.
+    func forgetAcceptedForDeduplication(_ attributes: EntryAttributes) {
+        guard deduplication != nil, !attributes.producerName.isEmpty else { return }
+        let name = attributes.producerName
+        deduplication!.pushed[name] = deduplication!.persisted[name]
+    }
+
     func recordPersisted(_ attributes: EntryAttributes) {
         guard deduplication != nil, !attributes.producerName.isEmpty, !attributes.isNonFinalChunk else { return }
         let name = attributes.producerName

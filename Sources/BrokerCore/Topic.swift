@@ -199,9 +199,11 @@ public final class Topic: @unchecked Sendable {
         }
     }
 
-    /// An entry of a `PublishBatch` failed (after its publisher was answered): a failed managed
-    /// ledger is reported once.
-    func entryFailed() {
+    /// An entry of a `PublishBatch` failed (its publisher is answered right after): deduplication
+    /// forgets that it was accepted, so the client's resend is written rather than answered as a
+    /// duplicate of an entry that was never stored; a failed managed ledger is reported once.
+    func entryFailed(_ attributes: EntryAttributes) {
+        forgetAcceptedForDeduplication(attributes)
         if managedLedger.failure != nil, !reportedFailure {
             reportedFailure = true
             onManagedLedgerFailure?(self)

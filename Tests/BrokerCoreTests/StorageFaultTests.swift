@@ -212,4 +212,33 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         #expect(sink.deliveries.map(\.body) == ["m0", "m1", "m2"])
         #expect(topic.managedLedger.failure == nil)
     }
+
+    /// Found by the fault-history checker's `diskfull` fault (seed 9): a send refused for a full
+    /// disk stayed "accepted" for deduplication, so the client's resend got a duplicate receipt and
+    /// the message was never stored.
+    @Test func aSendRefusedForAFullDiskIsWrittenWhenResentWithDeduplicationOn() async throws {
+        let broker = try await makeBroker()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "disk-full-dedup")))
+        topic.setDeduplication(enabled: true)
+        func send(_ sequenceID: Int64) async throws -> Result<Position, BrokerError> {
+            let promise = loop.makePromise(of: Result<Position, BrokerError>.self)
+            let attributes = EntryAttributes(
+                numMessages: 1, publishTimeMs: 1, key: [], producerName: "p", highestSequenceID: sequenceID)
+            let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "s\(sequenceID)")).encode()
+            topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+            return try await settle(promise.futureResult)
+        }
+        let first = try await send(0).get()
+        store.setDiskFull(true)
+        guard case .failure = try await send(1) else {
+            Issue.record("a send succeeded on a full disk")
+            return
+        }
+        store.setDiskFull(false)
+        let resent = try await send(1).get()
+        #expect(resent == Position(ledgerID: first.ledgerID, entryID: first.entryID + 1), "the resend was answered as a duplicate")
+        #expect(topic.lastPublishedSequenceID(producerName: "p") == 1)
+        // A real duplicate is still recognised.
+        #expect(try await send(1).get() == Position(ledgerID: -1, entryID: -1))
+    }
 }
