@@ -105,8 +105,10 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
+        // Pulsar-style `--config` files (Java properties with Pulsar's and BookKeeper's key names).
+        .target(name: "ServerConfig"),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer", "BrokerCore", "Metadata", "Replication", "LedgerStorage", "MagnetarClient",
+            "BrokerServer", "BrokerCore", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -148,6 +150,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
+        .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
             "MagnetarClient", "PulsarProtocol",
             .product(name: "NIOCore", package: "swift-nio"),

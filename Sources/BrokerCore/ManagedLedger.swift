@@ -34,6 +34,10 @@ public struct ManagedLedgerConfiguration: Sendable {
     public var maxSizePerLedgerBytes: Int64 = 512 * 1024 * 1024
     /// Roll a ledger that holds entries once it is this old (Pulsar: managedLedgerMaxLedgerRolloverTimeMinutes).
     public var maxLedgerAge: TimeAmount = .hours(4)
+    /// A ledger is not rolled for its entry or size limit before it is this old (Pulsar:
+    /// managedLedgerMinLedgerRolloverTimeMinutes; Pulsar's default is 10 minutes, ours 0, so the
+    /// entry limit alone rolls — the limits of `--max-entries-per-ledger` stay exact).
+    public var minLedgerAge: TimeAmount = .zero
     /// How new ledgers are replicated (nil: the store's default; local stores ignore it).
     public var replication: LedgerReplicationOptions?
     public init() {}
@@ -279,9 +283,7 @@ final class ManagedLedger: @unchecked Sendable {
             return
         }
         let ledger = openLedger
-        if assignedEntries >= configuration.maxEntriesPerLedger || assignedBytes >= configuration.maxSizePerLedgerBytes
-            || (assignedEntries > 0 && ManagedLedger.nowMs().saturatingSubtract(ledger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000)
-        {
+        if openLedgerIsFull(ledger) {
             waiting.append((entry, receiver, tag))
             startRoll()
             return
@@ -522,6 +524,19 @@ final class ManagedLedger: @unchecked Sendable {
 
     static func nowMs() -> Int64 {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    /// Whether the next append goes to a new ledger, by Pulsar's rule: the open ledger reached its
+    /// entry or size limit, or holds entries and is older than the maximum rollover age — and in
+    /// either case is at least the minimum rollover age old.
+    private func openLedgerIsFull(_ ledger: LedgerInfo) -> Bool {
+        let age = ManagedLedger.nowMs().saturatingSubtract(ledger.createdAtMs ?? .max)
+        let quotaReached = assignedEntries >= configuration.maxEntriesPerLedger
+            || assignedBytes >= configuration.maxSizePerLedgerBytes
+        let aged = assignedEntries > 0 && age > configuration.maxLedgerAge.nanoseconds / 1_000_000
+        guard quotaReached || aged else { return false }
+        let minimumMs = configuration.minLedgerAge.nanoseconds / 1_000_000
+        return minimumMs <= 0 || age >= minimumMs
     }
 
     /// Rolls the open ledger if it holds entries and is older than the rollover age (called by

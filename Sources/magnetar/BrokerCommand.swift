@@ -10,92 +10,149 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import Replication
+import ServerConfig
 
 /// `magnetar broker`: a stateless broker of a cluster. Ledgers live on storage nodes, metadata
 /// (and bundle ownership) in etcd; any broker can take over the topics of one that died.
 struct BrokerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "broker",
-        abstract: "Run a cluster broker: metadata in etcd, ledgers on storage nodes (see scripts/local-cluster).")
+        abstract: "Run a cluster broker: metadata in etcd, ledgers on storage nodes (see scripts/local-cluster).",
+        discussion: "Settings come from --config FILE (Pulsar's broker.conf keys, see conf/broker.conf), then the flags.")
 
-    @Option(help: "Where the cluster's metadata lives: etcd://host:port[/root].")
-    var metadata: String
+    @OptionGroup var config: ConfigOption
+
+    @Option(help: "Where the cluster's metadata lives: etcd://host:port[/root] (metadataStoreUrl; Pulsar's etcd:http://host:port works too).")
+    var metadata: String?
 
     @OptionGroup var listen: ListenOptions
 
-    @Option(help: "Name of the cluster (admin API paths, producer names).")
-    var clusterName = "magnetar"
+    @Option(help: "Name of the cluster: admin API paths, producer names (clusterName; default magnetar).")
+    var clusterName: String?
 
     @Option(help: "Storage nodes as host:port,host:port,... (default: the nodes registered in the metadata store).")
     var storageNodes: String?
 
-    @Option(help: "Ensemble size E of new ledgers (default: 3, or fewer when fewer storage nodes exist).")
+    @Option(help: "Ensemble size E of new ledgers (managedLedgerDefaultEnsembleSize; default 3, or fewer when fewer storage nodes exist).")
     var ensembleSize: Int?
 
-    @Option(help: "Write quorum Qw of new ledgers (default: E).")
+    @Option(help: "Write quorum Qw of new ledgers (managedLedgerDefaultWriteQuorum; default E).")
     var writeQuorum: Int?
 
-    @Option(help: "Ack quorum Qa of new ledgers (default: 2, or fewer when E is smaller).")
+    @Option(help: "Ack quorum Qa of new ledgers (managedLedgerDefaultAckQuorum; default 2, or fewer when E is smaller).")
     var ackQuorum: Int?
 
-    @Option(help: "Seconds the metadata store keeps this broker's registration and bundle ownership after it stops answering.")
-    var sessionTtlSeconds = 10
+    @Option(help: "Seconds the metadata store keeps this broker's registration and bundle ownership after it stops answering (metadataStoreSessionTimeoutMillis, in milliseconds; default 10 s).")
+    var sessionTtlSeconds: Int?
 
-    @Option(help: "Seconds a storage node may be gone before the re-replication auditor moves its ledgers' copies elsewhere.")
-    var replicationGraceSeconds = 30
+    @Option(help: "Seconds a storage node may be gone before the re-replication auditor moves its ledgers' copies elsewhere (lostBookieRecoveryDelay; default 30).")
+    var replicationGraceSeconds: Int?
 
-    @Option(help: "Seconds between re-replication audits (only the elected auditor broker audits).")
-    var replicationCheckSeconds = 5
+    @Option(help: "Seconds between re-replication audits; only the elected auditor broker audits (auditorPeriodicBookieCheckInterval; default 5).")
+    var replicationCheckSeconds: Int?
 
-    @Option(help: "Roll a topic's ledger after this many entries.")
-    var maxEntriesPerLedger: Int64 = 50_000
+    @OptionGroup var ledgers: LedgerOptions
 
     @OptionGroup var logging: LoggingOptions
 
-    func validate() throws {
-        guard sessionTtlSeconds >= 1 else { throw ValidationError("--session-ttl-seconds must be at least 1") }
-        guard replicationGraceSeconds >= 0, replicationCheckSeconds >= 1 else {
-            throw ValidationError("--replication-grace-seconds must be >= 0 and --replication-check-seconds >= 1")
-        }
-        guard maxEntriesPerLedger > 0 else { throw ValidationError("--max-entries-per-ledger must be positive") }
-        if let replication = replicationOptions, !replication.isValid {
-            throw ValidationError("need ensemble size >= write quorum >= ack quorum >= 1")
-        }
+    /// What the flags and the file say, checked.
+    struct Settings {
+        var metadataURL: String
+        var clusterName: String
+        var replication: LedgerReplicationOptions?
+        var sessionTTLSeconds: Int
+        var replicationGraceSeconds: Int
+        var replicationCheckSeconds: Int
     }
 
-    /// The quorum flags as given (nil: the store picks 3/3/2, or what the live nodes allow).
-    var replicationOptions: LedgerReplicationOptions? {
-        guard ensembleSize != nil || writeQuorum != nil || ackQuorum != nil else { return nil }
-        let ensemble = ensembleSize ?? 3
-        let write = writeQuorum ?? ensemble
-        return LedgerReplicationOptions(ensembleSize: ensemble, writeQuorumSize: write, ackQuorumSize: ackQuorum ?? min(2, write))
+    func settings(_ file: ConfigFile?) throws -> Settings {
+        guard let url = Layered.optionalString(metadata, file, "metadataStoreUrl") else {
+            throw StartupError("the broker needs its metadata store: --metadata etcd://host:port, or metadataStoreUrl in --config")
+        }
+        let positive = 1...Int(Int32.max)
+        for (flag, value, range) in [
+            ("--ensemble-size", ensembleSize, positive), ("--write-quorum", writeQuorum, positive),
+            ("--ack-quorum", ackQuorum, positive), ("--session-ttl-seconds", sessionTtlSeconds, positive),
+            ("--replication-grace-seconds", replicationGraceSeconds, 0...Int(Int32.max)),
+            ("--replication-check-seconds", replicationCheckSeconds, positive),
+        ] {
+            if let value, !range.contains(value) { throw StartupError("\(flag) \(value): expected \(range.lowerBound) or more") }
+        }
+        let ensemble = try Layered.optionalInt(ensembleSize, file, "managedLedgerDefaultEnsembleSize", in: positive)
+        let write = try Layered.optionalInt(writeQuorum, file, "managedLedgerDefaultWriteQuorum", in: positive)
+        let ack = try Layered.optionalInt(ackQuorum, file, "managedLedgerDefaultAckQuorum", in: positive)
+        var replication: LedgerReplicationOptions?
+        if ensemble != nil || write != nil || ack != nil {
+            let e = ensemble ?? 3
+            let w = write ?? e
+            let options = LedgerReplicationOptions(ensembleSize: e, writeQuorumSize: w, ackQuorumSize: ack ?? min(2, w))
+            guard options.isValid else {
+                throw StartupError("ensemble size \(e) >= write quorum \(w) >= ack quorum \(options.ackQuorumSize) >= 1 does not hold (--ensemble-size / --write-quorum / --ack-quorum, managedLedgerDefaultEnsembleSize / WriteQuorum / AckQuorum)")
+            }
+            replication = options
+        }
+        let sessionTTL: Int
+        if let sessionTtlSeconds {
+            sessionTTL = sessionTtlSeconds
+        } else if let millis = try Layered.optionalInt(nil, file, "metadataStoreSessionTimeoutMillis", in: 1_000...Int(Int32.max)) {
+            sessionTTL = (millis + 999) / 1_000
+        } else {
+            sessionTTL = 10
+        }
+        return Settings(
+            metadataURL: Self.normalizedMetadataURL(url),
+            clusterName: try clusterNameSetting(clusterName, file, default: "magnetar"),
+            replication: replication,
+            sessionTTLSeconds: sessionTTL,
+            replicationGraceSeconds: try Layered.int(replicationGraceSeconds, file, "lostBookieRecoveryDelay", default: 30, in: 0...Int(Int32.max)),
+            replicationCheckSeconds: try Layered.int(replicationCheckSeconds, file, "auditorPeriodicBookieCheckInterval", default: 5, in: positive))
+    }
+
+    /// Pulsar writes an etcd metadata URL as `etcd:http://host:port[,http://host2:port]`; ours is
+    /// `etcd://host:port[/root]`. The first endpoint of Pulsar's form is used.
+    static func normalizedMetadataURL(_ url: String) -> String {
+        guard url.hasPrefix("etcd:http://") || url.hasPrefix("etcd:https://") else { return url }
+        let endpoints = url.dropFirst("etcd:".count).split(separator: ",")
+        guard let first = endpoints.first else { return url }
+        let authority = first.drop { $0 != "/" }.dropFirst(2)
+        return "etcd://\(authority)"
     }
 
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "magnetar.broker")
+        let file = try config.load(known: ConfigKeys.broker, logger: logger)
+        let settings = try settings(file)
+        let listening = try listen.resolve(file)
+        let managedLedger = try ledgers.resolve(file, into: ManagedLedgerConfiguration())
         let metricsRegistry = MetricsBootstrap.bootstrap()
-        guard case .etcd(let endpoint, let rootPrefix) = try MetadataStoreURL(parsing: metadata) else {
-            throw ValidationError("--metadata must name etcd (etcd://host:port): brokers of a cluster share their metadata")
+        let parsedURL: MetadataStoreURL
+        do {
+            parsedURL = try MetadataStoreURL(parsing: settings.metadataURL)
+        } catch {
+            throw StartupError("\(error)")
+        }
+        guard case .etcd(let endpoint, let rootPrefix) = parsedURL else {
+            throw StartupError("the metadata store must be etcd (etcd://host:port): brokers of a cluster share their metadata")
         }
         let metadataStore = EtcdMetadataStore(
-            endpoint: endpoint, rootPrefix: rootPrefix, sessionTTL: .seconds(Int64(sessionTtlSeconds)), logger: logger)
+            endpoint: endpoint, rootPrefix: rootPrefix, sessionTTL: .seconds(Int64(settings.sessionTTLSeconds)), logger: logger)
         try await metadataStore.checkConnection()
-        let brokerID = "\(listen.advertisedAddress):\(listen.httpPort)"
+        let brokerID = "\(listening.advertisedAddress):\(listening.httpPort)"
         let store = try await ClusterStorage.connect(
-            metadata: metadataStore, staticNodes: storageNodes, replication: replicationOptions,
-            auditInterval: .seconds(replicationCheckSeconds), lostNodeGracePeriod: .seconds(replicationGraceSeconds),
+            metadata: metadataStore, staticNodes: storageNodes, replication: settings.replication,
+            auditInterval: .seconds(settings.replicationCheckSeconds), lostNodeGracePeriod: .seconds(settings.replicationGraceSeconds),
             auditorName: brokerID, logger: logger)
         let identity = BrokerIdentity(
-            brokerID: brokerID, pulsarURL: "pulsar://\(listen.advertisedAddress):\(listen.port)",
-            httpURL: "http://\(listen.advertisedAddress):\(listen.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
+            brokerID: brokerID, pulsarURL: "pulsar://\(listening.advertisedAddress):\(listening.port)",
+            httpURL: "http://\(listening.advertisedAddress):\(listening.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
-        configuration.clusterName = clusterName
+        configuration.clusterName = settings.clusterName
         configuration.advertisedPulsarURL = identity.pulsarURL
         configuration.advertisedHTTPURL = identity.httpURL
-        configuration.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
-        configuration.managedLedger.replication = replicationOptions
+        configuration.managedLedger = managedLedger
+        configuration.managedLedger.replication = settings.replication
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let broker = BrokerService(
             configuration: configuration, store: store.ledgerStore, metadata: metadataStore,
@@ -106,12 +163,13 @@ struct BrokerCommand: AsyncParsableCommand {
         try await broker.startClusterTasks()
         broker.startPolicyTask()
         logger.info("broker.started", metadata: [
-            "pulsar-url": "\(identity.pulsarURL)", "http-url": "\(identity.httpURL)", "metadata": "\(metadata)",
+            "pulsar-url": "\(identity.pulsarURL)", "http-url": "\(identity.httpURL)", "metadata": "\(settings.metadataURL)",
+            "cluster": "\(settings.clusterName)",
         ])
         do {
             try await BrokerProcess.serve(
-                broker: broker, bindAddress: listen.bindAddress, port: listen.port, httpPort: listen.httpPort,
-                advertisedAddress: listen.advertisedAddress, listener: try listen.listenerSettings(),
+                broker: broker, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
+                advertisedAddress: listening.advertisedAddress, listener: listening.listener,
                 metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
                 extraServices: [store.auditor], logger: logger)
         } catch {

@@ -1,8 +1,10 @@
 import ArgumentParser
+import BrokerCore
 import BrokerServer
 import Logging
 import Metrics
 import Prometheus
+import ServerConfig
 
 @main
 struct Magnetar: AsyncParsableCommand {
@@ -16,73 +18,148 @@ struct Magnetar: AsyncParsableCommand {
 struct StandaloneCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "standalone",
-        abstract: "Run broker, storage and metadata in one process.")
+        abstract: "Run broker, storage and metadata in one process.",
+        discussion: "Settings come from --config FILE (Pulsar's standalone.conf keys, see conf/standalone.conf), then the flags.")
+
+    @OptionGroup var config: ConfigOption
 
     @Option(help: "Directory for ledgers and metadata.")
     var dataDir = "./data"
 
     @OptionGroup var listen: ListenOptions
 
-    @Option(help: "Roll a topic's ledger after this many entries.")
-    var maxEntriesPerLedger: Int64 = 50_000
+    @Option(help: "Name of the cluster, as /admin/v2/clusters reports it (clusterName; default standalone).")
+    var clusterName: String?
 
-    @Option(help: "Roll a topic's ledger that holds entries after this many seconds (retention trims whole ledgers).")
-    var ledgerRolloverSeconds: Int64 = 4 * 3600
+    @OptionGroup var ledgers: LedgerOptions
 
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "magnetar")
+        let file = try config.load(known: ConfigKeys.standalone, logger: logger)
+        let listening = try listen.resolve(file)
         var options = StandaloneOptions(
-            dataDirectory: dataDir, bindAddress: listen.bindAddress, port: listen.port, httpPort: listen.httpPort,
-            advertisedAddress: listen.advertisedAddress)
-        guard maxEntriesPerLedger > 0, ledgerRolloverSeconds > 0 else {
-            throw ValidationError("--max-entries-per-ledger and --ledger-rollover-seconds must be positive")
-        }
-        options.broker.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
-        options.broker.managedLedger.maxLedgerAge = .seconds(ledgerRolloverSeconds)
-        options.listener = try listen.listenerSettings()
+            dataDirectory: dataDir, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
+            advertisedAddress: listening.advertisedAddress)
+        options.broker.clusterName = try clusterNameSetting(clusterName, file, default: "standalone")
+        options.broker.managedLedger = try ledgers.resolve(file, into: options.broker.managedLedger)
+        options.listener = listening.listener
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
 }
 
-/// Where a broker listens and how clients reach it (`standalone` and `broker`).
+/// `--cluster-name` / `clusterName`: letters, digits, `-`, `_` and `.` (it is a path segment of
+/// the admin API and part of generated producer names).
+func clusterNameSetting(_ flag: String?, _ file: ConfigFile?, default value: String) throws -> String {
+    let name = Layered.string(flag, file, "clusterName", default: value)
+    let allowed = name.unicodeScalars.allSatisfy {
+        ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)
+    }
+    guard !name.isEmpty, name.utf8.count <= 128, allowed else {
+        let expected = "1-128 letters, digits, '-', '_' or '.'"
+        guard flag == nil, let file else { throw StartupError("--cluster-name '\(name)': use \(expected)") }
+        throw StartupError(file.error("clusterName", name, expected: expected).description)
+    }
+    return name
+}
+
+/// Where a broker listens and how clients reach it (`standalone` and `broker`). Each flag
+/// overrides the `--config` key named in its help.
 struct ListenOptions: ParsableArguments {
-    @Option(help: "Address to listen on.")
-    var bindAddress = "0.0.0.0"
+    @Option(help: "Address to listen on (bindAddress; default 0.0.0.0).")
+    var bindAddress: String?
 
-    @Option(help: "Port of the Pulsar binary protocol.")
-    var port = 6650
+    @Option(help: "Port of the Pulsar binary protocol (brokerServicePort; default 6650).")
+    var port: Int?
 
-    @Option(help: "Port of the HTTP endpoint (/health, /admin/v2, /metrics).")
-    var httpPort = 8080
+    @Option(help: "Port of the HTTP endpoint: /health, /admin/v2, /metrics (webServicePort; default 8080).")
+    var httpPort: Int?
 
-    @Option(help: "Host name or address clients and other brokers use to reach this broker (returned by topic lookups).")
-    var advertisedAddress = "localhost"
+    @Option(help: "Host name or address clients and other brokers use to reach this broker, returned by topic lookups (advertisedAddress; default localhost).")
+    var advertisedAddress: String?
 
-    @Option(help: "keepAliveIntervalSeconds: a connection without CONNECT after this long is closed; a silent one gets a PING and is closed after another interval without an answer.")
-    var keepAliveIntervalSeconds = 30
+    @Option(help: "A connection without CONNECT after this long is closed; a silent one gets a PING and is closed after another interval without an answer (keepAliveIntervalSeconds; default 30).")
+    var keepAliveIntervalSeconds: Int?
 
-    @Option(help: "brokerMaxConnections: most Pulsar connections at once (0: the file-descriptor limit less a reserve).")
-    var brokerMaxConnections = 0
+    @Option(help: "Most Pulsar connections at once; 0: the file-descriptor limit less a reserve (brokerMaxConnections; default 0).")
+    var brokerMaxConnections: Int?
 
-    @Option(help: "brokerMaxConnectionsPerIp: most Pulsar connections from one client address (0: no limit).")
-    var brokerMaxConnectionsPerIp = 0
+    @Option(help: "Most Pulsar connections from one client address; 0: no limit (brokerMaxConnectionsPerIp; default 0).")
+    var brokerMaxConnectionsPerIp: Int?
 
-    /// The listener settings these flags give.
-    func listenerSettings() throws -> PulsarListenerSettings {
-        guard keepAliveIntervalSeconds > 0 else {
-            throw ValidationError("--keep-alive-interval-seconds must be positive (got \(keepAliveIntervalSeconds))")
+    struct Resolved {
+        var bindAddress: String
+        var port: Int
+        var httpPort: Int
+        var advertisedAddress: String
+        var listener: PulsarListenerSettings
+    }
+
+    /// The settings from the flags, then `file`, then the defaults.
+    func resolve(_ file: ConfigFile?) throws -> Resolved {
+        for (flag, value, range) in [
+            ("--port", port, 1...65535), ("--http-port", httpPort, 1...65535),
+            ("--keep-alive-interval-seconds", keepAliveIntervalSeconds, 1...Int(Int32.max)),
+            ("--broker-max-connections", brokerMaxConnections, 0...Int(Int32.max)),
+            ("--broker-max-connections-per-ip", brokerMaxConnectionsPerIp, 0...Int(Int32.max)),
+        ] {
+            if let value, !range.contains(value) {
+                throw StartupError("\(flag) \(value): expected \(range.lowerBound == 0 ? "0 (no limit) or more" : "\(range.lowerBound) to \(range.upperBound)")")
+            }
         }
-        guard brokerMaxConnections >= 0, brokerMaxConnectionsPerIp >= 0 else {
-            throw ValidationError("--broker-max-connections and --broker-max-connections-per-ip must be 0 (no limit) or positive")
+        var listener = PulsarListenerSettings()
+        listener.keepAliveInterval = .seconds(Int64(try Layered.int(
+            keepAliveIntervalSeconds, file, "keepAliveIntervalSeconds", default: 30, in: 1...Int(Int32.max))))
+        listener.maxConnections = try Layered.int(brokerMaxConnections, file, "brokerMaxConnections", default: 0, in: 0...Int(Int32.max))
+        listener.maxConnectionsPerIP = try Layered.int(
+            brokerMaxConnectionsPerIp, file, "brokerMaxConnectionsPerIp", default: 0, in: 0...Int(Int32.max))
+        return Resolved(
+            bindAddress: Layered.string(bindAddress, file, "bindAddress", default: "0.0.0.0"),
+            port: try Layered.int(port, file, "brokerServicePort", default: 6650, in: 1...65535),
+            httpPort: try Layered.int(httpPort, file, "webServicePort", default: 8080, in: 1...65535),
+            advertisedAddress: Layered.string(advertisedAddress, file, "advertisedAddress", default: "localhost"),
+            listener: listener)
+    }
+}
+
+/// How topics' ledgers roll (`standalone` and `broker`).
+struct LedgerOptions: ParsableArguments {
+    @Option(help: "Roll a topic's ledger after this many entries (managedLedgerMaxEntriesPerLedger; default 50000).")
+    var maxEntriesPerLedger: Int64?
+
+    @Option(help: "Roll a topic's ledger that holds entries after this many seconds; retention trims whole ledgers (managedLedgerMaxLedgerRolloverTimeMinutes, in minutes; default 240 minutes).")
+    var ledgerRolloverSeconds: Int64?
+
+    /// The managed-ledger settings from the flags, then `file`, then `defaults`.
+    func resolve(_ file: ConfigFile?, into defaults: ManagedLedgerConfiguration) throws -> ManagedLedgerConfiguration {
+        if let maxEntriesPerLedger, maxEntriesPerLedger <= 0 {
+            throw StartupError("--max-entries-per-ledger \(maxEntriesPerLedger): must be positive")
         }
-        var settings = PulsarListenerSettings()
-        settings.keepAliveInterval = .seconds(keepAliveIntervalSeconds)
-        settings.maxConnections = brokerMaxConnections
-        settings.maxConnectionsPerIP = brokerMaxConnectionsPerIp
-        return settings
+        if let ledgerRolloverSeconds, ledgerRolloverSeconds <= 0 {
+            throw StartupError("--ledger-rollover-seconds \(ledgerRolloverSeconds): must be positive")
+        }
+        let minutes: ClosedRange<Int64> = 1...(Int64(Int32.max))
+        var configuration = defaults
+        configuration.maxEntriesPerLedger = try Layered.int64(
+            maxEntriesPerLedger, file, "managedLedgerMaxEntriesPerLedger", default: defaults.maxEntriesPerLedger,
+            in: 1...Int64(Int32.max))
+        if let ledgerRolloverSeconds {
+            configuration.maxLedgerAge = .seconds(ledgerRolloverSeconds)
+        } else if let maxMinutes = try Layered.optionalInt64(file, "managedLedgerMaxLedgerRolloverTimeMinutes", in: minutes) {
+            configuration.maxLedgerAge = .minutes(maxMinutes)
+        }
+        let minMinutes = try Layered.int64(nil, file, "managedLedgerMinLedgerRolloverTimeMinutes", default: 0, in: 0...Int64(Int32.max))
+        configuration.minLedgerAge = .minutes(minMinutes)
+        if configuration.minLedgerAge > configuration.maxLedgerAge {
+            let place = file?.path ?? "the flags"
+            throw StartupError("\(place): managedLedgerMinLedgerRolloverTimeMinutes (\(minMinutes)) is above the maximum rollover time; lower it or raise managedLedgerMaxLedgerRolloverTimeMinutes")
+        }
+        let megabytes = try Layered.int64(
+            nil, file, "managedLedgerMaxSizePerLedgerMbytes", default: defaults.maxSizePerLedgerBytes >> 20, in: 1...(1 << 30))
+        configuration.maxSizePerLedgerBytes = megabytes << 20
+        return configuration
     }
 }

@@ -6,6 +6,7 @@ import Metadata
 import NIOCore
 import NIOPosix
 import Replication
+import ServerConfig
 import ServiceLifecycle
 
 /// `magnetar storage`: one storage node — a `FileLedgerStore` served over the storage protocol.
@@ -14,37 +15,75 @@ import ServiceLifecycle
 struct StorageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "storage",
-        abstract: "Run a storage node: ledgers on local disk, served to brokers over TCP.")
+        abstract: "Run a storage node: ledgers on local disk, served to brokers over TCP.",
+        discussion: "Settings come from --config FILE (BookKeeper's bookkeeper.conf keys, see conf/bookkeeper.conf), then the flags.")
 
-    @Option(help: "Directory for the node's journal, entry logs and index.")
-    var dataDir = "./storage-data"
+    @OptionGroup var config: ConfigOption
 
-    @Option(help: "Address to listen on.")
+    @Option(help: "Directory for the node's journal, entry logs and index (ledgerDirectories; default ./storage-data).")
+    var dataDir: String?
+
+    @Option(help: "Address to listen on (default 0.0.0.0).")
     var bindAddress = "0.0.0.0"
 
-    @Option(help: "Port of the storage protocol.")
-    var port = 3181
+    @Option(help: "Port of the storage protocol (bookiePort; default 3181).")
+    var port: Int?
 
-    @Option(help: "Metadata store to register in, e.g. etcd://127.0.0.1:2379 (without it the node is not registered).")
+    @Option(help: "Metadata store to register in, e.g. etcd://127.0.0.1:2379; without it the node is not registered (metadataServiceUri).")
     var metadata: String?
 
-    @Option(help: "Host brokers use to reach this node (registered with --metadata); default: the bind address, or 127.0.0.1 for 0.0.0.0.")
+    @Option(help: "Host brokers use to reach this node, registered with --metadata (advertisedAddress; default: the bind address, or 127.0.0.1 for 0.0.0.0).")
     var advertisedAddress: String?
 
     @OptionGroup var logging: LoggingOptions
 
-    func validate() throws {
-        if let metadata {
-            guard case .etcd = try? MetadataStoreURL(parsing: metadata) else {
-                throw ValidationError("--metadata must be an etcd://host:port[/root] URL (storage nodes register in a shared store)")
+    struct Settings {
+        var dataDirectory: String
+        var port: Int
+        var metadataURL: MetadataStoreURL?
+        var advertisedAddress: String?
+    }
+
+    func settings(_ file: ConfigFile?) throws -> Settings {
+        if let port, !(1...65535).contains(port) { throw StartupError("--port \(port): expected 1 to 65535") }
+        var directory = dataDir
+        if directory == nil, let file, let ledgers = file.list("ledgerDirectories") {
+            guard ledgers.count == 1 else {
+                throw StartupError(file.error(
+                    "ledgerDirectories", file.string("ledgerDirectories") ?? "",
+                    expected: "one directory (a storage node keeps its journal, entry logs and index in one)").description)
             }
+            for key in ["journalDirectories", "journalDirectory"] {
+                if let journal = file.list(key), journal != ledgers {
+                    throw StartupError(file.error(
+                        key, file.string(key) ?? "",
+                        expected: "the same directory as ledgerDirectories (\(ledgers[0])), or no value: the journal lives beside the ledgers").description)
+                }
+            }
+            directory = ledgers[0]
         }
+        let metadataText = Layered.optionalString(metadata, file, "metadataServiceUri")
+        var metadataURL: MetadataStoreURL?
+        if let metadataText {
+            guard case .etcd? = try? MetadataStoreURL(parsing: metadataText) else {
+                throw StartupError("metadata store '\(metadataText)' (--metadata / metadataServiceUri): expected etcd://host:port[/root]; storage nodes register in a shared store")
+            }
+            metadataURL = try MetadataStoreURL(parsing: metadataText)
+        }
+        return Settings(
+            dataDirectory: directory ?? "./storage-data",
+            port: try Layered.int(port, file, "bookiePort", default: 3181, in: 1...65535),
+            metadataURL: metadataURL,
+            advertisedAddress: Layered.optionalString(advertisedAddress, file, "advertisedAddress"))
     }
 
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "magnetar.storage")
-        let ledgersDirectory = (dataDir as NSString).appendingPathComponent("ledgers")
+        let file = try config.load(known: ConfigKeys.storage, logger: logger)
+        let settings = try settings(file)
+        let port = settings.port
+        let ledgersDirectory = (settings.dataDirectory as NSString).appendingPathComponent("ledgers")
         try FileManager.default.createDirectory(atPath: ledgersDirectory, withIntermediateDirectories: true)
         let store = try FileLedgerStore(configuration: FileLedgerStoreConfiguration(directory: ledgersDirectory), logger: logger)
         defer { store.close() }
@@ -53,13 +92,12 @@ struct StorageCommand: AsyncParsableCommand {
         let server = StorageNodeServer(host: bindAddress, port: port, node: node, eventLoopGroup: eventLoopGroup, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
         var metadataStore: (any SessionCapableMetadataStore)?
-        if let metadata {
-            let url = try MetadataStoreURL(parsing: metadata)
+        if let url = settings.metadataURL {
             guard let store = try url.makeStore(logger: Logger(label: "magnetar.metadata")) as? any SessionCapableMetadataStore else {
-                throw ValidationError("--metadata \(url) has no sessions; use etcd://")
+                throw StartupError("metadata store \(url) has no sessions; use etcd://")
             }
             metadataStore = store
-            let host = advertisedAddress ?? (bindAddress == "0.0.0.0" || bindAddress == "::" ? "127.0.0.1" : bindAddress)
+            let host = settings.advertisedAddress ?? (bindAddress == "0.0.0.0" || bindAddress == "::" ? "127.0.0.1" : bindAddress)
             let registrar = StorageNodeRegistrar(metadata: store, address: StorageNodeAddress(host: host, port: port), logger: logger)
             // Fail at start when the metadata store cannot be reached, rather than run unregistered.
             try await registrar.register()

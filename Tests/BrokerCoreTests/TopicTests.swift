@@ -37,9 +37,10 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
     let store = InMemoryLedgerStore()
     let metadata = InMemoryMetadataStore()
 
-    func makeBroker(maxEntriesPerLedger: Int64 = 3) async throws -> BrokerService {
+    func makeBroker(maxEntriesPerLedger: Int64 = 3, minLedgerAge: TimeAmount = .zero) async throws -> BrokerService {
         var configuration = BrokerConfiguration()
         configuration.managedLedger.maxEntriesPerLedger = maxEntriesPerLedger
+        configuration.managedLedger.minLedgerAge = minLedgerAge
         let broker = BrokerService(
             configuration: configuration, store: store, metadata: metadata, eventLoopGroup: loop,
             logger: Logger(label: "test"))
@@ -96,6 +97,17 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         #expect(topic.backlog(subscription: "s") == 4)
         topic.acknowledgeCumulative(subscription: "s", upTo: positions[6])
         #expect(topic.backlog(subscription: "s") == 0)
+    }
+
+    /// managedLedgerMinLedgerRolloverTimeMinutes: a ledger younger than the minimum age is not
+    /// rolled for its entry limit (Pulsar's rule), so all entries stay in one ledger.
+    @Test func aLedgerYoungerThanTheMinimumRolloverAgeDoesNotRollAtItsEntryLimit() async throws {
+        let broker = try await makeBroker(maxEntriesPerLedger: 3, minLedgerAge: .minutes(10))
+        let topic = try await settle(broker.topic(try TopicName(parsing: "min-rollover")))
+        var positions: [Position] = []
+        for i in 0..<7 { positions.append(try await publish(topic, "m\(i)")) }
+        #expect(Set(positions.map(\.ledgerID)).count == 1)
+        #expect(positions.map(\.entryID) == Array(0..<7))
     }
 
     /// Records each entry's outcome in a `PublishBatch`, in the order the topic reports them.

@@ -1,0 +1,34 @@
+/// The configuration keys each role reads from its `--config` file: Apache Pulsar's names
+/// (`broker.conf`, `standalone.conf`) and, for storage nodes, BookKeeper's (`bookkeeper.conf`).
+/// `conf/standalone.conf`, `conf/broker.conf` and `conf/bookkeeper.conf` document each with its
+/// default; `ConfigKeysTests` keeps those files and these lists the same.
+public enum ConfigKeys {
+    /// Where a broker listens and how clients reach it (`standalone` and `broker`).
+    public static let listener: Set<String> = [
+        "bindAddress", "brokerServicePort", "webServicePort", "advertisedAddress",
+        "keepAliveIntervalSeconds", "brokerMaxConnections", "brokerMaxConnectionsPerIp",
+    ]
+
+    /// How topics' managed ledgers roll (`standalone` and `broker`).
+    public static let managedLedger: Set<String> = [
+        "managedLedgerMaxEntriesPerLedger", "managedLedgerMaxSizePerLedgerMbytes",
+        "managedLedgerMinLedgerRolloverTimeMinutes", "managedLedgerMaxLedgerRolloverTimeMinutes",
+    ]
+
+    /// `magnetar standalone --config standalone.conf`.
+    public static let standalone: Set<String> = listener.union(managedLedger).union(["clusterName"])
+
+    /// `magnetar broker --config broker.conf`.
+    public static let broker: Set<String> = listener.union(managedLedger).union([
+        "clusterName", "metadataStoreUrl", "metadataStoreSessionTimeoutMillis",
+        "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
+        // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.
+        "lostBookieRecoveryDelay", "auditorPeriodicBookieCheckInterval",
+    ])
+
+    /// `magnetar storage --config bookkeeper.conf`.
+    public static let storage: Set<String> = [
+        "bookiePort", "advertisedAddress", "ledgerDirectories", "journalDirectories", "journalDirectory",
+        "metadataServiceUri",
+    ]
+}
