@@ -156,7 +156,10 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
-        .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "LedgerStorage", "Metadata"]),
+        .testTarget(name: "BrokerCoreTests", dependencies: [
+            "BrokerCore", "LedgerStorage", "Metadata",
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "BrokerServerTests", dependencies: [
             "BrokerServer", "BrokerCore", "PulsarProtocol", "LedgerStorage", "Metadata",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -27,6 +27,17 @@ struct ManagedLedgerRecord: Codable, Sendable {
 }
 
 /// Limits of a managed ledger.
+/// Limits of a managed ledger, in one place (docs/LIMITS.md).
+public enum ManagedLedgerLimits {
+    /// Entries fetched ahead from a store whose reads wait for the network (a cluster), per managed
+    /// ledger, and their bytes: past either, the oldest fetched entries are dropped (read again if
+    /// needed).
+    public static let maxReadAheadEntries = 1_000
+    public static let maxReadAheadBytes = 64 * 1024 * 1024
+    /// Entries one dispatch pass asks the store for at once when they are not at hand.
+    public static let readAheadBatch = 100
+}
+
 public struct ManagedLedgerConfiguration: Sendable {
     /// Roll to a new ledger after this many entries.
     public var maxEntriesPerLedger: Int64 = 50_000
@@ -244,10 +255,99 @@ final class ManagedLedger: @unchecked Sendable {
         return true
     }
 
-    /// Reads a durable entry.
+    // MARK: reads without blocking the loop
+
+    /// Entries (or read failures) fetched by `readAhead` for a store whose reads wait for the
+    /// network, until `read` takes them. Bounded: the oldest go first.
+    private var readAheadResults: [Position: Result<ByteBuffer, LedgerStoreError>] = [:]
+    private var readAheadOrder: [Position] = []
+    private var readAheadBytes = 0
+    /// Positions being fetched, and who waits for each batch.
+    private var readsInFlight: Set<Position> = []
+    private var readAheadWaiters: [() -> Void] = []
+
+    /// Whether `read(position)` answers without waiting: the entry is in the tail cache or was
+    /// fetched ahead, or the store is local (a `pread`).
+    func canReadNow(_ position: Position) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        return !store.readMayBlock || tailCache.entry(at: position) != nil || readAheadResults[position] != nil
+    }
+
+    /// Fetches `positions` (those not cached or in flight) from the store without blocking the
+    /// loop; `then` runs on the loop once they are all in (successes and failures both: `read`
+    /// reports a failure once). Used by dispatch when `canReadNow` is false.
+    func readAhead(_ positions: [Position], then: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        let missing = positions.filter { readAheadResults[$0] == nil && tailCache.entry(at: $0) == nil }
+        let wanted = missing.filter { !readsInFlight.contains($0) }
+        guard !missing.isEmpty else {
+            eventLoop.execute(then)
+            return
+        }
+        // Runs when a batch completes: this one, or (all wanted already in flight) an earlier one.
+        readAheadWaiters.append(then)
+        guard !wanted.isEmpty else { return }
+        readsInFlight.formUnion(wanted)
+        let store = self.store
+        let eventLoop = self.eventLoop
+        let remaining = NIOLockedValueBox(wanted.count)
+        for position in wanted {
+            Task {
+                let result: Result<ByteBuffer, LedgerStoreError>
+                do throws(LedgerStoreError) {
+                    result = .success(try await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID))
+                } catch {
+                    result = .failure(error)
+                }
+                let last = remaining.withLockedValue { count -> Bool in
+                    count -= 1
+                    return count == 0
+                }
+                eventLoop.execute {
+                    self.readArrived(position, result)
+                    if last { self.runReadAheadWaiters() }
+                }
+            }
+        }
+    }
+
+    private func readArrived(_ position: Position, _ result: Result<ByteBuffer, LedgerStoreError>) {
+        readsInFlight.remove(position)
+        if readAheadResults.updateValue(result, forKey: position) == nil {
+            readAheadOrder.append(position)
+            if case .success(let buffer) = result { readAheadBytes += buffer.readableBytes }
+        }
+        while readAheadOrder.count > ManagedLedgerLimits.maxReadAheadEntries || readAheadBytes > ManagedLedgerLimits.maxReadAheadBytes,
+              !readAheadOrder.isEmpty
+        {
+            dropReadAhead(readAheadOrder.removeFirst())
+        }
+    }
+
+    private func dropReadAhead(_ position: Position) {
+        if case .success(let buffer)? = readAheadResults.removeValue(forKey: position) {
+            readAheadBytes -= buffer.readableBytes
+        }
+    }
+
+    private func runReadAheadWaiters() {
+        let waiters = readAheadWaiters
+        readAheadWaiters.removeAll()
+        for waiter in waiters { waiter() }
+    }
+
+    /// Reads a durable entry: the tail cache, then an entry fetched ahead (taken: a failure is
+    /// reported once), then the store.
     func read(_ position: Position) throws(BrokerError) -> Entry {
         if let cached = tailCache.entry(at: position) {
             return try Entry.decode(cached)
+        }
+        if let fetched = readAheadResults[position] {
+            dropReadAhead(position)  // its slot in readAheadOrder goes when it reaches the front
+            switch fetched {
+            case .success(let buffer): return try Entry.decode(buffer)
+            case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
+            }
         }
         let buffer: ByteBuffer
         do {

@@ -337,10 +337,23 @@ final class Subscription: @unchecked Sendable {
                 if replayHashes[position] == nil {
                     guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
                 }
+                // Not at hand in a cluster: fetch it (and the held entries after it) without blocking
+                // the loop; the pass goes on when they are in.
+                if !managedLedger.canReadNow(position) {
+                    let batch = replay[replayIndex...].prefix(ManagedLedgerLimits.readAheadBatch)
+                    managedLedger.readAhead(Array(batch)) { self.scheduleDispatch() }
+                    break
+                }
             } else {
                 if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
                 guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
                 guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
+                if !managedLedger.canReadNow(next), !cursor.isAcknowledged(next) {
+                    managedLedger.readAhead(unacknowledged(from: next, limit: ManagedLedgerLimits.readAheadBatch)) {
+                        self.scheduleDispatch()
+                    }
+                    break
+                }
                 lastRead = next
                 position = next
                 progressed = true
@@ -420,6 +433,20 @@ final class Subscription: @unchecked Sendable {
     }
 
     /// One more pass after `readRetryDelay`, for an entry whose read failed.
+    /// Up to `limit` unacknowledged positions of the log from `first` on (the entries a pass will
+    /// read next).
+    private func unacknowledged(from first: Position, limit: Int) -> [Position] {
+        var positions: [Position] = []
+        var current: Position? = first
+        var examined = 0
+        while let position = current, positions.count < limit, examined < 4 * limit {
+            examined += 1
+            if !cursor.isAcknowledged(position) { positions.append(position) }
+            current = managedLedger.next(after: position)
+        }
+        return positions
+    }
+
     private func scheduleReadRetry() {
         guard readRetryTimer == nil else { return }
         readRetryTimer = managedLedger.eventLoop.scheduleTask(in: Subscription.readRetryDelay) {

@@ -76,6 +76,12 @@ public protocol LedgerStore: AnyObject, Sendable {
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
     /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
+    /// Reads one entry like `read`, without blocking the calling thread while it waits: what a
+    /// caller on an event loop uses when `readMayBlock`. The default calls `read`.
+    func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer
+    /// Whether `read` may wait for the network (a replicated store asks storage nodes): then an
+    /// event loop must not call it, but `readWithoutBlocking`. False for local stores (the default).
+    var readMayBlock: Bool { get }
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
     func lastAddConfirmed(ledgerID: Int64) -> Int64?
     /// Fence: no further appends succeed (pending ones that are not yet durable may fail). Durable itself. Returns lastAddConfirmed.
@@ -163,6 +169,12 @@ extension LedgerStore {
     public func closeLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
 
     public var isShared: Bool { false }
+
+    public func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
+        try read(ledgerID: ledgerID, entryID: entryID)
+    }
+
+    public var readMayBlock: Bool { false }
 }
 
 /// Limits of the ledger storage, in one place.

@@ -347,6 +347,63 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
+    /// Reads go over the network to storage nodes.
+    public var readMayBlock: Bool { true }
+
+    /// `read` without a blocked thread: the same choice of nodes and the same one re-read of a
+    /// closed ledger's record, with every round trip awaited.
+    public func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
+        let entry = try await catalogEntryWithoutBlocking(ledgerID: ledgerID)
+        do {
+            return try await readWithoutBlocking(ledgerID: ledgerID, entryID: entryID, entry: entry)
+        } catch {
+            guard case .metadata(let ledgers, _, _) = placement, entry.metadata.isClosed,
+                  let fresh = try? await ledgers.read(ledgerID: ledgerID),
+                  fresh.metadata.ensembles != entry.metadata.ensembles
+            else { throw error }
+            remember(ledgerID: ledgerID, fresh)
+            return try await readWithoutBlocking(
+                ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
+        }
+    }
+
+    private func catalogEntryWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) -> CatalogEntry {
+        if let entry = catalog.withLockedValue({ $0[ledgerID] }) { return entry }
+        guard case .metadata(let ledgers, _, _) = placement else { return try catalogEntry(ledgerID: ledgerID) }
+        guard let record = try await ledgers.read(ledgerID: ledgerID) else { throw .ledgerNotFound(ledgerID: ledgerID) }
+        remember(ledgerID: ledgerID, record)
+        return CatalogEntry(metadata: record.metadata, version: record.version, hasWriter: false)
+    }
+
+    private func readWithoutBlocking(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) async throws(LedgerStoreError) -> ByteBuffer {
+        if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
+            throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
+        }
+        if entry.hasWriter,
+           let pending = try? await eventLoop.submit({ self.writers[ledgerID]?.pendingPayload(of: entryID) }).get() {
+            return pending
+        }
+        let nodes = entry.metadata.writeSetNodes(of: entryID)
+        var lastError = LedgerStoreError.entryNotFound(ledgerID: ledgerID, entryID: entryID)
+        var notFoundCount = 0
+        for node in nodes {
+            do {
+                let response = try await send(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node).get()
+                switch response.status {
+                case .ok: return response.body
+                case .notFound: notFoundCount += 1
+                default: lastError = Self.error(response, ledgerID: ledgerID)
+                }
+            } catch {
+                lastError = .io("ledger \(ledgerID) entry \(entryID): storage node \(node) unreachable (\(error)), and no other node of the write set has the entry")
+            }
+        }
+        if notFoundCount == nodes.count {
+            throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
+        }
+        throw lastError
+    }
+
     private func read(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) throws(LedgerStoreError) -> ByteBuffer {
         if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
             throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)

@@ -1,0 +1,138 @@
+@testable import BrokerCore
+import LedgerStorage
+import Logging
+import Metadata
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+/// A store whose reads "go over the network" (`readMayBlock`): `readWithoutBlocking` answers after
+/// a short delay, off the loop; a synchronous `read` made on an event loop thread is counted, as
+/// the blocking wait it would be in a cluster.
+private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
+    let inner = InMemoryLedgerStore()
+    let blockingReadsOnALoop = NIOLockedValueBox(0)
+    let readsWithoutBlocking = NIOLockedValueBox(0)
+    /// Entries whose every read fails (a node that lost them).
+    let failing = NIOLockedValueBox<Set<Position>>([])
+
+    var readMayBlock: Bool { true }
+
+    func append(
+        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
+        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
+    ) {
+        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
+    }
+
+    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+        if MultiThreadedEventLoopGroup.currentEventLoop != nil {
+            blockingReadsOnALoop.withLockedValue { $0 += 1 }
+        }
+        return try inner.read(ledgerID: ledgerID, entryID: entryID)
+    }
+
+    func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
+        readsWithoutBlocking.withLockedValue { $0 += 1 }
+        try? await Task.sleep(for: .milliseconds(2))
+        if failing.withLockedValue({ $0.contains(Position(ledgerID: ledgerID, entryID: entryID)) }) {
+            throw .io("storage node 127.0.0.1:3181 unreachable")
+        }
+        return try inner.read(ledgerID: ledgerID, entryID: entryID)
+    }
+
+    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
+    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
+    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
+    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
+    func close() { inner.close() }
+}
+
+/// Issue 13 (and RELIABILITY finding 2): with a store whose reads wait for the network, dispatch
+/// never reads on the topic's event loop; it fetches ahead without blocking and goes on when the
+/// entries are in. On a real one-thread event loop.
+@Suite struct NonBlockingReadTests {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var loop: any EventLoop { group.next() }
+    private let store = NetworkLikeStore()
+    private let metadata = InMemoryMetadataStore()
+
+    private func makeBroker() async throws -> BrokerService {
+        var configuration = BrokerConfiguration()
+        configuration.managedLedger.maxEntriesPerLedger = 100
+        let broker = BrokerService(
+            configuration: configuration, store: store, metadata: metadata, eventLoopGroup: group,
+            logger: Logger(label: "test"))
+        try await broker.bootstrap()
+        return broker
+    }
+
+    private func publish(_ topic: Topic, _ text: String) async throws -> Position {
+        let promise = loop.makePromise(of: Position.self)
+        let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(text.utf8))
+        let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
+        loop.execute {
+            topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
+        }
+        return try await promise.futureResult.get()
+    }
+
+    private func deliveries(_ sink: RecordingSink, atLeast count: Int) async throws -> [String] {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while true {
+            let bodies = try await loop.submit { sink.deliveries.map(\.body) }.get()
+            if bodies.count >= count || ContinuousClock.now > deadline { return bodies }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    @Test(arguments: [SubscriptionType.exclusive, .shared, .keyShared])
+    func aSubscriptionCatchesUpWithoutOneReadOnTheLoop(_ type: SubscriptionType) async throws {
+        let name = try TopicName(parsing: "catch-up-\(type)")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        for i in 0..<250 { _ = try await publish(first, "m\(i)") }
+
+        // A new owner: its tail cache is empty, so everything comes from the store.
+        let owner = try await makeBroker()
+        let topic = try await owner.topic(name).get()
+        let sink = RecordingSink()
+        let request = SubscribeRequest(
+            subscription: "s", type: type, consumerKey: ConsumerKey(connectionID: 1, consumerID: 0),
+            consumerName: "c0", priorityLevel: 0, durable: true, start: nil, initialPosition: .earliest)
+        try await loop.flatSubmit { topic.subscribe(request, sink: sink) }.get()
+        try await loop.submit { topic.flow(subscription: "s", key: request.consumerKey, permits: 1_000) }.get()
+
+        let bodies = try await deliveries(sink, atLeast: 250)
+        #expect(bodies == (0..<250).map { "m\($0)" })
+        #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        #expect(store.readsWithoutBlocking.withLockedValue { $0 } >= 250)
+        try await group.shutdownGracefully()
+    }
+
+    @Test func anEntryThatCannotBeFetchedIsRetriedThenReportedAndDispatchGoesOn() async throws {
+        let name = try TopicName(parsing: "fetch-fails")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        var positions: [Position] = []
+        for i in 0..<10 { positions.append(try await publish(first, "m\(i)")) }
+        store.failing.withLockedValue { $0 = [positions[3]] }
+
+        let owner = try await makeBroker()
+        let topic = try await owner.topic(name).get()
+        let sink = RecordingSink()
+        let request = SubscribeRequest(
+            subscription: "s", type: .exclusive, consumerKey: ConsumerKey(connectionID: 1, consumerID: 0),
+            consumerName: "c0", priorityLevel: 0, durable: true, start: nil, initialPosition: .earliest)
+        try await loop.flatSubmit { topic.subscribe(request, sink: sink) }.get()
+        try await loop.submit { topic.flow(subscription: "s", key: request.consumerKey, permits: 100) }.get()
+
+        let bodies = try await deliveries(sink, atLeast: 9)
+        #expect(bodies == ["m0", "m1", "m2", "m4", "m5", "m6", "m7", "m8", "m9"])
+        let unreadable = try await loop.submit { topic.adminInternalStats().unreadableEntries }.get()
+        #expect(unreadable == ["\(positions[3])"])
+        #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        try await group.shutdownGracefully()
+    }
+}
