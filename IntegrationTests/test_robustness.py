@@ -8,6 +8,8 @@ Raw frames come from rawproto.py (hand-written protobuf, documented field number
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 import urllib.request
 
@@ -317,6 +319,28 @@ def test_unsupported_http_methods_answer_405_with_json(broker, method):
     status, content_type, body = _http(broker, method, "/admin/v2/tenants")
     assert status == 405, (status, body)
     assert "json" in content_type and "reason" in body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"BREW /admin/v2/tenants HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /admin/v2/tenants HTTP/9.9.9\r\nHost: x\r\n\r\n",
+    b"GET /admin/v2/tenants HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+], ids=["unknown-method", "bad-version", "bad-header"])
+def test_a_request_the_http_parser_rejects_gets_400_with_a_json_reason(broker, request_bytes):
+    with socket.create_connection(("127.0.0.1", broker.http_port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break  # the broker closes the connection after the answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"application/json" in head.lower(), answer
+    assert "malformed HTTP request" in json.loads(body)["reason"], body
+    # The broker goes on serving.
+    assert _http(broker, "GET", "/admin/v2/tenants")[0] == 200
 
 
 def test_negative_protocol_version_is_not_echoed(broker):
