@@ -78,13 +78,7 @@ enum RESTFuzzing {
         let body = newline < rest.endIndex ? ByteBuffer(bytes: rest[(newline + 1)...]) : nil
         let request = Request(method: method, path: path, body: body)
         do {
-            let broker = BrokerService(
-                configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
-                eventLoopGroup: NIOSingletons.posixEventLoopGroup, logger: quiet)
-            try? await broker.bootstrap()
-            let router = AdminRouter.makeRouter(
-                broker: broker, metrics: MetricsCollector(broker: broker, registry: PrometheusCollectorRegistry()))
-            let app = Application(router: router, logger: quiet)
+            let app = await SharedBroker.shared.application()
             _ = try? await app.test(.router) { client in
                 let response = try await client.executeRequest(
                     uri: request.path, method: request.method, headers: [:], body: request.body)
@@ -95,7 +89,32 @@ enum RESTFuzzing {
                         "\(request.method) \(request.path) answered \(response.status) without a JSON reason")
                 }
             }
-            await broker.shutdown()
+        }
+    }
+
+    /// One broker and router for `inputsPerBroker` inputs in a row (a broker per input spent most
+    /// of the time starting it), then a fresh one, so what inputs create (tenants, namespaces,
+    /// topics) stays bounded.
+    actor SharedBroker {
+        static let shared = SharedBroker()
+        static let inputsPerBroker = 500
+        private var current: (broker: BrokerService, app: Application<RouterResponder<BasicRequestContext>>)?
+        private var inputs = 0
+
+        func application() async -> Application<RouterResponder<BasicRequestContext>> {
+            inputs += 1
+            if let current, inputs <= Self.inputsPerBroker { return current.app }
+            if let current { await current.broker.shutdown() }
+            inputs = 1
+            let broker = BrokerService(
+                configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
+                eventLoopGroup: NIOSingletons.posixEventLoopGroup, logger: quiet)
+            try? await broker.bootstrap()
+            let router = AdminRouter.makeRouter(
+                broker: broker, metrics: MetricsCollector(broker: broker, registry: PrometheusCollectorRegistry()))
+            let app = Application(router: router, logger: quiet)
+            current = (broker, app)
+            return app
         }
     }
 
