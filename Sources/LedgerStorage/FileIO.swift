@@ -34,6 +34,20 @@ public enum InjectedFault: Sendable, Equatable {
 /// broken disk would. Must be thread-safe and cheap. Production stores have none.
 public typealias FileFaultInjector = @Sendable (_ operation: FileOperation, _ fileName: String) -> InjectedFault?
 
+/// What a `FileWriteObserver` is told: each `pwrite` before it happens, and each successful sync.
+public enum FileWriteEvent: Sendable, Equatable {
+    /// `count` bytes are about to be written at `offset` of `fileName` (a name in the store directory).
+    case willWrite(fileName: String, offset: Int64, count: Int)
+    /// An `fdatasync` / `fsync` of `fileName` returned success: its writes so far are durable.
+    case synced(fileName: String)
+}
+
+/// A test seam beside `FileFaultInjector`: sees every write and sync of a `FileLedgerStore`'s files,
+/// on the calling thread, so a test can model what a crash would keep (`CrashingDisk` in the
+/// storage tests: unsynced writes lost, the last one torn). Must be thread-safe. Production stores
+/// have none.
+public typealias FileWriteObserver = @Sendable (FileWriteEvent) -> Void
+
 /// An open file descriptor, closed when the last reference goes away. Readers take a reference
 /// under the store's lock and `pread` outside it, so deleting an entry log never closes a
 /// descriptor under a reader's feet.
@@ -46,11 +60,14 @@ final class OpenFile: @unchecked Sendable {
     let name: String
     /// Tests only: decides whether a write, sync or file system check fails.
     private let faultInjector: FileFaultInjector?
+    /// Tests only: told about every write and sync.
+    private let writeObserver: FileWriteObserver?
 
-    private init(descriptor: CInt, name: String, faultInjector: FileFaultInjector?) {
+    private init(descriptor: CInt, name: String, faultInjector: FileFaultInjector?, writeObserver: FileWriteObserver?) {
         self.descriptor = descriptor
         self.name = name
         self.faultInjector = faultInjector
+        self.writeObserver = writeObserver
     }
 
     deinit {
@@ -58,14 +75,15 @@ final class OpenFile: @unchecked Sendable {
     }
 
     static func open(
-        directory: String, name: String, flags: CInt, mode: mode_t = 0o644, faultInjector: FileFaultInjector? = nil
+        directory: String, name: String, flags: CInt, mode: mode_t = 0o644, faultInjector: FileFaultInjector? = nil,
+        writeObserver: FileWriteObserver? = nil
     ) -> Result<OpenFile, LedgerStoreError> {
         let path = directory + "/" + name
         let descriptor = path.withCString { systemOpen($0, flags | O_CLOEXEC, mode) }
         guard descriptor >= 0 else {
             return .failure(ioError("open", name: path, hint: "check that the data directory exists and is writable"))
         }
-        return .success(OpenFile(descriptor: descriptor, name: name, faultInjector: faultInjector))
+        return .success(OpenFile(descriptor: descriptor, name: name, faultInjector: faultInjector, writeObserver: writeObserver))
     }
 
     private static let writeHint = "check free disk space (writes resume by themselves once there is room) and the disk's health"
@@ -84,6 +102,7 @@ final class OpenFile: @unchecked Sendable {
         case nil:
             break
         }
+        writeObserver?(.willWrite(fileName: name, offset: offset, count: limit))
         var written = 0
         while written < limit {
             let result = pwrite(descriptor, bytes.baseAddress! + written, limit - written, off_t(offset) + off_t(written))
@@ -152,6 +171,7 @@ final class OpenFile: @unchecked Sendable {
         guard result == 0 else {
             return syncError("fdatasync", name: name, hint: Self.syncHint)
         }
+        writeObserver?(.synced(fileName: name))
         return nil
     }
 
@@ -163,6 +183,7 @@ final class OpenFile: @unchecked Sendable {
         guard fsync(descriptor) == 0 else {
             return syncError("fsync", name: name, hint: Self.syncHint)
         }
+        writeObserver?(.synced(fileName: name))
         return nil
     }
 

@@ -34,6 +34,8 @@ public struct FileLedgerStoreConfiguration: Sendable {
     public var diskFullCheckInterval: Duration = .seconds(1)
     /// Tests only: makes chosen writes, syncs and file system checks fail (a disk that fills up).
     public var faultInjector: FileFaultInjector?
+    /// Tests only: sees every write and sync (to model what a crash keeps).
+    public var writeObserver: FileWriteObserver?
 
     public init(directory: String) {
         self.directory = directory
@@ -167,7 +169,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             throw .io("create directory \(directory) failed: \(error); check the path and its permissions")
         }
         self.lockFile = try OpenFile.open(
-            directory: directory, name: StoreFileName.lock, flags: O_RDWR | O_CREAT, faultInjector: configuration.faultInjector
+            directory: directory, name: StoreFileName.lock, flags: O_RDWR | O_CREAT, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver
         ).get()
         if let error = lockFile.lockExclusively() { throw error }
         do {
@@ -905,7 +907,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// Creates (or empties) a file, writes its header, syncs it and the directory.
     private func createFile(name: String, magic: [UInt8]) -> Result<OpenFile, LedgerStoreError> {
         let file: OpenFile
-        switch OpenFile.open(directory: directory, name: name, flags: O_RDWR | O_CREAT | O_TRUNC, faultInjector: configuration.faultInjector) {
+        switch OpenFile.open(directory: directory, name: name, flags: O_RDWR | O_CREAT | O_TRUNC, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver) {
         case .success(let opened): file = opened
         case .failure(let error): return .failure(error)
         }
@@ -943,7 +945,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             entryLogSizeBytes: entryLogOffset, ledgers: entries, allocator: allocator)
         switch OpenFile.open(
             directory: directory, name: StoreFileName.indexTemporary, flags: O_WRONLY | O_CREAT | O_TRUNC,
-            faultInjector: configuration.faultInjector)
+            faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver)
         {
         case .success(let file):
             if let error = file.writeAll(encoded, at: 0) { return error }
@@ -1026,7 +1028,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             }
             for id in entryLogIDs where id <= checkpoint.entryLogID {
                 let file = try OpenFile.open(
-                    directory: directory, name: StoreFileName.entryLog(id), flags: O_RDWR, faultInjector: configuration.faultInjector
+                    directory: directory, name: StoreFileName.entryLog(id), flags: O_RDWR, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver
                 ).get()
                 entryLogFiles[id] = file
             }
@@ -1104,7 +1106,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// Replays one journal file from `offset`; returns the number of records applied.
     private func replayJournal(id: Int64, from offset: Int64, isLast: Bool) throws(LedgerStoreError) -> Int {
         let name = StoreFileName.journal(id)
-        let file = try OpenFile.open(directory: directory, name: name, flags: O_RDWR, faultInjector: configuration.faultInjector).get()
+        let file = try OpenFile.open(directory: directory, name: name, flags: O_RDWR, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver).get()
         let size = try file.size().get()
         let contents = try file.read(count: Int(size), at: 0, allocator: allocator).get()
         if let problem = OnDiskFormat.checkFileHeader(magic: OnDiskFormat.journalMagic, in: contents, at: 0) {
