@@ -110,7 +110,7 @@ final class Cursor: @unchecked Sendable {
             lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
         }
         if lastAddConfirmed >= 0 {
-            let snapshot = try store.read(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
+            let snapshot = try await store.readWithoutBlocking(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
             (markDelete, acked, batches) = try decodeSnapshot(snapshot)
         }
         let cursor = Cursor(
@@ -318,8 +318,11 @@ final class Cursor: @unchecked Sendable {
                 self.record = record
                 self.recordVersion = version
                 self.nextSnapshotEntryID = 1
-                // On the event loop, not in the task: a shared store's delete blocks its caller.
-                try? store.deleteLedger(ledgerID: oldLedgerID)
+                if store.blocksOnNetwork {
+                    Task { try? await store.deleteLedgerWithoutBlocking(ledgerID: oldLedgerID) }
+                } else {
+                    try? store.deleteLedger(ledgerID: oldLedgerID)
+                }
             case .failure(let error):
                 self.logger.error("cursor.roll-failed", metadata: ["subscription": "\(self.name)", "error": "\(error)"])
                 if case MetadataStoreError.badVersion = error {
@@ -346,9 +349,7 @@ final class Cursor: @unchecked Sendable {
     func delete() async throws {
         deleted = true
         guard durable, let record else { return }
-        let store = self.store
-        // On the event loop: a shared store's delete blocks its caller, which must not be a task.
-        try? await managedLedger.eventLoop.submit { try? store.deleteLedger(ledgerID: record.cursorLedgerID) }.get()
+        try? await store.deleteLedgerWithoutBlocking(ledgerID: record.cursorLedgerID)
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 

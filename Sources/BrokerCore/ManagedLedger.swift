@@ -270,7 +270,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// fetched ahead, or the store is local (a `pread`).
     func canReadNow(_ position: Position) -> Bool {
         eventLoop.preconditionInEventLoop()
-        return !store.readMayBlock || tailCache.entry(at: position) != nil || readAheadResults[position] != nil
+        return !store.blocksOnNetwork || tailCache.entry(at: position) != nil || readAheadResults[position] != nil
     }
 
     /// Fetches `positions` (those not cached or in flight) from the store without blocking the
@@ -699,7 +699,7 @@ final class ManagedLedger: @unchecked Sendable {
             self.ledgers.removeAll { deletable.contains($0.ledgerID) }
             self.unreadableEntries = self.unreadableEntries.filter { !deletable.contains($0.key.ledgerID) }
             self.tailCache.removeAll()
-            for ledgerID in deletable { try? store.deleteLedger(ledgerID: ledgerID) }
+            self.deleteFromStore(deletable)
             self.logger.info("managed-ledger.trimmed", metadata: ["topic": "\(self.name)", "ledgers": "\(deletable)"])
         }
     }
@@ -719,15 +719,27 @@ final class ManagedLedger: @unchecked Sendable {
         return size
     }
 
+    /// Deletes ledgers from the store: a local store at once, on the loop; one that waits for the
+    /// network from a task, with its round trips awaited (the loop goes on meanwhile).
+    private func deleteFromStore(_ ledgerIDs: [Int64]) {
+        let store = self.store
+        guard store.blocksOnNetwork else {
+            for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
+            return
+        }
+        Task {
+            for ledgerID in ledgerIDs { try? await store.deleteLedgerWithoutBlocking(ledgerID: ledgerID) }
+        }
+    }
+
     /// Deletes every ledger and the metadata record (topic deletion).
     func delete() async throws {
         let store = self.store
-        let ledgerIDs = ledgers.map(\.ledgerID)
-        // On the event loop: a shared store's delete blocks its caller, which must not be a task.
-        try? await eventLoop.submit {
+        let ledgerIDs = try await eventLoop.submit {
             self.tailCache.removeAll()
-            for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
+            return self.ledgers.map(\.ledgerID)
         }.get()
+        for ledgerID in ledgerIDs { try? await store.deleteLedgerWithoutBlocking(ledgerID: ledgerID) }
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 }

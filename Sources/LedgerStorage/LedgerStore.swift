@@ -77,11 +77,15 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
     /// Reads one entry like `read`, without blocking the calling thread while it waits: what a
-    /// caller on an event loop uses when `readMayBlock`. The default calls `read`.
+    /// caller on an event loop uses when `blocksOnNetwork`. The default calls `read`.
     func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer
-    /// Whether `read` may wait for the network (a replicated store asks storage nodes): then an
-    /// event loop must not call it, but `readWithoutBlocking`. False for local stores (the default).
-    var readMayBlock: Bool { get }
+    /// Deletes a ledger like `deleteLedger`, without blocking the calling thread while it waits.
+    /// The default calls `deleteLedger`.
+    func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError)
+    /// Whether `read` and `deleteLedger` may wait for the network (a replicated store asks storage
+    /// nodes and the metadata store): then neither an event loop nor a task may call them, but
+    /// `readWithoutBlocking` / `deleteLedgerWithoutBlocking`. False for local stores (the default).
+    var blocksOnNetwork: Bool { get }
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
     func lastAddConfirmed(ledgerID: Int64) -> Int64?
     /// Fence: no further appends succeed (pending ones that are not yet durable may fail). Durable itself. Returns lastAddConfirmed.
@@ -174,7 +178,11 @@ extension LedgerStore {
         try read(ledgerID: ledgerID, entryID: entryID)
     }
 
-    public var readMayBlock: Bool { false }
+    public func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) {
+        try deleteLedger(ledgerID: ledgerID)
+    }
+
+    public var blocksOnNetwork: Bool { false }
 }
 
 /// Limits of the ledger storage, in one place.

@@ -348,7 +348,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     /// Reads go over the network to storage nodes.
-    public var readMayBlock: Bool { true }
+    public var blocksOnNetwork: Bool { true }
 
     /// `read` without a blocked thread: the same choice of nodes and the same one re-read of a
     /// closed ledger's record, with every round trip awaited.
@@ -365,6 +365,29 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             return try await readWithoutBlocking(
                 ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
         }
+    }
+
+    /// `deleteLedger` with every round trip awaited.
+    public func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) {
+        let entry = try await catalogEntryWithoutBlocking(ledgerID: ledgerID)
+        _ = try? await eventLoop.submit { () -> Void in
+            if var writer = self.writers.removeValue(forKey: ledgerID) {
+                let actions = writer.stop(.ledgerNotFound(ledgerID: ledgerID))
+                self.run(actions, ledgerID: ledgerID, writer: &writer)
+            }
+            self.replacements[ledgerID] = nil
+        }.get()
+        if case .metadata(let ledgers, _, _) = placement {
+            try await ledgers.delete(ledgerID: ledgerID)
+        }
+        catalog.withLockedValue { $0[ledgerID] = nil }
+        for node in entry.metadata.allNodes {
+            if let response = try? await send(.deleteLedger(ledgerID: ledgerID), to: node).get(),
+               response.status != .ok, response.status != .notFound {
+                logger.warning("replicated-store.delete-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
+            }
+        }
+        logger.info("replicated-store.ledger-deleted", metadata: ["ledger.id": "\(ledgerID)"])
     }
 
     private func catalogEntryWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) -> CatalogEntry {

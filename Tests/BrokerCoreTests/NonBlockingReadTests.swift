@@ -7,7 +7,7 @@ import NIOCore
 import NIOPosix
 import Testing
 
-/// A store whose reads "go over the network" (`readMayBlock`): `readWithoutBlocking` answers after
+/// A store whose reads "go over the network" (`blocksOnNetwork`): `readWithoutBlocking` answers after
 /// a short delay, off the loop; a synchronous `read` made on an event loop thread is counted, as
 /// the blocking wait it would be in a cluster.
 private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
@@ -17,7 +17,7 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
     /// Entries whose every read fails (a node that lost them).
     let failing = NIOLockedValueBox<Set<Position>>([])
 
-    var readMayBlock: Bool { true }
+    var blocksOnNetwork: Bool { true }
 
     func append(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
