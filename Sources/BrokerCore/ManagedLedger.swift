@@ -336,6 +336,33 @@ final class ManagedLedger: @unchecked Sendable {
         for waiter in waiters { waiter() }
     }
 
+    /// What `entryAtHand` found.
+    enum EntryAtHand {
+        case entry(Entry)
+        /// The read failed (reported by dispatch; callers pass over it).
+        case unreadable
+        /// Not at hand in a cluster: a fetch of it and the entries after it started; ask again later.
+        case fetching
+    }
+
+    /// An entry for periodic work on the loop (TTL, backlog quotas): read now if that does not
+    /// wait for the network, else fetched ahead for the next pass, never waited for.
+    func entryAtHand(_ position: Position) -> EntryAtHand {
+        eventLoop.preconditionInEventLoop()
+        guard canReadNow(position) else {
+            var positions = [position]
+            var current = position
+            while positions.count < ManagedLedgerLimits.readAheadBatch, let next = next(after: current) {
+                positions.append(next)
+                current = next
+            }
+            readAhead(positions) {}
+            return .fetching
+        }
+        guard let entry = try? read(position) else { return .unreadable }
+        return .entry(entry)
+    }
+
     /// Reads a durable entry: the tail cache, then an entry fetched ahead (taken: a failure is
     /// reported once), then the store.
     func read(_ position: Position) throws(BrokerError) -> Entry {

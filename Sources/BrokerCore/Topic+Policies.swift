@@ -39,11 +39,15 @@ extension Topic {
         var last: Position?
         var position = managedLedger.next(after: subscription.cursor.markDelete)
         var examined = 0
-        while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
-            // An unreadable entry stops nothing: it goes with the expired entries after it.
-            if let entry = try? managedLedger.read(current) {
-                guard entry.attributes.publishTimeMs < cutoffMs else { break }
+        scan: while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
+            switch managedLedger.entryAtHand(current) {
+            case .entry(let entry):
+                guard entry.attributes.publishTimeMs < cutoffMs else { break scan }
                 last = current
+            case .unreadable:
+                break  // stops nothing: it goes with the expired entries after it
+            case .fetching:
+                break scan  // not at hand in a cluster: the next pass finds it fetched
             }
             position = managedLedger.next(after: current)
             examined += 1
@@ -63,7 +67,7 @@ extension Topic {
                 return true
             }
             if policies.backlogQuotaLimitTimeSeconds >= 0, let oldest = managedLedger.next(after: markDelete),
-               let entry = try? managedLedger.read(oldest),
+               case .entry(let entry) = managedLedger.entryAtHand(oldest),
                nowMs.saturatingSubtract(entry.attributes.publishTimeMs) > policies.backlogQuotaLimitTimeSeconds.saturatingMultiply(1000)
             {
                 return true
@@ -91,13 +95,20 @@ extension Topic {
         var last: Position?
         var position = managedLedger.next(after: subscription.cursor.markDelete)
         var examined = 0
-        while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
+        scan: while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
             let sizeOK = policies.backlogQuotaLimitBytes < 0
                 || managedLedger.sizeAfter(last ?? subscription.cursor.markDelete) <= policies.backlogQuotaLimitBytes
             var timeOK = true
-            if policies.backlogQuotaLimitTimeSeconds >= 0, let entry = try? managedLedger.read(current) {
-                timeOK = nowMs.saturatingSubtract(entry.attributes.publishTimeMs)
-                    <= policies.backlogQuotaLimitTimeSeconds.saturatingMultiply(1000)
+            if policies.backlogQuotaLimitTimeSeconds >= 0 {
+                switch managedLedger.entryAtHand(current) {
+                case .entry(let entry):
+                    timeOK = nowMs.saturatingSubtract(entry.attributes.publishTimeMs)
+                        <= policies.backlogQuotaLimitTimeSeconds.saturatingMultiply(1000)
+                case .unreadable:
+                    break
+                case .fetching:
+                    if sizeOK { break scan }  // the next pass goes on once it is fetched
+                }
             }
             if sizeOK && timeOK { break }
             last = current

@@ -135,4 +135,32 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
         #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
         try await group.shutdownGracefully()
     }
+
+    @Test func messageExpiryFetchesAheadAndExpiresOnALaterPassWithoutReadingOnTheLoop() async throws {
+        let name = try TopicName(parsing: "ttl")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        for i in 0..<30 { _ = try await publish(first, "m\(i)") }
+        let owner = try await makeBroker()
+        let topic = try await owner.topic(name).get()
+        let request = SubscribeRequest(
+            subscription: "s", type: .shared, consumerKey: ConsumerKey(connectionID: 1, consumerID: 0),
+            consumerName: "c0", priorityLevel: 0, durable: true, start: nil, initialPosition: .earliest)
+        try await loop.flatSubmit { topic.subscribe(request, sink: RecordingSink()) }.get()
+        // publishTimeMs is 1 for every entry: all are older than the cutoff. The policy pass runs
+        // again and again (every second in the broker) until the fetched entries let it expire them.
+        let deadline = ContinuousClock.now + .seconds(20)
+        var backlog: Int64? = -1
+        while ContinuousClock.now < deadline {
+            backlog = try await loop.submit { () -> Int64? in
+                topic.expireMessages(olderThanMs: 1_000)
+                return topic.backlog(subscription: "s")
+            }.get()
+            if backlog == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(backlog == 0)
+        #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        try await group.shutdownGracefully()
+    }
 }
