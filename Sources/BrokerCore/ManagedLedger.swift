@@ -336,6 +336,41 @@ final class ManagedLedger: @unchecked Sendable {
         for waiter in waiters { waiter() }
     }
 
+    /// The first entry published at or after `timestampMs`, nil if none: scanned in log order, in
+    /// batches whose positions are taken on the loop and whose reads are awaited off it (the loop is
+    /// never held for the scan). An unreadable entry is passed over.
+    func firstPosition(publishedAtOrAfter timestampMs: Int64) async -> Position? {
+        var after: Position?
+        while true {
+            let batch = try? await eventLoop.submit { () -> [Position] in
+                var positions: [Position] = []
+                var current = after.map { self.next(after: $0) } ?? self.firstPosition
+                while let position = current, positions.count < ManagedLedgerLimits.readAheadBatch {
+                    positions.append(position)
+                    current = self.next(after: position)
+                }
+                return positions
+            }.get()
+            guard let batch, let last = batch.last else { return nil }
+            let store = self.store
+            let times = await withTaskGroup(of: (Int, Int64?).self) { group in
+                for (index, position) in batch.enumerated() {
+                    group.addTask {
+                        let buffer = try? await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID)
+                        return (index, buffer.flatMap { try? Entry.decode($0).attributes.publishTimeMs })
+                    }
+                }
+                var times = [Int64?](repeating: nil, count: batch.count)
+                for await (index, time) in group { times[index] = time }
+                return times
+            }
+            for (index, time) in times.enumerated() where (time ?? .min) >= timestampMs {
+                return batch[index]
+            }
+            after = last
+        }
+    }
+
     /// What `entryAtHand` found.
     enum EntryAtHand {
         case entry(Entry)

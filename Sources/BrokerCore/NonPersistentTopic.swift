@@ -228,7 +228,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         throw BrokerError(.notAllowed, "seek is not possible on a non-persistent topic: it keeps no messages")
     }
 
-    public func seek(subscription name: String, publishTimeMs timestampMs: Int64) throws(BrokerError) {
+    public func seek(subscription name: String, publishTimeMs timestampMs: Int64) async throws {
         throw BrokerError(.notAllowed, "seek is not possible on a non-persistent topic: it keeps no messages")
     }
 }

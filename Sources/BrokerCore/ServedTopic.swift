@@ -27,7 +27,8 @@ public protocol ServedTopic: AnyObject, Sendable {
     func unsubscribe(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void>
     func lastMessage(subscription name: String) -> LastMessageInfo?
     func seek(subscription name: String, to target: StartPosition) throws(BrokerError)
-    func seek(subscription name: String, publishTimeMs timestampMs: Int64) throws(BrokerError)
+    /// Called off the loop (it awaits its reads, then resets on the loop).
+    func seek(subscription name: String, publishTimeMs timestampMs: Int64) async throws
 }
 
 extension Topic: ServedTopic {}

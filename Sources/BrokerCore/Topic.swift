@@ -426,16 +426,14 @@ public final class Topic: @unchecked Sendable {
         subscription.reset(markDelete: markDeleteBefore(target))
     }
 
-    /// Resets a subscription to the first entry published at or after `timestampMs`.
-    public func seek(subscription name: String, publishTimeMs timestampMs: Int64) throws(BrokerError) {
-        eventLoop.preconditionInEventLoop()
-        var position = managedLedger.firstPosition
-        while let current = position {
-            // An unreadable entry (reported by dispatch) is passed over, not a reason to refuse the seek.
-            if let entry = try? managedLedger.read(current), entry.attributes.publishTimeMs >= timestampMs { break }
-            position = managedLedger.next(after: current)
-        }
-        try seek(subscription: name, to: position.map { .at($0) } ?? .latest)
+    /// Resets a subscription to the first entry published at or after `timestampMs` (`.latest` if
+    /// none). Call from anywhere but the loop: the scan's reads are awaited off it, then the reset
+    /// runs on it. An unreadable entry is passed over, not a reason to refuse the seek.
+    public func seek(subscription name: String, publishTimeMs timestampMs: Int64) async throws {
+        let position = await managedLedger.firstPosition(publishedAtOrAfter: timestampMs)
+        try await eventLoop.submit { () throws in
+            try self.seek(subscription: name, to: position.map { .at($0) } ?? .latest)
+        }.get()
     }
 
     // MARK: stats

@@ -525,8 +525,8 @@ extension BrokerService {
         let topic = try await existingTopic(name)
         try await topic.eventLoop.submit { () throws in
             _ = try topic.existingSubscription(subscriptionName)
-            try topic.seek(subscription: subscriptionName, publishTimeMs: timestampMs)
         }.get()
+        try await topic.seek(subscription: subscriptionName, publishTimeMs: timestampMs)
     }
 
     /// Moves the subscription so that `position` is the next entry delivered; consumers reconnect.

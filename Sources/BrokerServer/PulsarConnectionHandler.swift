@@ -735,22 +735,32 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             return
         }
         let topic = entry.topic
-        topic.eventLoop.execute {
+        let answer: @Sendable (Result<Void, any Error>) -> Void = { result in
             let command: Pulsar_Proto_BaseCommand
-            do {
-                if request.hasMessagePublishTime {
-                    try topic.seek(subscription: entry.subscription, publishTimeMs: Int64(bitPattern: request.messagePublishTime))
-                } else {
-                    try topic.seek(subscription: entry.subscription, to: Commands.startPosition(request.messageID))
-                }
-                command = Commands.success(requestID: request.requestID)
-            } catch {
-                command = Commands.error(requestID: request.requestID, error: error)
+            switch result {
+            case .success: command = Commands.success(requestID: request.requestID)
+            case .failure(let error): command = Commands.error(requestID: request.requestID, error: error)
             }
             // CLOSE_CONSUMER frames were queued on the channel's loop first; SUCCESS follows them.
             channel.eventLoop.execute {
                 channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator), promise: nil)
             }
+        }
+        if request.hasMessagePublishTime {
+            // The scan for the publish time awaits its reads off the topic's loop.
+            let timestampMs = Int64(bitPattern: request.messagePublishTime)
+            Task {
+                do {
+                    try await topic.seek(subscription: entry.subscription, publishTimeMs: timestampMs)
+                    answer(.success(()))
+                } catch {
+                    answer(.failure(error))
+                }
+            }
+            return
+        }
+        topic.eventLoop.execute {
+            answer(Result { try topic.seek(subscription: entry.subscription, to: Commands.startPosition(request.messageID)) })
         }
     }
 
