@@ -219,9 +219,9 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
             subscriptions: subscriptionStats, msgDropCounter: messagesDropped)
     }
 
-    public func lastMessage(subscription name: String) -> LastMessageInfo? {
+    public func lastMessage(subscription name: String) -> EventLoopFuture<LastMessageInfo?> {
         let last = Position(ledgerID: 0, entryID: nextEntryID - 1)
-        return LastMessageInfo(last: last, batchIndex: -1, markDelete: last)
+        return eventLoop.makeSucceededFuture(LastMessageInfo(last: last, batchIndex: -1, markDelete: last))
     }
 
     public func seek(subscription name: String, to target: StartPosition) throws(BrokerError) {

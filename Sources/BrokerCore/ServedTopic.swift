@@ -25,7 +25,9 @@ public protocol ServedTopic: AnyObject, Sendable {
     func acknowledgeCumulative(subscription name: String, upTo position: Position)
     func redeliver(subscription name: String, key: ConsumerKey, positions: [Position])
     func unsubscribe(subscription name: String, key: ConsumerKey) -> EventLoopFuture<Void>
-    func lastMessage(subscription name: String) -> LastMessageInfo?
+    /// The last entry (with its last batch index) and the subscription's mark-delete position; nil
+    /// if the subscription is gone. Completes on the loop; may await a read of the last entry.
+    func lastMessage(subscription name: String) -> EventLoopFuture<LastMessageInfo?>
     func seek(subscription name: String, to target: StartPosition) throws(BrokerError)
     /// Called off the loop (it awaits its reads, then resets on the loop).
     func seek(subscription name: String, publishTimeMs timestampMs: Int64) async throws

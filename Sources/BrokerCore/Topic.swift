@@ -406,15 +406,25 @@ public final class Topic: @unchecked Sendable {
             .flatMapErrorThrowing { throw BrokerError(.metadata, "cannot delete subscription '\(name)': \($0)") }
     }
 
-    public func lastMessage(subscription name: String) -> LastMessageInfo? {
+    public func lastMessage(subscription name: String) -> EventLoopFuture<LastMessageInfo?> {
         eventLoop.preconditionInEventLoop()
-        guard let subscription = subscriptions[name] else { return nil }
-        var batchIndex: Int32 = -1
+        guard let subscription = subscriptions[name] else { return eventLoop.makeSucceededFuture(nil) }
         let last = managedLedger.positionBeforeNextEntry
-        if last.entryID >= 0, let entry = try? managedLedger.read(last), entry.attributes.numMessages > 1 {
-            batchIndex = entry.attributes.numMessages - 1
+        let markDelete = subscription.cursor.markDelete
+        func info(_ entry: Entry?) -> LastMessageInfo {
+            let messages = entry?.attributes.numMessages ?? 1
+            return LastMessageInfo(last: last, batchIndex: messages > 1 ? messages - 1 : -1, markDelete: markDelete)
         }
-        return LastMessageInfo(last: last, batchIndex: batchIndex, markDelete: subscription.cursor.markDelete)
+        guard last.entryID >= 0 else { return eventLoop.makeSucceededFuture(info(nil)) }
+        if managedLedger.canReadNow(last) {
+            return eventLoop.makeSucceededFuture(info(try? managedLedger.read(last)))
+        }
+        // In a cluster, the last entry may have to come from a storage node: await it off the loop.
+        let promise = eventLoop.makePromise(of: LastMessageInfo?.self)
+        managedLedger.readAhead([last]) {
+            promise.succeed(info(try? self.managedLedger.read(last)))
+        }
+        return promise.futureResult
     }
 
     /// Resets a subscription to `target` and closes its consumers (they reconnect).

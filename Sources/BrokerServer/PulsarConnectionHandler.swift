@@ -710,9 +710,9 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             return
         }
         let topic = entry.topic
-        topic.eventLoop.execute {
+        topic.eventLoop.flatSubmit { topic.lastMessage(subscription: entry.subscription) }.whenSuccess { info in
             var command = Pulsar_Proto_BaseCommand()
-            if let info = topic.lastMessage(subscription: entry.subscription) {
+            if let info {
                 let partition = topic.partitionIndex
                 command.type = .getLastMessageIDResponse
                 command.getLastMessageIDResponse.requestID = request.requestID
