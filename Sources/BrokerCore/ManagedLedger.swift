@@ -342,33 +342,55 @@ final class ManagedLedger: @unchecked Sendable {
     func firstPosition(publishedAtOrAfter timestampMs: Int64) async -> Position? {
         var after: Position?
         while true {
-            let batch = try? await eventLoop.submit { () -> [Position] in
-                var positions: [Position] = []
-                var current = after.map { self.next(after: $0) } ?? self.firstPosition
-                while let position = current, positions.count < ManagedLedgerLimits.readAheadBatch {
-                    positions.append(position)
-                    current = self.next(after: position)
-                }
-                return positions
-            }.get()
-            guard let batch, let last = batch.last else { return nil }
-            let store = self.store
-            let times = await withTaskGroup(of: (Int, Int64?).self) { group in
-                for (index, position) in batch.enumerated() {
-                    group.addTask {
-                        let buffer = try? await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID)
-                        return (index, buffer.flatMap { try? Entry.decode($0).attributes.publishTimeMs })
-                    }
-                }
-                var times = [Int64?](repeating: nil, count: batch.count)
-                for await (index, time) in group { times[index] = time }
-                return times
-            }
+            let batch = await positions(after: after, limit: ManagedLedgerLimits.readAheadBatch)
+            guard let last = batch.last else { return nil }
+            let times = await publishTimes(of: batch)
             for (index, time) in times.enumerated() where (time ?? .min) >= timestampMs {
                 return batch[index]
             }
             after = last
         }
+    }
+
+    /// Up to `limit` durable positions after `after` (from the first with nil), taken on the loop.
+    func positions(after: Position?, limit: Int) async -> [Position] {
+        (try? await eventLoop.submit { () -> [Position] in
+            var positions: [Position] = []
+            var current = after.map { self.next(after: $0) } ?? self.firstPosition
+            while let position = current, positions.count < limit {
+                positions.append(position)
+                current = self.next(after: position)
+            }
+            return positions
+        }.get()) ?? []
+    }
+
+    /// Each entry's publish time (nil: unreadable), read in parallel with the store's
+    /// `readWithoutBlocking`, off the loop.
+    func publishTimes(of positions: [Position]) async -> [Int64?] {
+        await withTaskGroup(of: (Int, Int64?).self) { group in
+            for (index, position) in positions.enumerated() {
+                group.addTask {
+                    let entry = try? await self.readWithoutBlocking(position)
+                    return (index, entry?.attributes.publishTimeMs)
+                }
+            }
+            var times = [Int64?](repeating: nil, count: positions.count)
+            for await (index, time) in group { times[index] = time }
+            return times
+        }
+    }
+
+    /// Reads an entry from the store without blocking (from a task, not the loop): admin peeks
+    /// and scans.
+    func readWithoutBlocking(_ position: Position) async throws(BrokerError) -> Entry {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID)
+        } catch {
+            throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
+        }
+        return try Entry.decode(buffer)
     }
 
     /// What `entryAtHand` found.

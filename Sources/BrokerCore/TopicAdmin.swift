@@ -196,28 +196,38 @@ extension Topic {
     /// Acknowledges, on the subscription's behalf, every entry published before `cutoffMs`.
     /// Returns how many entries were newly acknowledged. An unreadable entry goes with the expired
     /// entries after it (published later, so it is older); it stops nothing.
-    func expireMessages(subscription subscriptionName: String, publishedBeforeMs cutoffMs: Int64) throws(BrokerError) -> Int64 {
-        eventLoop.preconditionInEventLoop()
-        let subscription = try existingSubscription(subscriptionName)
-        var position = subscription.cursor.markDelete
+    ///
+    /// Called off the loop: positions and acknowledgements are looked at on it, batch by batch, and
+    /// the reads are awaited off it.
+    func expireMessages(subscription subscriptionName: String, publishedBeforeMs cutoffMs: Int64) async throws -> Int64 {
+        let subscription = try await eventLoop.submit { () throws in try self.existingSubscription(subscriptionName) }.get()
+        var position: Position? = try await eventLoop.submit { subscription.cursor.markDelete }.get()
         var lastExpired: Position?
         var expired: Int64 = 0
         var unreadable: Int64 = 0
         var examined: Int64 = 0
-        while examined < AdminLimits.maxEntriesExaminedPerOperation, let next = managedLedger.next(after: position) {
-            examined += 1
-            position = next
-            guard let entry = try? managedLedger.read(next) else {
-                if !subscription.cursor.isAcknowledged(next) { unreadable += 1 }
-                continue
+        scan: while examined < AdminLimits.maxEntriesExaminedPerOperation {
+            let batch = await managedLedger.positions(after: position, limit: ManagedLedgerLimits.readAheadBatch)
+            guard !batch.isEmpty else { break }
+            let times = await managedLedger.publishTimes(of: batch)
+            let acknowledged = try await eventLoop.submit { batch.map { subscription.cursor.isAcknowledged($0) } }.get()
+            for index in batch.indices {
+                examined += 1
+                position = batch[index]
+                guard let publishTime = times[index] else {
+                    if !acknowledged[index] { unreadable += 1 }
+                    continue
+                }
+                if publishTime >= cutoffMs { break scan }
+                if !acknowledged[index] { expired += 1 }
+                expired += unreadable
+                unreadable = 0
+                lastExpired = batch[index]
             }
-            if entry.attributes.publishTimeMs >= cutoffMs { break }
-            if !subscription.cursor.isAcknowledged(next) { expired += 1 }
-            expired += unreadable
-            unreadable = 0
-            lastExpired = next
         }
-        if let lastExpired { subscription.acknowledgeCumulative(upTo: lastExpired) }
+        if let lastExpired {
+            try await eventLoop.submit { subscription.acknowledgeCumulative(upTo: lastExpired) }.get()
+        }
         return expired
     }
 
@@ -546,23 +556,23 @@ extension BrokerService {
         }
         let topic = try await existingTopic(name)
         let cutoffMs = Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000
-        return try await topic.eventLoop.submit { () throws -> Int64 in
-            try topic.expireMessages(subscription: subscriptionName, publishedBeforeMs: cutoffMs)
-        }.get()
+        return try await topic.expireMessages(subscription: subscriptionName, publishedBeforeMs: cutoffMs)
     }
 
     /// The `n`-th (1-based) unacknowledged entry after the subscription's mark-delete position.
     public func peekMessage(_ name: TopicName, subscription subscriptionName: String, nth: Int64) async throws -> PeekedEntry {
         guard nth > 0 else { throw BrokerError.invalidArgument("message position must be 1 or more, got \(nth)") }
         let topic = try await existingTopic(name)
-        return try await topic.eventLoop.submit { () throws -> PeekedEntry in
+        let position = try await topic.eventLoop.submit { () throws -> Position in
             let subscription = try topic.existingSubscription(subscriptionName)
             let positions = topic.unacknowledgedPositions(of: subscription, limit: nth)
             guard Int64(positions.count) == nth, let position = positions.last else {
                 throw BrokerError.messageNotFound("the subscription has \(positions.count) unacknowledged entries, not \(nth)")
             }
-            return PeekedEntry(position: position, partitionIndex: name.partitionIndex, entry: try topic.managedLedger.read(position))
+            return position
         }.get()
+        // Read off the loop: in a cluster the entry comes from a storage node.
+        return PeekedEntry(position: position, partitionIndex: name.partitionIndex, entry: try await topic.managedLedger.readWithoutBlocking(position))
     }
 }
 
