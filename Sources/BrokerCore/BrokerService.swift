@@ -184,6 +184,11 @@ public final class BrokerService: Sendable {
                     topic.attachLoadedSubscription(cursor)
                 }
             }
+            if policies.deduplicationEnabled, store.blocksOnNetwork {
+                // Before any producer can attach: its resends must find the state complete.
+                try await loop.submit { topic.deduplicationRebuilding = true }.get()
+                await topic.rebuildDeduplication()
+            }
             logger.info("topic.loaded", metadata: [
                 "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",
                 "entries": "\(managedLedger.numberOfEntries)",

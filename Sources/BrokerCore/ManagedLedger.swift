@@ -354,16 +354,23 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Up to `limit` durable positions after `after` (from the first with nil), taken on the loop.
     func positions(after: Position?, limit: Int) async -> [Position] {
-        (try? await eventLoop.submit { () -> [Position] in
-            var positions: [Position] = []
-            var current = after.map { self.next(after: $0) } ?? self.firstPosition
-            while let position = current, positions.count < limit {
-                positions.append(position)
-                current = self.next(after: position)
-            }
-            return positions
-        }.get()) ?? []
+        (try? await eventLoop.submit { self.positionsOnLoop(after: after, limit: limit) }.get()) ?? []
     }
+
+    /// The same, called on the loop.
+    func positionsOnLoop(after: Position?, limit: Int) -> [Position] {
+        eventLoop.preconditionInEventLoop()
+        var positions: [Position] = []
+        var current = after.map { next(after: $0) } ?? firstPosition
+        while let position = current, positions.count < limit {
+            positions.append(position)
+            current = next(after: position)
+        }
+        return positions
+    }
+
+    /// Whether the store's reads wait for the network (see `LedgerStore.blocksOnNetwork`).
+    var blocksOnNetwork: Bool { store.blocksOnNetwork }
 
     /// Each entry's publish time (nil: unreadable), read in parallel with the store's
     /// `readWithoutBlocking`, off the loop.

@@ -9,11 +9,20 @@ struct DeduplicationState {
 extension Topic {
     /// Turns deduplication on or off. Turning it on rebuilds the state by reading the log (the
     /// producer name and highest sequence id are in every entry's header).
+    ///
+    /// In a cluster (`blocksOnNetwork`) the log is read from a task instead (`rebuildDeduplication`):
+    /// deduplication takes effect once the rebuild has reached the end of the log.
     func setDeduplication(enabled: Bool) {
         eventLoop.preconditionInEventLoop()
         guard enabled != (deduplication != nil) else { return }
         guard enabled else {
             deduplication = nil
+            return
+        }
+        if managedLedger.blocksOnNetwork {
+            guard !deduplicationRebuilding else { return }
+            deduplicationRebuilding = true
+            Task { await self.rebuildDeduplication() }
             return
         }
         var state = DeduplicationState()
@@ -30,6 +39,42 @@ extension Topic {
         state.pushed = state.persisted
         deduplication = state
         logger.info("topic.deduplication-enabled", metadata: ["producers": "\(state.persisted.count)"])
+    }
+
+    /// Rebuilds the deduplication state from the log without blocking the loop: positions are taken
+    /// on the loop batch by batch, the entries read off it; the state is installed on the loop in
+    /// the same turn that finds no further entry, so no entry persisted meanwhile is missed.
+    func rebuildDeduplication() async {
+        var state = DeduplicationState()
+        var after: Position?
+        while true {
+            let current = state
+            let lastSeen = after
+            let batch = try? await eventLoop.submit { () -> [Position]? in
+                let batch = self.managedLedger.positionsOnLoop(after: lastSeen, limit: ManagedLedgerLimits.readAheadBatch)
+                guard batch.isEmpty else { return batch }
+                var installed = current
+                installed.pushed = installed.persisted
+                self.deduplication = installed
+                self.deduplicationRebuilding = false
+                self.logger.info("topic.deduplication-enabled", metadata: ["producers": "\(installed.persisted.count)"])
+                return nil
+            }.get()
+            guard let batch else { return }
+            let entries = await withTaskGroup(of: Entry?.self) { group in
+                for position in batch {
+                    group.addTask { try? await self.managedLedger.readWithoutBlocking(position) }
+                }
+                var entries: [Entry] = []
+                for await entry in group { if let entry { entries.append(entry) } }
+                return entries
+            }
+            for entry in entries where !entry.attributes.producerName.isEmpty && !entry.attributes.isNonFinalChunk {
+                let name = entry.attributes.producerName
+                state.persisted[name] = max(state.persisted[name] ?? -1, entry.attributes.highestSequenceID)
+            }
+            after = batch.last
+        }
     }
 
     /// The highest sequence id persisted for a producer name, or -1 (always -1 without deduplication).

@@ -82,6 +82,8 @@ public final class Topic: @unchecked Sendable {
     public private(set) var acknowledgementsBeyondLastEntryIgnored: Int64 = 0
     /// Present while deduplication is enabled.
     var deduplication: DeduplicationState?
+    /// A rebuild of `deduplication` from a store that waits for the network is under way.
+    var deduplicationRebuilding = false
 
     /// Set by `unload`: the topic is no longer served here.
     var isUnloaded = false

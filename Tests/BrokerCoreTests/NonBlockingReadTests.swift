@@ -163,4 +163,37 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
         #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
         try await group.shutdownGracefully()
     }
+
+    @Test func turningDeduplicationOnRebuildsItsStateWithoutReadingOnTheLoop() async throws {
+        let name = try TopicName(parsing: "dedup-rebuild")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        for sequenceID in 0..<120 as Range<Int64> {
+            let promise = loop.makePromise(of: Position.self)
+            let attributes = EntryAttributes(
+                numMessages: 1, publishTimeMs: 1, key: [], producerName: sequenceID % 2 == 0 ? "even" : "odd",
+                highestSequenceID: sequenceID)
+            let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "s\(sequenceID)")).encode()
+            loop.execute {
+                first.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
+            }
+            _ = try await promise.futureResult.get()
+        }
+        let owner = try await makeBroker()
+        let topic = try await owner.topic(name).get()
+        try await loop.submit { topic.setDeduplication(enabled: true) }.get()
+        let deadline = ContinuousClock.now + .seconds(20)
+        var state: (even: Int64, odd: Int64, on: Bool) = (-1, -1, false)
+        while ContinuousClock.now < deadline {
+            state = try await loop.submit {
+                (topic.lastPublishedSequenceID(producerName: "even"), topic.lastPublishedSequenceID(producerName: "odd"),
+                 topic.deduplication != nil)
+            }.get()
+            if state.on { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(state.on && state.even == 118 && state.odd == 119)
+        #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        try await group.shutdownGracefully()
+    }
 }
