@@ -1056,6 +1056,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     /// Runs async work (metadata calls) and waits for it on a semaphore.
     private func blockingRun<T: Sendable>(_ body: @escaping @Sendable () async throws(LedgerStoreError) -> T) throws(LedgerStoreError) -> T {
         precondition(!eventLoop.inEventLoop, "blocking on the replicated store's own event loop")
+        Self.assertNotOnAnEventLoop()
         let semaphore = DispatchSemaphore(value: 0)
         let box = NIOLockedValueBox<Result<T, LedgerStoreError>?>(nil)
         Task {
@@ -1076,8 +1077,17 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
 
     /// Waits for `future` on a semaphore (EventLoopFuture.wait refuses any event-loop thread, and
     /// the broker calls reads from its topic loops, which are another group).
+    /// Debug builds trap when a synchronous call that waits for the network is made on an event
+    /// loop thread: every caller on a loop must use the `…WithoutBlocking` calls (issue 13).
+    static func assertNotOnAnEventLoop() {
+        assert(
+            MultiThreadedEventLoopGroup.currentEventLoop == nil,
+            "a blocking wait for storage nodes on an event loop thread: use readWithoutBlocking / deleteLedgerWithoutBlocking")
+    }
+
     private static func blockingWait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
         precondition(!future.eventLoop.inEventLoop, "blocking on the replicated store's own event loop")
+        assertNotOnAnEventLoop()
         let semaphore = DispatchSemaphore(value: 0)
         let box = NIOLockedValueBox<Result<T, any Error>?>(nil)
         future.whenComplete { result in
