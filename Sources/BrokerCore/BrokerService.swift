@@ -187,7 +187,7 @@ public final class BrokerService: Sendable {
             if policies.deduplicationEnabled, store.blocksOnNetwork {
                 // Before any producer can attach: its resends must find the state complete.
                 try await loop.submit { topic.deduplicationRebuilding = true }.get()
-                await topic.rebuildDeduplication()
+                try await topic.rebuildDeduplication()
             }
             logger.info("topic.loaded", metadata: [
                 "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",

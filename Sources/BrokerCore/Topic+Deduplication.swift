@@ -22,7 +22,7 @@ extension Topic {
         if managedLedger.blocksOnNetwork {
             guard !deduplicationRebuilding else { return }
             deduplicationRebuilding = true
-            Task { await self.rebuildDeduplication() }
+            Task { try? await self.rebuildDeduplication() }
             return
         }
         var state = DeduplicationState()
@@ -44,9 +44,16 @@ extension Topic {
     /// Rebuilds the deduplication state from the log without blocking the loop: positions are taken
     /// on the loop batch by batch, the entries read off it; the state is installed on the loop in
     /// the same turn that finds no further entry, so no entry persisted meanwhile is missed.
-    func rebuildDeduplication() async {
+    ///
+    /// An entry that cannot be read is not skipped (the state would miss its sequence id, and the
+    /// producer's resend of it would be written twice): the batch is read again, up to
+    /// `Topic.deduplicationRebuildAttempts` times, then the rebuild gives up and throws (a topic
+    /// load fails and is retried by the client; turning deduplication on is tried again by the
+    /// next policy pass).
+    func rebuildDeduplication() async throws {
         var state = DeduplicationState()
         var after: Position?
+        var failures = 0
         while true {
             let current = state
             let lastSeen = after
@@ -65,17 +72,35 @@ extension Topic {
                 for position in batch {
                     group.addTask { try? await self.managedLedger.readWithoutBlocking(position) }
                 }
-                var entries: [Entry] = []
-                for await entry in group { if let entry { entries.append(entry) } }
+                var entries: [Entry?] = []
+                for await entry in group { entries.append(entry) }
                 return entries
             }
-            for entry in entries where !entry.attributes.producerName.isEmpty && !entry.attributes.isNonFinalChunk {
+            guard entries.allSatisfy({ $0 != nil }) else {
+                failures += 1
+                guard failures < Topic.deduplicationRebuildAttempts else {
+                    _ = try? await eventLoop.submit { self.deduplicationRebuilding = false }.get()
+                    logger.warning("topic.deduplication-rebuild-failed", metadata: [
+                        "after": "\(after.map { "\($0)" } ?? "start")", "attempts": "\(failures)",
+                        "hint": "an entry of the log cannot be read; deduplication stays off until it can",
+                    ])
+                    throw BrokerError(.serviceNotReady, "deduplication state of \(name) cannot be rebuilt: an entry after \(after.map { "\($0)" } ?? "the start") cannot be read; retry")
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            failures = 0
+            let read = entries.compactMap { $0 }
+            for entry in read where !entry.attributes.producerName.isEmpty && !entry.attributes.isNonFinalChunk {
                 let name = entry.attributes.producerName
                 state.persisted[name] = max(state.persisted[name] ?? -1, entry.attributes.highestSequenceID)
             }
             after = batch.last
         }
     }
+
+    /// Reads of one batch a deduplication rebuild makes before it gives up.
+    static let deduplicationRebuildAttempts = 5
 
     /// The highest sequence id persisted for a producer name, or -1 (always -1 without deduplication).
     public func lastPublishedSequenceID(producerName: String) -> Int64 {

@@ -196,4 +196,31 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
         #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
         try await group.shutdownGracefully()
     }
+
+    /// Found by the 30-minute fault-history run: a rebuild that skipped entries it could not read
+    /// reported a stale last_sequence_id after a takeover. It must fail instead, and succeed later.
+    @Test func aDeduplicationRebuildThatCannotReadAnEntryFailsInsteadOfSkippingIt() async throws {
+        let name = try TopicName(parsing: "dedup-unreadable")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        var positions: [Position] = []
+        for sequenceID in 0..<10 as Range<Int64> {
+            let promise = loop.makePromise(of: Position.self)
+            let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: [], producerName: "p", highestSequenceID: sequenceID)
+            let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "s\(sequenceID)")).encode()
+            loop.execute {
+                first.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
+            }
+            positions.append(try await promise.futureResult.get())
+        }
+        store.failing.withLockedValue { $0 = [positions[9]] }
+        let owner = try await makeBroker()
+        let topic = try await owner.topic(name).get()
+        await #expect(throws: BrokerError.self) { try await topic.rebuildDeduplication() }
+        #expect(try await loop.submit { topic.deduplication == nil && !topic.deduplicationRebuilding }.get())
+        store.failing.withLockedValue { $0 = [] }
+        try await topic.rebuildDeduplication()
+        #expect(try await loop.submit { topic.lastPublishedSequenceID(producerName: "p") }.get() == 9)
+        try await group.shutdownGracefully()
+    }
 }
