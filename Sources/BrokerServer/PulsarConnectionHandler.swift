@@ -294,10 +294,17 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }
             let key = ConsumerKey(connectionID: connectionID, consumerID: request.consumerID)
             let topic = entry.topic
+            // SUCCESS only once the subscription's acknowledgements are durable: if they cannot be
+            // (this broker lost the topic meanwhile), the client's close fails instead of reporting
+            // acknowledgements as kept that a new owner will not find.
             topic.eventLoop.flatSubmit { topic.closeConsumer(subscription: entry.subscription, key: key) }
-                .whenComplete { _ in
-                    let success = Commands.success(requestID: request.requestID)
-                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(success, allocator: channel.allocator), promise: nil)
+                .whenComplete { result in
+                    let answer: Pulsar_Proto_BaseCommand
+                    switch result {
+                    case .success: answer = Commands.success(requestID: request.requestID)
+                    case .failure(let error): answer = Commands.error(requestID: request.requestID, error: error)
+                    }
+                    channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(answer, allocator: channel.allocator), promise: nil)
                 }
         case .unsubscribe:
             handleUnsubscribe(command.unsubscribe, context: context)
