@@ -299,12 +299,14 @@ final class ManagedLedger: @unchecked Sendable {
                 } catch {
                     result = .failure(error)
                 }
-                let last = remaining.withLockedValue { count -> Bool in
-                    count -= 1
-                    return count == 0
-                }
                 eventLoop.execute {
                     self.readArrived(position, result)
+                    // Counted on the loop, after the arrival: the tasks' hops reach the loop in any
+                    // order, and the waiters must run only once every result of the batch is in.
+                    let last = remaining.withLockedValue { count -> Bool in
+                        count -= 1
+                        return count == 0
+                    }
                     if last { self.runReadAheadWaiters() }
                 }
             }
