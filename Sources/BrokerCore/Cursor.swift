@@ -92,38 +92,65 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Opens an existing durable cursor from its metadata record and its last snapshot.
+    ///
+    /// On a shared store the new owner also claims the record: it fences the cursor ledger and then
+    /// rewrites the record (a compare-and-set on the version it read), so a previous owner still
+    /// running (a "zombie" broker) can no longer point the record at a fresh cursor ledger of its
+    /// own. Fencing alone does not stop that: a zombie whose next snapshot rolls to a new ledger
+    /// writes it there and swings the record with the version both brokers read, and its client's
+    /// close then succeeds for acknowledgements the new owner never sees (RELIABILITY finding 5).
+    /// If the record changed since it was read, the open starts again from the new record.
     static func open(
         name: String, managedLedger: ManagedLedger, store: any LedgerStore, metadata: any MetadataStore,
         metadataKey: String, logger: Logger
     ) async throws -> Cursor? {
-        guard let stored = try await metadata.get(metadataKey) else { return nil }
-        let record = try JSONDecoder().decode(CursorRecord.self, from: Data(stored.value))
-        var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
-        var acked = PositionRangeSet()
-        var batches: [Position: [Int64]] = [:]
-        // A shared store: fence the cursor ledger first, so a previous owner of the topic (a
-        // "zombie" broker) can persist no further acknowledgement into it.
-        let lastAddConfirmed: Int64
-        if store.isShared {
-            lastAddConfirmed = try await store.recoverLedger(ledgerID: record.cursorLedgerID)
-        } else {
-            lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
+        var attempt = 0
+        while true {
+            attempt += 1
+            guard let stored = try await metadata.get(metadataKey) else { return nil }
+            let record = try JSONDecoder().decode(CursorRecord.self, from: Data(stored.value))
+            var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
+            var acked = PositionRangeSet()
+            var batches: [Position: [Int64]] = [:]
+            // A shared store: fence the cursor ledger first, so a previous owner of the topic (a
+            // "zombie" broker) can persist no further acknowledgement into it.
+            let lastAddConfirmed: Int64
+            if store.isShared {
+                lastAddConfirmed = try await store.recoverLedger(ledgerID: record.cursorLedgerID)
+            } else {
+                lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
+            }
+            if lastAddConfirmed >= 0 {
+                let snapshot = try await store.readWithoutBlocking(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
+                (markDelete, acked, batches) = try decodeSnapshot(snapshot)
+            }
+            var version = stored.version
+            if store.isShared {
+                do {
+                    version = try await metadata.put(metadataKey, value: stored.value, expectedVersion: stored.version)
+                } catch MetadataStoreError.badVersion where attempt < openAttempts {
+                    logger.info("cursor.record-changed-during-open", metadata: [
+                        "subscription": "\(name)", "cursor.ledger-id": "\(record.cursorLedgerID)", "attempt": "\(attempt)",
+                    ])
+                    continue
+                }
+            }
+            let cursor = Cursor(
+                name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
+                metadataKey: metadataKey, logger: logger, markDelete: markDelete)
+            cursor.individuallyAcked = acked
+            cursor.batchAckSets = batches
+            cursor.record = record
+            cursor.recordVersion = version
+            // A recovered ledger is fenced: the first snapshot then goes to a new cursor ledger.
+            cursor.nextSnapshotEntryID = store.isShared ? Cursor.snapshotsPerLedger : lastAddConfirmed + 1
+            return cursor
         }
-        if lastAddConfirmed >= 0 {
-            let snapshot = try await store.readWithoutBlocking(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
-            (markDelete, acked, batches) = try decodeSnapshot(snapshot)
-        }
-        let cursor = Cursor(
-            name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
-            metadataKey: metadataKey, logger: logger, markDelete: markDelete)
-        cursor.individuallyAcked = acked
-        cursor.batchAckSets = batches
-        cursor.record = record
-        cursor.recordVersion = stored.version
-        // A recovered ledger is fenced: the first snapshot then goes to a new cursor ledger.
-        cursor.nextSnapshotEntryID = store.isShared ? Cursor.snapshotsPerLedger : lastAddConfirmed + 1
-        return cursor
     }
+
+    /// How often an open starts again because the cursor's record changed under it (a previous
+    /// owner rolled its cursor ledger meanwhile); after that the topic load fails and is retried.
+    static let openAttempts = 5
 
     /// Whether the entry at `position` is acknowledged.
     func isAcknowledged(_ position: Position) -> Bool {
