@@ -126,8 +126,8 @@ let package = Package(
         .target(name: "FuzzTargets", dependencies: [
             "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "BrokerServer", "AdminAPI",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -4,7 +4,8 @@ import Foundation
 // Built two ways (scripts/fuzz):
 // - with `-sanitize=fuzzer,address -DFUZZING`: libFuzzer's own `main` drives LLVMFuzzerTestOneInput;
 //   the target comes from MAGNETAR_FUZZ_TARGET;
-// - plainly: `magnetar-fuzz TARGET FILE|DIR...` replays inputs (a crash's reproducer, a corpus).
+// - plainly: `magnetar-fuzz TARGET [--repeat N] FILE|DIR...` replays inputs (a crash's reproducer, a
+//   corpus), N times each with the RSS after every pass.
 
 #if FUZZING
 private let fuzzTarget: FuzzTarget = {
@@ -41,12 +42,18 @@ public func magnetarFuzzMain(
 @main
 struct FuzzReplay {
     static func main() throws {
-        let arguments = CommandLine.arguments.dropFirst()
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        // `--repeat N`: every input N times, read once first (to watch a target's memory over many runs).
+        var repeats = 1
+        if let flag = arguments.firstIndex(of: "--repeat"), flag + 1 < arguments.count, let count = Int(arguments[flag + 1]), count > 0 {
+            repeats = count
+            arguments.removeSubrange(flag...(flag + 1))
+        }
         guard let name = arguments.first, let target = FuzzTarget(rawValue: name), arguments.count > 1 else {
-            print("usage: magnetar-fuzz TARGET FILE|DIR...   targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: " "))")
+            print("usage: magnetar-fuzz TARGET [--repeat N] FILE|DIR...   targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: " "))")
             exit(2)
         }
-        var count = 0
+        var inputs: [[UInt8]] = []
         for path in arguments.dropFirst() {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -56,12 +63,22 @@ struct FuzzReplay {
             let files = isDirectory.boolValue
                 ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { "\(path)/\($0)" } : [path]
             for file in files {
-                let data = try Data(contentsOf: URL(fileURLWithPath: file))
-                data.withUnsafeBytes { target.run($0) }
-                count += 1
+                inputs.append(Array(try Data(contentsOf: URL(fileURLWithPath: file))))
             }
         }
-        print("\(target.rawValue): \(count) inputs replayed, none trapped")
+        for pass in 1...repeats {
+            for input in inputs {
+                input.withUnsafeBytes { target.run($0) }
+            }
+            if repeats > 1 { print("pass \(pass): \(inputs.count) inputs, \(residentSetSize())") }
+        }
+        print("\(target.rawValue): \(inputs.count * repeats) inputs replayed, none trapped")
+    }
+
+    /// The process's resident set size, as /proc reports it (Linux).
+    static func residentSetSize() -> String {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        return status.split(separator: "\n").first { $0.hasPrefix("VmRSS") }.map { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().joined(separator: " ") }.map { "RSS \($0)" } ?? "RSS unknown"
     }
 }
 #endif
