@@ -259,8 +259,12 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Entries (or read failures) fetched by `readAhead` for a store whose reads wait for the
     /// network, until `read` takes them. Bounded: the oldest go first.
-    private var readAheadResults: [Position: Result<ByteBuffer, LedgerStoreError>] = [:]
-    private var readAheadOrder: [Position] = []
+    private var readAheadResults: [Position: (result: Result<ByteBuffer, LedgerStoreError>, arrival: UInt64)] = [:]
+    /// Arrival order, oldest first. A slot whose result was taken (or replaced by a later fetch of
+    /// the same position, with a later `arrival`) is stale: skipped when it reaches the front, and
+    /// never counted against the limit (`readAheadResults.count` is).
+    private var readAheadOrder = CircularBuffer<(position: Position, arrival: UInt64)>()
+    private var readAheadArrivals: UInt64 = 0
     private var readAheadBytes = 0
     /// Positions being fetched, and who waits for each batch.
     private var readsInFlight: Set<Position> = []
@@ -315,19 +319,32 @@ final class ManagedLedger: @unchecked Sendable {
 
     private func readArrived(_ position: Position, _ result: Result<ByteBuffer, LedgerStoreError>) {
         readsInFlight.remove(position)
-        if readAheadResults.updateValue(result, forKey: position) == nil {
-            readAheadOrder.append(position)
-            if case .success(let buffer) = result { readAheadBytes += buffer.readableBytes }
-        }
-        while readAheadOrder.count > ManagedLedgerLimits.maxReadAheadEntries || readAheadBytes > ManagedLedgerLimits.maxReadAheadBytes,
-              !readAheadOrder.isEmpty
+        dropReadAhead(position)
+        readAheadArrivals &+= 1
+        readAheadResults[position] = (result, readAheadArrivals)
+        readAheadOrder.append((position, readAheadArrivals))
+        if case .success(let buffer) = result { readAheadBytes += buffer.readableBytes }
+        while readAheadResults.count > ManagedLedgerLimits.maxReadAheadEntries || readAheadBytes > ManagedLedgerLimits.maxReadAheadBytes,
+              let oldest = readAheadOrder.popFirst()
         {
-            dropReadAhead(readAheadOrder.removeFirst())
+            if readAheadResults[oldest.position]?.arrival == oldest.arrival { dropReadAhead(oldest.position) }
+        }
+        // Stale slots at the front go at once. Those behind a live one (an entry fetched and not
+        // taken yet) wait their turn, unless they pile up: then the order is rebuilt without them,
+        // once per `maxReadAheadEntries` fetches at most.
+        while let oldest = readAheadOrder.first, readAheadResults[oldest.position]?.arrival != oldest.arrival {
+            readAheadOrder.removeFirst()
+        }
+        if readAheadOrder.count > 2 * ManagedLedgerLimits.maxReadAheadEntries {
+            readAheadOrder = CircularBuffer(readAheadOrder.filter { readAheadResults[$0.position]?.arrival == $0.arrival })
         }
     }
 
+    /// Slots in the read-ahead's arrival order, stale ones included (tests watch its bound).
+    var readAheadSlotCount: Int { readAheadOrder.count }
+
     private func dropReadAhead(_ position: Position) {
-        if case .success(let buffer)? = readAheadResults.removeValue(forKey: position) {
+        if case .success(let buffer)? = readAheadResults.removeValue(forKey: position)?.result {
             readAheadBytes -= buffer.readableBytes
         }
     }
@@ -377,16 +394,19 @@ final class ManagedLedger: @unchecked Sendable {
     /// Each entry's publish time (nil: unreadable), read in parallel with the store's
     /// `readWithoutBlocking`, off the loop.
     func publishTimes(of positions: [Position]) async -> [Int64?] {
-        await withTaskGroup(of: (Int, Int64?).self) { group in
+        await entriesWithoutBlocking(positions).map { $0?.attributes.publishTimeMs }
+    }
+
+    /// The entries at `positions`, in that order (nil: unreadable), read in parallel with the
+    /// store's `readWithoutBlocking`, off the loop: the scans (seek by time, deduplication's rebuild).
+    func entriesWithoutBlocking(_ positions: [Position]) async -> [Entry?] {
+        await withTaskGroup(of: (Int, Entry?).self) { group in
             for (index, position) in positions.enumerated() {
-                group.addTask {
-                    let entry = try? await self.readWithoutBlocking(position)
-                    return (index, entry?.attributes.publishTimeMs)
-                }
+                group.addTask { (index, try? await self.readWithoutBlocking(position)) }
             }
-            var times = [Int64?](repeating: nil, count: positions.count)
-            for await (index, time) in group { times[index] = time }
-            return times
+            var entries = [Entry?](repeating: nil, count: positions.count)
+            for await (index, entry) in group { entries[index] = entry }
+            return entries
         }
     }
 
@@ -435,8 +455,8 @@ final class ManagedLedger: @unchecked Sendable {
         if let cached = tailCache.entry(at: position) {
             return try Entry.decode(cached)
         }
-        if let fetched = readAheadResults[position] {
-            dropReadAhead(position)  // its slot in readAheadOrder goes when it reaches the front
+        if let fetched = readAheadResults[position]?.result {
+            dropReadAhead(position)  // its slot in readAheadOrder is stale now: skipped at the front
             switch fetched {
             case .success(let buffer): return try Entry.decode(buffer)
             case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")

@@ -5,35 +5,28 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 
 /// A store whose reads "go over the network" (`blocksOnNetwork`): `readWithoutBlocking` answers after
 /// a short delay, off the loop; a synchronous `read` made on an event loop thread is counted, as
 /// the blocking wait it would be in a cluster.
-private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
-    let inner = InMemoryLedgerStore()
+private final class NetworkLikeStore: ForwardingLedgerStore, @unchecked Sendable {
     let blockingReadsOnALoop = NIOLockedValueBox(0)
     let readsWithoutBlocking = NIOLockedValueBox(0)
     /// Entries whose every read fails (a node that lost them).
     let failing = NIOLockedValueBox<Set<Position>>([])
 
-    var blocksOnNetwork: Bool { true }
+    override var blocksOnNetwork: Bool { true }
 
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
-    }
-
-    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+    override func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
         if MultiThreadedEventLoopGroup.currentEventLoop != nil {
             blockingReadsOnALoop.withLockedValue { $0 += 1 }
         }
         return try inner.read(ledgerID: ledgerID, entryID: entryID)
     }
 
-    func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
+    override func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
         readsWithoutBlocking.withLockedValue { $0 += 1 }
         try? await Task.sleep(for: .milliseconds(2))
         if failing.withLockedValue({ $0.contains(Position(ledgerID: ledgerID, entryID: entryID)) }) {
@@ -41,12 +34,6 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
         }
         return try inner.read(ledgerID: ledgerID, entryID: entryID)
     }
-
-    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
-    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
-    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
-    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
-    func close() { inner.close() }
 }
 
 /// Issue 13 (and RELIABILITY finding 2): with a store whose reads wait for the network, dispatch
@@ -161,6 +148,37 @@ private final class NetworkLikeStore: LedgerStore, @unchecked Sendable {
         }
         #expect(backlog == 0)
         #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        try await group.shutdownGracefully()
+    }
+
+    /// An entry fetched ahead and never taken must not make the read-ahead's bookkeeping grow with
+    /// every later fetch that is taken at once.
+    @Test func readAheadBookkeepingStaysBoundedBehindAnEntryNobodyTakes() async throws {
+        let name = try TopicName(parsing: "read-ahead-bound")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        var positions: [Position] = []
+        for i in 0..<30 { positions.append(try await publish(first, "m\(i)")) }
+        let owner = try await makeBroker()
+        let ledger = try await owner.topic(name).get().managedLedger
+
+        func fetch(_ wanted: [Position]) async throws {
+            let promise = loop.makePromise(of: Void.self)
+            loop.execute { ledger.readAhead(wanted) { promise.succeed() } }
+            try await promise.futureResult.get()
+        }
+        try await fetch([positions[0]])  // fetched, never read
+        let rounds = 2 * ManagedLedgerLimits.maxReadAheadEntries / 29 + 10
+        for _ in 0..<rounds {
+            let batch = Array(positions[1...])
+            try await fetch(batch)
+            let bodies = try await loop.submit { try batch.map { String(buffer: try ledger.read($0).body) } }.get()
+            #expect(bodies.count == 29)
+        }
+        let (slots, stillAtHand) = try await loop.submit { (ledger.readAheadSlotCount, ledger.canReadNow(positions[0])) }.get()
+        #expect(rounds * 29 > 2 * ManagedLedgerLimits.maxReadAheadEntries)
+        #expect(slots <= 2 * ManagedLedgerLimits.maxReadAheadEntries + 1)
+        #expect(stillAtHand, "the entry nobody took was dropped though the read-ahead is far below its limit")
         try await group.shutdownGracefully()
     }
 
