@@ -68,14 +68,7 @@ extension Topic {
                 return nil
             }.get()
             guard let batch else { return }
-            let entries = await withTaskGroup(of: Entry?.self) { group in
-                for position in batch {
-                    group.addTask { try? await self.managedLedger.readWithoutBlocking(position) }
-                }
-                var entries: [Entry?] = []
-                for await entry in group { entries.append(entry) }
-                return entries
-            }
+            let entries = await managedLedger.entriesWithoutBlocking(batch)
             guard entries.allSatisfy({ $0 != nil }) else {
                 failures += 1
                 guard failures < Topic.deduplicationRebuildAttempts else {

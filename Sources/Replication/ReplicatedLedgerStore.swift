@@ -351,7 +351,9 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     public var blocksOnNetwork: Bool { true }
 
     /// `read` without a blocked thread: the same choice of nodes and the same one re-read of a
-    /// closed ledger's record, with every round trip awaited.
+    /// closed ledger's record, with every round trip awaited. (`read` is not a wrapper that waits
+    /// for this one: its waits are on NIO futures, which a thread of Swift's cooperative pool may
+    /// block on; waiting there for a task would deadlock once every pool thread waits.)
     public func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
         let entry = try await catalogEntryWithoutBlocking(ledgerID: ledgerID)
         do {
