@@ -133,7 +133,12 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "magnetar-fuzz", dependencies: ["FuzzTargets"]),
-        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"], exclude: ["Corpus"]),
+        // What several test targets share: a seeded generator, a forwarding ledger store to subclass.
+        .target(name: "TestSupport", dependencies: [
+            "LedgerStorage",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "Tests/TestSupport"),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),
         .testTarget(name: "PulsarProtocolTests", dependencies: [
             "PulsarProtocol",
@@ -142,18 +147,18 @@ let package = Package(
             .product(name: "NIOTestUtils", package: "swift-nio"),
         ]),
         .testTarget(name: "LedgerStorageTests", dependencies: [
-            "LedgerStorage",
+            "LedgerStorage", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "ReplicationTests", dependencies: [
-            "Replication", "LedgerStorage", "Metadata",
+            "Replication", "LedgerStorage", "Metadata", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOTestUtils", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .testTarget(name: "MetadataTests", dependencies: ["Metadata"]),
+        .testTarget(name: "MetadataTests", dependencies: ["Metadata", "TestSupport"]),
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
             "MagnetarClient", "PulsarProtocol",
@@ -161,7 +166,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerCoreTests", dependencies: [
-            "BrokerCore", "LedgerStorage", "Metadata",
+            "BrokerCore", "LedgerStorage", "Metadata", "TestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [

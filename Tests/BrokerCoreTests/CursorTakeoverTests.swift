@@ -5,31 +5,13 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 
 /// A store several brokers share, as the storage nodes of a cluster are: a topic's new owner
 /// fences what it recovers (`isShared`).
-private final class SharedStore: LedgerStore, @unchecked Sendable {
-    let inner = InMemoryLedgerStore()
-
-    var isShared: Bool { true }
-
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
-    }
-
-    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
-        try inner.read(ledgerID: ledgerID, entryID: entryID)
-    }
-
-    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
-    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
-    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
-    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
-    func close() { inner.close() }
+private final class SharedStore: ForwardingLedgerStore, @unchecked Sendable {
+    override var isShared: Bool { true }
 }
 
 /// Metadata that runs `beforePut` once, just before the first put of a key with `prefix`: another

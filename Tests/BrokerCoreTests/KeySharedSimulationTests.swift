@@ -1,6 +1,7 @@
 @testable import BrokerCore
 import NIOCore
 import NIOEmbedded
+import TestSupport
 import Testing
 
 // Seeded, deterministic simulations of a Key_Shared subscription: consumers join, leave, go slow or
@@ -12,19 +13,6 @@ import Testing
 // one (the selector says so) or one holds delivered, unacknowledged entries of it (draining).
 // A consumer that stops reading stalls its own keys, never the others'. At the end everyone reads
 // again and everything must be acknowledged; per key, first deliveries come in publish order.
-
-/// SplitMix64: a seedable generator.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// What the subscription sent: per consumer, in order (the consumer's socket), and first deliveries.
 private final class SimSink: ConsumerSink, @unchecked Sendable {
@@ -69,7 +57,7 @@ private final class KeySharedSimulation {
     let loop: EmbeddedEventLoop
     let topic: Topic
     let sink = SimSink()
-    var rng: SeededGenerator
+    var rng: SplitMix64
     let keys: [String]
     let total: Int
     var clients: [SimClient] = []
@@ -88,7 +76,7 @@ private final class KeySharedSimulation {
     init(loop: EmbeddedEventLoop, topic: Topic, seed: UInt64, keys: Int, total: Int) {
         self.loop = loop
         self.topic = topic
-        self.rng = SeededGenerator(seed: seed)
+        self.rng = SplitMix64(seed: seed)
         self.keys = (0..<keys).map { "key-\($0)" }
         self.total = total
     }

@@ -6,13 +6,13 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
+import TestSupport
 import Testing
 
 /// An in-memory store with faults on demand: reads of chosen entries fail with a checksum error
 /// (a few times, or always), and while the disk is "full" appends fail with `.diskFull` and are
 /// forgotten (as the file store forgets them). Thread-safe.
-final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
-    private let inner = InMemoryLedgerStore()
+final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
     private let lock = NSLock()
     private var failingReads: [Position: Int] = [:]
     private var attempts: [Position: Int] = [:]
@@ -32,14 +32,7 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         lock.withLock { attempts[position] ?? 0 }
     }
 
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: false, completion: completion)
-    }
-
-    func append(
+    override func append(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
@@ -50,7 +43,7 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery, completion: completion)
     }
 
-    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+    override func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
         let position = Position(ledgerID: ledgerID, entryID: entryID)
         let fails = lock.withLock { () -> Bool in
             attempts[position, default: 0] += 1
@@ -63,12 +56,6 @@ final class FaultyLedgerStore: LedgerStore, @unchecked Sendable {
         }
         return try inner.read(ledgerID: ledgerID, entryID: entryID)
     }
-
-    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
-    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
-    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
-    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
-    func close() { inner.close() }
 }
 
 /// Issue 12, faults 9 and 10 at the topic: a corrupted entry neither stalls a subscription nor

@@ -1,6 +1,7 @@
 import Foundation
 import LedgerStorage
 import NIOCore
+import TestSupport
 import Testing
 
 /// A model of what a power loss keeps (tigerbeetle's testing storage, our own code): it watches a
@@ -95,19 +96,6 @@ final class CrashingDisk: @unchecked Sendable {
 /// it serves every acknowledged entry with its exact bytes, and no entry with wrong bytes.
 @Suite("FileLedgerStore after a simulated crash")
 struct CrashRecoveryTests {
-    /// Deterministic choices (SplitMix64).
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    }
-
     final class Acknowledged: @unchecked Sendable {
         private let lock = NSLock()
         private var entries: [Int64: Set<Int64>] = [:]
@@ -117,7 +105,7 @@ struct CrashRecoveryTests {
 
     @Test(arguments: [1, 2, 3, 4] as [UInt64])
     func everyAcknowledgedEntrySurvivesLostAndTornUnsyncedWrites(_ seed: UInt64) throws {
-        var random = Random(state: seed)
+        var random = SplitMix64(seed: seed)
         let directory = StoreFixture.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let disk = CrashingDisk(directory: directory)

@@ -112,23 +112,6 @@ func readError(_ store: any LedgerStore, ledgerID: Int64, entryID: Int64) -> Led
     }
 }
 
-/// SplitMix64: a tiny seeded generator so a failing seed replays exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Files of a store directory, for crash tests.
 enum StoreDirectory {
     static func files(in directory: String, prefix: String) -> [String] {

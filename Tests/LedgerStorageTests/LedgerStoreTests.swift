@@ -1,6 +1,7 @@
 import Foundation
 import LedgerStorage
 import NIOCore
+import TestSupport
 import Testing
 
 /// The contract of `LedgerStore`, run over every implementation.
@@ -263,7 +264,7 @@ struct LedgerStoreTests {
             configuration.groupCommitMaxDelay = .zero
         }
         defer { fixture.tearDown() }
-        var random = SeededGenerator(seed: seed)
+        var random = SplitMix64(seed: seed)
         struct ModelLedger {
             var sizes: [Int] = []
             var fenced = false

@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import Metadata
@@ -5,21 +6,9 @@ import Testing
 /// `MetadataTable.list(prefix:)` answers from an ordered index of keys (`OrderedKeys`); these check it
 /// against a plain scan of every key.
 @Suite struct MetadataTableTests {
-    /// Deterministic generator, so a failure replays.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test(arguments: [1, 2, 3])
     func randomPutsAndDeletesListLikeAScan(seed: UInt64) throws {
-        var random = SplitMix64(state: seed)
+        var random = SplitMix64(seed: seed)
         var table = MetadataTable()
         var model: Set<String> = []
         let parts = ["a", "b", "ab", "cursors", "managed-ledgers", "t-1", "t-10", "t-2", "é", "z"]

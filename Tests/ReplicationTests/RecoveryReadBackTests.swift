@@ -2,37 +2,20 @@ import LedgerStorage
 import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
+import TestSupport
 import Testing
 @testable import Replication
 
 /// A store that answers reads of chosen local entries with a chosen error, as if the entry never
 /// reached the disk although the node's maps list it (the seed-31337 phantom) or the disk failed.
-private final class FailingReadStore: LedgerStore, @unchecked Sendable {
-    let inner = InMemoryLedgerStore()
+private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable {
     /// (ledger id, local entry id) → the error its read gets.
     let failures = NIOLockedValueBox<[Int64: [Int64: LedgerStoreError]]>([:])
 
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, completion: completion)
-    }
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        inner.append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: recovery, completion: completion)
-    }
-    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+    override func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
         if let error = failures.withLockedValue({ $0[ledgerID]?[entryID] }) { throw error }
         return try inner.read(ledgerID: ledgerID, entryID: entryID)
     }
-    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
-    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
-    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
-    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
-    func close() { inner.close() }
 }
 
 /// Issue 12, finding 1's second half: recovery reads back the entry it closes a ledger on, instead

@@ -1,5 +1,6 @@
 import LedgerStorage
 import NIOCore
+import TestSupport
 import Testing
 @testable import Replication
 
@@ -33,7 +34,7 @@ import Testing
     static let ledgerID: Int64 = 5
 
     static func run(seed: UInt64, configuration: QuorumConfiguration) -> String? {
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let nodeCount = configuration.ensembleSize + 5
         var nodes = (0..<nodeCount).map { _ in try! StorageNode(store: InMemoryLedgerStore()) }
         var crashed: Set<Int> = []

@@ -2,23 +2,16 @@ import LedgerStorage
 import NIOConcurrencyHelpers
 import NIOCore
 import Replication
+import TestSupport
 import Testing
 
 /// A store whose append completions wait for `release()`, as a file store's completions wait for
 /// its journal thread (the in-memory store completes inside `append`, which hides the window).
-private final class HeldCompletionStore: LedgerStore, @unchecked Sendable {
-    let inner = InMemoryLedgerStore()
+private final class HeldCompletionStore: ForwardingLedgerStore, @unchecked Sendable {
     let holding = NIOLockedValueBox(false)
     private let held = NIOLockedValueBox<[@Sendable () -> Void]>([])
 
-    func append(
-        ledgerID: Int64, entryID: Int64, payload: ByteBuffer,
-        completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
-    ) {
-        append(ledgerID: ledgerID, entryID: entryID, payload: payload, recovery: false, completion: completion)
-    }
-
-    func append(
+    override func append(
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool,
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void
     ) {
@@ -37,15 +30,6 @@ private final class HeldCompletionStore: LedgerStore, @unchecked Sendable {
         holding.withLockedValue { $0 = false }
         for completion in held.withLockedValue({ held in defer { held.removeAll() }; return held }) { completion() }
     }
-
-    func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
-        try inner.read(ledgerID: ledgerID, entryID: entryID)
-    }
-    func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }
-    func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 { try inner.fence(ledgerID: ledgerID) }
-    func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) { try inner.deleteLedger(ledgerID: ledgerID) }
-    func ledgerIDs() -> [Int64] { inner.ledgerIDs() }
-    func close() { inner.close() }
 }
 
 /// Issue 12 (found by the fault-history checker, seed 31337): a takeover's recovery closed a ledger

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOTestUtils
+import TestSupport
 import Testing
 @testable import Replication
 
@@ -67,7 +68,7 @@ import Testing
     }
 
     @Test func randomBytesNeverTrap() {
-        var rng = SeededRandom(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<2_000 {
             let count = Int.random(in: 0..<40, using: &rng)
             var bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -79,15 +80,3 @@ import Testing
     }
 }
 
-/// SplitMix64: a small seeded generator so a failing seed replays.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
