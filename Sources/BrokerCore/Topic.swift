@@ -48,6 +48,12 @@ public struct LastMessageInfo: Sendable {
     /// Index of the last message in a batch entry, or -1 for a single message.
     public var batchIndex: Int32
     public var markDelete: Position
+
+    public init(last: Position, batchIndex: Int32, markDelete: Position) {
+        self.last = last
+        self.batchIndex = batchIndex
+        self.markDelete = markDelete
+    }
 }
 
 /// One persistent topic: its managed ledger, producers and subscriptions.

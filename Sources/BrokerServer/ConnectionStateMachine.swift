@@ -56,6 +56,11 @@ struct ConnectionStateMachine {
         return .close(reason: "\(error)")
     }
 
+    /// The connection is being closed on our side (a timeout, an unsupported command).
+    mutating func close() {
+        state = .closed
+    }
+
     mutating func channelInactive() {
         state = .closed
     }

@@ -17,6 +17,10 @@ public struct StandaloneOptions: Sendable {
     public var advertisedAddress: String
     public var broker = BrokerConfiguration()
     public var listener = PulsarListenerSettings()
+    /// Endpoints served beside Pulsar's (`messagingProtocols`).
+    public var endpoints: [ProtocolEndpoint] = []
+    /// The `--config` file's key=value pairs, for the endpoints' own keys.
+    public var settings: [String: String] = [:]
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -57,7 +61,8 @@ public enum Standalone {
         do {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
-                advertisedAddress: options.advertisedAddress, listener: options.listener, metricsRegistry: metricsRegistry,
+                advertisedAddress: options.advertisedAddress, listener: options.listener,
+                endpoints: options.endpoints, settings: options.settings, metricsRegistry: metricsRegistry,
                 eventLoopGroup: eventLoopGroup, logger: logger)
         } catch {
             logger.error("standalone.failed", metadata: ["error": "\(error)"])
@@ -73,14 +78,23 @@ public enum Standalone {
     }
 }
 
-/// Serving a `BrokerService`: the Pulsar protocol listener and the HTTP endpoint, until SIGTERM/SIGINT.
+/// Serving a `BrokerService`: the Pulsar protocol listener, the endpoints of other protocols
+/// `messagingProtocols` names, and the HTTP endpoint, until SIGTERM/SIGINT.
 public enum BrokerProcess {
     public static func serve(
         broker: BrokerService, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String,
         listener: PulsarListenerSettings = PulsarListenerSettings(),
+        endpoints: [ProtocolEndpoint] = [], settings: [String: String] = [:],
         metricsRegistry: PrometheusCollectorRegistry, eventLoopGroup: any EventLoopGroup,
         extraServices: [any Service] = [], logger: Logger
     ) async throws {
+        let context = EndpointContext(
+            broker: broker, bindAddress: bindAddress, advertisedAddress: advertisedAddress, settings: settings,
+            eventLoopGroup: eventLoopGroup, logger: logger)
+        let endpointServices = try endpoints.map { endpoint in
+            logger.info("broker.endpoint", metadata: ["protocol": "\(endpoint.name)"])
+            return try endpoint.makeService(context)
+        }
         let pulsar = PulsarServer(
             host: bindAddress, port: port, broker: broker,
             configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)"),
@@ -88,7 +102,8 @@ public enum BrokerProcess {
         let http = HTTPServer.makeApplication(
             host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: pulsar), .init(service: http)] + extraServices.map { .init(service: $0) },
+            services: [.init(service: pulsar)] + endpointServices.map { .init(service: $0) } + [.init(service: http)]
+                + extraServices.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

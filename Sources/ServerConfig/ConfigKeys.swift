@@ -7,6 +7,8 @@ public enum ConfigKeys {
     public static let listener: Set<String> = [
         "bindAddress", "brokerServicePort", "webServicePort", "advertisedAddress",
         "keepAliveIntervalSeconds", "brokerMaxConnections", "brokerMaxConnectionsPerIp",
+        // Protocols served beside Pulsar's (Pulsar's protocol handlers): `kafka`, `amqp`.
+        "messagingProtocols",
     ]
 
     /// How topics' managed ledgers roll (`standalone` and `broker`).

@@ -121,7 +121,7 @@ struct BrokerCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "magnetar.broker")
-        let file = try config.load(known: ConfigKeys.broker, logger: logger)
+        let file = try config.load(known: ListenOptions.knownKeys(ConfigKeys.broker), logger: logger)
         let settings = try settings(file)
         let listening = try listen.resolve(file)
         let managedLedger = try ledgers.resolve(file, into: ManagedLedgerConfiguration())
@@ -170,6 +170,7 @@ struct BrokerCommand: AsyncParsableCommand {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
                 advertisedAddress: listening.advertisedAddress, listener: listening.listener,
+                endpoints: listening.endpoints, settings: listening.settings,
                 metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
                 extraServices: [store.auditor], logger: logger)
         } catch {

@@ -38,7 +38,7 @@ struct StandaloneCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "magnetar")
-        let file = try config.load(known: ConfigKeys.standalone, logger: logger)
+        let file = try config.load(known: ListenOptions.knownKeys(ConfigKeys.standalone), logger: logger)
         let listening = try listen.resolve(file)
         var options = StandaloneOptions(
             dataDirectory: dataDir, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
@@ -46,6 +46,8 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.broker.clusterName = try clusterNameSetting(clusterName, file, default: "standalone")
         options.broker.managedLedger = try ledgers.resolve(file, into: options.broker.managedLedger)
         options.listener = listening.listener
+        options.endpoints = listening.endpoints
+        options.settings = listening.settings
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }
@@ -90,12 +92,24 @@ struct ListenOptions: ParsableArguments {
     @Option(help: "Most Pulsar connections from one client address; 0: no limit (brokerMaxConnectionsPerIp; default 0).")
     var brokerMaxConnectionsPerIp: Int?
 
+    @Option(help: "Protocols served beside Pulsar's, comma-separated (messagingProtocols; default none).")
+    var messagingProtocols: String?
+
     struct Resolved {
         var bindAddress: String
         var port: Int
         var httpPort: Int
         var advertisedAddress: String
         var listener: PulsarListenerSettings
+        /// The endpoints `messagingProtocols` names, besides Pulsar's.
+        var endpoints: [ProtocolEndpoint]
+        /// The file's key=value pairs, for the endpoints' own keys.
+        var settings: [String: String]
+    }
+
+    /// Every key a broker reads, its endpoints' included.
+    static func knownKeys(_ role: Set<String>) -> Set<String> {
+        ProtocolEndpoints.available.reduce(role) { $0.union($1.configKeys) }
     }
 
     /// The settings from the flags, then `file`, then the defaults.
@@ -116,12 +130,22 @@ struct ListenOptions: ParsableArguments {
         listener.maxConnections = try Layered.int(brokerMaxConnections, file, "brokerMaxConnections", default: 0, in: 0...Int(Int32.max))
         listener.maxConnectionsPerIP = try Layered.int(
             brokerMaxConnectionsPerIp, file, "brokerMaxConnectionsPerIp", default: 0, in: 0...Int(Int32.max))
+        let protocols = messagingProtocols.map { $0.split(separator: ",").map(String.init) } ?? file?.list("messagingProtocols") ?? []
+        let endpoints: [ProtocolEndpoint]
+        do {
+            endpoints = try ProtocolEndpoints.select(protocols)
+        } catch {
+            guard messagingProtocols == nil, let file else { throw StartupError("--messaging-protocols: \(error)") }
+            throw StartupError(file.error(
+                "messagingProtocols", file.string("messagingProtocols") ?? "",
+                expected: "protocols this build serves (\(error.served.joined(separator: ", "))); '\(error.name)' is not one").description)
+        }
         return Resolved(
             bindAddress: Layered.string(bindAddress, file, "bindAddress", default: "0.0.0.0"),
             port: try Layered.int(port, file, "brokerServicePort", default: 6650, in: 1...65535),
             httpPort: try Layered.int(httpPort, file, "webServicePort", default: 8080, in: 1...65535),
             advertisedAddress: Layered.string(advertisedAddress, file, "advertisedAddress", default: "localhost"),
-            listener: listener)
+            listener: listener, endpoints: endpoints, settings: file?.values ?? [:])
     }
 }
 
