@@ -1,3 +1,4 @@
+import Metadata
 import Logging
 import NIOCore
 
@@ -149,7 +150,7 @@ extension BrokerService {
     /// Registered storage nodes (`/storage-nodes/<host:port>`); empty in standalone (its storage is local).
     public func storageNodes() async throws -> [String] {
         guard cluster != nil else { return [] }
-        let prefix = "/storage-nodes/"
+        let prefix = MetadataKeys.storageNodesPrefix
         return try await metadata.list(prefix: prefix).map { String($0.dropFirst(prefix.count)) }
     }
 

@@ -7,7 +7,7 @@ import Metadata
 /// callable from any task; changes are compare-and-set on the record's version, so concurrent
 /// admin calls never lose an update.
 extension BrokerService {
-    static func tenantKey(_ tenant: String) -> String { "/tenants/\(tenant)" }
+    static func tenantKey(_ tenant: String) -> String { MetadataKeys.tenant(tenant) }
 
     /// Names that go into metadata keys and URLs: Pulsar's `[-=:.\w]+`.
     static func validateName(_ what: String, _ value: String) throws(BrokerError) {
@@ -48,7 +48,7 @@ extension BrokerService {
 
     /// All tenants, sorted.
     public func tenants() async throws -> [String] {
-        let prefix = "/tenants/"
+        let prefix = MetadataKeys.tenantsPrefix
         return try await metadata.list(prefix: prefix).map { String($0.dropFirst(prefix.count)) }
     }
 
@@ -84,7 +84,7 @@ extension BrokerService {
     public func deleteTenant(_ tenant: String) async throws {
         try Self.validateName("tenant", tenant)
         guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
-        guard try await metadata.list(prefix: "/namespaces/\(tenant)/").isEmpty else { throw BrokerError.tenantNotEmpty(tenant) }
+        guard try await metadata.list(prefix: MetadataKeys.namespaces(ofTenant: tenant)).isEmpty else { throw BrokerError.tenantNotEmpty(tenant) }
         do {
             try await metadata.delete(Self.tenantKey(tenant), expectedVersion: stored.version)
         } catch MetadataStoreError.badVersion {
@@ -101,7 +101,7 @@ extension BrokerService {
     public func namespaces(ofTenant tenant: String) async throws -> [String] {
         try Self.validateName("tenant", tenant)
         guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
-        let prefix = "/namespaces/"
+        let prefix = MetadataKeys.namespacesPrefix
         return try await metadata.list(prefix: "\(prefix)\(tenant)/").map { String($0.dropFirst(prefix.count)) }
     }
 
@@ -124,8 +124,8 @@ extension BrokerService {
         guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
             throw BrokerError.namespaceNotFound(namespace)
         }
-        let storedTopics = try await metadata.list(prefix: "/managed-ledgers/\(namespace)/")
-        let partitionedTopics = try await metadata.list(prefix: "/partitioned-topics/\(namespace)/")
+        let storedTopics = try await metadata.list(prefix: MetadataKeys.managedLedgers(inNamespace: namespace))
+        let partitionedTopics = try await metadata.list(prefix: MetadataKeys.partitionedTopics(inNamespace: namespace))
         let hasTopics = !storedTopics.isEmpty || !partitionedTopics.isEmpty
             || loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == local }
         guard !hasTopics else { throw BrokerError.namespaceNotEmpty(namespace) }

@@ -59,9 +59,9 @@ public final class BrokerService: Sendable {
         self.instanceID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     }
 
-    static func namespaceKey(_ namespace: String) -> String { "/namespaces/\(namespace)" }
-    static func partitionedTopicKey(_ name: TopicName) -> String { "/partitioned-topics/\(name.metadataPath)" }
-    static func managedLedgerKey(_ name: TopicName) -> String { "/managed-ledgers/\(name.metadataPath)" }
+    static func namespaceKey(_ namespace: String) -> String { MetadataKeys.namespace(namespace) }
+    static func partitionedTopicKey(_ name: TopicName) -> String { MetadataKeys.partitionedTopic(name.metadataPath) }
+    static func managedLedgerKey(_ name: TopicName) -> String { MetadataKeys.managedLedger(name.metadataPath) }
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     public func bootstrap() async throws {
@@ -143,7 +143,7 @@ public final class BrokerService: Sendable {
 
     /// Persistent topics of a namespace that hold or held data.
     public func topics(inNamespace namespace: String) async throws -> [String] {
-        let prefix = "/managed-ledgers/\(namespace)/persistent/"
+        let prefix = MetadataKeys.managedLedgers(inNamespace: namespace, domain: TopicName.Domain.persistent.rawValue)
         return try await metadata.list(prefix: prefix).map { "persistent://\(namespace)/\($0.dropFirst(prefix.count))" }
     }
 

@@ -32,8 +32,8 @@ public struct BrokerIdentity: Codable, Sendable, Hashable {
 /// Layout: `/brokers/<brokerID>` → `BrokerIdentity` JSON; `/ownership/<tenant>/<ns>/<range>` →
 /// the owner's `BrokerIdentity` JSON.
 public final class ClusterCoordinator: Sendable {
-    public static let brokersPrefix = "/brokers/"
-    public static let ownershipPrefix = "/ownership/"
+    public static let brokersPrefix = MetadataKeys.brokersPrefix
+    public static let ownershipPrefix = MetadataKeys.ownershipPrefix
 
     public let identity: BrokerIdentity
     let metadata: any SessionCapableMetadataStore
@@ -49,8 +49,8 @@ public final class ClusterCoordinator: Sendable {
         self.logger = logger
     }
 
-    static func ownershipKey(_ bundle: NamespaceBundle) -> String { "\(ownershipPrefix)\(bundle.namespace)/\(bundle.range)" }
-    var registrationKey: String { "\(Self.brokersPrefix)\(identity.brokerID)" }
+    static func ownershipKey(_ bundle: NamespaceBundle) -> String { MetadataKeys.ownership(namespace: bundle.namespace, range: bundle.range) }
+    var registrationKey: String { MetadataKeys.broker(identity.brokerID) }
 
     /// Records this broker as live (again, if its session was lost).
     public func register() async throws {

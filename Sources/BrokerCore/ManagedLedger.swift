@@ -51,6 +51,8 @@ public struct ManagedLedgerConfiguration: Sendable {
     public var minLedgerAge: TimeAmount = .zero
     /// How new ledgers are replicated (nil: the store's default; local stores ignore it).
     public var replication: LedgerReplicationOptions?
+    /// The wall clock of everything time-based (tests inject a `ManualWallClock`'s).
+    public var clock = WallClock.system
     public init() {}
 }
 
@@ -139,7 +141,7 @@ final class ManagedLedger: @unchecked Sendable {
         self.metadataVersion = metadataVersion
     }
 
-    static let ledgerIDCounterKey = "/counters/ledger-id"
+    static let ledgerIDCounterKey = MetadataKeys.ledgerIDCounter
 
     /// Opens (or creates) the managed ledger, recovering its last ledger.
     static func open(
@@ -171,7 +173,7 @@ final class ManagedLedger: @unchecked Sendable {
         let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
         try await store.createLedger(ledgerID: newLedgerID, replication: configuration.replication)
         record.ledgers.append(LedgerInfo(
-            ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: ManagedLedger.nowMs()))
+            ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: configuration.clock.nowMs()))
         let version = try await metadata.put(
             metadataKey, value: Array(try JSONEncoder().encode(record)), expectedVersion: expectedVersion)
         return ManagedLedger(
@@ -702,7 +704,7 @@ final class ManagedLedger: @unchecked Sendable {
             var newRecord = record
             newRecord.ledgers.removeAll { $0.closed && $0.entries == 0 }
             newRecord.ledgers.append(LedgerInfo(
-                ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: ManagedLedger.nowMs()))
+                ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: self.clock.nowMs()))
             let version = try await metadata.put(
                 key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
             return (newRecord, version)
@@ -735,15 +737,14 @@ final class ManagedLedger: @unchecked Sendable {
         for (_, receiver, tag) in waiting { receiver.appendCompleted(tag: tag, result: .failure(error)) }
     }
 
-    static func nowMs() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
-    }
+    /// The wall clock rollover by age, TTL, backlog age and delayed delivery read (injected).
+    var clock: WallClock { configuration.clock }
 
     /// Whether the next append goes to a new ledger, by Pulsar's rule: the open ledger reached its
     /// entry or size limit, or holds entries and is older than the maximum rollover age — and in
     /// either case is at least the minimum rollover age old.
     private func openLedgerIsFull(_ ledger: LedgerInfo) -> Bool {
-        let age = ManagedLedger.nowMs().saturatingSubtract(ledger.createdAtMs ?? .max)
+        let age = clock.nowMs().saturatingSubtract(ledger.createdAtMs ?? .max)
         let quotaReached = assignedEntries >= configuration.maxEntriesPerLedger
             || assignedBytes >= configuration.maxSizePerLedgerBytes
         let aged = assignedEntries > 0 && age > configuration.maxLedgerAge.nanoseconds / 1_000_000
@@ -757,7 +758,7 @@ final class ManagedLedger: @unchecked Sendable {
     func rollIfAged() {
         eventLoop.preconditionInEventLoop()
         guard !rolling, failure == nil, writesSuspended == nil, assignedEntries > 0,
-              ManagedLedger.nowMs().saturatingSubtract(openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
+              clock.nowMs().saturatingSubtract(openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
         else { return }
         startRoll()
     }
@@ -772,7 +773,7 @@ final class ManagedLedger: @unchecked Sendable {
         // Only closed ledgers before the open one can go: with one ledger there is nothing to look at
         // (the policy pass calls this for every topic every second).
         guard ledgers.count > 1, !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
-        let now = ManagedLedger.nowMs()
+        let now = clock.nowMs()
         let maxLedgerAgeMs = configuration.maxLedgerAge.nanoseconds / 1_000_000
         var total = totalSizeBytes
         var candidates: [Int64] = []

@@ -315,7 +315,7 @@ final class Subscription: @unchecked Sendable {
         /// Key_Shared: hashes an entry of which was held in this pass; their later entries are held too
         /// (per-key order), even if their consumer became able to take them meanwhile.
         var blockedHashes = Set<UInt32>()
-        let nowMs = Self.nowMs()
+        let nowMs = currentTimeMs()
         while delivered < Subscription.maxEntriesPerDispatchPass {
             guard consumers.contains(where: \.canReceive) else { break }
             let position: Position
@@ -491,8 +491,8 @@ final class Subscription: @unchecked Sendable {
 
     // MARK: delayed delivery
 
-    private static func nowMs() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    private func currentTimeMs() -> Int64 {
+        managedLedger.clock.nowMs()
     }
 
     /// Schedules a pass for when the earliest held entry becomes due.
@@ -501,7 +501,7 @@ final class Subscription: @unchecked Sendable {
         guard earliest < delayedTimerDeadlineMs else { return }
         delayedTimer?.cancel()
         delayedTimerDeadlineMs = earliest
-        let wait = max(0, earliest - Self.nowMs())
+        let wait = max(0, earliest - currentTimeMs())
         delayedTimer = managedLedger.eventLoop.scheduleTask(in: .milliseconds(wait)) {
             self.delayedTimer = nil
             self.delayedTimerDeadlineMs = .max
@@ -510,7 +510,7 @@ final class Subscription: @unchecked Sendable {
     }
 
     private func releaseDueEntries() {
-        let now = Self.nowMs()
+        let now = currentTimeMs()
         let due = delayed.filter { $0.value <= now }.map(\.key)
         for position in due { delayed[position] = nil }
         addToReplay(due)

@@ -8,7 +8,7 @@ extension Topic {
         eventLoop.preconditionInEventLoop()
         self.policies = policies
         setDeduplication(enabled: policies.deduplicationEnabled)
-        let nowMs = ManagedLedger.nowMs()
+        let nowMs = managedLedger.clock.nowMs()
         if policies.messageTTLSeconds > 0 {
             expireMessages(olderThanMs: nowMs.saturatingSubtract(policies.messageTTLSeconds.saturatingMultiply(1000)))
         }

@@ -116,7 +116,7 @@ public final class Topic: @unchecked Sendable {
         self.logger = logger
     }
 
-    static func cursorPrefix(_ name: TopicName) -> String { "/cursors/\(name.metadataPath)/" }
+    static func cursorPrefix(_ name: TopicName) -> String { MetadataKeys.cursors(ofTopic: name.metadataPath) }
 
     func attachLoadedSubscription(_ cursor: Cursor) {
         subscriptions[cursor.name] = Subscription(
@@ -270,7 +270,7 @@ public final class Topic: @unchecked Sendable {
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
                 partitionIndex: partitionIndex, logger: logger))
         }
-        let key = Topic.cursorPrefix(name) + subscriptionName
+        let key = MetadataKeys.cursor(ofTopic: name.metadataPath, subscription: subscriptionName)
         let store = self.store
         let metadata = self.metadata
         return eventLoop.makeFutureWithTask {

@@ -316,7 +316,7 @@ extension BrokerService {
     /// Partitioned topics of a namespace in one domain.
     public func listPartitionedTopics(namespace: String, domain: TopicName.Domain) async throws -> [String] {
         try await requireNamespace(namespace)
-        let prefix = "/partitioned-topics/\(namespace)/\(domain.rawValue)/"
+        let prefix = MetadataKeys.partitionedTopics(inNamespace: namespace, domain: domain.rawValue)
         return try await metadata.list(prefix: prefix).map { "\(domain.rawValue)://\(namespace)/\($0.dropFirst(prefix.count))" }
     }
 
@@ -555,7 +555,7 @@ extension BrokerService {
             throw BrokerError.invalidArgument("expiry time must be between 0 and \(AdminLimits.maxExpiryTimeSeconds) seconds, got \(seconds)")
         }
         let topic = try await existingTopic(name)
-        let cutoffMs = Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000
+        let cutoffMs = configuration.managedLedger.clock.nowMs().saturatingSubtract(seconds.saturatingMultiply(1000))
         return try await topic.expireMessages(subscription: subscriptionName, publishedBeforeMs: cutoffMs)
     }
 

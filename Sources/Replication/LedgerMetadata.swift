@@ -2,24 +2,8 @@ import Foundation
 import LedgerStorage
 import Metadata
 
-/// The metadata keys the replication layer owns (layout in `docs/ARCHITECTURE.md`, "Metadata layout").
-public enum ReplicationMetadataKeys {
-    /// `/ledgers/<ledgerID>`: one `LedgerMetadata` record (JSON) per replicated ledger.
-    public static let ledgersPrefix = "/ledgers/"
-    /// `/storage-nodes/<host:port>`: one ephemeral key per live storage node (value: `StorageNodeRegistration` JSON).
-    public static let storageNodesPrefix = "/storage-nodes/"
-    /// Ephemeral key held by the broker that runs the `ReplicationAuditor` (value: its name).
-    public static let auditorLeader = "/replication/auditor"
-
-    public static func ledger(_ ledgerID: Int64) -> String { ledgersPrefix + String(ledgerID) }
-
-    public static func storageNode(_ address: StorageNodeAddress) -> String { storageNodesPrefix + address.description }
-
-    /// The ledger id of a `/ledgers/<id>` key, nil for any other key.
-    public static func ledgerID(fromKey key: String) -> Int64? {
-        guard key.hasPrefix(ledgersPrefix) else { return nil }
-        return Int64(key.dropFirst(ledgersPrefix.count))
-    }
+extension MetadataKeys {
+    public static func storageNode(_ address: StorageNodeAddress) -> String { storageNode(address.description) }
 
     /// The node address of a `/storage-nodes/<host:port>` key, nil for any other key.
     public static func storageNode(fromKey key: String) -> StorageNodeAddress? {
@@ -149,7 +133,7 @@ public struct LedgerMetadata: Codable, Sendable, Equatable {
         do {
             record = try JSONDecoder().decode(LedgerMetadata.self, from: Data(bytes))
         } catch {
-            throw .corrupted("metadata \(ReplicationMetadataKeys.ledger(ledgerID)) is not a ledger record: \(error)")
+            throw .corrupted("metadata \(MetadataKeys.ledger(ledgerID)) is not a ledger record: \(error)")
         }
         let validQuorum = record.ensembleSize >= record.writeQuorumSize && record.writeQuorumSize >= record.ackQuorumSize
             && record.ackQuorumSize >= 1
@@ -158,7 +142,7 @@ public struct LedgerMetadata: Codable, Sendable, Equatable {
               zip(record.ensembles, record.ensembles.dropFirst()).allSatisfy({ $0.firstEntryID < $1.firstEntryID })
         else {
             throw .corrupted(
-                "metadata \(ReplicationMetadataKeys.ledger(ledgerID)) has an impossible quorum or ensemble history; fix or delete the record")
+                "metadata \(MetadataKeys.ledger(ledgerID)) has an impossible quorum or ensemble history; fix or delete the record")
         }
         return record
     }
@@ -187,7 +171,7 @@ public struct LedgerMetadataStore: Sendable {
     }
 
     public func read(ledgerID: Int64) async throws(LedgerStoreError) -> VersionedLedgerMetadata? {
-        let key = ReplicationMetadataKeys.ledger(ledgerID)
+        let key = MetadataKeys.ledger(ledgerID)
         let value: VersionedValue?
         do {
             value = try await store.get(key)
@@ -200,7 +184,7 @@ public struct LedgerMetadataStore: Sendable {
 
     /// Writes `metadata` if the record is still at `expectedVersion` (-1: must not exist).
     public func write(ledgerID: Int64, _ metadata: LedgerMetadata, expectedVersion: Int64) async throws(LedgerStoreError) -> WriteResult {
-        let key = ReplicationMetadataKeys.ledger(ledgerID)
+        let key = MetadataKeys.ledger(ledgerID)
         do {
             let version = try await store.put(key, value: metadata.encoded(), expectedVersion: expectedVersion)
             return .written(VersionedLedgerMetadata(metadata: metadata, version: version))
@@ -212,7 +196,7 @@ public struct LedgerMetadataStore: Sendable {
     }
 
     public func delete(ledgerID: Int64) async throws(LedgerStoreError) {
-        let key = ReplicationMetadataKeys.ledger(ledgerID)
+        let key = MetadataKeys.ledger(ledgerID)
         do {
             try await store.delete(key, expectedVersion: nil)
         } catch {
@@ -223,10 +207,10 @@ public struct LedgerMetadataStore: Sendable {
     /// Every ledger with a record, sorted.
     public func ledgerIDs() async throws(LedgerStoreError) -> [Int64] {
         do {
-            return try await store.list(prefix: ReplicationMetadataKeys.ledgersPrefix)
-                .compactMap(ReplicationMetadataKeys.ledgerID(fromKey:)).sorted()
+            return try await store.list(prefix: MetadataKeys.ledgersPrefix)
+                .compactMap(MetadataKeys.ledgerID(fromKey:)).sorted()
         } catch {
-            throw Self.error(error, key: ReplicationMetadataKeys.ledgersPrefix, doing: "list")
+            throw Self.error(error, key: MetadataKeys.ledgersPrefix, doing: "list")
         }
     }
 

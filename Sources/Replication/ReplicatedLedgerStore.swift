@@ -201,7 +201,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             }
             guard healthy.count >= options.ensembleSize else {
                 throw .io(
-                    "ledger \(ledgerID) needs \(options.ensembleSize) storage nodes, \(healthy.count) are live and healthy (of \(live.count) under \(ReplicationMetadataKeys.storageNodesPrefix)); start more storage nodes or lower the ensemble size")
+                    "ledger \(ledgerID) needs \(options.ensembleSize) storage nodes, \(healthy.count) are live and healthy (of \(live.count) under \(MetadataKeys.storageNodesPrefix)); start more storage nodes or lower the ensemble size")
             }
             let ensemble = pickNodes(count: options.ensembleSize, from: healthy)
             let metadata = LedgerMetadata(quorum: QuorumConfiguration(options), ensemble: ensemble)
@@ -213,7 +213,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
                     "quorum": "\(options.ensembleSize)/\(options.writeQuorumSize)/\(options.ackQuorumSize)",
                 ])
             case .conflict:
-                throw .io("ledger \(ledgerID) already has a record at \(ReplicationMetadataKeys.ledger(ledgerID)); ledger ids must come from the metadata counter, never reused")
+                throw .io("ledger \(ledgerID) already has a record at \(MetadataKeys.ledger(ledgerID)); ledger ids must come from the metadata counter, never reused")
             }
         }
     }
@@ -588,7 +588,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         do {
             return try await directory.liveNodes()
         } catch {
-            throw LedgerMetadataStore.error(error, key: ReplicationMetadataKeys.storageNodesPrefix, doing: "list")
+            throw LedgerMetadataStore.error(error, key: MetadataKeys.storageNodesPrefix, doing: "list")
         }
     }
 

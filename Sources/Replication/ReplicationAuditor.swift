@@ -82,8 +82,8 @@ public final class ReplicationAuditor: Service, Sendable {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
         if statistics.isLeader {
-            if let current = try? await metadata.get(ReplicationMetadataKeys.auditorLeader), String(decoding: current.value, as: UTF8.self) == name {
-                try? await metadata.delete(ReplicationMetadataKeys.auditorLeader, expectedVersion: current.version)
+            if let current = try? await metadata.get(MetadataKeys.auditorLeader), String(decoding: current.value, as: UTF8.self) == name {
+                try? await metadata.delete(MetadataKeys.auditorLeader, expectedVersion: current.version)
             }
             logger.info("auditor.stopped-leading")
         }
@@ -91,7 +91,7 @@ public final class ReplicationAuditor: Service, Sendable {
 
     /// Becomes or stays the leader; false if another broker holds the key (or metadata is down).
     func holdLeadership() async -> Bool {
-        let key = ReplicationMetadataKeys.auditorLeader
+        let key = MetadataKeys.auditorLeader
         do {
             if let current = try await metadata.get(key) {
                 let mine = String(decoding: current.value, as: UTF8.self) == name

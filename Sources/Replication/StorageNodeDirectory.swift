@@ -55,8 +55,8 @@ public final class StorageNodeDirectory: Sendable {
             if let cached = cache.withLockedValue({ $0 }), cached.at.duration(to: now) < cacheTTL {
                 return cached.nodes
             }
-            let nodes = try await metadata.list(prefix: ReplicationMetadataKeys.storageNodesPrefix)
-                .compactMap(ReplicationMetadataKeys.storageNode(fromKey:)).sorted()
+            let nodes = try await metadata.list(prefix: MetadataKeys.storageNodesPrefix)
+                .compactMap(MetadataKeys.storageNode(fromKey:)).sorted()
             cache.withLockedValue { $0 = (nodes, now) }
             return nodes
         }
@@ -93,14 +93,14 @@ public struct StorageNodeRegistrar: Service {
 
     /// Writes the key once (startup check: fails when the metadata store cannot be reached).
     public func register() async throws {
-        let key = ReplicationMetadataKeys.storageNode(address)
+        let key = MetadataKeys.storageNode(address)
         let registration = StorageNodeRegistration(address: address, registeredAtMs: Int64(Date().timeIntervalSince1970 * 1000))
         try await metadata.putEphemeral(key, value: Array(try JSONEncoder().encode(registration)), expectedVersion: nil)
         logger.info("storage-node.registered", metadata: ["key": "\(key)"])
     }
 
     public func run() async throws {
-        let key = ReplicationMetadataKeys.storageNode(address)
+        let key = MetadataKeys.storageNode(address)
         var registered = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {

@@ -17,7 +17,7 @@ import Testing
     /// Registers every node of `cluster` under `/storage-nodes/` (plain keys: the in-memory store has no sessions).
     static func register(_ addresses: [StorageNodeAddress], in metadata: any MetadataStore) async throws {
         for address in addresses {
-            try await metadata.put(ReplicationMetadataKeys.storageNode(address), value: Array("{}".utf8), expectedVersion: nil)
+            try await metadata.put(MetadataKeys.storageNode(address), value: Array("{}".utf8), expectedVersion: nil)
         }
     }
 
@@ -195,7 +195,7 @@ import Testing
             var record = try #require(try await Self.record(metadata, otherID))
             record.metadata.state = .closed
             record.metadata.lastEntryID = 2
-            try await metadata.put(ReplicationMetadataKeys.ledger(otherID), value: record.metadata.encoded(), expectedVersion: record.version)
+            try await metadata.put(MetadataKeys.ledger(otherID), value: record.metadata.encoded(), expectedVersion: record.version)
             try await Self.register([cluster.addresses[3]], in: metadata)  // a spare exists
             let victim = record.metadata.currentEnsemble[0]
             await cluster.servers[cluster.addresses.firstIndex(of: victim)!].stop()
@@ -241,7 +241,7 @@ import Testing
             //    spare in the record, its entries copied there.
             try await Self.register([cluster.addresses[3]], in: metadata)
             await cluster.servers[1].stop()
-            try await metadata.delete(ReplicationMetadataKeys.storageNode(cluster.addresses[1]), expectedVersion: nil)
+            try await metadata.delete(MetadataKeys.storageNode(cluster.addresses[1]), expectedVersion: nil)
             try await auditor.auditOnce()  // notices the absence
             #expect(auditor.statistics.nodesReplaced == 0)
             try await Task.sleep(for: .milliseconds(400))

@@ -1,0 +1,67 @@
+/// Every key the system keeps in its metadata store, in one place: the layout of
+/// `docs/ARCHITECTURE.md` ("Metadata layout") as code. Nothing else builds a key string.
+///
+/// A topic's `path` is `TopicName.metadataPath`: `<tenant>/<ns>/<domain>/<topic>`; a namespace is
+/// `<tenant>/<ns>`.
+public enum MetadataKeys {
+    // MARK: tenants and namespaces
+
+    public static let tenantsPrefix = "/tenants/"
+    /// `TenantInfo`.
+    public static func tenant(_ tenant: String) -> String { tenantsPrefix + tenant }
+
+    public static let namespacesPrefix = "/namespaces/"
+    /// `NamespacePolicies`.
+    public static func namespace(_ namespace: String) -> String { namespacesPrefix + namespace }
+    /// Every namespace of a tenant.
+    public static func namespaces(ofTenant tenant: String) -> String { namespacesPrefix + tenant + "/" }
+
+    // MARK: topics
+
+    /// `{"partitions": N}` of a partitioned topic.
+    public static func partitionedTopic(_ path: String) -> String { "/partitioned-topics/" + path }
+    /// Every partitioned topic of a namespace, or of one domain of it.
+    public static func partitionedTopics(inNamespace namespace: String, domain: String? = nil) -> String {
+        "/partitioned-topics/" + namespace + "/" + (domain.map { $0 + "/" } ?? "")
+    }
+
+    /// `ManagedLedgerRecord`: its presence is the persistent topic's existence.
+    public static func managedLedger(_ path: String) -> String { "/managed-ledgers/" + path }
+    /// Every managed ledger of a namespace, or of one domain of it.
+    public static func managedLedgers(inNamespace namespace: String, domain: String? = nil) -> String {
+        "/managed-ledgers/" + namespace + "/" + (domain.map { $0 + "/" } ?? "")
+    }
+
+    /// Every durable subscription's `CursorRecord` of a topic.
+    public static func cursors(ofTopic path: String) -> String { "/cursors/" + path + "/" }
+    public static func cursor(ofTopic path: String, subscription: String) -> String { cursors(ofTopic: path) + subscription }
+
+    /// The counter every ledger id (topic and cursor ledgers) is taken from.
+    public static let ledgerIDCounter = "/counters/ledger-id"
+
+    // MARK: the cluster
+
+    /// `/brokers/<host:httpPort>`: each live broker's `BrokerIdentity` (ephemeral).
+    public static let brokersPrefix = "/brokers/"
+    public static func broker(_ brokerID: String) -> String { brokersPrefix + brokerID }
+
+    /// `/ownership/<ns>/<range>`: the owner of a namespace bundle (ephemeral).
+    public static let ownershipPrefix = "/ownership/"
+    public static func ownership(namespace: String, range: String) -> String { ownershipPrefix + namespace + "/" + range }
+
+    /// `/ledgers/<ledgerID>`: one `LedgerMetadata` record per replicated ledger.
+    public static let ledgersPrefix = "/ledgers/"
+    public static func ledger(_ ledgerID: Int64) -> String { ledgersPrefix + String(ledgerID) }
+    /// The ledger id of a `/ledgers/<id>` key, nil for any other key.
+    public static func ledgerID(fromKey key: String) -> Int64? {
+        guard key.hasPrefix(ledgersPrefix) else { return nil }
+        return Int64(key.dropFirst(ledgersPrefix.count))
+    }
+
+    /// `/storage-nodes/<host:port>`: one ephemeral key per live storage node.
+    public static let storageNodesPrefix = "/storage-nodes/"
+    public static func storageNode(_ address: String) -> String { storageNodesPrefix + address }
+
+    /// Held (ephemeral) by the broker that runs the re-replication auditor; value: its name.
+    public static let auditorLeader = "/replication/auditor"
+}
