@@ -7,6 +7,18 @@ struct DeduplicationState {
 }
 
 extension Topic {
+    /// Present while deduplication is enabled (the state of `deduplicationStage`).
+    var deduplication: DeduplicationState? {
+        get { deduplicationStage.state }
+        set { deduplicationStage.state = newValue }
+    }
+
+    /// A rebuild of `deduplication` from a store that waits for the network is under way.
+    var deduplicationRebuilding: Bool {
+        get { deduplicationStage.rebuilding }
+        set { deduplicationStage.rebuilding = newValue }
+    }
+
     /// Turns deduplication on or off. Turning it on rebuilds the state by reading the log (the
     /// producer name and highest sequence id are in every entry's header).
     ///
@@ -98,32 +110,5 @@ extension Topic {
     /// The highest sequence id persisted for a producer name, or -1 (always -1 without deduplication).
     public func lastPublishedSequenceID(producerName: String) -> Int64 {
         deduplication?.persisted[producerName] ?? -1
-    }
-
-    /// Whether this entry repeats one already accepted; records it as accepted otherwise.
-    func acceptForDeduplication(_ attributes: EntryAttributes) -> Bool {
-        guard var state = deduplication, !attributes.producerName.isEmpty, !attributes.isNonFinalChunk,
-              attributes.highestSequenceID >= 0
-        else { return true }
-        let name = attributes.producerName
-        if attributes.highestSequenceID <= state.pushed[name] ?? -1 { return false }
-        state.pushed[name] = attributes.highestSequenceID
-        deduplication = state
-        return true
-    }
-
-    /// An accepted entry was not stored (a full disk, a failed ledger): its producer's highest
-    /// accepted sequence id goes back to the highest persisted one, as Pulsar's
-    /// `resetHighestSequenceIdPushed` does, so the resend is accepted.
-    func forgetAcceptedForDeduplication(_ attributes: EntryAttributes) {
-        guard deduplication != nil, !attributes.producerName.isEmpty else { return }
-        let name = attributes.producerName
-        deduplication!.pushed[name] = deduplication!.persisted[name]
-    }
-
-    func recordPersisted(_ attributes: EntryAttributes) {
-        guard deduplication != nil, !attributes.producerName.isEmpty, !attributes.isNonFinalChunk else { return }
-        let name = attributes.producerName
-        deduplication!.persisted[name] = max(deduplication!.persisted[name] ?? -1, attributes.highestSequenceID)
     }
 }

@@ -86,10 +86,9 @@ public final class Topic: @unchecked Sendable {
     /// Acknowledgements of positions past the last durable entry, ignored (Pulsar refuses to
     /// mark-delete ahead of the last confirmed entry): stored, they would hide messages written there later.
     public private(set) var acknowledgementsBeyondLastEntryIgnored: Int64 = 0
-    /// Present while deduplication is enabled.
-    var deduplication: DeduplicationState?
-    /// A rebuild of `deduplication` from a store that waits for the network is under way.
-    var deduplicationRebuilding = false
+    let deduplicationStage = DeduplicationStage()
+    /// The stages every published entry passes, in order, before the managed ledger.
+    let publishStages: [any PublishStage]
 
     /// Set by `unload`: the topic is no longer served here.
     var isUnloaded = false
@@ -114,6 +113,7 @@ public final class Topic: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "topic"] = "\(name)"
         self.logger = logger
+        self.publishStages = [deduplicationStage]
     }
 
     static func cursorPrefix(_ name: TopicName) -> String { MetadataKeys.cursors(ofTopic: name.metadataPath) }
@@ -188,7 +188,7 @@ public final class Topic: @unchecked Sendable {
         }
         batch.topic = self
         for index in 0..<batch.count {
-            if acceptForDeduplication(batch.attributes[index]) {
+            if admit(batch.attributes[index]) {
                 managedLedger.append(batch.entries[index], receiver: batch, tag: index)
             } else {
                 managedLedger.appendDuplicate(receiver: batch, tag: index)
@@ -196,10 +196,25 @@ public final class Topic: @unchecked Sendable {
         }
     }
 
+    /// Runs the publish stages over one entry: true to write it, false to answer it as a duplicate
+    /// (the stages before the one that said so have admitted it and hear that it failed).
+    private func admit(_ attributes: EntryAttributes) -> Bool {
+        for (index, stage) in publishStages.enumerated() {
+            switch stage.admit(attributes) {
+            case .write:
+                continue
+            case .duplicate:
+                for earlier in publishStages[..<index] { earlier.failed(attributes) }
+                return false
+            }
+        }
+        return true
+    }
+
     /// One entry of a `PublishBatch` is durable (a duplicate, at `(-1, -1)`, was not written).
     func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position) {
         guard position.ledgerID >= 0 else { return }
-        recordPersisted(attributes)
+        for stage in publishStages { stage.persisted(attributes, at: position) }
         messagesIn += Int64(max(attributes.numMessages, 1))
         bytesIn += Int64(bytes)
         for subscription in subscriptions.values where !subscription.consumers.isEmpty {
@@ -211,7 +226,7 @@ public final class Topic: @unchecked Sendable {
     /// forgets that it was accepted, so the client's resend is written rather than answered as a
     /// duplicate of an entry that was never stored; a failed managed ledger is reported once.
     func entryFailed(_ attributes: EntryAttributes) {
-        forgetAcceptedForDeduplication(attributes)
+        for stage in publishStages { stage.failed(attributes) }
         if managedLedger.failure != nil, !reportedFailure {
             reportedFailure = true
             onManagedLedgerFailure?(self)
