@@ -46,39 +46,37 @@ extension BrokerService {
         }
     }
 
-    /// Registers this broker in the cluster and starts checking, every `interval`, that it still
-    /// owns its bundles (a hung process can lose its session); topics of lost bundles are unloaded.
-    public func startClusterTasks(interval: TimeAmount = .seconds(1)) async throws {
+    /// Registers this broker in the cluster (no-op in standalone).
+    public func registerInCluster() async throws {
+        try await cluster?.register()
+    }
+
+    /// Checks that this broker still owns its bundles (a hung process can lose its session) and
+    /// unloads the topics of those it lost. The broker process runs it once a second, and at once
+    /// when `watchOwnership` sees a change.
+    public func verifyOwnership() async {
         guard let cluster else { return }
-        try await cluster.register()
-        let loop = eventLoopGroup.next()
-        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
-            loop.makeFutureWithTask {
-                for bundle in await cluster.verify() {
-                    await self.unloadTopics(in: bundle, flush: false)
-                }
-            }
+        for bundle in await cluster.verify() {
+            await unloadTopics(in: bundle, flush: false)
         }
-        setOwnershipTask(task)
-        // React at once when an ownership key of ours changes (its lease expired while this
-        // process hung, or an admin moved it); the periodic check covers a broken watch.
-        let watch = Task { [weak self] in
-            while !Task.isCancelled {
-                do {
-                    for await event in try await cluster.metadata.watch(prefix: ClusterCoordinator.ownershipPrefix) {
-                        guard let self else { return }
-                        guard cluster.ownsKey(event.key) else { continue }
-                        for bundle in await cluster.verify() {
-                            await self.unloadTopics(in: bundle, flush: false)
-                        }
-                    }
-                } catch {
-                    self?.logger.debug("cluster.ownership-watch-failed", metadata: ["error": "\(error)"])
+    }
+
+    /// Until cancelled: reacts at once when an ownership key of ours changes (its lease expired
+    /// while this process hung, or an admin moved it); the periodic check covers a broken watch.
+    public func watchOwnership() async {
+        guard let cluster else { return }
+        while !Task.isCancelled {
+            do {
+                for await event in try await cluster.metadata.watch(prefix: MetadataKeys.ownershipPrefix) {
+                    if Task.isCancelled { return }
+                    guard cluster.ownsKey(event.key) else { continue }
+                    await verifyOwnership()
                 }
-                try? await Task.sleep(for: .seconds(1))
+            } catch {
+                logger.debug("cluster.ownership-watch-failed", metadata: ["error": "\(error)"])
             }
+            try? await Task.sleep(for: .seconds(1))
         }
-        setOwnershipWatch(watch)
     }
 
     /// Admin unload of a bundle: its topics are closed here (cursors flushed), then the bundle is

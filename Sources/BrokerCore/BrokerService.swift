@@ -33,7 +33,6 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
-    private let policyTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
     private let nonPersistentTopics = NIOLockedValueBox<[TopicName: NonPersistentTopic]>([:])
     private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
@@ -42,8 +41,6 @@ public final class BrokerService: Sendable {
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
     /// (then this broker owns every topic).
     public let cluster: ClusterCoordinator?
-    private let ownershipTask = NIOLockedValueBox<RepeatedTask?>(nil)
-    private let ownershipWatch = NIOLockedValueBox<Task<Void, Never>?>(nil)
     let replicationStatusSource = NIOLockedValueBox<(@Sendable () -> ReplicationStatusReport)?>(nil)
 
     public init(
@@ -260,14 +257,6 @@ public final class BrokerService: Sendable {
         _ = loaded.withLockedValue { $0.removeValue(forKey: name) }
     }
 
-    func setOwnershipTask(_ task: RepeatedTask) {
-        ownershipTask.withLockedValue { $0 = task }
-    }
-
-    func setOwnershipWatch(_ task: Task<Void, Never>) {
-        ownershipWatch.withLockedValue { $0 = task }
-    }
-
     /// Forgets non-persistent topics whose name matches (their consumers are closed).
     func forgetNonPersistentTopics(where matches: (TopicName) -> Bool) {
         let removed = nonPersistentTopics.withLockedValue { topics -> [NonPersistentTopic] in
@@ -277,22 +266,14 @@ public final class BrokerService: Sendable {
         for topic in removed { topic.eventLoop.execute { topic.closeAllClients() } }
     }
 
-    /// Starts the task that applies namespace policies (TTL, retention, backlog quota, limits) to
-    /// every loaded topic once per `interval`.
-    public func startPolicyTask(interval: TimeAmount = .seconds(1)) {
-        let loop = eventLoopGroup.next()
-        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
-            loop.makeFutureWithTask { await self.enforcePolicies() }
-        }
-        policyTask.withLockedValue { $0 = task }
-    }
-
     /// Topics per task a policy pass hands to a topic's event loop: one task per topic cost a
     /// wake-up (eventfd write) each, about half of an idle broker's CPU at 20,000 topics; one task
     /// for all of a loop's topics would hold that loop for too long at 100,000.
     static let policyPassTopicsPerTask = 1_000
 
-    private func enforcePolicies() async {
+    /// One policy pass: applies namespace policies (TTL, retention, backlog quota, limits) to every
+    /// loaded topic. The broker process runs it once a second (a periodic service).
+    public func enforcePolicies() async {
         var namespacePolicies: [String: EffectivePolicies] = [:]
         var perLoop: [ObjectIdentifier: (loop: any EventLoop, work: [(Topic, EffectivePolicies)])] = [:]
         for topic in loadedTopics {
@@ -319,11 +300,9 @@ public final class BrokerService: Sendable {
         }
     }
 
-    /// Stops the policy task, waits until every cursor's acknowledgements are durable, closes the store.
+    /// Waits until every cursor's acknowledgements are durable, closes the store. The periodic
+    /// services have stopped before (they are the first the service group stops).
     public func shutdown() async {
-        policyTask.withLockedValue { $0?.cancel() }
-        ownershipTask.withLockedValue { $0?.cancel() }
-        ownershipWatch.withLockedValue { $0?.cancel() }
         for topic in loadedTopics {
             try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
         }

@@ -57,7 +57,6 @@ public enum Standalone {
             configuration: configuration, store: store, metadata: metadata,
             eventLoopGroup: eventLoopGroup, logger: logger)
         try await broker.bootstrap()
-        broker.startPolicyTask()
         do {
             try await BrokerProcess.serve(
                 broker: broker, bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
@@ -101,9 +100,14 @@ public enum BrokerProcess {
             settings: listener, eventLoopGroup: eventLoopGroup, logger: logger)
         let http = HTTPServer.makeApplication(
             host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
+        var services: [any Service] = [pulsar]
+        services += endpointServices
+        services.append(http)
+        services += extraServices
+        // Last, so the group stops them first.
+        services += brokerServices(broker, logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: pulsar)] + endpointServices.map { .init(service: $0) } + [.init(service: http)]
-                + extraServices.map { .init(service: $0) },
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

@@ -160,8 +160,7 @@ struct BrokerCommand: AsyncParsableCommand {
         try await broker.bootstrap()
         let auditor = store.auditor
         broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }
-        try await broker.startClusterTasks()
-        broker.startPolicyTask()
+        try await broker.registerInCluster()
         logger.info("broker.started", metadata: [
             "pulsar-url": "\(identity.pulsarURL)", "http-url": "\(identity.httpURL)", "metadata": "\(settings.metadataURL)",
             "cluster": "\(settings.clusterName)",
