@@ -38,10 +38,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], exclude: ["Proto"], swiftSettings: hotPathSettings),
-        // Journal, entry log, index behind the LedgerStore protocol.
+        // Journal, entry log, index behind the LedgerStore protocol; the broker-side LedgerClient
+        // protocol and its local implementation (reads on NIO's thread pool, hence NIOPosix).
         .target(name: "LedgerStorage", dependencies: [
             "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
         // Storage-node protocol, client and server; BookKeeper's quorum write as a pure state machine;

@@ -25,10 +25,10 @@ public struct BrokerConfiguration: Sendable {
 /// The broker's core: the registry of loaded topics, namespaces and partition metadata.
 ///
 /// Thread-safe (a lock guards the registry); each `Topic` it hands out belongs to one event loop.
-/// Lifecycle: created by the server with a `LedgerStore` and a `MetadataStore`; `shutdown()` stops it.
+/// Lifecycle: created by the server with a `LedgerClient` and a `MetadataStore`; `shutdown()` stops it.
 public final class BrokerService: Sendable {
     public let configuration: BrokerConfiguration
-    public let store: any LedgerStore
+    public let store: any LedgerClient
     public let metadata: any MetadataStore
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
@@ -44,7 +44,7 @@ public final class BrokerService: Sendable {
     let replicationStatusSource = NIOLockedValueBox<(@Sendable () -> ReplicationStatusReport)?>(nil)
 
     public init(
-        configuration: BrokerConfiguration, store: any LedgerStore, metadata: any MetadataStore,
+        configuration: BrokerConfiguration, store: any LedgerClient, metadata: any MetadataStore,
         eventLoopGroup: any EventLoopGroup, cluster: ClusterCoordinator? = nil, logger: Logger
     ) {
         self.cluster = cluster
@@ -181,7 +181,7 @@ public final class BrokerService: Sendable {
                     topic.attachLoadedSubscription(cursor)
                 }
             }
-            if policies.deduplicationEnabled, store.blocksOnNetwork {
+            if policies.deduplicationEnabled {
                 // Before any producer can attach: its resends must find the state complete.
                 try await loop.submit { topic.deduplicationRebuilding = true }.get()
                 try await topic.rebuildDeduplication()
@@ -306,6 +306,6 @@ public final class BrokerService: Sendable {
         for topic in loadedTopics {
             try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
         }
-        store.close()
+        await store.shutdown()
     }
 }

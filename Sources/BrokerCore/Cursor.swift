@@ -23,7 +23,7 @@ final class Cursor: @unchecked Sendable {
     let name: String
     let durable: Bool
     private let managedLedger: ManagedLedger
-    private let store: any LedgerStore
+    private let store: any LedgerClient
     private let metadata: any MetadataStore
     private let metadataKey: String
     private let logger: Logger
@@ -52,7 +52,7 @@ final class Cursor: @unchecked Sendable {
     static let snapshotRetryDelay: TimeAmount = .seconds(1)
 
     private init(
-        name: String, durable: Bool, managedLedger: ManagedLedger, store: any LedgerStore,
+        name: String, durable: Bool, managedLedger: ManagedLedger, store: any LedgerClient,
         metadata: any MetadataStore, metadataKey: String, logger: Logger, markDelete: Position
     ) {
         self.name = name
@@ -65,16 +65,19 @@ final class Cursor: @unchecked Sendable {
         self.markDelete = markDelete
     }
 
+    /// What a non-durable cursor holds instead of a store: it never writes.
+    private static let nonDurableStore = LocalLedgerClient(store: InMemoryLedgerStore())
+
     /// A cursor that lives in memory only (readers).
     static func nonDurable(name: String, managedLedger: ManagedLedger, markDelete: Position, logger: Logger) -> Cursor {
         Cursor(
-            name: name, durable: false, managedLedger: managedLedger, store: InMemoryLedgerStore(),
+            name: name, durable: false, managedLedger: managedLedger, store: Cursor.nonDurableStore,
             metadata: InMemoryMetadataStore(), metadataKey: "", logger: logger, markDelete: markDelete)
     }
 
     /// Creates a new durable cursor at `markDelete` and records it in metadata.
     static func create(
-        name: String, managedLedger: ManagedLedger, store: any LedgerStore, metadata: any MetadataStore,
+        name: String, managedLedger: ManagedLedger, store: any LedgerClient, metadata: any MetadataStore,
         metadataKey: String, markDelete: Position, logger: Logger
     ) async throws -> Cursor {
         let ledgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
@@ -93,7 +96,7 @@ final class Cursor: @unchecked Sendable {
 
     /// Opens an existing durable cursor from its metadata record and its last snapshot.
     ///
-    /// On a shared store the new owner also claims the record: it fences the cursor ledger and then
+    /// The new owner also claims the record: it fences the cursor ledger and then
     /// rewrites the record (a compare-and-set on the version it read), so a previous owner still
     /// running (a "zombie" broker) can no longer point the record at a fresh cursor ledger of its
     /// own. Fencing alone does not stop that: a zombie whose next snapshot rolls to a new ledger
@@ -101,7 +104,7 @@ final class Cursor: @unchecked Sendable {
     /// close then succeeds for acknowledgements the new owner never sees (RELIABILITY finding 5).
     /// If the record changed since it was read, the open starts again from the new record.
     static func open(
-        name: String, managedLedger: ManagedLedger, store: any LedgerStore, metadata: any MetadataStore,
+        name: String, managedLedger: ManagedLedger, store: any LedgerClient, metadata: any MetadataStore,
         metadataKey: String, logger: Logger
     ) async throws -> Cursor? {
         var attempt = 0
@@ -112,28 +115,21 @@ final class Cursor: @unchecked Sendable {
             var markDelete = Position(ledgerID: record.initialMarkDeleteLedgerID, entryID: record.initialMarkDeleteEntryID)
             var acked = PositionRangeSet()
             var batches: [Position: [Int64]] = [:]
-            // A shared store: fence the cursor ledger first, so a previous owner of the topic (a
-            // "zombie" broker) can persist no further acknowledgement into it.
-            let lastAddConfirmed: Int64
-            if store.isShared {
-                lastAddConfirmed = try await store.recoverLedger(ledgerID: record.cursorLedgerID)
-            } else {
-                lastAddConfirmed = store.lastAddConfirmed(ledgerID: record.cursorLedgerID) ?? -1
-            }
+            // Fence the cursor ledger first, so a previous owner of the topic (a "zombie" broker)
+            // can persist no further acknowledgement into it.
+            let lastAddConfirmed = try await store.recoverLedger(ledgerID: record.cursorLedgerID)
             if lastAddConfirmed >= 0 {
-                let snapshot = try await store.readWithoutBlocking(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
+                let snapshot = try await store.read(ledgerID: record.cursorLedgerID, entryID: lastAddConfirmed)
                 (markDelete, acked, batches) = try decodeSnapshot(snapshot)
             }
-            var version = stored.version
-            if store.isShared {
-                do {
-                    version = try await metadata.put(metadataKey, value: stored.value, expectedVersion: stored.version)
-                } catch MetadataStoreError.badVersion where attempt < openAttempts {
-                    logger.info("cursor.record-changed-during-open", metadata: [
-                        "subscription": "\(name)", "cursor.ledger-id": "\(record.cursorLedgerID)", "attempt": "\(attempt)",
-                    ])
-                    continue
-                }
+            let version: Int64
+            do {
+                version = try await metadata.put(metadataKey, value: stored.value, expectedVersion: stored.version)
+            } catch MetadataStoreError.badVersion where attempt < openAttempts {
+                logger.info("cursor.record-changed-during-open", metadata: [
+                    "subscription": "\(name)", "cursor.ledger-id": "\(record.cursorLedgerID)", "attempt": "\(attempt)",
+                ])
+                continue
             }
             let cursor = Cursor(
                 name: name, durable: true, managedLedger: managedLedger, store: store, metadata: metadata,
@@ -143,7 +139,7 @@ final class Cursor: @unchecked Sendable {
             cursor.record = record
             cursor.recordVersion = version
             // A recovered ledger is fenced: the first snapshot then goes to a new cursor ledger.
-            cursor.nextSnapshotEntryID = store.isShared ? Cursor.snapshotsPerLedger : lastAddConfirmed + 1
+            cursor.nextSnapshotEntryID = Cursor.snapshotsPerLedger
             return cursor
         }
     }
@@ -345,11 +341,7 @@ final class Cursor: @unchecked Sendable {
                 self.record = record
                 self.recordVersion = version
                 self.nextSnapshotEntryID = 1
-                if store.blocksOnNetwork {
-                    Task { try? await store.deleteLedgerWithoutBlocking(ledgerID: oldLedgerID) }
-                } else {
-                    try? store.deleteLedger(ledgerID: oldLedgerID)
-                }
+                Task { try? await store.deleteLedger(ledgerID: oldLedgerID) }
             case .failure(let error):
                 self.logger.error("cursor.roll-failed", metadata: ["subscription": "\(self.name)", "error": "\(error)"])
                 if case MetadataStoreError.badVersion = error {
@@ -376,7 +368,7 @@ final class Cursor: @unchecked Sendable {
     func delete() async throws {
         deleted = true
         guard durable, let record else { return }
-        try? await store.deleteLedgerWithoutBlocking(ledgerID: record.cursorLedgerID)
+        try? await store.deleteLedger(ledgerID: record.cursorLedgerID)
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 

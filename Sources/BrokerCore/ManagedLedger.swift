@@ -29,9 +29,8 @@ struct ManagedLedgerRecord: Codable, Sendable {
 /// Limits of a managed ledger.
 /// Limits of a managed ledger, in one place (docs/LIMITS.md).
 public enum ManagedLedgerLimits {
-    /// Entries fetched ahead from a store whose reads wait for the network (a cluster), per managed
-    /// ledger, and their bytes: past either, the oldest fetched entries are dropped (read again if
-    /// needed).
+    /// Entries fetched ahead from the store (they are not in the tail cache), per managed ledger,
+    /// and their bytes: past either, the oldest fetched entries are dropped (read again if needed).
     public static let maxReadAheadEntries = 1_000
     public static let maxReadAheadBytes = 64 * 1024 * 1024
     /// Entries one dispatch pass asks the store for at once when they are not at hand.
@@ -49,7 +48,7 @@ public struct ManagedLedgerConfiguration: Sendable {
     /// managedLedgerMinLedgerRolloverTimeMinutes; Pulsar's default is 10 minutes, ours 0, so the
     /// entry limit alone rolls — the limits of `--max-entries-per-ledger` stay exact).
     public var minLedgerAge: TimeAmount = .zero
-    /// How new ledgers are replicated (nil: the store's default; local stores ignore it).
+    /// How new ledgers are replicated (nil: the client's default; the local client ignores it).
     public var replication: LedgerReplicationOptions?
     /// The wall clock of everything time-based (tests inject a `ManualWallClock`'s).
     public var clock = WallClock.system
@@ -71,7 +70,7 @@ public struct ManagedLedgerConfiguration: Sendable {
 final class ManagedLedger: @unchecked Sendable {
     let name: String
     let eventLoop: any EventLoop
-    private let store: any LedgerStore
+    private let store: any LedgerClient
     private let metadata: any MetadataStore
     private let configuration: ManagedLedgerConfiguration
     private let logger: Logger
@@ -126,7 +125,7 @@ final class ManagedLedger: @unchecked Sendable {
     static let maxUnreadableEntriesRecorded = 1_000
 
     private init(
-        name: String, eventLoop: any EventLoop, store: any LedgerStore, metadata: any MetadataStore,
+        name: String, eventLoop: any EventLoop, store: any LedgerClient, metadata: any MetadataStore,
         configuration: ManagedLedgerConfiguration, logger: Logger, metadataKey: String,
         ledgers: [LedgerInfo], metadataVersion: Int64
     ) {
@@ -145,7 +144,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Opens (or creates) the managed ledger, recovering its last ledger.
     static func open(
-        name: String, metadataKey: String, eventLoop: any EventLoop, store: any LedgerStore,
+        name: String, metadataKey: String, eventLoop: any EventLoop, store: any LedgerClient,
         metadata: any MetadataStore, configuration: ManagedLedgerConfiguration, logger: Logger
     ) async throws -> ManagedLedger {
         var record = ManagedLedgerRecord(ledgers: [])
@@ -259,8 +258,8 @@ final class ManagedLedger: @unchecked Sendable {
 
     // MARK: reads without blocking the loop
 
-    /// Entries (or read failures) fetched by `readAhead` for a store whose reads wait for the
-    /// network, until `read` takes them. Bounded: the oldest go first.
+    /// Entries (or read failures) fetched by `readAhead` (not in the tail cache), until `read`
+    /// takes them. Bounded: the oldest go first.
     private var readAheadResults: [Position: (result: Result<ByteBuffer, LedgerStoreError>, arrival: UInt64)] = [:]
     /// Arrival order, oldest first. A slot whose result was taken (or replaced by a later fetch of
     /// the same position, with a later `arrival`) is stale: skipped when it reaches the front, and
@@ -272,11 +271,10 @@ final class ManagedLedger: @unchecked Sendable {
     private var readsInFlight: Set<Position> = []
     private var readAheadWaiters: [() -> Void] = []
 
-    /// Whether `read(position)` answers without waiting: the entry is in the tail cache or was
-    /// fetched ahead, or the store is local (a `pread`).
+    /// Whether `read(position)` answers at once: the entry is in the tail cache or was fetched ahead.
     func canReadNow(_ position: Position) -> Bool {
         eventLoop.preconditionInEventLoop()
-        return !store.blocksOnNetwork || tailCache.entry(at: position) != nil || readAheadResults[position] != nil
+        return tailCache.entry(at: position) != nil || readAheadResults[position] != nil
     }
 
     /// Fetches `positions` (those not cached or in flight) from the store without blocking the
@@ -294,29 +292,34 @@ final class ManagedLedger: @unchecked Sendable {
         readAheadWaiters.append(then)
         guard !wanted.isEmpty else { return }
         readsInFlight.formUnion(wanted)
-        let store = self.store
-        let eventLoop = self.eventLoop
-        let remaining = NIOLockedValueBox(wanted.count)
-        for position in wanted {
-            Task {
-                let result: Result<ByteBuffer, LedgerStoreError>
-                do throws(LedgerStoreError) {
-                    result = .success(try await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID))
-                } catch {
-                    result = .failure(error)
+        let runs = Self.contiguousRuns(wanted)
+        let remaining = LoopCountdown(runs.count)
+        for run in runs {
+            store.readEntries(
+                ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop
+            ).whenComplete { completed in
+                let count = Int(run.last - run.first + 1)
+                let results = (try? completed.get()) ?? Array(repeating: .failure(.closed), count: count)
+                for offset in 0..<count {
+                    let result = offset < results.count ? results[offset] : .failure(.closed)
+                    self.readArrived(Position(ledgerID: run.ledgerID, entryID: run.first + Int64(offset)), result)
                 }
-                eventLoop.execute {
-                    self.readArrived(position, result)
-                    // Counted on the loop, after the arrival: the tasks' hops reach the loop in any
-                    // order, and the waiters must run only once every result of the batch is in.
-                    let last = remaining.withLockedValue { count -> Bool in
-                        count -= 1
-                        return count == 0
-                    }
-                    if last { self.runReadAheadWaiters() }
-                }
+                if remaining.countDown() { self.runReadAheadWaiters() }
             }
         }
+    }
+
+    /// `positions` as runs of consecutive entries of one ledger, in the order given.
+    static func contiguousRuns(_ positions: [Position]) -> [(ledgerID: Int64, first: Int64, last: Int64)] {
+        var runs: [(ledgerID: Int64, first: Int64, last: Int64)] = []
+        for position in positions {
+            if let last = runs.last, last.ledgerID == position.ledgerID, last.last + 1 == position.entryID {
+                runs[runs.count - 1].last = position.entryID
+            } else {
+                runs.append((position.ledgerID, position.entryID, position.entryID))
+            }
+        }
+        return runs
     }
 
     private func readArrived(_ position: Position, _ result: Result<ByteBuffer, LedgerStoreError>) {
@@ -390,26 +393,28 @@ final class ManagedLedger: @unchecked Sendable {
         return positions
     }
 
-    /// Whether the store's reads wait for the network (see `LedgerStore.blocksOnNetwork`).
-    var blocksOnNetwork: Bool { store.blocksOnNetwork }
-
-    /// Each entry's publish time (nil: unreadable), read in parallel with the store's
-    /// `readWithoutBlocking`, off the loop.
+    /// Each entry's publish time (nil: unreadable), read off the loop.
     func publishTimes(of positions: [Position]) async -> [Int64?] {
         await entriesWithoutBlocking(positions).map { $0?.attributes.publishTimeMs }
     }
 
-    /// The entries at `positions`, in that order (nil: unreadable), read in parallel with the
-    /// store's `readWithoutBlocking`, off the loop: the scans (seek by time, deduplication's rebuild).
+    /// The entries at `positions`, in that order (nil: unreadable), read as runs of consecutive
+    /// entries, off the loop: the scans (seek by time, deduplication's rebuild).
     func entriesWithoutBlocking(_ positions: [Position]) async -> [Entry?] {
-        await withTaskGroup(of: (Int, Entry?).self) { group in
-            for (index, position) in positions.enumerated() {
-                group.addTask { (index, try? await self.readWithoutBlocking(position)) }
-            }
-            var entries = [Entry?](repeating: nil, count: positions.count)
-            for await (index, entry) in group { entries[index] = entry }
-            return entries
+        let runs = Self.contiguousRuns(positions)
+        let futures = runs.map { run in
+            store.readEntries(ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop)
         }
+        var entries: [Entry?] = []
+        entries.reserveCapacity(positions.count)
+        for future in futures {
+            let results = (try? await future.get()) ?? []
+            for result in results {
+                entries.append((try? result.get()).flatMap { try? Entry.decode($0) })
+            }
+        }
+        while entries.count < positions.count { entries.append(nil) }
+        return entries
     }
 
     /// Reads an entry from the store without blocking (from a task, not the loop): admin peeks
@@ -417,7 +422,7 @@ final class ManagedLedger: @unchecked Sendable {
     func readWithoutBlocking(_ position: Position) async throws(BrokerError) -> Entry {
         let buffer: ByteBuffer
         do {
-            buffer = try await store.readWithoutBlocking(ledgerID: position.ledgerID, entryID: position.entryID)
+            buffer = try await store.read(ledgerID: position.ledgerID, entryID: position.entryID)
         } catch {
             throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
         }
@@ -429,12 +434,12 @@ final class ManagedLedger: @unchecked Sendable {
         case entry(Entry)
         /// The read failed (reported by dispatch; callers pass over it).
         case unreadable
-        /// Not at hand in a cluster: a fetch of it and the entries after it started; ask again later.
+        /// Not at hand: a fetch of it and the entries after it started; ask again later.
         case fetching
     }
 
-    /// An entry for periodic work on the loop (TTL, backlog quotas): read now if that does not
-    /// wait for the network, else fetched ahead for the next pass, never waited for.
+    /// An entry for periodic work on the loop (TTL, backlog quotas): at hand now (tail cache or
+    /// fetched ahead), else fetched ahead for the next pass, never waited for.
     func entryAtHand(_ position: Position) -> EntryAtHand {
         eventLoop.preconditionInEventLoop()
         guard canReadNow(position) else {
@@ -451,26 +456,20 @@ final class ManagedLedger: @unchecked Sendable {
         return .entry(entry)
     }
 
-    /// Reads a durable entry: the tail cache, then an entry fetched ahead (taken: a failure is
-    /// reported once), then the store.
+    /// Reads a durable entry that is at hand (`canReadNow`): the tail cache, then an entry fetched
+    /// ahead (taken: a failure is reported once). Anything else is fetched with `readAhead` first.
     func read(_ position: Position) throws(BrokerError) -> Entry {
         if let cached = tailCache.entry(at: position) {
             return try Entry.decode(cached)
         }
-        if let fetched = readAheadResults[position]?.result {
-            dropReadAhead(position)  // its slot in readAheadOrder is stale now: skipped at the front
-            switch fetched {
-            case .success(let buffer): return try Entry.decode(buffer)
-            case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
-            }
+        guard let fetched = readAheadResults[position]?.result else {
+            throw BrokerError(.persistence, "entry \(position) of \(name) is not at hand: fetch it with readAhead first")
         }
-        let buffer: ByteBuffer
-        do {
-            buffer = try store.read(ledgerID: position.ledgerID, entryID: position.entryID)
-        } catch {
-            throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
+        dropReadAhead(position)  // its slot in readAheadOrder is stale now: skipped at the front
+        switch fetched {
+        case .success(let buffer): return try Entry.decode(buffer)
+        case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
         }
-        return try Entry.decode(buffer)
     }
 
     /// Appends an entry. `completion` runs on the event loop, in append order, once it is durable.
@@ -563,7 +562,7 @@ final class ManagedLedger: @unchecked Sendable {
                 appendCompleted(first: first, count: count, result: .success(()))
             case .failure(.diskFull(let detail)):
                 // The entries of the batch before the group commit that found no room are durable.
-                let confirmed = store.lastAddConfirmed(ledgerID: first.ledgerID) ?? -1
+                let confirmed = store.writtenLastAddConfirmed(ledgerID: first.ledgerID) ?? -1
                 let durable = Int(max(0, min(Int64(count), confirmed - first.entryID + 1)))
                 if durable > 0 {
                     appendCompleted(first: first, count: durable, result: .success(()))
@@ -630,7 +629,7 @@ final class ManagedLedger: @unchecked Sendable {
     private func resumeWrites() {
         writesSuspended = nil
         let ledger = openLedger
-        let stored = store.lastAddConfirmed(ledgerID: ledger.ledgerID) ?? -1
+        let stored = store.writtenLastAddConfirmed(ledgerID: ledger.ledgerID) ?? -1
         guard stored == ledger.entries - 1 else {
             if failure == nil {
                 failure = BrokerError(
@@ -800,7 +799,6 @@ final class ManagedLedger: @unchecked Sendable {
         record.ledgers.removeAll { deletable.contains($0.ledgerID) }
         let newRecord = record
         let metadata = self.metadata
-        let store = self.store
         let key = metadataKey
         let expected = metadataVersion
         eventLoop.makeFutureWithTask {
@@ -833,16 +831,11 @@ final class ManagedLedger: @unchecked Sendable {
         return size
     }
 
-    /// Deletes ledgers from the store: a local store at once, on the loop; one that waits for the
-    /// network from a task, with its round trips awaited (the loop goes on meanwhile).
+    /// Deletes ledgers from the store, from a task (the loop goes on meanwhile).
     private func deleteFromStore(_ ledgerIDs: [Int64]) {
         let store = self.store
-        guard store.blocksOnNetwork else {
-            for ledgerID in ledgerIDs { try? store.deleteLedger(ledgerID: ledgerID) }
-            return
-        }
         Task {
-            for ledgerID in ledgerIDs { try? await store.deleteLedgerWithoutBlocking(ledgerID: ledgerID) }
+            for ledgerID in ledgerIDs { try? await store.deleteLedger(ledgerID: ledgerID) }
         }
     }
 
@@ -853,8 +846,19 @@ final class ManagedLedger: @unchecked Sendable {
             self.tailCache.removeAll()
             return self.ledgers.map(\.ledgerID)
         }.get()
-        for ledgerID in ledgerIDs { try? await store.deleteLedgerWithoutBlocking(ledgerID: ledgerID) }
+        for ledgerID in ledgerIDs { try? await store.deleteLedger(ledgerID: ledgerID) }
         try await metadata.delete(metadataKey, expectedVersion: nil)
+    }
+}
+
+/// Counts completions on one event loop (callbacks there run one at a time): `countDown` says
+/// whether it was the last.
+final class LoopCountdown: @unchecked Sendable {
+    private var remaining: Int
+    init(_ count: Int) { remaining = count }
+    func countDown() -> Bool {
+        remaining -= 1
+        return remaining == 0
     }
 }
 

@@ -26,7 +26,7 @@ protocol PublishStage: AnyObject {
 final class DeduplicationStage: PublishStage {
     /// Present while deduplication is enabled.
     var state: DeduplicationState?
-    /// A rebuild of `state` from a store that waits for the network is under way.
+    /// A rebuild of `state` from the log is under way.
     var rebuilding = false
 
     func admit(_ attributes: EntryAttributes) -> PublishVerdict {

@@ -13,17 +13,16 @@ extension Topic {
         set { deduplicationStage.state = newValue }
     }
 
-    /// A rebuild of `deduplication` from a store that waits for the network is under way.
+    /// A rebuild of `deduplication` from the log is under way.
     var deduplicationRebuilding: Bool {
         get { deduplicationStage.rebuilding }
         set { deduplicationStage.rebuilding = newValue }
     }
 
     /// Turns deduplication on or off. Turning it on rebuilds the state by reading the log (the
-    /// producer name and highest sequence id are in every entry's header).
-    ///
-    /// In a cluster (`blocksOnNetwork`) the log is read from a task instead (`rebuildDeduplication`):
-    /// deduplication takes effect once the rebuild has reached the end of the log.
+    /// producer name and highest sequence id are in every entry's header) from a task
+    /// (`rebuildDeduplication`): deduplication takes effect once the rebuild has reached the end of
+    /// the log.
     func setDeduplication(enabled: Bool) {
         eventLoop.preconditionInEventLoop()
         guard enabled != (deduplication != nil) else { return }
@@ -31,26 +30,9 @@ extension Topic {
             deduplication = nil
             return
         }
-        if managedLedger.blocksOnNetwork {
-            guard !deduplicationRebuilding else { return }
-            deduplicationRebuilding = true
-            Task { try? await self.rebuildDeduplication() }
-            return
-        }
-        var state = DeduplicationState()
-        var position = managedLedger.firstPosition
-        while let current = position {
-            if let entry = try? managedLedger.read(current), !entry.attributes.producerName.isEmpty,
-               !entry.attributes.isNonFinalChunk
-            {
-                let name = entry.attributes.producerName
-                state.persisted[name] = max(state.persisted[name] ?? -1, entry.attributes.highestSequenceID)
-            }
-            position = managedLedger.next(after: current)
-        }
-        state.pushed = state.persisted
-        deduplication = state
-        logger.info("topic.deduplication-enabled", metadata: ["producers": "\(state.persisted.count)"])
+        guard !deduplicationRebuilding else { return }
+        deduplicationRebuilding = true
+        Task { try? await self.rebuildDeduplication() }
     }
 
     /// Rebuilds the deduplication state from the log without blocking the loop: positions are taken

@@ -67,7 +67,7 @@ public final class Topic: @unchecked Sendable {
     public let partitionIndex: Int32
     public let eventLoop: any EventLoop
     let managedLedger: ManagedLedger
-    let store: any LedgerStore
+    let store: any LedgerClient
     let metadata: any MetadataStore
     let logger: Logger
     private(set) var subscriptions: [String: Subscription] = [:]
@@ -101,7 +101,7 @@ public final class Topic: @unchecked Sendable {
     public private(set) var bytesIn: Int64 = 0
 
     init(
-        name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerStore,
+        name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerClient,
         metadata: any MetadataStore, logger: Logger
     ) {
         self.name = name

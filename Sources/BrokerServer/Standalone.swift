@@ -47,7 +47,7 @@ public enum Standalone {
         logger.info("standalone.starting", metadata: ["data-dir": "\(options.dataDirectory)"])
         var storeConfiguration = FileLedgerStoreConfiguration(directory: ledgersDirectory)
         storeConfiguration.groupCommitObserver = BrokerMetrics.groupCommitObserver()
-        let store = try FileLedgerStore(configuration: storeConfiguration, logger: logger)
+        let store = LocalLedgerClient(store: try FileLedgerStore(configuration: storeConfiguration, logger: logger))
         let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         var configuration = options.broker

@@ -126,7 +126,7 @@ enum RESTFuzzing {
             }
             inputs = 1
             let broker = BrokerService(
-                configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
+                configuration: BrokerConfiguration(), store: LocalLedgerClient(store: InMemoryLedgerStore()), metadata: InMemoryMetadataStore(),
                 eventLoopGroup: NIOSingletons.posixEventLoopGroup, logger: quiet)
             try? await broker.bootstrap()
             let router = AdminRouter.makeRouter(

@@ -288,6 +288,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+        BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.read")
         enum Plan {
             case cached(ByteBuffer)
             case disk(EntryLocation, OpenFile)
@@ -348,6 +349,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
+        BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.fence")
         precondition(
             Thread.current !== journalThread,
             "fence(ledgerID:) waits for the journal thread: do not call it from an append completion")
@@ -395,6 +397,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) {
+        BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.deleteLedger")
         precondition(
             Thread.current !== journalThread,
             "deleteLedger(ledgerID:) waits for the journal thread: do not call it from an append completion")
@@ -428,6 +431,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     public func close() {
+        BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.close")
         let onJournalThread = Thread.current === journalThread
         condition.lock()
         if lifecycle == .open {

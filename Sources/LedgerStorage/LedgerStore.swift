@@ -45,7 +45,9 @@ public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// A storage node's local store of many ledgers. Thread-safe.
+/// A storage node's local store of many ledgers (in standalone, the broker's, through a
+/// `LocalLedgerClient`). Thread-safe; `read`, `fence`, `deleteLedger` and `close` wait for the
+/// disk, so they are called from plain threads or a thread pool, never from an event loop.
 ///
 /// Vocabulary used by every implementation:
 /// - **appended**: `append` accepted the entry (right id, ledger not fenced); it is readable at once
@@ -74,18 +76,10 @@ public protocol LedgerStore: AnyObject, Sendable {
     func appendBatch(
         ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void)
-    /// Reads one entry that was appended (durable or still in flight is fine: serve from a write cache if not yet in the entry log). Synchronous, fast (pread), safe from any thread.
+    /// Reads one entry that was appended (durable or still in flight is fine: served from a write
+    /// cache if not yet in the entry log). Synchronous (a `pread`): never call it on an event loop
+    /// (debug builds trap); brokers read through a `LedgerClient`.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
-    /// Reads one entry like `read`, without blocking the calling thread while it waits: what a
-    /// caller on an event loop uses when `blocksOnNetwork`. The default calls `read`.
-    func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer
-    /// Deletes a ledger like `deleteLedger`, without blocking the calling thread while it waits.
-    /// The default calls `deleteLedger`.
-    func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError)
-    /// Whether `read` and `deleteLedger` may wait for the network (a replicated store asks storage
-    /// nodes and the metadata store): then neither an event loop nor a task may call them, but
-    /// `readWithoutBlocking` / `deleteLedgerWithoutBlocking`. False for local stores (the default).
-    var blocksOnNetwork: Bool { get }
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
     func lastAddConfirmed(ledgerID: Int64) -> Int64?
     /// Fence: no further appends succeed (pending ones that are not yet durable may fail). Durable itself. Returns lastAddConfirmed.
@@ -102,30 +96,6 @@ public protocol LedgerStore: AnyObject, Sendable {
     var writeSuspension: LedgerStoreError? { get }
     /// Flushes, stops the journal thread, closes files. Idempotent.
     func close()
-
-    /// Prepares a new ledger before its first append: a replicated store picks its ensemble and
-    /// records the ledger's metadata; `replication` nil means the store's default. Local stores
-    /// need nothing (the default implementation does nothing: the first append creates the ledger).
-    func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError)
-
-    /// Recovery by a new writer: fences the ledger so its previous writer can append no more,
-    /// finds its last entry, and (replicated stores) closes it in metadata at that entry. Returns the
-    /// last entry id, -1 if the ledger has none. A ledger the store has never seen counts as empty.
-    func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64
-
-    /// Makes a ledger written by another process readable through the synchronous `read` and
-    /// `lastAddConfirmed` (a replicated store loads its ensemble history from metadata). Local
-    /// stores need nothing.
-    func openLedger(ledgerID: Int64) async throws(LedgerStoreError)
-
-    /// The writer is done with a ledger (the broker rolled it; nothing is in flight): later appends
-    /// fail with `.fenced`, and a replicated store closes the ledger's metadata at its last
-    /// confirmed entry, so re-replication may copy it. Local stores need nothing (default: nothing).
-    func closeLedger(ledgerID: Int64) async throws(LedgerStoreError)
-
-    /// Whether other processes (another broker) may write this store's ledgers, so a ledger taken
-    /// over must be fenced before it is reused. False for local stores (the default).
-    var isShared: Bool { get }
 }
 
 /// How a ledger is replicated: ensemble size E, write quorum Qw, ack quorum Qa (BookKeeper's
@@ -161,28 +131,6 @@ extension LedgerStore {
             append(ledgerID: ledgerID, entryID: firstEntryID + Int64(offset), payload: payload) { remaining.complete($0) }
         }
     }
-    public func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError) {}
-
-    public func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64 {
-        guard lastAddConfirmed(ledgerID: ledgerID) != nil else { return -1 }
-        return try fence(ledgerID: ledgerID)
-    }
-
-    public func openLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
-
-    public func closeLedger(ledgerID: Int64) async throws(LedgerStoreError) {}
-
-    public var isShared: Bool { false }
-
-    public func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
-        try read(ledgerID: ledgerID, entryID: entryID)
-    }
-
-    public func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) {
-        try deleteLedger(ledgerID: ledgerID)
-    }
-
-    public var blocksOnNetwork: Bool { false }
 }
 
 /// Limits of the ledger storage, in one place.

@@ -25,7 +25,7 @@ public struct QuorumConfiguration: Sendable, Equatable {
 }
 
 /// The writer side of one ledger, BookKeeper's protocol as a pure state machine: events in,
-/// actions out, no I/O, no clock. Owned by whoever drives it (a `ReplicatedLedgerStore` on its
+/// actions out, no I/O, no clock. Owned by whoever drives it (a `ReplicatedLedgerClient` on its
 /// event loop, or the simulation).
 ///
 /// - An entry is sent to its write set (`QuorumConfiguration.writeSet(of:)`) and is *confirmed*

@@ -41,7 +41,7 @@ public final class ReplicationAuditor: Service, Sendable {
     private let metadata: any MetadataStore
     private let ledgers: LedgerMetadataStore
     private let directory: StorageNodeDirectory
-    private let store: ReplicatedLedgerStore
+    private let store: ReplicatedLedgerClient
     private let name: String
     private let interval: Duration
     private let lostNodeGracePeriod: Duration
@@ -52,7 +52,7 @@ public final class ReplicationAuditor: Service, Sendable {
     /// broker's `SessionCapableMetadataStore` (the leader key is then ephemeral); a plain store
     /// works for single-process setups and tests.
     public init(
-        metadata: any MetadataStore, store: ReplicatedLedgerStore, name: String? = nil, interval: Duration = .seconds(5),
+        metadata: any MetadataStore, store: ReplicatedLedgerClient, name: String? = nil, interval: Duration = .seconds(5),
         lostNodeGracePeriod: Duration = .seconds(30), logger: Logger
     ) {
         self.metadata = metadata

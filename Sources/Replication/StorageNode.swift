@@ -180,21 +180,36 @@ public final class StorageNode: @unchecked Sendable {
     }
 
     /// Fences the ledger (creating it, empty and fenced, if unknown); returns `lastAddConfirmed`.
+    /// Waits for the disk (the fence is journaled): the server calls it from a thread pool. New adds
+    /// are refused from the moment it is called; the lock is not held while the store syncs, so the
+    /// adds of other ledgers go on meanwhile.
     public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
         lock.lock()
-        defer { lock.unlock() }
-        _ = try store.fence(ledgerID: ledgerID)
-        fencedLedgers.insert(ledgerID)
+        let newlyFenced = fencedLedgers.insert(ledgerID).inserted
+        lock.unlock()
+        do {
+            _ = try store.fence(ledgerID: ledgerID)
+        } catch {
+            if newlyFenced {
+                lock.lock()
+                fencedLedgers.remove(ledgerID)
+                lock.unlock()
+            }
+            throw error
+        }
+        lock.lock()
         if ledgers[ledgerID] == nil {
             ledgers[ledgerID] = LedgerIndex()
         }
+        lock.unlock()
         return durableMaximum.withLockedValue { $0[ledgerID] ?? -1 }
     }
 
+    /// Deletes the ledger. Waits for the disk: the server calls it from a thread pool.
     public func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) {
+        try store.deleteLedger(ledgerID: ledgerID)
         lock.lock()
         defer { lock.unlock() }
-        try store.deleteLedger(ledgerID: ledgerID)
         ledgers[ledgerID] = nil
         fencedLedgers.remove(ledgerID)
         pendingAppends.withLockedValue { $0[ledgerID] = nil }

@@ -97,8 +97,23 @@ final class StorageNodeServerHandler: ChannelInboundHandler, Sendable {
             return
         }
         let channel = context.channel
-        node.handle(request) { response in
+        let node = self.node
+        let respond: @Sendable (StorageResponse) -> Void = { response in
             channel.writeAndFlush(StorageMessage.response(requestID: requestID, response), promise: nil)
+        }
+        guard request.waitsForDisk else {
+            node.handle(request, respond: respond)
+            return
+        }
+        // Reads, fences and deletes wait for the disk: never on the channel's event loop.
+        NIOThreadPool.singleton.submit { state in
+            guard state == .active else {
+                var text = ByteBuffer()
+                text.writeString("storage node is shutting down; retry on another node")
+                respond(StorageResponse(requestType: request.typeByte, status: .error, body: text))
+                return
+            }
+            node.handle(request, respond: respond)
         }
     }
 

@@ -14,7 +14,7 @@ public enum ReplicationLimits {
     /// the last id + 1 when an answer is full.
     public static let maxListedEntriesPerResponse = 65_536
     /// Most listed-but-unstored entries a ledger recovery drops from a ledger's tail before it gives
-    /// up and asks for a retry (see `ReplicatedLedgerStore.readBackTail`).
+    /// up and asks for a retry (see `ReplicatedLedgerClient.readBackTail`).
     public static let recoveryReadBackEntries: Int64 = 1_000
 }
 
@@ -42,6 +42,15 @@ public enum StorageRequest: Sendable, Equatable {
         case .deleteLedger: return 5
         case .recoveryAddEntry: return 6
         case .listEntries: return 7
+        }
+    }
+
+    /// Whether answering it waits for the disk (a read, a fence, a delete): the server runs those
+    /// on a thread pool, never on the connection's event loop.
+    public var waitsForDisk: Bool {
+        switch self {
+        case .readEntry, .fence, .deleteLedger: return true
+        case .addEntry, .recoveryAddEntry, .readLastAddConfirmed, .listEntries: return false
         }
     }
 

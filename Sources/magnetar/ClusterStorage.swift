@@ -10,14 +10,14 @@ import ServiceLifecycle
 /// `/storage-nodes/`, or a fixed list), written with quorums, recorded in `/ledgers/`; and the
 /// re-replication auditor the broker runs beside it.
 struct ClusterStorage {
-    var ledgerStore: ReplicatedLedgerStore
+    var ledgerStore: ReplicatedLedgerClient
     var auditor: ReplicationAuditor
 
     static func connect(
         metadata: any SessionCapableMetadataStore, staticNodes: String?, replication: LedgerReplicationOptions?,
         auditInterval: Duration, lostNodeGracePeriod: Duration, auditorName: String, logger: Logger
     ) async throws -> ClusterStorage {
-        let store: ReplicatedLedgerStore
+        let store: ReplicatedLedgerClient
         if let staticNodes {
             let nodes = try staticNodes.split(separator: ",").map { text -> StorageNodeAddress in
                 guard let node = StorageNodeAddress(String(text)) else {
@@ -25,11 +25,11 @@ struct ClusterStorage {
                 }
                 return node
             }
-            store = ReplicatedLedgerStore(
+            store = ReplicatedLedgerClient(
                 metadata: metadata, directory: StorageNodeDirectory(fixedNodes: nodes), defaultReplication: replication,
                 logger: logger)
         } else {
-            store = try await ReplicatedLedgerStore.connect(metadata: metadata, defaultReplication: replication, logger: logger)
+            store = try await ReplicatedLedgerClient.connect(metadata: metadata, defaultReplication: replication, logger: logger)
         }
         let auditor = ReplicationAuditor(
             metadata: metadata, store: store, name: auditorName, interval: auditInterval,

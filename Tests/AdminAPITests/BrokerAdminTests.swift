@@ -15,7 +15,7 @@ import Testing
     func withBroker(_ body: (BrokerService) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let broker = BrokerService(
-            configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
+            configuration: BrokerConfiguration(), store: LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true), metadata: InMemoryMetadataStore(),
             eventLoopGroup: group, logger: Logger(label: "test"))
         try await broker.bootstrap()
         do {

@@ -8,11 +8,6 @@ import NIOPosix
 import TestSupport
 import Testing
 
-/// A store several brokers share, as the storage nodes of a cluster are: a topic's new owner
-/// fences what it recovers (`isShared`).
-private final class SharedStore: ForwardingLedgerStore, @unchecked Sendable {
-    override var isShared: Bool { true }
-}
 
 /// Metadata that runs `beforePut` once, just before the first put of a key with `prefix`: another
 /// broker's write landing between this broker's read of a record and its write of it.
@@ -49,7 +44,9 @@ private final class InterleavingMetadata: MetadataStore, @unchecked Sendable {
 /// client is told its acknowledgements are durable while the new owner never sees them.
 @Suite struct CursorTakeoverTests {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private let store = SharedStore()
+    /// One store several brokers share, as the storage nodes of a cluster are: a topic's new owner
+    /// fences what it recovers.
+    private let store = LocalLedgerClient(store: InMemoryLedgerStore())
     private let metadata = InMemoryMetadataStore()
     private let name: TopicName
     private let consumer = ConsumerKey(connectionID: 1, consumerID: 0)

@@ -71,7 +71,7 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         // No ledger rolls: each is an async metadata round trip on the embedded loop.
         configuration.managedLedger.maxEntriesPerLedger = 10_000
         let broker = BrokerService(
-            configuration: configuration, store: store, metadata: metadata, eventLoopGroup: loop,
+            configuration: configuration, store: LocalLedgerClient(store: store, readsInline: true), metadata: metadata, eventLoopGroup: loop,
             logger: Logger(label: "test"))
         try await broker.bootstrap()
         return broker

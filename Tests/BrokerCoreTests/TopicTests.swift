@@ -34,7 +34,7 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
 /// Transcripts of a topic over the in-memory stores, on an embedded event loop.
 @Suite struct TopicTests {
     let loop = EmbeddedEventLoop()
-    let store = InMemoryLedgerStore()
+    let store = LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true)
     let metadata = InMemoryMetadataStore()
 
     func makeBroker(maxEntriesPerLedger: Int64 = 3, minLedgerAge: TimeAmount = .zero) async throws -> BrokerService {

@@ -18,7 +18,7 @@ import Testing
         configuration.managedLedger.clock = clock.clock
         configuration.managedLedger.maxLedgerAge = maxLedgerAge
         let broker = BrokerService(
-            configuration: configuration, store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
+            configuration: configuration, store: LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true), metadata: InMemoryMetadataStore(),
             eventLoopGroup: group, logger: Logger(label: "test"))
         try await broker.bootstrap()
         return try await broker.topic(try TopicName(parsing: name)).get()

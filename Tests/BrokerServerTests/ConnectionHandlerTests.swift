@@ -13,7 +13,7 @@ import Testing
     func makeChannel() throws -> EmbeddedChannel {
         let loop = EmbeddedEventLoop()
         let broker = BrokerService(
-            configuration: BrokerConfiguration(), store: InMemoryLedgerStore(), metadata: InMemoryMetadataStore(),
+            configuration: BrokerConfiguration(), store: LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true), metadata: InMemoryMetadataStore(),
             eventLoopGroup: loop, logger: Logger(label: "test"))
         let channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandler(PulsarConnectionHandler(

@@ -21,7 +21,7 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
 /// Issue 12, finding 1's second half: recovery reads back the entry it closes a ledger on, instead
 /// of trusting listings alone (BookKeeper's LedgerRecoveryOp reads what it recovers).
 @Suite struct RecoveryReadBackTests {
-    typealias Harness = ReplicatedLedgerStoreMetadataTests
+    typealias Harness = ReplicatedLedgerClientMetadataTests
 
     private func withFailingCluster(_ body: ([FailingReadStore], StorageNodeServerTests.Cluster) async throws -> Void) async throws {
         let stores = (0..<3).map { _ in FailingReadStore() }
@@ -35,7 +35,7 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
             let metadata = InMemoryMetadataStore()
             try await Harness.register(cluster.addresses, in: metadata)
             let writer = Harness.makeStore(metadata, group: cluster.group)
-            defer { writer.close() }
+            defer { writer.closeSoon() }
             let ledgerID: Int64 = 31
             try await writer.createLedger(ledgerID: ledgerID, replication: Harness.quorum332)
             #expect(await Harness.append(writer, ledgerID: ledgerID, 0..<6).allSatisfy { (try? $0.1.get()) != nil })
@@ -45,14 +45,20 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
                     $0[ledgerID] = [4: .entryNotFound(ledgerID: ledgerID, entryID: 4), 5: .entryNotFound(ledgerID: ledgerID, entryID: 5)]
                 }
             }
+            // (The third node's adds may still be on the wire once the ack quorum confirmed them.)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !cluster.nodes.allSatisfy({ $0.entryIDs(ledgerID: ledgerID, from: 0, limit: 10) == [0, 1, 2, 3, 4, 5] }),
+                  ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             #expect(cluster.nodes.allSatisfy { $0.entryIDs(ledgerID: ledgerID, from: 0, limit: 10) == [0, 1, 2, 3, 4, 5] })
 
             let owner = Harness.makeStore(metadata, group: cluster.group)
-            defer { owner.close() }
+            defer { owner.closeSoon() }
             #expect(try await owner.recoverLedger(ledgerID: ledgerID) == 3)
             let closed = try #require(try await Harness.record(metadata, ledgerID))
             #expect(closed.metadata.state == .closed && closed.metadata.lastEntryID == 3)
-            #expect(try owner.read(ledgerID: ledgerID, entryID: 3) == Harness.payload(3))
+            #expect(try await owner.read(ledgerID: ledgerID, entryID: 3) == Harness.payload(3))
         }
     }
 
@@ -61,7 +67,7 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
             let metadata = InMemoryMetadataStore()
             try await Harness.register(cluster.addresses, in: metadata)
             let writer = Harness.makeStore(metadata, group: cluster.group)
-            defer { writer.close() }
+            defer { writer.closeSoon() }
             let ledgerID: Int64 = 32
             try await writer.createLedger(ledgerID: ledgerID, replication: Harness.quorum332)
             #expect(await Harness.append(writer, ledgerID: ledgerID, 0..<3).allSatisfy { (try? $0.1.get()) != nil })
@@ -72,7 +78,7 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
             stores[2].failures.withLockedValue { $0[ledgerID] = [2: .io("EIO reading entry log")] }
 
             let owner = Harness.makeStore(metadata, group: cluster.group)
-            defer { owner.close() }
+            defer { owner.closeSoon() }
             await #expect(throws: LedgerStoreError.self) { try await owner.recoverLedger(ledgerID: ledgerID) }
             let record = try #require(try await Harness.record(metadata, ledgerID))
             #expect(record.metadata.state != .closed)
@@ -80,7 +86,14 @@ private final class FailingReadStore: ForwardingLedgerStore, @unchecked Sendable
             // Once the disk answers again, the same recovery keeps entry 2.
             stores[2].failures.withLockedValue { $0[ledgerID] = [:] }
             #expect(try await owner.recoverLedger(ledgerID: ledgerID) == 2)
-            #expect(try owner.read(ledgerID: ledgerID, entryID: 2) == Harness.payload(2))
+            #expect(try await owner.read(ledgerID: ledgerID, entryID: 2) == Harness.payload(2))
         }
+    }
+}
+
+extension ReplicatedLedgerClient {
+    /// For a test's `defer` (which cannot await): starts the shutdown without waiting for it.
+    func closeSoon() {
+        Task { await shutdown() }
     }
 }

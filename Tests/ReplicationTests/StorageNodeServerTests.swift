@@ -75,10 +75,10 @@ import Testing
             // survivors may confirm every entry before the dead node's failures arrive. That made this
             // test flaky under load, and hid a bug: the writer ignored failures for entries already
             // confirmed, so the dead node was never replaced. `LedgerWriteQuorum` now replaces it.)
-            var configuration = ReplicatedLedgerStoreConfiguration(
+            var configuration = ReplicatedLedgerClientConfiguration(
                 nodes: cluster.addresses, quorum: QuorumConfiguration(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 3))
             configuration.requestTimeout = .seconds(5)
-            let store = ReplicatedLedgerStore(configuration: configuration, logger: Self.logger)
+            let store = ReplicatedLedgerClient(configuration: configuration, logger: Self.logger)
             let ledgerID: Int64 = 4
             #expect(store.initialEnsemble(for: ledgerID) == Array(cluster.addresses[0..<3]))
             let acknowledged = NIOLockedValueBox<[Int64]>([])
@@ -109,9 +109,9 @@ import Testing
             #expect(history.last?.ensemble.contains(cluster.addresses[3]) == true)
             #expect(history.last?.ensemble.contains(cluster.addresses[1]) == false)
             // Every acknowledged entry reads back (from a surviving node of its write set).
-            let reader = ReplicatedLedgerStore(configuration: configuration, logger: Self.logger)
+            let reader = ReplicatedLedgerClient(configuration: configuration, logger: Self.logger)
             for entryID in 0..<count {
-                #expect(try store.read(ledgerID: ledgerID, entryID: entryID) == ByteBuffer(string: "entry-\(entryID)"))
+                #expect(try await store.read(ledgerID: ledgerID, entryID: entryID) == ByteBuffer(string: "entry-\(entryID)"))
             }
             // Recovery by another store: fence, then read forward.
             let recovered = try await store.recoverLedger(ledgerID: ledgerID)
@@ -122,8 +122,8 @@ import Testing
                 }
             }
             #expect(refused)
-            reader.close()
-            store.close()
+            await reader.shutdown()
+            await store.shutdown()
         }
     }
 }

@@ -3,9 +3,8 @@ import NIOCore
 
 /// A ledger store that passes every call to `inner` (a fresh in-memory store unless told
 /// otherwise). Tests subclass it and override only the calls whose behaviour they change: reads
-/// that fail or go over the "network", held completions, a full disk, a store brokers share.
-/// `readWithoutBlocking` and `deleteLedgerWithoutBlocking` go through this store's own `read` and
-/// `deleteLedger`, so an override of those applies to both paths.
+/// that fail or are slow, held completions, a full disk. A broker uses one through a
+/// `LocalLedgerClient`.
 open class ForwardingLedgerStore: LedgerStore, @unchecked Sendable {
     public let inner: any LedgerStore
 
@@ -13,8 +12,6 @@ open class ForwardingLedgerStore: LedgerStore, @unchecked Sendable {
         self.inner = inner
     }
 
-    open var blocksOnNetwork: Bool { false }
-    open var isShared: Bool { false }
     open var writeSuspension: LedgerStoreError? { inner.writeSuspension }
 
     open func append(
@@ -33,14 +30,6 @@ open class ForwardingLedgerStore: LedgerStore, @unchecked Sendable {
 
     open func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
         try inner.read(ledgerID: ledgerID, entryID: entryID)
-    }
-
-    open func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
-        try read(ledgerID: ledgerID, entryID: entryID)
-    }
-
-    open func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) {
-        try deleteLedger(ledgerID: ledgerID)
     }
 
     open func lastAddConfirmed(ledgerID: Int64) -> Int64? { inner.lastAddConfirmed(ledgerID: ledgerID) }

@@ -1,4 +1,3 @@
-import Dispatch
 import LedgerStorage
 import Logging
 import Metadata
@@ -6,9 +5,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Configuration of a `ReplicatedLedgerStore` over a fixed list of nodes, without ledger metadata
-/// (tests and single-process setups; a cluster uses `ReplicatedLedgerStore.connect(metadata:…)`).
-public struct ReplicatedLedgerStoreConfiguration: Sendable {
+/// Configuration of a `ReplicatedLedgerClient` over a fixed list of nodes, without ledger metadata
+/// (tests and single-process setups; a cluster uses `ReplicatedLedgerClient.connect(metadata:…)`).
+public struct ReplicatedLedgerClientConfiguration: Sendable {
     /// The storage nodes to place ledgers on (ensembles and replacements are picked from these).
     public var nodes: [StorageNodeAddress]
     public var quorum: QuorumConfiguration
@@ -23,7 +22,7 @@ public struct ReplicatedLedgerStoreConfiguration: Sendable {
 }
 
 /// Limits and timings of the replicated store, in one place.
-public enum ReplicatedLedgerStoreLimits {
+public enum ReplicatedLedgerClientLimits {
     /// A node whose request failed is not picked for a new ensemble or a replacement for this long
     /// (its `/storage-nodes/` key may outlive it by the session TTL).
     public static let failedNodeQuarantine: Duration = .seconds(30)
@@ -33,37 +32,32 @@ public enum ReplicatedLedgerStoreLimits {
     public static let metadataRetryBackoff: Duration = .milliseconds(200)
 }
 
-/// A `LedgerStore` whose ledgers live on remote storage nodes, written with BookKeeper's quorum
-/// protocol (`LedgerWriteQuorum`), so a broker can use it unchanged.
+/// A `LedgerClient` whose ledgers live on remote storage nodes, written with BookKeeper's quorum
+/// protocol (`LedgerWriteQuorum`): what a broker of a cluster uses.
 ///
 /// Two modes:
 /// - **Metadata** (`connect(metadata:…)`, or `init(metadata:directory:…)`): each ledger has a record
 ///   `/ledgers/<id>` (`LedgerMetadata`): created by `createLedger` on an ensemble picked among the live
 ///   nodes (`StorageNodeDirectory`), changed by compare-and-set on every ensemble change and closed by
-///   `recoverLedger` / `closeLedger`. Any store (another broker) reads a ledger through that record.
-/// - **Fixed** (`init(configuration:)`): a fixed node list, the ensemble history only in this store's
+///   `recoverLedger` / `closeLedger`. Any client (another broker) reads a ledger through that record.
+/// - **Fixed** (`init(configuration:)`): a fixed node list, the ensemble history only in this client's
 ///   memory; a ledger it did not write is assumed to be on `initialEnsemble(for:)`.
 ///
 /// Threads: writer state (`LedgerWriteQuorum` per ledger, node connections) lives on one event loop
-/// of the store's own (`eventLoop`); `append` hops there and completions run there, in entry order
-/// per ledger. Ledger records (`catalog`) are behind a lock, so reads need no hop unless the ledger
-/// is being written here. The async calls (`createLedger`, `recoverLedger`, `openLedger`,
-/// `closeLedger`) never block a thread: they await metadata calls and NIO futures. The synchronous
-/// `LedgerStore` calls (`read`, `lastAddConfirmed`, `fence`, `deleteLedger`, `ledgerIDs`) block the
-/// calling thread on a semaphore while nodes (and, for `fence`, `deleteLedger`, `ledgerIDs` and a
-/// ledger never opened, metadata) answer: call them from the broker's event loops or plain threads,
-/// never from this store's loop (a precondition) nor from Swift's cooperative pool.
+/// of the client's own (`eventLoop`); `append` hops there and completions run there, in entry order
+/// per ledger. Ledger records (`catalog`) are behind a lock. Nothing blocks a thread: every other
+/// call awaits metadata calls and NIO futures (reads deliver on the caller's loop).
 ///
 /// Ensemble changes run as a `Task` per change (the metadata store is async); its result hops back
 /// to the loop. Writes to the failed index wait meanwhile and confirmations are held (see
 /// `LedgerWriteQuorum`).
-public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
+public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
     public typealias Completion = @Sendable (Result<Void, LedgerStoreError>) -> Void
     typealias Writer = LedgerWriteQuorum<StorageNodeAddress>
 
     /// Where ledgers are placed and recorded.
     private enum Placement: Sendable {
-        case fixed(ReplicatedLedgerStoreConfiguration)
+        case fixed(ReplicatedLedgerClientConfiguration)
         case metadata(LedgerMetadataStore, StorageNodeDirectory, defaultReplication: LedgerReplicationOptions?)
     }
 
@@ -109,7 +103,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
 
     /// A store over a fixed node list, without metadata. `eventLoopGroup`: where the node
     /// connections run; nil makes a one-thread group of its own.
-    public convenience init(configuration: ReplicatedLedgerStoreConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
+    public convenience init(configuration: ReplicatedLedgerClientConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
         self.init(placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
@@ -143,7 +137,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     /// registered under `/storage-nodes/`. Checks that the metadata store answers (lists the nodes).
     public static func connect(
         metadata: any SessionCapableMetadataStore, defaultReplication: LedgerReplicationOptions?, logger: Logger
-    ) async throws -> ReplicatedLedgerStore {
+    ) async throws -> ReplicatedLedgerClient {
         if let defaultReplication, !defaultReplication.isValid {
             throw LedgerStoreError.io(
                 "replication \(defaultReplication.ensembleSize)/\(defaultReplication.writeQuorumSize)/\(defaultReplication.ackQuorumSize) is invalid: need E >= Qw >= Qa >= 1")
@@ -154,10 +148,8 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             "storage-nodes": "\(nodes.map(\.description).joined(separator: ","))",
             "replication": "\(defaultReplication.map { "\($0.ensembleSize)/\($0.writeQuorumSize)/\($0.ackQuorumSize)" } ?? "auto")",
         ])
-        return ReplicatedLedgerStore(metadata: metadata, directory: directory, defaultReplication: defaultReplication, logger: logger)
+        return ReplicatedLedgerClient(metadata: metadata, directory: directory, defaultReplication: defaultReplication, logger: logger)
     }
-
-    public var isShared: Bool { true }
 
     /// Fixed mode: the ensemble a new ledger starts on: E consecutive nodes of the list, starting at
     /// `ledgerID % n`. Metadata mode: nil (placement depends on the live nodes).
@@ -178,7 +170,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         catalog.withLockedValue { $0[ledgerID] }?.metadata
     }
 
-    // MARK: - Async LedgerStore calls
+    // MARK: - Ledger lifecycle
 
     public func createLedger(ledgerID: Int64, replication: LedgerReplicationOptions?) async throws(LedgerStoreError) {
         switch placement {
@@ -234,16 +226,15 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         remember(ledgerID: ledgerID, record)
     }
 
-    /// BookKeeper recovery by a new writer. If the record is closed, its `lastEntryID`. Otherwise:
-    /// fence the ledger on its current ensemble (at least `E - Qa + 1` nodes must answer, so no
-    /// ack quorum can form any more), list the entries the answering nodes hold from the last
-    /// segment's first entry on, take as last entry the end of the run of consecutive entries held
-    /// somewhere, write every such entry back (recovery add) to the answering nodes of its write set
-    /// that lack it, and close the record at that entry by compare-and-set. If the old writer
-    /// changed its ensemble meanwhile, the close loses the race and recovery starts over on the new
-    /// ensemble. No record: -1 (never written).
+    /// BookKeeper recovery by a new writer. If the record is closed, its `lastEntryID`. Otherwise
+    /// `LedgerRecovery` (a pure state machine, driven here over the storage nodes) fences the
+    /// ledger's current ensemble, lists what the fenced nodes hold from the last segment's first
+    /// entry on, reads the end back and writes the recovered tail back (recovery adds) to the nodes
+    /// of its write set that lack it; then the record is closed at that entry by compare-and-set. If
+    /// the old writer changed its ensemble meanwhile, the close loses the race and recovery starts
+    /// over on the new ensemble. No record: -1 (never written).
     public func recoverLedger(ledgerID: Int64) async throws(LedgerStoreError) -> Int64 {
-        for attempt in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+        for attempt in 1...ReplicatedLedgerClientLimits.maxMetadataAttempts {
             guard let current = try await recordForRecovery(ledgerID: ledgerID) else { return -1 }
             if current.metadata.isClosed {
                 remember(ledgerID: ledgerID, current)
@@ -272,7 +263,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
                 logger.notice("replicated-store.recovery-raced-ensemble-change", metadata: ["ledger.id": "\(ledgerID)", "attempt": "\(attempt)"])
             }
         }
-        throw .io("ledger \(ledgerID): recovery lost \(ReplicatedLedgerStoreLimits.maxMetadataAttempts) races with ensemble changes of its previous writer; retry the topic load")
+        throw .io("ledger \(ledgerID): recovery lost \(ReplicatedLedgerClientLimits.maxMetadataAttempts) races with ensemble changes of its previous writer; retry the topic load")
     }
 
     /// Closes a ledger this store wrote, at its last confirmed entry, once nothing is in flight
@@ -302,7 +293,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             return
         }
         var expected = entry.version
-        for _ in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+        for _ in 1...ReplicatedLedgerClientLimits.maxMetadataAttempts {
             switch try await ledgers.write(ledgerID: ledgerID, entry.metadata, expectedVersion: expected) {
             case .written(let written):
                 remember(ledgerID: ledgerID, written)
@@ -320,10 +311,10 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
                 expected = now.version
             }
         }
-        throw .io("ledger \(ledgerID): could not close its metadata record after \(ReplicatedLedgerStoreLimits.maxMetadataAttempts) attempts")
+        throw .io("ledger \(ledgerID): could not close its metadata record after \(ReplicatedLedgerClientLimits.maxMetadataAttempts) attempts")
     }
 
-    // MARK: - Synchronous LedgerStore calls
+    // MARK: - Appends and reads
 
     public func append(ledgerID: Int64, entryID: Int64, payload: ByteBuffer, completion: @escaping Completion) {
         eventLoop.execute {
@@ -331,47 +322,84 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
-    public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
-        do {
-            return try read(ledgerID: ledgerID, entryID: entryID, entry: try catalogEntry(ledgerID: ledgerID))
-        } catch {
-            // The auditor may have moved a closed ledger's entries off a lost node since this store
-            // read the record: read it again once, and retry if the ensembles changed.
-            guard case .metadata(let ledgers, _, _) = placement, let cached = catalog.withLockedValue({ $0[ledgerID] }),
-                  cached.metadata.isClosed,
-                  let fresh = try? blockingRun({ () async throws(LedgerStoreError) -> VersionedLedgerMetadata? in try await ledgers.read(ledgerID: ledgerID) }),
-                  fresh.metadata.ensembles != cached.metadata.ensembles
-            else { throw error }
-            remember(ledgerID: ledgerID, fresh)
-            return try read(ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
+    public func appendBatch(
+        ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer], completion: @escaping Completion
+    ) {
+        guard !payloads.isEmpty else {
+            completion(.success(()))
+            return
+        }
+        let remaining = NIOLockedValueBox<(count: Int, done: Bool)>((payloads.count, false))
+        let once: Completion = { result in
+            let report = remaining.withLockedValue { state -> Bool in
+                state.count -= 1
+                guard !state.done else { return false }
+                if case .failure = result {
+                    state.done = true
+                    return true
+                }
+                if state.count == 0 {
+                    state.done = true
+                    return true
+                }
+                return false
+            }
+            if report { completion(result) }
+        }
+        eventLoop.execute {
+            for (offset, payload) in payloads.enumerated() {
+                self.appendOnLoop(ledgerID: ledgerID, entryID: firstEntryID + Int64(offset), payload: payload, completion: once)
+            }
         }
     }
 
-    /// Reads go over the network to storage nodes.
-    public var blocksOnNetwork: Bool { true }
+    /// Entries are read from the nodes of each one's write set, in parallel.
+    public func readEntries(
+        ledgerID: Int64, firstEntryID: Int64, lastEntryID: Int64, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[Result<ByteBuffer, LedgerStoreError>]> {
+        guard firstEntryID <= lastEntryID else { return eventLoop.makeSucceededFuture([]) }
+        return eventLoop.makeFutureWithTask {
+            await withTaskGroup(of: (Int, Result<ByteBuffer, LedgerStoreError>).self) { group in
+                for (index, entryID) in (firstEntryID...lastEntryID).enumerated() {
+                    group.addTask {
+                        do throws(LedgerStoreError) {
+                            return (index, .success(try await self.read(ledgerID: ledgerID, entryID: entryID)))
+                        } catch {
+                            return (index, .failure(error))
+                        }
+                    }
+                }
+                var results = [Result<ByteBuffer, LedgerStoreError>](
+                    repeating: .failure(.closed), count: Int(lastEntryID - firstEntryID + 1))
+                for await (index, result) in group { results[index] = result }
+                return results
+            }
+        }
+    }
 
-    /// `read` without a blocked thread: the same choice of nodes and the same one re-read of a
-    /// closed ledger's record, with every round trip awaited. (`read` is not a wrapper that waits
-    /// for this one: its waits are on NIO futures, which a thread of Swift's cooperative pool may
-    /// block on; waiting there for a task would deadlock once every pool thread waits.)
-    public func readWithoutBlocking(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
-        let entry = try await catalogEntryWithoutBlocking(ledgerID: ledgerID)
+    /// Reads one entry from a node of its write set. The auditor may have moved a closed ledger's
+    /// entries off a lost node since this store read the record: then the record is read again
+    /// once, and the read retried if the ensembles changed.
+    public func read(ledgerID: Int64, entryID: Int64) async throws(LedgerStoreError) -> ByteBuffer {
+        let entry = try await catalogEntry(ledgerID: ledgerID)
         do {
-            return try await readWithoutBlocking(ledgerID: ledgerID, entryID: entryID, entry: entry)
+            return try await read(ledgerID: ledgerID, entryID: entryID, entry: entry)
         } catch {
             guard case .metadata(let ledgers, _, _) = placement, entry.metadata.isClosed,
                   let fresh = try? await ledgers.read(ledgerID: ledgerID),
                   fresh.metadata.ensembles != entry.metadata.ensembles
             else { throw error }
             remember(ledgerID: ledgerID, fresh)
-            return try await readWithoutBlocking(
+            return try await read(
                 ledgerID: ledgerID, entryID: entryID, entry: CatalogEntry(metadata: fresh.metadata, version: fresh.version, hasWriter: false))
         }
     }
 
-    /// `deleteLedger` with every round trip awaited.
-    public func deleteLedgerWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) {
-        let entry = try await catalogEntryWithoutBlocking(ledgerID: ledgerID)
+    /// Deletes the metadata record first (from then on the ledger does not exist for any broker),
+    /// then the entries on every node of its ensembles (best effort: a node that is down keeps
+    /// them as garbage).
+    public func deleteLedger(ledgerID: Int64) async throws(LedgerStoreError) {
+        let entry = try await catalogEntry(ledgerID: ledgerID)
         _ = try? await eventLoop.submit { () -> Void in
             if var writer = self.writers.removeValue(forKey: ledgerID) {
                 let actions = writer.stop(.ledgerNotFound(ledgerID: ledgerID))
@@ -392,15 +420,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         logger.info("replicated-store.ledger-deleted", metadata: ["ledger.id": "\(ledgerID)"])
     }
 
-    private func catalogEntryWithoutBlocking(ledgerID: Int64) async throws(LedgerStoreError) -> CatalogEntry {
-        if let entry = catalog.withLockedValue({ $0[ledgerID] }) { return entry }
-        guard case .metadata(let ledgers, _, _) = placement else { return try catalogEntry(ledgerID: ledgerID) }
-        guard let record = try await ledgers.read(ledgerID: ledgerID) else { throw .ledgerNotFound(ledgerID: ledgerID) }
-        remember(ledgerID: ledgerID, record)
-        return CatalogEntry(metadata: record.metadata, version: record.version, hasWriter: false)
-    }
-
-    private func readWithoutBlocking(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) async throws(LedgerStoreError) -> ByteBuffer {
+    private func read(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) async throws(LedgerStoreError) -> ByteBuffer {
         if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
             throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
         }
@@ -429,45 +449,25 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         throw lastError
     }
 
-    private func read(ledgerID: Int64, entryID: Int64, entry: CatalogEntry) throws(LedgerStoreError) -> ByteBuffer {
-        if entry.metadata.isClosed && entryID > entry.metadata.lastEntryID || entryID < 0 {
-            throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
-        }
-        if entry.hasWriter, let pending = onLoop({ self.writers[ledgerID]?.pendingPayload(of: entryID) }) {
-            return pending
-        }
-        let nodes = entry.metadata.writeSetNodes(of: entryID)
-        var lastError = LedgerStoreError.entryNotFound(ledgerID: ledgerID, entryID: entryID)
-        var notFoundCount = 0
-        for node in nodes {
-            switch blockingRequest(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node) {
-            case .success(let response) where response.status == .ok:
-                return response.body
-            case .success(let response) where response.status == .notFound:
-                notFoundCount += 1
-            case .success(let response):
-                lastError = Self.error(response, ledgerID: ledgerID)
-            case .failure(let error):
-                lastError = .io("ledger \(ledgerID) entry \(entryID): storage node \(node) unreachable (\(error)), and no other node of the write set has the entry")
-            }
-        }
-        if notFoundCount == nodes.count {
-            throw .entryNotFound(ledgerID: ledgerID, entryID: entryID)
-        }
-        throw lastError
+    /// A closed ledger's last entry, as recorded; nil for one still open (its writer's confirmations
+    /// live on this store's loop, and the broker needs them only for a full disk, which a
+    /// replicated store does not report).
+    public func writtenLastAddConfirmed(ledgerID: Int64) -> Int64? {
+        guard let entry = catalog.withLockedValue({ $0[ledgerID] }), entry.metadata.isClosed else { return nil }
+        return entry.metadata.lastEntryID
     }
 
-    public func lastAddConfirmed(ledgerID: Int64) -> Int64? {
-        guard let entry = try? catalogEntry(ledgerID: ledgerID) else { return nil }
+    /// The highest entry a node of the current ensemble holds for a ledger (a hint: `recoverLedger`
+    /// finds the exact end); a closed ledger's last entry; nil if the ledger is unknown.
+    public func highestStoredEntry(ledgerID: Int64) async -> Int64? {
+        guard let entry = try? await catalogEntry(ledgerID: ledgerID) else { return nil }
         if entry.metadata.isClosed { return entry.metadata.lastEntryID }
-        if entry.hasWriter, let local = onLoop({ self.writers[ledgerID]?.lastAddConfirmed }) {
+        if entry.hasWriter, let local = try? await eventLoop.submit({ self.writers[ledgerID]?.lastAddConfirmed }).get() {
             return local
         }
-        // Open and written elsewhere: the highest entry a node of the current ensemble holds (a
-        // hint; `recoverLedger` finds the exact end).
         var highest: Int64?
         for node in entry.metadata.currentEnsemble {
-            if case .success(let response) = blockingRequest(.readLastAddConfirmed(ledgerID: ledgerID), to: node),
+            if let response = try? await send(.readLastAddConfirmed(ledgerID: ledgerID), to: node).get(),
                let value = response.lastAddConfirmed {
                 highest = max(highest ?? -1, value)
             }
@@ -475,49 +475,20 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         return highest ?? -1
     }
 
-    /// `recoverLedger`, waited for on a semaphore (see the type's notes on threads).
-    public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
-        try blockingRun { () async throws(LedgerStoreError) -> Int64 in try await self.recoverLedger(ledgerID: ledgerID) }
-    }
-
-    /// Deletes the metadata record first (from then on the ledger does not exist for any broker),
-    /// then the entries on every node of its ensembles (best effort: a node that is down keeps
-    /// them as garbage).
-    public func deleteLedger(ledgerID: Int64) throws(LedgerStoreError) {
-        let entry = try catalogEntry(ledgerID: ledgerID)
-        _ = onLoop { () -> Void in
-            if var writer = self.writers.removeValue(forKey: ledgerID) {
-                let actions = writer.stop(.ledgerNotFound(ledgerID: ledgerID))
-                self.run(actions, ledgerID: ledgerID, writer: &writer)
-            }
-            self.replacements[ledgerID] = nil
-        }
-        if case .metadata(let ledgers, _, _) = placement {
-            try blockingRun { () async throws(LedgerStoreError) in try await ledgers.delete(ledgerID: ledgerID) }
-        }
-        catalog.withLockedValue { $0[ledgerID] = nil }
-        for node in entry.metadata.allNodes {
-            if case .success(let response) = blockingRequest(.deleteLedger(ledgerID: ledgerID), to: node),
-               response.status != .ok, response.status != .notFound {
-                logger.warning("replicated-store.delete-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
-            }
-        }
-        logger.info("replicated-store.ledger-deleted", metadata: ["ledger.id": "\(ledgerID)"])
-    }
-
     /// Metadata mode: every ledger with a record. Fixed mode: the ledgers this store knows.
-    public func ledgerIDs() -> [Int64] {
+    public func ledgerIDs() async -> [Int64] {
         if case .metadata(let ledgers, _, _) = placement {
-            if let ids = try? blockingRun({ () async throws(LedgerStoreError) -> [Int64] in try await ledgers.ledgerIDs() }) {
-                return ids
-            }
+            if let ids = try? await ledgers.ledgerIDs() { return ids }
             logger.warning("replicated-store.list-failed")
         }
         return catalog.withLockedValue { Array($0.keys) }.sorted()
     }
 
-    public func close() {
-        let clients = onLoop { () -> [EventLoopFuture<StorageNodeClient>] in
+    /// Never refuses for space: a storage node's full disk is one failed write of the quorum.
+    public var writeSuspension: LedgerStoreError? { nil }
+
+    public func shutdown() async {
+        let clients = (try? await eventLoop.submit { () -> [EventLoopFuture<StorageNodeClient>] in
             guard !self.isClosed else { return [] }
             self.isClosed = true
             for ledgerID in self.writers.keys.sorted() {
@@ -529,12 +500,12 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             let clients = Array(self.clients.values)
             self.clients.removeAll()
             return clients
-        }
+        }.get()) ?? []
         for client in clients {
-            _ = try? Self.blockingWait(client.flatMap { $0.close() })
+            _ = try? await client.flatMap { $0.close() }.get()
         }
         if ownsGroup {
-            try? eventLoopGroup.syncShutdownGracefully()
+            try? await eventLoopGroup.shutdownGracefully()
         }
     }
 
@@ -547,21 +518,16 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
-    /// The record of a ledger, from the catalog, else (metadata mode) read now — blocking, for a
-    /// ledger that was not opened — else (fixed mode) its initial ensemble.
-    private func catalogEntry(ledgerID: Int64) throws(LedgerStoreError) -> CatalogEntry {
+    /// The record of a ledger, from the catalog, else (metadata mode) read from metadata, else
+    /// (fixed mode) its initial ensemble.
+    private func catalogEntry(ledgerID: Int64) async throws(LedgerStoreError) -> CatalogEntry {
         if let entry = catalog.withLockedValue({ $0[ledgerID] }) { return entry }
         switch placement {
         case .fixed(let configuration):
             return CatalogEntry(
                 metadata: LedgerMetadata(quorum: configuration.quorum, ensemble: initialEnsemble(for: ledgerID)), version: -1, hasWriter: false)
         case .metadata(let ledgers, _, _):
-            logger.debug("replicated-store.ledger-not-opened", metadata: ["ledger.id": "\(ledgerID)"])
-            guard let record = try blockingRun({ () async throws(LedgerStoreError) -> VersionedLedgerMetadata? in
-                try await ledgers.read(ledgerID: ledgerID)
-            }) else {
-                throw .ledgerNotFound(ledgerID: ledgerID)
-            }
+            guard let record = try await ledgers.read(ledgerID: ledgerID) else { throw .ledgerNotFound(ledgerID: ledgerID) }
             remember(ledgerID: ledgerID, record)
             return CatalogEntry(metadata: record.metadata, version: record.version, hasWriter: false)
         }
@@ -599,7 +565,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
     private func isQuarantined(_ node: StorageNodeAddress) -> Bool {
         failedNodes.withLockedValue { failed in
             guard let since = failed[node] else { return false }
-            if since.duration(to: .now) > ReplicatedLedgerStoreLimits.failedNodeQuarantine {
+            if since.duration(to: .now) > ReplicatedLedgerClientLimits.failedNodeQuarantine {
                 failed[node] = nil
                 return false
             }
@@ -621,7 +587,7 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
 
     /// Fixed mode: the initial ensemble, with nodes known to have failed swapped for healthy spares when possible.
     private func placeFixedEnsemble(
-        for ledgerID: Int64, quorum: QuorumConfiguration, configuration: ReplicatedLedgerStoreConfiguration
+        for ledgerID: Int64, quorum: QuorumConfiguration, configuration: ReplicatedLedgerClientConfiguration
     ) -> [StorageNodeAddress] {
         let nodes = configuration.nodes
         let first = Int(ledgerID.magnitude % UInt64(nodes.count))
@@ -797,8 +763,8 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
         ledgers: LedgerMetadataStore, directory: StorageNodeDirectory
     ) async -> ReplacementOutcome {
         var lastError = LedgerStoreError.io("ledger \(ledgerID): ensemble change not recorded")
-        var backoff = ReplicatedLedgerStoreLimits.metadataRetryBackoff
-        for _ in 1...ReplicatedLedgerStoreLimits.maxMetadataAttempts {
+        var backoff = ReplicatedLedgerClientLimits.metadataRetryBackoff
+        for _ in 1...ReplicatedLedgerClientLimits.maxMetadataAttempts {
             do {
                 directory.invalidate()
                 let candidates = try await liveNodes(directory).filter { !ensemble.contains($0) && $0 != failed && !isQuarantined($0) }
@@ -854,104 +820,69 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
 
     /// Fence on the current ensemble, find the last entry, write back. Returns the last entry id.
     private func fenceAndRecover(ledgerID: Int64, metadata: LedgerMetadata) async throws(LedgerStoreError) -> Int64 {
-        let ensemble = metadata.currentEnsemble
-        let firstEntryID = metadata.ensembles[metadata.ensembles.count - 1].firstEntryID
-        var fenced: [StorageNodeAddress] = []
-        for (node, result) in await requestAll(ensemble.map { ($0, StorageRequest.fence(ledgerID: ledgerID)) }) {
-            switch result {
-            case .success(let response) where response.status == .ok:
-                fenced.append(node)
-            case .success(let response):
-                logger.warning("replicated-store.fence-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
-            case .failure(let error):
-                logger.warning("replicated-store.fence-failed", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(error)"])
+        var recovery = LedgerRecovery(
+            ledgerID: ledgerID, ensemble: metadata.currentEnsemble,
+            firstEntryID: metadata.ensembles[metadata.ensembles.count - 1].firstEntryID, configuration: metadata.quorum)
+        var actions = recovery.start()
+        while !actions.isEmpty {
+            var next: [LedgerRecovery<StorageNodeAddress>.Action] = []
+            // The fences go out together; everything else the machine asks for one at a time.
+            let fences = actions.compactMap { action -> StorageNodeAddress? in
+                if case .fence(let node) = action { return node }
+                return nil
             }
-        }
-        let needed = metadata.ensembleSize - metadata.ackQuorumSize + 1
-        guard fenced.count >= needed else {
-            throw .io("ledger \(ledgerID): fenced on \(fenced.count) of its \(ensemble.count) storage nodes, need \(needed); start the missing nodes (\(ensemble.filter { !fenced.contains($0) }.map(\.description).joined(separator: ", "))) and retry")
-        }
-        // Which entries of the last segment each fenced node holds.
-        var held: [StorageNodeAddress: Set<Int64>] = [:]
-        for node in fenced {
-            if let ids = await listEntries(ledgerID: ledgerID, from: firstEntryID, on: node) {
-                held[node] = Set(ids)
-            }
-        }
-        guard held.count >= needed else {
-            throw .io("ledger \(ledgerID): listed entries on \(held.count) storage nodes, need \(needed); retry")
-        }
-        var lastEntryID = firstEntryID - 1
-        while held.values.contains(where: { $0.contains(lastEntryID + 1) }) {
-            lastEntryID += 1
-        }
-        lastEntryID = try await readBackTail(ledgerID: ledgerID, firstEntryID: firstEntryID, lastListed: lastEntryID, held: held)
-        if lastEntryID >= firstEntryID {
-            let written = await writeBack(ledgerID: ledgerID, metadata: metadata, entries: firstEntryID...lastEntryID, held: held)
-            if written > 0 {
-                logger.info("replicated-store.recovery-written-back", metadata: ["ledger.id": "\(ledgerID)", "entries.copied": "\(written)"])
-            }
-        }
-        return lastEntryID
-    }
-
-    /// The entry the recovered ledger ends on. A listing says which entries a node holds, not that
-    /// it can serve them; as BookKeeper's recovery reads back what it recovers, the last listed entry
-    /// is read before the ledger is closed on it. An entry every listing node answers `notFound` for
-    /// is stored nowhere (a writer's add that raced the fence), so the ledger ends before it — at most
-    /// `ReplicationLimits.recoveryReadBackEntries` such entries; any other failure (a node that does
-    /// not answer, an I/O error) stops the recovery for a retry rather than cut entries that may have
-    /// been acknowledged.
-    func readBackTail(
-        ledgerID: Int64, firstEntryID: Int64, lastListed: Int64, held: [StorageNodeAddress: Set<Int64>]
-    ) async throws(LedgerStoreError) -> Int64 {
-        var last = lastListed
-        while last >= firstEntryID {
-            let sources = held.filter { $0.value.contains(last) }.map(\.key).sorted()
-            var failures: [String] = []
-            var missingEverywhere = !sources.isEmpty
-            for node in sources {
-                do {
-                    let response = try await send(.readEntry(ledgerID: ledgerID, entryID: last), to: node).get()
-                    if response.status == .ok || response.status == .corrupted {
-                        // Stored (a damaged copy is reported and repaired by the read path and the auditor).
-                        return last
-                    }
-                    if response.status != .notFound { missingEverywhere = false }
-                    failures.append("\(node): \(response.status) \(response.text)")
-                } catch {
-                    missingEverywhere = false
-                    failures.append("\(node): \(error)")
+            for (node, result) in await requestAll(fences.map { ($0, StorageRequest.fence(ledgerID: ledgerID)) }) {
+                switch result {
+                case .success(let response) where response.status == .ok:
+                    next += recovery.fenceAnswered(node: node, fenced: true)
+                case .success(let response):
+                    logger.warning("replicated-store.fence-refused", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(response.text)"])
+                    next += recovery.fenceAnswered(node: node, fenced: false)
+                case .failure(let error):
+                    logger.warning("replicated-store.fence-failed", metadata: ["ledger.id": "\(ledgerID)", "node": "\(node)", "error": "\(error)"])
+                    next += recovery.fenceAnswered(node: node, fenced: false)
                 }
             }
-            guard missingEverywhere, lastListed - last < ReplicationLimits.recoveryReadBackEntries else {
-                throw .io("ledger \(ledgerID): recovery cannot read entry \(last) back (\(failures.joined(separator: "; "))); retry once the storage nodes answer")
+            for action in actions {
+                switch action {
+                case .fence:
+                    break
+                case .listEntries(let node, let fromEntryID):
+                    next += recovery.listed(node: node, entryIDs: await listEntries(ledgerID: ledgerID, from: fromEntryID, on: node))
+                case .readEntry(let entryID, let node):
+                    let result: LedgerRecovery<StorageNodeAddress>.ReadResult
+                    do {
+                        let response = try await send(.readEntry(ledgerID: ledgerID, entryID: entryID), to: node).get()
+                        switch response.status {
+                        case .ok: result = .entry(response.body)
+                        case .notFound: result = .notFound
+                        case .corrupted: result = .corrupted
+                        default: result = .failed("\(response.status) \(response.text)")
+                        }
+                    } catch {
+                        result = .failed("\(error)")
+                    }
+                    next += recovery.readAnswered(entryID: entryID, node: node, result)
+                case .recoveryAdd(let entryID, let payload, let nodes):
+                    let accepted = await recoveryAdd(ledgerID: ledgerID, entryID: entryID, payload: payload, to: nodes)
+                    next += recovery.recoveryAddsAnswered(entryID: entryID, accepted: accepted)
+                case .droppedPhantomEntry(let entryID, let nodes):
+                    logger.warning("replicated-store.recovery-dropped-phantom-entry", metadata: [
+                        "ledger.id": "\(ledgerID)", "entry.id": "\(entryID)", "nodes": "\(nodes.map(\.description).joined(separator: ","))"])
+                case .writeBackUnreadable(let entryID):
+                    logger.warning("replicated-store.write-back-unreadable", metadata: ["ledger.id": "\(ledgerID)", "entry.id": "\(entryID)"])
+                case .finished(let lastEntryID, let copies):
+                    if copies > 0 {
+                        logger.info("replicated-store.recovery-written-back", metadata: ["ledger.id": "\(ledgerID)", "entries.copied": "\(copies)"])
+                    }
+                    return lastEntryID
+                case .failed(let error):
+                    throw error
+                }
             }
-            logger.warning("replicated-store.recovery-dropped-phantom-entry", metadata: [
-                "ledger.id": "\(ledgerID)", "entry.id": "\(last)", "nodes": "\(sources.map(\.description).joined(separator: ","))"])
-            last -= 1
+            actions = next
         }
-        return last
-    }
-
-    /// Copies each entry of `entries` to the nodes of its write set that are in `held` (answered)
-    /// and lack it, with a recovery add. Returns the number of copies made; failures are logged
-    /// and left to the auditor.
-    func writeBack(
-        ledgerID: Int64, metadata: LedgerMetadata, entries: ClosedRange<Int64>, held: [StorageNodeAddress: Set<Int64>]
-    ) async -> Int {
-        var copies = 0
-        for entryID in entries {
-            let targets = metadata.writeSetNodes(of: entryID).filter { held[$0].map { !$0.contains(entryID) } ?? false }
-            guard !targets.isEmpty else { continue }
-            let sources = held.filter { $0.value.contains(entryID) }.map(\.key).sorted()
-            guard let payload = await readEntry(ledgerID: ledgerID, entryID: entryID, from: sources) else {
-                logger.warning("replicated-store.write-back-unreadable", metadata: ["ledger.id": "\(ledgerID)", "entry.id": "\(entryID)"])
-                continue
-            }
-            copies += await recoveryAdd(ledgerID: ledgerID, entryID: entryID, payload: payload, to: targets)
-        }
-        return copies
+        throw .io("ledger \(ledgerID): recovery stopped without an outcome; retry")
     }
 
     /// Sends a recovery add to each target; returns how many accepted it.
@@ -1038,66 +969,6 @@ public final class ReplicatedLedgerStore: LedgerStore, @unchecked Sendable {
             }
         }
         return connecting
-    }
-
-    // MARK: - Blocking helpers (synchronous LedgerStore calls only)
-
-    private func blockingRequest(_ request: StorageRequest, to node: StorageNodeAddress) -> Result<StorageResponse, any Error> {
-        do {
-            return .success(try Self.blockingWait(send(request, to: node)))
-        } catch {
-            return .failure(error)
-        }
-    }
-
-    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
-        if eventLoop.inEventLoop { return body() }
-        return try! Self.blockingWait(eventLoop.submit(body))
-    }
-
-    /// Runs async work (metadata calls) and waits for it on a semaphore.
-    private func blockingRun<T: Sendable>(_ body: @escaping @Sendable () async throws(LedgerStoreError) -> T) throws(LedgerStoreError) -> T {
-        precondition(!eventLoop.inEventLoop, "blocking on the replicated store's own event loop")
-        Self.assertNotOnAnEventLoop()
-        let semaphore = DispatchSemaphore(value: 0)
-        let box = NIOLockedValueBox<Result<T, LedgerStoreError>?>(nil)
-        Task {
-            let result: Result<T, LedgerStoreError>
-            do {
-                result = .success(try await body())
-            } catch let error as LedgerStoreError {
-                result = .failure(error)
-            } catch {
-                result = .failure(.io("\(error)"))
-            }
-            box.withLockedValue { $0 = result }
-            semaphore.signal()
-        }
-        semaphore.wait()
-        return try box.withLockedValue { $0! }.get()
-    }
-
-    /// Waits for `future` on a semaphore (EventLoopFuture.wait refuses any event-loop thread, and
-    /// the broker calls reads from its topic loops, which are another group).
-    /// Debug builds trap when a synchronous call that waits for the network is made on an event
-    /// loop thread: every caller on a loop must use the `…WithoutBlocking` calls (issue 13).
-    static func assertNotOnAnEventLoop() {
-        assert(
-            MultiThreadedEventLoopGroup.currentEventLoop == nil,
-            "a blocking wait for storage nodes on an event loop thread: use readWithoutBlocking / deleteLedgerWithoutBlocking")
-    }
-
-    private static func blockingWait<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
-        precondition(!future.eventLoop.inEventLoop, "blocking on the replicated store's own event loop")
-        assertNotOnAnEventLoop()
-        let semaphore = DispatchSemaphore(value: 0)
-        let box = NIOLockedValueBox<Result<T, any Error>?>(nil)
-        future.whenComplete { result in
-            box.withLockedValue { $0 = result }
-            semaphore.signal()
-        }
-        semaphore.wait()
-        return try box.withLockedValue { $0! }.get()
     }
 
     static func error(_ response: StorageResponse, ledgerID: Int64) -> LedgerStoreError {

@@ -8,9 +8,9 @@ import NIOPosix
 import Testing
 @testable import Replication
 
-/// `ReplicatedLedgerStore` in metadata mode: real `StorageNodeServer`s on loopback, ledger records
+/// `ReplicatedLedgerClient` in metadata mode: real `StorageNodeServer`s on loopback, ledger records
 /// and the node registry in an `InMemoryMetadataStore`.
-@Suite struct ReplicatedLedgerStoreMetadataTests {
+@Suite struct ReplicatedLedgerClientMetadataTests {
     static let logger = StorageNodeServerTests.logger
     static let quorum332 = LedgerReplicationOptions(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 2)
 
@@ -21,8 +21,8 @@ import Testing
         }
     }
 
-    static func makeStore(_ metadata: any MetadataStore, group: any EventLoopGroup) -> ReplicatedLedgerStore {
-        ReplicatedLedgerStore(
+    static func makeStore(_ metadata: any MetadataStore, group: any EventLoopGroup) -> ReplicatedLedgerClient {
+        ReplicatedLedgerClient(
             metadata: metadata, directory: StorageNodeDirectory(metadata: metadata, cacheTTL: .zero), defaultReplication: nil,
             requestTimeout: .seconds(5), eventLoopGroup: group, logger: logger)
     }
@@ -30,7 +30,7 @@ import Testing
     static func payload(_ entryID: Int64) -> ByteBuffer { ByteBuffer(string: "entry-\(entryID)") }
 
     /// Appends `entryIDs` in order; returns each one's result, in completion order.
-    static func append(_ store: ReplicatedLedgerStore, ledgerID: Int64, _ entryIDs: Range<Int64>) async -> [(Int64, Result<Void, LedgerStoreError>)] {
+    static func append(_ store: ReplicatedLedgerClient, ledgerID: Int64, _ entryIDs: Range<Int64>) async -> [(Int64, Result<Void, LedgerStoreError>)] {
         let results = NIOLockedValueBox<[(Int64, Result<Void, LedgerStoreError>)]>([])
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let remaining = NIOLockedValueBox(entryIDs.count)
@@ -47,12 +47,6 @@ import Testing
 
     /// Runs a synchronous store call on a GCD thread: those calls may block on work that needs
     /// Swift's cooperative pool, which tests running in parallel could otherwise exhaust.
-    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-        }
-    }
-
     static func record(_ metadata: any MetadataStore, _ ledgerID: Int64) async throws -> VersionedLedgerMetadata? {
         try await LedgerMetadataStore(store: metadata).read(ledgerID: ledgerID)
     }
@@ -74,9 +68,9 @@ import Testing
         #expect(json.contains("\"state\":\"closed\"") && json.contains("\"firstEntryID\":7") && json.contains("\"10.0.0.2:3181\""))
         #expect(try LedgerMetadata.decode(record.encoded(), ledgerID: 1) == record)
         #expect(throws: LedgerStoreError.self) { try LedgerMetadata.decode(Array("{\"ensembleSize\":3}".utf8), ledgerID: 1) }
-        #expect(ReplicatedLedgerStore.automaticReplication(liveNodeCount: 5) == LedgerReplicationOptions(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 2))
-        #expect(ReplicatedLedgerStore.automaticReplication(liveNodeCount: 1) == LedgerReplicationOptions(ensembleSize: 1, writeQuorumSize: 1, ackQuorumSize: 1))
-        #expect(ReplicatedLedgerStore.automaticReplication(liveNodeCount: 2) == LedgerReplicationOptions(ensembleSize: 2, writeQuorumSize: 2, ackQuorumSize: 2))
+        #expect(ReplicatedLedgerClient.automaticReplication(liveNodeCount: 5) == LedgerReplicationOptions(ensembleSize: 3, writeQuorumSize: 3, ackQuorumSize: 2))
+        #expect(ReplicatedLedgerClient.automaticReplication(liveNodeCount: 1) == LedgerReplicationOptions(ensembleSize: 1, writeQuorumSize: 1, ackQuorumSize: 1))
+        #expect(ReplicatedLedgerClient.automaticReplication(liveNodeCount: 2) == LedgerReplicationOptions(ensembleSize: 2, writeQuorumSize: 2, ackQuorumSize: 2))
     }
 
     @Test func createLedgerRecordsMetadataAndAnEnsembleChangeIsCompareAndSet() async throws {
@@ -84,7 +78,7 @@ import Testing
             let metadata = InMemoryMetadataStore()
             try await Self.register(cluster.addresses, in: metadata)
             let store = Self.makeStore(metadata, group: cluster.group)
-            defer { store.close() }
+            defer { store.closeSoon() }
             let ledgerID: Int64 = 11
             try await store.createLedger(ledgerID: ledgerID, replication: nil)
             let created = try #require(try await Self.record(metadata, ledgerID))
@@ -95,7 +89,7 @@ import Testing
             #expect(Set(ensemble).count == 3 && Set(ensemble).isSubset(of: Set(cluster.addresses)))
             // A second create of the same id is refused (expectedVersion -1).
             let other = Self.makeStore(metadata, group: cluster.group)
-            defer { other.close() }
+            defer { other.closeSoon() }
             await #expect(throws: LedgerStoreError.self) { try await other.createLedger(ledgerID: ledgerID, replication: nil) }
 
             #expect(await Self.append(store, ledgerID: ledgerID, 0..<50).allSatisfy { (try? $0.1.get()) != nil })
@@ -121,16 +115,16 @@ import Testing
             // Another store reads every entry through the record.
             try await other.openLedger(ledgerID: ledgerID)
             for entryID in Int64(0)..<120 {
-                #expect(try other.read(ledgerID: ledgerID, entryID: entryID) == Self.payload(entryID))
+                #expect(try await other.read(ledgerID: ledgerID, entryID: entryID) == Self.payload(entryID))
             }
             // Closing the ledger records its end; deleting removes the record.
             try await store.closeLedger(ledgerID: ledgerID)
             let closed = try #require(try await Self.record(metadata, ledgerID))
             #expect(closed.metadata.state == .closed && closed.metadata.lastEntryID == 119)
-            #expect(try await Self.blocking { store.ledgerIDs() } == [ledgerID])
-            try await Self.blocking { try store.deleteLedger(ledgerID: ledgerID) }
+            #expect(await store.ledgerIDs() == [ledgerID])
+            try await store.deleteLedger(ledgerID: ledgerID)
             #expect(try await Self.record(metadata, ledgerID) == nil)
-            #expect(try await Self.blocking { store.ledgerIDs() } == [])
+            #expect(await store.ledgerIDs() == [])
         }
     }
 
@@ -139,7 +133,7 @@ import Testing
             let metadata = InMemoryMetadataStore()
             try await Self.register(cluster.addresses, in: metadata)
             let writer = Self.makeStore(metadata, group: cluster.group)
-            defer { writer.close() }
+            defer { writer.closeSoon() }
             let ledgerID: Int64 = 21
             try await writer.createLedger(ledgerID: ledgerID, replication: Self.quorum332)
             #expect(await Self.append(writer, ledgerID: ledgerID, 0..<5).allSatisfy { (try? $0.1.get()) != nil })
@@ -151,7 +145,7 @@ import Testing
             #expect(cluster.nodes.map { $0.entryIDs(ledgerID: ledgerID, from: 5, limit: 10) ?? [] } == [[], [5], []])
 
             let owner = Self.makeStore(metadata, group: cluster.group)
-            defer { owner.close() }
+            defer { owner.closeSoon() }
             #expect(try await owner.recoverLedger(ledgerID: ledgerID) == 5)
             // Entry 5 is now on its whole write set, and the record is closed at 5.
             for node in cluster.nodes {
@@ -163,9 +157,9 @@ import Testing
             // Recovering again just reads the record; a ledger without one is empty.
             #expect(try await owner.recoverLedger(ledgerID: ledgerID) == 5)
             #expect(try await owner.recoverLedger(ledgerID: 999) == -1)
-            #expect(try owner.read(ledgerID: ledgerID, entryID: 5) == Self.payload(5))
-            #expect(throws: LedgerStoreError.entryNotFound(ledgerID: ledgerID, entryID: 6)) { try owner.read(ledgerID: ledgerID, entryID: 6) }
-            #expect(owner.lastAddConfirmed(ledgerID: ledgerID) == 5)
+            #expect(try await owner.read(ledgerID: ledgerID, entryID: 5) == Self.payload(5))
+            await #expect(throws: LedgerStoreError.entryNotFound(ledgerID: ledgerID, entryID: 6)) { try await owner.read(ledgerID: ledgerID, entryID: 6) }
+            #expect(await owner.highestStoredEntry(ledgerID: ledgerID) == 5)
         }
     }
 
@@ -174,13 +168,13 @@ import Testing
             let metadata = InMemoryMetadataStore()
             try await Self.register(Array(cluster.addresses[0..<3]), in: metadata)
             let zombie = Self.makeStore(metadata, group: cluster.group)
-            defer { zombie.close() }
+            defer { zombie.closeSoon() }
             let ledgerID: Int64 = 31
             try await zombie.createLedger(ledgerID: ledgerID, replication: Self.quorum332)
             #expect(await Self.append(zombie, ledgerID: ledgerID, 0..<10).allSatisfy { (try? $0.1.get()) != nil })
 
             let owner = Self.makeStore(metadata, group: cluster.group)
-            defer { owner.close() }
+            defer { owner.closeSoon() }
             #expect(try await owner.recoverLedger(ledgerID: ledgerID) == 9)
             // The nodes refuse the zombie's appends.
             let refused = await Self.append(zombie, ledgerID: ledgerID, 10..<13)
@@ -212,7 +206,7 @@ import Testing
             let metadata = InMemoryMetadataStore()
             try await Self.register(Array(cluster.addresses[0..<3]), in: metadata)
             let store = Self.makeStore(metadata, group: cluster.group)
-            defer { store.close() }
+            defer { store.closeSoon() }
             let ledgerID: Int64 = 41
             try await store.createLedger(ledgerID: ledgerID, replication: Self.quorum332)
             #expect(await Self.append(store, ledgerID: ledgerID, 0..<10).allSatisfy { (try? $0.1.get()) != nil })
@@ -253,10 +247,10 @@ import Testing
             #expect(cluster.nodes[3].entryIDs(ledgerID: ledgerID, from: 0, limit: 100) == Array(0..<10))
             // A store that cached the old record finds the entries through the new one.
             let reader = Self.makeStore(metadata, group: cluster.group)
-            defer { reader.close() }
+            defer { reader.closeSoon() }
             try await reader.openLedger(ledgerID: ledgerID)
             for entryID in Int64(0)..<10 {
-                #expect(try reader.read(ledgerID: ledgerID, entryID: entryID) == Self.payload(entryID))
+                #expect(try await reader.read(ledgerID: ledgerID, entryID: entryID) == Self.payload(entryID))
             }
         }
     }
