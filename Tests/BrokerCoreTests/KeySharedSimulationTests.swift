@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 // Seeded, deterministic simulations of a Key_Shared subscription: consumers join, leave, go slow or
-// stop reading altogether, on TopicTests' fixture (embedded event loop, in-memory stores). No
+// stop reading altogether, on TopicTests' fixture (testing event loop, in-memory stores). No
 // timing: every interleaving is chosen by a seeded generator, so a failing seed fails every time.
 //
 // Liveness is checked at quiescent points (nothing left to do for any consumer that still reads):
@@ -52,9 +52,9 @@ private final class SimClient {
 }
 
 /// One run: a topic, its Key_Shared subscription "s" (non-durable: no cursor snapshots, so nothing
-/// leaves the embedded loop) and the simulated clients.
-private final class KeySharedSimulation {
-    let loop: EmbeddedEventLoop
+/// leaves the testing loop) and the simulated clients.
+private final class KeySharedSimulation: @unchecked Sendable {
+    let loop: NIOAsyncTestingEventLoop
     let topic: Topic
     let sink = SimSink()
     var rng: SplitMix64
@@ -73,7 +73,7 @@ private final class KeySharedSimulation {
     var pinnedUntil = 0
     var stepNumber = 0
 
-    init(loop: EmbeddedEventLoop, topic: Topic, seed: UInt64, keys: Int, total: Int) {
+    init(loop: NIOAsyncTestingEventLoop, topic: Topic, seed: UInt64, keys: Int, total: Int) {
         self.loop = loop
         self.topic = topic
         self.rng = SplitMix64(seed: seed)
@@ -81,11 +81,18 @@ private final class KeySharedSimulation {
         self.total = total
     }
 
+    /// Runs `body` on the loop (the topic is touched only there; the simulation's own state is
+    /// touched by one caller at a time, the loop running only while it waits).
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        // The body cannot throw, and the loop throws only what the body throws.
+        try! await loop.executeInContext(body)
+    }
+
     static func hash(_ key: String) -> UInt32 { Murmur3.stickyKeyHash(Array(key.utf8)) }
 
     var subscription: Subscription { topic.subscriptions["s"]! }
 
-    func join() throws {
+    func join() async throws {
         let id = nextConsumerID
         nextConsumerID += 1
         let key = ConsumerKey(connectionID: 1, consumerID: id)
@@ -93,26 +100,29 @@ private final class KeySharedSimulation {
             subscription: "s", type: .keyShared, consumerKey: key, consumerName: "c\(id)", priorityLevel: 0,
             durable: false, start: nil, initialPosition: .earliest,
             keySharedPolicy: KeySharedPolicy(mode: .autoSplit, allowOutOfOrderDelivery: false))
-        _ = topic.subscribe(request, sink: sink)
-        loop.run()
-        try #require(topic.subscriptions["s"]?.consumer(key) != nil, "consumer \(id) did not join")
+        await onLoop { [topic, sink] in _ = topic.subscribe(request, sink: sink) }
+        await loop.run()
+        let joined = await onLoop { [topic] in topic.subscriptions["s"]?.consumer(key) != nil }
+        try #require(joined, "consumer \(id) did not join")
         try mirror.add(key, name: "c\(id)", mode: .autoSplit)
         let client = SimClient(
             key: key, queueSize: [5, 10, 50].randomElement(using: &rng)!,
             speed: [1.0, 0.5, 0.1].randomElement(using: &rng)!)
         clients.append(client)
-        topic.flow(subscription: "s", key: key, permits: UInt32(client.queueSize))
+        let permits = UInt32(client.queueSize)
+        await onLoop { [topic] in topic.flow(subscription: "s", key: key, permits: permits) }
     }
 
-    func close(_ client: SimClient) {
-        flushAcks(client, force: true)
+    func close(_ client: SimClient) async {
+        await flushAcks(client, force: true)
         clients.removeAll { $0 === client }
         mirror.remove(client.key)
         sink.inbox[client.key.consumerID] = nil  // what was still on its way is lost with it
-        topic.closeConsumer(subscription: "s", key: client.key)
+        let key = client.key
+        await onLoop { [topic] in topic.closeConsumer(subscription: "s", key: key) }
     }
 
-    func publish(_ count: Int) {
+    func publish(_ count: Int) async {
         for _ in 0..<count where publishedCount < total {
             let key = keys.randomElement(using: &rng)!
             let seq = nextSeq[key, default: 0]
@@ -120,11 +130,13 @@ private final class KeySharedSimulation {
             publishedCount += 1
             let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(key.utf8))
             let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "\(key):\(seq)")).encode()
-            topic.publish(encoded: encoded, attributes: attributes) { result in
-                if case .success(let position) = result { self.published[position] = (key, seq) }
+            await onLoop { [topic] in
+                topic.publish(encoded: encoded, attributes: attributes) { result in
+                    if case .success(let position) = result { self.published[position] = (key, seq) }
+                }
             }
         }
-        loop.run()
+        await loop.run()
     }
 
     /// The client's socket is read: what arrived goes to its receiver queue.
@@ -136,26 +148,28 @@ private final class KeySharedSimulation {
     }
 
     /// The application takes one message (and acknowledges it later, grouped).
-    func process(_ client: SimClient) {
+    func process(_ client: SimClient) async {
         guard !client.idle, !client.queue.isEmpty else { return }
         client.unsentAcks.append(client.queue.removeFirst())
         client.permitsToReturn += 1
         if client.permitsToReturn >= max(client.queueSize / 2, 1) {
-            topic.flow(subscription: "s", key: client.key, permits: UInt32(client.permitsToReturn))
+            let key = client.key, permits = UInt32(client.permitsToReturn)
+            await onLoop { [topic] in topic.flow(subscription: "s", key: key, permits: permits) }
             client.permitsToReturn = 0
         }
     }
 
-    func flushAcks(_ client: SimClient, force: Bool = false) {
+    func flushAcks(_ client: SimClient, force: Bool = false) async {
         guard force || !client.idle, !client.unsentAcks.isEmpty else { return }
-        topic.acknowledge(subscription: "s", positions: client.unsentAcks)
+        let positions = client.unsentAcks
+        await onLoop { [topic] in topic.acknowledge(subscription: "s", positions: positions) }
         client.unsentAcks = []
     }
 
     /// Runs until nothing is left to do for the consumers that read.
-    func quiesce() {
+    func quiesce() async {
         while true {
-            loop.run()
+            await loop.run()
             var progressed = false
             for client in clients {
                 if sink.inbox[client.key.consumerID]?.isEmpty == false {
@@ -164,11 +178,11 @@ private final class KeySharedSimulation {
                 }
                 guard !client.idle else { continue }
                 while !client.queue.isEmpty {
-                    process(client)
+                    await process(client)
                     progressed = true
                 }
                 if !client.unsentAcks.isEmpty {
-                    flushAcks(client)
+                    await flushAcks(client)
                     progressed = true
                 }
             }
@@ -192,16 +206,16 @@ private final class KeySharedSimulation {
         }.sorted()
     }
 
-    func checkpoint(_ label: String) {
-        quiesce()
-        let stalled = stalledEntries()
+    func checkpoint(_ label: String) async {
+        await quiesce()
+        let stalled = await onLoop { self.stalledEntries() }
         if !stalled.isEmpty {
             let sample = stalled.prefix(3).map { "\(published[$0]!.key):\(published[$0]!.seq)" }
             failures.append("\(label): \(stalled.count) entries stalled though their consumers read, e.g. \(sample)")
         }
     }
 
-    func step() throws {
+    func step() async throws {
         stepNumber += 1
         // Scripted: the first consumer stops reading while it holds entries, then a consumer joins.
         if stepNumber == 300, let first = clients.first {
@@ -209,40 +223,40 @@ private final class KeySharedSimulation {
             pinned = first.key
             pinnedUntil = 1_500
         }
-        if stepNumber == 400, clients.count < 4 { try join() }
+        if stepNumber == 400, clients.count < 4 { try await join() }
         let free = clients.filter { $0.key != pinned || stepNumber > pinnedUntil }
         let roll = Double.random(in: 0..<1, using: &rng)
         switch roll {
         case ..<0.06:
-            publish(Int.random(in: 1...30, using: &rng))
+            await publish(Int.random(in: 1...30, using: &rng))
         case ..<0.07:
-            if clients.count < 4 { try join() }
+            if clients.count < 4 { try await join() }
         case ..<0.08:
-            if clients.count > 1, let leaving = free.randomElement(using: &rng) { close(leaving) }
+            if clients.count > 1, let leaving = free.randomElement(using: &rng) { await close(leaving) }
         case ..<0.095:
             // Never every consumer idle at once.
             if let client = free.randomElement(using: &rng), client.idle || clients.filter({ !$0.idle }).count > 1 {
                 client.idle.toggle()
             }
         case ..<0.10:
-            checkpoint("step \(stepNumber)")
+            await checkpoint("step \(stepNumber)")
         case ..<0.40:
-            loop.run()
+            await loop.run()
         default:
             let client = clients.randomElement(using: &rng)!
             switch Int.random(in: 0..<4, using: &rng) {
             case 0: receive(client)
-            case 1, 2: if Double.random(in: 0..<1, using: &rng) < client.speed { process(client) }
-            default: flushAcks(client)
+            case 1, 2: if Double.random(in: 0..<1, using: &rng) < client.speed { await process(client) }
+            default: await flushAcks(client)
             }
         }
     }
 
-    func finish() {
-        publish(total)
-        checkpoint("end, idle consumers still idle")
+    func finish() async {
+        await publish(total)
+        await checkpoint("end, idle consumers still idle")
         for client in clients { client.idle = false }
-        quiesce()
+        await quiesce()
     }
 
     /// Per key, the sequence numbers in the order of their first delivery.
@@ -266,12 +280,13 @@ extension TopicTests {
         let broker = try await makeBroker(maxEntriesPerLedger: 100_000)
         let topic = try await settle(broker.topic(try TopicName(parsing: "key-shared-sim-\(seed)")))
         let sim = KeySharedSimulation(loop: loop, topic: topic, seed: UInt64(seed), keys: 12, total: 900)
-        try sim.join()
-        try sim.join()
-        for _ in 0..<3_000 { try sim.step() }
-        sim.finish()
+        try await sim.join()
+        try await sim.join()
+        for _ in 0..<3_000 { try await sim.step() }
+        await sim.finish()
         #expect(sim.failures.isEmpty, "seed \(seed): \(sim.failures.prefix(3))")
-        #expect(topic.backlog(subscription: "s") == 0, "seed \(seed): not everything was acknowledged")
+        let backlog = try await onLoop { topic.backlog(subscription: "s") }
+        #expect(backlog == 0, "seed \(seed): not everything was acknowledged")
         #expect(sim.published.count == 900)
         let violations = sim.firstDeliveryOrderViolations()
         #expect(violations.isEmpty, "seed \(seed): first deliveries out of order: \(violations.prefix(3))")
@@ -291,8 +306,7 @@ extension TopicTests {
                 subscription: "s", type: .keyShared, consumerKey: key, consumerName: "c\(key.consumerID)",
                 priorityLevel: 0, durable: false, start: nil, initialPosition: .earliest,
                 keySharedPolicy: KeySharedPolicy(mode: .autoSplit, allowOutOfOrderDelivery: false))
-            _ = topic.subscribe(request, sink: sink)
-            loop.run()
+            try await onLoop { _ = topic.subscribe(request, sink: sink) }
             try mirror.add(key, name: "c\(key.consumerID)", mode: .autoSplit)
         }
         func key(ownedBy owner: ConsumerKey, prefix: String) throws -> String {
@@ -301,21 +315,20 @@ extension TopicTests {
         }
         let idleKey = try key(ownedBy: idle, prefix: "idle")
         let liveKey = try key(ownedBy: live, prefix: "live")
-        func publish(_ key: String, _ count: Int) {
-            for seq in 0..<count {
-                let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(key.utf8))
-                let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "\(key):\(seq)")).encode()
-                topic.publish(encoded: encoded, attributes: attributes) { _ in }
+        func publish(_ key: String, _ count: Int) async throws {
+            try await onLoop {
+                for seq in 0..<count {
+                    let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(key.utf8))
+                    let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "\(key):\(seq)")).encode()
+                    topic.publish(encoded: encoded, attributes: attributes) { _ in }
+                }
             }
-            loop.run()
         }
-        publish(idleKey, Subscription.maxEntriesExaminedPerDispatchPass + 100)
-        publish(liveKey, 20)
+        try await publish(idleKey, Subscription.maxEntriesExaminedPerDispatchPass + 100)
+        try await publish(liveKey, 20)
         // `idle` never sends FLOW; `live` does, twice (every FLOW is a new pass).
-        topic.flow(subscription: "s", key: live, permits: 100)
-        loop.run()
-        topic.flow(subscription: "s", key: live, permits: 1)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: live, permits: 100) }
+        try await onLoop { topic.flow(subscription: "s", key: live, permits: 1) }
         let got = sink.inbox[live.consumerID, default: []].count
         #expect(got == 20, "the live consumer got \(got) of its 20 entries")
         #expect(sink.inbox[idle.consumerID, default: []].isEmpty)

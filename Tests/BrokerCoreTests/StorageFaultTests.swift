@@ -60,9 +60,10 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
 
 /// Issue 12, faults 9 and 10 at the topic: a corrupted entry neither stalls a subscription nor
 /// vanishes; a full disk fails sends (typed, in order) without failing the topic, and writing
-/// resumes by itself. On an embedded event loop, over `FaultyLedgerStore`.
+/// resumes by itself. On a testing event loop that runs when told to (thread-safe, so the topic's
+/// tasks may hop onto it), over `FaultyLedgerStore`.
 @Suite struct StorageFaultTests {
-    let loop = EmbeddedEventLoop()
+    let loop = NIOAsyncTestingEventLoop()
     let store = FaultyLedgerStore()
     let metadata = InMemoryMetadataStore()
 
@@ -81,18 +82,28 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         let done = NIOLockedValueBox(false)
         future.whenComplete { _ in done.withLockedValue { $0 = true } }
         for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
-            loop.run()
+            await loop.run()
             try await Task.sleep(for: .milliseconds(1))
         }
-        loop.run()
+        await loop.run()
         return try await future.get()
+    }
+
+    /// Runs `body` on the loop, then runs what it queued there.
+    @discardableResult
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let result = try await loop.executeInContext(body)
+        await loop.run()
+        return result
     }
 
     func publishResult(_ topic: Topic, _ text: String) async throws -> Result<Position, BrokerError> {
         let promise = loop.makePromise(of: Result<Position, BrokerError>.self)
         let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: [])
         let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
-        topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+        try await loop.executeInContext {
+            topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+        }
         return try await settle(promise.futureResult)
     }
 
@@ -104,7 +115,7 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         let request = SubscribeRequest(
             subscription: name, type: .exclusive, consumerKey: ConsumerKey(connectionID: 1, consumerID: consumer),
             consumerName: "c\(consumer)", priorityLevel: 0, durable: durable, start: nil, initialPosition: .earliest)
-        try await settle(topic.subscribe(request, sink: sink))
+        try await settle(loop.flatSubmit { topic.subscribe(request, sink: sink) })
     }
 
     @Test func unreadableEntryIsRetriedThenReportedAndDispatchGoesOnPastIt() async throws {
@@ -124,29 +135,29 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         let readerSink = RecordingSink()
         try await subscribe(topic, "s", consumer: 0, sink: consumerSink)
         try await subscribe(topic, "reader", consumer: 1, durable: false, sink: readerSink)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
-        topic.flow(subscription: "reader", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100) }
+        try await onLoop { topic.flow(subscription: "reader", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100) }
+        await loop.run()
         // Stopped at the bad entry (no skipping on the first failure), waiting to try again.
         #expect(consumerSink.deliveries.map(\.body) == ["m0", "m1", "m2", "m3"])
         for _ in 0..<(2 * Subscription.maxReadAttempts) {
-            loop.advanceTime(by: Subscription.readRetryDelay)
+            await loop.advanceTime(by: Subscription.readRetryDelay)
         }
-        loop.run()
+        await loop.run()
 
         let expected = ["m0", "m1", "m2", "m3", "m5", "m6", "m7", "m8", "m9"]
         #expect(consumerSink.deliveries.map(\.body) == expected)
         #expect(readerSink.deliveries.map(\.body) == expected)
         #expect(store.readAttempts(positions[4]) == 2 * Subscription.maxReadAttempts)
-        #expect(topic.adminInternalStats().unreadableEntries == ["\(positions[4])"])
-        #expect(topic.adminStats().unreadableEntryCount == 1)
+        #expect(try await onLoop { topic.adminInternalStats().unreadableEntries } == ["\(positions[4])"])
+        #expect(try await onLoop { topic.adminStats().unreadableEntryCount } == 1)
 
         // Not lost: it stays in the backlog once everything else is acknowledged...
-        topic.acknowledge(subscription: "s", positions: consumerSink.deliveries.map(\.position))
-        #expect(topic.backlog(subscription: "s") == 1)
+        try await onLoop { topic.acknowledge(subscription: "s", positions: consumerSink.deliveries.map(\.position)) }
+        #expect(try await onLoop { topic.backlog(subscription: "s") } == 1)
         // ... until the operator skips it, which does not read it.
-        #expect(try topic.skipMessages(subscription: "s", count: 1) == 1)
-        #expect(topic.backlog(subscription: "s") == 0)
+        #expect(try await onLoop { try topic.skipMessages(subscription: "s", count: 1) } == 1)
+        #expect(try await onLoop { topic.backlog(subscription: "s") } == 0)
         #expect(store.readAttempts(positions[4]) == 2 * Subscription.maxReadAttempts)
     }
 
@@ -169,10 +180,12 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         for text in ["r0", "r1", "r2"] {
             let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(text.utf8))
             let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
-            topic.publish(encoded: encoded, attributes: attributes) { outcomes.values.append($0) }
+            try await loop.executeInContext {
+                topic.publish(encoded: encoded, attributes: attributes) { outcomes.values.append($0) }
+            }
         }
         for _ in 0..<1_000 where outcomes.values.count < 3 {
-            loop.run()
+            await loop.run()
             try await Task.sleep(for: .milliseconds(1))
         }
         #expect(outcomes.values.count == 3)
@@ -185,19 +198,19 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
             #expect(error.message.contains("disk full"))
         }
         // The topic is not failed (no unload, no restart needed), and reads go on.
-        #expect(topic.managedLedger.failure == nil)
-        #expect(!topic.isUnloaded)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
-        loop.run()
+        #expect(try await onLoop { topic.managedLedger.failure == nil })
+        #expect(try await onLoop { !topic.isUnloaded })
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100) }
+        await loop.run()
         #expect(sink.deliveries.map(\.body) == ["m0", "m1"])
 
         // Space is back: the next send is written right after the last acknowledged entry.
         store.setDiskFull(false)
         let m2 = try await publish(topic, "m2")
         #expect(m2 == Position(ledgerID: m0.ledgerID, entryID: m0.entryID + 2))
-        loop.run()
+        await loop.run()
         #expect(sink.deliveries.map(\.body) == ["m0", "m1", "m2"])
-        #expect(topic.managedLedger.failure == nil)
+        #expect(try await onLoop { topic.managedLedger.failure == nil })
     }
 
     /// Found by the fault-history checker's `diskfull` fault (seed 9): a send refused for a full
@@ -206,13 +219,22 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
     @Test func aSendRefusedForAFullDiskIsWrittenWhenResentWithDeduplicationOn() async throws {
         let broker = try await makeBroker()
         let topic = try await settle(broker.topic(try TopicName(parsing: "disk-full-dedup")))
-        topic.setDeduplication(enabled: true)
+        try await onLoop { topic.setDeduplication(enabled: true) }
+        // Turning it on rebuilds the state from the log in a task; it takes effect once that is done.
+        var waited = 0
+        while try await onLoop({ topic.deduplication == nil }), waited < 10_000 {
+            waited += 1
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(try await onLoop { topic.deduplication != nil }, "deduplication was never installed")
         func send(_ sequenceID: Int64) async throws -> Result<Position, BrokerError> {
             let promise = loop.makePromise(of: Result<Position, BrokerError>.self)
             let attributes = EntryAttributes(
                 numMessages: 1, publishTimeMs: 1, key: [], producerName: "p", highestSequenceID: sequenceID)
             let encoded = Entry(attributes: attributes, body: ByteBuffer(string: "s\(sequenceID)")).encode()
-            topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+            try await loop.executeInContext {
+                topic.publish(encoded: encoded, attributes: attributes) { promise.succeed($0) }
+            }
             return try await settle(promise.futureResult)
         }
         let first = try await send(0).get()
@@ -224,7 +246,7 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         store.setDiskFull(false)
         let resent = try await send(1).get()
         #expect(resent == Position(ledgerID: first.ledgerID, entryID: first.entryID + 1), "the resend was answered as a duplicate")
-        #expect(topic.lastPublishedSequenceID(producerName: "p") == 1)
+        #expect(try await onLoop { topic.lastPublishedSequenceID(producerName: "p") } == 1)
         // A real duplicate is still recognised.
         #expect(try await send(1).get() == Position(ledgerID: -1, entryID: -1))
     }

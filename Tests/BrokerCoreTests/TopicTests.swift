@@ -31,9 +31,11 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
     func activeConsumerChanged(consumerID: UInt64, isActive: Bool) {}
 }
 
-/// Transcripts of a topic over the in-memory stores, on an embedded event loop.
+/// Transcripts of a topic over the in-memory stores, on a testing event loop that runs only when
+/// told to (`NIOAsyncTestingEventLoop`: thread-safe, so the topic's own tasks may hop onto it while
+/// the test drives it). Everything that touches the topic runs on the loop (`onLoop`).
 @Suite struct TopicTests {
-    let loop = EmbeddedEventLoop()
+    let loop = NIOAsyncTestingEventLoop()
     let store = LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true)
     let metadata = InMemoryMetadataStore()
 
@@ -53,18 +55,28 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let done = NIOLockedValueBox(false)
         future.whenComplete { _ in done.withLockedValue { $0 = true } }
         for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
-            loop.run()
+            await loop.run()
             try await Task.sleep(for: .milliseconds(1))
         }
-        loop.run()
+        await loop.run()
         return try await future.get()
+    }
+
+    /// Runs `body` on the loop, then runs what it queued there.
+    @discardableResult
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let result = try await loop.executeInContext(body)
+        await loop.run()
+        return result
     }
 
     func publish(_ topic: Topic, _ text: String, key: String = "") async throws -> Position {
         let promise = loop.makePromise(of: Position.self)
         let attributes = EntryAttributes(numMessages: 1, publishTimeMs: 1, key: Array(key.utf8))
         let encoded = Entry(attributes: attributes, body: ByteBuffer(string: text)).encode()
-        topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
+        try await loop.executeInContext {
+            topic.publish(encoded: encoded, attributes: attributes) { promise.completeWith($0.mapError { $0 as any Error }) }
+        }
         return try await settle(promise.futureResult)
     }
 
@@ -73,7 +85,7 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let request = SubscribeRequest(
             subscription: name, type: type, consumerKey: ConsumerKey(connectionID: 1, consumerID: consumer),
             consumerName: "c\(consumer)", priorityLevel: 0, durable: true, start: nil, initialPosition: initial)
-        try await settle(topic.subscribe(request, sink: sink))
+        try await settle(loop.flatSubmit { topic.subscribe(request, sink: sink) })
     }
 
     @Test func publishSubscribeAcknowledgeAcrossLedgerRolls() async throws {
@@ -87,16 +99,17 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
 
         let sink = RecordingSink()
         try await subscribe(topic, "s", consumer: 0, sink: sink)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100) }
+        await loop.run()
         #expect(sink.deliveries.map(\.body) == (0..<7).map { "m\($0)" })
-        #expect(topic.backlog(subscription: "s") == 7)
+        #expect(try await onLoop { topic.backlog(subscription: "s") } == 7)
 
-        topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]])
-        #expect(topic.subscriptions["s"]!.cursor.markDelete == positions[1])
-        #expect(topic.backlog(subscription: "s") == 4)
-        topic.acknowledgeCumulative(subscription: "s", upTo: positions[6])
-        #expect(topic.backlog(subscription: "s") == 0)
+        try await onLoop { [positions] in topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]]) }
+        let markDelete = try await onLoop { topic.subscriptions["s"]!.cursor.markDelete }
+        #expect(markDelete == positions[1])
+        #expect(try await onLoop { topic.backlog(subscription: "s") } == 4)
+        try await onLoop { [positions] in topic.acknowledgeCumulative(subscription: "s", upTo: positions[6]) }
+        #expect(try await onLoop { topic.backlog(subscription: "s") } == 0)
     }
 
     /// managedLedgerMinLedgerRolloverTimeMinutes: a ledger younger than the minimum age is not
@@ -136,9 +149,9 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
             return buffer.getSlice(at: start, length: ends[i] - start)!
         }
         let replier = RecordingReplier()
-        topic.publish(PublishBatch(entries: entries, attributes: attributes, replier: replier))
+        try await onLoop { [entries, attributes] in topic.publish(PublishBatch(entries: entries, attributes: attributes, replier: replier)) }
         for _ in 0..<10_000 where replier.replies.count < 5 {
-            loop.run()
+            await loop.run()
             try await Task.sleep(for: .milliseconds(1))
         }
         // Three entries per ledger: the batch spans a roll; the replies still come in batch order.
@@ -147,12 +160,12 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         #expect(positions.count == 5)
         #expect(positions == positions.sorted())
         #expect(Set(positions.map(\.ledgerID)).count == 2)
-        #expect(topic.messagesIn == 10)
+        #expect(try await onLoop { topic.messagesIn } == 10)
 
         let sink = RecordingSink()
         try await subscribe(topic, "s", consumer: 0, sink: sink)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100) }
+        await loop.run()
         #expect(sink.deliveries.map(\.body) == (0..<5).map { "b\($0)" })
         #expect(sink.deliveries.map(\.position) == positions)
     }
@@ -164,12 +177,12 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let sink = RecordingSink()
         let key = ConsumerKey(connectionID: 1, consumerID: 0)
         try await subscribe(topic, "s", consumer: 0, sink: sink)
-        topic.flow(subscription: "s", key: key, permits: 10)
-        loop.run()
-        topic.redeliver(subscription: "s", key: key, positions: [first])
-        loop.run()
-        topic.redeliver(subscription: "s", key: key, positions: [])
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: key, permits: 10) }
+        await loop.run()
+        try await onLoop { topic.redeliver(subscription: "s", key: key, positions: [first]) }
+        await loop.run()
+        try await onLoop { topic.redeliver(subscription: "s", key: key, positions: []) }
+        await loop.run()
         #expect(sink.deliveries.map(\.redeliveryCount) == [0, 1, 2])
     }
 
@@ -189,14 +202,14 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let sink = RecordingSink()
         try await subscribe(topic, "s", consumer: 0, type: .shared, sink: sink)
         try await subscribe(topic, "s", consumer: 1, type: .shared, sink: sink)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 2)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 2)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 2) }
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 2) }
+        await loop.run()
         #expect(sink.deliveries.count == 4)
         let ofZero = sink.deliveries.filter { $0.consumerID == 0 }.map(\.body)
-        topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0))
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 10)
-        loop.run()
+        try await onLoop { topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0)) }
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 10) }
+        await loop.run()
         let redelivered = sink.deliveries.dropFirst(4)
         #expect(redelivered.allSatisfy { $0.consumerID == 1 && $0.redeliveryCount == 0 })
         #expect(redelivered.map(\.body).sorted() == ofZero.sorted())
@@ -210,19 +223,19 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let sink = RecordingSink()
         try await subscribe(topic, "s", consumer: 0, type: .keyShared, sink: sink)
         let first = ConsumerKey(connectionID: 1, consumerID: 0)
-        topic.flow(subscription: "s", key: first, permits: 100)
+        try await onLoop { topic.flow(subscription: "s", key: first, permits: 100) }
         var positions: [Position] = []
         for i in 0..<20 { positions.append(try await publish(topic, "k\(i % 4)-\(i)", key: "k\(i % 4)")) }
-        loop.run()
+        await loop.run()
         #expect(sink.deliveries.count == 20)
         try await subscribe(topic, "s", consumer: 1, type: .keyShared, sink: sink)
         let second = ConsumerKey(connectionID: 1, consumerID: 1)
-        topic.flow(subscription: "s", key: second, permits: 100)
+        try await onLoop { topic.flow(subscription: "s", key: second, permits: 100) }
         for i in 20..<40 { _ = try await publish(topic, "k\(i % 4)-\(i)", key: "k\(i % 4)") }
-        loop.run()
+        await loop.run()
         #expect(!sink.deliveries.contains { $0.consumerID == 1 }, "the new consumer must wait")
-        topic.acknowledge(subscription: "s", positions: positions)
-        loop.run()
+        try await onLoop { [positions] in topic.acknowledge(subscription: "s", positions: positions) }
+        await loop.run()
         #expect(sink.deliveries.count == 40)
         // Per key, deliveries are in publish order.
         for key in 0..<4 {
@@ -252,28 +265,29 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         }
         // Round 0: c1's keys are delivered at once; c0 (no permits yet) then gets exactly its share.
         for key in keys { _ = try await publish(topic, "\(key)/0", key: key) }
-        topic.flow(subscription: "s", key: c1, permits: 1000)
-        loop.run()
-        topic.flow(subscription: "s", key: c0, permits: UInt32(keys.count - bodies(of: c1).count))
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: c1, permits: 1000) }
+        await loop.run()
+        let c0Share = UInt32(keys.count - bodies(of: c1).count)
+        try await onLoop { topic.flow(subscription: "s", key: c0, permits: c0Share) }
+        await loop.run()
         let heldByC0 = Set(bodies(of: c0).map { String($0.split(separator: "/")[0]) })
         #expect(sink.deliveries.count == keys.count && !heldByC0.isEmpty)
         // Rounds 1-3: read while c1 has permits; c0's keys wait in the replay queue (c0 has none).
         for round in 1..<4 {
             for key in keys { _ = try await publish(topic, "\(key)/\(round)", key: key) }
         }
-        loop.run()
+        await loop.run()
         // c2 joins and takes over part of the hash range.
         try await subscribe(topic, "s", consumer: 2, type: .keyShared, sink: sink)
-        topic.flow(subscription: "s", key: c2, permits: 1000)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: c2, permits: 1000) }
+        await loop.run()
         let early = bodies(of: c2).filter { heldByC0.contains(String($0.split(separator: "/")[0])) }
         #expect(early.isEmpty, "c2 got entries of keys whose round 0 c0 still holds: \(early)")
         // c0 acknowledges its round 0 (and gets permits): everything flows, per key in order.
         let c0Positions = sink.deliveries.filter { $0.consumerID == 0 }.map(\.position)
-        topic.acknowledge(subscription: "s", positions: c0Positions)
-        topic.flow(subscription: "s", key: c0, permits: 1000)
-        loop.run()
+        try await onLoop { topic.acknowledge(subscription: "s", positions: c0Positions) }
+        try await onLoop { topic.flow(subscription: "s", key: c0, permits: 1000) }
+        await loop.run()
         #expect(sink.deliveries.count == keys.count * 4)
         let moved = bodies(of: c2).filter { heldByC0.contains(String($0.split(separator: "/")[0])) }
         #expect(!moved.isEmpty, "no key moved from c0 to c2: the case under test did not happen")
@@ -294,14 +308,14 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         // Consumer 1 is named "c1", consumer 0 "c0": c0 is active whatever the order of joining.
         try await subscribe(topic, "s", consumer: 1, type: .failover, sink: sink)
         try await subscribe(topic, "s", consumer: 0, type: .failover, sink: sink)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100)
-        topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100)
-        loop.run()
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 100) }
+        try await onLoop { topic.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 1), permits: 100) }
+        await loop.run()
         #expect(sink.deliveries.allSatisfy { $0.consumerID == 0 })
         #expect(sink.deliveries.map(\.body) == ["m0", "m1", "m2", "m3", "m4"])
-        topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]])
-        topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0))
-        loop.run()
+        try await onLoop { [positions] in topic.acknowledge(subscription: "s", positions: [positions[0], positions[1], positions[3]]) }
+        try await onLoop { topic.closeConsumer(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0)) }
+        await loop.run()
         let standby = sink.deliveries.dropFirst(5)
         #expect(standby.allSatisfy { $0.consumerID == 1 })
         #expect(standby.map(\.body) == ["m2", "m4"])
@@ -314,10 +328,10 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         var positions: [Position] = []
         for i in 0..<5 { positions.append(try await publish(topic, "m\(i)")) }
         try await subscribe(topic, "s", consumer: 0, sink: RecordingSink())
-        topic.acknowledge(subscription: "s", positions: [positions[0], positions[2], positions[4]])
-        loop.run()
+        try await onLoop { [positions] in topic.acknowledge(subscription: "s", positions: [positions[0], positions[2], positions[4]]) }
+        await loop.run()
         try await Task.sleep(for: .milliseconds(20))
-        loop.run()
+        await loop.run()
 
         // A second broker over the same stores reloads the topic, as a restart does.
         let restarted = BrokerService(
@@ -326,8 +340,8 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let reloaded = try await settle(restarted.topic(name))
         let sink = RecordingSink()
         try await subscribe(reloaded, "s", consumer: 0, sink: sink)
-        reloaded.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 10)
-        loop.run()
+        try await onLoop { reloaded.flow(subscription: "s", key: ConsumerKey(connectionID: 1, consumerID: 0), permits: 10) }
+        await loop.run()
         #expect(sink.deliveries.map(\.body) == ["m1", "m3"])
     }
 }
