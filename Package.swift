@@ -139,6 +139,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [
             "LedgerStorage",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),

@@ -113,6 +113,16 @@ public struct Entry: Sendable {
         writeBody(&buffer)
     }
 
+    /// The two header fields the message index needs, read in place at their fixed offsets (an
+    /// entry too short to hold them counts as one message published at 0).
+    public static func indexFields(of buffer: ByteBuffer) -> (numMessages: Int32, publishTimeMs: Int64) {
+        let start = buffer.readerIndex
+        guard let numMessages = buffer.getInteger(at: start + 1, as: Int32.self),
+              let publishTime = buffer.getInteger(at: start + 5, as: Int64.self)
+        else { return (1, 0) }
+        return (numMessages, publishTime)
+    }
+
     /// Decodes what `encode` wrote. The body is a slice of `buffer` (no copy).
     public static func decode(_ buffer: ByteBuffer) throws(BrokerError) -> Entry {
         var buffer = buffer

@@ -19,11 +19,40 @@ struct LedgerInfo: Codable, Sendable, Equatable {
     /// it until it would have rolled by age, so a restart deletes nothing an uninterrupted broker
     /// keeps. nil in records written before this field, and for rolled ledgers.
     var closedByRecovery: Bool?
+    /// The topic offset of the ledger's first message (offsets are gap-free and per topic: see
+    /// `LedgerIndex`). nil until known: after a ledger closed by recovery, whose messages are counted
+    /// by reading it back when first needed, and in records written before offsets.
+    var firstOffset: Int64?
+    /// Messages in the ledger; nil until known (the open ledger's, until it rolls; see `firstOffset`).
+    var messages: Int64?
 }
 
 /// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
 struct ManagedLedgerRecord: Codable, Sendable {
     var ledgers: [LedgerInfo]
+
+    /// Fills in each ledger's first offset from its neighbours' (forward: previous first offset +
+    /// previous messages; backward: next first offset - messages). In a record where no ledger has
+    /// one (written before offsets), the first ledger starts at offset 0. Returns the offset the
+    /// message after the last ledger takes, if known.
+    @discardableResult
+    static func resolveOffsets(_ ledgers: inout [LedgerInfo]) -> Int64? {
+        guard !ledgers.isEmpty else { return nil }
+        if ledgers.allSatisfy({ $0.firstOffset == nil }) { ledgers[0].firstOffset = 0 }
+        for index in ledgers.indices.dropFirst() where ledgers[index].firstOffset == nil {
+            let previous = ledgers[index - 1]
+            if let first = previous.firstOffset, let messages = previous.messages {
+                ledgers[index].firstOffset = first + messages
+            }
+        }
+        for index in ledgers.indices.dropLast().reversed() where ledgers[index].firstOffset == nil {
+            if let next = ledgers[index + 1].firstOffset, let messages = ledgers[index].messages {
+                ledgers[index].firstOffset = next - messages
+            }
+        }
+        let last = ledgers[ledgers.count - 1]
+        return last.firstOffset.flatMap { first in last.messages.map { first + $0 } }
+    }
 }
 
 /// Limits of a managed ledger.
@@ -70,11 +99,11 @@ public struct ManagedLedgerConfiguration: Sendable {
 final class ManagedLedger: @unchecked Sendable {
     let name: String
     let eventLoop: any EventLoop
-    private let store: any LedgerClient
-    private let metadata: any MetadataStore
+    let store: any LedgerClient
+    let metadata: any MetadataStore
     private let configuration: ManagedLedgerConfiguration
-    private let logger: Logger
-    private let metadataKey: String
+    let logger: Logger
+    let metadataKey: String
 
     /// Closed ledgers, then the open one (last). Entries of the open one = confirmed count.
     private(set) var ledgers: [LedgerInfo]
@@ -124,6 +153,13 @@ final class ManagedLedger: @unchecked Sendable {
     private(set) var unreadableEntries: [Position: String] = [:]
     static let maxUnreadableEntriesRecorded = 1_000
 
+    /// Message indexes of ledgers (`LedgerIndex`): the open ledger's, kept as its entries become
+    /// durable; a closed ledger's once loaded from metadata (`MetadataKeys.ledgerIndex`, written at
+    /// its roll) or rebuilt by reading it back (`index(ofLedger:)`).
+    var indexes: [Int64: LedgerIndex] = [:]
+    /// Closed ledgers whose index is being loaded or rebuilt (`countMessages(ofLedgerAt:)`).
+    var indexLoads: Set<Int64> = []
+
     private init(
         name: String, eventLoop: any EventLoop, store: any LedgerClient, metadata: any MetadataStore,
         configuration: ManagedLedgerConfiguration, logger: Logger, metadataKey: String,
@@ -138,6 +174,7 @@ final class ManagedLedger: @unchecked Sendable {
         self.metadataKey = metadataKey
         self.ledgers = ledgers
         self.metadataVersion = metadataVersion
+        self.indexes[ledgers[ledgers.count - 1].ledgerID] = LedgerIndex()
     }
 
     static let ledgerIDCounterKey = MetadataKeys.ledgerIDCounter
@@ -160,10 +197,14 @@ final class ManagedLedger: @unchecked Sendable {
             record.ledgers[index].entries = lastAddConfirmed + 1
             record.ledgers[index].closed = true
             record.ledgers[index].closedByRecovery = true
+            // Its messages are counted when first needed (`index(ofLedger:)`), unless it holds none.
+            record.ledgers[index].messages = lastAddConfirmed < 0 ? 0 : nil
             logger.info("managed-ledger.recovered-ledger", metadata: [
                 "topic": "\(name)", "ledger.id": "\(ledgerID)", "ledger.last-add-confirmed": "\(lastAddConfirmed)",
             ])
         }
+        // The first offset of the new ledger, found before empty ledgers (which may carry it) go.
+        let nextOffset = record.ledgers.isEmpty ? 0 : ManagedLedgerRecord.resolveOffsets(&record.ledgers)
         // Empty closed ledgers carry nothing; drop them from the list.
         record.ledgers.removeAll { $0.closed && $0.entries == 0 }
         for ledger in record.ledgers {
@@ -172,7 +213,8 @@ final class ManagedLedger: @unchecked Sendable {
         let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
         try await store.createLedger(ledgerID: newLedgerID, replication: configuration.replication)
         record.ledgers.append(LedgerInfo(
-            ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: configuration.clock.nowMs()))
+            ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: configuration.clock.nowMs(),
+            firstOffset: nextOffset))
         let version = try await metadata.put(
             metadataKey, value: Array(try JSONEncoder().encode(record)), expectedVersion: expectedVersion)
         return ManagedLedger(
@@ -181,6 +223,31 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     private var openLedger: LedgerInfo { ledgers[ledgers.count - 1] }
+
+    /// Takes the ledger list a roll wrote, keeping first offsets and message counts learnt meanwhile.
+    private func adoptLedgers(_ newLedgers: [LedgerInfo]) {
+        var merged = newLedgers
+        for index in merged.indices {
+            guard let known = ledgers.first(where: { $0.ledgerID == merged[index].ledgerID }) else { continue }
+            merged[index].firstOffset = merged[index].firstOffset ?? known.firstOffset
+            merged[index].messages = merged[index].messages ?? known.messages
+        }
+        ManagedLedgerRecord.resolveOffsets(&merged)
+        ledgers = merged
+    }
+
+    /// A closed ledger's index was loaded or rebuilt: its message count is known, and so are the
+    /// first offsets that follow from it. Ignored if the ledger is gone or the index does not
+    /// cover exactly its entries.
+    func installIndex(_ index: LedgerIndex, ofLedger ledgerID: Int64) {
+        eventLoop.preconditionInEventLoop()
+        guard let position = ledgers.firstIndex(where: { $0.ledgerID == ledgerID }), ledgers[position].closed,
+              index.entries == ledgers[position].entries
+        else { return }
+        indexes[ledgerID] = index
+        ledgers[position].messages = index.messages
+        ManagedLedgerRecord.resolveOffsets(&ledgers)
+    }
 
     /// How this managed ledger's ledgers (and its cursors' ledgers) are replicated.
     var replication: LedgerReplicationOptions? { configuration.replication }
@@ -358,22 +425,6 @@ final class ManagedLedger: @unchecked Sendable {
         let waiters = readAheadWaiters
         readAheadWaiters.removeAll()
         for waiter in waiters { waiter() }
-    }
-
-    /// The first entry published at or after `timestampMs`, nil if none: scanned in log order, in
-    /// batches whose positions are taken on the loop and whose reads are awaited off it (the loop is
-    /// never held for the scan). An unreadable entry is passed over.
-    func firstPosition(publishedAtOrAfter timestampMs: Int64) async -> Position? {
-        var after: Position?
-        while true {
-            let batch = await positions(after: after, limit: ManagedLedgerLimits.readAheadBatch)
-            guard let last = batch.last else { return nil }
-            let times = await publishTimes(of: batch)
-            for (index, time) in times.enumerated() where (time ?? .min) >= timestampMs {
-                return batch[index]
-            }
-            after = last
-        }
     }
 
     /// Up to `limit` durable positions after `after` (from the first with nil), taken on the loop.
@@ -657,6 +708,8 @@ final class ManagedLedger: @unchecked Sendable {
                     ledgers[last].sizeBytes += pending.size
                 }
                 if let entry = pending.entry {
+                    let fields = Entry.indexFields(of: entry)
+                    indexes[pending.position.ledgerID]?.append(numMessages: fields.numMessages, publishTimeMs: fields.publishTimeMs)
                     tailCache.insert(entry, at: pending.position)
                 }
                 pending.receiver.appendCompleted(tag: pending.tag, result: .success(pending.position))
@@ -687,6 +740,9 @@ final class ManagedLedger: @unchecked Sendable {
         }
         var closing = ManagedLedgerRecord(ledgers: ledgers)
         closing.ledgers[closing.ledgers.count - 1].closed = true
+        let closingIndex = indexes[openLedger.ledgerID]
+        closing.ledgers[closing.ledgers.count - 1].messages = closingIndex?.messages
+        let indexKey = MetadataKeys.ledgerIndex(ofManagedLedger: metadataKey, ledgerID: openLedger.ledgerID)
         let record = closing
         let metadata = self.metadata
         let key = metadataKey
@@ -698,12 +754,19 @@ final class ManagedLedger: @unchecked Sendable {
             // Nothing is in flight: seal the ledger in the store (a replicated store records its
             // last entry, so re-replication can repair it) before recording the roll.
             try await store.closeLedger(ledgerID: closingLedgerID)
+            // The closed ledger's index, so a later load need not read the ledger back to count
+            // its messages (if this write is lost, it is rebuilt that way).
+            if let closingIndex, closingIndex.entries > 0 {
+                _ = try? await metadata.put(indexKey, value: closingIndex.encode(), expectedVersion: nil)
+            }
             let newLedgerID = try await metadata.increment(ManagedLedger.ledgerIDCounterKey)
             try await store.createLedger(ledgerID: newLedgerID, replication: replication)
             var newRecord = record
+            let nextOffset = ManagedLedgerRecord.resolveOffsets(&newRecord.ledgers)
             newRecord.ledgers.removeAll { $0.closed && $0.entries == 0 }
             newRecord.ledgers.append(LedgerInfo(
-                ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: self.clock.nowMs()))
+                ledgerID: newLedgerID, entries: 0, sizeBytes: 0, closed: false, createdAtMs: self.clock.nowMs(),
+                firstOffset: nextOffset))
             let version = try await metadata.put(
                 key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
             return (newRecord, version)
@@ -711,8 +774,10 @@ final class ManagedLedger: @unchecked Sendable {
         future.whenComplete { result in
             switch result {
             case .success(let (newRecord, version)):
-                self.ledgers = newRecord.ledgers
+                self.adoptLedgers(newRecord.ledgers)
                 self.metadataVersion = version
+                self.indexes[self.openLedger.ledgerID] = LedgerIndex()
+                if closingIndex?.entries == 0 { self.indexes[closingLedgerID] = nil }
                 self.assignedEntries = 0
                 self.assignedBytes = 0
                 self.rolling = false
@@ -789,6 +854,12 @@ final class ManagedLedger: @unchecked Sendable {
             let tooBig = retentionSizeBytes >= 0 && total > retentionSizeBytes
             let keepNothing = retentionTimeMs == 0 || retentionSizeBytes == 0
             guard keepNothing || tooOld || tooBig else { break }
+            // The next ledger must know its first offset before this one goes (it is found from
+            // this one's messages): count them first, the next pass trims.
+            guard ledgers[index + 1].firstOffset != nil else {
+                countMessages(ofLedgerAt: index)
+                break
+            }
             candidates.append(ledger.ledgerID)
             total -= ledger.sizeBytes
         }
@@ -809,6 +880,7 @@ final class ManagedLedger: @unchecked Sendable {
             guard case .success(let version) = result else { return }
             self.metadataVersion = version
             self.ledgers.removeAll { deletable.contains($0.ledgerID) }
+            for ledgerID in deletable { self.indexes[ledgerID] = nil }
             self.unreadableEntries = self.unreadableEntries.filter { !deletable.contains($0.key.ledgerID) }
             self.tailCache.removeAll()
             self.deleteFromStore(deletable)
@@ -834,8 +906,13 @@ final class ManagedLedger: @unchecked Sendable {
     /// Deletes ledgers from the store, from a task (the loop goes on meanwhile).
     private func deleteFromStore(_ ledgerIDs: [Int64]) {
         let store = self.store
+        let metadata = self.metadata
+        let key = metadataKey
         Task {
-            for ledgerID in ledgerIDs { try? await store.deleteLedger(ledgerID: ledgerID) }
+            for ledgerID in ledgerIDs {
+                try? await store.deleteLedger(ledgerID: ledgerID)
+                try? await metadata.delete(MetadataKeys.ledgerIndex(ofManagedLedger: key, ledgerID: ledgerID), expectedVersion: nil)
+            }
         }
     }
 
@@ -846,7 +923,10 @@ final class ManagedLedger: @unchecked Sendable {
             self.tailCache.removeAll()
             return self.ledgers.map(\.ledgerID)
         }.get()
-        for ledgerID in ledgerIDs { try? await store.deleteLedger(ledgerID: ledgerID) }
+        for ledgerID in ledgerIDs {
+            try? await store.deleteLedger(ledgerID: ledgerID)
+            try? await metadata.delete(MetadataKeys.ledgerIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID), expectedVersion: nil)
+        }
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 }

@@ -38,6 +38,12 @@ extension Topic {
     func expire(_ subscription: Subscription, olderThanMs cutoffMs: Int64) {
         var last: Position?
         var position = managedLedger.next(after: subscription.cursor.markDelete)
+        // Whole blocks the ledgers' indexes show as older go without a read; the block holding the
+        // first entry at or after the cutoff is then looked at entry by entry.
+        if let known = managedLedger.lastEntryKnownPublished(before: cutoffMs, after: subscription.cursor.markDelete) {
+            last = known
+            position = managedLedger.next(after: known)
+        }
         var examined = 0
         scan: while let current = position, examined < Topic.maxEntriesExaminedForExpiry {
             switch managedLedger.entryAtHand(current) {

@@ -78,24 +78,10 @@ final class FaultyLedgerStore: ForwardingLedgerStore, @unchecked Sendable {
         return broker
     }
 
-    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
-        let done = NIOLockedValueBox(false)
-        future.whenComplete { _ in done.withLockedValue { $0 = true } }
-        for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
-            await loop.run()
-            try await Task.sleep(for: .milliseconds(1))
-        }
-        await loop.run()
-        return try await future.get()
-    }
+    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T { try await loop.settle(future) }
 
-    /// Runs `body` on the loop, then runs what it queued there.
     @discardableResult
-    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        let result = try await loop.executeInContext(body)
-        await loop.run()
-        return result
-    }
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T { try await loop.onLoop(body) }
 
     func publishResult(_ topic: Topic, _ text: String) async throws -> Result<Position, BrokerError> {
         let promise = loop.makePromise(of: Result<Position, BrokerError>.self)

@@ -5,6 +5,7 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
+import TestSupport
 import Testing
 
 /// Records what a topic sends to a connection: the core's edge seen as pure values.
@@ -50,25 +51,10 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         return broker
     }
 
-    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
-        // Async work (metadata) completes off the loop; keep running the loop until the future is done.
-        let done = NIOLockedValueBox(false)
-        future.whenComplete { _ in done.withLockedValue { $0 = true } }
-        for _ in 0..<10_000 where !done.withLockedValue({ $0 }) {
-            await loop.run()
-            try await Task.sleep(for: .milliseconds(1))
-        }
-        await loop.run()
-        return try await future.get()
-    }
+    func settle<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T { try await loop.settle(future) }
 
-    /// Runs `body` on the loop, then runs what it queued there.
     @discardableResult
-    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        let result = try await loop.executeInContext(body)
-        await loop.run()
-        return result
-    }
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T { try await loop.onLoop(body) }
 
     func publish(_ topic: Topic, _ text: String, key: String = "") async throws -> Position {
         let promise = loop.makePromise(of: Position.self)
