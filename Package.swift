@@ -66,16 +66,24 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Topics, managed ledgers, cursors, subscriptions, dispatchers. Protocol-neutral.
+        // The managed ledger: a topic's ledgers, cursors, the tail cache, positions, range sets,
+        // entries, per-topic message offsets and the time index. Protocol-neutral, below BrokerCore.
+        .target(name: "ManagedLedger", dependencies: [
+            "LedgerStorage", "Metadata",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: hotPathSettings),
+        // Topics, subscriptions, dispatchers, policies, the cluster's ownership. Protocol-neutral.
         .target(name: "BrokerCore", dependencies: [
-            "LedgerStorage", "Metadata", "CRC32C",
+            "ManagedLedger", "LedgerStorage", "Metadata", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
         // Hummingbird routes for /admin/v2/..., /metrics and /health.
         .target(name: "AdminAPI", dependencies: [
-            "BrokerCore", "PulsarProtocol",
+            "BrokerCore", "ManagedLedger", "PulsarProtocol",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -85,7 +93,7 @@ let package = Package(
         ]),
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
-            "PulsarProtocol", "BrokerCore", "LedgerStorage", "Metadata", "AdminAPI",
+            "PulsarProtocol", "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -114,7 +122,7 @@ let package = Package(
         // Pulsar-style `--config` files (Java properties with Pulsar's and BookKeeper's key names).
         .target(name: "ServerConfig"),
         .executableTarget(name: "magnetar", dependencies: [
-            "BrokerServer", "BrokerCore", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
+            "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -126,7 +134,7 @@ let package = Package(
         ], swiftSettings: hotPathSettings),
         // Fuzz targets over every reader of untrusted input (scripts/fuzz builds them with libFuzzer).
         .target(name: "FuzzTargets", dependencies: [
-            "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "BrokerServer", "AdminAPI",
+            "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "ManagedLedger", "BrokerServer", "AdminAPI",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -170,17 +178,17 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerCoreTests", dependencies: [
-            "BrokerCore", "LedgerStorage", "Metadata", "TestSupport",
+            "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "TestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [
-            "BrokerServer", "BrokerCore", "PulsarProtocol", "LedgerStorage", "Metadata",
+            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "AdminAPITests", dependencies: [
-            "AdminAPI", "BrokerCore", "LedgerStorage", "Metadata",
+            "AdminAPI", "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import Prometheus
 
 /// Computes the per-topic Prometheus series at scrape time from the loaded topics' stats, with

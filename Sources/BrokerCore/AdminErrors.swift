@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// The catalog of admin errors: every reason the admin operations give, in one place, worded like
 /// Apache Pulsar's (scripts match on them) with the name concerned appended. The HTTP status comes
 /// from the code (AdminAPI's `AdminErrorMapping`).

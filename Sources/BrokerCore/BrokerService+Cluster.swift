@@ -1,3 +1,4 @@
+import ManagedLedger
 import Metadata
 import Logging
 import NIOCore

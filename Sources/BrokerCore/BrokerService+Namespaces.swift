@@ -1,3 +1,4 @@
+import ManagedLedger
 import Foundation
 import Logging
 import Metadata

@@ -1,3 +1,4 @@
+import ManagedLedger
 import NIOCore
 
 /// Where a consumer's messages go: implemented by each protocol edge (the Pulsar connection).

@@ -1,3 +1,4 @@
+import ManagedLedger
 import LedgerStorage
 
 /// The namespace policies the broker enforces at run time, with broker defaults (Pulsar's

@@ -1,3 +1,4 @@
+import ManagedLedger
 import NIOCore
 
 /// Entry point of the fuzz target (`scripts/fuzz`): the reader of a stored entry's header (what

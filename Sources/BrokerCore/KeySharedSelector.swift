@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// How a Key_Shared subscription assigns key hashes to consumers.
 public enum KeySharedMode: Sendable, Equatable {
     /// The broker splits the hash space among consumers (a consistent-hashing ring).

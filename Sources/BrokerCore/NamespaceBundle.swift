@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// A namespace bundle: the topics of a namespace whose name hashes into `[lower, upper)` (the last
 /// bundle includes `upper` = 0xffffffff). The unit of topic ownership in a cluster. A pure value.
 ///

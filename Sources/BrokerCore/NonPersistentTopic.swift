@@ -1,3 +1,4 @@
+import ManagedLedger
 import Logging
 import NIOCore
 

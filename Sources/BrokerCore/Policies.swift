@@ -1,3 +1,4 @@
+import ManagedLedger
 import LedgerStorage
 import Foundation
 

@@ -1,24 +1,5 @@
+import ManagedLedger
 import NIOCore
-
-/// Hears how each append of a managed ledger ended: one call per entry, on the topic's event loop.
-/// `tag` is what the appender passed with the entry (an index into its own bookkeeping), so one
-/// receiver object serves many entries and no closure is allocated per entry.
-protocol AppendReceiver: AnyObject {
-    func appendCompleted(tag: Int, result: Result<Position, BrokerError>)
-}
-
-/// An `AppendReceiver` around a closure, for the callers that append one entry at a time.
-final class ClosureAppendReceiver: AppendReceiver {
-    private let completion: (Result<Position, BrokerError>) -> Void
-
-    init(_ completion: @escaping (Result<Position, BrokerError>) -> Void) {
-        self.completion = completion
-    }
-
-    func appendCompleted(tag: Int, result: Result<Position, BrokerError>) {
-        completion(result)
-    }
-}
 
 /// Answers the publisher of a `PublishBatch`: called once per entry (`index` into the batch), on the
 /// topic's event loop, with where the entry was stored or why it was not. Duplicates (deduplication)
@@ -52,7 +33,7 @@ public final class PublishBatch: @unchecked Sendable {
 }
 
 extension PublishBatch: AppendReceiver {
-    func appendCompleted(tag: Int, result: Result<Position, BrokerError>) {
+    package func appendCompleted(tag: Int, result: Result<Position, BrokerError>) {
         switch result {
         case .success(let position):
             topic?.entryPersisted(attributes[tag], bytes: entries[tag].readableBytes, at: position)

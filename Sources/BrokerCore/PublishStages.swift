@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// What a publish stage decides about one entry.
 enum PublishVerdict {
     /// Pass it on (to the next stage, then the managed ledger).

@@ -1,3 +1,4 @@
+import ManagedLedger
 import NIOCore
 
 /// What a protocol edge needs from a topic, persistent or not. Every method must be called on

@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// Message deduplication state of a topic (namespace policy `deduplicationEnabled`): per producer
 /// name, the highest sequence id persisted and the highest accepted for persisting. A pure value
 /// owned by the topic.

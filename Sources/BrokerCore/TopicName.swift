@@ -1,3 +1,5 @@
+import ManagedLedger
+
 /// A fully qualified topic name: `{persistent|non-persistent}://tenant/namespace/local-name`.
 ///
 /// Partition i of topic T is the topic `T-partition-i`. A pure value.

@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import PulsarProtocol
 
 /// Builders for the broker→client commands. Every required proto2 field is set here, so no

@@ -1,5 +1,6 @@
 import AdminAPI
 import BrokerCore
+import ManagedLedger
 import Foundation
 import HTTPTypes
 import Hummingbird

@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import Logging
 import NIOCore
 import ServiceLifecycle

@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import NIOCore
 import PulsarProtocol
 

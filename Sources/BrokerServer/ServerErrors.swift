@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import PulsarProtocol
 
 /// The one place where broker errors become Pulsar `ServerError` values (notes §10: fatal vs retried).

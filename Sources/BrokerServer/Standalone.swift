@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import Foundation
 import LedgerStorage
 import Logging

@@ -1,5 +1,6 @@
 import AdminAPI
 import BrokerCore
+import ManagedLedger
 import BrokerServer
 import Dispatch
 import HTTPTypes

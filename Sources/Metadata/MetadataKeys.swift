@@ -29,7 +29,7 @@ public enum MetadataKeys {
     public static func managedLedger(_ path: String) -> String { "/managed-ledgers/" + path }
     /// `/managed-ledger-indexes/<path>/<ledgerID>`: the message index of one closed ledger of the
     /// managed ledger whose record is at `key` (`managedLedger(path)`).
-    public static func ledgerIndex(ofManagedLedger key: String, ledgerID: Int64) -> String {
+    public static func messageIndex(ofManagedLedger key: String, ledgerID: Int64) -> String {
         "/managed-ledger-indexes/" + key.dropFirst("/managed-ledgers/".count) + "/" + String(ledgerID)
     }
     /// Every managed ledger of a namespace, or of one domain of it.

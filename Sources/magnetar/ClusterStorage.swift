@@ -1,5 +1,6 @@
 import ArgumentParser
 import BrokerCore
+import ManagedLedger
 import LedgerStorage
 import Logging
 import Metadata

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BrokerCore
+import ManagedLedger
 import BrokerServer
 import Logging
 import Metrics

@@ -1,5 +1,6 @@
 @testable import AdminAPI
 import BrokerCore
+import ManagedLedger
 import Foundation
 import Testing
 

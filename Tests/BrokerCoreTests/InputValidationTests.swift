@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 import Testing
 
 /// Values from the network, from disk or from an operator never trap (issue 12, faults 1-5).

@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import NIOCore
 import NIOEmbedded
 import TestSupport

@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import Testing
 
 @Suite struct KeySharedTests {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import BrokerCore
+@testable import ManagedLedger
 import LedgerStorage
 import Logging
 import Metadata

@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import LedgerStorage
 import Logging
 import Metadata
@@ -83,9 +84,9 @@ import Testing
         #expect(try await pumped { await ledger.position(ofOffset: -1) } == nil)
         // The rolled ledgers' indexes are in metadata, so a restart need not read them back.
         for ledgerID in Set(positions.map(\.ledgerID)).sorted().dropLast() {
-            let key = MetadataKeys.ledgerIndex(ofManagedLedger: MetadataKeys.managedLedger(topic.name.metadataPath), ledgerID: ledgerID)
+            let key = MetadataKeys.messageIndex(ofManagedLedger: MetadataKeys.managedLedger(topic.name.metadataPath), ledgerID: ledgerID)
             let stored = try #require(try await metadata.get(key), "no index for ledger \(ledgerID)")
-            #expect(try LedgerIndex.decode(stored.value).entries == 150)
+            #expect(try MessageIndex.decode(stored.value).entries == 150)
         }
     }
 

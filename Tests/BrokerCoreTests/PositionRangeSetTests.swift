@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import TestSupport
 import Testing
 

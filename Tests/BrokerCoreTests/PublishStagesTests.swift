@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import Testing
 
 /// The deduplication stage of the publish path, as a pure state machine.

@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import LedgerStorage
 import Logging
 import Metadata

@@ -1,4 +1,5 @@
 import BrokerCore
+import ManagedLedger
 @testable import BrokerServer
 import LedgerStorage
 import Logging

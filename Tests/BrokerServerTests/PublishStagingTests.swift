@@ -1,4 +1,5 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 @testable import BrokerServer
 import Logging
 import NIOCore

@@ -5,7 +5,7 @@
 /// A pure value.
 public struct PositionRangeSet: Sendable, Equatable {
     /// ledgerID → sorted, disjoint, non-adjacent ranges of entry ids.
-    private(set) var ranges: [Int64: [ClosedRange<Int64>]] = [:]
+    package private(set) var ranges: [Int64: [ClosedRange<Int64>]] = [:]
 
     public init() {}
 

@@ -6,37 +6,37 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// One ledger of a managed ledger, as recorded in metadata.
-struct LedgerInfo: Codable, Sendable, Equatable {
-    var ledgerID: Int64
+package struct LedgerInfo: Codable, Sendable, Equatable {
+    package var ledgerID: Int64
     /// Number of entries; for the open ledger, the number confirmed so far (not kept up to date in metadata).
-    var entries: Int64
-    var sizeBytes: Int64
-    var closed: Bool
+    package var entries: Int64
+    package var sizeBytes: Int64
+    package var closed: Bool
     /// When the ledger was opened (epoch ms); retention ages a ledger by its last entry's time,
     /// approximated by when the next ledger opened.
-    var createdAtMs: Int64?
+    package var createdAtMs: Int64?
     /// Closed by recovery (a restart or a takeover fenced it) rather than by a roll: retention keeps
     /// it until it would have rolled by age, so a restart deletes nothing an uninterrupted broker
     /// keeps. nil in records written before this field, and for rolled ledgers.
-    var closedByRecovery: Bool?
+    package var closedByRecovery: Bool?
     /// The topic offset of the ledger's first message (offsets are gap-free and per topic: see
-    /// `LedgerIndex`). nil until known: after a ledger closed by recovery, whose messages are counted
+    /// `MessageIndex`). nil until known: after a ledger closed by recovery, whose messages are counted
     /// by reading it back when first needed, and in records written before offsets.
-    var firstOffset: Int64?
+    package var firstOffset: Int64?
     /// Messages in the ledger; nil until known (the open ledger's, until it rolls; see `firstOffset`).
-    var messages: Int64?
+    package var messages: Int64?
 }
 
 /// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
-struct ManagedLedgerRecord: Codable, Sendable {
-    var ledgers: [LedgerInfo]
+package struct ManagedLedgerRecord: Codable, Sendable {
+    package var ledgers: [LedgerInfo]
 
     /// Fills in each ledger's first offset from its neighbours' (forward: previous first offset +
     /// previous messages; backward: next first offset - messages). In a record where no ledger has
     /// one (written before offsets), the first ledger starts at offset 0. Returns the offset the
     /// message after the last ledger takes, if known.
     @discardableResult
-    static func resolveOffsets(_ ledgers: inout [LedgerInfo]) -> Int64? {
+    package static func resolveOffsets(_ ledgers: inout [LedgerInfo]) -> Int64? {
         guard !ledgers.isEmpty else { return nil }
         if ledgers.allSatisfy({ $0.firstOffset == nil }) { ledgers[0].firstOffset = 0 }
         for index in ledgers.indices.dropFirst() where ledgers[index].firstOffset == nil {
@@ -96,17 +96,17 @@ public struct ManagedLedgerConfiguration: Sendable {
 /// A failed append fails the managed ledger for good (`failure`: fenced by another broker, an I/O
 /// error), except when the store's disk is full (`LedgerStoreError.diskFull`): then appends fail, in
 /// order, until nothing is in flight, and the next append is tried again (`writesSuspended`).
-final class ManagedLedger: @unchecked Sendable {
-    let name: String
-    let eventLoop: any EventLoop
-    let store: any LedgerClient
-    let metadata: any MetadataStore
+package final class ManagedLedger: @unchecked Sendable {
+    package let name: String
+    package let eventLoop: any EventLoop
+    package let store: any LedgerClient
+    package let metadata: any MetadataStore
     private let configuration: ManagedLedgerConfiguration
-    let logger: Logger
-    let metadataKey: String
+    package let logger: Logger
+    package let metadataKey: String
 
     /// Closed ledgers, then the open one (last). Entries of the open one = confirmed count.
-    private(set) var ledgers: [LedgerInfo]
+    package private(set) var ledgers: [LedgerInfo]
     private var metadataVersion: Int64
     /// Entry ids handed out in the open ledger (confirmed + in flight).
     private var assignedEntries: Int64 = 0
@@ -133,16 +133,16 @@ final class ManagedLedger: @unchecked Sendable {
     /// Appends waiting for a ledger roll to finish.
     private var waiting: [(entry: ByteBuffer, receiver: any AppendReceiver, tag: Int)] = []
     private var rolling = false
-    private(set) var failure: BrokerError?
+    package private(set) var failure: BrokerError?
     /// Set while the store refuses appends for lack of disk space: not permanent, unlike `failure`.
     /// Appends made meanwhile fail with it at once (in append order, behind those in flight), and
     /// so do entries not yet handed to the store. Once nothing is in flight, the open ledger's next
     /// entry id goes back to its confirmed count (the store forgot the refused entries) and this
     /// is cleared: the next append is tried again.
-    private(set) var writesSuspended: BrokerError?
+    package private(set) var writesSuspended: BrokerError?
 
     /// Why appends are refused now for lack of space (here, or in the store), or nil.
-    var diskFullError: BrokerError? {
+    package var diskFullError: BrokerError? {
         if let writesSuspended { return writesSuspended }
         guard case .diskFull(let detail)? = store.writeSuspension else { return nil }
         return BrokerError(.persistence, "disk full: the broker's storage has no room left for \(name) (\(detail))")
@@ -150,15 +150,15 @@ final class ManagedLedger: @unchecked Sendable {
     /// Entries that dispatch gave up reading (every attempt failed: a checksum mismatch, a missing
     /// file), with the error, until their ledger is trimmed: the admin internal stats list them and
     /// the operator skips them. At most `maxUnreadableEntriesRecorded`.
-    private(set) var unreadableEntries: [Position: String] = [:]
-    static let maxUnreadableEntriesRecorded = 1_000
+    package private(set) var unreadableEntries: [Position: String] = [:]
+    package static let maxUnreadableEntriesRecorded = 1_000
 
-    /// Message indexes of ledgers (`LedgerIndex`): the open ledger's, kept as its entries become
-    /// durable; a closed ledger's once loaded from metadata (`MetadataKeys.ledgerIndex`, written at
+    /// Message indexes of ledgers (`MessageIndex`): the open ledger's, kept as its entries become
+    /// durable; a closed ledger's once loaded from metadata (`MetadataKeys.messageIndex`, written at
     /// its roll) or rebuilt by reading it back (`index(ofLedger:)`).
-    var indexes: [Int64: LedgerIndex] = [:]
+    package var indexes: [Int64: MessageIndex] = [:]
     /// Closed ledgers whose index is being loaded or rebuilt (`countMessages(ofLedgerAt:)`).
-    var indexLoads: Set<Int64> = []
+    package var indexLoads: Set<Int64> = []
 
     private init(
         name: String, eventLoop: any EventLoop, store: any LedgerClient, metadata: any MetadataStore,
@@ -174,13 +174,13 @@ final class ManagedLedger: @unchecked Sendable {
         self.metadataKey = metadataKey
         self.ledgers = ledgers
         self.metadataVersion = metadataVersion
-        self.indexes[ledgers[ledgers.count - 1].ledgerID] = LedgerIndex()
+        self.indexes[ledgers[ledgers.count - 1].ledgerID] = MessageIndex()
     }
 
-    static let ledgerIDCounterKey = MetadataKeys.ledgerIDCounter
+    package static let ledgerIDCounterKey = MetadataKeys.ledgerIDCounter
 
     /// Opens (or creates) the managed ledger, recovering its last ledger.
-    static func open(
+    package static func open(
         name: String, metadataKey: String, eventLoop: any EventLoop, store: any LedgerClient,
         metadata: any MetadataStore, configuration: ManagedLedgerConfiguration, logger: Logger
     ) async throws -> ManagedLedger {
@@ -239,7 +239,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// A closed ledger's index was loaded or rebuilt: its message count is known, and so are the
     /// first offsets that follow from it. Ignored if the ledger is gone or the index does not
     /// cover exactly its entries.
-    func installIndex(_ index: LedgerIndex, ofLedger ledgerID: Int64) {
+    package func installIndex(_ index: MessageIndex, ofLedger ledgerID: Int64) {
         eventLoop.preconditionInEventLoop()
         guard let position = ledgers.firstIndex(where: { $0.ledgerID == ledgerID }), ledgers[position].closed,
               index.entries == ledgers[position].entries
@@ -250,10 +250,10 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// How this managed ledger's ledgers (and its cursors' ledgers) are replicated.
-    var replication: LedgerReplicationOptions? { configuration.replication }
+    package var replication: LedgerReplicationOptions? { configuration.replication }
 
     /// The last durable entry, or nil if the managed ledger holds none.
-    var lastConfirmed: Position? {
+    package var lastConfirmed: Position? {
         for ledger in ledgers.reversed() where ledger.entries > 0 {
             return Position(ledgerID: ledger.ledgerID, entryID: ledger.entries - 1)
         }
@@ -261,7 +261,7 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// The first entry, or nil if empty.
-    var firstPosition: Position? {
+    package var firstPosition: Position? {
         for ledger in ledgers where ledger.entries > 0 {
             return Position(ledgerID: ledger.ledgerID, entryID: 0)
         }
@@ -269,19 +269,19 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Number of durable entries.
-    var numberOfEntries: Int64 { ledgers.reduce(0) { $0 + $1.entries } }
+    package var numberOfEntries: Int64 { ledgers.reduce(0) { $0 + $1.entries } }
 
     /// Total size of durable entries.
-    var totalSizeBytes: Int64 { ledgers.reduce(0) { $0 + $1.sizeBytes } }
+    package var totalSizeBytes: Int64 { ledgers.reduce(0) { $0 + $1.sizeBytes } }
 
     /// The position that `lastConfirmed` will denote once the next entry is durable, if nothing
     /// is durable yet in the open ledger: a "before" marker usable as a mark-delete position.
-    var positionBeforeNextEntry: Position {
+    package var positionBeforeNextEntry: Position {
         lastConfirmed ?? Position(ledgerID: openLedger.ledgerID, entryID: -1)
     }
 
     /// The first existing entry after `position`, or nil if there is none (yet).
-    func next(after position: Position) -> Position? {
+    package func next(after position: Position) -> Position? {
         for ledger in ledgers where ledger.ledgerID >= position.ledgerID {
             if ledger.ledgerID == position.ledgerID {
                 if position.entryID + 1 < ledger.entries {
@@ -295,13 +295,13 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Whether `position` names a durable entry.
-    func contains(_ position: Position) -> Bool {
+    package func contains(_ position: Position) -> Bool {
         guard position.entryID >= 0 else { return false }
         return ledgers.contains { $0.ledgerID == position.ledgerID && position.entryID < $0.entries }
     }
 
     /// Number of durable entries strictly after `position`.
-    func entriesAfter(_ position: Position) -> Int64 {
+    package func entriesAfter(_ position: Position) -> Int64 {
         var count: Int64 = 0
         for ledger in ledgers where ledger.ledgerID >= position.ledgerID {
             if ledger.ledgerID == position.ledgerID {
@@ -316,7 +316,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// Records that dispatch gave up reading `position` (it stays unacknowledged). Returns whether
     /// it was not recorded yet.
     @discardableResult
-    func recordUnreadable(_ position: Position, error: BrokerError) -> Bool {
+    package func recordUnreadable(_ position: Position, error: BrokerError) -> Bool {
         eventLoop.preconditionInEventLoop()
         guard unreadableEntries[position] == nil, unreadableEntries.count < Self.maxUnreadableEntriesRecorded else { return false }
         unreadableEntries[position] = error.message
@@ -339,7 +339,7 @@ final class ManagedLedger: @unchecked Sendable {
     private var readAheadWaiters: [() -> Void] = []
 
     /// Whether `read(position)` answers at once: the entry is in the tail cache or was fetched ahead.
-    func canReadNow(_ position: Position) -> Bool {
+    package func canReadNow(_ position: Position) -> Bool {
         eventLoop.preconditionInEventLoop()
         return tailCache.entry(at: position) != nil || readAheadResults[position] != nil
     }
@@ -347,7 +347,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// Fetches `positions` (those not cached or in flight) from the store without blocking the
     /// loop; `then` runs on the loop once they are all in (successes and failures both: `read`
     /// reports a failure once). Used by dispatch when `canReadNow` is false.
-    func readAhead(_ positions: [Position], then: @escaping () -> Void) {
+    package func readAhead(_ positions: [Position], then: @escaping () -> Void) {
         eventLoop.preconditionInEventLoop()
         let missing = positions.filter { readAheadResults[$0] == nil && tailCache.entry(at: $0) == nil }
         let wanted = missing.filter { !readsInFlight.contains($0) }
@@ -377,7 +377,7 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// `positions` as runs of consecutive entries of one ledger, in the order given.
-    static func contiguousRuns(_ positions: [Position]) -> [(ledgerID: Int64, first: Int64, last: Int64)] {
+    package static func contiguousRuns(_ positions: [Position]) -> [(ledgerID: Int64, first: Int64, last: Int64)] {
         var runs: [(ledgerID: Int64, first: Int64, last: Int64)] = []
         for position in positions {
             if let last = runs.last, last.ledgerID == position.ledgerID, last.last + 1 == position.entryID {
@@ -413,7 +413,7 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Slots in the read-ahead's arrival order, stale ones included (tests watch its bound).
-    var readAheadSlotCount: Int { readAheadOrder.count }
+    package var readAheadSlotCount: Int { readAheadOrder.count }
 
     private func dropReadAhead(_ position: Position) {
         if case .success(let buffer)? = readAheadResults.removeValue(forKey: position)?.result {
@@ -428,12 +428,12 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Up to `limit` durable positions after `after` (from the first with nil), taken on the loop.
-    func positions(after: Position?, limit: Int) async -> [Position] {
+    package func positions(after: Position?, limit: Int) async -> [Position] {
         (try? await eventLoop.submit { self.positionsOnLoop(after: after, limit: limit) }.get()) ?? []
     }
 
     /// The same, called on the loop.
-    func positionsOnLoop(after: Position?, limit: Int) -> [Position] {
+    package func positionsOnLoop(after: Position?, limit: Int) -> [Position] {
         eventLoop.preconditionInEventLoop()
         var positions: [Position] = []
         var current = after.map { next(after: $0) } ?? firstPosition
@@ -445,13 +445,13 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Each entry's publish time (nil: unreadable), read off the loop.
-    func publishTimes(of positions: [Position]) async -> [Int64?] {
+    package func publishTimes(of positions: [Position]) async -> [Int64?] {
         await entriesWithoutBlocking(positions).map { $0?.attributes.publishTimeMs }
     }
 
     /// The entries at `positions`, in that order (nil: unreadable), read as runs of consecutive
     /// entries, off the loop: the scans (seek by time, deduplication's rebuild).
-    func entriesWithoutBlocking(_ positions: [Position]) async -> [Entry?] {
+    package func entriesWithoutBlocking(_ positions: [Position]) async -> [Entry?] {
         let runs = Self.contiguousRuns(positions)
         let futures = runs.map { run in
             store.readEntries(ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop)
@@ -470,7 +470,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Reads an entry from the store without blocking (from a task, not the loop): admin peeks
     /// and scans.
-    func readWithoutBlocking(_ position: Position) async throws(BrokerError) -> Entry {
+    package func readWithoutBlocking(_ position: Position) async throws(BrokerError) -> Entry {
         let buffer: ByteBuffer
         do {
             buffer = try await store.read(ledgerID: position.ledgerID, entryID: position.entryID)
@@ -481,7 +481,7 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// What `entryAtHand` found.
-    enum EntryAtHand {
+    package enum EntryAtHand {
         case entry(Entry)
         /// The read failed (reported by dispatch; callers pass over it).
         case unreadable
@@ -491,7 +491,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// An entry for periodic work on the loop (TTL, backlog quotas): at hand now (tail cache or
     /// fetched ahead), else fetched ahead for the next pass, never waited for.
-    func entryAtHand(_ position: Position) -> EntryAtHand {
+    package func entryAtHand(_ position: Position) -> EntryAtHand {
         eventLoop.preconditionInEventLoop()
         guard canReadNow(position) else {
             var positions = [position]
@@ -509,7 +509,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Reads a durable entry that is at hand (`canReadNow`): the tail cache, then an entry fetched
     /// ahead (taken: a failure is reported once). Anything else is fetched with `readAhead` first.
-    func read(_ position: Position) throws(BrokerError) -> Entry {
+    package func read(_ position: Position) throws(BrokerError) -> Entry {
         if let cached = tailCache.entry(at: position) {
             return try Entry.decode(cached)
         }
@@ -524,13 +524,13 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Appends an entry. `completion` runs on the event loop, in append order, once it is durable.
-    func append(_ entry: ByteBuffer, completion: @escaping (Result<Position, BrokerError>) -> Void) {
+    package func append(_ entry: ByteBuffer, completion: @escaping (Result<Position, BrokerError>) -> Void) {
         append(entry, receiver: ClosureAppendReceiver(completion), tag: 0)
     }
 
     /// Appends `entry`; `receiver.appendCompleted(tag:result:)` runs on the event loop once it is
     /// durable (or failed), in append order.
-    func append(_ entry: ByteBuffer, receiver: any AppendReceiver, tag: Int) {
+    package func append(_ entry: ByteBuffer, receiver: any AppendReceiver, tag: Int) {
         eventLoop.preconditionInEventLoop()
         if let failure {
             receiver.appendCompleted(tag: tag, result: .failure(failure))
@@ -590,12 +590,12 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Completes `completion` with `(-1, -1)` in append order, writing nothing (a duplicate).
-    func appendDuplicate(completion: @escaping (Result<Position, BrokerError>) -> Void) {
+    package func appendDuplicate(completion: @escaping (Result<Position, BrokerError>) -> Void) {
         appendDuplicate(receiver: ClosureAppendReceiver(completion), tag: 0)
     }
 
     /// As `appendDuplicate(completion:)`, answering through `receiver` with `tag`.
-    func appendDuplicate(receiver: any AppendReceiver, tag: Int) {
+    package func appendDuplicate(receiver: any AppendReceiver, tag: Int) {
         eventLoop.preconditionInEventLoop()
         inFlight.append(PendingAppend(
             position: Position(ledgerID: -1, entryID: -1), isDuplicate: true, result: .success(()),
@@ -742,7 +742,7 @@ final class ManagedLedger: @unchecked Sendable {
         closing.ledgers[closing.ledgers.count - 1].closed = true
         let closingIndex = indexes[openLedger.ledgerID]
         closing.ledgers[closing.ledgers.count - 1].messages = closingIndex?.messages
-        let indexKey = MetadataKeys.ledgerIndex(ofManagedLedger: metadataKey, ledgerID: openLedger.ledgerID)
+        let indexKey = MetadataKeys.messageIndex(ofManagedLedger: metadataKey, ledgerID: openLedger.ledgerID)
         let record = closing
         let metadata = self.metadata
         let key = metadataKey
@@ -776,7 +776,7 @@ final class ManagedLedger: @unchecked Sendable {
             case .success(let (newRecord, version)):
                 self.adoptLedgers(newRecord.ledgers)
                 self.metadataVersion = version
-                self.indexes[self.openLedger.ledgerID] = LedgerIndex()
+                self.indexes[self.openLedger.ledgerID] = MessageIndex()
                 if closingIndex?.entries == 0 { self.indexes[closingLedgerID] = nil }
                 self.assignedEntries = 0
                 self.assignedBytes = 0
@@ -802,7 +802,7 @@ final class ManagedLedger: @unchecked Sendable {
     }
 
     /// The wall clock rollover by age, TTL, backlog age and delayed delivery read (injected).
-    var clock: WallClock { configuration.clock }
+    package var clock: WallClock { configuration.clock }
 
     /// Whether the next append goes to a new ledger, by Pulsar's rule: the open ledger reached its
     /// entry or size limit, or holds entries and is older than the maximum rollover age — and in
@@ -819,7 +819,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Rolls the open ledger if it holds entries and is older than the rollover age (called by
     /// the policy task, so a quiet topic's last ledger closes and can be trimmed).
-    func rollIfAged() {
+    package func rollIfAged() {
         eventLoop.preconditionInEventLoop()
         guard !rolling, failure == nil, writesSuspended == nil, assignedEntries > 0,
               clock.nowMs().saturatingSubtract(openLedger.createdAtMs ?? .max) > configuration.maxLedgerAge.nanoseconds / 1_000_000
@@ -832,7 +832,7 @@ final class ManagedLedger: @unchecked Sendable {
     /// Deletes closed ledgers whose every entry is at or before `slowest` (nil: no cursor holds
     /// anything) and that retention no longer keeps: older than `retentionTimeMs` or beyond
     /// `retentionSizeBytes` (-1: keep forever; 0 for both: keep nothing consumed).
-    func trim(slowest: Position?, retentionTimeMs: Int64, retentionSizeBytes: Int64) {
+    package func trim(slowest: Position?, retentionTimeMs: Int64, retentionSizeBytes: Int64) {
         eventLoop.preconditionInEventLoop()
         // Only closed ledgers before the open one can go: with one ledger there is nothing to look at
         // (the policy pass calls this for every topic every second).
@@ -890,7 +890,7 @@ final class ManagedLedger: @unchecked Sendable {
 
     /// Bytes of the durable entries after `position` (whole ledgers counted exactly, the ledger
     /// holding `position` pro rata).
-    func sizeAfter(_ position: Position) -> Int64 {
+    package func sizeAfter(_ position: Position) -> Int64 {
         var size: Int64 = 0
         for ledger in ledgers where ledger.ledgerID >= position.ledgerID && ledger.entries > 0 {
             if ledger.ledgerID == position.ledgerID {
@@ -911,13 +911,13 @@ final class ManagedLedger: @unchecked Sendable {
         Task {
             for ledgerID in ledgerIDs {
                 try? await store.deleteLedger(ledgerID: ledgerID)
-                try? await metadata.delete(MetadataKeys.ledgerIndex(ofManagedLedger: key, ledgerID: ledgerID), expectedVersion: nil)
+                try? await metadata.delete(MetadataKeys.messageIndex(ofManagedLedger: key, ledgerID: ledgerID), expectedVersion: nil)
             }
         }
     }
 
     /// Deletes every ledger and the metadata record (topic deletion).
-    func delete() async throws {
+    package func delete() async throws {
         let store = self.store
         let ledgerIDs = try await eventLoop.submit {
             self.tailCache.removeAll()
@@ -925,7 +925,7 @@ final class ManagedLedger: @unchecked Sendable {
         }.get()
         for ledgerID in ledgerIDs {
             try? await store.deleteLedger(ledgerID: ledgerID)
-            try? await metadata.delete(MetadataKeys.ledgerIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID), expectedVersion: nil)
+            try? await metadata.delete(MetadataKeys.messageIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID), expectedVersion: nil)
         }
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
@@ -933,10 +933,10 @@ final class ManagedLedger: @unchecked Sendable {
 
 /// Counts completions on one event loop (callbacks there run one at a time): `countDown` says
 /// whether it was the last.
-final class LoopCountdown: @unchecked Sendable {
+package final class LoopCountdown: @unchecked Sendable {
     private var remaining: Int
-    init(_ count: Int) { remaining = count }
-    func countDown() -> Bool {
+    package init(_ count: Int) { remaining = count }
+    package func countDown() -> Bool {
         remaining -= 1
         return remaining == 0
     }
@@ -944,20 +944,20 @@ final class LoopCountdown: @unchecked Sendable {
 
 /// The last durable entries of one ledger, contiguous by entry id, bounded by count and bytes.
 /// A pure value; a write to another ledger (or a gap) starts it over.
-struct TailCache {
-    static let maxEntries = 4096
-    static let maxBytes = 4 * 1024 * 1024
+package struct TailCache {
+    package static let maxEntries = 4096
+    package static let maxBytes = 4 * 1024 * 1024
 
     private var ledgerID: Int64 = -1
     /// Entry id of `entries[head]`.
     private var firstEntryID: Int64 = 0
     private var entries: [ByteBuffer] = []
     private var head = 0
-    private(set) var bytes = 0
+    package private(set) var bytes = 0
 
-    var count: Int { entries.count - head }
+    package var count: Int { entries.count - head }
 
-    mutating func insert(_ entry: ByteBuffer, at position: Position) {
+    package mutating func insert(_ entry: ByteBuffer, at position: Position) {
         if position.ledgerID != ledgerID || position.entryID != firstEntryID + Int64(count) {
             entries.removeAll(keepingCapacity: true)
             head = 0
@@ -979,27 +979,27 @@ struct TailCache {
         }
     }
 
-    func entry(at position: Position) -> ByteBuffer? {
+    package func entry(at position: Position) -> ByteBuffer? {
         guard position.ledgerID == ledgerID, position.entryID >= firstEntryID else { return nil }
         let offset = position.entryID - firstEntryID
         guard offset < Int64(count) else { return nil }
         return entries[head + Int(offset)]
     }
 
-    mutating func removeAll() {
+    package mutating func removeAll() {
         self = TailCache()
     }
 }
 
 /// Append completions handed from the store's thread to the topic's loop in bursts: `post` says
 /// whether the caller must schedule a drain (the first post since the last `take`). Thread-safe.
-final class StoreCompletionInbox: @unchecked Sendable {
-    typealias Completion = (first: Position, count: Int, result: Result<Void, LedgerStoreError>)
+package final class StoreCompletionInbox: @unchecked Sendable {
+    package typealias Completion = (first: Position, count: Int, result: Result<Void, LedgerStoreError>)
     private let lock = NIOLock()
     private var queued: [Completion] = []
     private var drainScheduled = false
 
-    func post(_ completion: Completion) -> Bool {
+    package func post(_ completion: Completion) -> Bool {
         lock.withLock {
             queued.append(completion)
             if drainScheduled { return false }
@@ -1008,7 +1008,7 @@ final class StoreCompletionInbox: @unchecked Sendable {
         }
     }
 
-    func take() -> [Completion] {
+    package func take() -> [Completion] {
         lock.withLock {
             drainScheduled = false
             defer { queued.removeAll(keepingCapacity: true) }

@@ -1,6 +1,6 @@
 /// The message index of one ledger: which entry holds the ledger's n-th message, and where the
 /// first entry published at or after a time lies, answered from blocks of
-/// `LedgerIndex.entriesPerBlock` entries without reading entries one by one (at most one block is
+/// `MessageIndex.entriesPerBlock` entries without reading entries one by one (at most one block is
 /// read to finish an answer). A pure value.
 ///
 /// Offsets are gap-free and per topic: a topic's messages are numbered 0, 1, 2, ... in log order,
@@ -12,9 +12,9 @@
 /// any entry up to its end, a running maximum that never falls, so the first block whose maximum
 /// reaches a time holds the first entry published at or after it, and every entry before that
 /// block was published before it.
-public struct LedgerIndex: Sendable, Equatable {
+public struct MessageIndex: Sendable, Equatable {
     public static let entriesPerBlock: Int64 = 64
-    static let formatVersion: UInt8 = 1
+    package static let formatVersion: UInt8 = 1
 
     /// Entries indexed (the ledger's entries 0..<entries).
     public private(set) var entries: Int64 = 0
@@ -98,7 +98,7 @@ public struct LedgerIndex: Sendable, Equatable {
         return nil
     }
 
-    // MARK: encoding (the value of `MetadataKeys.ledgerIndex`)
+    // MARK: encoding (the value of `MetadataKeys.messageIndex`)
 
     /// `[u8 version][i64 entries][i64 messages][u32 blocks]` then per block
     /// `[i64 firstMessage][i64 maxPublishTimeMs]`, big-endian.
@@ -124,7 +124,7 @@ public struct LedgerIndex: Sendable, Equatable {
     }
 
     /// Decodes what `encode` wrote, checking that the blocks fit the bytes and the entry count.
-    public static func decode(_ bytes: [UInt8]) throws(DecodingError) -> LedgerIndex {
+    public static func decode(_ bytes: [UInt8]) throws(DecodingError) -> MessageIndex {
         var offset = 0
         func get<T: FixedWidthInteger>(_: T.Type) throws(DecodingError) -> T {
             let size = MemoryLayout<T>.size
@@ -137,7 +137,7 @@ public struct LedgerIndex: Sendable, Equatable {
         guard try get(UInt8.self) == formatVersion else {
             throw DecodingError(description: "ledger index has an unknown format version")
         }
-        var index = LedgerIndex()
+        var index = MessageIndex()
         index.entries = try get(Int64.self)
         index.messages = try get(Int64.self)
         let blocks = Int(try get(UInt32.self))

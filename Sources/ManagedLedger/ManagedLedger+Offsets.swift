@@ -2,22 +2,22 @@ import LedgerStorage
 import Metadata
 import NIOCore
 
-/// Per-topic message offsets and publish times (`LedgerIndex`): the offset of an entry, the entry
+/// Per-topic message offsets and publish times (`MessageIndex`): the offset of an entry, the entry
 /// of an offset, the retained offsets, the first entry published at or after a time — each from
 /// the ledgers' indexes and at most one block of entries read back.
 extension ManagedLedger {
     /// The index of a ledger: the open one's, one loaded before, the one written at its roll, or
     /// rebuilt by reading the ledger back (then written, so the next load need not). nil if the
     /// ledger is gone or one of its entries cannot be read now. Called off the loop.
-    func index(ofLedger ledgerID: Int64) async -> LedgerIndex? {
-        let known = try? await eventLoop.submit { () -> (LedgerIndex?, LedgerInfo?) in
+    package func index(ofLedger ledgerID: Int64) async -> MessageIndex? {
+        let known = try? await eventLoop.submit { () -> (MessageIndex?, LedgerInfo?) in
             (self.indexes[ledgerID], self.ledgers.first { $0.ledgerID == ledgerID })
         }.get()
         guard let (cached, info) = known, let info else { return nil }
         if let cached { return cached }
-        let key = MetadataKeys.ledgerIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID)
-        let index: LedgerIndex
-        if let stored = try? await metadata.get(key), let decoded = try? LedgerIndex.decode(stored.value),
+        let key = MetadataKeys.messageIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID)
+        let index: MessageIndex
+        if let stored = try? await metadata.get(key), let decoded = try? MessageIndex.decode(stored.value),
            decoded.entries == info.entries
         {
             index = decoded
@@ -31,8 +31,8 @@ extension ManagedLedger {
     }
 
     /// Counts a closed ledger's messages by reading it back, a batch of entries at a time.
-    private func rebuildIndex(ledgerID: Int64, entries: Int64) async -> LedgerIndex? {
-        var index = LedgerIndex()
+    private func rebuildIndex(ledgerID: Int64, entries: Int64) async -> MessageIndex? {
+        var index = MessageIndex()
         var first: Int64 = 0
         while first < entries {
             let last = min(first + Int64(ManagedLedgerLimits.readAheadBatch) - 1, entries - 1)
@@ -57,7 +57,7 @@ extension ManagedLedger {
 
     /// On the loop: loads or rebuilds the index of the closed ledger at `position` of `ledgers`
     /// in a task, unless it is at hand or on its way.
-    func countMessages(ofLedgerAt position: Int) {
+    package func countMessages(ofLedgerAt position: Int) {
         eventLoop.preconditionInEventLoop()
         let ledgerID = ledgers[position].ledgerID
         guard indexes[ledgerID] == nil, !indexLoads.contains(ledgerID) else { return }
@@ -70,11 +70,11 @@ extension ManagedLedger {
 
     /// Every ledger with its index and first offset, the indexes loaded or rebuilt first; nil if
     /// one cannot be counted now.
-    private func indexedLedgers() async -> [(info: LedgerInfo, index: LedgerIndex)]? {
+    private func indexedLedgers() async -> [(info: LedgerInfo, index: MessageIndex)]? {
         let ledgerIDs = (try? await eventLoop.submit { self.ledgers.map(\.ledgerID) }.get()) ?? []
         for ledgerID in ledgerIDs { _ = await index(ofLedger: ledgerID) }
-        let snapshot = try? await eventLoop.submit { () -> [(info: LedgerInfo, index: LedgerIndex)]? in
-            var indexed: [(info: LedgerInfo, index: LedgerIndex)] = []
+        let snapshot = try? await eventLoop.submit { () -> [(info: LedgerInfo, index: MessageIndex)]? in
+            var indexed: [(info: LedgerInfo, index: MessageIndex)] = []
             for info in self.ledgers {
                 guard let index = self.indexes[info.ledgerID], info.firstOffset != nil else { return nil }
                 indexed.append((info, index))
@@ -86,14 +86,14 @@ extension ManagedLedger {
 
     /// The offset of the first retained message and the offset the next message will take (Kafka's
     /// log start offset and high watermark); nil if a ledger's messages cannot be counted now.
-    func offsetBounds() async -> (first: Int64, next: Int64)? {
+    package func offsetBounds() async -> (first: Int64, next: Int64)? {
         guard let ledgers = await indexedLedgers(), let first = ledgers.first, let last = ledgers.last else { return nil }
         return (first.info.firstOffset!, last.info.firstOffset! + last.index.messages)
     }
 
     /// The entry holding message `offset`, and the offset of that entry's first message; nil if
     /// the offset is not retained (trimmed, or not written yet) or cannot be looked up now.
-    func position(ofOffset offset: Int64) async -> (position: Position, firstOffset: Int64)? {
+    package func position(ofOffset offset: Int64) async -> (position: Position, firstOffset: Int64)? {
         guard let ledgers = await indexedLedgers() else { return nil }
         for (info, index) in ledgers {
             let ledgerFirst = info.firstOffset!
@@ -101,7 +101,7 @@ extension ManagedLedger {
                   let block = index.block(containingMessage: offset - ledgerFirst)
             else { continue }
             guard let counts = await numMessages(ofLedger: info.ledgerID, entries: block.entries),
-                  let at = LedgerIndex.entry(holding: offset - ledgerFirst, in: block, numMessages: counts)
+                  let at = MessageIndex.entry(holding: offset - ledgerFirst, in: block, numMessages: counts)
             else { return nil }
             let before = counts[..<at].reduce(Int64(0)) { $0 + Int64(max($1, 0)) }
             return (Position(ledgerID: info.ledgerID, entryID: block.entries.lowerBound + Int64(at)),
@@ -112,7 +112,7 @@ extension ManagedLedger {
 
     /// The offset of the first message of the entry at `position`, nil if there is no such entry
     /// or it cannot be looked up now.
-    func offset(of position: Position) async -> Int64? {
+    package func offset(of position: Position) async -> Int64? {
         guard let ledgers = await indexedLedgers(),
               let (info, index) = ledgers.first(where: { $0.info.ledgerID == position.ledgerID }),
               let block = index.block(containingEntry: position.entryID)
@@ -140,7 +140,7 @@ extension ManagedLedger {
     /// be read and no readable one qualifies, the first unreadable one is the answer (it is the one
     /// whose time the index saw). If a ledger's index cannot be had now, the log is scanned in
     /// batches instead, passing over unreadable entries. Called off the loop.
-    func firstPosition(publishedAtOrAfter timestampMs: Int64) async -> Position? {
+    package func firstPosition(publishedAtOrAfter timestampMs: Int64) async -> Position? {
         guard let ledgers = await indexedLedgers() else { return await scanFirstPosition(publishedAtOrAfter: timestampMs) }
         for (info, index) in ledgers {
             guard let block = index.block(firstPublishedAtOrAfter: timestampMs) else { continue }
@@ -172,7 +172,7 @@ extension ManagedLedger {
     /// such that it and every entry between are known to be published before `cutoffMs`, or nil.
     /// A closed ledger whose index is not at hand ends the walk and has its index loaded, for the
     /// next call (message expiry runs every pass).
-    func lastEntryKnownPublished(before cutoffMs: Int64, after start: Position) -> Position? {
+    package func lastEntryKnownPublished(before cutoffMs: Int64, after start: Position) -> Position? {
         eventLoop.preconditionInEventLoop()
         var result: Position?
         for (position, info) in ledgers.enumerated() where info.ledgerID >= start.ledgerID && info.entries > 0 {

@@ -1,10 +1,11 @@
 @testable import BrokerCore
+@testable import ManagedLedger
 import TestSupport
 import Testing
 
 /// The message index of a ledger as a pure value: block lookups agree with a walk over every
 /// entry, and the encoding round-trips and refuses damage.
-@Suite struct LedgerIndexTests {
+@Suite struct MessageIndexTests {
     /// Entries with 0 to 4 messages and publish times that go back and forth.
     func sample(entries: Int, seed: UInt64) -> [(numMessages: Int32, publishTimeMs: Int64)] {
         var rng = SplitMix64(seed: seed)
@@ -13,8 +14,8 @@ import Testing
         }
     }
 
-    func index(of entries: [(numMessages: Int32, publishTimeMs: Int64)]) -> LedgerIndex {
-        var index = LedgerIndex()
+    func index(of entries: [(numMessages: Int32, publishTimeMs: Int64)]) -> MessageIndex {
+        var index = MessageIndex()
         for entry in entries { index.append(numMessages: entry.numMessages, publishTimeMs: entry.publishTimeMs) }
         return index
     }
@@ -31,7 +32,7 @@ import Testing
                 let block = try #require(index.block(containingMessage: message))
                 #expect(block.entries.contains(Int64(entryID)))
                 let counts = block.entries.map { entries[Int($0)].numMessages }
-                let at = try #require(LedgerIndex.entry(holding: message, in: block, numMessages: counts))
+                let at = try #require(MessageIndex.entry(holding: message, in: block, numMessages: counts))
                 #expect(block.entries.lowerBound + Int64(at) == Int64(entryID))
                 message += 1
             }
@@ -58,21 +59,21 @@ import Testing
     @Test func encodingRoundTripsAndRefusesDamage() throws {
         let index = index(of: sample(entries: 150, seed: 3))
         let bytes = index.encode()
-        #expect(try LedgerIndex.decode(bytes) == index)
-        #expect(try LedgerIndex.decode(LedgerIndex().encode()) == LedgerIndex())
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode(Array(bytes.dropLast())) }
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode(bytes + [0]) }
+        #expect(try MessageIndex.decode(bytes) == index)
+        #expect(try MessageIndex.decode(MessageIndex().encode()) == MessageIndex())
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode(Array(bytes.dropLast())) }
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode(bytes + [0]) }
         var wrongVersion = bytes
         wrongVersion[0] = 9
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode(wrongVersion) }
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode(wrongVersion) }
         // A block count that does not match the entries, and one far larger than the bytes.
         var wrongBlocks = bytes
         wrongBlocks[20] &+= 1
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode(wrongBlocks) }
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode(wrongBlocks) }
         var huge = bytes
         huge[17] = 0xFF
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode(huge) }
-        #expect(throws: LedgerIndex.DecodingError.self) { try LedgerIndex.decode([]) }
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode(huge) }
+        #expect(throws: MessageIndex.DecodingError.self) { try MessageIndex.decode([]) }
     }
 
     @Test func firstOffsetsFollowFromNeighbours() {

@@ -5,12 +5,12 @@ import Metadata
 import NIOCore
 
 /// The metadata record of a durable cursor: `/cursors/<tenant>/<ns>/<domain>/<topic>/<subscription>`.
-struct CursorRecord: Codable, Sendable {
+package struct CursorRecord: Codable, Sendable {
     /// The ledger holding the cursor's snapshots (last entry wins).
-    var cursorLedgerID: Int64
+    package var cursorLedgerID: Int64
     /// The position at creation, used when the cursor ledger holds no snapshot yet.
-    var initialMarkDeleteLedgerID: Int64
-    var initialMarkDeleteEntryID: Int64
+    package var initialMarkDeleteLedgerID: Int64
+    package var initialMarkDeleteEntryID: Int64
 }
 
 /// A subscription's position in a managed ledger: the mark-delete position (everything at or
@@ -19,19 +19,19 @@ struct CursorRecord: Codable, Sendable {
 /// Durable cursors persist a snapshot after every change into their own cursor ledger (group
 /// commit makes that cheap; at most one snapshot is in flight, changes meanwhile coalesce into the
 /// next). Non-durable cursors (readers) live in memory only. Owned by the topic's event loop.
-final class Cursor: @unchecked Sendable {
-    let name: String
-    let durable: Bool
+package final class Cursor: @unchecked Sendable {
+    package let name: String
+    package let durable: Bool
     private let managedLedger: ManagedLedger
     private let store: any LedgerClient
     private let metadata: any MetadataStore
     private let metadataKey: String
     private let logger: Logger
 
-    private(set) var markDelete: Position
-    private(set) var individuallyAcked = PositionRangeSet()
+    package private(set) var markDelete: Position
+    package private(set) var individuallyAcked = PositionRangeSet()
     /// Batch entries partly acknowledged: Java `BitSet.toLongArray` words, bit i set = message i not yet acked.
-    private(set) var batchAckSets: [Position: [Int64]] = [:]
+    package private(set) var batchAckSets: [Position: [Int64]] = [:]
 
     private var record: CursorRecord?
     private var recordVersion: Int64 = -1
@@ -45,11 +45,11 @@ final class Cursor: @unchecked Sendable {
     /// Waiting for every change made so far to be durable.
     private var flushWaiters: [EventLoopPromise<Void>] = []
 
-    static let snapshotsPerLedger: Int64 = 1_000
-    static let maxRangesToPersist = 100_000
+    package static let snapshotsPerLedger: Int64 = 1_000
+    package static let maxRangesToPersist = 100_000
     /// Wait before writing a snapshot again after an append of one failed (a full disk, storage
     /// briefly away): changes meanwhile coalesce into it.
-    static let snapshotRetryDelay: TimeAmount = .seconds(1)
+    package static let snapshotRetryDelay: TimeAmount = .seconds(1)
 
     private init(
         name: String, durable: Bool, managedLedger: ManagedLedger, store: any LedgerClient,
@@ -69,14 +69,14 @@ final class Cursor: @unchecked Sendable {
     private static let nonDurableStore = LocalLedgerClient(store: InMemoryLedgerStore())
 
     /// A cursor that lives in memory only (readers).
-    static func nonDurable(name: String, managedLedger: ManagedLedger, markDelete: Position, logger: Logger) -> Cursor {
+    package static func nonDurable(name: String, managedLedger: ManagedLedger, markDelete: Position, logger: Logger) -> Cursor {
         Cursor(
             name: name, durable: false, managedLedger: managedLedger, store: Cursor.nonDurableStore,
             metadata: InMemoryMetadataStore(), metadataKey: "", logger: logger, markDelete: markDelete)
     }
 
     /// Creates a new durable cursor at `markDelete` and records it in metadata.
-    static func create(
+    package static func create(
         name: String, managedLedger: ManagedLedger, store: any LedgerClient, metadata: any MetadataStore,
         metadataKey: String, markDelete: Position, logger: Logger
     ) async throws -> Cursor {
@@ -103,7 +103,7 @@ final class Cursor: @unchecked Sendable {
     /// writes it there and swings the record with the version both brokers read, and its client's
     /// close then succeeds for acknowledgements the new owner never sees (RELIABILITY finding 5).
     /// If the record changed since it was read, the open starts again from the new record.
-    static func open(
+    package static func open(
         name: String, managedLedger: ManagedLedger, store: any LedgerClient, metadata: any MetadataStore,
         metadataKey: String, logger: Logger
     ) async throws -> Cursor? {
@@ -146,15 +146,15 @@ final class Cursor: @unchecked Sendable {
 
     /// How often an open starts again because the cursor's record changed under it (a previous
     /// owner rolled its cursor ledger meanwhile); after that the topic load fails and is retried.
-    static let openAttempts = 5
+    package static let openAttempts = 5
 
     /// Whether the entry at `position` is acknowledged.
-    func isAcknowledged(_ position: Position) -> Bool {
+    package func isAcknowledged(_ position: Position) -> Bool {
         position <= markDelete || individuallyAcked.contains(position)
     }
 
     /// Acknowledges one entry.
-    func acknowledge(_ position: Position) {
+    package func acknowledge(_ position: Position) {
         guard position > markDelete, !individuallyAcked.contains(position) else { return }
         individuallyAcked.insert(position)
         batchAckSets[position] = nil
@@ -163,7 +163,7 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Acknowledges some messages of a batch entry: `ackSet` has a 1 bit for each message still unacked.
-    func acknowledgeBatchIndexes(_ position: Position, ackSet: [Int64]) {
+    package func acknowledgeBatchIndexes(_ position: Position, ackSet: [Int64]) {
         guard !isAcknowledged(position) else { return }
         var combined = ackSet
         if let existing = batchAckSets[position] {
@@ -180,7 +180,7 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Acknowledges everything up to and including `position`.
-    func acknowledgeCumulative(upTo position: Position) {
+    package func acknowledgeCumulative(upTo position: Position) {
         guard position > markDelete else { return }
         markDelete = position
         individuallyAcked.removeAll(upTo: position)
@@ -189,7 +189,7 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Moves the cursor: the next entry delivered is the first one after `markDelete`.
-    func reset(markDelete newMarkDelete: Position) {
+    package func reset(markDelete newMarkDelete: Position) {
         markDelete = newMarkDelete
         individuallyAcked.removeAll(from: Position(ledgerID: newMarkDelete.ledgerID, entryID: newMarkDelete.entryID + 1))
         individuallyAcked.removeAll(upTo: newMarkDelete)
@@ -209,14 +209,14 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Number of unacknowledged durable entries (the backlog in entries).
-    var backlogEntries: Int64 {
+    package var backlogEntries: Int64 {
         max(0, managedLedger.entriesAfter(markDelete) - individuallyAcked.count)
     }
 
     // MARK: persistence
 
     /// Set when a snapshot append was refused as fenced: this broker no longer owns the topic.
-    private(set) var fencedOut = false
+    package private(set) var fencedOut = false
 
     private func changed() {
         guard durable, !deleted, !fencedOut else { return }
@@ -298,7 +298,7 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Succeeds once every change made so far is durable (at once for a non-durable cursor).
-    func flush() -> EventLoopFuture<Void> {
+    package func flush() -> EventLoopFuture<Void> {
         let eventLoop = managedLedger.eventLoop
         if fencedOut {
             return eventLoop.makeFailedFuture(BrokerError(.serviceNotReady, "subscription \(name) moved to another broker"))
@@ -365,7 +365,7 @@ final class Cursor: @unchecked Sendable {
     }
 
     /// Removes the cursor's metadata and ledger (unsubscribe).
-    func delete() async throws {
+    package func delete() async throws {
         deleted = true
         guard durable, let record else { return }
         try? await store.deleteLedger(ledgerID: record.cursorLedgerID)
@@ -399,7 +399,7 @@ final class Cursor: @unchecked Sendable {
         return buffer
     }
 
-    static func decodeSnapshot(_ snapshot: ByteBuffer) throws(BrokerError) -> (Position, PositionRangeSet, [Position: [Int64]]) {
+    package static func decodeSnapshot(_ snapshot: ByteBuffer) throws(BrokerError) -> (Position, PositionRangeSet, [Position: [Int64]]) {
         var buffer = snapshot
         let version = buffer.readInteger(as: UInt8.self)
         guard version == 1 || version == 2,
