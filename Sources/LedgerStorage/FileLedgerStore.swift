@@ -42,7 +42,10 @@ public struct FileLedgerStoreConfiguration: Sendable {
     }
 }
 
-/// A `LedgerStore` on local disk, BookKeeper's split: journal, entry log, index.
+/// A `LedgerStore` on local disk, BookKeeper's split into parts, each its own type: the `Journal`,
+/// the `EntryLog`, the `EntryIndex` (checkpointed as `IndexCheckpoint`) and `StoreRecovery`. This
+/// type runs them: the queue of appends, fences and deletes, the journal thread, the disk-full and
+/// failure states, and the public `LedgerStore` calls.
 ///
 /// - **Journal** (`journal-N.log`): the write-ahead log. One dedicated thread, the journal thread,
 ///   takes queued appends, fences and deletes, writes a group of records with one `pwrite`, calls
@@ -113,12 +116,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
     // MARK: Guarded by `condition`.
     private let condition = NSCondition()
-    private var ledgers: [Int64: LedgerState] = [:]
+    private let entryIndex: EntryIndex
     private var queue: [Request] = []
     private var queuedBytes = 0
     private var queueHeadEnqueuedAt = ContinuousClock.now
-    /// Every entry log file that may be read, by id (the current one included).
-    private var entryLogFiles: [Int64: OpenFile] = [:]
     private var lifecycle = Lifecycle.open
     /// Set (by the journal thread only) once a write or sync failed: from then on appends, fences
     /// and deletes are refused with it and no checkpoint is written, so a restart replays the
@@ -136,12 +137,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     // MARK: Owned by the journal thread (and by `init` before that thread starts).
-    private var journal: OpenFile?
-    private var journalFileID: Int64 = 0
-    private var journalOffset: Int64 = 0
-    private var entryLog: OpenFile?
-    private var entryLogID: Int64 = 0
-    private var entryLogOffset: Int64 = 0
+    private let journal: Journal
+    /// Written by the journal thread; its readable files are guarded by its own lock.
+    private let entryLog: EntryLog
+    private let storeDirectory: DataDirectory
     private var batchBuffer: ByteBuffer
     /// Set once in `init` before the thread starts; read-only afterwards.
     private var journalThread: Thread?
@@ -168,16 +167,32 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         } catch {
             throw .io("create directory \(directory) failed: \(error); check the path and its permissions")
         }
-        self.lockFile = try OpenFile.open(
-            directory: directory, name: StoreFileName.lock, flags: O_RDWR | O_CREAT, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver
-        ).get()
+        let storeDirectory = DataDirectory(
+            path: directory, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver)
+        self.storeDirectory = storeDirectory
+        self.lockFile = try storeDirectory.open(StoreFileName.lock, flags: O_RDWR | O_CREAT).get()
         if let error = lockFile.lockExclusively() { throw error }
+        let recovered: StoreRecovery.Recovered
         do {
-            try recover()
+            recovered = try StoreRecovery.recover(
+                directory: storeDirectory, entryLogMaxBytes: configuration.entryLogMaxBytes, logger: logger)
         } catch {
             lockFile.unlock()
             throw error
         }
+        self.entryIndex = recovered.index
+        self.entryLog = recovered.entryLog
+        self.journal = recovered.journal
+        if let error = checkpoint() {
+            lockFile.unlock()
+            throw error
+        }
+        logger.info(
+            "Ledger store opened",
+            metadata: [
+                "directory": "\(directory)", "ledger.count": "\(entryIndex.count)",
+                "journal.replayed.records": "\(recovered.replayedRecords)",
+            ])
         let thread = Thread { [self] in
             self.runJournalThread()
         }
@@ -257,7 +272,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         ledgerID: Int64, entryID: Int64, payload: ByteBuffer, recovery: Bool, completion: Completion?
     ) -> Request {
         var refusal = failure ?? suspension
-        var ledger = ledgers[ledgerID]
+        var ledger = entryIndex[ledgerID]
         if refusal == nil {
             if let existing = ledger {
                 if existing.deleteRequested {
@@ -271,7 +286,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 refusal = .outOfOrder(ledgerID: ledgerID, expected: 0, got: entryID)
             } else {
                 let created = LedgerState(ledgerID: ledgerID)
-                ledgers[ledgerID] = created
+                entryIndex[ledgerID] = created
                 ledger = created
             }
         }
@@ -289,63 +304,92 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
     public func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
         BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.read")
+        return try readRange(ledgerID: ledgerID, firstEntryID: entryID, lastEntryID: entryID)[0].get()
+    }
+
+    /// Reads a run of entries with as few `pread`s as their places allow: records that follow each
+    /// other in one entry log (the usual case: a ledger's entries are written in order) come in one
+    /// read of up to `maxReadSpanBytes` (256 KiB), and each entry is a slice of it (no copy).
+    public func readRange(ledgerID: Int64, firstEntryID: Int64, lastEntryID: Int64) -> [Result<ByteBuffer, LedgerStoreError>] {
+        BlockingCallCheck.assertNotOnEventLoop("FileLedgerStore.readRange")
+        guard firstEntryID <= lastEntryID else { return [] }
         enum Plan {
             case cached(ByteBuffer)
             case disk(EntryLocation, OpenFile)
             case failed(LedgerStoreError)
         }
+        var plans: [Plan] = []
+        plans.reserveCapacity(Int(lastEntryID - firstEntryID + 1))
         condition.lock()
-        let plan: Plan
-        if lifecycle == .closed {
-            plan = .failed(.closed)
-        } else if let ledger = ledgers[ledgerID] {
-            if entryID >= 0, entryID < Int64(ledger.locations.count) {
-                let location = ledger.locations[Int(entryID)]
-                if let file = entryLogFiles[location.entryLogID] {
-                    plan = .disk(location, file)
+        for entryID in firstEntryID...lastEntryID {
+            if lifecycle == .closed {
+                plans.append(.failed(.closed))
+            } else if let ledger = entryIndex[ledgerID] {
+                if entryID >= 0, entryID < Int64(ledger.locations.count) {
+                    let location = ledger.locations[Int(entryID)]
+                    if let file = entryLog.file(location.entryLogID) {
+                        plans.append(.disk(location, file))
+                    } else {
+                        plans.append(.failed(
+                            .corrupted("\(StoreFileName.entryLog(location.entryLogID)), holding ledger \(ledgerID) entry \(entryID), is missing")))
+                    }
+                } else if let cached = ledger.writeCache[entryID] {
+                    plans.append(.cached(cached))
                 } else {
-                    plan = .failed(
-                        .corrupted("\(StoreFileName.entryLog(location.entryLogID)), holding ledger \(ledgerID) entry \(entryID), is missing"))
+                    plans.append(.failed(.entryNotFound(ledgerID: ledgerID, entryID: entryID)))
                 }
-            } else if let cached = ledger.writeCache[entryID] {
-                plan = .cached(cached)
             } else {
-                plan = .failed(.entryNotFound(ledgerID: ledgerID, entryID: entryID))
+                plans.append(.failed(.ledgerNotFound(ledgerID: ledgerID)))
             }
-        } else {
-            plan = .failed(.ledgerNotFound(ledgerID: ledgerID))
         }
         condition.unlock()
 
-        switch plan {
-        case .cached(let payload):
-            return payload
-        case .failed(let error):
-            throw error
-        case .disk(let location, let file):
-            let record = try file.read(count: Int(location.length), at: location.offset, allocator: allocator).get()
-            let place = "\(file.name) offset \(location.offset)"
-            switch OnDiskFormat.decodeRecord(in: record, at: record.readerIndex) {
-            case .record(let decoded):
-                guard decoded.kind == .add, decoded.ledgerID == ledgerID, decoded.entryID == entryID,
-                    decoded.recordLength == Int(location.length)
-                else {
-                    throw .corrupted(
-                        "\(place): holds \(decoded.kind) of ledger \(decoded.ledgerID) entry \(decoded.entryID), the index expected ledger \(ledgerID) entry \(entryID)")
+        var results: [Result<ByteBuffer, LedgerStoreError>] = []
+        results.reserveCapacity(plans.count)
+        var index = 0
+        while index < plans.count {
+            switch plans[index] {
+            case .cached(let payload):
+                results.append(.success(payload))
+                index += 1
+            case .failed(let error):
+                results.append(.failure(error))
+                index += 1
+            case .disk(let first, let file):
+                // The span: following records of the same file that sit end to end.
+                var end = index + 1
+                var spanEnd = first.offset + Int64(first.length)
+                while end < plans.count, case .disk(let next, let nextFile) = plans[end], nextFile === file,
+                      next.offset == spanEnd, spanEnd + Int64(next.length) - first.offset <= Self.maxReadSpanBytes
+                {
+                    spanEnd += Int64(next.length)
+                    end += 1
                 }
-                return record.getSlice(at: decoded.payloadIndex, length: decoded.payloadLength)!
-            case .incomplete:
-                throw .corrupted("\(place): record of ledger \(ledgerID) entry \(entryID) is truncated")
-            case .corrupt(let reason, _):
-                throw .corrupted("\(place): \(reason) in ledger \(ledgerID) entry \(entryID)")
+                switch file.read(count: Int(spanEnd - first.offset), at: first.offset, allocator: allocator) {
+                case .failure(let error):
+                    for _ in index..<end { results.append(.failure(error)) }
+                case .success(let span):
+                    let locations = plans[index..<end].map { plan -> EntryLocation in
+                        guard case .disk(let location, _) = plan else { preconditionFailure("a span holds disk reads only") }
+                        return location
+                    }
+                    results += EntryLog.payloads(
+                        in: span, spanOffset: first.offset, locations: locations[...], ledgerID: ledgerID,
+                        firstEntryID: firstEntryID + Int64(index), fileName: file.name)
+                }
+                index = end
             }
         }
+        return results
     }
+
+    /// The most one `pread` of `readRange` asks for.
+    static let maxReadSpanBytes: Int64 = 256 * 1024
 
     public func lastAddConfirmed(ledgerID: Int64) -> Int64? {
         condition.lock()
         defer { condition.unlock() }
-        return ledgers[ledgerID]?.lastAddConfirmed
+        return entryIndex[ledgerID]?.lastAddConfirmed
     }
 
     public func fence(ledgerID: Int64) throws(LedgerStoreError) -> Int64 {
@@ -366,13 +410,13 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             plan = .failed(refusal)
         } else {
             let ledger: LedgerState
-            if let existing = ledgers[ledgerID] {
+            if let existing = entryIndex[ledgerID] {
                 ledger = existing
             } else {
                 // Fencing an unknown ledger creates it fenced: a zombie writer must not be able to
                 // start it later on this node.
                 ledger = LedgerState(ledgerID: ledgerID)
-                ledgers[ledgerID] = ledger
+                entryIndex[ledgerID] = ledger
             }
             if ledger.deleteRequested {
                 plan = .failed(.ledgerNotFound(ledgerID: ledgerID))
@@ -408,7 +452,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             error = .closed
         } else if let refusal = failure ?? suspension {
             error = refusal
-        } else if let ledger = ledgers[ledgerID], !ledger.deleteRequested {
+        } else if let ledger = entryIndex[ledgerID], !ledger.deleteRequested {
             ledger.deleteRequested = true
             let newWaiter = Waiter()
             enqueue(
@@ -427,7 +471,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     public func ledgerIDs() -> [Int64] {
         condition.lock()
         defer { condition.unlock() }
-        return ledgers.values.filter { !$0.deleteRequested }.map(\.ledgerID).sorted()
+        return entryIndex.liveLedgerIDs()
     }
 
     public func close() {
@@ -476,12 +520,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 "No final index checkpoint: entries that found no room in the entry log are only in the journal; the next open replays them",
                 metadata: ["entry.count": "\(entryLogBacklog.count)"])
         }
-        journal = nil
-        entryLog = nil
         entryLogBacklog.removeAll()
         lockFile.unlock()
         condition.lock()
-        entryLogFiles.removeAll()
+        entryLog.closeAll()
         lifecycle = .closed
         condition.broadcast()
         condition.unlock()
@@ -553,21 +595,12 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 journaled.append((requestIndex, start, length))
             }
             if !journaled.isEmpty {
-                let clock = ContinuousClock()
-                let started = clock.now
-                var error = journal!.writeAll(batchBuffer, at: journalOffset)
-                let written = clock.now
-                if error == nil {
-                    error = journal!.syncData()
-                }
-                if error == nil, let observer = configuration.groupCommitObserver {
-                    observer(written - started, clock.now - written, batchBuffer.readableBytes, journaled.count)
-                }
-                if let error {
+                switch journal.writeGroup(batchBuffer) {
+                case .success(let took):
+                    configuration.groupCommitObserver?(took.write, took.sync, batchBuffer.readableBytes, journaled.count)
+                case .failure(let error):
                     journalWriteFailed(error, batch: batch)
                     batchFailure = error
-                } else {
-                    journalOffset += Int64(batchBuffer.readableBytes)
                 }
             }
         }
@@ -583,7 +616,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
 
         // Synced. Now write the add records to the entry log (not synced here).
         let adds = journaled.filter { batch[$0.requestIndex].kind == .add }
-        let (locations, entryLogError) = writeToEntryLog(batchBuffer, records: adds.map { ($0.index, $0.length) })
+        let (locations, entryLogError) = entryLog.write(batchBuffer, records: adds.map { ($0.index, $0.length) })
         var entryLogFailure: LedgerStoreError?
         var entryLogFull: LedgerStoreError?
         if let entryLogError {
@@ -625,8 +658,8 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 fenceResults[item.requestIndex] = ledger.lastAddConfirmed
             case .delete:
                 let ledgerID = batch[item.requestIndex].ledgerID
-                if ledgers[ledgerID] === ledger {
-                    ledgers[ledgerID] = nil
+                if entryIndex[ledgerID] === ledger {
+                    entryIndex[ledgerID] = nil
                 }
             }
         }
@@ -651,7 +684,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
             }
         }
 
-        if failure == nil && suspension == nil && journalOffset >= Int64(configuration.journalMaxBytes) {
+        if failure == nil && suspension == nil && journal.isFull(maxBytes: configuration.journalMaxBytes) {
             rollJournal()
         }
     }
@@ -662,18 +695,14 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     /// other failure, or a failed cut: refuse writes for good.
     private func journalWriteFailed(_ error: LedgerStoreError, batch: [Request]) {
         let metadata: Logger.Metadata = [
-            "journal.file": "\(journal!.name)", "journal.offset": "\(journalOffset)", "error": "\(error)",
+            "journal.file": "\(journal.file.name)", "journal.offset": "\(journal.offset)", "error": "\(error)",
         ]
         guard case .diskFull = error else {
             logger.error("Journal write failed; the store refuses further writes", metadata: metadata)
             markFailed(error)
             return
         }
-        var cutError = journal!.truncate(to: journalOffset)
-        if cutError == nil {
-            cutError = journal!.syncData()
-        }
-        if let cutError {
+        if let cutError = journal.cutFailedGroup() {
             var metadata = metadata
             metadata["truncate.error"] = "\(cutError)"
             logger.error(
@@ -729,8 +758,8 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         case .add:
             ledger.writeCache[request.entryID] = nil
             ledger.nextEntryID = min(ledger.nextEntryID, request.entryID)
-            if ledger.nextEntryID == 0, !ledger.isOnDisk, !ledger.fenceRequested, ledgers[request.ledgerID] === ledger {
-                ledgers[request.ledgerID] = nil
+            if ledger.nextEntryID == 0, !ledger.isOnDisk, !ledger.fenceRequested, entryIndex[request.ledgerID] === ledger {
+                entryIndex[request.ledgerID] = nil
             }
         case .fence:
             break
@@ -755,7 +784,7 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
                 records.append((batchBuffer.writerIndex, item.record.readableBytes))
                 batchBuffer.writeImmutableBuffer(item.record)
             }
-            let (locations, error) = writeToEntryLog(batchBuffer, records: records)
+            let (locations, error) = entryLog.write(batchBuffer, records: records)
             condition.lock()
             for (offset, location) in locations.enumerated() {
                 let item = entryLogBacklog[offset]
@@ -809,17 +838,10 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
     }
 
     private func rollJournal() {
-        let nextName = StoreFileName.journal(journalFileID + 1)
-        switch createFile(name: nextName, magic: OnDiskFormat.journalMagic) {
-        case .success(let file):
-            journal = file
-            journalFileID += 1
-            journalOffset = Int64(OnDiskFormat.fileHeaderBytes)
-        case .failure(let error):
+        if let error = journal.roll() {
             if Self.isDiskFull(error) {
                 // The current journal stays in use (past its size limit); the roll is tried again
-                // after the next group. The half-made file must not sit after it at recovery.
-                _ = removeFile(directory: directory, name: nextName)
+                // after the next group.
                 suspendWrites(error, releasing: [])
             } else {
                 logger.error("Journal roll failed; the store refuses further writes", metadata: ["error": "\(error)"])
@@ -839,392 +861,41 @@ public final class FileLedgerStore: LedgerStore, @unchecked Sendable {
         }
     }
 
-    /// Writes framed add records (ranges of `source`, absolute indices, in order) to the entry log,
-    /// rolling it as needed; contiguous records go out in one `pwrite`. Returns the locations of the
-    /// records written: all of them, or, with the error, those before the first record not wholly
-    /// written (the next write starts where that one began). Journal thread only.
-    private func writeToEntryLog(
-        _ source: ByteBuffer, records: [(index: Int, length: Int)]
-    ) -> (locations: [EntryLocation], failure: LedgerStoreError?) {
-        var locations: [EntryLocation] = []
-        locations.reserveCapacity(records.count)
-        var runStart = 0
-        var runLength = 0
-        var runFileOffset: Int64 = 0
-        /// Position in `records` of the run's first record.
-        var runFirstRecord = 0
-        func flushRun() -> LedgerStoreError? {
-            guard runLength > 0 else { return nil }
-            let error = entryLog!.writeAll(source.getSlice(at: runStart, length: runLength)!, at: runFileOffset)
-            runLength = 0
-            if error != nil {
-                // None of the run counts as written: the next write goes over whatever part of it
-                // reached the file.
-                locations.removeSubrange(runFirstRecord...)
-                entryLogOffset = runFileOffset
-            }
-            return error
-        }
-        for (position, record) in records.enumerated() {
-            if entryLogOffset > Int64(OnDiskFormat.fileHeaderBytes)
-                && entryLogOffset + Int64(record.length) > Int64(configuration.entryLogMaxBytes)
-            {
-                if let error = flushRun() { return (locations, error) }
-                if let error = rollEntryLog() { return (locations, error) }
-            }
-            if runLength > 0 && runStart + runLength == record.index {
-                runLength += record.length
-            } else {
-                if let error = flushRun() { return (locations, error) }
-                runStart = record.index
-                runLength = record.length
-                runFileOffset = entryLogOffset
-                runFirstRecord = position
-            }
-            locations.append(EntryLocation(entryLogID: entryLogID, offset: entryLogOffset, length: UInt32(record.length)))
-            entryLogOffset += Int64(record.length)
-        }
-        if let error = flushRun() { return (locations, error) }
-        return (locations, nil)
-    }
-
-    /// Syncs the current entry log (checkpoints sync only the current one) and starts the next.
-    private func rollEntryLog() -> LedgerStoreError? {
-        if let error = entryLog!.syncData() { return error }
-        let newID = entryLogID + 1
-        switch createFile(name: StoreFileName.entryLog(newID), magic: OnDiskFormat.entryLogMagic) {
-        case .success(let file):
-            condition.lock()
-            entryLogFiles[newID] = file
-            condition.unlock()
-            entryLog = file
-            entryLogID = newID
-            entryLogOffset = Int64(OnDiskFormat.fileHeaderBytes)
-            return nil
-        case .failure(let error):
-            // The current entry log stays in use; the roll is tried again with the next write.
-            _ = removeFile(directory: directory, name: StoreFileName.entryLog(newID))
-            return error
-        }
-    }
-
-    /// Creates (or empties) a file, writes its header, syncs it and the directory.
-    private func createFile(name: String, magic: [UInt8]) -> Result<OpenFile, LedgerStoreError> {
-        let file: OpenFile
-        switch OpenFile.open(directory: directory, name: name, flags: O_RDWR | O_CREAT | O_TRUNC, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver) {
-        case .success(let opened): file = opened
-        case .failure(let error): return .failure(error)
-        }
-        var header = allocator.buffer(capacity: OnDiskFormat.fileHeaderBytes)
-        OnDiskFormat.writeFileHeader(magic: magic, into: &header)
-        if let error = file.writeAll(header, at: 0) { return .failure(error) }
-        if let error = file.syncData() { return .failure(error) }
-        if let error = syncDirectory(directory) { return .failure(error) }
-        return .success(file)
-    }
-
-    /// Writes `index.dat` for the current state: sync the entry log, write `index.tmp`, fsync,
-    /// rename, fsync the directory; then delete the journal files before the covered position and
-    /// the entry logs no live ledger points into. Journal thread only, between groups.
+    /// Writes `index.dat` for the current state (the entry log synced first), then deletes the
+    /// journal files before the position it covers and the entry logs no live ledger points into.
+    /// Journal thread only, between groups (and `init`, before that thread starts).
     private func checkpoint() -> LedgerStoreError? {
-        if let error = entryLog!.syncData() { return error }
+        if let error = entryLog.sync() { return error }
         condition.lock()
-        let snapshot = Array(ledgers.values)
+        let snapshot = entryIndex.snapshot()
         condition.unlock()
-        // `isOnDisk`, `fenced` and `locations` are written only by this thread, so reading them
-        // outside the lock is safe.
-        var entries: [(ledgerID: Int64, fenced: Bool, locations: [EntryLocation])] = []
-        var referencedEntryLogs: Set<Int64> = [entryLogID]
-        for ledger in snapshot where ledger.isOnDisk {
-            entries.append((ledger.ledgerID, ledger.fenced, ledger.locations))
-            var previous: Int64 = -1
-            for location in ledger.locations where location.entryLogID != previous {
-                referencedEntryLogs.insert(location.entryLogID)
-                previous = location.entryLogID
-            }
-        }
-        entries.sort { $0.ledgerID < $1.ledgerID }
-        let encoded = IndexCheckpoint.encode(
-            journalFileID: journalFileID, journalOffset: journalOffset, entryLogID: entryLogID,
-            entryLogSizeBytes: entryLogOffset, ledgers: entries, allocator: allocator)
-        switch OpenFile.open(
-            directory: directory, name: StoreFileName.indexTemporary, flags: O_WRONLY | O_CREAT | O_TRUNC,
-            faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver)
+        let contents = EntryIndex.checkpointContents(of: snapshot, currentEntryLogID: entryLog.currentID)
+        if let error = IndexCheckpoint.write(
+            journalFileID: journal.fileID, journalOffset: journal.offset, entryLogID: entryLog.currentID,
+            entryLogSizeBytes: entryLog.offset, ledgers: contents.ledgers, to: storeDirectory)
         {
-        case .success(let file):
-            if let error = file.writeAll(encoded, at: 0) { return error }
-            if let error = file.syncAll() { return error }
-        case .failure(let error):
             return error
         }
-        if let error = renameFile(directory: directory, from: StoreFileName.indexTemporary, to: StoreFileName.index) {
-            return error
-        }
-        if let error = syncDirectory(directory) { return error }
 
         // Reclaim space: nothing below needs to be durable, a leftover file is deleted next time.
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        var removedEntryLogs: [Int64] = []
+        let names = (try? storeDirectory.names()) ?? []
         for name in names {
-            if let id = StoreFileName.parse(name, prefix: "journal-"), id < journalFileID {
-                if let error = removeFile(directory: directory, name: name) {
-                    logger.warning("Could not delete an old journal file", metadata: ["error": "\(error)"])
-                }
-            } else if let id = StoreFileName.parse(name, prefix: "entrylog-"), id < entryLogID, !referencedEntryLogs.contains(id) {
-                if let error = removeFile(directory: directory, name: name) {
-                    logger.warning("Could not delete an unused entry log", metadata: ["error": "\(error)"])
-                } else {
-                    removedEntryLogs.append(id)
-                }
+            if let id = StoreFileName.parse(name, prefix: "journal-"), id < journal.fileID, let error = storeDirectory.remove(name) {
+                logger.warning("Could not delete an old journal file", metadata: ["error": "\(error)"])
             }
         }
+        let removedEntryLogs = entryLog.removeUnreferenced(contents.referencedEntryLogs, among: names) { error in
+            logger.warning("Could not delete an unused entry log", metadata: ["error": "\(error)"])
+        }
         if !removedEntryLogs.isEmpty {
-            condition.lock()
-            for id in removedEntryLogs {
-                entryLogFiles[id] = nil
-            }
-            condition.unlock()
             logger.debug("Deleted entry logs that hold no live ledger", metadata: ["entrylog.ids": "\(removedEntryLogs.sorted())"])
         }
         logger.debug(
             "Index checkpoint written",
-            metadata: ["journal.file": "\(journalFileID)", "journal.offset": "\(journalOffset)", "ledger.count": "\(entries.count)"])
-        return nil
-    }
-
-    // MARK: - Recovery (runs in init, before the journal thread starts)
-
-    private func recover() throws(LedgerStoreError) {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw .io("list directory \(directory) failed: \(error); check its permissions")
-        }
-        let journalIDs = names.compactMap { StoreFileName.parse($0, prefix: "journal-") }.sorted()
-        let entryLogIDs = names.compactMap { StoreFileName.parse($0, prefix: "entrylog-") }.sorted()
-        let replayFileID: Int64
-        let replayOffset: Int64
-
-        if names.contains(StoreFileName.index) {
-            let checkpoint = try loadCheckpoint()
-            replayFileID = checkpoint.journalFileID
-            replayOffset = checkpoint.journalOffset
-            for saved in checkpoint.ledgers {
-                let ledger = LedgerState(ledgerID: saved.ledgerID)
-                ledger.locations = saved.locations
-                ledger.lastAddConfirmed = Int64(saved.locations.count) - 1
-                ledger.nextEntryID = Int64(saved.locations.count)
-                ledger.fenced = saved.fenced
-                ledger.fenceRequested = saved.fenced
-                ledger.isOnDisk = true
-                ledgers[saved.ledgerID] = ledger
-            }
-            // Entry logs started after the checkpoint hold only unsynced copies of journal records
-            // that the replay below writes again.
-            for id in entryLogIDs where id > checkpoint.entryLogID {
-                logger.info("Removing entry log newer than the index checkpoint; the journal replay rewrites it", metadata: ["entrylog.id": "\(id)"])
-                if let error = removeFile(directory: directory, name: StoreFileName.entryLog(id)) { throw error }
-            }
-            guard entryLogIDs.contains(checkpoint.entryLogID) else {
-                throw .corrupted(
-                    "\(StoreFileName.entryLog(checkpoint.entryLogID)), the current entry log in \(StoreFileName.index), is missing; restore the data directory from a replica")
-            }
-            for id in entryLogIDs where id <= checkpoint.entryLogID {
-                let file = try OpenFile.open(
-                    directory: directory, name: StoreFileName.entryLog(id), flags: O_RDWR, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver
-                ).get()
-                entryLogFiles[id] = file
-            }
-            let current = entryLogFiles[checkpoint.entryLogID]!
-            let size = try current.size().get()
-            guard size >= checkpoint.entryLogSizeBytes else {
-                throw .corrupted(
-                    "\(current.name) is \(size) bytes, shorter than the \(checkpoint.entryLogSizeBytes) synced bytes \(StoreFileName.index) recorded; restore the data directory from a replica")
-            }
-            if size > checkpoint.entryLogSizeBytes {
-                // Unsynced tail written after the checkpoint: the journal replay writes it again.
-                if let error = current.truncate(to: checkpoint.entryLogSizeBytes) { throw error }
-            }
-            entryLog = current
-            entryLogID = checkpoint.entryLogID
-            entryLogOffset = checkpoint.entryLogSizeBytes
-            for ledger in checkpoint.ledgers {
-                for location in ledger.locations where entryLogFiles[location.entryLogID] == nil {
-                    throw .corrupted(
-                        "\(StoreFileName.entryLog(location.entryLogID)), holding entries of ledger \(ledger.ledgerID), is missing; restore the data directory from a replica")
-                }
-            }
-        } else {
-            // No checkpoint was ever written, so no journal file was ever deleted: unless one was,
-            // the journal holds everything and no entry log is referenced.
-            if let first = journalIDs.first, first != 1 {
-                throw .corrupted(
-                    "\(StoreFileName.index) is missing but the journal starts at \(StoreFileName.journal(first)); restore the data directory from a replica")
-            }
-            replayFileID = 1
-            replayOffset = Int64(OnDiskFormat.fileHeaderBytes)
-            for id in entryLogIDs {
-                if let error = removeFile(directory: directory, name: StoreFileName.entryLog(id)) { throw error }
-            }
-            let newID = (entryLogIDs.last ?? 0) + 1
-            let file = try createFile(name: StoreFileName.entryLog(newID), magic: OnDiskFormat.entryLogMagic).get()
-            entryLogFiles[newID] = file
-            entryLog = file
-            entryLogID = newID
-            entryLogOffset = Int64(OnDiskFormat.fileHeaderBytes)
-        }
-
-        let replayIDs = journalIDs.filter { $0 >= replayFileID }
-        if let first = replayIDs.first, first != replayFileID {
-            throw .corrupted(
-                "\(StoreFileName.journal(replayFileID)), where the journal replay starts, is missing; restore the data directory from a replica")
-        }
-        var replayedRecords = 0
-        for (position, id) in replayIDs.enumerated() {
-            replayedRecords += try replayJournal(
-                id: id, from: id == replayFileID ? replayOffset : Int64(OnDiskFormat.fileHeaderBytes),
-                isLast: position == replayIDs.count - 1)
-        }
-
-        let newJournalID = max(journalIDs.last ?? 0, replayFileID - 1) + 1
-        journal = try createFile(name: StoreFileName.journal(newJournalID), magic: OnDiskFormat.journalMagic).get()
-        journalFileID = newJournalID
-        journalOffset = Int64(OnDiskFormat.fileHeaderBytes)
-        if let error = checkpoint() { throw error }
-        logger.info(
-            "Ledger store opened",
             metadata: [
-                "directory": "\(directory)", "ledger.count": "\(ledgers.count)",
-                "journal.replayed.records": "\(replayedRecords)",
+                "journal.file": "\(journal.fileID)", "journal.offset": "\(journal.offset)", "ledger.count": "\(contents.ledgers.count)",
             ])
-    }
-
-    private func loadCheckpoint() throws(LedgerStoreError) -> IndexCheckpoint {
-        let file = try OpenFile.open(directory: directory, name: StoreFileName.index, flags: O_RDONLY).get()
-        let size = try file.size().get()
-        let contents = try file.read(count: Int(size), at: 0, allocator: allocator).get()
-        return try IndexCheckpoint.decode(contents, fileName: StoreFileName.index).get()
-    }
-
-    /// Replays one journal file from `offset`; returns the number of records applied.
-    private func replayJournal(id: Int64, from offset: Int64, isLast: Bool) throws(LedgerStoreError) -> Int {
-        let name = StoreFileName.journal(id)
-        let file = try OpenFile.open(directory: directory, name: name, flags: O_RDWR, faultInjector: configuration.faultInjector, writeObserver: configuration.writeObserver).get()
-        let size = try file.size().get()
-        let contents = try file.read(count: Int(size), at: 0, allocator: allocator).get()
-        if let problem = OnDiskFormat.checkFileHeader(magic: OnDiskFormat.journalMagic, in: contents, at: 0) {
-            guard isLast, size <= Int64(OnDiskFormat.fileHeaderBytes) else {
-                throw .corrupted("\(name) offset 0: \(problem); restore the data directory from a replica")
-            }
-            // A journal file created just before a crash, its header not yet synced.
-            logger.warning("Removing journal file with a torn header", metadata: ["journal.file": "\(name)", "problem": "\(problem)"])
-            if let error = removeFile(directory: directory, name: name) { throw error }
-            return 0
-        }
-        guard offset <= size else {
-            throw .corrupted(
-                "\(name) is \(size) bytes, shorter than the position \(offset) \(StoreFileName.index) recorded; restore the data directory from a replica")
-        }
-        var index = Int(offset)
-        var applied = 0
-        while index < contents.writerIndex {
-            let problem: String
-            let partialLedgerID: Int64?
-            switch OnDiskFormat.decodeRecord(in: contents, at: index) {
-            case .record(let record):
-                try applyReplayed(record, from: contents, at: index, journalName: name)
-                index += record.recordLength
-                applied += 1
-                continue
-            case .incomplete(let ledgerID):
-                problem = "record runs past the end of the file"
-                partialLedgerID = ledgerID
-            case .corrupt(let reason, let ledgerID):
-                problem = reason
-                partialLedgerID = ledgerID
-            }
-            guard isLast else {
-                throw .corrupted("\(name) offset \(index): \(problem), before the last journal file; restore the data directory from a replica")
-            }
-            logger.warning(
-                "Journal ends in a torn or corrupt record; truncating it (it was never acknowledged)",
-                metadata: [
-                    "journal.file": "\(name)", "journal.offset": "\(index)",
-                    "ledger.id": "\(partialLedgerID.map { String($0) } ?? "unknown")", "problem": "\(problem)",
-                    "bytes.dropped": "\(contents.writerIndex - index)",
-                ])
-            if let error = file.truncate(to: Int64(index)) { throw error }
-            if let error = file.syncData() { throw error }
-            break
-        }
-        return applied
-    }
-
-    private func applyReplayed(
-        _ record: DecodedRecord, from contents: ByteBuffer, at index: Int, journalName: String
-    ) throws(LedgerStoreError) {
-        switch record.kind {
-        case .add:
-            let ledger: LedgerState
-            if let existing = ledgers[record.ledgerID] {
-                // An add after a fence is a recovery add (`append(recovery: true)`), so `fenced` is not checked.
-                guard record.entryID == Int64(existing.locations.count) else {
-                    throw .corrupted(
-                        "\(journalName) offset \(index): add of ledger \(record.ledgerID) entry \(record.entryID) does not follow the index (next entry \(existing.locations.count))")
-                }
-                ledger = existing
-            } else {
-                guard record.entryID == 0 else {
-                    throw .corrupted(
-                        "\(journalName) offset \(index): add of ledger \(record.ledgerID) entry \(record.entryID) for a ledger the index does not know")
-                }
-                ledger = LedgerState(ledgerID: record.ledgerID)
-                ledgers[record.ledgerID] = ledger
-            }
-            let (written, writeError) = writeToEntryLog(contents, records: [(index, record.recordLength)])
-            if let writeError { throw writeError }
-            let location = written[0]
-            ledger.locations.append(location)
-            ledger.lastAddConfirmed = record.entryID
-            ledger.nextEntryID = record.entryID + 1
-            ledger.isOnDisk = true
-        case .fence:
-            let ledger = ledgers[record.ledgerID] ?? LedgerState(ledgerID: record.ledgerID)
-            ledgers[record.ledgerID] = ledger
-            ledger.fenced = true
-            ledger.fenceRequested = true
-            ledger.isOnDisk = true
-        case .delete:
-            ledgers[record.ledgerID] = nil
-        }
-    }
-}
-
-/// The index entry of one ledger in a `FileLedgerStore`. Owned by the store; every field is read
-/// and written under the store's lock, except that the journal thread (the only writer of
-/// `locations`, `lastAddConfirmed`, `fenced`, `isOnDisk`) may read those without it.
-final class LedgerState {
-    let ledgerID: Int64
-    // Front: what appends are checked against.
-    /// Next entry id `append` accepts.
-    var nextEntryID: Int64 = 0
-    /// `fence` was called (durable or not): appends are refused.
-    var fenceRequested = false
-    /// `deleteLedger` was called and its record is not yet applied.
-    var deleteRequested = false
-    /// Appended entries not yet in the entry log, by entry id.
-    var writeCache: [Int64: ByteBuffer] = [:]
-    // Applied: what the journal made durable.
-    /// Locations of entries 0..<count in the entry logs.
-    var locations: [EntryLocation] = []
-    var lastAddConfirmed: Int64 = -1
-    var fenced = false
-    /// A journal record for this ledger was applied, so checkpoints include it.
-    var isOnDisk = false
-
-    init(ledgerID: Int64) {
-        self.ledgerID = ledgerID
+        return nil
     }
 }
 

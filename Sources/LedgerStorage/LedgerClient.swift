@@ -117,10 +117,7 @@ public final class LocalLedgerClient: LedgerClient {
     ) -> EventLoopFuture<[Result<ByteBuffer, LedgerStoreError>]> {
         let store = self.store
         let readAll: @Sendable () -> [Result<ByteBuffer, LedgerStoreError>] = {
-            guard firstEntryID <= lastEntryID else { return [] }
-            return (firstEntryID...lastEntryID).map { entryID in
-                Result { () throws(LedgerStoreError) in try store.read(ledgerID: ledgerID, entryID: entryID) }
-            }
+            store.readRange(ledgerID: ledgerID, firstEntryID: firstEntryID, lastEntryID: lastEntryID)
         }
         if readsInline { return eventLoop.makeSucceededFuture(readAll()) }
         return threadPool.runIfActive(eventLoop: eventLoop, readAll).flatMapErrorThrowing { _ in

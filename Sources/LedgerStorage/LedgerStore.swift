@@ -80,6 +80,10 @@ public protocol LedgerStore: AnyObject, Sendable {
     /// cache if not yet in the entry log). Synchronous (a `pread`): never call it on an event loop
     /// (debug builds trap); brokers read through a `LedgerClient`.
     func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer
+    /// Reads entries `firstEntryID ... lastEntryID`: one result per entry, in order (an entry that
+    /// cannot be read fails alone). Waits for the disk like `read`. The default calls `read` per
+    /// entry; the file store reads records that sit end to end with one `pread`.
+    func readRange(ledgerID: Int64, firstEntryID: Int64, lastEntryID: Int64) -> [Result<ByteBuffer, LedgerStoreError>]
     /// Highest durable entry id of the ledger, -1 if it has none, nil if the ledger is unknown.
     func lastAddConfirmed(ledgerID: Int64) -> Int64?
     /// Fence: no further appends succeed (pending ones that are not yet durable may fail). Durable itself. Returns lastAddConfirmed.
@@ -118,6 +122,13 @@ public struct LedgerReplicationOptions: Sendable, Equatable, Codable {
 }
 
 extension LedgerStore {
+    public func readRange(ledgerID: Int64, firstEntryID: Int64, lastEntryID: Int64) -> [Result<ByteBuffer, LedgerStoreError>] {
+        guard firstEntryID <= lastEntryID else { return [] }
+        return (firstEntryID...lastEntryID).map { entryID in
+            Result { () throws(LedgerStoreError) in try read(ledgerID: ledgerID, entryID: entryID) }
+        }
+    }
+
     public func appendBatch(
         ledgerID: Int64, firstEntryID: Int64, payloads: [ByteBuffer],
         completion: @escaping @Sendable (Result<Void, LedgerStoreError>) -> Void

@@ -28,6 +28,45 @@ struct LedgerStoreTests {
         }
     }
 
+    /// A range read answers what single reads answer, entry by entry: over a batch written end to
+    /// end (one span), entries of ledgers interleaved in the entry log, entry logs that rolled in
+    /// between, after a reopen (from the disk), and past the last entry (those fail alone).
+    @Test(arguments: StoreKind.allCases)
+    func readRangeAnswersWhatSingleReadsAnswer(kind: StoreKind) throws {
+        let fixture = try StoreFixture(kind) { configuration in
+            configuration.entryLogMaxBytes = 4 * 1024
+        }
+        defer { fixture.tearDown() }
+        func payload(_ ledgerID: Int64, _ entryID: Int64) -> ByteBuffer {
+            makePayload(ledgerID: ledgerID, entryID: entryID, size: Int(entryID * 53 % 300))
+        }
+        let done = DispatchSemaphore(value: 0)
+        fixture.store.appendBatch(ledgerID: 1, firstEntryID: 0, payloads: (0..<60).map { payload(1, $0) }) { result in
+            #expect((try? result.get()) != nil)
+            done.signal()
+        }
+        done.wait()
+        for entryID in Int64(60)..<80 {
+            #expect(appendAndWait(fixture.store, ledgerID: 1, entryID: entryID, payload: payload(1, entryID)) == nil)
+            #expect(appendAndWait(fixture.store, ledgerID: 2, entryID: entryID - 60, payload: payload(2, entryID - 60)) == nil)
+        }
+        for round in 0..<2 {
+            if round == 1 { try fixture.reopen() }
+            let store = fixture.store
+            let results = store.readRange(ledgerID: 1, firstEntryID: 0, lastEntryID: 81)
+            #expect(results.count == 82)
+            for entryID in Int64(0)..<80 {
+                #expect(try results[Int(entryID)].get() == payload(1, entryID))
+            }
+            #expect(results[80] == .failure(.entryNotFound(ledgerID: 1, entryID: 80)))
+            #expect(results[81] == .failure(.entryNotFound(ledgerID: 1, entryID: 81)))
+            let middle = store.readRange(ledgerID: 2, firstEntryID: 5, lastEntryID: 9)
+            #expect(middle.map { try? $0.get() } == (Int64(5)...9).map { payload(2, $0) })
+            #expect(store.readRange(ledgerID: 3, firstEntryID: 0, lastEntryID: 0) == [.failure(.ledgerNotFound(ledgerID: 3))])
+            #expect(store.readRange(ledgerID: 1, firstEntryID: 4, lastEntryID: 3).isEmpty)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func appendBatchIsAppendInOrderWithOneCompletion(kind: StoreKind) throws {
         let fixture = try StoreFixture(kind)
