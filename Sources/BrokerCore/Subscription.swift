@@ -350,7 +350,7 @@ final class Subscription: @unchecked Sendable {
                 guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
                 guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
                 if !managedLedger.canReadNow(next), !cursor.isAcknowledged(next) {
-                    managedLedger.readAhead(unacknowledged(from: next, limit: ManagedLedgerLimits.readAheadBatch)) {
+                    managedLedger.readAhead(unacknowledged(from: next, limit: ManagedLedgerLimits.readAheadBatch), forward: true) {
                         self.scheduleDispatch()
                     }
                     break

@@ -282,7 +282,15 @@ package final class ManagedLedger: @unchecked Sendable {
 
     /// The first existing entry after `position`, or nil if there is none (yet).
     package func next(after position: Position) -> Position? {
-        for ledger in ledgers where ledger.ledgerID >= position.ledgerID {
+        // Ledgers are sorted by id: start at the first one not before `position`'s (dispatch asks
+        // this per entry, and a topic may hold many ledgers).
+        var low = 0
+        var high = ledgers.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ledgers[middle].ledgerID < position.ledgerID { low = middle + 1 } else { high = middle }
+        }
+        for ledger in ledgers[low...] {
             if ledger.ledgerID == position.ledgerID {
                 if position.entryID + 1 < ledger.entries {
                     return Position(ledgerID: ledger.ledgerID, entryID: max(position.entryID + 1, 0))
@@ -337,6 +345,10 @@ package final class ManagedLedger: @unchecked Sendable {
     /// Positions being fetched, and who waits for each batch.
     private var readsInFlight: Set<Position> = []
     private var readAheadWaiters: [() -> Void] = []
+    /// The last position of the latest run fetched for a reader going forward (dispatch catching
+    /// up on a backlog): once a read takes an entry within one batch of it, the batch after it is
+    /// fetched, so the disk works while the loop dispatches and the next pass finds it at hand.
+    private var forwardFetchEnd: Position?
 
     /// Whether `read(position)` answers at once: the entry is in the tail cache or was fetched ahead.
     package func canReadNow(_ position: Position) -> Bool {
@@ -347,8 +359,12 @@ package final class ManagedLedger: @unchecked Sendable {
     /// Fetches `positions` (those not cached or in flight) from the store without blocking the
     /// loop; `then` runs on the loop once they are all in (successes and failures both: `read`
     /// reports a failure once). Used by dispatch when `canReadNow` is false.
-    package func readAhead(_ positions: [Position], then: @escaping () -> Void) {
+    ///
+    /// `forward`: the reader goes on in log order after `positions` (dispatch's catch-up), so the
+    /// entries after them are fetched before it asks (see `forwardFetchEnd`).
+    package func readAhead(_ positions: [Position], forward: Bool = false, then: @escaping () -> Void) {
         eventLoop.preconditionInEventLoop()
+        if forward, let last = positions.last { forwardFetchEnd = last }
         let missing = positions.filter { readAheadResults[$0] == nil && tailCache.entry(at: $0) == nil }
         let wanted = missing.filter { !readsInFlight.contains($0) }
         guard !missing.isEmpty else {
@@ -374,6 +390,27 @@ package final class ManagedLedger: @unchecked Sendable {
                 if remaining.countDown() { self.runReadAheadWaiters() }
             }
         }
+    }
+
+    /// Fetches the batch of durable entries after `end` that is not at hand (none: the reader has
+    /// reached the tail cache or the end, and the forward fetch stops).
+    private func fetchForward(after end: Position) {
+        var positions: [Position] = []
+        var current = end
+        var examined = 0
+        while positions.count < ManagedLedgerLimits.readAheadBatch, examined < 2 * ManagedLedgerLimits.readAheadBatch,
+              let next = next(after: current)
+        {
+            examined += 1
+            current = next
+            if tailCache.entry(at: next) != nil { break }
+            if readAheadResults[next] == nil, !readsInFlight.contains(next) { positions.append(next) }
+        }
+        guard !positions.isEmpty else {
+            forwardFetchEnd = nil
+            return
+        }
+        readAhead(positions, forward: true) {}
     }
 
     /// `positions` as runs of consecutive entries of one ledger, in the order given.
@@ -517,6 +554,11 @@ package final class ManagedLedger: @unchecked Sendable {
             throw BrokerError(.persistence, "entry \(position) of \(name) is not at hand: fetch it with readAhead first")
         }
         dropReadAhead(position)  // its slot in readAheadOrder is stale now: skipped at the front
+        if let end = forwardFetchEnd, end.ledgerID == position.ledgerID,
+           end.entryID >= position.entryID, end.entryID - position.entryID < Int64(ManagedLedgerLimits.readAheadBatch)
+        {
+            fetchForward(after: end)
+        }
         switch fetched {
         case .success(let buffer): return try Entry.decode(buffer)
         case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")

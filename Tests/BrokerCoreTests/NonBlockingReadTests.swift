@@ -147,6 +147,42 @@ private final class NetworkLikeStore: ForwardingLedgerStore, @unchecked Sendable
         try await group.shutdownGracefully()
     }
 
+    /// A reader going forward through a backlog (dispatch catching up) finds the next batch fetched
+    /// before it asks: taking an entry of the last batch fetched starts the fetch of the one after
+    /// it, so the disk works while the loop dispatches.
+    @Test func aForwardReadFetchesTheNextBatchBeforeItIsAskedFor() async throws {
+        let name = try TopicName(parsing: "forward-fetch")
+        let writer = try await makeBroker()
+        let first = try await writer.topic(name).get()
+        let batch = ManagedLedgerLimits.readAheadBatch
+        var positions: [Position] = []
+        for i in 0..<(2 * batch + 10) { positions.append(try await publish(first, "m\(i)")) }
+        let owner = try await makeBroker()
+        let ledger = try await owner.topic(name).get().managedLedger
+
+        let promise = loop.makePromise(of: Void.self)
+        let firstBatch = Array(positions[0..<batch])
+        loop.execute { ledger.readAhead(firstBatch, forward: true) { promise.succeed() } }
+        try await promise.futureResult.get()
+        let nextAtHandBefore = try await loop.submit { ledger.canReadNow(positions[batch]) }.get()
+        #expect(!nextAtHandBefore)
+        // Taking the first entry of the batch starts the fetch of the next one.
+        let body = try await loop.submit { String(buffer: try ledger.read(positions[0]).body) }.get()
+        #expect(body == "m0")
+        let deadline = ContinuousClock.now + .seconds(20)
+        var nextAtHand = false
+        while !nextAtHand, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            nextAtHand = try await loop.submit { ledger.canReadNow(positions[2 * batch - 1]) }.get()
+        }
+        #expect(nextAtHand)
+        // Nothing past that batch yet: the reader is still a whole batch away.
+        let thirdAtHand = try await loop.submit { ledger.canReadNow(positions[2 * batch]) }.get()
+        #expect(!thirdAtHand)
+        #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
+        try await group.shutdownGracefully()
+    }
+
     /// An entry fetched ahead and never taken must not make the read-ahead's bookkeeping grow with
     /// every later fetch that is taken at once.
     @Test func readAheadBookkeepingStaysBoundedBehindAnEntryNobodyTakes() async throws {
