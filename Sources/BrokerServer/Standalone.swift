@@ -50,37 +50,101 @@ public enum Standalone {
         storeConfiguration.groupCommitObserver = BrokerMetrics.groupCommitObserver()
         let store = LocalLedgerClient(store: try FileLedgerStore(configuration: storeConfiguration, logger: logger))
         let metadata = try EmbeddedMetadataStore(directory: metadataDirectory, logger: logger)
-        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         var configuration = options.broker
         configuration.advertisedPulsarURL = "pulsar://\(options.advertisedAddress):\(options.port)"
         configuration.advertisedHTTPURL = "http://\(options.advertisedAddress):\(options.httpPort)"
-        let broker = BrokerService(
-            configuration: configuration, store: store, metadata: metadata,
-            eventLoopGroup: eventLoopGroup, logger: logger)
-        try await broker.bootstrap()
-        do {
-            try await BrokerProcess.serve(
-                broker: broker, bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
-                advertisedAddress: options.advertisedAddress, listener: options.listener,
-                endpoints: options.endpoints, settings: options.settings, metricsRegistry: metricsRegistry,
-                eventLoopGroup: eventLoopGroup, logger: logger)
-        } catch {
-            logger.error("standalone.failed", metadata: ["error": "\(error)"])
-            await broker.shutdown()
-            await metadata.close()
-            try? await eventLoopGroup.shutdownGracefully()
-            throw error
-        }
-        await broker.shutdown()
-        await metadata.close()
-        try? await eventLoopGroup.shutdownGracefully()
-        logger.info("standalone.stopped")
+        var wiring = BrokerWiring(
+            role: "standalone", configuration: configuration, store: store, metadata: metadata,
+            bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
+            advertisedAddress: options.advertisedAddress, metricsRegistry: metricsRegistry)
+        wiring.listener = options.listener
+        wiring.endpoints = options.endpoints
+        wiring.settings = options.settings
+        try await BrokerProcess.run(wiring, logger: logger)
+    }
+}
+
+/// Everything one broker process is built from, standalone or in a cluster: `BrokerProcess.run`
+/// makes the same broker of both (the core, the Pulsar listener, the endpoints
+/// `messagingProtocols` names, the HTTP endpoint, the periodic services); only what goes in
+/// differs: the ledger client (local or replicated), the metadata store (embedded or etcd), and in
+/// a cluster the coordinator, the auditor service and the registration after bootstrap.
+public struct BrokerWiring: Sendable {
+    /// `standalone` or `broker`: the prefix of the process's log events.
+    public var role: String
+    public var configuration: BrokerConfiguration
+    public var store: any LedgerClient
+    public var metadata: any MetadataStore
+    /// Membership and bundle ownership (a cluster broker); nil: this broker owns every topic.
+    public var cluster: ClusterCoordinator?
+    public var bindAddress: String
+    public var port: Int
+    public var httpPort: Int
+    public var advertisedAddress: String
+    public var listener = PulsarListenerSettings()
+    /// Endpoints served beside Pulsar's (`messagingProtocols`).
+    public var endpoints: [ProtocolEndpoint] = []
+    /// The `--config` file's key=value pairs, for the endpoints' own keys.
+    public var settings: [String: String] = [:]
+    public var metricsRegistry: PrometheusCollectorRegistry
+    /// Services that run beside the broker's own (a cluster's re-replication auditor).
+    public var extraServices: [any Service] = []
+    /// Runs once the broker has bootstrapped, before it serves (a cluster broker registers itself).
+    public var afterBootstrap: (@Sendable (BrokerService) async throws -> Void)?
+
+    public init(
+        role: String, configuration: BrokerConfiguration, store: any LedgerClient, metadata: any MetadataStore,
+        cluster: ClusterCoordinator? = nil, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String,
+        metricsRegistry: PrometheusCollectorRegistry
+    ) {
+        self.role = role
+        self.configuration = configuration
+        self.store = store
+        self.metadata = metadata
+        self.cluster = cluster
+        self.bindAddress = bindAddress
+        self.port = port
+        self.httpPort = httpPort
+        self.advertisedAddress = advertisedAddress
+        self.metricsRegistry = metricsRegistry
     }
 }
 
 /// Serving a `BrokerService`: the Pulsar protocol listener, the endpoints of other protocols
 /// `messagingProtocols` names, and the HTTP endpoint, until SIGTERM/SIGINT.
 public enum BrokerProcess {
+    /// Builds the broker `wiring` describes, bootstraps it, serves it until SIGTERM/SIGINT, then
+    /// shuts it down and closes the metadata store (also when serving failed: the error is logged
+    /// and rethrown).
+    public static func run(_ wiring: BrokerWiring, logger: Logger) async throws {
+        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let broker = BrokerService(
+            configuration: wiring.configuration, store: wiring.store, metadata: wiring.metadata,
+            eventLoopGroup: eventLoopGroup, cluster: wiring.cluster, logger: logger)
+        var failure: (any Error)?
+        do {
+            try await broker.bootstrap()
+            try await wiring.afterBootstrap?(broker)
+            logger.info("\(wiring.role).started", metadata: [
+                "pulsar-url": "\(wiring.configuration.advertisedPulsarURL)",
+                "http-url": "\(wiring.configuration.advertisedHTTPURL)", "cluster": "\(wiring.configuration.clusterName)",
+            ])
+            try await serve(
+                broker: broker, bindAddress: wiring.bindAddress, port: wiring.port, httpPort: wiring.httpPort,
+                advertisedAddress: wiring.advertisedAddress, listener: wiring.listener, endpoints: wiring.endpoints,
+                settings: wiring.settings, metricsRegistry: wiring.metricsRegistry, eventLoopGroup: eventLoopGroup,
+                extraServices: wiring.extraServices, logger: logger)
+        } catch {
+            logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
+            failure = error
+        }
+        await broker.shutdown()
+        await wiring.metadata.close()
+        try? await eventLoopGroup.shutdownGracefully()
+        logger.info("\(wiring.role).stopped")
+        if let failure { throw failure }
+    }
+
     public static func serve(
         broker: BrokerService, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String,
         listener: PulsarListenerSettings = PulsarListenerSettings(),

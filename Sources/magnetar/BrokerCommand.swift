@@ -154,32 +154,21 @@ struct BrokerCommand: AsyncParsableCommand {
         configuration.advertisedHTTPURL = identity.httpURL
         configuration.managedLedger = managedLedger
         configuration.managedLedger.replication = settings.replication
-        let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let broker = BrokerService(
-            configuration: configuration, store: store.ledgerStore, metadata: metadataStore,
-            eventLoopGroup: eventLoopGroup, cluster: cluster, logger: logger)
-        try await broker.bootstrap()
+        logger.info("broker.starting", metadata: ["metadata": "\(settings.metadataURL)"])
+        var wiring = BrokerWiring(
+            role: "broker", configuration: configuration, store: store.ledgerStore, metadata: metadataStore,
+            cluster: cluster, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
+            advertisedAddress: listening.advertisedAddress, metricsRegistry: metricsRegistry)
+        wiring.listener = listening.listener
+        wiring.endpoints = listening.endpoints
+        wiring.settings = listening.settings
+        wiring.extraServices = [store.auditor]
         let auditor = store.auditor
-        broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }
-        try await broker.registerInCluster()
-        logger.info("broker.started", metadata: [
-            "pulsar-url": "\(identity.pulsarURL)", "http-url": "\(identity.httpURL)", "metadata": "\(settings.metadataURL)",
-            "cluster": "\(settings.clusterName)",
-        ])
-        do {
-            try await BrokerProcess.serve(
-                broker: broker, bindAddress: listening.bindAddress, port: listening.port, httpPort: listening.httpPort,
-                advertisedAddress: listening.advertisedAddress, listener: listening.listener,
-                endpoints: listening.endpoints, settings: listening.settings,
-                metricsRegistry: metricsRegistry, eventLoopGroup: eventLoopGroup,
-                extraServices: [store.auditor], logger: logger)
-        } catch {
-            logger.error("broker.failed", metadata: ["error": "\(error)"])
+        wiring.afterBootstrap = { broker in
+            broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }
+            try await broker.registerInCluster()
         }
-        await broker.shutdown()
-        await metadataStore.close()
-        try? await eventLoopGroup.shutdownGracefully()
-        logger.info("broker.stopped")
+        try await BrokerProcess.run(wiring, logger: logger)
     }
 }
 
