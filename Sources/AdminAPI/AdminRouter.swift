@@ -215,13 +215,13 @@ public enum AdminRouter {
             return noContent()
         }
         router.get(RouterPath("\(base)/stats")) { _, context in
-            try json(await broker.topicStats(topicName(context, domain)))
+            try json(TopicStats(await broker.topicStats(topicName(context, domain))))
         }
         router.get(RouterPath("\(base)/partitioned-stats")) { _, context in
-            try json(await broker.partitionedTopicStats(topicName(context, domain)))
+            try json(PartitionedTopicStats(await broker.partitionedTopicStats(topicName(context, domain))))
         }
         router.get(RouterPath("\(base)/internalStats")) { _, context in
-            try json(await broker.topicInternalStats(topicName(context, domain)))
+            try json(PersistentTopicInternalStats(await broker.topicInternalStats(topicName(context, domain))))
         }
         router.get(RouterPath("\(base)/subscriptions")) { _, context in
             try json(await broker.subscriptions(of: topicName(context, domain)))

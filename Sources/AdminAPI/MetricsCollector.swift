@@ -68,24 +68,24 @@ public actor MetricsCollector {
             let labels = [("cluster", cluster), ("namespace", namespace), ("topic", "\(snapshot.topic)")]
             let stats = snapshot.stats
             set("pulsar_subscriptions_count", labels, Int64(stats.subscriptions.count))
-            set("pulsar_producers_count", labels, Int64(stats.publishers.count))
+            set("pulsar_producers_count", labels, Int64(stats.producers.count))
             set("pulsar_consumers_count", labels, Int64(stats.subscriptions.values.reduce(0) { $0 + $1.consumers.count }))
-            set("pulsar_in_messages_total", labels, stats.msgInCounter)
-            set("pulsar_in_bytes_total", labels, stats.bytesInCounter)
-            set("pulsar_out_messages_total", labels, stats.msgOutCounter)
-            set("pulsar_storage_size", labels, stats.storageSize)
-            set("pulsar_msg_backlog", labels, stats.subscriptions.values.reduce(0) { $0 + $1.msgBacklog })
-            if let dropped = stats.msgDropCounter {
+            set("pulsar_in_messages_total", labels, stats.messagesIn)
+            set("pulsar_in_bytes_total", labels, stats.bytesIn)
+            set("pulsar_out_messages_total", labels, stats.messagesOut)
+            set("pulsar_storage_size", labels, stats.storageBytes)
+            set("pulsar_msg_backlog", labels, stats.subscriptions.values.reduce(0) { $0 + $1.backlogEntries })
+            if let dropped = stats.messagesDropped {
                 set("pulsar_dropped_messages_total", labels, dropped)
             }
-            if let unreadable = stats.unreadableEntryCount {
+            if let unreadable = stats.unreadableEntries {
                 set("pulsar_ml_unreadable_entries", labels, unreadable)
             }
             for (subscription, subscriptionStats) in stats.subscriptions {
                 let subscriptionLabels = labels + [("subscription", subscription)]
-                set("pulsar_subscription_back_log", subscriptionLabels, subscriptionStats.msgBacklog)
+                set("pulsar_subscription_back_log", subscriptionLabels, subscriptionStats.backlogEntries)
                 set("pulsar_subscription_unacked_messages", subscriptionLabels, subscriptionStats.unackedMessages)
-                set("pulsar_subscription_msg_out_total", subscriptionLabels, subscriptionStats.msgOutCounter)
+                set("pulsar_subscription_msg_out_total", subscriptionLabels, subscriptionStats.messagesOut)
                 set("pulsar_subscription_consumers_count", subscriptionLabels, Int64(subscriptionStats.consumers.count))
             }
         }

@@ -200,24 +200,23 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     }
 
     /// Stats in the shape of a persistent topic's (nothing stored, no backlog) plus the drop counter.
-    func adminStats() -> TopicStats {
+    func adminStats() -> TopicStatistics {
         eventLoop.preconditionInEventLoop()
-        var subscriptionStats: [String: SubscriptionStats] = [:]
+        var subscriptionStats: [String: SubscriptionStatistics] = [:]
         var messagesOut: Int64 = 0
         for (subscriptionName, subscription) in subscriptions {
             let consumers = subscription.consumers.map {
-                ConsumerStats(consumerName: $0.name, availablePermits: max($0.permits, 0), unackedMessages: 0, msgOutCounter: $0.messagesOut)
+                ConsumerStatistics(name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: 0, messagesOut: $0.messagesOut)
             }
-            let out = consumers.reduce(0) { $0 + $1.msgOutCounter }
+            let out = consumers.reduce(0) { $0 + $1.messagesOut }
             messagesOut += out
-            subscriptionStats[subscriptionName] = SubscriptionStats(
-                msgBacklog: 0, unackedMessages: 0, msgOutCounter: out, type: "\(subscription.type)", isDurable: false,
+            subscriptionStats[subscriptionName] = SubscriptionStatistics(
+                backlogEntries: 0, unackedMessages: 0, messagesOut: out, type: subscription.type, isDurable: false,
                 consumers: consumers)
         }
-        return TopicStats(
-            msgInCounter: messagesIn, bytesInCounter: bytesIn, msgOutCounter: messagesOut, storageSize: 0, backlogSize: 0,
-            publishers: producers.values.sorted().map { PublisherStats(producerName: $0) },
-            subscriptions: subscriptionStats, msgDropCounter: messagesDropped)
+        return TopicStatistics(
+            messagesIn: messagesIn, bytesIn: bytesIn, messagesOut: messagesOut, storageBytes: 0, backlogBytes: 0,
+            producers: producers.values.sorted(), subscriptions: subscriptionStats, messagesDropped: messagesDropped)
     }
 
     public func lastMessage(subscription name: String) -> EventLoopFuture<LastMessageInfo?> {

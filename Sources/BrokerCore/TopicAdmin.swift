@@ -8,83 +8,6 @@ import NIOCore
 // Control plane: async methods on `BrokerService`; everything that reads or changes a topic hops
 // to the topic's event loop once (`submit`/`flatSubmit`) and runs there.
 
-// MARK: stats shapes (Pulsar's JSON field names)
-
-/// `GET .../stats`: Pulsar's `TopicStats` subset that Magnetar tracks. A pure value.
-/// Counters count since the topic was loaded; message counts count entries for batches sent
-/// before a consumer's own count (consumers count messages).
-public struct TopicStats: Codable, Sendable, Equatable {
-    public var msgInCounter: Int64
-    public var bytesInCounter: Int64
-    public var msgOutCounter: Int64
-    public var storageSize: Int64
-    /// Estimated bytes not yet acknowledged by the slowest durable subscription.
-    public var backlogSize: Int64
-    public var publishers: [PublisherStats]
-    public var subscriptions: [String: SubscriptionStats]
-    /// Non-persistent topics only: messages dropped because no consumer of a subscription had a permit.
-    public var msgDropCounter: Int64? = nil
-    /// Persistent topics only: entries dispatch could not read after every attempt (listed in the
-    /// internal stats as `unreadableEntries`).
-    public var unreadableEntryCount: Int64? = nil
-}
-
-public struct PublisherStats: Codable, Sendable, Equatable {
-    public var producerName: String
-}
-
-public struct SubscriptionStats: Codable, Sendable, Equatable {
-    /// Unacknowledged entries (a batch counts as one).
-    public var msgBacklog: Int64
-    public var unackedMessages: Int64
-    public var msgOutCounter: Int64
-    /// `Exclusive`, `Shared`, `Failover` or `Key_Shared`.
-    public var type: String
-    public var isDurable: Bool
-    public var consumers: [ConsumerStats]
-}
-
-public struct ConsumerStats: Codable, Sendable, Equatable {
-    public var consumerName: String
-    public var availablePermits: Int64
-    public var unackedMessages: Int64
-    public var msgOutCounter: Int64
-}
-
-/// `GET .../internalStats`: the managed ledger and its cursors. A pure value.
-public struct PersistentTopicInternalStats: Codable, Sendable, Equatable {
-    public var entriesAddedCounter: Int64
-    public var numberOfEntries: Int64
-    public var totalSize: Int64
-    public var currentLedgerEntries: Int64
-    public var currentLedgerSize: Int64
-    /// `ledgerId:entryId`.
-    public var lastConfirmedEntry: String
-    public var ledgers: [LedgerStats]
-    public var cursors: [String: CursorStats]
-    /// `ledgerId:entryId` of every entry dispatch could not read after every attempt (a checksum
-    /// mismatch, a missing file), in log order. Such an entry stays unacknowledged: skip it with
-    /// `.../subscription/{sub}/skip/1` once it cannot be restored. Not a Pulsar field.
-    public var unreadableEntries: [String] = []
-}
-
-public struct LedgerStats: Codable, Sendable, Equatable {
-    public var ledgerId: Int64
-    public var entries: Int64
-    public var size: Int64
-}
-
-public struct CursorStats: Codable, Sendable, Equatable {
-    /// `ledgerId:entryId`: everything at or before it is acknowledged.
-    public var markDeletePosition: String
-    /// `ledgerId:entryId`: the next entry to read for dispatch.
-    public var readPosition: String
-    /// Acknowledged ranges beyond the mark-delete position, as Pulsar prints them: `[(3:5..3:7]]`.
-    public var individuallyDeletedMessages: String
-    public var messagesBacklog: Int64
-    public var isDurable: Bool
-}
-
 /// One entry returned by a peek: where it is and what is stored.
 public struct PeekedEntry: Sendable {
     public var position: Position
@@ -95,34 +18,34 @@ public struct PeekedEntry: Sendable {
 /// The metric values of one loaded topic, read at scrape time.
 public struct TopicMetricsSnapshot: Sendable {
     public var topic: TopicName
-    public var stats: TopicStats
+    public var stats: TopicStatistics
 }
 
 // MARK: topic-side (event loop)
 
 extension Topic {
-    func adminStats() -> TopicStats {
+    func adminStats() -> TopicStatistics {
         eventLoop.preconditionInEventLoop()
-        var subscriptionStats: [String: SubscriptionStats] = [:]
+        var subscriptionStats: [String: SubscriptionStatistics] = [:]
         var messagesOut: Int64 = 0
         for (subscriptionName, subscription) in subscriptions {
             let consumers = subscription.consumers.map {
-                ConsumerStats(
-                    consumerName: $0.name, availablePermits: max($0.permits, 0), unackedMessages: $0.unackedMessages,
-                    msgOutCounter: $0.messagesOut)
+                ConsumerStatistics(
+                    name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: $0.unackedMessages,
+                    messagesOut: $0.messagesOut)
             }
-            let out = consumers.reduce(0) { $0 + $1.msgOutCounter }
+            let out = consumers.reduce(0) { $0 + $1.messagesOut }
             messagesOut += out
-            subscriptionStats[subscriptionName] = SubscriptionStats(
-                msgBacklog: subscription.cursor.backlogEntries, unackedMessages: subscription.unackedMessages,
-                msgOutCounter: out, type: "\(subscription.type)", isDurable: subscription.isDurable, consumers: consumers)
+            subscriptionStats[subscriptionName] = SubscriptionStatistics(
+                backlogEntries: subscription.cursor.backlogEntries, unackedMessages: subscription.unackedMessages,
+                messagesOut: out, type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
         }
         let slowest = subscriptions.values.filter(\.isDurable).map(\.cursor.markDelete).min()
-        return TopicStats(
-            msgInCounter: messagesIn, bytesInCounter: bytesIn, msgOutCounter: messagesOut,
-            storageSize: storageSizeBytes, backlogSize: slowest.map { estimatedBytes(after: $0) } ?? 0,
-            publishers: producers.values.sorted().map { PublisherStats(producerName: $0) },
-            subscriptions: subscriptionStats, unreadableEntryCount: Int64(unreadablePositions.count))
+        return TopicStatistics(
+            messagesIn: messagesIn, bytesIn: bytesIn, messagesOut: messagesOut,
+            storageBytes: storageSizeBytes, backlogBytes: slowest.map { estimatedBytes(after: $0) } ?? 0,
+            producers: producers.values.sorted(),
+            subscriptions: subscriptionStats, unreadableEntries: Int64(unreadablePositions.count))
     }
 
     /// Entries recorded unreadable that the managed ledger still holds, in log order.
@@ -141,29 +64,28 @@ extension Topic {
         return bytes
     }
 
-    func adminInternalStats() -> PersistentTopicInternalStats {
+    func adminInternalStats() -> ManagedLedgerStatistics {
         eventLoop.preconditionInEventLoop()
         let ledgers = managedLedger.ledgers
-        var cursors: [String: CursorStats] = [:]
+        var cursors: [String: CursorStatistics] = [:]
         for (subscriptionName, subscription) in subscriptions {
             let cursor = subscription.cursor
             let read = max(subscription.lastRead, cursor.markDelete)
-            let ranges = cursor.individuallyAcked.allRanges.map { range in
-                "(\(range.ledgerID):\(range.entries.lowerBound - 1)..\(range.ledgerID):\(range.entries.upperBound)]"
-            }
-            cursors[subscriptionName] = CursorStats(
-                markDeletePosition: "\(cursor.markDelete)",
-                readPosition: "\(managedLedger.next(after: read) ?? Position(ledgerID: read.ledgerID, entryID: read.entryID + 1))",
-                individuallyDeletedMessages: "[\(ranges.joined(separator: ", "))]",
-                messagesBacklog: cursor.backlogEntries, isDurable: cursor.durable)
+            cursors[subscriptionName] = CursorStatistics(
+                markDelete: cursor.markDelete,
+                readPosition: managedLedger.next(after: read) ?? Position(ledgerID: read.ledgerID, entryID: read.entryID + 1),
+                acknowledgedRanges: cursor.individuallyAcked.allRanges.map {
+                    AcknowledgedRange(ledgerID: $0.ledgerID, entries: $0.entries)
+                },
+                backlogEntries: cursor.backlogEntries, isDurable: cursor.durable)
         }
         let current = ledgers.last
-        return PersistentTopicInternalStats(
-            entriesAddedCounter: numberOfEntries, numberOfEntries: numberOfEntries, totalSize: storageSizeBytes,
-            currentLedgerEntries: current?.entries ?? 0, currentLedgerSize: current?.sizeBytes ?? 0,
-            lastConfirmedEntry: "\(managedLedger.positionBeforeNextEntry)",
-            ledgers: ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.sizeBytes) },
-            cursors: cursors, unreadableEntries: unreadablePositions.map { "\($0)" })
+        return ManagedLedgerStatistics(
+            entriesAdded: numberOfEntries, entries: numberOfEntries, totalBytes: storageSizeBytes,
+            currentLedgerEntries: current?.entries ?? 0, currentLedgerBytes: current?.sizeBytes ?? 0,
+            lastConfirmed: managedLedger.positionBeforeNextEntry,
+            ledgers: ledgers.map { LedgerStatistics(ledgerID: $0.ledgerID, entries: $0.entries, bytes: $0.sizeBytes) },
+            cursors: cursors, unreadableEntries: unreadablePositions)
     }
 
     func existingSubscription(_ subscriptionName: String) throws(BrokerError) -> Subscription {
@@ -440,7 +362,7 @@ extension BrokerService {
 
     // MARK: stats
 
-    public func topicStats(_ name: TopicName) async throws -> TopicStats {
+    public func topicStats(_ name: TopicName) async throws -> TopicStatistics {
         if name.domain == .nonPersistent {
             guard let topic = loadedNonPersistentTopics.first(where: { $0.name == name }) else {
                 throw BrokerError.topicNotFound(name)
@@ -451,7 +373,7 @@ extension BrokerService {
         return try await topic.eventLoop.submit { topic.adminStats() }.get()
     }
 
-    public func topicInternalStats(_ name: TopicName) async throws -> PersistentTopicInternalStats {
+    public func topicInternalStats(_ name: TopicName) async throws -> ManagedLedgerStatistics {
         let topic = try await existingTopic(name)
         return try await topic.eventLoop.submit { topic.adminInternalStats() }.get()
     }
@@ -577,61 +499,21 @@ extension BrokerService {
     }
 }
 
-// MARK: partitioned stats
-
-/// `GET .../partitioned-stats`: the partitions' stats summed, plus each partition's own. A pure value.
-public struct PartitionedTopicStats: Codable, Sendable, Equatable {
-    public var msgInCounter: Int64 = 0
-    public var bytesInCounter: Int64 = 0
-    public var msgOutCounter: Int64 = 0
-    public var storageSize: Int64 = 0
-    public var backlogSize: Int64 = 0
-    public var publishers: [PublisherStats] = []
-    public var subscriptions: [String: SubscriptionStats] = [:]
-    public var metadata: PartitionedTopicRecord
-    public var partitions: [String: TopicStats] = [:]
-
-    init(metadata: PartitionedTopicRecord) {
-        self.metadata = metadata
-    }
-
-    mutating func add(_ stats: TopicStats, partition: String) {
-        partitions[partition] = stats
-        msgInCounter += stats.msgInCounter
-        bytesInCounter += stats.bytesInCounter
-        msgOutCounter += stats.msgOutCounter
-        storageSize += stats.storageSize
-        backlogSize += stats.backlogSize
-        publishers += stats.publishers
-        for (name, subscription) in stats.subscriptions {
-            guard var total = subscriptions[name] else {
-                subscriptions[name] = subscription
-                continue
-            }
-            total.msgBacklog += subscription.msgBacklog
-            total.unackedMessages += subscription.unackedMessages
-            total.msgOutCounter += subscription.msgOutCounter
-            total.consumers += subscription.consumers
-            subscriptions[name] = total
-        }
-    }
-}
-
 extension BrokerService {
-    /// Stats of a partitioned topic: every partition's, and their sum. Partitions not yet used
-    /// (never produced to or subscribed) are loaded so they report zeros.
-    public func partitionedTopicStats(_ name: TopicName) async throws -> PartitionedTopicStats {
+    /// Stats of a partitioned topic: its record and every partition's, in partition order.
+    /// Partitions not yet used (never produced to or subscribed) are loaded so they report zeros.
+    public func partitionedTopicStats(_ name: TopicName) async throws -> PartitionedTopicStatistics {
         try await requireNamespace(name.namespaceName)
         guard let (record, _) = try await partitionedRecord(name) else {
             throw BrokerError.partitionedTopicNotFound(name)
         }
-        var stats = PartitionedTopicStats(metadata: record)
+        var partitions: [(name: TopicName, statistics: TopicStatistics)] = []
         for index in 0..<record.partitions {
             var partition = name
             partition.localName = "\(name.localName)-partition-\(index)"
             let topic = try await topic(partition).get()
-            stats.add(try await topic.eventLoop.submit { topic.adminStats() }.get(), partition: "\(partition)")
+            partitions.append((partition, try await topic.eventLoop.submit { topic.adminStats() }.get()))
         }
-        return stats
+        return PartitionedTopicStatistics(record: record, partitions: partitions)
     }
 }

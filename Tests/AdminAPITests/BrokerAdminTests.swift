@@ -130,10 +130,10 @@ import Testing
             #expect(try await broker.subscriptions(of: name) == ["from-end", "from-start"])
 
             var stats = try await broker.topicStats(name)
-            #expect(stats.msgInCounter == 5)
-            #expect(stats.subscriptions["from-start"]?.msgBacklog == 5)
-            #expect(stats.subscriptions["from-end"]?.msgBacklog == 0)
-            #expect(stats.storageSize > 0 && stats.backlogSize > 0)
+            #expect(stats.messagesIn == 5)
+            #expect(stats.subscriptions["from-start"]?.backlogEntries == 5)
+            #expect(stats.subscriptions["from-end"]?.backlogEntries == 0)
+            #expect(stats.storageBytes > 0 && stats.backlogBytes > 0)
 
             let first = try await broker.peekMessage(name, subscription: "from-start", nth: 1)
             #expect(String(buffer: first.entry.body) == "old-0")
@@ -142,19 +142,19 @@ import Testing
             #expect(try await broker.expireMessages(name, subscription: "from-start", olderThanSeconds: 60) == 2)
             #expect(try await broker.skipMessages(name, subscription: "from-start", count: 1) == 1)
             stats = try await broker.topicStats(name)
-            #expect(stats.subscriptions["from-start"]?.msgBacklog == 2)
+            #expect(stats.subscriptions["from-start"]?.backlogEntries == 2)
             #expect(String(buffer: try await broker.peekMessage(name, subscription: "from-start", nth: 1).entry.body) == "new-1")
 
             try await broker.resetCursor(name, subscription: "from-start", publishTimeMs: 0)
-            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.msgBacklog == 5)
+            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.backlogEntries == 5)
             try await broker.resetCursor(name, subscription: "from-start", to: .at(first.position))
-            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.msgBacklog == 5)
+            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.backlogEntries == 5)
             try await broker.clearBacklog(name, subscription: "from-start")
-            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.msgBacklog == 0)
+            #expect(try await broker.topicStats(name).subscriptions["from-start"]?.backlogEntries == 0)
 
             let internalStats = try await broker.topicInternalStats(name)
-            #expect(internalStats.numberOfEntries == 5)
-            #expect(internalStats.cursors["from-start"]?.markDeletePosition == internalStats.lastConfirmedEntry)
+            #expect(internalStats.entries == 5)
+            #expect(internalStats.cursors["from-start"]?.markDelete == internalStats.lastConfirmed)
 
             await expectCode(.notFound) { try await broker.deleteSubscription(name, subscription: "nope", force: false) }
             try await broker.deleteSubscription(name, subscription: "from-end", force: false)

@@ -1,0 +1,164 @@
+import BrokerCore
+import ManagedLedger
+
+// Pulsar's admin JSON shapes for what topics report (`.../stats`, `.../partitioned-stats`,
+// `.../internalStats`): the subset of Pulsar's `TopicStats` / `PersistentTopicInternalStats` fields
+// Magnetar tracks, with Pulsar's names, built from the core's protocol-neutral statistics.
+
+/// `GET .../stats`. Counters count since the topic was loaded.
+struct TopicStats: Codable, Sendable, Equatable {
+    var msgInCounter: Int64
+    var bytesInCounter: Int64
+    var msgOutCounter: Int64
+    var storageSize: Int64
+    var backlogSize: Int64
+    var publishers: [PublisherStats]
+    var subscriptions: [String: SubscriptionStats]
+    /// Non-persistent topics only.
+    var msgDropCounter: Int64?
+    /// Persistent topics only: entries listed in the internal stats as `unreadableEntries`. Not a Pulsar field.
+    var unreadableEntryCount: Int64?
+
+    init(_ statistics: TopicStatistics) {
+        msgInCounter = statistics.messagesIn
+        bytesInCounter = statistics.bytesIn
+        msgOutCounter = statistics.messagesOut
+        storageSize = statistics.storageBytes
+        backlogSize = statistics.backlogBytes
+        publishers = statistics.producers.map { PublisherStats(producerName: $0) }
+        subscriptions = statistics.subscriptions.mapValues(SubscriptionStats.init)
+        msgDropCounter = statistics.messagesDropped
+        unreadableEntryCount = statistics.unreadableEntries
+    }
+}
+
+struct PublisherStats: Codable, Sendable, Equatable {
+    var producerName: String
+}
+
+struct SubscriptionStats: Codable, Sendable, Equatable {
+    var msgBacklog: Int64
+    var unackedMessages: Int64
+    var msgOutCounter: Int64
+    /// `Exclusive`, `Shared`, `Failover` or `Key_Shared`.
+    var type: String
+    var isDurable: Bool
+    var consumers: [ConsumerStats]
+
+    init(_ statistics: SubscriptionStatistics) {
+        msgBacklog = statistics.backlogEntries
+        unackedMessages = statistics.unackedMessages
+        msgOutCounter = statistics.messagesOut
+        type = "\(statistics.type)"
+        isDurable = statistics.isDurable
+        consumers = statistics.consumers.map(ConsumerStats.init)
+    }
+}
+
+struct ConsumerStats: Codable, Sendable, Equatable {
+    var consumerName: String
+    var availablePermits: Int64
+    var unackedMessages: Int64
+    var msgOutCounter: Int64
+
+    init(_ statistics: ConsumerStatistics) {
+        consumerName = statistics.name
+        availablePermits = statistics.availablePermits
+        unackedMessages = statistics.unackedMessages
+        msgOutCounter = statistics.messagesOut
+    }
+}
+
+/// `GET .../partitioned-stats`: the partitions' stats summed, plus each partition's own.
+struct PartitionedTopicStats: Codable, Sendable, Equatable {
+    var msgInCounter: Int64 = 0
+    var bytesInCounter: Int64 = 0
+    var msgOutCounter: Int64 = 0
+    var storageSize: Int64 = 0
+    var backlogSize: Int64 = 0
+    var publishers: [PublisherStats] = []
+    var subscriptions: [String: SubscriptionStats] = [:]
+    var metadata: PartitionedTopicRecord
+    var partitions: [String: TopicStats] = [:]
+
+    init(_ statistics: PartitionedTopicStatistics) {
+        metadata = statistics.record
+        for (name, partition) in statistics.partitions {
+            add(TopicStats(partition), partition: "\(name)")
+        }
+    }
+
+    private mutating func add(_ stats: TopicStats, partition: String) {
+        partitions[partition] = stats
+        msgInCounter += stats.msgInCounter
+        bytesInCounter += stats.bytesInCounter
+        msgOutCounter += stats.msgOutCounter
+        storageSize += stats.storageSize
+        backlogSize += stats.backlogSize
+        publishers += stats.publishers
+        for (name, subscription) in stats.subscriptions {
+            guard var total = subscriptions[name] else {
+                subscriptions[name] = subscription
+                continue
+            }
+            total.msgBacklog += subscription.msgBacklog
+            total.unackedMessages += subscription.unackedMessages
+            total.msgOutCounter += subscription.msgOutCounter
+            total.consumers += subscription.consumers
+            subscriptions[name] = total
+        }
+    }
+}
+
+/// `GET .../internalStats`: the managed ledger and its cursors. Positions as `ledgerId:entryId`.
+struct PersistentTopicInternalStats: Codable, Sendable, Equatable {
+    var entriesAddedCounter: Int64
+    var numberOfEntries: Int64
+    var totalSize: Int64
+    var currentLedgerEntries: Int64
+    var currentLedgerSize: Int64
+    var lastConfirmedEntry: String
+    var ledgers: [LedgerStats]
+    var cursors: [String: CursorStats]
+    /// Every entry dispatch could not read after every attempt, in log order; skip one with
+    /// `.../subscription/{sub}/skip/1` once it cannot be restored. Not a Pulsar field.
+    var unreadableEntries: [String]
+
+    init(_ statistics: ManagedLedgerStatistics) {
+        entriesAddedCounter = statistics.entriesAdded
+        numberOfEntries = statistics.entries
+        totalSize = statistics.totalBytes
+        currentLedgerEntries = statistics.currentLedgerEntries
+        currentLedgerSize = statistics.currentLedgerBytes
+        lastConfirmedEntry = "\(statistics.lastConfirmed)"
+        ledgers = statistics.ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.bytes) }
+        cursors = statistics.cursors.mapValues(CursorStats.init)
+        unreadableEntries = statistics.unreadableEntries.map { "\($0)" }
+    }
+}
+
+struct LedgerStats: Codable, Sendable, Equatable {
+    var ledgerId: Int64
+    var entries: Int64
+    var size: Int64
+}
+
+struct CursorStats: Codable, Sendable, Equatable {
+    var markDeletePosition: String
+    var readPosition: String
+    /// Acknowledged ranges beyond the mark-delete position, as Pulsar prints them: `[(3:4..3:7]]`.
+    var individuallyDeletedMessages: String
+    var messagesBacklog: Int64
+    var isDurable: Bool
+
+    init(_ statistics: CursorStatistics) {
+        markDeletePosition = "\(statistics.markDelete)"
+        readPosition = "\(statistics.readPosition)"
+        let ranges = statistics.acknowledgedRanges.map { range in
+            "(\(range.ledgerID):\(range.entries.lowerBound - 1)..\(range.ledgerID):\(range.entries.upperBound)]"
+        }
+        individuallyDeletedMessages = "[\(ranges.joined(separator: ", "))]"
+        messagesBacklog = statistics.backlogEntries
+        isDurable = statistics.isDurable
+    }
+}
