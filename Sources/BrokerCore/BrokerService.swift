@@ -23,9 +23,10 @@ public struct BrokerConfiguration: Sendable {
     public init() {}
 }
 
-/// The broker's core: the registry of loaded topics, namespaces and partition metadata.
+/// The broker's core: loads the topics it serves (kept in its `TopicRegistry`, after the cluster's
+/// ownership check), namespaces and their policies, partition metadata, admin operations.
 ///
-/// Thread-safe (a lock guards the registry); each `Topic` it hands out belongs to one event loop.
+/// Thread-safe (locks); each `Topic` it hands out belongs to one event loop.
 /// Lifecycle: created by the server with a `LedgerClient` and a `MetadataStore`; `shutdown()` stops it.
 public final class BrokerService: Sendable {
     public let configuration: BrokerConfiguration
@@ -33,10 +34,8 @@ public final class BrokerService: Sendable {
     public let metadata: any MetadataStore
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
-    private let topics = NIOLockedValueBox<[TopicName: EventLoopFuture<Topic>]>([:])
+    let registry = TopicRegistry()
     private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
-    private let nonPersistentTopics = NIOLockedValueBox<[TopicName: NonPersistentTopic]>([:])
-    private let loaded = NIOLockedValueBox<[TopicName: Topic]>([:])
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -150,64 +149,53 @@ public final class BrokerService: Sendable {
     /// its SENDs and receipts need no thread hop); nil: the next loop of the group.
     public func topic(_ name: TopicName, preferredLoop: (any EventLoop)? = nil) -> EventLoopFuture<Topic> {
         let loop = preferredLoop ?? eventLoopGroup.next()
-        let (future, promise) = topics.withLockedValue { topics -> (EventLoopFuture<Topic>, EventLoopPromise<Topic>?) in
-            if let existing = topics[name] { return (existing, nil) }
-            let promise = loop.makePromise(of: Topic.self)
-            topics[name] = promise.futureResult
-            return (promise.futureResult, promise)
-        }
-        guard let promise else { return future }
-        let store = self.store
-        let metadata = self.metadata
-        let brokerLedgerConfiguration = self.configuration.managedLedger
         let logger = self.logger
-        let loading = loop.makeFutureWithTask { () async throws -> (Topic, EffectivePolicies) in
-            try await self.checkTopicAllowed(name)
-            try await self.claimOwnership(of: name)
-            let policies = try await self.policies(namespace: name.namespaceName)
-            var configuration = brokerLedgerConfiguration
-            configuration.replication = policies.replication ?? configuration.replication
-            let managedLedger = try await ManagedLedger.open(
-                name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
-                metadata: metadata, configuration: configuration, logger: logger)
-            let topic = Topic(
-                name: name, eventLoop: loop, managedLedger: managedLedger, store: store, metadata: metadata, logger: logger)
-            let prefix = Topic.cursorPrefix(name)
-            for key in try await metadata.list(prefix: prefix) {
-                let subscription = String(key.dropFirst(prefix.count))
-                if let cursor = try await Cursor.open(
-                    name: subscription, managedLedger: managedLedger, store: store, metadata: metadata,
-                    metadataKey: key, logger: logger)
-                {
-                    topic.attachLoadedSubscription(cursor)
-                }
-            }
-            if policies.deduplicationEnabled {
-                // Before any producer can attach: its resends must find the state complete.
-                try await loop.submit { topic.deduplicationRebuilding = true }.get()
-                try await topic.rebuildDeduplication()
-            }
-            logger.info("topic.loaded", metadata: [
-                "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",
-                "entries": "\(managedLedger.numberOfEntries)",
-            ])
-            return (topic, policies)
-        }
-        loading.whenComplete { result in
-            switch result {
-            case .success(let (topic, policies)):
+        return registry.topic(
+            name, on: loop,
+            load: { try await self.loadTopic(name, on: loop) },
+            installed: { topic, policies in
                 topic.enforce(policies)
                 topic.onManagedLedgerFailure = { [weak self] topic in self?.managedLedgerFailed(topic) }
-                self.loaded.withLockedValue { $0[name] = topic }
-                promise.succeed(topic)
-            case .failure(let error):
-                // Forget the failed load so the next request tries again.
-                _ = self.topics.withLockedValue { $0.removeValue(forKey: name) }
+            },
+            failed: { error in
                 logger.warning("topic.load-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
-                promise.fail((error as? BrokerError) ?? BrokerError(.serviceNotReady, "topic \(name) failed to load: \(error)"))
+                return (error as? BrokerError) ?? BrokerError(.serviceNotReady, "topic \(name) failed to load: \(error)")
+            })
+    }
+
+    /// Loads a persistent topic on `loop` once this broker owns it: its managed ledger (recovering
+    /// the last ledger), its subscriptions' cursors, and, when the namespace deduplicates, the
+    /// deduplication state (before any producer can attach: its resends must find it complete).
+    private func loadTopic(_ name: TopicName, on loop: any EventLoop) async throws -> (Topic, EffectivePolicies) {
+        try await checkTopicAllowed(name)
+        try await claimOwnership(of: name)
+        let policies = try await self.policies(namespace: name.namespaceName)
+        var configuration = self.configuration.managedLedger
+        configuration.replication = policies.replication ?? configuration.replication
+        let managedLedger = try await ManagedLedger.open(
+            name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
+            metadata: metadata, configuration: configuration, logger: logger)
+        let topic = Topic(
+            name: name, eventLoop: loop, managedLedger: managedLedger, store: store, metadata: metadata, logger: logger)
+        let prefix = Topic.cursorPrefix(name)
+        for key in try await metadata.list(prefix: prefix) {
+            let subscription = String(key.dropFirst(prefix.count))
+            if let cursor = try await Cursor.open(
+                name: subscription, managedLedger: managedLedger, store: store, metadata: metadata,
+                metadataKey: key, logger: logger)
+            {
+                topic.attachLoadedSubscription(cursor)
             }
         }
-        return future
+        if policies.deduplicationEnabled {
+            try await loop.submit { topic.deduplicationRebuilding = true }.get()
+            try await topic.rebuildDeduplication()
+        }
+        logger.info("topic.loaded", metadata: [
+            "topic": "\(name)", "subscriptions": "\(topic.subscriptionNames.count)",
+            "entries": "\(managedLedger.numberOfEntries)",
+        ])
+        return (topic, policies)
     }
 
     /// A persistent or non-persistent topic, by its domain.
@@ -228,42 +216,33 @@ public final class BrokerService: Sendable {
             try await self.checkTopicAllowed(name)
             try await self.claimOwnership(of: name)
         }.map {
-            self.nonPersistentTopics.withLockedValue { topics in
-                if let existing = topics[name] { return existing }
-                let topic = NonPersistentTopic(name: name, eventLoop: loop, logger: logger)
-                topics[name] = topic
-                return topic
-            }
+            self.registry.nonPersistentTopic(name) { NonPersistentTopic(name: name, eventLoop: loop, logger: logger) }
         }
     }
 
     /// Non-persistent topics created so far.
     public var loadedNonPersistentTopics: [NonPersistentTopic] {
-        nonPersistentTopics.withLockedValue { Array($0.values) }
+        registry.nonPersistentTopics
     }
 
     /// Topics loaded so far.
     public var loadedTopics: [Topic] {
-        loaded.withLockedValue { Array($0.values) }
+        registry.loadedTopics
     }
 
     /// The topic if it is loaded (admin operations must not create topics by looking at them).
     func loadedTopic(_ name: TopicName) -> Topic? {
-        loaded.withLockedValue { $0[name] }
+        registry.loadedTopic(name)
     }
 
     /// Forgets a topic after an admin delete: the next `topic(_:)` loads it anew.
     func forgetTopic(_ name: TopicName) {
-        _ = topics.withLockedValue { $0.removeValue(forKey: name) }
-        _ = loaded.withLockedValue { $0.removeValue(forKey: name) }
+        registry.forget(name)
     }
 
     /// Forgets non-persistent topics whose name matches (their consumers are closed).
     func forgetNonPersistentTopics(where matches: (TopicName) -> Bool) {
-        let removed = nonPersistentTopics.withLockedValue { topics -> [NonPersistentTopic] in
-            let names = topics.keys.filter(matches)
-            return names.compactMap { topics.removeValue(forKey: $0) }
-        }
+        let removed = registry.forgetNonPersistentTopics(where: matches)
         for topic in removed { topic.eventLoop.execute { topic.closeAllClients() } }
     }
 
