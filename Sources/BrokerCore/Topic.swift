@@ -90,6 +90,8 @@ public final class Topic: @unchecked Sendable {
     let deduplicationStage = DeduplicationStage()
     /// The stages every published entry passes, in order, before the managed ledger.
     let publishStages: [any PublishStage]
+    /// The stages every acknowledgement passes, in order, before a subscription's cursor (set in `init`).
+    private(set) var ackStages: [any AckStage] = []
 
     /// Set by `unload`: the topic is no longer served here.
     var isUnloaded = false
@@ -115,6 +117,11 @@ public final class Topic: @unchecked Sendable {
         logger[metadataKey: "topic"] = "\(name)"
         self.logger = logger
         self.publishStages = [deduplicationStage]
+        self.ackStages = [
+            StoredEntriesOnlyStage(
+                lastDurable: { [unowned self] in self.managedLedger.positionBeforeNextEntry },
+                ignored: { [unowned self] count, subscription in self.ignoredAcknowledgements(count, subscription: subscription) }),
+        ]
     }
 
     static func cursorPrefix(_ name: TopicName) -> String { MetadataKeys.cursors(ofTopic: name.metadataPath) }
@@ -371,30 +378,33 @@ public final class Topic: @unchecked Sendable {
     }
 
     public func acknowledge(subscription name: String, positions: [Position]) {
-        eventLoop.preconditionInEventLoop()
-        guard let subscription = subscriptions[name] else { return }
-        let valid = positions.filter(isAcknowledgeable)
-        if valid.count < positions.count { ignoredAcknowledgements(positions.count - valid.count, subscription: name) }
-        if !valid.isEmpty { subscription.acknowledge(valid) }
+        acknowledge(.individual(positions), subscription: name)
     }
 
     public func acknowledgeBatchIndexes(subscription name: String, position: Position, ackSet: [Int64]) {
-        eventLoop.preconditionInEventLoop()
-        guard let subscription = subscriptions[name] else { return }
-        guard isAcknowledgeable(position) else { return ignoredAcknowledgements(1, subscription: name) }
-        subscription.acknowledgeBatchIndexes(position, ackSet: ackSet)
+        acknowledge(.batchIndexes(position, ackSet: ackSet), subscription: name)
     }
 
     public func acknowledgeCumulative(subscription name: String, upTo position: Position) {
-        eventLoop.preconditionInEventLoop()
-        guard let subscription = subscriptions[name] else { return }
-        guard isAcknowledgeable(position) else { return ignoredAcknowledgements(1, subscription: name) }
-        subscription.acknowledgeCumulative(upTo: position)
+        acknowledge(.cumulative(upTo: position), subscription: name)
     }
 
-    /// Whether an acknowledgement may name `position`: at or before the last durable entry.
-    private func isAcknowledgeable(_ position: Position) -> Bool {
-        position <= managedLedger.positionBeforeNextEntry
+    /// Passes an acknowledgement through the ack stages, then applies what is left to the subscription.
+    func acknowledge(_ acknowledgement: Acknowledgement, subscription name: String) {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else { return }
+        var current = acknowledgement
+        for stage in ackStages {
+            switch stage.admit(current, subscription: name) {
+            case .pass(let next): current = next
+            case .stop: return
+            }
+        }
+        switch current {
+        case .individual(let positions): subscription.acknowledge(positions)
+        case .batchIndexes(let position, let ackSet): subscription.acknowledgeBatchIndexes(position, ackSet: ackSet)
+        case .cumulative(let position): subscription.acknowledgeCumulative(upTo: position)
+        }
     }
 
     private func ignoredAcknowledgements(_ count: Int, subscription: String) {
