@@ -124,9 +124,20 @@ extension Topic {
     /// the reads are awaited off it.
     func expireMessages(subscription subscriptionName: String, publishedBeforeMs cutoffMs: Int64) async throws -> Int64 {
         let subscription = try await eventLoop.submit { () throws in try self.existingSubscription(subscriptionName) }.get()
-        var position: Position? = try await eventLoop.submit { subscription.cursor.markDelete }.get()
+        // Whole blocks the ledgers' time indexes show as older go at once, unread (as TTL does);
+        // the block holding the first entry at or after the cutoff is then scanned.
+        let (skipped, start) = try await eventLoop.submit { () -> (Int64, Position) in
+            let markDelete = subscription.cursor.markDelete
+            guard let known = self.managedLedger.lastEntryKnownPublished(before: cutoffMs, after: markDelete), known > markDelete else {
+                return (0, markDelete)
+            }
+            let backlog = subscription.cursor.backlogEntries
+            subscription.acknowledgeCumulative(upTo: known)
+            return (backlog - subscription.cursor.backlogEntries, subscription.cursor.markDelete)
+        }.get()
+        var position: Position? = start
         var lastExpired: Position?
-        var expired: Int64 = 0
+        var expired: Int64 = skipped
         var unreadable: Int64 = 0
         var examined: Int64 = 0
         scan: while examined < AdminLimits.maxEntriesExaminedPerOperation {

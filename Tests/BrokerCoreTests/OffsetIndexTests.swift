@@ -12,6 +12,16 @@ import Testing
 /// Per-topic offsets and the time index through a topic's managed ledger (issue 13 item 2): gap
 /// free across ledger rolls, batches and restarts; seek by time and message expiry answered from
 /// the indexes. On a testing event loop over the in-memory stores.
+/// Counts the store's reads (the test's broker reads through it).
+private final class CountingStore: ForwardingLedgerStore, @unchecked Sendable {
+    let reads = NIOLockedValueBox(0)
+
+    override func read(ledgerID: Int64, entryID: Int64) throws(LedgerStoreError) -> ByteBuffer {
+        reads.withLockedValue { $0 += 1 }
+        return try inner.read(ledgerID: ledgerID, entryID: entryID)
+    }
+}
+
 @Suite struct OffsetIndexTests {
     let loop = NIOAsyncTestingEventLoop()
     let store = LocalLedgerClient(store: InMemoryLedgerStore(), readsInline: true)
@@ -144,5 +154,33 @@ import Testing
         await loop.run()
         let markDelete = try await loop.executeInContext { topic.subscriptions["s"]!.cursor.markDelete }
         #expect(markDelete == positions[Topic.maxEntriesExaminedForExpiry + 999])
+    }
+
+    /// Admin expire-messages (`.../expireMessages/{seconds}`) takes whole blocks the time index
+    /// shows as older without reading them: one batch is read, not every entry before the cutoff.
+    @Test func adminExpiryReadsOnlyTheBlockHoldingTheCutoff() async throws {
+        let counting = CountingStore()
+        var configuration = BrokerConfiguration()
+        configuration.managedLedger.maxEntriesPerLedger = 10_000
+        let broker = BrokerService(
+            configuration: configuration, store: LocalLedgerClient(store: counting, readsInline: true),
+            metadata: InMemoryMetadataStore(), eventLoopGroup: loop, logger: Logger(label: "test"))
+        try await broker.bootstrap()
+        let topic = try await settle(broker.topic(try TopicName(parsing: "admin-expiry")))
+        let request = SubscribeRequest(
+            subscription: "s", type: .exclusive, consumerKey: ConsumerKey(connectionID: 1, consumerID: 0),
+            consumerName: "c0", priorityLevel: 0, durable: true, start: nil, initialPosition: .earliest)
+        try await settle(loop.flatSubmit { topic.subscribe(request, sink: RecordingSink()) })
+        let entries = (0..<1_000).map { i -> (numMessages: Int32, publishTimeMs: Int64) in (1, 1_000 + Int64(i)) }
+        let positions = try await publish(topic, entries)
+        // Acknowledged ones before the cutoff are not counted as expired.
+        try await loop.executeInContext { topic.acknowledge(subscription: "s", positions: [positions[10], positions[20]]) }
+        counting.reads.withLockedValue { $0 = 0 }
+        let cutoff = entries[700].publishTimeMs
+        let expired = try await pumped { try! await topic.expireMessages(subscription: "s", publishedBeforeMs: cutoff) }
+        #expect(expired == 698)
+        let markDelete = try await loop.executeInContext { topic.subscriptions["s"]!.cursor.markDelete }
+        #expect(markDelete == positions[699])
+        #expect(counting.reads.withLockedValue { $0 } <= ManagedLedgerLimits.readAheadBatch)
     }
 }
