@@ -54,14 +54,14 @@ extension AdminRouter {
         }
         router.get("/admin/v2/namespaces/:tenant/:namespace/bundles") { _, context in
             let namespace = try namespace(context)
-            _ = try await broker.namespacePolicies(namespace)
+            _ = try await broker.namespaces.policies(namespace)
             let boundaries = NamespaceBundle.all(namespace: namespace).map { String($0.range.prefix(10)) }
                 + [String(NamespaceBundle.all(namespace: namespace).last!.range.suffix(10))]
             return try json(BundlesData(boundaries: boundaries, numBundles: NamespaceBundle.defaultCount))
         }
         router.put("/admin/v2/namespaces/:tenant/:namespace/:bundle/unload") { _, context in
             let namespace = try namespace(context)
-            _ = try await broker.namespacePolicies(namespace)
+            _ = try await broker.namespaces.policies(namespace)
             let range = try parameter(context, "bundle")
             guard let bundle = NamespaceBundle.parse(namespace: namespace, range: range) else {
                 throw AdminError(status: .badRequest, reason: "Invalid bundle range '\(range)' of namespace \(namespace): see GET .../bundles")
@@ -71,7 +71,7 @@ extension AdminRouter {
         }
         router.put("/admin/v2/namespaces/:tenant/:namespace/unload") { _, context in
             let namespace = try namespace(context)
-            _ = try await broker.namespacePolicies(namespace)
+            _ = try await broker.namespaces.policies(namespace)
             for bundle in NamespaceBundle.all(namespace: namespace) { await broker.unloadBundle(bundle) }
             return noContent()
         }

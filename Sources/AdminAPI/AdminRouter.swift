@@ -41,22 +41,22 @@ public enum AdminRouter {
     // MARK: tenants
 
     static func addTenantRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService) {
-        router.get("/admin/v2/tenants") { _, _ in try json(await broker.tenants()) }
+        router.get("/admin/v2/tenants") { _, _ in try json(await broker.namespaces.tenants()) }
         router.get("/admin/v2/tenants/:tenant") { _, context in
-            try json(await broker.tenantInfo(parameter(context, "tenant")))
+            try json(await broker.namespaces.tenantInfo(parameter(context, "tenant")))
         }
         router.put("/admin/v2/tenants/:tenant") { request, context in
             let info = try await decodeBody(TenantInfo.self, request, default: TenantInfo())
-            try await broker.createTenant(parameter(context, "tenant"), info: info)
+            try await broker.namespaces.createTenant(parameter(context, "tenant"), info: info)
             return noContent()
         }
         router.post("/admin/v2/tenants/:tenant") { request, context in
             let info = try await decodeBody(TenantInfo.self, request)
-            try await broker.updateTenant(parameter(context, "tenant"), info: info)
+            try await broker.namespaces.updateTenant(parameter(context, "tenant"), info: info)
             return noContent()
         }
         router.delete("/admin/v2/tenants/:tenant") { _, context in
-            try await broker.deleteTenant(parameter(context, "tenant"))
+            try await broker.namespaces.deleteTenant(parameter(context, "tenant"))
             return noContent()
         }
     }
@@ -66,16 +66,16 @@ public enum AdminRouter {
     static func addNamespaceRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService) {
         let base = "/admin/v2/namespaces/:tenant/:namespace"
         router.get("/admin/v2/namespaces/:tenant") { _, context in
-            try json(await broker.namespaces(ofTenant: parameter(context, "tenant")))
+            try json(await broker.namespaces.list(ofTenant: parameter(context, "tenant")))
         }
         router.put(RouterPath(base)) { request, context in
             let policies = try await decodeBody(NamespacePolicies.self, request, default: NamespacePolicies())
-            try await broker.createNamespace(namespace(context), policies: policies)
+            try await broker.namespaces.create(namespace(context), policies: policies)
             return noContent()
         }
-        router.get(RouterPath(base)) { _, context in try json(await broker.namespacePolicies(namespace(context))) }
+        router.get(RouterPath(base)) { _, context in try json(await broker.namespaces.policies(namespace(context))) }
         router.delete(RouterPath(base)) { _, context in
-            try await broker.deleteNamespace(namespace(context))
+            try await broker.namespaces.delete(namespace(context))
             return noContent()
         }
 
@@ -84,17 +84,17 @@ public enum AdminRouter {
             _ path: String, _ keyPath: WritableKeyPath<NamespacePolicies, Value?> & Sendable, setMethods: [HTTPRequest.Method] = [.post]
         ) {
             router.get(RouterPath("\(base)/\(path)")) { _, context in
-                try json(await broker.namespacePolicies(namespace(context))[keyPath: keyPath])
+                try json(await broker.namespaces.policies(namespace(context))[keyPath: keyPath])
             }
             for method in setMethods {
                 router.on(RouterPath("\(base)/\(path)"), method: method) { request, context in
                     let value = try await decodeBody(Value.self, request)
-                    try await broker.updateNamespacePolicies(namespace(context)) { $0[keyPath: keyPath] = value }
+                    try await broker.namespaces.updatePolicies(namespace(context)) { $0[keyPath: keyPath] = value }
                     return noContent()
                 }
             }
             router.delete(RouterPath("\(base)/\(path)")) { _, context in
-                try await broker.updateNamespacePolicies(namespace(context)) { $0[keyPath: keyPath] = nil }
+                try await broker.namespaces.updatePolicies(namespace(context)) { $0[keyPath: keyPath] = nil }
                 return noContent()
             }
         }
@@ -107,32 +107,32 @@ public enum AdminRouter {
         policy("persistence", \.persistence)
 
         router.get(RouterPath("\(base)/backlogQuotaMap")) { _, context in
-            try json(await broker.namespacePolicies(namespace(context)).backlogQuotas)
+            try json(await broker.namespaces.policies(namespace(context)).backlogQuotas)
         }
         router.post(RouterPath("\(base)/backlogQuota")) { request, context in
             let type = try backlogQuotaType(request)
             let quota = try await decodeBody(BacklogQuota.self, request)
-            try await broker.updateNamespacePolicies(namespace(context)) { $0.backlogQuotas[type.rawValue] = quota }
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.backlogQuotas[type.rawValue] = quota }
             return noContent()
         }
         router.delete(RouterPath("\(base)/backlogQuota")) { request, context in
             let type = try backlogQuotaType(request)
-            try await broker.updateNamespacePolicies(namespace(context)) { $0.backlogQuotas[type.rawValue] = nil }
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.backlogQuotas[type.rawValue] = nil }
             return noContent()
         }
 
         router.get(RouterPath("\(base)/schemaCompatibilityStrategy")) { _, context in
-            try json(await broker.namespacePolicies(namespace(context)).schemaCompatibilityStrategy)
+            try json(await broker.namespaces.policies(namespace(context)).schemaCompatibilityStrategy)
         }
         for method in [HTTPRequest.Method.put, .post] {
             router.on(RouterPath("\(base)/schemaCompatibilityStrategy"), method: method) { request, context in
                 let strategy = try await decodeSchemaCompatibilityStrategy(request)
-                try await broker.updateNamespacePolicies(namespace(context)) { $0.schemaCompatibilityStrategy = strategy }
+                try await broker.namespaces.updatePolicies(namespace(context)) { $0.schemaCompatibilityStrategy = strategy }
                 return noContent()
             }
         }
         router.delete(RouterPath("\(base)/schemaCompatibilityStrategy")) { _, context in
-            try await broker.updateNamespacePolicies(namespace(context)) { $0.schemaCompatibilityStrategy = .undefined }
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.schemaCompatibilityStrategy = .undefined }
             return noContent()
         }
     }

@@ -35,7 +35,8 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     let registry = TopicRegistry()
-    private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
+    /// Tenants, namespaces and their policies.
+    public let namespaces: Namespaces
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -54,20 +55,18 @@ public final class BrokerService: Sendable {
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.instanceID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let registry = self.registry
+        self.namespaces = Namespaces(metadata: metadata, logger: logger) { tenant, namespace in
+            registry.loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == namespace }
+        }
     }
 
-    static func namespaceKey(_ namespace: String) -> String { MetadataKeys.namespace(namespace) }
     static func partitionedTopicKey(_ name: TopicName) -> String { MetadataKeys.partitionedTopic(name.metadataPath) }
     static func managedLedgerKey(_ name: TopicName) -> String { MetadataKeys.managedLedger(name.metadataPath) }
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     public func bootstrap() async throws {
-        if try await metadata.get(Self.tenantKey("public")) == nil {
-            try await metadata.put(Self.tenantKey("public"), value: Array("{}".utf8), expectedVersion: nil)
-        }
-        if try await metadata.get(Self.namespaceKey("public/default")) == nil {
-            try await metadata.put(Self.namespaceKey("public/default"), value: Array("{}".utf8), expectedVersion: nil)
-        }
+        try await namespaces.bootstrap()
     }
 
     /// A unique producer name: `<cluster>-<broker instance>-<n>`.
@@ -86,18 +85,10 @@ public final class BrokerService: Sendable {
         return try JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(value.value)).partitions
     }
 
-    /// The policies of a namespace, cached for `policyCacheTTL`.
-    public func policies(namespace: String) async throws -> EffectivePolicies {
-        let now = NIODeadline.now()
-        if let cached = policyCache.withLockedValue({ $0[namespace] }), cached.expires > now {
-            return cached.policies
-        }
-        let policies = EffectivePolicies(try await namespacePolicies(namespace))
-        policyCache.withLockedValue { $0[namespace] = (policies, now + Self.policyCacheTTL) }
-        return policies
+    /// The policies of a namespace as the runtime applies them (cached briefly).
+    func policies(namespace: String) async throws -> EffectivePolicies {
+        try await namespaces.effectivePolicies(namespace)
     }
-
-    static let policyCacheTTL = TimeAmount.seconds(1)
 
     /// Whether a persistent topic exists: it has a managed ledger, is partitioned, or is a partition
     /// of a partitioned topic.

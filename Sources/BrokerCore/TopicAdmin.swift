@@ -190,13 +190,13 @@ extension BrokerService {
     }
 
     func requireNamespace(_ namespace: String) async throws {
-        _ = try Self.splitNamespace(namespace)
-        guard try await metadata.get(Self.namespaceKey(namespace)) != nil else { throw BrokerError.namespaceNotFound(namespace) }
+        _ = try Namespaces.splitNamespace(namespace)
+        guard try await metadata.get(Namespaces.namespaceKey(namespace)) != nil else { throw BrokerError.namespaceNotFound(namespace) }
     }
 
     func partitionedRecord(_ name: TopicName) async throws -> (PartitionedTopicRecord, Int64)? {
         guard let stored = try await metadata.get(Self.partitionedTopicKey(name)) else { return nil }
-        return (try Self.decodeRecord(PartitionedTopicRecord.self, stored.value, key: Self.partitionedTopicKey(name)), stored.version)
+        return (try Namespaces.decodeRecord(PartitionedTopicRecord.self, stored.value, key: Self.partitionedTopicKey(name)), stored.version)
     }
 
     /// Whether a non-partitioned topic (or one partition) exists: loaded, or stored.
@@ -278,7 +278,7 @@ extension BrokerService {
         if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
         do {
             try await metadata.put(
-                Self.partitionedTopicKey(name), value: Self.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                Self.partitionedTopicKey(name), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
                 expectedVersion: -1)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.partitionedTopicExists(name)
@@ -296,7 +296,7 @@ extension BrokerService {
         }
         do {
             try await metadata.put(
-                Self.partitionedTopicKey(name), value: Self.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                Self.partitionedTopicKey(name), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
                 expectedVersion: version)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.concurrentModification("partitioned topic \(name)")

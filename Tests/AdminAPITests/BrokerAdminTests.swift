@@ -55,38 +55,38 @@ import Testing
 
     @Test func tenantsAndNamespaces() async throws {
         try await withBroker { broker in
-            #expect(try await broker.tenants() == ["public"])
-            #expect(try await broker.namespaces(ofTenant: "public") == ["public/default"])
-            #expect(try await broker.namespacePolicies("public/default") == NamespacePolicies())
+            #expect(try await broker.namespaces.tenants() == ["public"])
+            #expect(try await broker.namespaces.list(ofTenant: "public") == ["public/default"])
+            #expect(try await broker.namespaces.policies("public/default") == NamespacePolicies())
 
-            try await broker.createTenant("acme", info: TenantInfo(adminRoles: ["ops"], allowedClusters: ["standalone"]))
-            await expectCode(.conflict) { try await broker.createTenant("acme") }
-            await expectCode(.badRequest) { try await broker.createTenant("no/slash") }
-            #expect(try await broker.tenantInfo("acme").adminRoles == ["ops"])
-            await expectCode(.notFound) { _ = try await broker.tenantInfo("nobody") }
+            try await broker.namespaces.createTenant("acme", info: TenantInfo(adminRoles: ["ops"], allowedClusters: ["standalone"]))
+            await expectCode(.conflict) { try await broker.namespaces.createTenant("acme") }
+            await expectCode(.badRequest) { try await broker.namespaces.createTenant("no/slash") }
+            #expect(try await broker.namespaces.tenantInfo("acme").adminRoles == ["ops"])
+            await expectCode(.notFound) { _ = try await broker.namespaces.tenantInfo("nobody") }
 
-            await expectCode(.notFound) { try await broker.createNamespace("nobody/ns") }
-            try await broker.createNamespace("acme/orders")
-            await expectCode(.conflict) { try await broker.createNamespace("acme/orders") }
-            await expectCode(.preconditionFailed) { try await broker.deleteTenant("acme") }
+            await expectCode(.notFound) { try await broker.namespaces.create("nobody/ns") }
+            try await broker.namespaces.create("acme/orders")
+            await expectCode(.conflict) { try await broker.namespaces.create("acme/orders") }
+            await expectCode(.preconditionFailed) { try await broker.namespaces.deleteTenant("acme") }
 
-            try await broker.updateNamespacePolicies("acme/orders") {
+            try await broker.namespaces.updatePolicies("acme/orders") {
                 $0.messageTTLSeconds = 60
                 $0.backlogQuotas["destination_storage"] = BacklogQuota(limitSizeBytes: 10, policy: .producerException)
             }
-            let policies = try await broker.namespacePolicies("acme/orders")
+            let policies = try await broker.namespaces.policies("acme/orders")
             #expect(policies.messageTTLSeconds == 60)
             #expect(policies.backlogQuota(.destinationStorage)?.policy == .producerException)
             await expectCode(.badRequest) {
-                try await broker.updateNamespacePolicies("acme/orders") { $0.messageTTLSeconds = -1 }
+                try await broker.namespaces.updatePolicies("acme/orders") { $0.messageTTLSeconds = -1 }
             }
 
             try await broker.createTopic(TopicName(parsing: "persistent://acme/orders/t1"))
-            await expectCode(.preconditionFailed) { try await broker.deleteNamespace("acme/orders") }
+            await expectCode(.preconditionFailed) { try await broker.namespaces.delete("acme/orders") }
             try await broker.deleteTopic(TopicName(parsing: "persistent://acme/orders/t1"), force: false)
-            try await broker.deleteNamespace("acme/orders")
-            try await broker.deleteTenant("acme")
-            #expect(try await broker.tenants() == ["public"])
+            try await broker.namespaces.delete("acme/orders")
+            try await broker.namespaces.deleteTenant("acme")
+            #expect(try await broker.namespaces.tenants() == ["public"])
         }
     }
 

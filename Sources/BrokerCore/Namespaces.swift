@@ -2,13 +2,52 @@ import ManagedLedger
 import Foundation
 import Logging
 import Metadata
+import NIOConcurrencyHelpers
+import NIOCore
 
 /// Tenants and namespaces in metadata: `/tenants/<tenant>` holds a `TenantInfo`,
 /// `/namespaces/<tenant>/<namespace>` a `NamespacePolicies` (both JSON). Control plane: async,
 /// callable from any task; changes are compare-and-set on the record's version, so concurrent
-/// admin calls never lose an update.
-extension BrokerService {
+/// admin calls never lose an update. The broker reads a namespace's policies through
+/// `effectivePolicies`, cached for a second.
+public final class Namespaces: Sendable {
+    let metadata: any MetadataStore
+    private let logger: Logger
+    /// Whether topics of `tenant/namespace` are loaded here (a namespace with topics is not deleted).
+    private let hasLoadedTopics: @Sendable (_ tenant: String, _ namespace: String) -> Bool
+    private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
+
+    init(metadata: any MetadataStore, logger: Logger, hasLoadedTopics: @escaping @Sendable (String, String) -> Bool) {
+        self.metadata = metadata
+        self.logger = logger
+        self.hasLoadedTopics = hasLoadedTopics
+    }
+
     static func tenantKey(_ tenant: String) -> String { MetadataKeys.tenant(tenant) }
+    static func namespaceKey(_ namespace: String) -> String { MetadataKeys.namespace(namespace) }
+
+    /// Creates what exists from the start: the `public` tenant and its `default` namespace.
+    func bootstrap() async throws {
+        if try await metadata.get(Self.tenantKey("public")) == nil {
+            try await metadata.put(Self.tenantKey("public"), value: Array("{}".utf8), expectedVersion: nil)
+        }
+        if try await metadata.get(Self.namespaceKey("public/default")) == nil {
+            try await metadata.put(Self.namespaceKey("public/default"), value: Array("{}".utf8), expectedVersion: nil)
+        }
+    }
+
+    /// The policies of a namespace as the runtime applies them, cached for `policyCacheTTL`.
+    public func effectivePolicies(_ namespace: String) async throws -> EffectivePolicies {
+        let now = NIODeadline.now()
+        if let cached = policyCache.withLockedValue({ $0[namespace] }), cached.expires > now {
+            return cached.policies
+        }
+        let policies = EffectivePolicies(try await self.policies(namespace))
+        policyCache.withLockedValue { $0[namespace] = (policies, now + Self.policyCacheTTL) }
+        return policies
+    }
+
+    static let policyCacheTTL = TimeAmount.seconds(1)
 
     /// Names that go into metadata keys and URLs: Pulsar's `[-=:.\w]+`.
     static func validateName(_ what: String, _ value: String) throws(BrokerError) {
@@ -99,7 +138,7 @@ extension BrokerService {
     // MARK: namespaces
 
     /// The namespaces of a tenant as `tenant/namespace`, sorted; 404 if the tenant does not exist.
-    public func namespaces(ofTenant tenant: String) async throws -> [String] {
+    public func list(ofTenant tenant: String) async throws -> [String] {
         try Self.validateName("tenant", tenant)
         guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
         let prefix = MetadataKeys.namespacesPrefix
@@ -107,7 +146,7 @@ extension BrokerService {
     }
 
     /// Creates `tenant/namespace`; 404 if the tenant does not exist, 409 if the namespace does.
-    public func createNamespace(_ namespace: String, policies: NamespacePolicies = NamespacePolicies()) async throws {
+    public func create(_ namespace: String, policies: NamespacePolicies = NamespacePolicies()) async throws {
         let (tenant, _) = try Self.splitNamespace(namespace)
         try policies.validate()
         guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
@@ -120,7 +159,7 @@ extension BrokerService {
     }
 
     /// Deletes a namespace; refused (412) while it has topics (persistent, partitioned or loaded).
-    public func deleteNamespace(_ namespace: String) async throws {
+    public func delete(_ namespace: String) async throws {
         let (tenant, local) = try Self.splitNamespace(namespace)
         guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
             throw BrokerError.namespaceNotFound(namespace)
@@ -128,7 +167,7 @@ extension BrokerService {
         let storedTopics = try await metadata.list(prefix: MetadataKeys.managedLedgers(inNamespace: namespace))
         let partitionedTopics = try await metadata.list(prefix: MetadataKeys.partitionedTopics(inNamespace: namespace))
         let hasTopics = !storedTopics.isEmpty || !partitionedTopics.isEmpty
-            || loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == local }
+            || hasLoadedTopics(tenant, local)
         guard !hasTopics else { throw BrokerError.namespaceNotEmpty(namespace) }
         do {
             try await metadata.delete(Self.namespaceKey(namespace), expectedVersion: stored.version)
@@ -142,7 +181,7 @@ extension BrokerService {
 
     /// The policies of `tenant/namespace`; 404 (`.notFound`) if it does not exist.
     /// This is what the runtime reads (retention, TTL, quotas, auto creation, limits).
-    public func namespacePolicies(_ namespace: String) async throws -> NamespacePolicies {
+    public func policies(_ namespace: String) async throws -> NamespacePolicies {
         _ = try Self.splitNamespace(namespace)
         guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
             throw BrokerError.namespaceNotFound(namespace)
@@ -151,13 +190,13 @@ extension BrokerService {
     }
 
     /// Replaces the policies of a namespace; 404 if it does not exist.
-    public func setNamespacePolicies(_ namespace: String, _ policies: NamespacePolicies) async throws {
-        try await updateNamespacePolicies(namespace) { $0 = policies }
+    public func setPolicies(_ namespace: String, _ policies: NamespacePolicies) async throws {
+        try await updatePolicies(namespace) { $0 = policies }
     }
 
     /// Read-modify-write of a namespace's policies, retried on a concurrent change.
     @discardableResult
-    public func updateNamespacePolicies(
+    public func updatePolicies(
         _ namespace: String, _ change: (inout NamespacePolicies) throws -> Void
     ) async throws -> NamespacePolicies {
         _ = try Self.splitNamespace(namespace)
