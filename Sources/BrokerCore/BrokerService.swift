@@ -61,8 +61,6 @@ public final class BrokerService: Sendable {
         }
     }
 
-    static func partitionedTopicKey(_ name: TopicName) -> String { MetadataKeys.partitionedTopic(name.metadataPath) }
-    static func managedLedgerKey(_ name: TopicName) -> String { MetadataKeys.managedLedger(name.metadataPath) }
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     public func bootstrap() async throws {
@@ -81,7 +79,7 @@ public final class BrokerService: Sendable {
     /// Number of partitions of `name` (0 for a non-partitioned topic).
     /// The record is JSON `{"partitions": N}` at `/partitioned-topics/<tenant>/<ns>/<domain>/<topic>`.
     public func partitionCount(_ name: TopicName) async throws -> Int {
-        guard name.partitionIndex < 0, let value = try await metadata.get(Self.partitionedTopicKey(name)) else { return 0 }
+        guard name.partitionIndex < 0, let value = try await metadata.get(MetadataKeys.partitionedTopic(name.metadataPath)) else { return 0 }
         return try JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(value.value)).partitions
     }
 
@@ -94,8 +92,8 @@ public final class BrokerService: Sendable {
     /// of a partitioned topic.
     public func topicExists(_ name: TopicName) async throws -> Bool {
         if name.domain == .nonPersistent { return true }
-        if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
-        if try await metadata.get(Self.partitionedTopicKey(name)) != nil { return true }
+        if try await metadata.get(MetadataKeys.managedLedger(name.metadataPath)) != nil { return true }
+        if try await metadata.get(MetadataKeys.partitionedTopic(name.metadataPath)) != nil { return true }
         if name.partitionIndex >= 0, let range = name.localName.range(of: "-partition-", options: .backwards) {
             var base = name
             base.localName = String(name.localName[..<range.lowerBound])
@@ -122,7 +120,7 @@ public final class BrokerService: Sendable {
         guard policies.autoCreatePartitions > 0, try await !topicExists(name) else { return 0 }
         let record = Array(try JSONEncoder().encode(PartitionedTopicRecord(partitions: policies.autoCreatePartitions)))
         do {
-            try await metadata.put(Self.partitionedTopicKey(name), value: record, expectedVersion: -1)
+            try await metadata.put(MetadataKeys.partitionedTopic(name.metadataPath), value: record, expectedVersion: -1)
         } catch MetadataStoreError.badVersion {
             // Created concurrently: read what won.
         }
@@ -164,11 +162,11 @@ public final class BrokerService: Sendable {
         var configuration = self.configuration.managedLedger
         configuration.replication = policies.replication ?? configuration.replication
         let managedLedger = try await ManagedLedger.open(
-            name: "\(name)", metadataKey: Self.managedLedgerKey(name), eventLoop: loop, store: store,
+            name: "\(name)", metadataKey: MetadataKeys.managedLedger(name.metadataPath), eventLoop: loop, store: store,
             metadata: metadata, configuration: configuration, logger: logger)
         let topic = Topic(
             name: name, eventLoop: loop, managedLedger: managedLedger, store: store, metadata: metadata, logger: logger)
-        let prefix = Topic.cursorPrefix(name)
+        let prefix = MetadataKeys.cursors(ofTopic: name.metadataPath)
         for key in try await metadata.list(prefix: prefix) {
             let subscription = String(key.dropFirst(prefix.count))
             if let cursor = try await Cursor.open(

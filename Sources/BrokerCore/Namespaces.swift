@@ -23,16 +23,14 @@ public final class Namespaces: Sendable {
         self.hasLoadedTopics = hasLoadedTopics
     }
 
-    static func tenantKey(_ tenant: String) -> String { MetadataKeys.tenant(tenant) }
-    static func namespaceKey(_ namespace: String) -> String { MetadataKeys.namespace(namespace) }
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     func bootstrap() async throws {
-        if try await metadata.get(Self.tenantKey("public")) == nil {
-            try await metadata.put(Self.tenantKey("public"), value: Array("{}".utf8), expectedVersion: nil)
+        if try await metadata.get(MetadataKeys.tenant("public")) == nil {
+            try await metadata.put(MetadataKeys.tenant("public"), value: Array("{}".utf8), expectedVersion: nil)
         }
-        if try await metadata.get(Self.namespaceKey("public/default")) == nil {
-            try await metadata.put(Self.namespaceKey("public/default"), value: Array("{}".utf8), expectedVersion: nil)
+        if try await metadata.get(MetadataKeys.namespace("public/default")) == nil {
+            try await metadata.put(MetadataKeys.namespace("public/default"), value: Array("{}".utf8), expectedVersion: nil)
         }
     }
 
@@ -94,15 +92,15 @@ public final class Namespaces: Sendable {
 
     public func tenantInfo(_ tenant: String) async throws -> TenantInfo {
         try Self.validateName("tenant", tenant)
-        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
-        return try Self.decodeRecord(TenantInfo.self, stored.value, key: Self.tenantKey(tenant))
+        guard let stored = try await metadata.get(MetadataKeys.tenant(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        return try Self.decodeRecord(TenantInfo.self, stored.value, key: MetadataKeys.tenant(tenant))
     }
 
     /// Creates a tenant; 409 if it exists.
     public func createTenant(_ tenant: String, info: TenantInfo = TenantInfo()) async throws {
         try Self.validateName("tenant", tenant)
         do {
-            try await metadata.put(Self.tenantKey(tenant), value: Self.encodeRecord(info), expectedVersion: -1)
+            try await metadata.put(MetadataKeys.tenant(tenant), value: Self.encodeRecord(info), expectedVersion: -1)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.tenantExists(tenant)
         }
@@ -112,9 +110,9 @@ public final class Namespaces: Sendable {
     /// Replaces a tenant's info; 404 if it does not exist.
     public func updateTenant(_ tenant: String, info: TenantInfo) async throws {
         try Self.validateName("tenant", tenant)
-        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        guard let stored = try await metadata.get(MetadataKeys.tenant(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
         do {
-            try await metadata.put(Self.tenantKey(tenant), value: Self.encodeRecord(info), expectedVersion: stored.version)
+            try await metadata.put(MetadataKeys.tenant(tenant), value: Self.encodeRecord(info), expectedVersion: stored.version)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.concurrentModification("tenant \(tenant)")
         }
@@ -123,10 +121,10 @@ public final class Namespaces: Sendable {
     /// Deletes a tenant; refused (412) while it has namespaces.
     public func deleteTenant(_ tenant: String) async throws {
         try Self.validateName("tenant", tenant)
-        guard let stored = try await metadata.get(Self.tenantKey(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
+        guard let stored = try await metadata.get(MetadataKeys.tenant(tenant)) else { throw BrokerError.tenantNotFound(tenant) }
         guard try await metadata.list(prefix: MetadataKeys.namespaces(ofTenant: tenant)).isEmpty else { throw BrokerError.tenantNotEmpty(tenant) }
         do {
-            try await metadata.delete(Self.tenantKey(tenant), expectedVersion: stored.version)
+            try await metadata.delete(MetadataKeys.tenant(tenant), expectedVersion: stored.version)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.concurrentModification("tenant \(tenant)")
         } catch MetadataStoreError.notFound {
@@ -140,7 +138,7 @@ public final class Namespaces: Sendable {
     /// The namespaces of a tenant as `tenant/namespace`, sorted; 404 if the tenant does not exist.
     public func list(ofTenant tenant: String) async throws -> [String] {
         try Self.validateName("tenant", tenant)
-        guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
+        guard try await metadata.get(MetadataKeys.tenant(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
         let prefix = MetadataKeys.namespacesPrefix
         return try await metadata.list(prefix: "\(prefix)\(tenant)/").map { String($0.dropFirst(prefix.count)) }
     }
@@ -149,9 +147,9 @@ public final class Namespaces: Sendable {
     public func create(_ namespace: String, policies: NamespacePolicies = NamespacePolicies()) async throws {
         let (tenant, _) = try Self.splitNamespace(namespace)
         try policies.validate()
-        guard try await metadata.get(Self.tenantKey(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
+        guard try await metadata.get(MetadataKeys.tenant(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
         do {
-            try await metadata.put(Self.namespaceKey(namespace), value: Self.encodeRecord(policies), expectedVersion: -1)
+            try await metadata.put(MetadataKeys.namespace(namespace), value: Self.encodeRecord(policies), expectedVersion: -1)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.namespaceExists(namespace)
         }
@@ -161,7 +159,7 @@ public final class Namespaces: Sendable {
     /// Deletes a namespace; refused (412) while it has topics (persistent, partitioned or loaded).
     public func delete(_ namespace: String) async throws {
         let (tenant, local) = try Self.splitNamespace(namespace)
-        guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
+        guard let stored = try await metadata.get(MetadataKeys.namespace(namespace)) else {
             throw BrokerError.namespaceNotFound(namespace)
         }
         let storedTopics = try await metadata.list(prefix: MetadataKeys.managedLedgers(inNamespace: namespace))
@@ -170,7 +168,7 @@ public final class Namespaces: Sendable {
             || hasLoadedTopics(tenant, local)
         guard !hasTopics else { throw BrokerError.namespaceNotEmpty(namespace) }
         do {
-            try await metadata.delete(Self.namespaceKey(namespace), expectedVersion: stored.version)
+            try await metadata.delete(MetadataKeys.namespace(namespace), expectedVersion: stored.version)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.concurrentModification("namespace \(namespace)")
         } catch MetadataStoreError.notFound {
@@ -183,10 +181,10 @@ public final class Namespaces: Sendable {
     /// This is what the runtime reads (retention, TTL, quotas, auto creation, limits).
     public func policies(_ namespace: String) async throws -> NamespacePolicies {
         _ = try Self.splitNamespace(namespace)
-        guard let stored = try await metadata.get(Self.namespaceKey(namespace)) else {
+        guard let stored = try await metadata.get(MetadataKeys.namespace(namespace)) else {
             throw BrokerError.namespaceNotFound(namespace)
         }
-        return try Self.decodeRecord(NamespacePolicies.self, stored.value, key: Self.namespaceKey(namespace))
+        return try Self.decodeRecord(NamespacePolicies.self, stored.value, key: MetadataKeys.namespace(namespace))
     }
 
     /// Replaces the policies of a namespace; 404 if it does not exist.
@@ -200,7 +198,7 @@ public final class Namespaces: Sendable {
         _ namespace: String, _ change: (inout NamespacePolicies) throws -> Void
     ) async throws -> NamespacePolicies {
         _ = try Self.splitNamespace(namespace)
-        let key = Self.namespaceKey(namespace)
+        let key = MetadataKeys.namespace(namespace)
         for _ in 0..<Self.maxPolicyUpdateAttempts {
             guard let stored = try await metadata.get(key) else { throw BrokerError.namespaceNotFound(namespace) }
             var policies = try Self.decodeRecord(NamespacePolicies.self, stored.value, key: key)

@@ -124,8 +124,6 @@ public final class Topic: @unchecked Sendable {
         ]
     }
 
-    static func cursorPrefix(_ name: TopicName) -> String { MetadataKeys.cursors(ofTopic: name.metadataPath) }
-
     func attachLoadedSubscription(_ cursor: Cursor) {
         subscriptions[cursor.name] = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,

@@ -191,19 +191,19 @@ extension BrokerService {
 
     func requireNamespace(_ namespace: String) async throws {
         _ = try Namespaces.splitNamespace(namespace)
-        guard try await metadata.get(Namespaces.namespaceKey(namespace)) != nil else { throw BrokerError.namespaceNotFound(namespace) }
+        guard try await metadata.get(MetadataKeys.namespace(namespace)) != nil else { throw BrokerError.namespaceNotFound(namespace) }
     }
 
     func partitionedRecord(_ name: TopicName) async throws -> (PartitionedTopicRecord, Int64)? {
-        guard let stored = try await metadata.get(Self.partitionedTopicKey(name)) else { return nil }
-        return (try Namespaces.decodeRecord(PartitionedTopicRecord.self, stored.value, key: Self.partitionedTopicKey(name)), stored.version)
+        guard let stored = try await metadata.get(MetadataKeys.partitionedTopic(name.metadataPath)) else { return nil }
+        return (try Namespaces.decodeRecord(PartitionedTopicRecord.self, stored.value, key: MetadataKeys.partitionedTopic(name.metadataPath)), stored.version)
     }
 
     /// Whether a non-partitioned topic (or one partition) exists: loaded, or stored.
     func adminTopicExists(_ name: TopicName) async throws -> Bool {
         if loadedTopic(name) != nil { return true }
         guard name.domain == .persistent else { return false }
-        if try await metadata.get(Self.managedLedgerKey(name)) != nil { return true }
+        if try await metadata.get(MetadataKeys.managedLedger(name.metadataPath)) != nil { return true }
         if let parent = Self.partitionedParent(name), let (record, _) = try await partitionedRecord(parent) {
             return name.partitionIndex < record.partitions
         }
@@ -278,7 +278,7 @@ extension BrokerService {
         if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
         do {
             try await metadata.put(
-                Self.partitionedTopicKey(name), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                MetadataKeys.partitionedTopic(name.metadataPath), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
                 expectedVersion: -1)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.partitionedTopicExists(name)
@@ -296,7 +296,7 @@ extension BrokerService {
         }
         do {
             try await metadata.put(
-                Self.partitionedTopicKey(name), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
+                MetadataKeys.partitionedTopic(name.metadataPath), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),
                 expectedVersion: version)
         } catch MetadataStoreError.badVersion {
             throw BrokerError.concurrentModification("partitioned topic \(name)")
@@ -339,7 +339,7 @@ extension BrokerService {
         }.get()
         forgetTopic(name)
         // Cursors of subscriptions that never loaded (a damaged record) would otherwise outlive the topic.
-        for key in try await metadata.list(prefix: Topic.cursorPrefix(name)) {
+        for key in try await metadata.list(prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) {
             try await metadata.delete(key, expectedVersion: nil)
         }
         logger.info("topic.deleted", metadata: ["topic": "\(name)", "force": "\(force)"])
@@ -362,12 +362,12 @@ extension BrokerService {
         for index in 0..<record.partitions {
             var partition = name
             partition.localName = "\(name.localName)-partition-\(index)"
-            let stored = try await metadata.get(Self.managedLedgerKey(partition)) != nil
+            let stored = try await metadata.get(MetadataKeys.managedLedger(partition.metadataPath)) != nil
             if stored || loadedTopic(partition) != nil {
                 try await deleteTopic(partition, force: force)
             }
         }
-        try await metadata.delete(Self.partitionedTopicKey(name), expectedVersion: nil)
+        try await metadata.delete(MetadataKeys.partitionedTopic(name.metadataPath), expectedVersion: nil)
         logger.info("topic.partitioned-deleted", metadata: ["topic": "\(name)"])
     }
 

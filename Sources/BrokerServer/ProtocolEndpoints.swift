@@ -1,4 +1,5 @@
 import BrokerCore
+import Foundation
 import ManagedLedger
 import Logging
 import NIOCore
@@ -73,7 +74,7 @@ public enum ProtocolEndpoints {
     ) throws(EndpointSelectionError) -> [ProtocolEndpoint] {
         var selected: [ProtocolEndpoint] = []
         for raw in names {
-            let name = raw.trimmingCharacters(in: " \t").lowercased()
+            let name = raw.trimmingCharacters(in: .whitespaces).lowercased()
             if name.isEmpty || name == pulsar || selected.contains(where: { $0.name == name }) { continue }
             guard let endpoint = available.first(where: { $0.name == name }) else {
                 throw EndpointSelectionError(name: raw, served: [pulsar] + available.map(\.name))
@@ -81,15 +82,5 @@ public enum ProtocolEndpoints {
             selected.append(endpoint)
         }
         return selected
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in blanks: String) -> String {
-        let blankSet = Set(blanks)
-        var text = Substring(self)
-        while let first = text.first, blankSet.contains(first) { text = text.dropFirst() }
-        while let last = text.last, blankSet.contains(last) { text = text.dropLast() }
-        return String(text)
     }
 }

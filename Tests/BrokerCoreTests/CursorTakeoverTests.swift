@@ -118,7 +118,7 @@ private final class InterleavingMetadata: MetadataStore, @unchecked Sendable {
         let zombie = try await makeBroker().topic(name).get()
         let zombieClose = NIOLockedValueBox<Result<Void, any Error>?>(nil)
         // The zombie's roll lands between the new owner's read of the cursor's record and its claim.
-        let interleaving = InterleavingMetadata(metadata, prefix: Topic.cursorPrefix(name)) { [self] in
+        let interleaving = InterleavingMetadata(metadata, prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) { [self] in
             let result = await acknowledgeAndClose(zombie, positions[0])
             zombieClose.withLockedValue { $0 = result }
         }
