@@ -64,6 +64,10 @@ public enum ManagedLedgerLimits {
     public static let maxReadAheadBytes = 64 * 1024 * 1024
     /// Entries one dispatch pass asks the store for at once when they are not at hand.
     public static let readAheadBatch = 100
+    /// Entries a forward fetch (a consumer catching up, `readAhead(forward:)`) asks for at once:
+    /// fewer, larger range reads (each a hop to the thread pool and back). Two such batches at
+    /// most are held at a time, well inside `maxReadAheadEntries`.
+    public static let forwardReadBatch = 300
 }
 
 public struct ManagedLedgerConfiguration: Sendable {
@@ -342,8 +346,9 @@ package final class ManagedLedger: @unchecked Sendable {
     private var readAheadOrder = CircularBuffer<(position: Position, arrival: UInt64)>()
     private var readAheadArrivals: UInt64 = 0
     private var readAheadBytes = 0
-    /// Positions being fetched, and who waits for each batch.
-    private var readsInFlight: Set<Position> = []
+    /// Runs of entries being fetched (a few at a time: a range check each, no hashing per entry),
+    /// and who waits for a batch.
+    private var runsInFlight: [(ledgerID: Int64, first: Int64, last: Int64)] = []
     private var readAheadWaiters: [() -> Void] = []
     /// The last position of the latest run fetched for a reader going forward (dispatch catching
     /// up on a backlog): once a read takes an entry within one batch of it, the batch after it is
@@ -366,7 +371,7 @@ package final class ManagedLedger: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         if forward, let last = positions.last { forwardFetchEnd = last }
         let missing = positions.filter { readAheadResults[$0] == nil && tailCache.entry(at: $0) == nil }
-        let wanted = missing.filter { !readsInFlight.contains($0) }
+        let wanted = runsInFlight.isEmpty ? missing : missing.filter { !isInFlight($0) }
         guard !missing.isEmpty else {
             eventLoop.execute(then)
             return
@@ -374,13 +379,14 @@ package final class ManagedLedger: @unchecked Sendable {
         // Runs when a batch completes: this one, or (all wanted already in flight) an earlier one.
         readAheadWaiters.append(then)
         guard !wanted.isEmpty else { return }
-        readsInFlight.formUnion(wanted)
         let runs = Self.contiguousRuns(wanted)
+        runsInFlight += runs
         let remaining = LoopCountdown(runs.count)
         for run in runs {
             store.readEntries(
                 ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop
             ).whenComplete { completed in
+                if let index = self.runsInFlight.firstIndex(where: { $0 == run }) { self.runsInFlight.remove(at: index) }
                 let count = Int(run.last - run.first + 1)
                 let results = (try? completed.get()) ?? Array(repeating: .failure(.closed), count: count)
                 for offset in 0..<count {
@@ -398,19 +404,23 @@ package final class ManagedLedger: @unchecked Sendable {
         var positions: [Position] = []
         var current = end
         var examined = 0
-        while positions.count < ManagedLedgerLimits.readAheadBatch, examined < 2 * ManagedLedgerLimits.readAheadBatch,
+        while positions.count < ManagedLedgerLimits.forwardReadBatch, examined < 2 * ManagedLedgerLimits.forwardReadBatch,
               let next = next(after: current)
         {
             examined += 1
             current = next
             if tailCache.entry(at: next) != nil { break }
-            if readAheadResults[next] == nil, !readsInFlight.contains(next) { positions.append(next) }
+            if readAheadResults[next] == nil, !isInFlight(next) { positions.append(next) }
         }
         guard !positions.isEmpty else {
             forwardFetchEnd = nil
             return
         }
         readAhead(positions, forward: true) {}
+    }
+
+    private func isInFlight(_ position: Position) -> Bool {
+        runsInFlight.contains { $0.ledgerID == position.ledgerID && ($0.first...$0.last).contains(position.entryID) }
     }
 
     /// `positions` as runs of consecutive entries of one ledger, in the order given.
@@ -427,10 +437,11 @@ package final class ManagedLedger: @unchecked Sendable {
     }
 
     private func readArrived(_ position: Position, _ result: Result<ByteBuffer, LedgerStoreError>) {
-        readsInFlight.remove(position)
-        dropReadAhead(position)
         readAheadArrivals &+= 1
-        readAheadResults[position] = (result, readAheadArrivals)
+        // One hash look-up: the insert hands back what a fetch of the same position left (stale now).
+        if case .success(let replaced)? = readAheadResults.updateValue((result, readAheadArrivals), forKey: position)?.result {
+            readAheadBytes -= replaced.readableBytes
+        }
         readAheadOrder.append((position, readAheadArrivals))
         if case .success(let buffer) = result { readAheadBytes += buffer.readableBytes }
         while readAheadResults.count > ManagedLedgerLimits.maxReadAheadEntries || readAheadBytes > ManagedLedgerLimits.maxReadAheadBytes,
@@ -550,12 +561,13 @@ package final class ManagedLedger: @unchecked Sendable {
         if let cached = tailCache.entry(at: position) {
             return try Entry.decode(cached)
         }
-        guard let fetched = readAheadResults[position]?.result else {
+        // Taken (one look-up): its slot in readAheadOrder is stale now, skipped at the front.
+        guard let fetched = readAheadResults.removeValue(forKey: position)?.result else {
             throw BrokerError(.persistence, "entry \(position) of \(name) is not at hand: fetch it with readAhead first")
         }
-        dropReadAhead(position)  // its slot in readAheadOrder is stale now: skipped at the front
+        if case .success(let buffer) = fetched { readAheadBytes -= buffer.readableBytes }
         if let end = forwardFetchEnd, end.ledgerID == position.ledgerID,
-           end.entryID >= position.entryID, end.entryID - position.entryID < Int64(ManagedLedgerLimits.readAheadBatch)
+           end.entryID >= position.entryID, end.entryID - position.entryID < Int64(ManagedLedgerLimits.forwardReadBatch)
         {
             fetchForward(after: end)
         }

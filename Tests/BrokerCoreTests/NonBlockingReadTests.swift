@@ -155,8 +155,9 @@ private final class NetworkLikeStore: ForwardingLedgerStore, @unchecked Sendable
         let writer = try await makeBroker()
         let first = try await writer.topic(name).get()
         let batch = ManagedLedgerLimits.readAheadBatch
+        let forward = ManagedLedgerLimits.forwardReadBatch
         var positions: [Position] = []
-        for i in 0..<(2 * batch + 10) { positions.append(try await publish(first, "m\(i)")) }
+        for i in 0..<(batch + forward + 10) { positions.append(try await publish(first, "m\(i)")) }
         let owner = try await makeBroker()
         let ledger = try await owner.topic(name).get().managedLedger
 
@@ -173,11 +174,11 @@ private final class NetworkLikeStore: ForwardingLedgerStore, @unchecked Sendable
         var nextAtHand = false
         while !nextAtHand, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
-            nextAtHand = try await loop.submit { ledger.canReadNow(positions[2 * batch - 1]) }.get()
+            nextAtHand = try await loop.submit { ledger.canReadNow(positions[batch + forward - 1]) }.get()
         }
         #expect(nextAtHand)
-        // Nothing past that batch yet: the reader is still a whole batch away.
-        let thirdAtHand = try await loop.submit { ledger.canReadNow(positions[2 * batch]) }.get()
+        // Nothing past that batch yet: the reader is still more than a forward batch away.
+        let thirdAtHand = try await loop.submit { ledger.canReadNow(positions[batch + forward]) }.get()
         #expect(!thirdAtHand)
         #expect(store.blockingReadsOnALoop.withLockedValue { $0 } == 0)
         try await group.shutdownGracefully()
