@@ -6,7 +6,7 @@ import PackageDescription
 // ~11 % of the broker's CPU when publishing, profile in BENCHMARKS.md); debug builds, which run the
 // test suites, keep them, so an overlapping access still traps in tests. (Unsafe flags keep this
 // package from being used as another package's dependency; it has no library product yet.)
-let hotPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+let hotPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))]
 
 let package = Package(
     name: "magnetar",
