@@ -18,7 +18,9 @@ final class EntryLog: @unchecked Sendable {
     /// Every entry log that may be read, by id (the current one included). Guarded by `lock`.
     private var files: [Int64: OpenFile]
     // Journal thread.
-    private var current: OpenFile
+    /// nil once closed.
+    private var currentFile: OpenFile?
+    private var current: OpenFile { currentFile! }
     private(set) var currentID: Int64
     /// Where the next record goes in the current file.
     private(set) var offset: Int64
@@ -28,7 +30,7 @@ final class EntryLog: @unchecked Sendable {
         self.directory = directory
         self.maxBytes = maxBytes
         self.files = files
-        self.current = files[currentID]!
+        self.currentFile = files[currentID]!
         self.currentID = currentID
         self.offset = offset
     }
@@ -100,7 +102,7 @@ final class EntryLog: @unchecked Sendable {
             lock.lock()
             files[newID] = file
             lock.unlock()
-            current = file
+            currentFile = file
             currentID = newID
             offset = Int64(OnDiskFormat.fileHeaderBytes)
             return nil
@@ -131,11 +133,12 @@ final class EntryLog: @unchecked Sendable {
         return removed
     }
 
-    /// Lets go of every file (the store is closed).
+    /// Lets go of every file (the store is closed): a descriptor closes once no reader holds it.
     func closeAll() {
         lock.lock()
         files.removeAll()
         lock.unlock()
+        currentFile = nil
     }
 
     /// The payloads of add records read back in one span: `span` holds the file's bytes from

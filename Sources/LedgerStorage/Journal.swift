@@ -16,14 +16,17 @@ import Darwin
 /// recovery before that thread starts.
 final class Journal {
     private let directory: DataDirectory
-    private(set) var file: OpenFile
+    /// nil once closed.
+    private var handle: OpenFile?
+    /// The current file (journal thread only, before `close`).
+    var file: OpenFile { handle! }
     private(set) var fileID: Int64
     /// End of the last synced group: where the next group goes.
     private(set) var offset: Int64
 
     private init(directory: DataDirectory, file: OpenFile, fileID: Int64) {
         self.directory = directory
-        self.file = file
+        self.handle = file
         self.fileID = fileID
         self.offset = Int64(OnDiskFormat.fileHeaderBytes)
     }
@@ -54,6 +57,11 @@ final class Journal {
         return file.syncData()
     }
 
+    /// Lets go of the current file (the store is closed).
+    func close() {
+        handle = nil
+    }
+
     /// Whether the current file grew past `maxBytes`.
     func isFull(maxBytes: Int) -> Bool {
         offset >= Int64(maxBytes)
@@ -66,7 +74,7 @@ final class Journal {
         let nextName = StoreFileName.journal(fileID + 1)
         switch directory.create(nextName, magic: OnDiskFormat.journalMagic) {
         case .success(let next):
-            file = next
+            handle = next
             fileID += 1
             offset = Int64(OnDiskFormat.fileHeaderBytes)
             return nil

@@ -401,6 +401,9 @@ package final class ManagedLedger: @unchecked Sendable {
     /// Fetches the batch of durable entries after `end` that is not at hand (none: the reader has
     /// reached the tail cache or the end, and the forward fetch stops).
     private func fetchForward(after end: Position) {
+        // Large entries: the next batch waits until what is fetched is taken, so the fetch never
+        // pushes out entries dispatch has not read yet (the next take asks again).
+        guard readAheadBytes < ManagedLedgerLimits.maxReadAheadBytes / 2 else { return }
         var positions: [Position] = []
         var current = end
         var examined = 0
