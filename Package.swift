@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: [
         // Lowest layer: checksums shared by the wire format and the on-disk format.
@@ -119,6 +121,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
+        // Who a client is: Pulsar's token authentication (JWTs verified with jwt-kit; the keys as
+        // Pulsar's `tokenSecretKey` / `tokenPublicKey` give them), token and key creation for
+        // `magnetar tokens`. Protocol-neutral: the Pulsar endpoint, the admin API and later
+        // endpoints ask it the same question.
+        .target(name: "Authentication", dependencies: [
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+        ]),
         // Pulsar-style `--config` files (Java properties with Pulsar's and BookKeeper's key names).
         .target(name: "ServerConfig"),
         .executableTarget(name: "magnetar", dependencies: [
@@ -172,6 +183,7 @@ let package = Package(
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata", "TestSupport"]),
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
+        .testTarget(name: "AuthenticationTests", dependencies: ["Authentication"]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
             "MagnetarClient", "PulsarProtocol",
             .product(name: "NIOCore", package: "swift-nio"),
