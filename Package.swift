@@ -85,7 +85,7 @@ let package = Package(
         ], swiftSettings: hotPathSettings),
         // Hummingbird routes for /admin/v2/..., /metrics and /health.
         .target(name: "AdminAPI", dependencies: [
-            "BrokerCore", "ManagedLedger", "PulsarProtocol",
+            "BrokerCore", "ManagedLedger", "PulsarProtocol", "Authentication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -95,7 +95,7 @@ let package = Package(
         ]),
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
-            "PulsarProtocol", "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI",
+            "PulsarProtocol", "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -134,6 +134,7 @@ let package = Package(
         .target(name: "ServerConfig"),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
+            "Authentication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),

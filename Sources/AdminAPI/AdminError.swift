@@ -41,6 +41,8 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
         case .badRequest, .invalidTopicName: .badRequest
         case .notAllowed: .methodNotAllowed
         case .tooManyRequests: .tooManyRequests
+        case .authenticationError: .unauthorized
+        case .authorizationError: .forbidden
         case .serviceNotReady: .serviceUnavailable
         case .consumerAssign, .metadata, .persistence, .checksum, .unknown: .internalServerError
         }

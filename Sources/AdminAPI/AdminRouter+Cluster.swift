@@ -28,7 +28,7 @@ extension AdminRouter {
     struct BookieInfo: Codable { var bookieId: String }
     struct BookiesList: Codable { var bookies: [BookieInfo] }
 
-    static func addClusterRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService) {
+    static func addClusterRoutes(_ router: Router<AdminRequestContext>, _ broker: BrokerService) {
         router.get("/admin/v2/clusters") { _, _ in try json([broker.configuration.clusterName]) }
         router.get("/admin/v2/brokers/:cluster") { _, context in
             try checkCluster(context, broker)
@@ -87,7 +87,7 @@ extension AdminRouter {
         }
     }
 
-    static func checkCluster(_ context: BasicRequestContext, _ broker: BrokerService) throws {
+    static func checkCluster(_ context: AdminRequestContext, _ broker: BrokerService) throws {
         let cluster = try parameter(context, "cluster")
         guard cluster == broker.configuration.clusterName else {
             throw AdminError(status: .notFound, reason: "Cluster \(cluster) does not exist: this is cluster \(broker.configuration.clusterName)")

@@ -1,3 +1,4 @@
+import Authentication
 import BrokerCore
 import ManagedLedger
 import Foundation
@@ -18,10 +19,16 @@ public enum AdminHTTPLimits {
 /// The HTTP routes: `/health`, `/metrics` and Apache Pulsar's `/admin/v2/...` REST API (same paths,
 /// JSON shapes and error bodies). Stateless: every handler calls into `BrokerService`.
 public enum AdminRouter {
-    public static func makeRouter(broker: BrokerService, metrics: MetricsCollector) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    /// `authenticator`: checks each request's `Authorization` header once authentication is on
+    /// (then the broker's `Authorizer` checks the path's `AdminAccess`).
+    public static func makeRouter(
+        broker: BrokerService, metrics: MetricsCollector, authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false
+    ) -> Router<AdminRequestContext> {
+        let router = Router(context: AdminRequestContext.self)
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: AdminErrorMiddleware())
+        router.add(middleware: AdminAuthMiddleware(
+            authenticator: authenticator, authorizer: broker.authorizer, authenticateMetrics: authenticateMetrics))
         router.get("/health") { _, _ -> String in "ok" }
         router.get("/metrics") { _, _ -> Response in
             let text = await metrics.scrape()
@@ -32,6 +39,7 @@ public enum AdminRouter {
         addTenantRoutes(router, broker)
         addClusterRoutes(router, broker)
         addNamespaceRoutes(router, broker)
+        addPermissionRoutes(router, broker)
         for domain in [TopicName.Domain.persistent, .nonPersistent] {
             addTopicRoutes(router, broker, domain)
         }
@@ -40,7 +48,7 @@ public enum AdminRouter {
 
     // MARK: tenants
 
-    static func addTenantRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService) {
+    static func addTenantRoutes(_ router: Router<AdminRequestContext>, _ broker: BrokerService) {
         router.get("/admin/v2/tenants") { _, _ in try json(await broker.namespaces.tenants()) }
         router.get("/admin/v2/tenants/:tenant") { _, context in
             try json(await broker.namespaces.tenantInfo(parameter(context, "tenant")))
@@ -63,7 +71,7 @@ public enum AdminRouter {
 
     // MARK: namespaces
 
-    static func addNamespaceRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService) {
+    static func addNamespaceRoutes(_ router: Router<AdminRequestContext>, _ broker: BrokerService) {
         let base = "/admin/v2/namespaces/:tenant/:namespace"
         router.get("/admin/v2/namespaces/:tenant") { _, context in
             try json(await broker.namespaces.list(ofTenant: parameter(context, "tenant")))
@@ -178,7 +186,7 @@ public enum AdminRouter {
         }
     }
 
-    static func addTopicRoutes(_ router: Router<BasicRequestContext>, _ broker: BrokerService, _ domain: TopicName.Domain) {
+    static func addTopicRoutes(_ router: Router<AdminRequestContext>, _ broker: BrokerService, _ domain: TopicName.Domain) {
         let namespaceBase = "/admin/v2/\(domain.rawValue)/:tenant/:namespace"
         let base = "\(namespaceBase)/:topic"
         let subscriptionBase = "\(base)/subscription/:subscription"
@@ -334,7 +342,7 @@ public enum AdminRouter {
         }
     }
 
-    static func parameter(_ context: BasicRequestContext, _ name: String) throws -> String {
+    static func parameter(_ context: AdminRequestContext, _ name: String) throws -> String {
         let raw = try context.parameters.require(name)
         guard let decoded = raw.removingPercentEncoding, !decoded.isEmpty else {
             throw AdminError(status: .badRequest, reason: "Invalid \(name) in the path: '\(raw)'")
@@ -342,16 +350,16 @@ public enum AdminRouter {
         return decoded
     }
 
-    static func namespace(_ context: BasicRequestContext) throws -> String {
+    static func namespace(_ context: AdminRequestContext) throws -> String {
         "\(try parameter(context, "tenant"))/\(try parameter(context, "namespace"))"
     }
 
-    static func topicName(_ context: BasicRequestContext, _ domain: TopicName.Domain) throws -> TopicName {
+    static func topicName(_ context: AdminRequestContext, _ domain: TopicName.Domain) throws -> TopicName {
         let raw = "\(domain.rawValue)://\(try namespace(context))/\(try parameter(context, "topic"))"
         return try TopicName(parsing: raw)
     }
 
-    static func number(_ context: BasicRequestContext, _ name: String) throws -> Int64 {
+    static func number(_ context: AdminRequestContext, _ name: String) throws -> Int64 {
         let raw = try parameter(context, name)
         guard let value = Int64(raw) else {
             throw AdminError(status: .badRequest, reason: "Invalid \(name): '\(raw)' is not a number")

@@ -20,6 +20,8 @@ public struct BrokerConfiguration: Sendable {
     public var advertisedPulsarURL = "pulsar://localhost:6650"
     public var advertisedHTTPURL = "http://localhost:8080"
     public var managedLedger = ManagedLedgerConfiguration()
+    /// `authorizationEnabled`, `superUserRoles`.
+    public var authorization = AuthorizationSettings()
     public init() {}
 }
 
@@ -37,6 +39,8 @@ public final class BrokerService: Sendable {
     let registry = TopicRegistry()
     /// Tenants, namespaces and their policies.
     public let namespaces: Namespaces
+    /// Who may do what: every endpoint and the admin API ask it.
+    public let authorizer: Authorizer
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -59,6 +63,7 @@ public final class BrokerService: Sendable {
         self.namespaces = Namespaces(metadata: metadata, logger: logger) { tenant, namespace in
             registry.loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == namespace }
         }
+        self.authorizer = Authorizer(settings: configuration.authorization, namespaces: namespaces)
     }
 
 

@@ -21,6 +21,8 @@ public struct EffectivePolicies: Sendable, Equatable {
     public var maxConsumersPerTopic = 0
     /// Replication of new ledgers; nil: the broker's default.
     public var replication: LedgerReplicationOptions?
+    /// The namespace's and its topics' grants.
+    public var auth = AuthPolicies()
 
     public init() {}
 
@@ -48,5 +50,6 @@ public struct EffectivePolicies: Sendable, Equatable {
         maxProducersPerTopic = policies.maxProducersPerTopic ?? 0
         maxConsumersPerTopic = policies.maxConsumersPerTopic ?? 0
         replication = policies.persistence?.replication
+        auth = policies.auth
     }
 }

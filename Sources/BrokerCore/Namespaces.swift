@@ -12,10 +12,11 @@ import NIOCore
 /// `effectivePolicies`, cached for a second.
 public final class Namespaces: Sendable {
     let metadata: any MetadataStore
-    private let logger: Logger
+    let logger: Logger
     /// Whether topics of `tenant/namespace` are loaded here (a namespace with topics is not deleted).
     private let hasLoadedTopics: @Sendable (_ tenant: String, _ namespace: String) -> Bool
     private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
+    private let tenantCache = NIOLockedValueBox<[String: (info: TenantInfo, expires: NIODeadline)]>([:])
 
     init(metadata: any MetadataStore, logger: Logger, hasLoadedTopics: @escaping @Sendable (String, String) -> Bool) {
         self.metadata = metadata
@@ -46,6 +47,23 @@ public final class Namespaces: Sendable {
     }
 
     static let policyCacheTTL = TimeAmount.seconds(1)
+
+    /// A tenant's info as authorization reads it, cached for `policyCacheTTL` (a change of its
+    /// admin roles takes effect on every broker within that); 404 if it does not exist.
+    public func cachedTenantInfo(_ tenant: String) async throws -> TenantInfo {
+        let now = NIODeadline.now()
+        if let cached = tenantCache.withLockedValue({ $0[tenant] }), cached.expires > now {
+            return cached.info
+        }
+        let info = try await tenantInfo(tenant)
+        tenantCache.withLockedValue {
+            if $0.count >= Self.maxCachedTenants { $0.removeAll() }
+            $0[tenant] = (info, now + Self.policyCacheTTL)
+        }
+        return info
+    }
+
+    static let maxCachedTenants = 10_000
 
     /// Names that go into metadata keys and URLs: Pulsar's `[-=:.\w]+`.
     static func validateName(_ what: String, _ value: String) throws(BrokerError) {

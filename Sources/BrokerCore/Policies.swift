@@ -165,6 +165,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var maxConsumersPerTopic: Int?
     /// How the namespace's ledgers are replicated on storage nodes (cluster brokers only).
     public var persistence: PersistencePolicies?
+    /// Grants of the namespace and its topics (`auth_policies`).
+    public var auth = AuthPolicies()
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -195,6 +197,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case maxProducersPerTopic = "max_producers_per_topic"
         case maxConsumersPerTopic = "max_consumers_per_topic"
         case persistence
+        case auth = "auth_policies"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -208,6 +211,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
             try container.decodeIfPresent(SchemaCompatibilityStrategy.self, forKey: .schemaCompatibilityStrategy) ?? .undefined
         maxProducersPerTopic = try container.decodeIfPresent(Int.self, forKey: .maxProducersPerTopic)
         maxConsumersPerTopic = try container.decodeIfPresent(Int.self, forKey: .maxConsumersPerTopic)
+        persistence = try container.decodeIfPresent(PersistencePolicies.self, forKey: .persistence)
+        auth = try container.decodeIfPresent(AuthPolicies.self, forKey: .auth) ?? AuthPolicies()
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -221,6 +226,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(schemaCompatibilityStrategy, forKey: .schemaCompatibilityStrategy)
         try container.encode(maxProducersPerTopic, forKey: .maxProducersPerTopic)
         try container.encode(maxConsumersPerTopic, forKey: .maxConsumersPerTopic)
+        try container.encode(persistence, forKey: .persistence)
+        try container.encode(auth, forKey: .auth)
     }
 
     /// Checks the values are in range; the message says which one is not.

@@ -29,7 +29,7 @@ public enum BrokerServerFuzzing {
                 ? command.connect.protocolVersion : nil
             switch machine.commandReceived(frame.type, clientProtocolVersion: version) {
             case .close: return
-            case .sendConnected, .sendPong, .ignore: continue
+            case .sendConnected, .authenticate, .sendPong, .ignore: continue
             case .handleCommand: break
             }
             _ = Commands.transactionRequestID(command)

@@ -1,4 +1,5 @@
 import AdminAPI
+import Authentication
 import BrokerCore
 import ManagedLedger
 import Foundation
@@ -14,10 +15,12 @@ import Prometheus
 /// (routes in AdminAPI). `metricsRegistry` is the registry swift-metrics was bootstrapped with.
 public enum HTTPServer {
     public static func makeApplication(
-        host: String, port: Int, broker: BrokerService, metricsRegistry: PrometheusCollectorRegistry, logger: Logger
+        host: String, port: Int, broker: BrokerService, metricsRegistry: PrometheusCollectorRegistry,
+        authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false, logger: Logger
     ) -> some ApplicationProtocol {
         let router = AdminRouter.makeRouter(
-            broker: broker, metrics: MetricsCollector(broker: broker, registry: metricsRegistry))
+            broker: broker, metrics: MetricsCollector(broker: broker, registry: metricsRegistry),
+            authenticator: authenticator, authenticateMetrics: authenticateMetrics)
         // Idle keep-alive connections are closed, so clients that open and abandon them cannot
         // hold the process's file descriptors.
         return Application(

@@ -1,4 +1,6 @@
+import Authentication
 import BrokerCore
+import Foundation
 import ManagedLedger
 import Logging
 import NIOCore
@@ -9,8 +11,11 @@ public struct ConnectionConfiguration: Sendable {
     /// What LOOKUP answers: `pulsar://<advertisedAddress>:<port>`.
     public var brokerServiceURL: String
     public var serverVersion = "Magnetar 0.1.0"
-    public init(brokerServiceURL: String) {
+    /// Checks CONNECT's and AUTH_RESPONSE's credentials; `.disabled`: authentication is off.
+    public var authenticator: Authenticator = .disabled
+    public init(brokerServiceURL: String, authenticator: Authenticator = .disabled) {
         self.brokerServiceURL = brokerServiceURL
+        self.authenticator = authenticator
     }
 }
 
@@ -43,6 +48,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private var inputFailed = false
     private let keepAliveInterval: TimeAmount
     private var keepAliveTask: RepeatedTask?
+    private var authenticationCheckTask: RepeatedTask?
 
     init(
         broker: BrokerService, configuration: ConnectionConfiguration, connectionID: UInt64,
@@ -54,7 +60,9 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         self.keepAliveInterval = keepAliveInterval
         self.logger = logger
         self.logger[metadataKey: "connection.id"] = "\(connectionID)"
-        self.machine = Machine(connectionID: connectionID, serverVersion: configuration.serverVersion)
+        self.machine = Machine(
+            connectionID: connectionID, serverVersion: configuration.serverVersion,
+            requiresAuthentication: configuration.authenticator.isEnabled)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -72,11 +80,22 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             guard handler.isActive else { return }
             handler.run(handler.machine.keepAliveTick(interval: interval))
         }
+        if configuration.authenticator.isEnabled {
+            let check = TimeAmount.nanoseconds(Int64(configuration.authenticator.refreshCheckInterval.components.seconds) * 1_000_000_000
+                + configuration.authenticator.refreshCheckInterval.components.attoseconds / 1_000_000_000)
+            authenticationCheckTask = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in
+                let handler = bound.value
+                guard handler.isActive else { return }
+                handler.run(handler.machine.authenticationCheckTick(now: Date()))
+            }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         keepAliveTask?.cancel()
         keepAliveTask = nil
+        authenticationCheckTask?.cancel()
+        authenticationCheckTask = nil
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -90,6 +109,8 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         isActive = false
         keepAliveTask?.cancel()
         keepAliveTask = nil
+        authenticationCheckTask?.cancel()
+        authenticationCheckTask = nil
         if machine.pausedForWritability { ConnectionMetrics.writePaused(-1) }
         run(machine.channelInactive())
         logger.debug("connection.closed")
@@ -152,6 +173,24 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         case .close(_, let line):
             log(line)
             channel.close(promise: nil)
+        case .refuse(let command, let line):
+            log(line)
+            channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator)).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+        case .authenticate(let credentials, let refresh):
+            let authenticator = configuration.authenticator
+            let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+            channel.eventLoop.makeFutureWithTask { () -> Result<AuthenticatedRole, AuthenticationFailure> in
+                do throws(AuthenticationFailure) {
+                    return .success(try await authenticator.authenticate(credentials))
+                } catch {
+                    return .failure(error)
+                }
+            }.whenSuccess { result in
+                let handler = bound.value
+                handler.run(handler.machine.authenticationCompleted(result, refresh: refresh))
+            }
         case .publish(let publish):
             stage(publish, channel: channel)
             if publish.pauseReading {
@@ -209,18 +248,32 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             seek(consumer, target, requestID: requestID, channel: channel)
         case .partitionedMetadata(let topic, let requestID):
             let broker = self.broker
-            answer(channel, { try await broker.partitionMetadata(TopicName(parsing: topic)) }) { machine, result in
+            let role = machine.role
+            answer(channel, {
+                let name = try TopicName(parsing: topic)
+                try await broker.authorizer.authorize(role, .lookup, topic: name)
+                return try await broker.partitionMetadata(name)
+            }) { machine, result in
                 machine.partitionsFound(requestID: requestID, result)
             }
         case .lookup(let topic, let authoritative, let requestID):
             let broker = self.broker
             let url = configuration.brokerServiceURL
-            answer(channel, { try await broker.lookup(TopicName(parsing: topic), authoritative: authoritative) }) { machine, result in
+            let role = machine.role
+            answer(channel, {
+                let name = try TopicName(parsing: topic)
+                try await broker.authorizer.authorize(role, .lookup, topic: name)
+                return try await broker.lookup(name, authoritative: authoritative)
+            }) { machine, result in
                 machine.lookupAnswered(requestID: requestID, localURL: url, result)
             }
         case .topicsOfNamespace(let namespace, let requestID):
             let broker = self.broker
-            answer(channel, { try await broker.topics(inNamespace: namespace) }) { machine, result in
+            let role = machine.role
+            answer(channel, {
+                try await broker.authorizer.authorizeNamespaceRead(role, namespace: namespace)
+                return try await broker.topics(inNamespace: namespace)
+            }) { machine, result in
                 machine.topicsListed(requestID: requestID, result)
             }
         case .socketDrained(let resumeReading, let consumers):
@@ -279,7 +332,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let connectionID = self.connectionID
         let initialSubscription = request.initialSubscription
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        broker.servedTopic(request.topic, preferredLoop: channel.eventLoop).flatMap { topic in
+        let broker = self.broker
+        authorized(.produce, request.topic, channel: channel).flatMap {
+            broker.servedTopic(request.topic, preferredLoop: channel.eventLoop)
+        }.flatMap { topic in
             topic.eventLoop.flatSubmit { () -> EventLoopFuture<(topic: any ServedTopic, name: String, lastSequenceID: Int64)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
@@ -298,7 +354,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     private func subscribe(_ request: Machine.Subscribe, channel: any Channel) {
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        broker.servedTopic(request.topic, preferredLoop: channel.eventLoop).flatMap { topic in
+        let broker = self.broker
+        authorized(.consume, request.topic, channel: channel).flatMap {
+            broker.servedTopic(request.topic, preferredLoop: channel.eventLoop)
+        }.flatMap { topic in
             topic.eventLoop.flatSubmit {
                 topic.subscribe(request.request, sink: sink).map { topic }
             }
@@ -306,6 +365,14 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             let handler = bound.value
             handler.run(handler.machine.subscribed(request, result))
         }
+    }
+
+    /// Succeeds if the client's role may do `operation` on `topic` (at once with authorization off).
+    private func authorized(_ operation: TopicOperation, _ topic: TopicName, channel: any Channel) -> EventLoopFuture<Void> {
+        let authorizer = broker.authorizer
+        guard authorizer.isEnabled else { return channel.eventLoop.makeSucceededVoidFuture() }
+        let role = machine.role
+        return channel.eventLoop.makeFutureWithTask { try await authorizer.authorize(role, operation, topic: topic) }
     }
 
     private func seek(_ consumer: Machine.ConsumerRef, _ target: Machine.SeekTarget, requestID: UInt64, channel: any Channel) {

@@ -1,4 +1,6 @@
+import Authentication
 import BrokerCore
+import Foundation
 import ManagedLedger
 import Logging
 import NIOCore
@@ -84,6 +86,11 @@ struct PulsarConnectionMachine<TopicHandle> {
         case write(Pulsar_Proto_BaseCommand, log: LogLine? = nil)
         /// Log why, then close the connection.
         case close(reason: String, log: LogLine)
+        /// Write `command`, then close the connection (a refused CONNECT).
+        case refuse(Pulsar_Proto_BaseCommand, log: LogLine)
+        /// Check the credentials with the broker's `Authenticator`, then call
+        /// `authenticationCompleted` (`refresh`: an AUTH_RESPONSE on a live connection).
+        case authenticate(Credentials, refresh: Bool)
         case publish(Publish)
         case pauseReading
         case resumeReading
@@ -139,12 +146,23 @@ struct PulsarConnectionMachine<TopicHandle> {
     private(set) var pausedForWritability = false
     private var receivedSinceKeepAliveTick = false
     private var pingOutstanding = false
+    /// Who the client is, once authenticated (nil with authentication off).
+    private(set) var client: AuthenticatedRole?
+    /// The CONNECT's client version, kept for the CONNECTED log line.
+    private var clientVersion = ""
+    private var supportsAuthRefresh = false
+    /// An AUTH_CHALLENGE was sent for expired credentials and not yet answered.
+    private(set) var challengePending = false
 
-    init(connectionID: UInt64, serverVersion: String, limits: Limits = Limits()) {
+    init(connectionID: UInt64, serverVersion: String, limits: Limits = Limits(), requiresAuthentication: Bool = false) {
         self.connectionID = connectionID
         self.serverVersion = serverVersion
         self.limits = limits
+        self.handshake = ConnectionStateMachine(requiresAuthentication: requiresAuthentication)
     }
+
+    /// The client's role for authorization; nil with authentication off.
+    var role: String? { client?.role }
 
     var isClosed: Bool { handshake.state == .closed }
     var producerCount: Int { producers.count }
@@ -166,16 +184,15 @@ struct PulsarConnectionMachine<TopicHandle> {
         }
         switch handshake.commandReceived(type, clientProtocolVersion: version) {
         case .sendConnected(let version):
-            let serverVersion = self.serverVersion
-            return .write(
-                Commands.base(.connected) {
-                    $0.connected.serverVersion = serverVersion
-                    $0.connected.protocolVersion = version
-                    $0.connected.maxMessageSize = Int32(PulsarLimits.maxMessageSizeBytes)
-                },
-                log: LogLine(level: .debug, event: "connection.connected", metadata: [
-                    "client.version": "\(frame.command.connect.clientVersion)", "protocol.version": "\(version)",
-                ]))
+            clientVersion = frame.command.connect.clientVersion
+            return connectedReply(version)
+        case .authenticate:
+            let connect = frame.command.connect
+            clientVersion = connect.clientVersion
+            supportsAuthRefresh = connect.hasFeatureFlags && connect.featureFlags.supportsAuthRefresh
+            let method = connect.hasAuthMethodName ? connect.authMethodName : ""
+            let credentials: Credentials = method.isEmpty || method == "none" ? .none : .method(method, Array(connect.authData))
+            return .authenticate(credentials, refresh: false)
         case .sendPong:
             return .write(Commands.base(.pong) { $0.pong = Pulsar_Proto_CommandPong() })
         case .ignore:
@@ -188,6 +205,93 @@ struct PulsarConnectionMachine<TopicHandle> {
             }
             return commandReceived(frame.command)
         }
+    }
+
+    private func connectedReply(_ version: Int32) -> Action {
+        let serverVersion = self.serverVersion
+        var metadata: Logger.Metadata = ["client.version": "\(clientVersion)", "protocol.version": "\(version)"]
+        if let client { metadata["role"] = "\(client.role)" }
+        return .write(
+            Commands.base(.connected) {
+                $0.connected.serverVersion = serverVersion
+                $0.connected.protocolVersion = version
+                $0.connected.maxMessageSize = Int32(PulsarLimits.maxMessageSizeBytes)
+            },
+            log: LogLine(level: .debug, event: "connection.connected", metadata: metadata))
+    }
+
+    // MARK: authentication
+
+    /// The `Authenticator` answered an `.authenticate`.
+    mutating func authenticationCompleted(_ result: Result<AuthenticatedRole, AuthenticationFailure>, refresh: Bool) -> Action {
+        guard !refresh else { return refreshCompleted(result) }
+        switch result {
+        case .success(let role):
+            client = role
+            switch handshake.authenticated(true) {
+            case .sendConnected(let version): return connectedReply(version)
+            default: return .none
+            }
+        case .failure(let failure):
+            guard case .close = handshake.authenticated(false) else { return .none }
+            // Pulsar's answer: an ERROR for no request, then the connection is closed. The
+            // reason stays in our log; the client learns only that it failed.
+            return .refuse(
+                Commands.base(.error) {
+                    $0.error.requestID = UInt64.max
+                    $0.error.error = .authenticationError
+                    $0.error.message = "Failed to authenticate"
+                },
+                log: LogLine(level: .warning, event: "connection.authentication-failed", metadata: [
+                    "reason": "\(failure)", "client.version": "\(clientVersion)",
+                ]))
+        }
+    }
+
+    private mutating func refreshCompleted(_ result: Result<AuthenticatedRole, AuthenticationFailure>) -> Action {
+        guard !isClosed else { return .none }
+        switch result {
+        case .success(let role) where role.role == client?.role:
+            client = role
+            challengePending = false
+            return .none
+        case .success(let role):
+            handshake.close()
+            return .close(reason: "refreshed credentials are for another role", log: LogLine(
+                level: .warning, event: "connection.authentication-refresh-refused", metadata: [
+                    "role": "\(client?.role ?? "")", "new.role": "\(role.role)",
+                ]))
+        case .failure(let failure):
+            handshake.close()
+            return .close(reason: "refreshed credentials are not valid", log: LogLine(
+                level: .warning, event: "connection.authentication-refresh-failed", metadata: ["reason": "\(failure)"]))
+        }
+    }
+
+    /// Every `authenticationRefreshCheckSeconds`: credentials that expired get an AUTH_CHALLENGE
+    /// (the client answers with fresh ones); if they are still expired at the next check, or the
+    /// client cannot refresh, the connection is closed.
+    mutating func authenticationCheckTick(now: Date) -> Action {
+        guard case .connected(let version) = handshake.state, let client, let expiresAt = client.expiresAt, expiresAt <= now else {
+            return .none
+        }
+        guard supportsAuthRefresh, !challengePending else {
+            handshake.close()
+            return .close(reason: "credentials expired", log: LogLine(
+                level: .info, event: "connection.authentication-expired", metadata: [
+                    "role": "\(client.role)", "challenged": "\(challengePending)",
+                ]))
+        }
+        challengePending = true
+        let serverVersion = self.serverVersion
+        return .write(
+            Commands.base(.authChallenge) {
+                $0.authChallenge.serverVersion = serverVersion
+                $0.authChallenge.protocolVersion = version
+                $0.authChallenge.challenge.authMethodName = client.method
+                $0.authChallenge.challenge.authData = Data("refresh".utf8)
+            },
+            log: LogLine(level: .debug, event: "connection.authentication-challenge", metadata: ["role": "\(client.role)"]))
     }
 
     /// The input could not be read as frames: nothing after it is.
@@ -272,6 +376,9 @@ struct PulsarConnectionMachine<TopicHandle> {
                     $0.error.message = "Transactions are not enabled on this broker (\(command.type) refused)"
                 },
                 log: LogLine(level: .info, event: "connection.transaction-refused", metadata: ["command": "\(command.type)"]))
+        case .authResponse where handshake.requiresAuthentication:
+            let response = command.authResponse.response
+            return .authenticate(.method(response.authMethodName, Array(response.authData)), refresh: true)
         case .authResponse:
             // Only sent after an AUTH_CHALLENGE, and this broker challenges nobody: authentication is off.
             return .write(
@@ -717,7 +824,7 @@ struct PulsarConnectionMachine<TopicHandle> {
             }
             pingOutstanding = true
             return .write(Commands.base(.ping) { $0.ping = Pulsar_Proto_CommandPing() })
-        case .closed:
+        case .authenticating, .closed:
             return .none
         }
     }

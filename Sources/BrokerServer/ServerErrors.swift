@@ -23,6 +23,8 @@ enum ServerErrors {
         case .tooManyRequests: return .tooManyRequests
         case .notFound: return .topicNotFound
         case .conflict, .preconditionFailed, .badRequest: return .notAllowedError
+        case .authenticationError: return .authenticationError
+        case .authorizationError: return .authorizationError
         case .unknown: return .unknownError
         }
     }

@@ -1,3 +1,4 @@
+import Authentication
 import BrokerCore
 import ManagedLedger
 import Foundation
@@ -22,6 +23,8 @@ public struct StandaloneOptions: Sendable {
     public var endpoints: [ProtocolEndpoint] = []
     /// The `--config` file's key=value pairs, for the endpoints' own keys.
     public var settings: [String: String] = [:]
+    public var authentication = AuthenticationSettings()
+    public var authenticateMetricsEndpoint = false
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -60,6 +63,8 @@ public enum Standalone {
         wiring.listener = options.listener
         wiring.endpoints = options.endpoints
         wiring.settings = options.settings
+        wiring.authentication = options.authentication
+        wiring.authenticateMetricsEndpoint = options.authenticateMetricsEndpoint
         try await BrokerProcess.run(wiring, logger: logger)
     }
 }
@@ -87,6 +92,10 @@ public struct BrokerWiring: Sendable {
     /// The `--config` file's key=value pairs, for the endpoints' own keys.
     public var settings: [String: String] = [:]
     public var metricsRegistry: PrometheusCollectorRegistry
+    /// Who clients are (`authenticationEnabled` and the providers); authorization is in `configuration`.
+    public var authentication = AuthenticationSettings()
+    /// `/metrics` needs credentials too (`authenticateMetricsEndpoint`).
+    public var authenticateMetricsEndpoint = false
     /// Services that run beside the broker's own (a cluster's re-replication auditor).
     public var extraServices: [any Service] = []
     /// Runs once the broker has bootstrapped, before it serves (a cluster broker registers itself).
@@ -117,6 +126,13 @@ public enum BrokerProcess {
     /// shuts it down and closes the metadata store (also when serving failed: the error is logged
     /// and rethrown).
     public static func run(_ wiring: BrokerWiring, logger: Logger) async throws {
+        let authenticator: Authenticator
+        do {
+            authenticator = try await Authenticator.make(wiring.authentication)
+        } catch {
+            logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
+            throw error
+        }
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let broker = BrokerService(
             configuration: wiring.configuration, store: wiring.store, metadata: wiring.metadata,
@@ -128,12 +144,14 @@ public enum BrokerProcess {
             logger.info("\(wiring.role).started", metadata: [
                 "pulsar-url": "\(wiring.configuration.advertisedPulsarURL)",
                 "http-url": "\(wiring.configuration.advertisedHTTPURL)", "cluster": "\(wiring.configuration.clusterName)",
+                "authentication": "\(authenticator.isEnabled)", "authorization": "\(wiring.configuration.authorization.isEnabled)",
             ])
             try await serve(
                 broker: broker, bindAddress: wiring.bindAddress, port: wiring.port, httpPort: wiring.httpPort,
                 advertisedAddress: wiring.advertisedAddress, listener: wiring.listener, endpoints: wiring.endpoints,
                 settings: wiring.settings, metricsRegistry: wiring.metricsRegistry, eventLoopGroup: eventLoopGroup,
-                extraServices: wiring.extraServices, logger: logger)
+                extraServices: wiring.extraServices, authenticator: authenticator,
+                authenticateMetrics: wiring.authenticateMetricsEndpoint, logger: logger)
         } catch {
             logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
             failure = error
@@ -150,7 +168,8 @@ public enum BrokerProcess {
         listener: PulsarListenerSettings = PulsarListenerSettings(),
         endpoints: [ProtocolEndpoint] = [], settings: [String: String] = [:],
         metricsRegistry: PrometheusCollectorRegistry, eventLoopGroup: any EventLoopGroup,
-        extraServices: [any Service] = [], logger: Logger
+        extraServices: [any Service] = [], authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false,
+        logger: Logger
     ) async throws {
         let context = EndpointContext(
             broker: broker, bindAddress: bindAddress, advertisedAddress: advertisedAddress, settings: settings,
@@ -161,10 +180,11 @@ public enum BrokerProcess {
         }
         let pulsar = PulsarServer(
             host: bindAddress, port: port, broker: broker,
-            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)"),
+            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)", authenticator: authenticator),
             settings: listener, eventLoopGroup: eventLoopGroup, logger: logger)
         let http = HTTPServer.makeApplication(
-            host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry, logger: logger)
+            host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry,
+            authenticator: authenticator, authenticateMetrics: authenticateMetrics, logger: logger)
         var services: [any Service] = [pulsar]
         services += endpointServices
         services.append(http)

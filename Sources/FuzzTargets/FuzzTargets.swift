@@ -87,7 +87,7 @@ enum RESTFuzzing {
             head: HTTPRequest(method: method, scheme: "http", authority: "localhost", path: path, headerFields: headers),
             body: RequestBody(buffer: body))
         let (responder, channel) = await SharedBroker.shared.responder()
-        let context = BasicRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: quiet))
+        let context = AdminRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: quiet))
         let response: Response
         do {
             response = try await responder.respond(to: request, context: context)
@@ -115,10 +115,10 @@ enum RESTFuzzing {
     actor SharedBroker {
         static let shared = SharedBroker()
         static let inputsPerBroker = 500
-        private var current: (broker: BrokerService, responder: RouterResponder<BasicRequestContext>, channel: NIOAsyncTestingChannel)?
+        private var current: (broker: BrokerService, responder: RouterResponder<AdminRequestContext>, channel: NIOAsyncTestingChannel)?
         private var inputs = 0
 
-        func responder() async -> (RouterResponder<BasicRequestContext>, any Channel) {
+        func responder() async -> (RouterResponder<AdminRequestContext>, any Channel) {
             inputs += 1
             if let current, inputs <= Self.inputsPerBroker { return (current.responder, current.channel) }
             if let current {

@@ -1,3 +1,4 @@
+import Foundation
 import PulsarProtocol
 
 /// Builders for the client→broker commands (everything but SEND and ACK, which `SendFrameEncoder` and
@@ -13,11 +14,27 @@ enum ClientCommands {
         return command
     }
 
-    static func connect() -> Pulsar_Proto_BaseCommand {
+    /// `authToken`: Pulsar's token authentication (`auth_method_name` `token`, the JWT as `auth_data`).
+    static func connect(authToken: String? = nil) -> Pulsar_Proto_BaseCommand {
         base(.connect) {
             $0.connect.clientVersion = clientVersion
             $0.connect.protocolVersion = PulsarLimits.protocolVersion
-            $0.connect.authMethodName = "none"
+            if let authToken {
+                $0.connect.authMethodName = "token"
+                $0.connect.authData = Data(authToken.utf8)
+                $0.connect.featureFlags.supportsAuthRefresh = true
+            } else {
+                $0.connect.authMethodName = "none"
+            }
+        }
+    }
+
+    /// The answer to an AUTH_CHALLENGE: the token again (a static token cannot be refreshed).
+    static func authResponse(authToken: String?) -> Pulsar_Proto_BaseCommand {
+        base(.authResponse) {
+            $0.authResponse.clientVersion = clientVersion
+            $0.authResponse.response.authMethodName = authToken == nil ? "none" : "token"
+            $0.authResponse.response.authData = Data((authToken ?? "").utf8)
         }
     }
 

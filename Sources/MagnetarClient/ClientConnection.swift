@@ -44,7 +44,10 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     private(set) var maxMessageSizeBytes = PulsarLimits.maxMessageSizeBytes
     private(set) var allocator = ByteBufferAllocator()
 
-    init(eventLoop: any EventLoop, remoteAddress: String, operationTimeout: TimeAmount, logger: Logger) {
+    private let authToken: String?
+
+    init(eventLoop: any EventLoop, remoteAddress: String, operationTimeout: TimeAmount, authToken: String? = nil, logger: Logger) {
+        self.authToken = authToken
         self.eventLoop = eventLoop
         self.remoteAddress = remoteAddress
         self.operationTimeout = operationTimeout
@@ -57,11 +60,12 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Opens a connection and completes the handshake.
     static func connect(
         host: String, port: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, operationTimeout: TimeAmount,
-        logger: Logger
+        authToken: String? = nil, logger: Logger
     ) -> EventLoopFuture<ClientConnection> {
         let eventLoop = group.next()
         let connection = ClientConnection(
-            eventLoop: eventLoop, remoteAddress: "\(host):\(port)", operationTimeout: operationTimeout, logger: logger)
+            eventLoop: eventLoop, remoteAddress: "\(host):\(port)", operationTimeout: operationTimeout, authToken: authToken,
+            logger: logger)
         let handshakeTimeout = eventLoop.scheduleTask(in: connectTimeout) {
             connection.connectedPromise.fail(PulsarClientError(.connectionFailed, "no CONNECTED from \(host):\(port) in time"))
             connection.context?.close(promise: nil)
@@ -100,7 +104,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        writeCommand(ClientCommands.connect())
+        writeCommand(ClientCommands.connect(authToken: authToken))
         context.fireChannelActive()
     }
 
@@ -152,6 +156,10 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         let command = frame.command
         guard isHandshakeDone else {
             guard command.type == .connected else {
+                if command.type == .error {
+                    fail(connection: "the broker refused the connection: \(command.error.message) (\(command.error.error)); check the --auth-token")
+                    return
+                }
                 fail(connection: "expected CONNECTED, got \(command.type)")
                 return
             }
@@ -191,6 +199,8 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
             Self.run(on: consumer.eventLoop) { consumer.messageReceived(fields, payload: payload, from: self) }
         case .ping:
             writeCommand(ClientCommands.pong())
+        case .authChallenge:
+            writeCommand(ClientCommands.authResponse(authToken: authToken))
         case .pong, .activeConsumerChange:
             break
         case .closeProducer:

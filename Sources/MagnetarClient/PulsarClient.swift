@@ -20,6 +20,8 @@ public struct ClientOptions: Sendable {
     public var operationTimeout: TimeAmount = .seconds(30)
     /// LOOKUP redirects followed before giving up.
     public var maxLookupRedirects = 5
+    /// A token for brokers with authentication on (Pulsar's `AuthenticationToken`); nil: none.
+    public var authToken: String?
 
     public init() {}
 }
@@ -126,7 +128,7 @@ public final class PulsarClient: Sendable {
                 if let existing = table[key] { return (existing, false) }
                 let created = ClientConnection.connect(
                     host: host, port: port, group: eventLoopGroup, connectTimeout: options.connectTimeout,
-                    operationTimeout: options.operationTimeout, logger: logger)
+                    operationTimeout: options.operationTimeout, authToken: options.authToken, logger: logger)
                 table[key] = created
                 return (created, true)
             }

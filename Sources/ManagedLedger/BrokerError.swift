@@ -24,6 +24,10 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case preconditionFailed
         /// A request that is malformed: bad JSON, a bad number, an invalid name (HTTP 400).
         case badRequest
+        /// The client's credentials are missing or not valid (Pulsar's AuthenticationError, HTTP 401).
+        case authenticationError
+        /// The client's role may not do this (Pulsar's AuthorizationError, HTTP 403).
+        case authorizationError
         case unknown
     }
 

@@ -17,11 +17,18 @@ public enum ConfigKeys {
         "managedLedgerMinLedgerRolloverTimeMinutes", "managedLedgerMaxLedgerRolloverTimeMinutes",
     ]
 
+    /// Authentication and authorization (`standalone` and `broker`).
+    public static let security: Set<String> = [
+        "authenticationEnabled", "authenticationProviders", "authenticationRefreshCheckSeconds", "anonymousUserRole",
+        "tokenSecretKey", "tokenPublicKey", "tokenPublicAlg", "tokenAuthClaim", "tokenAudienceClaim", "tokenAudience",
+        "authorizationEnabled", "superUserRoles", "authenticateMetricsEndpoint",
+    ]
+
     /// `magnetar standalone --config standalone.conf`.
-    public static let standalone: Set<String> = listener.union(managedLedger).union(["clusterName"])
+    public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(["clusterName"])
 
     /// `magnetar broker --config broker.conf`.
-    public static let broker: Set<String> = listener.union(managedLedger).union([
+    public static let broker: Set<String> = listener.union(managedLedger).union(security).union([
         "clusterName", "metadataStoreUrl", "metadataStoreSessionTimeoutMillis",
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.

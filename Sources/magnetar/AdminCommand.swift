@@ -28,6 +28,8 @@ struct AdminOptions: ParsableArguments {
 
     @Option(name: [.customShort("o"), .long], help: "Output: text (tables) or json.")
     var output: OutputFormat = .text
+
+    @OptionGroup var auth: AuthTokenOptions
 }
 
 /// A failed admin call: the server's status and reason, or why the call could not be made.
@@ -39,6 +41,8 @@ struct AdminCLIError: Error, CustomStringConvertible {
 struct AdminClient {
     static let timeoutSeconds: TimeInterval = 30
     var baseURL: String
+    /// Sent as `Authorization: Bearer <token>`.
+    var authToken: String? = nil
 
     struct Reply {
         var status: Int
@@ -52,6 +56,7 @@ struct AdminClient {
         }
         var request = URLRequest(url: url, timeoutInterval: Self.timeoutSeconds)
         request.httpMethod = method
+        if let authToken { request.setValue("Bearer \(authToken)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpBody = body
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -309,7 +314,7 @@ protocol AdminLeafCommand: AsyncParsableCommand {
 extension AdminLeafCommand {
     func run() async throws {
         do {
-            try await run(client: AdminClient(baseURL: options.url))
+            try await run(client: AdminClient(baseURL: options.url, authToken: options.auth.token()))
         } catch let error as AdminCLIError {
             FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
             throw ExitCode.failure

@@ -154,6 +154,8 @@ struct BrokerCommand: AsyncParsableCommand {
         configuration.advertisedHTTPURL = identity.httpURL
         configuration.managedLedger = managedLedger
         configuration.managedLedger.replication = settings.replication
+        let security = try SecuritySettings.resolve(file)
+        configuration.authorization = security.authorization
         logger.info("broker.starting", metadata: ["metadata": "\(settings.metadataURL)"])
         var wiring = BrokerWiring(
             role: "broker", configuration: configuration, store: store.ledgerStore, metadata: metadataStore,
@@ -163,6 +165,8 @@ struct BrokerCommand: AsyncParsableCommand {
         wiring.endpoints = listening.endpoints
         wiring.settings = listening.settings
         wiring.extraServices = [store.auditor]
+        wiring.authentication = security.authentication
+        wiring.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
         let auditor = store.auditor
         wiring.afterBootstrap = { broker in
             broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }

@@ -38,9 +38,13 @@ struct ClientConnectionOptions: ParsableArguments {
 
     @OptionGroup var logging: LoggingOptions
 
+    @OptionGroup var auth: AuthTokenOptions
+
     func makeClient() throws -> PulsarClient {
         logging.bootstrap()
-        return try PulsarClient(url: url, logger: Logger(label: "magnetar.client"))
+        var options = ClientOptions()
+        options.authToken = try auth.token()
+        return try PulsarClient(url: url, options: options, logger: Logger(label: "magnetar.client"))
     }
 }
 

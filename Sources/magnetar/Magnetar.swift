@@ -13,7 +13,7 @@ struct Magnetar: AsyncParsableCommand {
         commandName: "magnetar",
         abstract: "A messaging and streaming platform that speaks Apache Pulsar's protocol.",
         subcommands: [StandaloneCommand.self, BrokerCommand.self, StorageCommand.self, AdminCommand.self, PerfCommand.self,
-            ClientCommand.self])
+            ClientCommand.self, TokensCommand.self])
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -49,6 +49,10 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.listener = listening.listener
         options.endpoints = listening.endpoints
         options.settings = listening.settings
+        let security = try SecuritySettings.resolve(file)
+        options.authentication = security.authentication
+        options.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
+        options.broker.authorization = security.authorization
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }

@@ -22,6 +22,8 @@ struct PerfConnectionOptions: ParsableArguments {
     @Option(help: "Service URL.")
     var url = "pulsar://127.0.0.1:6650"
 
+    @OptionGroup var auth: AuthTokenOptions
+
     @Option(help: "Topic (short names expand to persistent://public/default/<name>).")
     var topic = "perf"
 
@@ -214,7 +216,9 @@ final class PerfRun: Sendable {
 
     private func newClient() throws -> PulsarClient {
         // One client per producer/consumer: each gets its own connection (and event loop).
-        let client = try PulsarClient(url: options.url)
+        var clientOptions = ClientOptions()
+        clientOptions.authToken = try options.auth.token()
+        let client = try PulsarClient(url: options.url, options: clientOptions)
         clients.withLock { $0.append(client) }
         return client
     }

@@ -17,6 +17,8 @@ struct PerfTopicsCommand: AsyncParsableCommand {
     @Option(help: "Service URL.")
     var url = "pulsar://127.0.0.1:6650"
 
+    @OptionGroup var auth: AuthTokenOptions
+
     @Option(help: "Topics to create in total.")
     var topics = 1000
 
@@ -57,7 +59,9 @@ struct PerfTopicsCommand: AsyncParsableCommand {
             .filter { $0 > 0 && $0 < topics }
         stages = Array(Set(stages)).sorted() + [topics]
 
-        let clients = try (0..<connections).map { _ in try PulsarClient(url: url) }
+        var clientOptions = ClientOptions()
+        clientOptions.authToken = try auth.token()
+        let clients = try (0..<connections).map { _ in try PulsarClient(url: url, options: clientOptions) }
         let load = TopicsLoad(connections: connections, ratePerSecond: rate, payloadSize: size)
         var payload = ByteBufferAllocator().buffer(capacity: size)
         payload.writeRepeatingByte(0x6D, count: size)

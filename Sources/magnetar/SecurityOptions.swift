@@ -1,0 +1,81 @@
+import Authentication
+import BrokerCore
+import ServerConfig
+
+/// Authentication and authorization from the `--config` file, with Pulsar's keys
+/// (`authenticationEnabled`, `authenticationProviders`, `tokenSecretKey`, ... `superUserRoles`).
+struct SecuritySettings {
+    var authentication = AuthenticationSettings()
+    var authorization = AuthorizationSettings()
+    var authenticateMetricsEndpoint = false
+
+    static let tokenProvider = "org.apache.pulsar.broker.authentication.AuthenticationProviderToken"
+    static let tlsProvider = "org.apache.pulsar.broker.authentication.AuthenticationProviderTls"
+
+    static func resolve(_ file: ConfigFile?) throws -> SecuritySettings {
+        var settings = SecuritySettings()
+        guard let file else { return settings }
+        do {
+            settings.authentication.isEnabled = try file.bool("authenticationEnabled") ?? false
+            settings.authorization.isEnabled = try file.bool("authorizationEnabled") ?? false
+            settings.authenticateMetricsEndpoint = try file.bool("authenticateMetricsEndpoint") ?? false
+            if let seconds = try file.int("authenticationRefreshCheckSeconds", in: 1...86_400) {
+                settings.authentication.refreshCheckInterval = .seconds(seconds)
+            }
+        } catch {
+            throw StartupError(error.description)
+        }
+        settings.authentication.anonymousRole = file.string("anonymousUserRole")
+        settings.authorization.superUserRoles = Set(file.list("superUserRoles") ?? [])
+        for provider in file.list("authenticationProviders") ?? [] {
+            switch provider {
+            case tokenProvider:
+                settings.authentication.token = try tokenSettings(file)
+            case tlsProvider:
+                settings.authentication.acceptsTLSCertificates = true
+            default:
+                throw StartupError(file.error(
+                    "authenticationProviders", file.string("authenticationProviders") ?? "",
+                    expected: "\(tokenProvider) and/or \(tlsProvider); '\(provider)' is not a provider this build has").description)
+            }
+        }
+        if settings.authentication.isEnabled, settings.authentication.token == nil, !settings.authentication.acceptsTLSCertificates {
+            throw StartupError(file.error(
+                "authenticationProviders", file.string("authenticationProviders") ?? "",
+                expected: "a provider, since authenticationEnabled=true (\(tokenProvider))").description)
+        }
+        if settings.authorization.isEnabled, !settings.authentication.isEnabled {
+            throw StartupError(file.error(
+                "authorizationEnabled", "true",
+                expected: "authenticationEnabled=true as well: authorization checks the roles authentication establishes").description)
+        }
+        return settings
+    }
+
+    private static func tokenSettings(_ file: ConfigFile) throws -> TokenSettings {
+        let key: TokenValidationKey
+        do {
+            if let secret = file.string("tokenSecretKey") {
+                key = .secret(try KeySource.read(secret))
+            } else if let publicKey = file.string("tokenPublicKey") {
+                let name = file.string("tokenPublicAlg") ?? "RS256"
+                guard let algorithm = TokenAlgorithm(name: name), !algorithm.isHMAC else {
+                    throw StartupError(file.error(
+                        "tokenPublicAlg", name, expected: "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or ES512").description)
+                }
+                key = .publicKey(try KeySource.read(publicKey), algorithm)
+            } else {
+                throw StartupError(file.error(
+                    "authenticationProviders", file.string("authenticationProviders") ?? "",
+                    expected: "tokenSecretKey or tokenPublicKey with the token provider").description)
+            }
+        } catch let error as AuthenticationConfigError {
+            throw StartupError("\(file.path): token key: \(error.description)")
+        }
+        var settings = TokenSettings(key: key)
+        settings.roleClaim = file.string("tokenAuthClaim") ?? "sub"
+        settings.audienceClaim = file.string("tokenAudienceClaim") ?? "aud"
+        settings.audience = file.string("tokenAudience")
+        return settings
+    }
+}
