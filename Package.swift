@@ -195,7 +195,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [
-            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata",
+            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata", "Authentication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -205,6 +205,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ]),
     ],
     swiftLanguageModes: [.v6]
