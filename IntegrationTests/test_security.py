@@ -377,3 +377,37 @@ def test_rs256_key_pair_broker(tmp_path, clients):
             forged.create_producer("persistent://public/default/rs256")
     finally:
         broker.close()
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+def test_admin_cli_grants_with_a_token(secured, tmp_path):
+    tenant = new_tenant(secured, ["owner"])
+    token_file = tmp_path / "owner.token"
+    token_file.write_text(secured.token("owner") + "\n")
+
+    def admin_cli(*args: str, token_args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([str(magnetar_binary()), "admin", "--url", secured.broker.http_url, *args, *token_args],
+                              capture_output=True, text=True, timeout=60)
+
+    with_token = ["--auth-token-file", str(token_file)]
+    out = admin_cli("namespaces", "grant-permission", f"{tenant}/ns", "--role", "frank", "--actions", "produce,consume",
+                    token_args=with_token)
+    assert out.returncode == 0, out.stderr
+    out = admin_cli("namespaces", "permissions", f"{tenant}/ns", "-o", "json", token_args=with_token)
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["frank"]) == ["consume", "produce"]
+    out = admin_cli("namespaces", "permissions", f"{tenant}/ns", token_args=[])
+    assert out.returncode != 0 and "401" in out.stderr
+    out = admin_cli("namespaces", "revoke-permission", f"{tenant}/ns", "--role", "frank",
+                    token_args=["--auth-token", secured.token("frank")])
+    assert out.returncode != 0 and "403" in out.stderr
+    out = admin_cli("topics", "grant-permission", f"persistent://{tenant}/ns/x", "--role", "gina", "--actions", "consume",
+                    token_args=with_token)
+    assert out.returncode == 0, out.stderr
+    assert secured.admin("GET", f"/admin/v2/persistent/{tenant}/ns/x/permissions")["gina"] == ["consume"]
+    # magnetar client with a token.
+    out = subprocess.run([str(magnetar_binary()), "client", "produce", f"persistent://{tenant}/ns/x", "-m", "hi",
+                          "--url", secured.broker.url, "--auth-token", secured.admin_token],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -401,6 +401,7 @@ struct NamespacesCommand: AsyncParsableCommand {
             NamespaceBundles.self, NamespaceUnload.self, NamespaceSetPersistence.self, NamespaceGetPersistence.self,
             List.self, Create.self, Delete.self, Policies.self, SetRetention.self, GetRetention.self, SetMessageTTL.self,
             SetBacklogQuota.self, SetAutoTopicCreation.self, SetDeduplication.self, SetSchemaCompatibilityStrategy.self,
+            NamespaceGrantPermission.self, NamespaceRevokePermission.self, NamespacePermissions.self,
         ])
 
     @OptionGroup var options: AdminOptions
@@ -575,6 +576,7 @@ struct TopicsCommand: AsyncParsableCommand {
             UpdatePartitionedTopic.self, GetPartitionedTopicMetadata.self, DeletePartitionedTopic.self, Stats.self, PartitionedStats.self,
             StatsInternal.self, Subscriptions.self, CreateSubscription.self, Unsubscribe.self, Skip.self, ClearBacklog.self,
             ResetCursor.self, ExpireMessages.self, PeekMessages.self,
+            TopicGrantPermission.self, TopicRevokePermission.self, TopicPermissions.self,
         ])
 
     @OptionGroup var options: AdminOptions
