@@ -51,7 +51,7 @@ advertisedAddress=127.0.0.1
 clusterName=east-1
 managedLedgerMaxEntriesPerLedger=3
 numIOThreads=
-authenticationEnabled=false
+loadBalancerEnabled=false
 brokerDeleteInactiveTopicsEnabled=true
 """
 
@@ -84,7 +84,7 @@ def test_standalone_started_with_only_a_config_file_serves_clients_and_reports_i
     log = broker.log_path.read_text(errors="replace")
     ignored = [line for line in log.splitlines() if "config.keys-ignored" in line]
     assert len(ignored) == 1, ignored
-    for key in ("authenticationEnabled", "brokerDeleteInactiveTopicsEnabled", "numIOThreads"):
+    for key in ("loadBalancerEnabled", "brokerDeleteInactiveTopicsEnabled", "numIOThreads"):
         assert key in ignored[0], ignored[0]
     assert "clusterName" not in ignored[0]
 
