@@ -34,7 +34,8 @@ fi
 command -v swift >/dev/null 2>&1 || die "swift not found (expected on PATH or in /opt/swift/usr/bin)"
 
 # etcd-server: the metadata tests start their own etcd on loopback (skipped, with a message, without it).
-APT_WANTED=(pkg-config zlib1g-dev libzstd-dev liblz4-dev libsnappy-dev curl etcd-server)
+# openssl: the TLS tests make their CA and certificates with it.
+APT_WANTED=(pkg-config zlib1g-dev libzstd-dev liblz4-dev libsnappy-dev curl etcd-server openssl)
 missing=()
 for pkg in "${APT_WANTED[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

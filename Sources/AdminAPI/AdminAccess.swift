@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import ManagedLedger
 import NIOCore
+import NIOSSL
 
 /// The request context of the HTTP endpoint: Hummingbird's core context and the caller's role,
 /// which `AdminAuthMiddleware` sets once authentication is on.
@@ -13,9 +14,20 @@ public struct AdminRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The authenticated role; nil with authentication off (or on anonymous paths).
     public var role: String?
+    /// The connection, for the client certificate of an HTTPS request (`AuthenticationProviderTls`).
+    public let channel: any Channel
 
     public init(source: Source) {
         self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+
+    /// The common name of the client's verified TLS certificate; nil over plain HTTP or without one.
+    func peerCommonName() async -> String? {
+        guard let certificate = try? await channel.nioSSL_peerCertificate().get(),
+              let der = try? certificate.toDERBytes()
+        else { return nil }
+        return CertificateIdentity.commonName(derEncoded: der)
     }
 }
 
@@ -116,10 +128,16 @@ public struct AdminAuthMiddleware: RouterMiddleware {
         guard access != .anonymous else { return try await next(request, context) }
         var context = context
         do throws(AuthenticationFailure) {
-            context.role = try await authenticator.authenticate(authorizationHeader: request.headers[.authorization]).role
+            let header = request.headers[.authorization]
+            if header == nil, authenticator.acceptsTLSCertificates, let commonName = await context.peerCommonName() {
+                // HTTPS with a client certificate and no token: the certificate's CN is the role, as on the binary protocol.
+                context.role = try await authenticator.authenticate(.tlsCertificate(commonName: commonName)).role
+            } else {
+                context.role = try await authenticator.authenticate(authorizationHeader: header).role
+            }
         } catch {
             context.logger.warning("http.authentication-failed", metadata: ["reason": "\(error)", "path": "\(request.uri.path)"])
-            throw BrokerError(.authenticationError, "Authentication required: send Authorization: Bearer <token> with a valid token")
+            throw BrokerError(.authenticationError, "Authentication required: send Authorization: Bearer <token> with a valid token (or, over HTTPS with the TLS provider, a trusted client certificate)")
         }
         let role = context.role
         switch access {

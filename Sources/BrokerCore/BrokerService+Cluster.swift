@@ -141,7 +141,8 @@ extension BrokerService {
         guard let cluster else {
             return [BrokerIdentity(
                 brokerID: brokerID, pulsarURL: configuration.advertisedPulsarURL,
-                httpURL: configuration.advertisedHTTPURL, instance: "standalone")]
+                httpURL: configuration.advertisedHTTPURL, instance: "standalone",
+                pulsarTLSURL: configuration.advertisedPulsarTLSURL, httpsURL: configuration.advertisedHTTPSURL)]
         }
         return try await cluster.liveBrokers()
     }

@@ -19,6 +19,9 @@ public struct BrokerConfiguration: Sendable {
     /// How clients and other brokers reach this broker (lookup answers, admin API).
     public var advertisedPulsarURL = "pulsar://localhost:6650"
     public var advertisedHTTPURL = "http://localhost:8080"
+    /// `pulsar+ssl://...` and `https://...` when the broker has TLS listeners.
+    public var advertisedPulsarTLSURL: String?
+    public var advertisedHTTPSURL: String?
     public var managedLedger = ManagedLedgerConfiguration()
     /// `authorizationEnabled`, `superUserRoles`.
     public var authorization = AuthorizationSettings()

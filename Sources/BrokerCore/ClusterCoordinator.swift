@@ -11,16 +11,22 @@ public struct BrokerIdentity: Codable, Sendable, Hashable {
     public var brokerID: String
     /// `pulsar://host:port`: what LOOKUP hands to clients.
     public var pulsarURL: String
+    /// `pulsar+ssl://host:tlsPort` (`brokerServicePortTls`); nil: the broker has no TLS listener.
+    public var pulsarTLSURL: String?
     /// `http://host:httpPort`: the admin API.
     public var httpURL: String
+    /// `https://host:httpsPort` (`webServicePortTls`); nil: no HTTPS listener.
+    public var httpsURL: String?
     /// Random per process start, so a restarted broker never mistakes its previous life's keys for its own.
     public var instance: String
 
-    public init(brokerID: String, pulsarURL: String, httpURL: String, instance: String) {
+    public init(brokerID: String, pulsarURL: String, httpURL: String, instance: String, pulsarTLSURL: String? = nil, httpsURL: String? = nil) {
         self.brokerID = brokerID
         self.pulsarURL = pulsarURL
         self.httpURL = httpURL
         self.instance = instance
+        self.pulsarTLSURL = pulsarTLSURL
+        self.httpsURL = httpsURL
     }
 }
 

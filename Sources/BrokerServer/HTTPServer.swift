@@ -5,6 +5,8 @@ import ManagedLedger
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -13,21 +15,24 @@ import Prometheus
 
 /// The HTTP endpoint on `--http-port`: `/health`, the admin REST API (`/admin/v2/...`) and `/metrics`
 /// (routes in AdminAPI). `metricsRegistry` is the registry swift-metrics was bootstrapped with.
+/// With `tls`, the same routes over HTTPS (`webServicePortTls`).
 public enum HTTPServer {
     public static func makeApplication(
         host: String, port: Int, broker: BrokerService, metricsRegistry: PrometheusCollectorRegistry,
-        authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false, logger: Logger
-    ) -> some ApplicationProtocol {
+        authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false, tls: TLSCertificates? = nil,
+        logger: Logger
+    ) throws -> some ApplicationProtocol {
         let router = AdminRouter.makeRouter(
             broker: broker, metrics: MetricsCollector(broker: broker, registry: metricsRegistry),
             authenticator: authenticator, authenticateMetrics: authenticateMetrics)
         // Idle keep-alive connections are closed, so clients that open and abandon them cannot
         // hold the process's file descriptors.
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [MalformedRequestAnswerer()],
+            idleTimeout: AdminHTTPLimits.idleConnectionTimeout))
         return Application(
             router: router,
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: [MalformedRequestAnswerer()],
-                idleTimeout: AdminHTTPLimits.idleConnectionTimeout)),
+            server: try tls.map { try .tls(http1, tlsConfiguration: $0.serverConfiguration()) } ?? http1,
             configuration: .init(address: .hostname(host, port: port), serverName: "Magnetar"),
             logger: logger)
     }

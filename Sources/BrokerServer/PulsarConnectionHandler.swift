@@ -4,17 +4,22 @@ import Foundation
 import ManagedLedger
 import Logging
 import NIOCore
+import NIOSSL
 import PulsarProtocol
 
 /// Settings every connection needs.
 public struct ConnectionConfiguration: Sendable {
     /// What LOOKUP answers: `pulsar://<advertisedAddress>:<port>`.
     public var brokerServiceURL: String
+    /// What LOOKUP answers in `brokerServiceUrlTls` (`pulsar+ssl://<advertisedAddress>:<tlsPort>`);
+    /// a client connected over TLS goes there. Nil: this broker has no TLS listener.
+    public var brokerServiceURLTls: String?
     public var serverVersion = "Magnetar 0.1.0"
     /// Checks CONNECT's and AUTH_RESPONSE's credentials; `.disabled`: authentication is off.
     public var authenticator: Authenticator = .disabled
-    public init(brokerServiceURL: String, authenticator: Authenticator = .disabled) {
+    public init(brokerServiceURL: String, brokerServiceURLTls: String? = nil, authenticator: Authenticator = .disabled) {
         self.brokerServiceURL = brokerServiceURL
+        self.brokerServiceURLTls = brokerServiceURLTls
         self.authenticator = authenticator
     }
 }
@@ -117,6 +122,16 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// The common name of the client's TLS certificate (verified in the handshake against
+    /// `tlsTrustCertsFilePath`); nil on a plain-text connection or without a certificate.
+    private func peerCommonName(_ channel: any Channel) -> String? {
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+              let certificate = handler.peerCertificate,
+              let der = try? certificate.toDERBytes()
+        else { return nil }
+        return CertificateIdentity.commonName(derEncoded: der)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? PulsarProtocolError {
             run(machine.protocolErrorReceived(error))
@@ -178,7 +193,9 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             channel.writeAndFlush(PulsarFrameEncoder.encodeCommand(command, allocator: channel.allocator)).whenComplete { _ in
                 channel.close(promise: nil)
             }
-        case .authenticate(let credentials, let refresh):
+        case .authenticate(var credentials, let refresh):
+            // Pulsar's `tls` method carries no data: the role is the verified client certificate's CN.
+            if case .method("tls", _) = credentials { credentials = .tlsCertificate(commonName: peerCommonName(channel) ?? "") }
             let authenticator = configuration.authenticator
             let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
             channel.eventLoop.makeFutureWithTask { () -> Result<AuthenticatedRole, AuthenticationFailure> in
@@ -258,14 +275,14 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }
         case .lookup(let topic, let authoritative, let requestID):
             let broker = self.broker
-            let url = configuration.brokerServiceURL
+            let url = LocalURLs(plain: configuration.brokerServiceURL, tls: configuration.brokerServiceURLTls)
             let role = machine.role
             answer(channel, {
                 let name = try TopicName(parsing: topic)
                 try await broker.authorizer.authorize(role, .lookup, topic: name)
                 return try await broker.lookup(name, authoritative: authoritative)
             }) { machine, result in
-                machine.lookupAnswered(requestID: requestID, localURL: url, result)
+                machine.lookupAnswered(requestID: requestID, local: url, result)
             }
         case .topicsOfNamespace(let namespace, let requestID):
             let broker = self.broker

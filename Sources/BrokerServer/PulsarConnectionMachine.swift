@@ -745,24 +745,28 @@ struct PulsarConnectionMachine<TopicHandle> {
         })
     }
 
-    /// `localURL`: this broker's `pulsar://` address.
-    func lookupAnswered(requestID: UInt64, localURL: String, _ result: Result<LookupAnswer, any Error>) -> Action {
+    /// `local`: this broker's `pulsar://` and `pulsar+ssl://` addresses.
+    func lookupAnswered(requestID: UInt64, local: LocalURLs, _ result: Result<LookupAnswer, any Error>) -> Action {
         guard !isClosed else { return .none }
         return .write(Commands.base(.lookupResponse) {
             $0.lookupTopicResponse.requestID = requestID
             switch result {
             case .success(let answer):
+                // A client connected over TLS goes to `brokerServiceUrlTls` (the C++ client reads only that field then).
+                let target: (plain: String, tls: String?)
                 switch answer {
                 case .local:
                     $0.lookupTopicResponse.response = .connect
-                    $0.lookupTopicResponse.brokerServiceURL = localURL
+                    target = (local.plain, local.tls)
                 case .connect(let owner):
                     $0.lookupTopicResponse.response = .connect
-                    $0.lookupTopicResponse.brokerServiceURL = owner.pulsarURL
+                    target = (owner.pulsarURL, owner.pulsarTLSURL)
                 case .redirect(let candidate):
                     $0.lookupTopicResponse.response = .redirect
-                    $0.lookupTopicResponse.brokerServiceURL = candidate.pulsarURL
+                    target = (candidate.pulsarURL, candidate.pulsarTLSURL)
                 }
+                $0.lookupTopicResponse.brokerServiceURL = target.plain
+                if let tls = target.tls { $0.lookupTopicResponse.brokerServiceURLTls = tls }
                 $0.lookupTopicResponse.authoritative = true
             case .failure(let error):
                 $0.lookupTopicResponse.response = .failed
@@ -851,3 +855,11 @@ extension PulsarConnectionMachine.CreateProducer: Sendable {}
 extension PulsarConnectionMachine.Subscribe: Sendable {}
 extension PulsarConnectionMachine.ConsumerOperation: Sendable {}
 extension PulsarConnectionMachine.SeekTarget: Sendable {}
+
+/// This broker's Pulsar addresses, as LOOKUP hands them out.
+struct LocalURLs: Sendable, Equatable {
+    /// `pulsar://host:port`.
+    var plain: String
+    /// `pulsar+ssl://host:tlsPort`; nil without a TLS listener.
+    var tls: String?
+}

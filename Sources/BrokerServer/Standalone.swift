@@ -25,6 +25,8 @@ public struct StandaloneOptions: Sendable {
     public var settings: [String: String] = [:]
     public var authentication = AuthenticationSettings()
     public var authenticateMetricsEndpoint = false
+    /// The TLS listeners (`brokerServicePortTls`, `webServicePortTls`); nil: plain text only.
+    public var tls: TLSListeners?
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -56,6 +58,8 @@ public enum Standalone {
         var configuration = options.broker
         configuration.advertisedPulsarURL = "pulsar://\(options.advertisedAddress):\(options.port)"
         configuration.advertisedHTTPURL = "http://\(options.advertisedAddress):\(options.httpPort)"
+        configuration.advertisedPulsarTLSURL = options.tls?.pulsarURL(advertisedAddress: options.advertisedAddress)
+        configuration.advertisedHTTPSURL = options.tls?.httpsURL(advertisedAddress: options.advertisedAddress)
         var wiring = BrokerWiring(
             role: "standalone", configuration: configuration, store: store, metadata: metadata,
             bindAddress: options.bindAddress, port: options.port, httpPort: options.httpPort,
@@ -65,6 +69,7 @@ public enum Standalone {
         wiring.settings = options.settings
         wiring.authentication = options.authentication
         wiring.authenticateMetricsEndpoint = options.authenticateMetricsEndpoint
+        wiring.tls = options.tls
         try await BrokerProcess.run(wiring, logger: logger)
     }
 }
@@ -96,6 +101,8 @@ public struct BrokerWiring: Sendable {
     public var authentication = AuthenticationSettings()
     /// `/metrics` needs credentials too (`authenticateMetricsEndpoint`).
     public var authenticateMetricsEndpoint = false
+    /// The TLS listeners; nil: plain text only.
+    public var tls: TLSListeners?
     /// Services that run beside the broker's own (a cluster's re-replication auditor).
     public var extraServices: [any Service] = []
     /// Runs once the broker has bootstrapped, before it serves (a cluster broker registers itself).
@@ -127,8 +134,10 @@ public enum BrokerProcess {
     /// and rethrown).
     public static func run(_ wiring: BrokerWiring, logger: Logger) async throws {
         let authenticator: Authenticator
+        let certificates: TLSCertificates?
         do {
             authenticator = try await Authenticator.make(wiring.authentication)
+            certificates = try wiring.tls.map { listeners throws(TLSSettingsError) in try TLSCertificates(settings: listeners.settings) }
         } catch {
             logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
             throw error
@@ -151,7 +160,8 @@ public enum BrokerProcess {
                 advertisedAddress: wiring.advertisedAddress, listener: wiring.listener, endpoints: wiring.endpoints,
                 settings: wiring.settings, metricsRegistry: wiring.metricsRegistry, eventLoopGroup: eventLoopGroup,
                 extraServices: wiring.extraServices, authenticator: authenticator,
-                authenticateMetrics: wiring.authenticateMetricsEndpoint, logger: logger)
+                authenticateMetrics: wiring.authenticateMetricsEndpoint,
+                tls: zip(wiring.tls, certificates), logger: logger)
         } catch {
             logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
             failure = error
@@ -169,7 +179,7 @@ public enum BrokerProcess {
         endpoints: [ProtocolEndpoint] = [], settings: [String: String] = [:],
         metricsRegistry: PrometheusCollectorRegistry, eventLoopGroup: any EventLoopGroup,
         extraServices: [any Service] = [], authenticator: Authenticator = .disabled, authenticateMetrics: Bool = false,
-        logger: Logger
+        tls: (listeners: TLSListeners, certificates: TLSCertificates)? = nil, logger: Logger
     ) async throws {
         let context = EndpointContext(
             broker: broker, bindAddress: bindAddress, advertisedAddress: advertisedAddress, settings: settings,
@@ -178,14 +188,33 @@ public enum BrokerProcess {
             logger.info("broker.endpoint", metadata: ["protocol": "\(endpoint.name)"])
             return try endpoint.makeService(context)
         }
+        let connection = ConnectionConfiguration(
+            brokerServiceURL: "pulsar://\(advertisedAddress):\(port)",
+            brokerServiceURLTls: tls?.listeners.pulsarURL(advertisedAddress: advertisedAddress), authenticator: authenticator)
         let pulsar = PulsarServer(
-            host: bindAddress, port: port, broker: broker,
-            configuration: ConnectionConfiguration(brokerServiceURL: "pulsar://\(advertisedAddress):\(port)", authenticator: authenticator),
+            host: bindAddress, port: port, broker: broker, configuration: connection,
             settings: listener, eventLoopGroup: eventLoopGroup, logger: logger)
-        let http = HTTPServer.makeApplication(
+        let http = try HTTPServer.makeApplication(
             host: bindAddress, port: httpPort, broker: broker, metricsRegistry: metricsRegistry,
             authenticator: authenticator, authenticateMetrics: authenticateMetrics, logger: logger)
         var services: [any Service] = [pulsar]
+        if let tls {
+            if let tlsPort = tls.listeners.pulsarPort {
+                services.append(PulsarServer(
+                    host: bindAddress, port: tlsPort, broker: broker, configuration: connection,
+                    settings: listener, tls: tls.certificates, eventLoopGroup: eventLoopGroup, logger: logger))
+            }
+            if let httpsPort = tls.listeners.httpsPort {
+                services.append(try HTTPServer.makeApplication(
+                    host: bindAddress, port: httpsPort, broker: broker, metricsRegistry: metricsRegistry,
+                    authenticator: authenticator, authenticateMetrics: authenticateMetrics,
+                    tls: tls.certificates, logger: logger))
+            }
+            let certificates = tls.certificates
+            services.append(PeriodicService(
+                name: "tls-certificate-refresh", interval: certificates.settings.refreshCheckInterval, logger: logger
+            ) { certificates.reloadIfChanged(logger: logger) })
+        }
         services += endpointServices
         services.append(http)
         services += extraServices
@@ -197,4 +226,31 @@ public enum BrokerProcess {
             logger: logger))
         try await group.run()
     }
+}
+
+/// The TLS listeners of a broker: `brokerServicePortTls` (`pulsar+ssl://`) and
+/// `webServicePortTls` (HTTPS admin API), with the certificate settings they share.
+public struct TLSListeners: Sendable {
+    public var settings: TLSServerSettings
+    public var pulsarPort: Int?
+    public var httpsPort: Int?
+
+    public init(settings: TLSServerSettings, pulsarPort: Int?, httpsPort: Int?) {
+        self.settings = settings
+        self.pulsarPort = pulsarPort
+        self.httpsPort = httpsPort
+    }
+
+    public func pulsarURL(advertisedAddress: String) -> String? {
+        pulsarPort.map { "pulsar+ssl://\(advertisedAddress):\($0)" }
+    }
+
+    public func httpsURL(advertisedAddress: String) -> String? {
+        httpsPort.map { "https://\(advertisedAddress):\($0)" }
+    }
+}
+
+private func zip<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
+    guard let a, let b else { return nil }
+    return (a, b)
 }

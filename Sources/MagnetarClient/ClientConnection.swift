@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PulsarProtocol
 import Synchronization
 
@@ -60,7 +61,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Opens a connection and completes the handshake.
     static func connect(
         host: String, port: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, operationTimeout: TimeAmount,
-        authToken: String? = nil, logger: Logger
+        authToken: String? = nil, tls: NIOSSLContext? = nil, logger: Logger
     ) -> EventLoopFuture<ClientConnection> {
         let eventLoop = group.next()
         let connection = ClientConnection(
@@ -75,6 +76,12 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // SNI only for names, as TLS allows.
+                        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
+                    }
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PulsarProtocol
 import Synchronization
 
@@ -22,6 +23,16 @@ public struct ClientOptions: Sendable {
     public var maxLookupRedirects = 5
     /// A token for brokers with authentication on (Pulsar's `AuthenticationToken`); nil: none.
     public var authToken: String?
+    /// With a `pulsar+ssl://` URL: the CAs the broker's certificate must chain to (PEM; Pulsar's
+    /// `tlsTrustCertsFilePath`); nil: the system's.
+    public var tlsTrustCertsFile: String?
+    /// Check that the broker's certificate names the host connected to (`tlsValidateHostname`; off by default, as in Pulsar).
+    public var tlsValidateHostname = false
+    /// Accept any broker certificate (`tlsAllowInsecureConnection`): for tests only.
+    public var tlsAllowInsecureConnection = false
+    /// A client certificate and key (PEM) for brokers that ask for one (mutual TLS).
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
 
     public init() {}
 }
@@ -57,9 +68,11 @@ public final class PulsarClient: Sendable {
     private let nextHandlerID = Atomic<UInt64>(0)
     /// Every open producer and consumer core, so `close()` can end those that are between connections.
     private let handlers = Mutex<[UInt64: any ClientHandler]>([:])
+    /// Set for a `pulsar+ssl://` URL: every connection is TLS, and lookups follow `brokerServiceUrlTls`.
+    private let tls: NIOSSLContext?
 
     /// - Parameters:
-    ///   - url: `pulsar://host:port` (port defaults to 6650).
+    ///   - url: `pulsar://host:port` (port defaults to 6650), or `pulsar+ssl://host:port` (6651) for TLS.
     ///   - eventLoopGroup: where connections live; NIO's shared group by default.
     public init(
         url: String, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -67,17 +80,18 @@ public final class PulsarClient: Sendable {
     ) throws(PulsarClientError) {
         serviceAddresses = try Self.parseAll(url: url)
         (serviceHost, servicePort) = serviceAddresses[0]
+        tls = url.hasPrefix(Self.tlsScheme) ? try Self.makeTLSContext(options) : nil
         self.eventLoopGroup = eventLoopGroup
         self.options = options
         self.logger = logger
     }
 
-    /// Every `host:port` of a `pulsar://a[:port],b[:port]/` URL.
+    static let plainScheme = "pulsar://"
+    static let tlsScheme = "pulsar+ssl://"
+
+    /// Every `host:port` of a `pulsar://a[:port],b[:port]/` (or `pulsar+ssl://`) URL.
     static func parseAll(url: String) throws(PulsarClientError) -> [(host: String, port: Int)] {
-        let prefix = "pulsar://"
-        guard url.hasPrefix(prefix) else {
-            throw PulsarClientError(.invalidURL, "\(url) is not a pulsar:// URL (TLS is not supported yet)")
-        }
+        let prefix = try scheme(of: url)
         var rest = url.dropFirst(prefix.count)
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         var addresses: [(host: String, port: Int)] = []
@@ -88,24 +102,43 @@ public final class PulsarClient: Sendable {
         return addresses
     }
 
-    /// The first `host:port` of a `pulsar://` URL (port 6650 by default).
+    private static func scheme(of url: String) throws(PulsarClientError) -> String {
+        if url.hasPrefix(plainScheme) { return plainScheme }
+        if url.hasPrefix(tlsScheme) { return tlsScheme }
+        throw PulsarClientError(.invalidURL, "\(url) is not a pulsar:// or pulsar+ssl:// URL")
+    }
+
+    /// The first `host:port` of a `pulsar://` URL (port 6650 by default) or `pulsar+ssl://` URL (6651).
     static func parse(url: String) throws(PulsarClientError) -> (String, Int) {
-        let prefix = "pulsar://"
-        guard url.hasPrefix(prefix) else {
-            throw PulsarClientError(.invalidURL, "\(url) is not a pulsar:// URL (TLS is not supported yet)")
-        }
+        let prefix = try scheme(of: url)
         var rest = url.dropFirst(prefix.count)
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         // Several hosts (`a:1,b:2`): use the first.
         if let comma = rest.firstIndex(of: ",") { rest = rest[..<comma] }
         guard let colon = rest.lastIndex(of: ":") else {
             guard !rest.isEmpty else { throw PulsarClientError(.invalidURL, "\(url) has no host") }
-            return (String(rest), 6650)
+            return (String(rest), prefix == tlsScheme ? 6651 : 6650)
         }
         guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port), colon != rest.startIndex else {
             throw PulsarClientError(.invalidURL, "\(url) has no valid host:port")
         }
         return (String(rest[..<colon]), port)
+    }
+
+    static func makeTLSContext(_ options: ClientOptions) throws(PulsarClientError) -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let trust = options.tlsTrustCertsFile { configuration.trustRoots = .file(trust) }
+        configuration.certificateVerification = options.tlsAllowInsecureConnection
+            ? .none : (options.tlsValidateHostname ? .fullVerification : .noHostnameVerification)
+        do {
+            if let certificate = options.tlsCertificateFile, let key = options.tlsKeyFile {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw PulsarClientError(.invalidTLSConfiguration, "cannot use the TLS settings (trust file \(options.tlsTrustCertsFile ?? "system"), certificate \(options.tlsCertificateFile ?? "none")): \(error)")
+        }
     }
 
     /// True once `close()` was called.
@@ -128,7 +161,7 @@ public final class PulsarClient: Sendable {
                 if let existing = table[key] { return (existing, false) }
                 let created = ClientConnection.connect(
                     host: host, port: port, group: eventLoopGroup, connectTimeout: options.connectTimeout,
-                    operationTimeout: options.operationTimeout, authToken: options.authToken, logger: logger)
+                    operationTimeout: options.operationTimeout, authToken: options.authToken, tls: tls, logger: logger)
                 table[key] = created
                 return (created, true)
             }
@@ -188,7 +221,8 @@ public final class PulsarClient: Sendable {
             let response = try await connection.eventLoop.flatSubmit {
                 connection.request { ClientCommands.lookup(topic: topic, requestID: $0, authoritative: isAuthoritative) }
             }.get().lookupTopicResponse
-            let (nextHost, nextPort) = try Self.parse(url: response.brokerServiceURL)
+            // Over TLS the broker's `pulsar+ssl://` address, as Pulsar's clients do.
+            let (nextHost, nextPort) = try Self.parse(url: tls != nil && response.hasBrokerServiceURLTls ? response.brokerServiceURLTls : response.brokerServiceURL)
             switch response.response {
             case .connect:
                 if response.proxyThroughServiceURL { return connection }

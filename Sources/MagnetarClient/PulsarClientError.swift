@@ -49,6 +49,8 @@ public struct PulsarClientError: Error, Sendable, CustomStringConvertible {
 
         /// The service URL is not `pulsar://host:port`.
         public static let invalidURL = Code("invalidURL")
+        /// The TLS settings (trust file, certificate, key) cannot be used.
+        public static let invalidTLSConfiguration = Code("invalidTLSConfiguration")
         /// TCP connect or the CONNECT/CONNECTED handshake failed.
         public static let connectionFailed = Code("connectionFailed")
         /// The connection closed while the operation was pending.

@@ -17,11 +17,14 @@ public enum ConfigKeys {
         "managedLedgerMinLedgerRolloverTimeMinutes", "managedLedgerMaxLedgerRolloverTimeMinutes",
     ]
 
-    /// Authentication and authorization (`standalone` and `broker`).
+    /// Authentication, authorization and TLS (`standalone` and `broker`).
     public static let security: Set<String> = [
         "authenticationEnabled", "authenticationProviders", "authenticationRefreshCheckSeconds", "anonymousUserRole",
         "tokenSecretKey", "tokenPublicKey", "tokenPublicAlg", "tokenAuthClaim", "tokenAudienceClaim", "tokenAudience",
         "authorizationEnabled", "superUserRoles", "authenticateMetricsEndpoint",
+        // TLS listeners.
+        "brokerServicePortTls", "webServicePortTls", "tlsCertificateFilePath", "tlsKeyFilePath", "tlsTrustCertsFilePath",
+        "tlsRequireTrustedClientCertOnConnect", "tlsProtocols", "tlsCiphers", "tlsCertRefreshCheckDurationSec",
     ]
 
     /// `magnetar standalone --config standalone.conf`.

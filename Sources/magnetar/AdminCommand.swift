@@ -1,8 +1,9 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
+import NIOSSL
 
 /// `magnetar admin`: pulsar-admin's nouns and verbs over the REST API (`/admin/v2/...`).
 struct AdminCommand: AsyncParsableCommand {
@@ -30,6 +31,8 @@ struct AdminOptions: ParsableArguments {
     var output: OutputFormat = .text
 
     @OptionGroup var auth: AuthTokenOptions
+
+    @OptionGroup var tls: TLSClientOptions
 }
 
 /// A failed admin call: the server's status and reason, or why the call could not be made.
@@ -37,12 +40,16 @@ struct AdminCLIError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// The REST client: one request per call, JSON in and out, errors carry the server's `reason`.
+/// The REST client (AsyncHTTPClient): one request per call, JSON in and out, errors carry the
+/// server's `reason`. `https://` URLs verify the broker against `tls` (`--tls-trust-cert`).
 struct AdminClient {
-    static let timeoutSeconds: TimeInterval = 30
+    static let timeoutSeconds: Int64 = 30
+    /// Largest answer read (a topic's full stats, a long list).
+    static let maxResponseBytes = 64 * 1024 * 1024
     var baseURL: String
     /// Sent as `Authorization: Bearer <token>`.
     var authToken: String? = nil
+    var tls = TLSClientOptions()
 
     struct Reply {
         var status: Int
@@ -51,36 +58,41 @@ struct AdminClient {
     }
 
     func call(_ method: String, _ path: String, body: Data? = nil) async throws -> Reply {
-        guard let url = URL(string: baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path) else {
-            throw AdminCLIError(description: "invalid URL: \(baseURL)\(path)")
+        let url = baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path
+        guard URL(string: url) != nil, url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            throw AdminCLIError(description: "invalid URL: \(url) (use http://host:port or https://host:port)")
         }
-        var request = URLRequest(url: url, timeoutInterval: Self.timeoutSeconds)
-        request.httpMethod = method
-        if let authToken { request.setValue("Bearer \(authToken)", forHTTPHeaderField: "Authorization") }
+        var configuration = HTTPClient.Configuration()
+        configuration.tlsConfiguration = try tls.clientConfiguration()
+        configuration.timeout = .init(connect: .seconds(10), read: .seconds(Self.timeoutSeconds))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        defer { _ = client.shutdown() }
+        var request = HTTPClientRequest(url: url)
+        request.method = HTTPMethod(rawValue: method)
+        if let authToken { request.headers.add(name: "Authorization", value: "Bearer \(authToken)") }
         if let body {
-            request.httpBody = body
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.body = .bytes(ByteBuffer(data: body))
+            request.headers.add(name: "Content-Type", value: "application/json")
         }
+        let status: Int
         let data: Data
-        let response: URLResponse
-        do {
-            (data, response) = try await URLSession.shared.data(for: request)
-        } catch {
-            throw AdminCLIError(description: "cannot reach \(baseURL): \(error.localizedDescription)")
-        }
-        guard let http = response as? HTTPURLResponse else {
-            throw AdminCLIError(description: "unexpected response from \(url)")
-        }
         var headers: [String: String] = [:]
-        for (key, value) in http.allHeaderFields {
-            if let key = key as? String, let value = value as? String { headers[key.lowercased()] = value }
+        do {
+            let response = try await client.execute(request, timeout: .seconds(Self.timeoutSeconds))
+            status = Int(response.status.code)
+            for header in response.headers { headers[header.name.lowercased()] = header.value }
+            data = Data(buffer: try await response.body.collect(upTo: Self.maxResponseBytes))
+        } catch let error as NIOSSLError {
+            throw AdminCLIError(description: "TLS with \(baseURL) failed: \(error) (is --tls-trust-cert the CA that signed the broker's certificate?)")
+        } catch {
+            throw AdminCLIError(description: "cannot reach \(baseURL): \(error)")
         }
-        guard (200..<300).contains(http.statusCode) else {
+        guard (200..<300).contains(status) else {
             var reason = String(decoding: data, as: UTF8.self)
             if case .string(let text)? = (try? JSONDecoder().decode(JSONValue.self, from: data))?["reason"] { reason = text }
-            throw AdminCLIError(description: "\(http.statusCode) \(HTTPURLResponse.localizedString(forStatusCode: http.statusCode)): \(reason)")
+            throw AdminCLIError(description: "\(status) \(HTTPResponseStatus(statusCode: status).reasonPhrase): \(reason)")
         }
-        return Reply(status: http.statusCode, body: data, headers: headers)
+        return Reply(status: status, body: data, headers: headers)
     }
 
     func json(_ method: String, _ path: String, body: JSONValue? = nil) async throws -> JSONValue? {
@@ -314,7 +326,7 @@ protocol AdminLeafCommand: AsyncParsableCommand {
 extension AdminLeafCommand {
     func run() async throws {
         do {
-            try await run(client: AdminClient(baseURL: options.url, authToken: options.auth.token()))
+            try await run(client: AdminClient(baseURL: options.url, authToken: options.auth.token(), tls: options.tls))
         } catch let error as AdminCLIError {
             FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
             throw ExitCode.failure

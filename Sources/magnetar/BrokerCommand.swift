@@ -144,17 +144,21 @@ struct BrokerCommand: AsyncParsableCommand {
             metadata: metadataStore, staticNodes: storageNodes, replication: settings.replication,
             auditInterval: .seconds(settings.replicationCheckSeconds), lostNodeGracePeriod: .seconds(settings.replicationGraceSeconds),
             auditorName: brokerID, logger: logger)
+        let security = try SecuritySettings.resolve(file)
         let identity = BrokerIdentity(
             brokerID: brokerID, pulsarURL: "pulsar://\(listening.advertisedAddress):\(listening.port)",
-            httpURL: "http://\(listening.advertisedAddress):\(listening.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36))
+            httpURL: "http://\(listening.advertisedAddress):\(listening.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36),
+            pulsarTLSURL: security.tls?.pulsarURL(advertisedAddress: listening.advertisedAddress),
+            httpsURL: security.tls?.httpsURL(advertisedAddress: listening.advertisedAddress))
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
         configuration.clusterName = settings.clusterName
         configuration.advertisedPulsarURL = identity.pulsarURL
         configuration.advertisedHTTPURL = identity.httpURL
+        configuration.advertisedPulsarTLSURL = identity.pulsarTLSURL
+        configuration.advertisedHTTPSURL = identity.httpsURL
         configuration.managedLedger = managedLedger
         configuration.managedLedger.replication = settings.replication
-        let security = try SecuritySettings.resolve(file)
         configuration.authorization = security.authorization
         logger.info("broker.starting", metadata: ["metadata": "\(settings.metadataURL)"])
         var wiring = BrokerWiring(
@@ -167,6 +171,7 @@ struct BrokerCommand: AsyncParsableCommand {
         wiring.extraServices = [store.auditor]
         wiring.authentication = security.authentication
         wiring.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
+        wiring.tls = security.tls
         let auditor = store.auditor
         wiring.afterBootstrap = { broker in
             broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }

@@ -40,10 +40,13 @@ struct ClientConnectionOptions: ParsableArguments {
 
     @OptionGroup var auth: AuthTokenOptions
 
+    @OptionGroup var tls: TLSClientOptions
+
     func makeClient() throws -> PulsarClient {
         logging.bootstrap()
         var options = ClientOptions()
         options.authToken = try auth.token()
+        tls.apply(to: &options)
         return try PulsarClient(url: url, options: options, logger: Logger(label: "magnetar.client"))
     }
 }

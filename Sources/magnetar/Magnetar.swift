@@ -53,6 +53,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.authentication = security.authentication
         options.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
         options.broker.authorization = security.authorization
+        options.tls = security.tls
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }

@@ -24,6 +24,8 @@ struct PerfConnectionOptions: ParsableArguments {
 
     @OptionGroup var auth: AuthTokenOptions
 
+    @OptionGroup var tls: TLSClientOptions
+
     @Option(help: "Topic (short names expand to persistent://public/default/<name>).")
     var topic = "perf"
 
@@ -218,6 +220,7 @@ final class PerfRun: Sendable {
         // One client per producer/consumer: each gets its own connection (and event loop).
         var clientOptions = ClientOptions()
         clientOptions.authToken = try options.auth.token()
+        options.tls.apply(to: &clientOptions)
         let client = try PulsarClient(url: options.url, options: clientOptions)
         clients.withLock { $0.append(client) }
         return client

@@ -19,6 +19,8 @@ struct PerfTopicsCommand: AsyncParsableCommand {
 
     @OptionGroup var auth: AuthTokenOptions
 
+    @OptionGroup var tls: TLSClientOptions
+
     @Option(help: "Topics to create in total.")
     var topics = 1000
 
@@ -61,6 +63,7 @@ struct PerfTopicsCommand: AsyncParsableCommand {
 
         var clientOptions = ClientOptions()
         clientOptions.authToken = try auth.token()
+        tls.apply(to: &clientOptions)
         let clients = try (0..<connections).map { _ in try PulsarClient(url: url, options: clientOptions) }
         let load = TopicsLoad(connections: connections, ratePerSecond: rate, payloadSize: size)
         var payload = ByteBufferAllocator().buffer(capacity: size)

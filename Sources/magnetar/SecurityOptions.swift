@@ -1,5 +1,6 @@
 import Authentication
 import BrokerCore
+import BrokerServer
 import ServerConfig
 
 /// Authentication and authorization from the `--config` file, with Pulsar's keys
@@ -8,6 +9,8 @@ struct SecuritySettings {
     var authentication = AuthenticationSettings()
     var authorization = AuthorizationSettings()
     var authenticateMetricsEndpoint = false
+    /// `brokerServicePortTls` / `webServicePortTls` and the certificate keys; nil: no TLS listener.
+    var tls: TLSListeners?
 
     static let tokenProvider = "org.apache.pulsar.broker.authentication.AuthenticationProviderToken"
     static let tlsProvider = "org.apache.pulsar.broker.authentication.AuthenticationProviderTls"
@@ -25,6 +28,7 @@ struct SecuritySettings {
         } catch {
             throw StartupError(error.description)
         }
+        settings.tls = try tlsListeners(file)
         settings.authentication.anonymousRole = file.string("anonymousUserRole")
         settings.authorization.superUserRoles = Set(file.list("superUserRoles") ?? [])
         for provider in file.list("authenticationProviders") ?? [] {
@@ -50,6 +54,34 @@ struct SecuritySettings {
                 expected: "authenticationEnabled=true as well: authorization checks the roles authentication establishes").description)
         }
         return settings
+    }
+
+    private static func tlsListeners(_ file: ConfigFile) throws -> TLSListeners? {
+        let pulsarPort: Int?
+        let httpsPort: Int?
+        let refresh: Int?
+        let requireTrusted: Bool?
+        do {
+            pulsarPort = try file.int("brokerServicePortTls", in: 1...65535)
+            httpsPort = try file.int("webServicePortTls", in: 1...65535)
+            refresh = try file.int("tlsCertRefreshCheckDurationSec", in: 1...86_400 * 365)
+            requireTrusted = try file.bool("tlsRequireTrustedClientCertOnConnect")
+        } catch {
+            throw StartupError(error.description)
+        }
+        guard pulsarPort != nil || httpsPort != nil else { return nil }
+        let key = pulsarPort != nil ? "brokerServicePortTls" : "webServicePortTls"
+        guard let certificate = file.string("tlsCertificateFilePath"), let privateKey = file.string("tlsKeyFilePath") else {
+            throw StartupError(file.error(
+                key, file.string(key) ?? "", expected: "tlsCertificateFilePath and tlsKeyFilePath as well: a TLS listener needs the broker's certificate and key").description)
+        }
+        var settings = TLSServerSettings(certificateFile: certificate, keyFile: privateKey)
+        settings.trustCertsFile = file.string("tlsTrustCertsFilePath")
+        settings.requireTrustedClientCert = requireTrusted ?? false
+        settings.protocols = file.list("tlsProtocols") ?? []
+        settings.ciphers = file.list("tlsCiphers") ?? []
+        if let refresh { settings.refreshCheckInterval = .seconds(refresh) }
+        return TLSListeners(settings: settings, pulsarPort: pulsarPort, httpsPort: httpsPort)
     }
 
     private static func tokenSettings(_ file: ConfigFile) throws -> TokenSettings {

@@ -541,10 +541,16 @@ import Testing
             Issue.record("expected lookup")
             return
         }
-        let local = written(machine.lookupAnswered(requestID: 70, localURL: "pulsar://here:6650", .success(.local)))
+        let local = written(machine.lookupAnswered(
+            requestID: 70, local: LocalURLs(plain: "pulsar://here:6650", tls: "pulsar+ssl://here:6651"), .success(.local)))
         #expect(local?.lookupTopicResponse.response == .connect)
         #expect(local?.lookupTopicResponse.brokerServiceURL == "pulsar://here:6650")
-        let failed = written(machine.lookupAnswered(requestID: 71, localURL: "x", .failure(BrokerError(.topicNotFound, "gone"))))
+        #expect(local?.lookupTopicResponse.brokerServiceURLTls == "pulsar+ssl://here:6651")
+        let owner = BrokerIdentity(brokerID: "b:8080", pulsarURL: "pulsar://b:6650", httpURL: "http://b:8080", instance: "i")
+        let elsewhere = written(machine.lookupAnswered(requestID: 73, local: LocalURLs(plain: "x"), .success(.connect(owner))))
+        #expect(elsewhere?.lookupTopicResponse.brokerServiceURL == "pulsar://b:6650")
+        #expect(elsewhere?.lookupTopicResponse.hasBrokerServiceURLTls == false)
+        let failed = written(machine.lookupAnswered(requestID: 71, local: LocalURLs(plain: "x"), .failure(BrokerError(.topicNotFound, "gone"))))
         #expect(failed?.lookupTopicResponse.response == .failed)
         #expect(failed?.lookupTopicResponse.error == .topicNotFound)
         guard case .partitionedMetadata("t", 72) = machine.frameReceived(frame(.partitionedMetadata) {
@@ -605,7 +611,7 @@ import Testing
             Issue.record("a producer made after the end is released")
             return
         }
-        guard case .none = machine.lookupAnswered(requestID: 1, localURL: "x", .success(.local)) else {
+        guard case .none = machine.lookupAnswered(requestID: 1, local: LocalURLs(plain: "x"), .success(.local)) else {
             Issue.record("answers after the end are dropped")
             return
         }
