@@ -46,6 +46,9 @@ public enum AdminAccess: Equatable, Sendable {
     /// An operation on one topic: produce / consume / lookup grants, or the tenant's admins.
     case topic(TopicName, TopicOperation)
 
+    /// Namespace policies that are quotas: only super-users change them.
+    static let quotaPolicies: Set<String> = ["publishRate", "dispatchRate", "maxTopicsPerNamespace"]
+
     public static func required(method: HTTPRequest.Method, path: String, authenticateMetrics: Bool) -> AdminAccess {
         let parts = path.split(separator: "?", maxSplits: 1).first.map { $0.split(separator: "/").map(String.init) } ?? []
         guard let first = parts.first else { return .authenticated }
@@ -77,6 +80,10 @@ public enum AdminAccess: Equatable, Sendable {
             guard rest.count >= 2 else { return .superUser }
             if rest.count >= 4, rest[3] == "topics", method == .get {
                 return .namespaceRead(namespace: "\(rest[1])/\(rest[2])")
+            }
+            // A tenant's quotas are the operator's to set: its admins may read them, not raise them.
+            if rest.count >= 4, quotaPolicies.contains(rest[3]), method != .get {
+                return .superUser
             }
             return .tenantAdmin(tenant: rest[1])
         case "persistent", "non-persistent":

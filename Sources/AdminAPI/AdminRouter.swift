@@ -113,6 +113,9 @@ public enum AdminRouter {
         policy("maxProducersPerTopic", \.maxProducersPerTopic)
         policy("maxConsumersPerTopic", \.maxConsumersPerTopic)
         policy("persistence", \.persistence)
+        policy("publishRate", \.publishRate)
+        policy("dispatchRate", \.dispatchRate)
+        policy("maxTopicsPerNamespace", \.maxTopicsPerNamespace)
 
         router.get(RouterPath("\(base)/backlogQuotaMap")) { _, context in
             try json(await broker.namespaces.policies(namespace(context)).backlogQuotas)

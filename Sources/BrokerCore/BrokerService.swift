@@ -25,6 +25,10 @@ public struct BrokerConfiguration: Sendable {
     public var managedLedger = ManagedLedgerConfiguration()
     /// `authorizationEnabled`, `superUserRoles`.
     public var authorization = AuthorizationSettings()
+    /// Pulsar's `maxTopicsPerNamespace` (partitions counted; a namespace's own policy overrides it)
+    /// and `maxNamespacesPerTenant`; 0: unlimited.
+    public var maxTopicsPerNamespace = 0
+    public var maxNamespacesPerTenant = 0
     public init() {}
 }
 
@@ -63,7 +67,7 @@ public final class BrokerService: Sendable {
         self.logger = logger
         self.instanceID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let registry = self.registry
-        self.namespaces = Namespaces(metadata: metadata, logger: logger) { tenant, namespace in
+        self.namespaces = Namespaces(metadata: metadata, maxNamespacesPerTenant: configuration.maxNamespacesPerTenant, logger: logger) { tenant, namespace in
             registry.loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == namespace }
         }
         self.authorizer = Authorizer(settings: configuration.authorization, namespaces: namespaces)
@@ -110,12 +114,55 @@ public final class BrokerService: Sendable {
         return false
     }
 
-    /// Fails unless the topic's namespace exists and the topic exists or may be created on first use.
+    /// Fails unless the topic's namespace exists and the topic exists or may be created on first use
+    /// (automatic creation on, and room under `maxTopicsPerNamespace`: `NotAllowedError` otherwise, as in Pulsar).
     public func checkTopicAllowed(_ name: TopicName) async throws {
         let policies = try await policies(namespace: name.namespaceName)
-        if !policies.allowAutoTopicCreation, try await !topicExists(name) {
+        let limit = topicLimit(policies)
+        guard !policies.allowAutoTopicCreation || limit > 0, try await !topicExists(name) else { return }
+        if !policies.allowAutoTopicCreation {
             throw BrokerError(.topicNotFound, "topic \(name) does not exist and automatic topic creation is off in its namespace")
         }
+        let adding = name.partitionIndex < 0 && policies.autoCreatePartitions > 0 ? policies.autoCreatePartitions : 1
+        try await checkTopicLimit(name.namespaceName, adding: adding, limit: limit, code: .notAllowed)
+    }
+
+    /// The namespace's `maxTopicsPerNamespace`, else the broker's; 0: unlimited.
+    func topicLimit(_ policies: EffectivePolicies) -> Int {
+        policies.maxTopicsPerNamespace > 0 ? policies.maxTopicsPerNamespace : configuration.maxTopicsPerNamespace
+    }
+
+    /// Fails with `code` if `adding` more topics would put the namespace over `limit`.
+    func checkTopicLimit(_ namespace: String, adding: Int, limit: Int, code: BrokerError.Code) async throws {
+        guard limit > 0 else { return }
+        let count = try await persistentTopicCount(inNamespace: namespace)
+        guard count + adding <= limit else {
+            throw BrokerError(
+                code, "Exceed maximum number of topics in namespace \(namespace): it has \(count), the limit is \(limit) (maxTopicsPerNamespace)")
+        }
+    }
+
+    /// Persistent topics of a namespace as Pulsar counts them: each partition of a partitioned
+    /// topic, and each non-partitioned topic.
+    func persistentTopicCount(inNamespace namespace: String) async throws -> Int {
+        let partitionedPrefix = MetadataKeys.partitionedTopics(inNamespace: namespace, domain: TopicName.Domain.persistent.rawValue)
+        var partitioned: [String: Int] = [:]
+        for key in try await metadata.list(prefix: partitionedPrefix) {
+            guard let stored = try await metadata.get(key),
+                  let record = try? JSONDecoder().decode(PartitionedTopicRecord.self, from: Data(stored.value))
+            else { continue }
+            partitioned[String(key.dropFirst(partitionedPrefix.count))] = record.partitions
+        }
+        let ledgerPrefix = MetadataKeys.managedLedgers(inNamespace: namespace, domain: TopicName.Domain.persistent.rawValue)
+        var standalone = 0
+        for key in try await metadata.list(prefix: ledgerPrefix) {
+            let local = key.dropFirst(ledgerPrefix.count)
+            if let range = local.range(of: "-partition-", options: .backwards), partitioned[String(local[..<range.lowerBound])] != nil {
+                continue
+            }
+            standalone += 1
+        }
+        return standalone + partitioned.values.reduce(0, +)
     }
 
     /// PARTITIONED_METADATA: the number of partitions, creating the topic as partitioned when the

@@ -23,6 +23,11 @@ public struct EffectivePolicies: Sendable, Equatable {
     public var replication: LedgerReplicationOptions?
     /// The namespace's and its topics' grants.
     public var auth = AuthPolicies()
+    /// Each topic's publish and dispatch rate; nil: not limited.
+    public var publishRate: RateLimit?
+    public var dispatchRate: RateLimit?
+    /// The namespace's own topic limit; 0: the broker's.
+    public var maxTopicsPerNamespace = 0
 
     public init() {}
 
@@ -51,5 +56,8 @@ public struct EffectivePolicies: Sendable, Equatable {
         maxConsumersPerTopic = policies.maxConsumersPerTopic ?? 0
         replication = policies.persistence?.replication
         auth = policies.auth
+        publishRate = policies.publishRate.map(\.limit).flatMap { $0.isLimiting ? $0 : nil }
+        dispatchRate = policies.dispatchRate.map(\.limit).flatMap { $0.isLimiting ? $0 : nil }
+        maxTopicsPerNamespace = policies.maxTopicsPerNamespace ?? 0
     }
 }

@@ -18,8 +18,12 @@ public final class Namespaces: Sendable {
     private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
     private let tenantCache = NIOLockedValueBox<[String: (info: TenantInfo, expires: NIODeadline)]>([:])
 
-    init(metadata: any MetadataStore, logger: Logger, hasLoadedTopics: @escaping @Sendable (String, String) -> Bool) {
+    /// `maxNamespacesPerTenant`; 0: unlimited.
+    let maxNamespacesPerTenant: Int
+
+    init(metadata: any MetadataStore, maxNamespacesPerTenant: Int = 0, logger: Logger, hasLoadedTopics: @escaping @Sendable (String, String) -> Bool) {
         self.metadata = metadata
+        self.maxNamespacesPerTenant = maxNamespacesPerTenant
         self.logger = logger
         self.hasLoadedTopics = hasLoadedTopics
     }
@@ -166,6 +170,14 @@ public final class Namespaces: Sendable {
         let (tenant, _) = try Self.splitNamespace(namespace)
         try policies.validate()
         guard try await metadata.get(MetadataKeys.tenant(tenant)) != nil else { throw BrokerError.tenantNotFound(tenant) }
+        if maxNamespacesPerTenant > 0 {
+            let existing = try await metadata.list(prefix: MetadataKeys.namespaces(ofTenant: tenant)).count
+            guard existing < maxNamespacesPerTenant else {
+                throw BrokerError(
+                    .preconditionFailed,
+                    "Exceed the maximum number of namespace in tenant :\(tenant) (it has \(existing); maxNamespacesPerTenant=\(maxNamespacesPerTenant))")
+            }
+        }
         do {
             try await metadata.put(MetadataKeys.namespace(namespace), value: Self.encodeRecord(policies), expectedVersion: -1)
         } catch MetadataStoreError.badVersion {

@@ -13,6 +13,8 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     /// `name.partitionIndex`, parsed once (it is written into every MESSAGE).
     public let partitionIndex: Int32
     public let eventLoop: any EventLoop
+    /// Not configured: the namespace's rates apply to persistent topics.
+    public let publishRateLimiter = RateLimiter()
     private let logger: Logger
 
     private final class NonPersistentSubscription {

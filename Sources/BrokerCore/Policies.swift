@@ -152,6 +152,58 @@ public enum SchemaCompatibilityStrategy: String, Codable, Sendable, CaseIterable
     case fullTransitive = "FULL_TRANSITIVE"
 }
 
+/// Pulsar's `PublishRate`: the most messages and bytes per second each topic of the namespace takes
+/// from its producers (-1 or 0: no limit). Excess pauses reading the producers' connections.
+public struct PublishRate: Codable, Sendable, Equatable {
+    public var publishThrottlingRateInMsg: Int
+    public var publishThrottlingRateInByte: Int64
+
+    public init(messages: Int, bytes: Int64) {
+        publishThrottlingRateInMsg = messages
+        publishThrottlingRateInByte = bytes
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        publishThrottlingRateInMsg = try container.decodeIfPresent(Int.self, forKey: .publishThrottlingRateInMsg) ?? -1
+        publishThrottlingRateInByte = try container.decodeIfPresent(Int64.self, forKey: .publishThrottlingRateInByte) ?? -1
+    }
+
+    public var limit: RateLimit {
+        RateLimit(messagesPerSecond: Double(publishThrottlingRateInMsg), bytesPerSecond: Double(publishThrottlingRateInByte))
+    }
+}
+
+/// Pulsar's `DispatchRate`: the most messages and bytes per `ratePeriodInSecond` each topic of the
+/// namespace dispatches to its consumers, all subscriptions together (-1 or 0: no limit).
+public struct DispatchRate: Codable, Sendable, Equatable {
+    public var dispatchThrottlingRateInMsg: Int
+    public var dispatchThrottlingRateInByte: Int64
+    public var relativeToPublishRate: Bool
+    public var ratePeriodInSecond: Int
+
+    public init(messages: Int, bytes: Int64, periodSeconds: Int = 1) {
+        dispatchThrottlingRateInMsg = messages
+        dispatchThrottlingRateInByte = bytes
+        relativeToPublishRate = false
+        ratePeriodInSecond = periodSeconds
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        dispatchThrottlingRateInMsg = try container.decodeIfPresent(Int.self, forKey: .dispatchThrottlingRateInMsg) ?? -1
+        dispatchThrottlingRateInByte = try container.decodeIfPresent(Int64.self, forKey: .dispatchThrottlingRateInByte) ?? -1
+        relativeToPublishRate = try container.decodeIfPresent(Bool.self, forKey: .relativeToPublishRate) ?? false
+        ratePeriodInSecond = try container.decodeIfPresent(Int.self, forKey: .ratePeriodInSecond) ?? 1
+    }
+
+    public var limit: RateLimit {
+        let period = Double(max(ratePeriodInSecond, 1))
+        return RateLimit(
+            messagesPerSecond: Double(dispatchThrottlingRateInMsg) / period, bytesPerSecond: Double(dispatchThrottlingRateInByte) / period)
+    }
+}
+
 /// A namespace's policies: `/namespaces/<tenant>/<namespace>`. nil = not set (the broker default).
 public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var retention: RetentionPolicies?
@@ -167,6 +219,11 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var persistence: PersistencePolicies?
     /// Grants of the namespace and its topics (`auth_policies`).
     public var auth = AuthPolicies()
+    /// Per-topic publish and dispatch rates (`publishRate`, `dispatchRate` REST paths).
+    public var publishRate: PublishRate?
+    public var dispatchRate: DispatchRate?
+    /// Most topics (partitions counted) the namespace may hold; nil: the broker's `maxTopicsPerNamespace`.
+    public var maxTopicsPerNamespace: Int?
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -198,6 +255,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case maxConsumersPerTopic = "max_consumers_per_topic"
         case persistence
         case auth = "auth_policies"
+        case publishRate = "publishMaxMessageRate"
+        case dispatchRate = "topicDispatchRate"
+        case maxTopicsPerNamespace = "max_topics_per_namespace"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -213,6 +273,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         maxConsumersPerTopic = try container.decodeIfPresent(Int.self, forKey: .maxConsumersPerTopic)
         persistence = try container.decodeIfPresent(PersistencePolicies.self, forKey: .persistence)
         auth = try container.decodeIfPresent(AuthPolicies.self, forKey: .auth) ?? AuthPolicies()
+        publishRate = try container.decodeIfPresent(PublishRate.self, forKey: .publishRate)
+        dispatchRate = try container.decodeIfPresent(DispatchRate.self, forKey: .dispatchRate)
+        maxTopicsPerNamespace = try container.decodeIfPresent(Int.self, forKey: .maxTopicsPerNamespace)
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -228,6 +291,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(maxConsumersPerTopic, forKey: .maxConsumersPerTopic)
         try container.encode(persistence, forKey: .persistence)
         try container.encode(auth, forKey: .auth)
+        try container.encode(publishRate, forKey: .publishRate)
+        try container.encode(dispatchRate, forKey: .dispatchRate)
+        try container.encode(maxTopicsPerNamespace, forKey: .maxTopicsPerNamespace)
     }
 
     /// Checks the values are in range; the message says which one is not.
@@ -274,8 +340,25 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
                 throw .invalidPolicy("defaultNumPartitions must be between 1 and \(AdminLimits.maxPartitions) for partitioned auto topic creation")
             }
         }
-        for (what, value) in [("max_producers_per_topic", maxProducersPerTopic), ("max_consumers_per_topic", maxConsumersPerTopic)] {
+        for (what, value) in [
+            ("max_producers_per_topic", maxProducersPerTopic), ("max_consumers_per_topic", maxConsumersPerTopic),
+            ("max_topics_per_namespace", maxTopicsPerNamespace),
+        ] {
             if let value, value < 0 { throw .invalidPolicy("\(what) must be 0 (unlimited) or positive") }
+        }
+        if let publishRate, publishRate.publishThrottlingRateInMsg < -1 || publishRate.publishThrottlingRateInByte < -1 {
+            throw .invalidPolicy("publishThrottlingRateInMsg and publishThrottlingRateInByte must be -1 (unlimited), 0 (unlimited) or positive")
+        }
+        if let dispatchRate {
+            guard dispatchRate.dispatchThrottlingRateInMsg >= -1, dispatchRate.dispatchThrottlingRateInByte >= -1 else {
+                throw .invalidPolicy("dispatchThrottlingRateInMsg and dispatchThrottlingRateInByte must be -1 (unlimited), 0 (unlimited) or positive")
+            }
+            guard (1...86_400).contains(dispatchRate.ratePeriodInSecond) else {
+                throw .invalidPolicy("ratePeriodInSecond must be between 1 and 86400")
+            }
+            guard !dispatchRate.relativeToPublishRate else {
+                throw .invalidPolicy("relativeToPublishRate=true is not supported: give the dispatch rate in messages or bytes")
+            }
         }
     }
 }

@@ -8,6 +8,8 @@ public protocol ServedTopic: AnyObject, Sendable {
     /// `name.partitionIndex`, parsed once.
     var partitionIndex: Int32 { get }
     var eventLoop: any EventLoop { get }
+    /// The namespace's publish rate for this topic; any thread may call it (connections do).
+    var publishRateLimiter: RateLimiter { get }
     func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
     func removeProducer(connectionID: UInt64, producerID: UInt64)
     /// What PRODUCER_SUCCESS reports as `last_sequence_id`: -1 unless deduplication is on.

@@ -47,6 +47,9 @@ final class Subscription: @unchecked Sendable {
     /// I/O fault): the entry waits at the head of the replay queue for the next attempt.
     private var readFailures: [Position: Int] = [:]
     private var readRetryTimer: Scheduled<Void>?
+    /// The topic's dispatch rate (shared by its subscriptions); in debt, dispatch waits on this timer.
+    let dispatchRateLimiter: RateLimiter
+    private var rateTimer: Scheduled<Void>?
     /// Set by a seek, so a reader's subscription survives the reconnect the seek causes.
     var keepWithoutConsumers = false
 
@@ -67,7 +70,11 @@ final class Subscription: @unchecked Sendable {
     /// entries after it keep their order.
     static let readRetryDelay: TimeAmount = .milliseconds(100)
 
-    init(name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32, logger: Logger) {
+    init(
+        name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32,
+        dispatchRateLimiter: RateLimiter = RateLimiter(), logger: Logger
+    ) {
+        self.dispatchRateLimiter = dispatchRateLimiter
         self.name = name
         self.type = type
         self.cursor = cursor
@@ -319,6 +326,11 @@ final class Subscription: @unchecked Sendable {
         let nowMs = currentTimeMs()
         while delivered < Subscription.maxEntriesPerDispatchPass {
             guard consumers.contains(where: \.canReceive) else { break }
+            // The namespace's dispatchRate: over it, nothing more until the debt is paid off.
+            if let wait = dispatchRateLimiter.wait(nowNanos: NIODeadline.now().uptimeNanoseconds) {
+                armRateTimer(nanoseconds: wait)
+                break
+            }
             let position: Position
             let fromReplay = replayIndex < replay.count
             if fromReplay {
@@ -424,6 +436,8 @@ final class Subscription: @unchecked Sendable {
                 redeliveryCount: redeliveryCounts[position] ?? 0, ackSet: cursor.batchAckSets[position], entry: entry)
             touched[ObjectIdentifier(consumer.sink)] = consumer.sink
             delivered += 1
+            _ = dispatchRateLimiter.consume(
+                messages: Int(messages), bytes: entry.body.readableBytes, nowNanos: NIODeadline.now().uptimeNanoseconds)
         }
         for sink in touched.values { sink.flush() }
         armDelayedTimer()
@@ -446,6 +460,15 @@ final class Subscription: @unchecked Sendable {
             current = managedLedger.next(after: position)
         }
         return positions
+    }
+
+    /// One more pass once the dispatch rate's debt is paid off.
+    private func armRateTimer(nanoseconds: UInt64) {
+        guard rateTimer == nil else { return }
+        rateTimer = managedLedger.eventLoop.scheduleTask(in: .nanoseconds(Int64(nanoseconds))) {
+            self.rateTimer = nil
+            self.dispatch()
+        }
     }
 
     private func scheduleReadRetry() {

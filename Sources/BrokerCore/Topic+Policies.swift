@@ -8,6 +8,9 @@ extension Topic {
     func enforce(_ policies: EffectivePolicies) {
         eventLoop.preconditionInEventLoop()
         self.policies = policies
+        let nowNanos = NIODeadline.now().uptimeNanoseconds
+        publishRateLimiter.configure(policies.publishRate, nowNanos: nowNanos)
+        dispatchRateLimiter.configure(policies.dispatchRate, nowNanos: nowNanos)
         setDeduplication(enabled: policies.deduplicationEnabled)
         let nowMs = managedLedger.clock.nowMs()
         if policies.messageTTLSeconds > 0 {

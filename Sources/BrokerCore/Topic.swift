@@ -84,6 +84,10 @@ public final class Topic: @unchecked Sendable {
     var policies = EffectivePolicies()
     /// Set while the backlog is over a producer-blocking quota.
     var backlogQuotaExceeded = false
+    /// The namespace's `publishRate`, shared by the connections of this topic's producers.
+    public let publishRateLimiter = RateLimiter()
+    /// The namespace's `dispatchRate`, shared by this topic's subscriptions (used on the loop).
+    let dispatchRateLimiter = RateLimiter()
     /// Acknowledgements of positions past the last durable entry, ignored (Pulsar refuses to
     /// mark-delete ahead of the last confirmed entry): stored, they would hide messages written there later.
     public private(set) var acknowledgementsBeyondLastEntryIgnored: Int64 = 0
@@ -127,7 +131,7 @@ public final class Topic: @unchecked Sendable {
     func attachLoadedSubscription(_ cursor: Cursor) {
         subscriptions[cursor.name] = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
-            partitionIndex: partitionIndex, logger: logger)
+            partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
     }
 
     // MARK: producers
@@ -285,11 +289,12 @@ public final class Topic: @unchecked Sendable {
         let managedLedger = self.managedLedger
         let logger = self.logger
         let partitionIndex = self.partitionIndex
+        let dispatchRateLimiter = self.dispatchRateLimiter
         guard durable else {
             let cursor = Cursor.nonDurable(name: subscriptionName, managedLedger: managedLedger, markDelete: markDelete, logger: logger)
             return eventLoop.makeSucceededFuture(Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, logger: logger))
+                partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger))
         }
         let key = MetadataKeys.cursor(ofTopic: name.metadataPath, subscription: subscriptionName)
         let store = self.store
@@ -303,7 +308,7 @@ public final class Topic: @unchecked Sendable {
         }.map { cursor in
             Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, logger: logger)
+                partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
         }
     }
 

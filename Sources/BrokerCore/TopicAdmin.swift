@@ -264,6 +264,10 @@ extension BrokerService {
         guard name.domain == .persistent else {
             throw BrokerError(.notAllowed, "non-persistent topics exist while clients use them: nothing to create")
         }
+        if name.partitionIndex < 0 {
+            let limit = topicLimit(try await policies(namespace: name.namespaceName))
+            try await checkTopicLimit(name.namespaceName, adding: 1, limit: limit, code: .preconditionFailed)
+        }
         _ = try await topic(name).get()
         logger.info("topic.created", metadata: ["topic": "\(name)"])
     }
@@ -276,6 +280,8 @@ extension BrokerService {
         }
         try await requireNamespace(name.namespaceName)
         if try await adminTopicExists(name) { throw BrokerError.topicExists(name) }
+        let limit = topicLimit(try await policies(namespace: name.namespaceName))
+        try await checkTopicLimit(name.namespaceName, adding: partitions, limit: limit, code: .preconditionFailed)
         do {
             try await metadata.put(
                 MetadataKeys.partitionedTopic(name.metadataPath), value: Namespaces.encodeRecord(PartitionedTopicRecord(partitions: partitions)),

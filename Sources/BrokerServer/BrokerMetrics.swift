@@ -44,7 +44,11 @@ enum ConnectionMetrics {
     static let throttledConnections = Gauge(label: "pulsar_broker_throttled_connections")
     /// Connections closed because what they did not read passed `maxOutboundBytesPerConnection`.
     static let outboundLimitClosed = Counter(label: "magnetar_connections_closed_outbound_limit_total")
+    /// Times a connection stopped being read because a topic it publishes to was over its `publishRate`.
+    static let publishThrottledCounter = Counter(label: "magnetar_publish_rate_throttled_total")
     private static let paused = NIOLockedValueBox(0)
+
+    static func publishThrottled() { publishThrottledCounter.increment() }
 
     static func writePaused(_ delta: Int) {
         let now = paused.withLockedValue { value -> Int in

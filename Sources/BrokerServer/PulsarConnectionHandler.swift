@@ -214,6 +214,13 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 logger.debug("connection.reading-paused", metadata: ["pending.publishes": "\(machine.pendingPublishes)"])
                 setReading(false)
             }
+            let limiter = publish.topic.publishRateLimiter
+            if let wait = limiter.consume(
+                messages: Int(publish.attributes.numMessages), bytes: publish.bytes.readableBytes,
+                nowNanos: NIODeadline.now().uptimeNanoseconds
+            ) {
+                throttle(for: wait, limiter: limiter, channel: channel)
+            }
         case .pauseReading:
             setReading(false)
         case .resumeReading:
@@ -422,6 +429,26 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     }
 
     // MARK: publishing
+
+    /// Stops reading for `nanoseconds` (a topic's publish rate is in debt), then reads again once
+    /// the limiter says the debt is paid (checking again: other connections share the topic's rate).
+    private func throttle(for nanoseconds: UInt64, limiter: RateLimiter, channel: any Channel) {
+        guard !machine.pausedForPublishRate else { return }
+        ConnectionMetrics.publishThrottled()
+        run(machine.publishRateExceeded())
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        func resume(after wait: UInt64) {
+            channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(wait))) {
+                let handler = bound.value
+                if let more = limiter.wait(nowNanos: NIODeadline.now().uptimeNanoseconds), handler.isActive {
+                    resume(after: more)
+                } else {
+                    handler.run(handler.machine.publishRateRestored())
+                }
+            }
+        }
+        resume(after: nanoseconds)
+    }
 
     /// Stages one SEND: encoded after the others of this read for the same topic.
     private func stage(_ publish: Machine.Publish, channel: any Channel) {

@@ -144,6 +144,9 @@ struct PulsarConnectionMachine<TopicHandle> {
     private(set) var pausedForPublishes = false
     /// Reading stopped because the socket does not take our writes.
     private(set) var pausedForWritability = false
+    /// Reading stopped because a topic this connection publishes to is over its namespace's
+    /// `publishRate` (Pulsar throttles producers so, never by dropping).
+    private(set) var pausedForPublishRate = false
     private var receivedSinceKeepAliveTick = false
     private var pingOutstanding = false
     /// Who the client is, once authenticated (nil with authentication off).
@@ -532,7 +535,7 @@ struct PulsarConnectionMachine<TopicHandle> {
         var pause = false
         if pendingPublishes >= limits.maxPendingPublishes, !pausedForPublishes {
             pausedForPublishes = true
-            pause = !pausedForWritability
+            pause = !pausedForWritability && !pausedForPublishRate
         }
         return .publish(Publish(
             topic: topic, attributes: attributes, producerID: request.producerID, sequenceID: request.sequenceID,
@@ -553,7 +556,22 @@ struct PulsarConnectionMachine<TopicHandle> {
         pendingPublishes -= count
         guard pausedForPublishes, pendingPublishes <= limits.maxPendingPublishes / 2 else { return .none }
         pausedForPublishes = false
-        return pausedForWritability ? .none : .resumeReading
+        return pausedForWritability || pausedForPublishRate ? .none : .resumeReading
+    }
+
+    /// A topic of this connection went over its publish rate: stop reading (if not already
+    /// stopped) until `publishRateRestored`.
+    mutating func publishRateExceeded() -> Action {
+        guard !pausedForPublishRate, !isClosed else { return .none }
+        pausedForPublishRate = true
+        return pausedForPublishes || pausedForWritability ? .none : .pauseReading
+    }
+
+    /// The rate's debt is paid off: read again unless another reason still holds.
+    mutating func publishRateRestored() -> Action {
+        guard pausedForPublishRate else { return .none }
+        pausedForPublishRate = false
+        return pausedForPublishes || pausedForWritability || isClosed ? .none : .resumeReading
     }
 
     // MARK: consumers
@@ -804,7 +822,7 @@ struct PulsarConnectionMachine<TopicHandle> {
         // The client read what piled up: alive, though its PONG may still wait unread.
         receivedSinceKeepAliveTick = true
         let ready = consumers.keys.sorted().compactMap(readyConsumer)
-        return .socketDrained(resumeReading: !pausedForPublishes, consumers: ready)
+        return .socketDrained(resumeReading: !pausedForPublishes && !pausedForPublishRate, consumers: ready)
     }
 
     /// Keep-alive (Pulsar's `keepAliveIntervalSeconds`): every interval, a connection that sent no
@@ -817,8 +835,8 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .close(reason: "no CONNECT", log: LogLine(level: .info, event: "connection.connect-timeout", metadata: ["timeout": "\(interval)"]))
         case .connected:
             defer { receivedSinceKeepAliveTick = false }
-            // A connection paused for pending publishes is not read: its silence says nothing.
-            if receivedSinceKeepAliveTick || pausedForPublishes {
+            // A connection paused for pending publishes or the publish rate is not read: its silence says nothing.
+            if receivedSinceKeepAliveTick || pausedForPublishes || pausedForPublishRate {
                 pingOutstanding = false
                 return .none
             }

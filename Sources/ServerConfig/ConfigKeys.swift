@@ -27,11 +27,14 @@ public enum ConfigKeys {
         "tlsRequireTrustedClientCertOnConnect", "tlsProtocols", "tlsCiphers", "tlsCertRefreshCheckDurationSec",
     ]
 
+    /// Tenant quotas (`standalone` and `broker`).
+    public static let quotas: Set<String> = ["maxTopicsPerNamespace", "maxNamespacesPerTenant"]
+
     /// `magnetar standalone --config standalone.conf`.
-    public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(["clusterName"])
+    public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(["clusterName"])
 
     /// `magnetar broker --config broker.conf`.
-    public static let broker: Set<String> = listener.union(managedLedger).union(security).union([
+    public static let broker: Set<String> = listener.union(managedLedger).union(security).union(quotas).union([
         "clusterName", "metadataStoreUrl", "metadataStoreSessionTimeoutMillis",
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.

@@ -414,6 +414,9 @@ struct NamespacesCommand: AsyncParsableCommand {
             List.self, Create.self, Delete.self, Policies.self, SetRetention.self, GetRetention.self, SetMessageTTL.self,
             SetBacklogQuota.self, SetAutoTopicCreation.self, SetDeduplication.self, SetSchemaCompatibilityStrategy.self,
             NamespaceGrantPermission.self, NamespaceRevokePermission.self, NamespacePermissions.self,
+            NamespaceSetPublishRate.self, NamespaceGetPublishRate.self, NamespaceRemovePublishRate.self,
+            NamespaceSetDispatchRate.self, NamespaceGetDispatchRate.self, NamespaceRemoveDispatchRate.self,
+            NamespaceSetMaxTopics.self, NamespaceGetMaxTopics.self, NamespaceRemoveMaxTopics.self,
         ])
 
     @OptionGroup var options: AdminOptions

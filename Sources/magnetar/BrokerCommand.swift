@@ -160,6 +160,7 @@ struct BrokerCommand: AsyncParsableCommand {
         configuration.managedLedger = managedLedger
         configuration.managedLedger.replication = settings.replication
         configuration.authorization = security.authorization
+        try QuotaSettings.apply(file, to: &configuration)
         logger.info("broker.starting", metadata: ["metadata": "\(settings.metadataURL)"])
         var wiring = BrokerWiring(
             role: "broker", configuration: configuration, store: store.ledgerStore, metadata: metadataStore,

@@ -54,6 +54,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
         options.broker.authorization = security.authorization
         options.tls = security.tls
+        try QuotaSettings.apply(file, to: &options.broker)
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }

@@ -111,3 +111,16 @@ struct SecuritySettings {
         return settings
     }
 }
+
+/// Tenant quotas from the `--config` file (`maxTopicsPerNamespace`, `maxNamespacesPerTenant`).
+enum QuotaSettings {
+    static func apply(_ file: ConfigFile?, to configuration: inout BrokerConfiguration) throws {
+        guard let file else { return }
+        do {
+            configuration.maxTopicsPerNamespace = try file.int("maxTopicsPerNamespace", in: 0...Int(Int32.max)) ?? 0
+            configuration.maxNamespacesPerTenant = try file.int("maxNamespacesPerTenant", in: 0...Int(Int32.max)) ?? 0
+        } catch {
+            throw StartupError(error.description)
+        }
+    }
+}

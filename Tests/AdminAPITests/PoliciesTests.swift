@@ -59,7 +59,7 @@ import Testing
         #expect(Set(object.keys) == [
             "retention_policies", "message_ttl_in_seconds", "backlog_quota_map", "autoTopicCreationOverride",
             "deduplicationEnabled", "schema_compatibility_strategy", "max_producers_per_topic", "max_consumers_per_topic",
-            "persistence", "auth_policies",
+            "persistence", "auth_policies", "publishMaxMessageRate", "topicDispatchRate", "max_topics_per_namespace",
         ])
         #expect(object["message_ttl_in_seconds"] is NSNull)
         let quota = try #require((object["backlog_quota_map"] as? [String: Any])?["destination_storage"] as? [String: Any])

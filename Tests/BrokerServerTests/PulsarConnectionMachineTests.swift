@@ -284,6 +284,48 @@ import Testing
         #expect(!machine.pausedForPublishes)
     }
 
+    @Test func thePublishRatePausesReadingUntilRestoredAndCombinesWithOtherReasons() throws {
+        var machine = try withProducer(Machine.Limits(maxPendingPublishes: 2))
+        guard case .pauseReading = machine.publishRateExceeded() else {
+            Issue.record("over the rate: stop reading")
+            return
+        }
+        guard case .none = machine.publishRateExceeded() else {
+            Issue.record("already paused for the rate")
+            return
+        }
+        guard case .resumeReading = machine.publishRateRestored() else {
+            Issue.record("restored: read again")
+            return
+        }
+        // Paused for pending publishes too: the rate's end does not resume reading, the receipts' do.
+        for sequence in 0..<2 {
+            _ = machine.frameReceived(send(producerID: 1, sequenceID: UInt64(sequence), try payload()))
+        }
+        #expect(machine.pausedForPublishes)
+        guard case .none = machine.publishRateExceeded(), case .none = machine.publishRateRestored() else {
+            Issue.record("pending publishes still hold reading")
+            return
+        }
+        _ = machine.publishRateExceeded()
+        guard case .none = machine.publishesCompleted(2) else {
+            Issue.record("the rate still holds reading")
+            return
+        }
+        guard case .resumeReading = machine.publishRateRestored() else {
+            Issue.record("nothing holds reading any more")
+            return
+        }
+        // A connection paused for the rate is not closed for its silence.
+        _ = machine.publishRateExceeded()
+        for _ in 0..<3 {
+            guard case .none = machine.keepAliveTick(interval: .seconds(30)) else {
+                Issue.record("a rate-paused connection is not pinged or closed")
+                return
+            }
+        }
+    }
+
     @Test func aFullSocketPausesReadingAndItsDrainLetsConsumersDispatch() throws {
         var machine = withConsumer()
         guard case .pauseReading = machine.writabilityChanged(isWritable: false) else {
