@@ -147,6 +147,9 @@ import Testing
         #expect(addresses.map(\.host) == ["a", "b", "c"])
         #expect(addresses.map(\.port) == [6651, 6650, 7000])
         #expect(throws: PulsarClientError.self) { try PulsarClient.parseAll(url: "pulsar://a:1,:2") }
-        #expect(throws: PulsarClientError.self) { try PulsarClient.parseAll(url: "pulsar+ssl://a:6651") }
+        // TLS URLs: port 6651 by default.
+        let tls = try PulsarClient.parseAll(url: "pulsar+ssl://a,b:7001")
+        #expect(tls.map(\.port) == [6651, 7001])
+        #expect(throws: PulsarClientError.self) { try PulsarClient.parseAll(url: "http://a:8080") }
     }
 }
