@@ -56,7 +56,9 @@ class ClusterProcess(Broker):
 
 
 class LocalCluster:
-    def __init__(self, root: Path, storage_nodes: int = 3, brokers: int = 2, auditor_grace_s: int = 3):
+    def __init__(self, root: Path, storage_nodes: int = 3, brokers: int = 2, auditor_grace_s: int = 3,
+                 storage_args: list[str] = (), broker_args: list[str] = ()):
+        """`storage_args` / `broker_args`: more arguments for every storage node / broker (e.g. --config)."""
         self.root = root
         etcd = shutil.which("etcd")
         if etcd is None:
@@ -73,7 +75,7 @@ class LocalCluster:
         self.storage = [
             ClusterProcess(f"storage-{i}", root, lambda p: [
                 "storage", "--data-dir", str(p.data_dir), "--bind-address", "127.0.0.1", "--port", str(p.port),
-                "--advertised-address", "127.0.0.1", "--metadata", self.metadata_url,
+                "--advertised-address", "127.0.0.1", "--metadata", self.metadata_url, *storage_args,
             ])
             for i in range(storage_nodes)
         ]
@@ -84,7 +86,7 @@ class LocalCluster:
                 "--session-ttl-seconds", str(SESSION_TTL_S), "--replication-grace-seconds", str(auditor_grace_s),
                 "--replication-check-seconds", "1",
                 # Small ledgers: some roll (close) while a storage node is down, for the auditor to repair.
-                "--max-entries-per-ledger", "1000",
+                "--max-entries-per-ledger", "1000", *broker_args,
             ], http=True)
             for i in range(brokers)
         ]

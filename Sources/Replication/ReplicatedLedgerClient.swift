@@ -13,6 +13,8 @@ public struct ReplicatedLedgerClientConfiguration: Sendable {
     public var quorum: QuorumConfiguration
     /// How long one storage request may take before the node counts as failed.
     public var requestTimeout: TimeAmount = .seconds(10)
+    /// What the client presents to nodes with authentication on; nil: nothing.
+    public var credentials: StorageClientCredentials?
 
     public init(nodes: [StorageNodeAddress], quorum: QuorumConfiguration) {
         precondition(nodes.count >= quorum.ensembleSize, "need at least E storage nodes")
@@ -84,6 +86,7 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
 
     private let placement: Placement
     public let requestTimeout: TimeAmount
+    private let credentials: StorageClientCredentials?
     public let eventLoop: any EventLoop
     private let eventLoopGroup: any EventLoopGroup
     private let ownsGroup: Bool
@@ -104,24 +107,32 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
     /// A store over a fixed node list, without metadata. `eventLoopGroup`: where the node
     /// connections run; nil makes a one-thread group of its own.
     public convenience init(configuration: ReplicatedLedgerClientConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
-        self.init(placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.init(
+            placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, credentials: configuration.credentials,
+            eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
     /// A store that records ledgers in `metadata` and places them on `directory`'s live nodes.
     /// `defaultReplication` nil: 3/3/2 when at least three nodes are live, else n/n/min(2, n),
-    /// decided per ledger at `createLedger`.
+    /// decided per ledger at `createLedger`. `credentials`: what it presents to nodes with
+    /// authentication on.
     public convenience init(
         metadata: any MetadataStore, directory: StorageNodeDirectory, defaultReplication: LedgerReplicationOptions?,
-        requestTimeout: TimeAmount = .seconds(10), eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger
+        requestTimeout: TimeAmount = .seconds(10), credentials: StorageClientCredentials? = nil,
+        eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger
     ) {
         self.init(
             placement: .metadata(LedgerMetadataStore(store: metadata), directory, defaultReplication: defaultReplication),
-            requestTimeout: requestTimeout, eventLoopGroup: eventLoopGroup, logger: logger)
+            requestTimeout: requestTimeout, credentials: credentials, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
-    private init(placement: Placement, requestTimeout: TimeAmount, eventLoopGroup: (any EventLoopGroup)?, logger: Logger) {
+    private init(
+        placement: Placement, requestTimeout: TimeAmount, credentials: StorageClientCredentials?,
+        eventLoopGroup: (any EventLoopGroup)?, logger: Logger
+    ) {
         self.placement = placement
         self.requestTimeout = requestTimeout
+        self.credentials = credentials
         if let eventLoopGroup {
             self.eventLoopGroup = eventLoopGroup
             ownsGroup = false
@@ -136,7 +147,8 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
     /// The cluster store a broker uses: ledger records in `metadata`, ensembles placed on the nodes
     /// registered under `/storage-nodes/`. Checks that the metadata store answers (lists the nodes).
     public static func connect(
-        metadata: any SessionCapableMetadataStore, defaultReplication: LedgerReplicationOptions?, logger: Logger
+        metadata: any SessionCapableMetadataStore, defaultReplication: LedgerReplicationOptions?,
+        credentials: StorageClientCredentials? = nil, logger: Logger
     ) async throws -> ReplicatedLedgerClient {
         if let defaultReplication, !defaultReplication.isValid {
             throw LedgerStoreError.io(
@@ -148,7 +160,8 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
             "storage-nodes": "\(nodes.map(\.description).joined(separator: ","))",
             "replication": "\(defaultReplication.map { "\($0.ensembleSize)/\($0.writeQuorumSize)/\($0.ackQuorumSize)" } ?? "auto")",
         ])
-        return ReplicatedLedgerClient(metadata: metadata, directory: directory, defaultReplication: defaultReplication, logger: logger)
+        return ReplicatedLedgerClient(
+            metadata: metadata, directory: directory, defaultReplication: defaultReplication, credentials: credentials, logger: logger)
     }
 
     /// Fixed mode: the ensemble a new ledger starts on: E consecutive nodes of the list, starting at
@@ -957,7 +970,8 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
             return eventLoop.makeFailedFuture(ReplicationError(.connectionClosed, "replicated ledger store is closed"))
         }
         if let existing = clients[node] { return existing }
-        let connecting = StorageNodeClient.connect(to: node, eventLoopGroup: eventLoop, requestTimeout: requestTimeout)
+        let connecting = StorageNodeClient.connect(
+            to: node, eventLoopGroup: eventLoop, requestTimeout: requestTimeout, credentials: credentials)
         clients[node] = connecting
         connecting.whenComplete { result in
             if case .success(let client) = result {

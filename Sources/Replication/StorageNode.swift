@@ -275,6 +275,12 @@ public final class StorageNode: @unchecked Sendable {
             } catch {
                 respond(failure(error))
             }
+        case .authenticate:
+            // The connection's handler answers it (`StorageNodeServerHandler`); the node has no
+            // notion of clients.
+            var text = ByteBuffer()
+            text.writeString("authenticate is answered by the storage server, not the node")
+            respond(StorageResponse(requestType: type, status: .error, body: text))
         }
     }
 }

@@ -26,6 +26,19 @@ public struct StorageNodeAddress: Hashable, Sendable, CustomStringConvertible, C
     public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.host, lhs.port) < (rhs.host, rhs.port) }
 }
 
+/// What a broker presents to storage nodes that have authentication on (Pulsar's
+/// `brokerClientAuthenticationPlugin` / `brokerClientAuthenticationParameters`). `data` is asked
+/// for on every new connection, so a token file that is rotated is picked up.
+public struct StorageClientCredentials: Sendable {
+    public var method: String
+    public var data: @Sendable () throws -> [UInt8]
+
+    public init(method: String, data: @escaping @Sendable () throws -> [UInt8]) {
+        self.method = method
+        self.data = data
+    }
+}
+
 /// One NIO connection to a storage node. Requests are pipelined and matched to answers by request
 /// id; each fails with `ReplicationError` on timeout or when the connection closes (a closed
 /// client fails every later request at once). Thread-safe; its state lives on the channel's loop.
@@ -38,12 +51,14 @@ public final class StorageNodeClient: Sendable {
         self.channel = channel
     }
 
-    /// Connects to `address`.
+    /// Connects to `address`; with `credentials`, authenticates before the client is handed out
+    /// (a refusal fails the future with `authenticationFailed` and closes the connection).
     public static func connect(
         to address: StorageNodeAddress, eventLoopGroup: any EventLoopGroup,
-        requestTimeout: TimeAmount = .seconds(10), connectTimeout: TimeAmount = .seconds(5)
+        requestTimeout: TimeAmount = .seconds(10), connectTimeout: TimeAmount = .seconds(5),
+        credentials: StorageClientCredentials? = nil
     ) -> EventLoopFuture<StorageNodeClient> {
-        ClientBootstrap(group: eventLoopGroup)
+        let connecting = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -55,6 +70,37 @@ public final class StorageNodeClient: Sendable {
             }
             .connect(host: address.host, port: address.port)
             .map { StorageNodeClient(address: address, channel: $0) }
+        guard let credentials else { return connecting }
+        return connecting.flatMap { client in
+            client.authenticate(credentials).flatMapError { error in
+                client.close().flatMapThrowing { throw error }
+            }
+        }
+    }
+
+    private func authenticate(_ credentials: StorageClientCredentials) -> EventLoopFuture<StorageNodeClient> {
+        let address = self.address
+        let data: [UInt8]
+        do {
+            data = try credentials.data()
+        } catch {
+            return channel.eventLoop.makeFailedFuture(ReplicationError(
+                .authenticationFailed, "could not read the broker's credentials for storage node \(address) (brokerClientAuthenticationParameters): \(error)"))
+        }
+        var buffer = channel.allocator.buffer(capacity: data.count)
+        buffer.writeBytes(data)
+        return send(.authenticate(method: credentials.method, data: buffer)).flatMapThrowing { response in
+            switch response.status {
+            case .ok:
+                return self
+            case .unauthenticated:
+                throw ReplicationError(
+                    .authenticationFailed,
+                    "storage node \(address) refused the broker's credentials (\(response.text)); check brokerClientAuthenticationParameters against the node's token key and superUserRoles")
+            default:
+                throw ReplicationError(.authenticationFailed, "storage node \(address) answered authenticate with \(response.status): \(response.text)")
+            }
+        }
     }
 
     public var isActive: Bool { channel.isActive }

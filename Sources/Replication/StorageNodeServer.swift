@@ -12,15 +12,21 @@ public final class StorageNodeServer: Service, Sendable {
     public let host: String
     public let port: Int
     private let node: StorageNode
+    private let authenticator: StorageClientAuthenticator?
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let state = NIOLockedValueBox<(channel: (any Channel)?, children: [ObjectIdentifier: any Channel])>((nil, [:]))
     private let boundPromise: EventLoopPromise<Int>
 
-    public init(host: String, port: Int, node: StorageNode, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+    /// `authenticator`: nil, every client is served; else each connection must `authenticate` first.
+    public init(
+        host: String, port: Int, node: StorageNode, authenticator: StorageClientAuthenticator? = nil,
+        eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) {
         self.host = host
         self.port = port
         self.node = node
+        self.authenticator = authenticator
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.boundPromise = eventLoopGroup.next().makePromise()
@@ -33,6 +39,7 @@ public final class StorageNodeServer: Service, Sendable {
 
     public func run() async throws {
         let node = self.node
+        let authenticator = self.authenticator
         let logger = self.logger
         let state = self.state
         let channel: any Channel
@@ -50,7 +57,7 @@ public final class StorageNodeServer: Service, Sendable {
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StorageMessageDecoder()))
                         try channel.pipeline.syncOperations.addHandler(StorageMessageEncoderHandler())
-                        try channel.pipeline.syncOperations.addHandler(StorageNodeServerHandler(node: node, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(StorageNodeServerHandler(node: node, authenticator: authenticator, logger: logger))
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -76,24 +83,62 @@ public final class StorageNodeServer: Service, Sendable {
     }
 }
 
+/// How a storage node with authentication on checks a client: the method and credentials of its
+/// `authenticate` request in, the client's role out, or a thrown error (logged, never sent: the
+/// client hears only "Failed to authenticate"). Deciding which roles may use the node is part of it.
+public typealias StorageClientAuthenticator = @Sendable (_ method: String, _ data: [UInt8]) async throws -> String
+
 /// One server connection: decoded requests go to the node; answers are written in whatever
-/// order they complete (the client matches them by request id). Owned by the channel's loop.
-final class StorageNodeServerHandler: ChannelInboundHandler, Sendable {
+/// order they complete (the client matches them by request id). With an authenticator, the
+/// connection answers nothing but `authenticate` until that succeeds; any other request first, or
+/// refused credentials, get `unauthenticated` and the connection is closed. Owned by the channel's loop.
+final class StorageNodeServerHandler: ChannelInboundHandler {
     typealias InboundIn = StorageMessage
     typealias OutboundOut = StorageMessage
 
-    private let node: StorageNode
-    private let logger: Logger
+    private enum Access {
+        /// No authentication on this node.
+        case open
+        /// Waiting for the client's `authenticate`.
+        case required
+        /// Its credentials are being checked.
+        case checking
+        case authenticated(role: String)
+        /// Refused: the connection is closing; later requests are dropped.
+        case refused
+    }
 
-    init(node: StorageNode, logger: Logger) {
+    private let node: StorageNode
+    private let authenticator: StorageClientAuthenticator?
+    private let logger: Logger
+    private var access: Access
+
+    init(node: StorageNode, authenticator: StorageClientAuthenticator?, logger: Logger) {
         self.node = node
+        self.authenticator = authenticator
         self.logger = logger
+        self.access = authenticator == nil ? .open : .required
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .request(let requestID, let request) = unwrapInboundIn(data) else {
             logger.warning("storage-server.unexpected-response")
             context.close(promise: nil)
+            return
+        }
+        if case .authenticate(let method, let credentials) = request {
+            authenticate(context: context, requestID: requestID, method: method, credentials: credentials)
+            return
+        }
+        switch access {
+        case .open, .authenticated:
+            break
+        case .required, .checking:
+            refuse(
+                context.channel, requestID: requestID, requestType: request.typeByte,
+                "authentication required: this storage node has authenticationEnabled=true; give the broker brokerClientAuthenticationPlugin and brokerClientAuthenticationParameters")
+            return
+        case .refused:
             return
         }
         let channel = context.channel
@@ -114,6 +159,69 @@ final class StorageNodeServerHandler: ChannelInboundHandler, Sendable {
                 return
             }
             node.handle(request, respond: respond)
+        }
+    }
+
+    private func authenticate(context: ChannelHandlerContext, requestID: UInt64, method: String, credentials: ByteBuffer) {
+        let channel = context.channel
+        let type = StorageRequest.authenticate(method: method, data: credentials).typeByte
+        guard let authenticator else {
+            // Authentication off: credentials are accepted unread (a broker configured for a
+            // secured cluster still works against an open node).
+            channel.writeAndFlush(StorageMessage.response(requestID: requestID, StorageResponse(requestType: type, status: .ok)), promise: nil)
+            return
+        }
+        switch access {
+        case .checking:
+            refuse(channel, requestID: requestID, requestType: type, "authenticate sent again before the first one was answered")
+            return
+        case .refused:
+            return
+        case .open, .required, .authenticated:
+            break
+        }
+        access = .checking
+        let bytes = Array(credentials.readableBytesView)
+        let peer = channel.remoteAddress.map { "\($0)" } ?? "?"
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        Task {
+            let outcome: Result<String, any Error>
+            do {
+                outcome = .success(try await authenticator(method, bytes))
+            } catch {
+                outcome = .failure(error)
+            }
+            eventLoop.execute {
+                let handler = loopBound.value
+                guard case .checking = handler.access else { return }
+                switch outcome {
+                case .success(let role):
+                    handler.access = .authenticated(role: role)
+                    handler.logger.info("storage-server.authenticated", metadata: ["peer": "\(peer)", "role": "\(role)", "auth.method": "\(method)"])
+                    var body = ByteBuffer()
+                    body.writeString(role)
+                    channel.writeAndFlush(
+                        StorageMessage.response(requestID: requestID, StorageResponse(requestType: type, status: .ok, body: body)), promise: nil)
+                case .failure(let error):
+                    handler.logger.warning("storage-server.authentication-refused", metadata: [
+                        "peer": "\(peer)", "auth.method": "\(method)", "reason": "\(error)",
+                    ])
+                    handler.refuse(channel, requestID: requestID, requestType: type, "Failed to authenticate")
+                }
+            }
+        }
+    }
+
+    /// Answers `unauthenticated` with `text`, then closes the connection.
+    private func refuse(_ channel: any Channel, requestID: UInt64, requestType: UInt8, _ text: String) {
+        access = .refused
+        var body = ByteBuffer()
+        body.writeString(text)
+        channel.writeAndFlush(
+            StorageMessage.response(requestID: requestID, StorageResponse(requestType: requestType, status: .unauthenticated, body: body))
+        ).whenComplete { _ in
+            channel.close(promise: nil)
         }
     }
 

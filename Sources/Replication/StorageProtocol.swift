@@ -16,6 +16,8 @@ public enum ReplicationLimits {
     /// Most listed-but-unstored entries a ledger recovery drops from a ledger's tail before it gives
     /// up and asks for a retry (see `ReplicatedLedgerClient.readBackTail`).
     public static let recoveryReadBackEntries: Int64 = 1_000
+    /// Longest authentication method name (`token`, `tls`, ...).
+    public static let maxAuthMethodBytes: UInt16 = 64
 }
 
 /// What a storage-node request asks for. The wire layout is in `docs/STORAGE_PROTOCOL.md`.
@@ -31,6 +33,10 @@ public enum StorageRequest: Sendable, Equatable {
     /// The entry ids the node holds durably for the ledger, from `fromEntryID` on, ascending, at
     /// most `ReplicationLimits.maxListedEntriesPerResponse`.
     case listEntries(ledgerID: Int64, fromEntryID: Int64)
+    /// Who the client is: the first request on a connection to a node with authentication on
+    /// (`method` as Pulsar names it, e.g. `token`; `data` its credentials). Until it succeeds the
+    /// node answers nothing else.
+    case authenticate(method: String, data: ByteBuffer)
 
     /// The request's type byte; its response uses `type | 0x80`.
     public var typeByte: UInt8 {
@@ -42,24 +48,19 @@ public enum StorageRequest: Sendable, Equatable {
         case .deleteLedger: return 5
         case .recoveryAddEntry: return 6
         case .listEntries: return 7
+        case .authenticate: return 8
         }
     }
+
+    /// The highest request type byte.
+    public static let maxTypeByte: UInt8 = 8
 
     /// Whether answering it waits for the disk (a read, a fence, a delete): the server runs those
     /// on a thread pool, never on the connection's event loop.
     public var waitsForDisk: Bool {
         switch self {
         case .readEntry, .fence, .deleteLedger: return true
-        case .addEntry, .recoveryAddEntry, .readLastAddConfirmed, .listEntries: return false
-        }
-    }
-
-    public var ledgerID: Int64 {
-        switch self {
-        case .addEntry(let ledgerID, _, _), .readEntry(let ledgerID, _), .readLastAddConfirmed(let ledgerID),
-             .fence(let ledgerID), .deleteLedger(let ledgerID), .recoveryAddEntry(let ledgerID, _, _),
-             .listEntries(let ledgerID, _):
-            return ledgerID
+        case .addEntry, .recoveryAddEntry, .readLastAddConfirmed, .listEntries, .authenticate: return false
         }
     }
 }
@@ -75,6 +76,9 @@ public enum StorageStatus: UInt8, Sendable, Equatable {
     case io = 5
     /// Anything else (store closed, request refused); the body carries UTF-8 text.
     case error = 6
+    /// The node has authentication on and the client has not (or could not) authenticate; the body
+    /// carries UTF-8 text and the node closes the connection after it.
+    case unauthenticated = 7
 
     /// The status a `LedgerStoreError` is reported with.
     public init(_ error: LedgerStoreError) {
@@ -146,6 +150,8 @@ public struct ReplicationError: Error, Equatable, CustomStringConvertible {
         case frameTooLarge, frameTooSmall, unknownType, malformedFrame
         case connectionClosed, requestTimedOut, tooManyPendingRequests
         case notEnoughNodes
+        /// The node refused the client's credentials, or wanted some.
+        case authenticationFailed
     }
 
     public var code: Code
@@ -179,6 +185,10 @@ public enum StorageMessageEncoder {
                 buffer.writeInteger(entryID)
             case .readLastAddConfirmed(let ledgerID), .fence(let ledgerID), .deleteLedger(let ledgerID):
                 buffer.writeInteger(ledgerID)
+            case .authenticate(let method, var data):
+                buffer.writeInteger(UInt16(method.utf8.count))
+                buffer.writeString(method)
+                buffer.writeBuffer(&data)
             }
         case .response(let requestID, var response):
             buffer.writeInteger(response.requestType | 0x80)
@@ -245,7 +255,7 @@ public struct StorageMessageDecoder: NIOSingleStepByteToMessageDecoder {
         }
         if type & 0x80 != 0 {
             let requestType = type & 0x7f
-            guard (1...7).contains(requestType) else {
+            guard (1...StorageRequest.maxTypeByte).contains(requestType) else {
                 throw ReplicationError(.unknownType, "unknown response type \(type)")
             }
             guard let statusByte = frame.readInteger(as: UInt8.self) else {
@@ -295,6 +305,13 @@ public struct StorageMessageDecoder: NIOSingleStepByteToMessageDecoder {
             let fromEntryID = try int64()
             try end()
             request = .listEntries(ledgerID: ledgerID, fromEntryID: fromEntryID)
+        case 8:
+            guard let length = frame.readInteger(as: UInt16.self), length <= ReplicationLimits.maxAuthMethodBytes,
+                  let method = frame.readString(length: Int(length)), !method.isEmpty
+            else {
+                throw ReplicationError(.malformedFrame, "authenticate frame without a method name of 1 to \(ReplicationLimits.maxAuthMethodBytes) bytes")
+            }
+            request = .authenticate(method: method, data: frame)
         default:
             throw ReplicationError(.unknownType, "unknown request type \(type)")
         }

@@ -39,11 +39,16 @@ public enum ConfigKeys {
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.
         "lostBookieRecoveryDelay", "auditorPeriodicBookieCheckInterval",
+        // What the broker presents to storage nodes with authentication on.
+        "brokerClientAuthenticationPlugin", "brokerClientAuthenticationParameters",
     ])
 
     /// `magnetar storage --config bookkeeper.conf`.
     public static let storage: Set<String> = [
         "bookiePort", "advertisedAddress", "ledgerDirectories", "journalDirectories", "journalDirectory",
         "metadataServiceUri",
+        // Authentication of the brokers that connect (the broker's key names).
+        "authenticationEnabled", "authenticationProviders", "tokenSecretKey", "tokenPublicKey", "tokenPublicAlg",
+        "tokenAuthClaim", "tokenAudienceClaim", "tokenAudience", "superUserRoles",
     ]
 }

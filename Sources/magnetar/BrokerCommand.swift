@@ -143,7 +143,7 @@ struct BrokerCommand: AsyncParsableCommand {
         let store = try await ClusterStorage.connect(
             metadata: metadataStore, staticNodes: storageNodes, replication: settings.replication,
             auditInterval: .seconds(settings.replicationCheckSeconds), lostNodeGracePeriod: .seconds(settings.replicationGraceSeconds),
-            auditorName: brokerID, logger: logger)
+            auditorName: brokerID, credentials: try BrokerClientAuthentication.credentials(file), logger: logger)
         let security = try SecuritySettings.resolve(file)
         let identity = BrokerIdentity(
             brokerID: brokerID, pulsarURL: "pulsar://\(listening.advertisedAddress):\(listening.port)",

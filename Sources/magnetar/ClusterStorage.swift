@@ -16,7 +16,8 @@ struct ClusterStorage {
 
     static func connect(
         metadata: any SessionCapableMetadataStore, staticNodes: String?, replication: LedgerReplicationOptions?,
-        auditInterval: Duration, lostNodeGracePeriod: Duration, auditorName: String, logger: Logger
+        auditInterval: Duration, lostNodeGracePeriod: Duration, auditorName: String,
+        credentials: StorageClientCredentials?, logger: Logger
     ) async throws -> ClusterStorage {
         let store: ReplicatedLedgerClient
         if let staticNodes {
@@ -28,9 +29,10 @@ struct ClusterStorage {
             }
             store = ReplicatedLedgerClient(
                 metadata: metadata, directory: StorageNodeDirectory(fixedNodes: nodes), defaultReplication: replication,
-                logger: logger)
+                credentials: credentials, logger: logger)
         } else {
-            store = try await ReplicatedLedgerClient.connect(metadata: metadata, defaultReplication: replication, logger: logger)
+            store = try await ReplicatedLedgerClient.connect(
+                metadata: metadata, defaultReplication: replication, credentials: credentials, logger: logger)
         }
         let auditor = ReplicationAuditor(
             metadata: metadata, store: store, name: auditorName, interval: auditInterval,

@@ -1,6 +1,8 @@
 import Authentication
 import BrokerCore
 import BrokerServer
+import Foundation
+import Replication
 import ServerConfig
 
 /// Authentication and authorization from the `--config` file, with Pulsar's keys
@@ -121,6 +123,98 @@ enum QuotaSettings {
             configuration.maxNamespacesPerTenant = try file.int("maxNamespacesPerTenant", in: 0...Int(Int32.max)) ?? 0
         } catch {
             throw StartupError(error.description)
+        }
+    }
+}
+
+/// What a broker presents to the storage nodes of its cluster (Pulsar's
+/// `brokerClientAuthenticationPlugin` and `brokerClientAuthenticationParameters`).
+enum BrokerClientAuthentication {
+    static let tokenPlugin = "org.apache.pulsar.client.impl.auth.AuthenticationToken"
+
+    /// nil when no plugin is configured. Parameters as Pulsar's `AuthenticationToken` reads them:
+    /// `token:<jwt>`, `file:///path` (read again for every new connection, trimmed),
+    /// `{"token":"<jwt>"}`, or the token itself.
+    static func credentials(_ file: ConfigFile?) throws -> StorageClientCredentials? {
+        guard let file, let plugin = file.string("brokerClientAuthenticationPlugin") else { return nil }
+        guard plugin == tokenPlugin || plugin == "token" else {
+            throw StartupError(file.error(
+                "brokerClientAuthenticationPlugin", plugin,
+                expected: "\(tokenPlugin) (storage nodes accept tokens)").description)
+        }
+        guard let parameters = file.string("brokerClientAuthenticationParameters") else {
+            throw StartupError(file.error(
+                "brokerClientAuthenticationParameters", "",
+                expected: "the broker's token: token:<jwt>, file:///path/to/token or {\"token\":\"<jwt>\"}").description)
+        }
+        let token = try tokenSource(parameters, file: file)
+        // Read once now: a missing file fails the start-up rather than every ledger write.
+        _ = try token()
+        return StorageClientCredentials(method: "token", data: { Array(try token().utf8) })
+    }
+
+    private static func tokenSource(_ parameters: String, file: ConfigFile) throws -> @Sendable () throws -> String {
+        if parameters.hasPrefix("token:") {
+            let token = String(parameters.dropFirst("token:".count))
+            return { token }
+        }
+        if parameters.hasPrefix("file:") {
+            guard let url = URL(string: parameters), url.isFileURL, !url.path.isEmpty else {
+                throw StartupError(file.error("brokerClientAuthenticationParameters", "file:…", expected: "file:///absolute/path/to/token").description)
+            }
+            let path = url.path
+            return {
+                do {
+                    return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                } catch {
+                    throw StartupError("brokerClientAuthenticationParameters: cannot read the token file \(path): \(error.localizedDescription)")
+                }
+            }
+        }
+        if parameters.hasPrefix("{") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(parameters.utf8)) as? [String: Any],
+                  let token = object["token"] as? String
+            else {
+                throw StartupError(file.error("brokerClientAuthenticationParameters", "{…}", expected: "a JSON object with a \"token\" string").description)
+            }
+            return { token }
+        }
+        return { parameters }
+    }
+}
+
+/// A storage node's check of the brokers that connect (`authenticationEnabled`, the token
+/// provider's keys and `superUserRoles`, as in broker.conf): a valid token whose role is one of
+/// `superUserRoles`. Any other role, even with a valid token (an application's), is refused.
+enum StorageNodeAuthentication {
+    struct RoleNotAllowed: Error, CustomStringConvertible {
+        var role: String
+        var description: String { "role '\(role)' is not one of the storage node's superUserRoles" }
+    }
+
+    static func authenticator(_ file: ConfigFile?) async throws -> StorageClientAuthenticator? {
+        let security = try SecuritySettings.resolve(file)
+        guard let file, security.authentication.isEnabled else { return nil }
+        guard security.authentication.token != nil else {
+            throw StartupError(file.error(
+                "authenticationProviders", file.string("authenticationProviders") ?? "",
+                expected: "\(SecuritySettings.tokenProvider): storage nodes check the brokers' tokens").description)
+        }
+        let allowed = security.authorization.superUserRoles
+        guard !allowed.isEmpty else {
+            throw StartupError(file.error(
+                "superUserRoles", "", expected: "the brokers' roles, since authenticationEnabled=true: only they may read and write ledgers").description)
+        }
+        let authenticator: Authenticator
+        do {
+            authenticator = try await Authenticator.make(security.authentication)
+        } catch {
+            throw StartupError("\(file.path): \(error.description)")
+        }
+        return { method, data in
+            let role = try await authenticator.authenticate(.method(method, data)).role
+            guard allowed.contains(role) else { throw RoleNotAllowed(role: role) }
+            return role
         }
     }
 }

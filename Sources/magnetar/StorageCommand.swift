@@ -88,8 +88,11 @@ struct StorageCommand: AsyncParsableCommand {
         let store = try FileLedgerStore(configuration: FileLedgerStoreConfiguration(directory: ledgersDirectory), logger: logger)
         defer { store.close() }
         let node = try StorageNode(store: store)
+        let authenticator = try await StorageNodeAuthentication.authenticator(file)
+        if authenticator != nil { logger.info("storage.authentication-on") }
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let server = StorageNodeServer(host: bindAddress, port: port, node: node, eventLoopGroup: eventLoopGroup, logger: logger)
+        let server = StorageNodeServer(
+            host: bindAddress, port: port, node: node, authenticator: authenticator, eventLoopGroup: eventLoopGroup, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
         var metadataStore: (any SessionCapableMetadataStore)?
         if let url = settings.metadataURL {

@@ -24,13 +24,15 @@ import Testing
 
     /// Starts `count` servers on ephemeral ports, runs `body`, stops everything.
     static func withCluster(
-        count: Int, stores: (Int) -> any LedgerStore = { _ in InMemoryLedgerStore() }, _ body: (Cluster) async throws -> Void
+        count: Int, stores: (Int) -> any LedgerStore = { _ in InMemoryLedgerStore() },
+        authenticator: StorageClientAuthenticator? = nil, _ body: (Cluster) async throws -> Void
     ) async throws {
         let cluster = Cluster()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for index in 0..<count {
                 let node = try StorageNode(store: stores(index))
-                let server = StorageNodeServer(host: "127.0.0.1", port: 0, node: node, eventLoopGroup: cluster.group, logger: logger)
+                let server = StorageNodeServer(
+                    host: "127.0.0.1", port: 0, node: node, authenticator: authenticator, eventLoopGroup: cluster.group, logger: logger)
                 tasks.addTask { try await server.run() }
                 let port = try await server.boundPort
                 cluster.servers.append(server)
@@ -124,6 +126,78 @@ import Testing
             #expect(refused)
             await reader.shutdown()
             await store.shutdown()
+        }
+    }
+
+    struct Refused: Error {}
+
+    /// Accepts method `token` with data `good` as role `broker`.
+    static let authenticator: StorageClientAuthenticator = { method, data in
+        guard method == "token", data == Array("good".utf8) else { throw Refused() }
+        return "broker"
+    }
+
+    static func credentials(_ token: String) -> StorageClientCredentials {
+        StorageClientCredentials(method: "token", data: { Array(token.utf8) })
+    }
+
+    @Test func authenticatedClientIsServed() async throws {
+        try await Self.withCluster(count: 1, authenticator: Self.authenticator) { cluster in
+            let client = try await StorageNodeClient.connect(
+                to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("good")).get()
+            #expect(try await client.send(.addEntry(ledgerID: 1, entryID: 0, payload: ByteBuffer(string: "a"))).status == .ok)
+            #expect(try await client.send(.readEntry(ledgerID: 1, entryID: 0)).body == ByteBuffer(string: "a"))
+            try await client.close().get()
+        }
+    }
+
+    @Test func clientWithoutCredentialsIsRefusedAndDisconnected() async throws {
+        try await Self.withCluster(count: 1, authenticator: Self.authenticator) { cluster in
+            let client = try await StorageNodeClient.connect(to: cluster.addresses[0], eventLoopGroup: cluster.group).get()
+            let answer = try await client.send(.addEntry(ledgerID: 1, entryID: 0, payload: ByteBuffer(string: "a")))
+            #expect(answer.status == .unauthenticated)
+            #expect(answer.text.contains("authentication required"))
+            try await client.channel.closeFuture.get()
+            // Nothing was stored.
+            #expect(cluster.nodes[0].lastAddConfirmed(ledgerID: 1) == nil)
+        }
+    }
+
+    @Test func wrongCredentialsFailTheConnect() async throws {
+        try await Self.withCluster(count: 1, authenticator: Self.authenticator) { cluster in
+            await #expect(throws: ReplicationError.self) {
+                _ = try await StorageNodeClient.connect(
+                    to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("bad")).get()
+            }
+            do {
+                _ = try await StorageNodeClient.connect(
+                    to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("bad")).get()
+            } catch let error as ReplicationError {
+                #expect(error.code == .authenticationFailed)
+            }
+        }
+    }
+
+    @Test func replicatedStorePresentsItsCredentials() async throws {
+        try await Self.withCluster(count: 2, authenticator: Self.authenticator) { cluster in
+            var configuration = ReplicatedLedgerClientConfiguration(
+                nodes: cluster.addresses, quorum: QuorumConfiguration(ensembleSize: 2, writeQuorumSize: 2, ackQuorumSize: 2))
+            configuration.credentials = Self.credentials("good")
+            let store = ReplicatedLedgerClient(configuration: configuration, logger: Self.logger)
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                store.append(ledgerID: 2, entryID: 0, payload: ByteBuffer(string: "x")) { continuation.resume(with: $0) }
+            }
+            #expect(try await store.read(ledgerID: 2, entryID: 0) == ByteBuffer(string: "x"))
+            await store.shutdown()
+        }
+    }
+
+    @Test func openNodeAcceptsCredentialsUnread() async throws {
+        try await Self.withCluster(count: 1) { cluster in
+            let client = try await StorageNodeClient.connect(
+                to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("anything")).get()
+            #expect(try await client.send(.readLastAddConfirmed(ledgerID: 5)).status == .notFound)
+            try await client.close().get()
         }
     }
 }

@@ -16,6 +16,10 @@ import Testing
         .request(requestID: UInt64.max, .deleteLedger(ledgerID: 7)),
         .request(requestID: 7, .recoveryAddEntry(ledgerID: 7, entryID: 3, payload: payload("again"))),
         .request(requestID: 8, .listEntries(ledgerID: 7, fromEntryID: 2)),
+        .request(requestID: 9, .authenticate(method: "token", data: payload("eyJhbGciOiJIUzI1NiJ9.e30.sig"))),
+        .request(requestID: 10, .authenticate(method: "none", data: ByteBuffer())),
+        .response(requestID: 9, StorageResponse(requestType: 8, status: .ok, body: payload("broker"))),
+        .response(requestID: 10, StorageResponse(requestType: 8, status: .unauthenticated, body: payload("Failed to authenticate"))),
         .response(requestID: 7, StorageResponse(requestType: 6, status: .ok)),
         .response(requestID: 8, StorageResponse(requestType: 7, status: .ok, body: StorageResponse.entryList([2, 5, 9]))),
         .response(requestID: 1, StorageResponse(requestType: 1, status: .ok)),
@@ -55,6 +59,11 @@ import Testing
         let frames: [[UInt8]] = [
             [0, 0, 0, 3, 1, 0, 0],                                   // too small
             [0, 0, 0, 9, 9, 0, 0, 0, 0, 0, 0, 0, 1],                 // unknown type
+            [0, 0, 0, 10, 0x89, 0, 0, 0, 0, 0, 0, 0, 1, 0],          // answer to an unknown type
+            [0, 0, 0, 9, 8, 0, 0, 0, 0, 0, 0, 0, 1],                 // authenticate without a method length
+            [0, 0, 0, 11, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],          // authenticate with an empty method
+            [0, 0, 0, 13, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 5, 0x74, 0x6f], // method longer than the frame
+            [0, 0, 0, 11, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff],    // method longer than the limit
             [0, 0, 0, 10, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0],             // read with a short ledger id
             [0, 0, 0, 10, 0x81, 0, 0, 0, 0, 0, 0, 0, 1, 99],         // unknown status
             [0, 0, 0, 14, 0x83, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], // LAC of 4 bytes
