@@ -55,6 +55,29 @@ def admin(broker, method: str, path: str, body: Any = None, timeout: float = 10.
         return raw
 
 
+def call(broker, method: str, path: str, body: Any = None, token: str | None = None,
+         timeout: float = 10.0) -> tuple[int, Any]:
+    """One admin request that may fail: (HTTP status, parsed JSON answer, its text if not JSON, or
+    None if empty). `token`: sent as `Authorization: Bearer`."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(broker.http_url + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as response:
+            status, raw = response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read().decode(errors="replace")
+    if not raw.strip():
+        return status, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
 def topic_path(topic: str) -> str:
     """`persistent://t/ns/x` -> `persistent/t/ns/x` (the REST form of a topic name)."""
     domain, rest = topic.split("://", 1)

@@ -424,6 +424,15 @@ def close_quietly(client: pulsar.Client) -> None:
 
 
 @pytest.fixture
+def clients():
+    """A list to append the test's own pulsar.Client objects to; each is closed at teardown."""
+    made: list[pulsar.Client] = []
+    yield made
+    for c in made:
+        close_quietly(c)
+
+
+@pytest.fixture
 def make_client():
     """make_client(broker_or_url) -> pulsar.Client, closed at teardown."""
     clients: list[pulsar.Client] = []

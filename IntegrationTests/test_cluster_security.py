@@ -1,13 +1,17 @@
 """Issue 14, inside a cluster: storage nodes with `authenticationEnabled` accept only brokers that
 present a token (`brokerClientAuthenticationPlugin` / `brokerClientAuthenticationParameters`)
-whose role is one of the node's `superUserRoles`.
+whose role is one of the node's `superUserRoles`; storage nodes with `tlsCertificatePath` speak
+only TLS, and with `tlsClientAuthentication=true` want a trusted client certificate, which the
+broker presents with `brokerClientTlsEnabled` / `bookkeeperTLS*`.
 
-- A secured cluster (etcd, 2 storage nodes, 1 broker; token auth on the broker's binary protocol
-  too) stores and serves messages for the official client.
-- Spoken to directly, a storage node answers a request without credentials, a wrong-key token or
-  a valid token of a role that is not a broker's with `unauthenticated` (status 7) and closes the
-  connection; its log names the reason and never the token.
-- A broker without credentials cannot write to such nodes: producing fails, nothing is stored.
+- A secured cluster (etcd, 2 storage nodes with TLS, mTLS and token auth; 1 broker, token auth on
+  its binary protocol too) stores and serves messages for the official client.
+- Spoken to directly (over TLS, with a trusted certificate), a storage node answers a request
+  without credentials, a wrong-key token or a valid token of a role that is not a broker's with
+  `unauthenticated` (status 7) and closes the connection; its log names the reason and never the
+  token. Plain text, no client certificate, or one from another CA: the connection is closed.
+- A broker without credentials, without TLS, or that does not trust the nodes' CA cannot write:
+  producing fails, nothing is stored.
 
 The storage protocol is ours (docs/STORAGE_PROTOCOL.md); the raw frames here are its layout.
 """
@@ -15,6 +19,7 @@ The storage protocol is ours (docs/STORAGE_PROTOCOL.md); the raw frames here are
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import subprocess
 import uuid
@@ -26,6 +31,7 @@ import pytest
 
 from cluster import LocalCluster
 from conftest import close_quietly, magnetar_binary
+from pki import PKI, make_pki
 
 TOKEN_PROVIDER = "org.apache.pulsar.broker.authentication.AuthenticationProviderToken"
 TOKEN_PLUGIN = "org.apache.pulsar.client.impl.auth.AuthenticationToken"
@@ -33,8 +39,9 @@ UNAUTHENTICATED = 7
 
 
 class Keys:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, pki: PKI):
         root.mkdir(parents=True, exist_ok=True)
+        self.pki = pki
         self.key_path = root / "secret.key"
         subprocess.run([str(magnetar_binary()), "tokens", "create-secret-key", "--output", str(self.key_path)],
                        check=True, timeout=60)
@@ -47,33 +54,61 @@ class Keys:
             f"authenticationProviders={TOKEN_PROVIDER}",
             f"tokenSecretKey=file://{self.key_path}",
             "superUserRoles=broker",
+            f"tlsCertificatePath={pki.cert('broker')}",
+            f"tlsKeyStore={pki.key('broker')}",
+            "tlsKeyStoreType=PEM",
+            f"tlsTrustStore={pki.ca}",
+            "tlsClientAuthentication=true",
         ]) + "\n")
 
     def token(self, role: str) -> str:
         return jwt.encode({"sub": role}, self.key, algorithm="HS256")
 
-    def broker_conf(self, root: Path, with_credentials: bool) -> Path:
+    def broker_conf(self, root: Path, credentials: bool = True, tls: bool = True, trust: Path | None = None) -> Path:
         lines = [
             "authenticationEnabled=true",
             f"authenticationProviders={TOKEN_PROVIDER}",
             f"tokenSecretKey=file://{self.key_path}",
             "superUserRoles=broker,admin",
         ]
-        if with_credentials:
+        if credentials:
             lines += [f"brokerClientAuthenticationPlugin={TOKEN_PLUGIN}",
                       f"brokerClientAuthenticationParameters=file://{self.broker_token_path}"]
-        path = root / ("broker.conf" if with_credentials else "broker-no-credentials.conf")
+        if tls:
+            lines += ["brokerClientTlsEnabled=true",
+                      f"bookkeeperTLSTrustCertsFilePath={trust or self.pki.ca}",
+                      "bookkeeperTLSClientAuthentication=true",
+                      f"bookkeeperTLSCertificateFilePath={self.pki.cert('alice')}",
+                      f"bookkeeperTLSKeyFilePath={self.pki.key('alice')}"]
+        path = root / f"broker-{credentials}-{tls}-{trust is not None}.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def tls_context(self, certificate: str | None = "alice") -> ssl.SSLContext:
+        """A client context trusting the test CA, presenting `certificate` (None: no certificate)."""
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        context.check_hostname = False
+        if certificate is not None:
+            context.load_cert_chain(str(self.pki.cert(certificate)), str(self.pki.key(certificate)))
+        return context
+
+    def connect(self, port: int, certificate: str | None = "alice") -> ssl.SSLSocket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        return self.tls_context(certificate).wrap_socket(sock)
+
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory):
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("cluster-pki"))
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory, pki):
     root = tmp_path_factory.mktemp("cluster-security")
-    keys = Keys(root / "keys")
+    keys = Keys(root / "keys", pki)
     cluster = LocalCluster(root, storage_nodes=2, brokers=1,
                            storage_args=["--config", str(keys.storage_conf)],
-                           broker_args=["--config", str(keys.broker_conf(root / "keys", with_credentials=True))])
+                           broker_args=["--config", str(keys.broker_conf(root / "keys"))])
     cluster.start()
     yield keys, cluster
     cluster.close()
@@ -106,6 +141,7 @@ def test_secured_cluster_stores_and_serves(secured):
     for node in cluster.storage:
         log = node.log_tail(64 * 1024)
         assert "storage-server.authenticated" in log, log[-2000:]
+        assert '"tls": true' in log or "tls=true" in log, log[-2000:]
         assert keys.token("broker") not in log
 
 
@@ -144,7 +180,7 @@ def test_storage_node_refuses_other_clients(secured, case):
     node = cluster.storage[0]
     offset = node.log_size()
     wrong_key_token = jwt.encode({"sub": "broker"}, b"another-key-of-32-bytes-or-more!!", algorithm="HS256")
-    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+    with keys.connect(node.port) as sock:
         if case == "no-credentials":
             sock.sendall(frame(3, 5, struct.pack(">q", 1)))  # readLastAddConfirmed(ledger 1)
             kind, request_id, status, text = read_answer(sock)
@@ -166,7 +202,7 @@ def test_storage_node_refuses_other_clients(secured, case):
 
 def test_storage_node_serves_a_broker_token(secured):
     keys, cluster = secured
-    with socket.create_connection(("127.0.0.1", cluster.storage[1].port), timeout=10) as sock:
+    with keys.connect(cluster.storage[1].port) as sock:
         sock.sendall(authenticate_frame(keys.token("broker")))
         assert read_answer(sock) == (0x88, 1, 0, b"broker")
         sock.sendall(frame(3, 2, struct.pack(">q", 987_654_321)))  # a ledger nobody wrote
@@ -174,11 +210,56 @@ def test_storage_node_serves_a_broker_token(secured):
         assert (kind, request_id, status) == (0x83, 2, 2)  # notFound: served, not refused
 
 
-def test_broker_without_credentials_cannot_write(tmp_path):
-    keys = Keys(tmp_path / "keys")
-    cluster = LocalCluster(tmp_path, storage_nodes=2, brokers=1,
-                           storage_args=["--config", str(keys.storage_conf)],
-                           broker_args=["--config", str(keys.broker_conf(tmp_path / "keys", with_credentials=False))])
+def refused_handshake(keys: Keys, port: int, certificate: str | None) -> bool:
+    """True if the node ends a TLS connection presenting `certificate` without serving it. Under
+    TLS 1.3 the client's handshake completes before the node checks the certificate: the refusal
+    then arrives as an alert, or the end of the connection, at the first read."""
+    try:
+        with keys.connect(port, certificate) as sock:
+            sock.sendall(authenticate_frame(keys.token("broker")))
+            sock.settimeout(5)
+            return sock.recv(64) == b""
+    except (ssl.SSLError, ConnectionError):
+        return True
+
+
+@pytest.mark.parametrize("certificate", [None, "mallory"], ids=["no-certificate", "untrusted-ca"])
+def test_storage_node_wants_a_trusted_client_certificate(secured, certificate):
+    keys, cluster = secured
+    assert refused_handshake(keys, cluster.storage[0].port, certificate)
+    # The node still serves a good client.
+    with keys.connect(cluster.storage[0].port) as sock:
+        sock.sendall(authenticate_frame(keys.token("broker")))
+        assert read_answer(sock) == (0x88, 1, 0, b"broker")
+
+
+def test_plain_text_on_a_tls_node_closes_that_connection(secured):
+    keys, cluster = secured
+    node = cluster.storage[0]
+    offset = node.log_size()
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall(authenticate_frame(keys.token("broker")))
+        data = b""
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except ConnectionError:
+            pass
+    # At most a TLS alert record (content type 21), never a storage-protocol answer.
+    assert data == b"" or data[0] == 0x15, data[:32]
+    assert "storage-server.connection-error" in node.log_since(offset)
+    with keys.connect(node.port) as sock:
+        sock.sendall(authenticate_frame(keys.token("broker")))
+        assert read_answer(sock) == (0x88, 1, 0, b"broker")
+
+
+@pytest.mark.parametrize("case", ["no-credentials", "no-tls", "untrusted-nodes"])
+def test_broker_that_cannot_reach_secured_nodes_does_not_write(tmp_path, pki, case):
+    keys = Keys(tmp_path / "keys", pki)
+    conf = keys.broker_conf(tmp_path / "keys", credentials=case != "no-credentials", tls=case != "no-tls",
+                            trust=pki.other_ca if case == "untrusted-nodes" else None)
+    cluster = LocalCluster(tmp_path, storage_nodes=1, brokers=1,
+                           storage_args=["--config", str(keys.storage_conf)], broker_args=["--config", str(conf)])
     cluster.start()
     try:
         client = client_for(cluster, keys.token("admin"), timeout_s=5)
@@ -189,8 +270,12 @@ def test_broker_without_credentials_cannot_write(tmp_path):
         finally:
             close_quietly(client)
         broker_log = cluster.brokers[0].log_tail(64 * 1024)
-        assert "authentication required" in broker_log, broker_log[-3000:]
-        for node in cluster.storage:
-            assert "storage-server.authenticated" not in node.log_tail(64 * 1024)
+        expected = {"no-credentials": "authentication required", "no-tls": "storage node",
+                    "untrusted-nodes": "TLS handshake with storage node"}[case]
+        assert expected in broker_log, broker_log[-3000:]
+        node_log = cluster.storage[0].log_tail(64 * 1024)
+        assert "storage-server.authenticated" not in node_log
+        if case != "no-credentials":
+            assert "storage-server.connection-error" in node_log, node_log[-3000:]
     finally:
         cluster.close()

@@ -19,9 +19,9 @@ import uuid
 import pulsar
 import pytest
 
+from admin_rest import call as admin
 from admin_rest import eventually
 from conftest import close_quietly, magnetar_binary
-from conftest import _NO_PROXY
 from test_security import SecureBroker
 
 RATE = 50  # messages per second in the throttling tests
@@ -35,25 +35,6 @@ def quota_broker(tmp_path_factory):
     broker.auto_restart = True
     yield broker
     broker.close()
-
-
-def admin(broker, method: str, path: str, body=None):
-    import urllib.error
-    import urllib.request
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(broker.http_url + path, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with _NO_PROXY.open(request, timeout=10) as response:
-            raw = response.read().decode()
-            return response.status, (json.loads(raw) if raw.strip() else None)
-    except urllib.error.HTTPError as e:
-        raw = e.read().decode()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, raw
 
 
 def ok(broker, method: str, path: str, body=None):

@@ -21,8 +21,6 @@ import hmac
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,8 +28,8 @@ import jwt
 import pulsar
 import pytest
 
-from admin_rest import eventually
-from conftest import _NO_PROXY, Broker, close_quietly, magnetar_binary
+from admin_rest import call, eventually
+from conftest import Broker, close_quietly, magnetar_binary
 
 AUTH_TIMEOUT_S = 3  # operation timeout of clients expected to be refused
 
@@ -84,25 +82,7 @@ class Secured:
         return pulsar.Client(self.broker.url, operation_timeout_seconds=timeout, connection_timeout_ms=5000, **kwargs)
 
     def rest(self, method: str, path: str, token: str | None, body=None) -> tuple[int, object]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.broker.http_url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with _NO_PROXY.open(request, timeout=10) as response:
-                raw = response.read().decode()
-                try:
-                    return response.status, (json.loads(raw) if raw.strip() else None)
-                except ValueError:
-                    return response.status, raw
-        except urllib.error.HTTPError as e:
-            raw = e.read().decode()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, raw
+        return call(self.broker, method, path, body, token)
 
     def admin(self, method: str, path: str, body=None, token: str | None = None):
         status, answer = self.rest(method, path, token or self.admin_token, body)
@@ -117,14 +97,6 @@ def secured(tmp_path_factory):
     s.broker.auto_restart = True
     yield s
     s.broker.close()
-
-
-@pytest.fixture
-def clients():
-    made: list[pulsar.Client] = []
-    yield made
-    for c in made:
-        close_quietly(c)
 
 
 def until_allowed(action, timeout_s: float = 15.0):

@@ -29,45 +29,10 @@ import pytest
 
 from admin_rest import eventually
 from conftest import close_quietly, free_port, magnetar_binary
+from pki import PKI, make_pki
 from test_security import SecureBroker
 
 REFUSED_TIMEOUT_S = 3  # operation timeout of clients expected to fail
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr.decode()
-
-
-class PKI:
-    """A test CA with the broker's and clients' certificates, and an unrelated CA."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        for ca in ("ca", "other-ca"):
-            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", f"{ca}.key",
-                    "-out", f"{ca}.pem", "-subj", f"/CN={ca}", cwd=root)
-        (root / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        self.issue("broker", "localhost", "ca", san=True)
-        self.issue("alice", "alice", "ca")
-        self.issue("admin", "admin", "ca")
-        self.issue("mallory", "admin", "other-ca")  # claims a super-user's name, from a CA nobody trusts
-        self.ca = root / "ca.pem"
-        self.other_ca = root / "other-ca.pem"
-
-    def issue(self, name: str, cn: str, ca: str, san: bool = False, out: str | None = None) -> None:
-        out = out or name
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{out}.key", "-out", f"{out}.csr",
-                "-subj", f"/CN={cn}", cwd=self.root)
-        extra = ["-extfile", "san.cnf"] if san else []
-        openssl("x509", "-req", "-in", f"{out}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-                "-days", "2", "-out", f"{out}.pem", *extra, cwd=self.root)
-
-    def cert(self, name: str) -> Path:
-        return self.root / f"{name}.pem"
-
-    def key(self, name: str) -> Path:
-        return self.root / f"{name}.key"
 
 
 class TLSBroker(SecureBroker):
@@ -100,9 +65,7 @@ class TLSBroker(SecureBroker):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed for the TLS tests (apt-get install openssl)")
-    return PKI(tmp_path_factory.mktemp("pki"))
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +75,6 @@ def tls_broker(tmp_path_factory, pki):
     broker.auto_restart = True
     yield broker
     broker.close()
-
-
-@pytest.fixture
-def clients():
-    made: list[pulsar.Client] = []
-    yield made
-    for c in made:
-        close_quietly(c)
 
 
 def tls_client(broker: TLSBroker, trust: Path, timeout: int = 10, **kwargs) -> pulsar.Client:

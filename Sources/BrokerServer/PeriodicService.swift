@@ -3,16 +3,23 @@ import ManagedLedger
 import Logging
 import ServiceLifecycle
 
-/// A broker job run every `interval` as a service of the process's `ServiceGroup` (the policy
+/// A job run every `interval` as a service of the process's `ServiceGroup` (the policy
 /// pass; in a cluster, the ownership check): it stops at graceful shutdown, before the broker
 /// flushes its cursors, since the group stops services in reverse order and these come last.
-struct PeriodicService: Service {
+public struct PeriodicService: Service {
     let name: String
     let interval: Duration
     let logger: Logger
     let work: @Sendable () async -> Void
 
-    func run() async throws {
+    public init(name: String, interval: Duration, logger: Logger, work: @escaping @Sendable () async -> Void) {
+        self.name = name
+        self.interval = interval
+        self.logger = logger
+        self.work = work
+    }
+
+    public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {

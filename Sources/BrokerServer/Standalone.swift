@@ -211,9 +211,11 @@ public enum BrokerProcess {
                     tls: tls.certificates, logger: logger))
             }
             let certificates = tls.certificates
-            services.append(PeriodicService(
-                name: "tls-certificate-refresh", interval: certificates.settings.refreshCheckInterval, logger: logger
-            ) { certificates.reloadIfChanged(logger: logger) })
+            if let interval = certificates.settings.refreshCheckInterval {
+                services.append(PeriodicService(
+                    name: "tls-certificate-refresh", interval: interval, logger: logger
+                ) { certificates.reloadIfChanged(logger: logger) })
+            }
         }
         services += endpointServices
         services.append(http)

@@ -22,8 +22,12 @@ public struct TLSServerSettings: Sendable, Equatable {
     public var protocols: [String] = []
     /// IANA cipher suite names (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`); empty: the library's.
     public var ciphers: [String] = []
-    /// How often the certificate and key files are checked for changes.
-    public var refreshCheckInterval: Duration = .seconds(300)
+    /// How often the certificate and key files are checked for changes; nil: never.
+    public var refreshCheckInterval: Duration? = .seconds(300)
+    /// The configuration keys that named the two files, for error messages (a storage node's
+    /// bookkeeper.conf names them `tlsCertificatePath` and `tlsKeyStore`).
+    public var certificateKeyName = "tlsCertificateFilePath"
+    public var keyKeyName = "tlsKeyFilePath"
 
     public init(certificateFile: String, keyFile: String) {
         self.certificateFile = certificateFile
@@ -128,16 +132,16 @@ public final class TLSCertificates: Sendable {
         do {
             chain = try NIOSSLCertificate.fromPEMFile(settings.certificateFile)
         } catch {
-            throw TLSSettingsError("tlsCertificateFilePath \(settings.certificateFile): not a readable PEM certificate file (\(error))")
+            throw TLSSettingsError("\(settings.certificateKeyName) \(settings.certificateFile): not a readable PEM certificate file (\(error))")
         }
         guard !chain.isEmpty else {
-            throw TLSSettingsError("tlsCertificateFilePath \(settings.certificateFile): holds no PEM certificate")
+            throw TLSSettingsError("\(settings.certificateKeyName) \(settings.certificateFile): holds no PEM certificate")
         }
         let key: NIOSSLPrivateKey
         do {
             key = try NIOSSLPrivateKey(file: settings.keyFile, format: .pem)
         } catch {
-            throw TLSSettingsError("tlsKeyFilePath \(settings.keyFile): not a readable PEM private key (\(error))")
+            throw TLSSettingsError("\(settings.keyKeyName) \(settings.keyFile): not a readable PEM private key (\(error))")
         }
         return Loaded(chain: chain, key: key, stamp: stamp)
     }

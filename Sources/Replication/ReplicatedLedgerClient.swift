@@ -13,8 +13,8 @@ public struct ReplicatedLedgerClientConfiguration: Sendable {
     public var quorum: QuorumConfiguration
     /// How long one storage request may take before the node counts as failed.
     public var requestTimeout: TimeAmount = .seconds(10)
-    /// What the client presents to nodes with authentication on; nil: nothing.
-    public var credentials: StorageClientCredentials?
+    /// TLS and credentials for secured nodes; the default: plain text, nothing presented.
+    public var security = StorageClientSecurity()
 
     public init(nodes: [StorageNodeAddress], quorum: QuorumConfiguration) {
         precondition(nodes.count >= quorum.ensembleSize, "need at least E storage nodes")
@@ -86,7 +86,7 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
 
     private let placement: Placement
     public let requestTimeout: TimeAmount
-    private let credentials: StorageClientCredentials?
+    private let security: StorageClientSecurity
     public let eventLoop: any EventLoop
     private let eventLoopGroup: any EventLoopGroup
     private let ownsGroup: Bool
@@ -108,31 +108,31 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
     /// connections run; nil makes a one-thread group of its own.
     public convenience init(configuration: ReplicatedLedgerClientConfiguration, eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger) {
         self.init(
-            placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, credentials: configuration.credentials,
+            placement: .fixed(configuration), requestTimeout: configuration.requestTimeout, security: configuration.security,
             eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
     /// A store that records ledgers in `metadata` and places them on `directory`'s live nodes.
     /// `defaultReplication` nil: 3/3/2 when at least three nodes are live, else n/n/min(2, n),
-    /// decided per ledger at `createLedger`. `credentials`: what it presents to nodes with
-    /// authentication on.
+    /// decided per ledger at `createLedger`. `security`: TLS and the credentials it presents to
+    /// secured nodes.
     public convenience init(
         metadata: any MetadataStore, directory: StorageNodeDirectory, defaultReplication: LedgerReplicationOptions?,
-        requestTimeout: TimeAmount = .seconds(10), credentials: StorageClientCredentials? = nil,
+        requestTimeout: TimeAmount = .seconds(10), security: StorageClientSecurity = StorageClientSecurity(),
         eventLoopGroup: (any EventLoopGroup)? = nil, logger: Logger
     ) {
         self.init(
             placement: .metadata(LedgerMetadataStore(store: metadata), directory, defaultReplication: defaultReplication),
-            requestTimeout: requestTimeout, credentials: credentials, eventLoopGroup: eventLoopGroup, logger: logger)
+            requestTimeout: requestTimeout, security: security, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
     private init(
-        placement: Placement, requestTimeout: TimeAmount, credentials: StorageClientCredentials?,
+        placement: Placement, requestTimeout: TimeAmount, security: StorageClientSecurity,
         eventLoopGroup: (any EventLoopGroup)?, logger: Logger
     ) {
         self.placement = placement
         self.requestTimeout = requestTimeout
-        self.credentials = credentials
+        self.security = security
         if let eventLoopGroup {
             self.eventLoopGroup = eventLoopGroup
             ownsGroup = false
@@ -148,7 +148,7 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
     /// registered under `/storage-nodes/`. Checks that the metadata store answers (lists the nodes).
     public static func connect(
         metadata: any SessionCapableMetadataStore, defaultReplication: LedgerReplicationOptions?,
-        credentials: StorageClientCredentials? = nil, logger: Logger
+        security: StorageClientSecurity = StorageClientSecurity(), logger: Logger
     ) async throws -> ReplicatedLedgerClient {
         if let defaultReplication, !defaultReplication.isValid {
             throw LedgerStoreError.io(
@@ -161,7 +161,7 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
             "replication": "\(defaultReplication.map { "\($0.ensembleSize)/\($0.writeQuorumSize)/\($0.ackQuorumSize)" } ?? "auto")",
         ])
         return ReplicatedLedgerClient(
-            metadata: metadata, directory: directory, defaultReplication: defaultReplication, credentials: credentials, logger: logger)
+            metadata: metadata, directory: directory, defaultReplication: defaultReplication, security: security, logger: logger)
     }
 
     /// Fixed mode: the ensemble a new ledger starts on: E consecutive nodes of the list, starting at
@@ -971,7 +971,7 @@ public final class ReplicatedLedgerClient: LedgerClient, @unchecked Sendable {
         }
         if let existing = clients[node] { return existing }
         let connecting = StorageNodeClient.connect(
-            to: node, eventLoopGroup: eventLoop, requestTimeout: requestTimeout, credentials: credentials)
+            to: node, eventLoopGroup: eventLoop, requestTimeout: requestTimeout, security: security)
         clients[node] = connecting
         connecting.whenComplete { result in
             if case .success(let client) = result {

@@ -2,6 +2,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// Address of a storage node, `host:port`.
 public struct StorageNodeAddress: Hashable, Sendable, CustomStringConvertible, Comparable {
@@ -39,6 +41,20 @@ public struct StorageClientCredentials: Sendable {
     }
 }
 
+/// How a broker reaches secured storage nodes: over TLS (Pulsar's `brokerClientTlsEnabled`, the
+/// context trusting `bookkeeperTLSTrustCertsFilePath`, with the broker's own certificate for nodes
+/// that require one) and with credentials. The default reaches open nodes in plain text.
+public struct StorageClientSecurity: Sendable {
+    public var credentials: StorageClientCredentials?
+    /// The client context for every connection; nil: plain text.
+    public var tls: NIOSSLContext?
+
+    public init(credentials: StorageClientCredentials? = nil, tls: NIOSSLContext? = nil) {
+        self.credentials = credentials
+        self.tls = tls
+    }
+}
+
 /// One NIO connection to a storage node. Requests are pipelined and matched to answers by request
 /// id; each fails with `ReplicationError` on timeout or when the connection closes (a closed
 /// client fails every later request at once). Thread-safe; its state lives on the channel's loop.
@@ -51,18 +67,30 @@ public final class StorageNodeClient: Sendable {
         self.channel = channel
     }
 
-    /// Connects to `address`; with `credentials`, authenticates before the client is handed out
-    /// (a refusal fails the future with `authenticationFailed` and closes the connection).
+    /// Connects to `address`. With `security.tls`, the TLS handshake completes before the client
+    /// is handed out (a failed one fails the future with `connectionClosed`, saying why); with
+    /// `security.credentials`, so does authentication (a refusal fails it with
+    /// `authenticationFailed`). Either failure closes the connection.
     public static func connect(
         to address: StorageNodeAddress, eventLoopGroup: any EventLoopGroup,
         requestTimeout: TimeAmount = .seconds(10), connectTimeout: TimeAmount = .seconds(5),
-        credentials: StorageClientCredentials? = nil
+        security: StorageClientSecurity = StorageClientSecurity()
     ) -> EventLoopFuture<StorageNodeClient> {
+        let tls = security.tls
+        // SNI takes a name, never an address; the chain is verified either way.
+        let serverName = address.host.isIPAddress ? nil : address.host
+        let handshake = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
         let connecting = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let promise = channel.eventLoop.makePromise(of: Void.self)
+                        handshake.withLockedValue { $0 = promise }
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWatcher(promise: promise))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StorageMessageDecoder()))
                     try channel.pipeline.syncOperations.addHandler(StorageMessageEncoderHandler())
                     try channel.pipeline.syncOperations.addHandler(StorageNodeClientHandler(requestTimeout: requestTimeout))
@@ -70,8 +98,18 @@ public final class StorageNodeClient: Sendable {
             }
             .connect(host: address.host, port: address.port)
             .map { StorageNodeClient(address: address, channel: $0) }
-        guard let credentials else { return connecting }
-        return connecting.flatMap { client in
+        let secured = connecting.flatMap { client -> EventLoopFuture<StorageNodeClient> in
+            guard let promise = handshake.withLockedValue({ $0 }) else { return client.channel.eventLoop.makeSucceededFuture(client) }
+            return promise.futureResult.map { client }.flatMapError { error in
+                client.close().flatMapThrowing {
+                    throw ReplicationError(
+                        .connectionClosed,
+                        "TLS handshake with storage node \(address) failed (\(error)); check that the node has TLS on (tlsCertificatePath) and that bookkeeperTLSTrustCertsFilePath holds its CA")
+                }
+            }
+        }
+        guard let credentials = security.credentials else { return secured }
+        return secured.flatMap { client in
             client.authenticate(credentials).flatMapError { error in
                 client.close().flatMapThrowing { throw error }
             }
@@ -205,5 +243,50 @@ final class StorageNodeClientHandler: ChannelDuplexHandler {
             entry.timeout.cancel()
             entry.promise.fail(error)
         }
+    }
+}
+
+/// Completes its promise when the TLS handshake does, or fails it with the first error or when the
+/// connection closes first (or never opens); then passes everything through.
+final class TLSHandshakeWatcher: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    private var promise: EventLoopPromise<Void>?
+
+    init(promise: EventLoopPromise<Void>) {
+        self.promise = promise
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            promise?.succeed(())
+            promise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(error)
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(ChannelError.eof)
+        promise = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A connection that never became active still tears its pipeline down.
+        promise?.fail(ChannelError.ioOnClosedChannel)
+        promise = nil
+    }
+}
+
+extension String {
+    /// An IPv4 or IPv6 literal (not a name).
+    var isIPAddress: Bool {
+        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }

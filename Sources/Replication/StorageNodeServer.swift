@@ -3,30 +3,35 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// Serves a `StorageNode` over TCP with the storage protocol, as a `Service`: binds, serves until
 /// graceful shutdown (or cancellation), then closes the listening socket and every connection.
-/// `addEntry` is answered only once the entry is durable (the store's completion).
+/// `addEntry` is answered only once the entry is durable (the store's completion). With a TLS
+/// context the port speaks only TLS: a plain-text client's connection fails its handshake and is closed.
 public final class StorageNodeServer: Service, Sendable {
     public let host: String
     public let port: Int
     private let node: StorageNode
     private let authenticator: StorageClientAuthenticator?
+    private let tls: NIOSSLContext?
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let state = NIOLockedValueBox<(channel: (any Channel)?, children: [ObjectIdentifier: any Channel])>((nil, [:]))
     private let boundPromise: EventLoopPromise<Int>
 
     /// `authenticator`: nil, every client is served; else each connection must `authenticate` first.
+    /// `tls`: the server context (its certificate callback may hand out reloaded pairs); nil: plain text.
     public init(
         host: String, port: Int, node: StorageNode, authenticator: StorageClientAuthenticator? = nil,
-        eventLoopGroup: any EventLoopGroup, logger: Logger
+        tls: NIOSSLContext? = nil, eventLoopGroup: any EventLoopGroup, logger: Logger
     ) {
         self.host = host
         self.port = port
         self.node = node
         self.authenticator = authenticator
+        self.tls = tls
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.boundPromise = eventLoopGroup.next().makePromise()
@@ -40,6 +45,7 @@ public final class StorageNodeServer: Service, Sendable {
     public func run() async throws {
         let node = self.node
         let authenticator = self.authenticator
+        let tls = self.tls
         let logger = self.logger
         let state = self.state
         let channel: any Channel
@@ -55,6 +61,9 @@ public final class StorageNodeServer: Service, Sendable {
                         _ = state.withLockedValue { $0.children.removeValue(forKey: key) }
                     }
                     return channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StorageMessageDecoder()))
                         try channel.pipeline.syncOperations.addHandler(StorageMessageEncoderHandler())
                         try channel.pipeline.syncOperations.addHandler(StorageNodeServerHandler(node: node, authenticator: authenticator, logger: logger))
@@ -67,7 +76,7 @@ public final class StorageNodeServer: Service, Sendable {
         }
         state.withLockedValue { $0.channel = channel }
         boundPromise.succeed(channel.localAddress?.port ?? port)
-        logger.info("storage-server.listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        logger.info("storage-server.listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "tls": "\(tls != nil)"])
         try? await gracefulShutdown()
         logger.info("storage-server.stopping")
         await stop()

@@ -39,8 +39,11 @@ public enum ConfigKeys {
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.
         "lostBookieRecoveryDelay", "auditorPeriodicBookieCheckInterval",
-        // What the broker presents to storage nodes with authentication on.
+        // What the broker presents to storage nodes with authentication on, and TLS to them.
         "brokerClientAuthenticationPlugin", "brokerClientAuthenticationParameters",
+        "brokerClientTlsEnabled", "brokerClientTrustCertsFilePath", "tlsHostnameVerificationEnabled",
+        "bookkeeperTLSTrustCertsFilePath", "bookkeeperTLSClientAuthentication", "bookkeeperTLSCertificateFilePath",
+        "bookkeeperTLSKeyFilePath", "bookkeeperTLSKeyFileType", "bookkeeperTLSTrustCertTypes",
     ])
 
     /// `magnetar storage --config bookkeeper.conf`.
@@ -50,5 +53,8 @@ public enum ConfigKeys {
         // Authentication of the brokers that connect (the broker's key names).
         "authenticationEnabled", "authenticationProviders", "tokenSecretKey", "tokenPublicKey", "tokenPublicAlg",
         "tokenAuthClaim", "tokenAudienceClaim", "tokenAudience", "superUserRoles",
+        // TLS on the node's port (BookKeeper's keys).
+        "tlsCertificatePath", "tlsKeyStore", "tlsKeyStoreType", "tlsTrustStore", "tlsTrustStoreType",
+        "tlsClientAuthentication", "tlsEnabledProtocols", "tlsEnabledCipherSuites", "tlsCertFilesRefreshDurationSeconds",
     ]
 }

@@ -126,6 +126,9 @@ struct BrokerCommand: AsyncParsableCommand {
         let settings = try settings(file)
         let listening = try listen.resolve(file)
         let managedLedger = try ledgers.resolve(file, into: ManagedLedgerConfiguration())
+        // The storage nodes' TLS and credentials: a missing file fails here, before any connection.
+        let storageSecurity = try StorageClientSecuritySettings.resolve(file)
+        let security = try SecuritySettings.resolve(file)
         let metricsRegistry = MetricsBootstrap.bootstrap()
         let parsedURL: MetadataStoreURL
         do {
@@ -143,8 +146,7 @@ struct BrokerCommand: AsyncParsableCommand {
         let store = try await ClusterStorage.connect(
             metadata: metadataStore, staticNodes: storageNodes, replication: settings.replication,
             auditInterval: .seconds(settings.replicationCheckSeconds), lostNodeGracePeriod: .seconds(settings.replicationGraceSeconds),
-            auditorName: brokerID, credentials: try BrokerClientAuthentication.credentials(file), logger: logger)
-        let security = try SecuritySettings.resolve(file)
+            auditorName: brokerID, security: storageSecurity, logger: logger)
         let identity = BrokerIdentity(
             brokerID: brokerID, pulsarURL: "pulsar://\(listening.advertisedAddress):\(listening.port)",
             httpURL: "http://\(listening.advertisedAddress):\(listening.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36),

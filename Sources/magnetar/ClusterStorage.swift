@@ -17,7 +17,7 @@ struct ClusterStorage {
     static func connect(
         metadata: any SessionCapableMetadataStore, staticNodes: String?, replication: LedgerReplicationOptions?,
         auditInterval: Duration, lostNodeGracePeriod: Duration, auditorName: String,
-        credentials: StorageClientCredentials?, logger: Logger
+        security: StorageClientSecurity, logger: Logger
     ) async throws -> ClusterStorage {
         let store: ReplicatedLedgerClient
         if let staticNodes {
@@ -29,10 +29,10 @@ struct ClusterStorage {
             }
             store = ReplicatedLedgerClient(
                 metadata: metadata, directory: StorageNodeDirectory(fixedNodes: nodes), defaultReplication: replication,
-                credentials: credentials, logger: logger)
+                security: security, logger: logger)
         } else {
             store = try await ReplicatedLedgerClient.connect(
-                metadata: metadata, defaultReplication: replication, credentials: credentials, logger: logger)
+                metadata: metadata, defaultReplication: replication, security: security, logger: logger)
         }
         let auditor = ReplicationAuditor(
             metadata: metadata, store: store, name: auditorName, interval: auditInterval,

@@ -2,6 +2,8 @@ import Authentication
 import BrokerCore
 import BrokerServer
 import Foundation
+import Logging
+import NIOSSL
 import Replication
 import ServerConfig
 
@@ -121,6 +123,115 @@ enum QuotaSettings {
         do {
             configuration.maxTopicsPerNamespace = try file.int("maxTopicsPerNamespace", in: 0...Int(Int32.max)) ?? 0
             configuration.maxNamespacesPerTenant = try file.int("maxNamespacesPerTenant", in: 0...Int(Int32.max)) ?? 0
+        } catch {
+            throw StartupError(error.description)
+        }
+    }
+}
+
+/// How a broker reaches the storage nodes of its cluster: TLS with `brokerClientTlsEnabled` (or
+/// `bookkeeperTLSClientAuthentication`, which presents the broker's certificate), trusting
+/// `bookkeeperTLSTrustCertsFilePath` (else `brokerClientTrustCertsFilePath`, else the system's CAs);
+/// and the credentials of `BrokerClientAuthentication`. As with Pulsar's broker client, the node's
+/// chain is verified and its hostname is not, unless `tlsHostnameVerificationEnabled=true`.
+enum StorageClientSecuritySettings {
+    static func resolve(_ file: ConfigFile?) throws -> StorageClientSecurity {
+        StorageClientSecurity(credentials: try BrokerClientAuthentication.credentials(file), tls: try tlsContext(file))
+    }
+
+    private static func tlsContext(_ file: ConfigFile?) throws -> NIOSSLContext? {
+        guard let file else { return nil }
+        let enabled: Bool
+        let mutual: Bool
+        let verifyHostname: Bool
+        do {
+            mutual = try file.bool("bookkeeperTLSClientAuthentication") ?? false
+            enabled = try file.bool("brokerClientTlsEnabled") ?? false || mutual
+            verifyHostname = try file.bool("tlsHostnameVerificationEnabled") ?? false
+        } catch {
+            throw StartupError(error.description)
+        }
+        guard enabled else { return nil }
+        for key in ["bookkeeperTLSKeyFileType", "bookkeeperTLSTrustCertTypes"] {
+            if let type = file.string(key), type.uppercased() != "PEM" {
+                throw StartupError(file.error(key, type, expected: "PEM: this build reads PEM files only").description)
+            }
+        }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = verifyHostname ? .fullVerification : .noHostnameVerification
+        let trustKey = file.string("bookkeeperTLSTrustCertsFilePath") != nil ? "bookkeeperTLSTrustCertsFilePath" : "brokerClientTrustCertsFilePath"
+        if let trust = file.string(trustKey) {
+            do {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(trust))
+            } catch {
+                throw StartupError(file.error(trustKey, trust, expected: "a readable PEM file of CA certificates (\(error))").description)
+            }
+        }
+        if mutual {
+            guard let certificate = file.string("bookkeeperTLSCertificateFilePath"), let key = file.string("bookkeeperTLSKeyFilePath") else {
+                throw StartupError(file.error(
+                    "bookkeeperTLSClientAuthentication", "true",
+                    expected: "bookkeeperTLSCertificateFilePath and bookkeeperTLSKeyFilePath as well: the broker's certificate and key (PEM)").description)
+            }
+            do {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+            } catch {
+                throw StartupError(file.error("bookkeeperTLSCertificateFilePath", certificate, expected: "a readable PEM certificate file (\(error))").description)
+            }
+            do {
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            } catch {
+                throw StartupError(file.error("bookkeeperTLSKeyFilePath", key, expected: "a readable PEM private key (\(error))").description)
+            }
+        }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw StartupError("brokerClientTlsEnabled: cannot make the TLS client context for storage nodes: \(error)")
+        }
+    }
+}
+
+/// A storage node's TLS (BookKeeper's bookkeeper.conf keys, PEM files only): `tlsCertificatePath`
+/// and `tlsKeyStore` turn it on, and then the node's port speaks only TLS; `tlsTrustStore` holds the
+/// CAs client certificates must chain to, `tlsClientAuthentication=true` requires one;
+/// `tlsEnabledProtocols`, `tlsEnabledCipherSuites`; `tlsCertFilesRefreshDurationSeconds` (0, the
+/// default: never) how often the files are checked for a new pair.
+enum StorageNodeTLS {
+    static func certificates(_ file: ConfigFile?) throws -> TLSCertificates? {
+        guard let file else { return nil }
+        let certificate = file.string("tlsCertificatePath")
+        let key = file.string("tlsKeyStore")
+        guard certificate != nil || key != nil else { return nil }
+        guard let certificate, let key else {
+            throw StartupError(file.error(
+                certificate == nil ? "tlsKeyStore" : "tlsCertificatePath", certificate ?? key ?? "",
+                expected: "tlsCertificatePath and tlsKeyStore together: the node's certificate chain and private key (PEM)").description)
+        }
+        for typeKey in ["tlsKeyStoreType", "tlsTrustStoreType"] {
+            if let type = file.string(typeKey), type.uppercased() != "PEM" {
+                throw StartupError(file.error(typeKey, type, expected: "PEM: this build reads PEM files only").description)
+            }
+        }
+        var settings = TLSServerSettings(certificateFile: certificate, keyFile: key)
+        settings.certificateKeyName = "tlsCertificatePath"
+        settings.keyKeyName = "tlsKeyStore"
+        settings.trustCertsFile = file.string("tlsTrustStore")
+        settings.protocols = file.list("tlsEnabledProtocols") ?? []
+        settings.ciphers = file.list("tlsEnabledCipherSuites") ?? []
+        do {
+            settings.requireTrustedClientCert = try file.bool("tlsClientAuthentication") ?? false
+            let refresh = try file.int("tlsCertFilesRefreshDurationSeconds", in: 0...86_400 * 365) ?? 0
+            settings.refreshCheckInterval = refresh == 0 ? nil : .seconds(refresh)
+        } catch {
+            throw StartupError(error.description)
+        }
+        if settings.requireTrustedClientCert, settings.trustCertsFile == nil {
+            throw StartupError(file.error(
+                "tlsClientAuthentication", "true", expected: "tlsTrustStore as well: the CAs the brokers' certificates must chain to").description)
+        }
+        do {
+            return try TLSCertificates(settings: settings)
         } catch {
             throw StartupError(error.description)
         }

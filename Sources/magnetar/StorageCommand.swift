@@ -1,10 +1,12 @@
 import ArgumentParser
+import BrokerServer
 import Foundation
 import LedgerStorage
 import Logging
 import Metadata
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Replication
 import ServerConfig
 import ServiceLifecycle
@@ -90,10 +92,23 @@ struct StorageCommand: AsyncParsableCommand {
         let node = try StorageNode(store: store)
         let authenticator = try await StorageNodeAuthentication.authenticator(file)
         if authenticator != nil { logger.info("storage.authentication-on") }
+        let certificates = try StorageNodeTLS.certificates(file)
+        let tlsContext: NIOSSLContext?
+        do {
+            tlsContext = try certificates?.makeContext()
+        } catch {
+            throw StartupError(error.description)
+        }
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let server = StorageNodeServer(
-            host: bindAddress, port: port, node: node, authenticator: authenticator, eventLoopGroup: eventLoopGroup, logger: logger)
+            host: bindAddress, port: port, node: node, authenticator: authenticator, tls: tlsContext,
+            eventLoopGroup: eventLoopGroup, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let certificates, let interval = certificates.settings.refreshCheckInterval {
+            services.append(.init(service: PeriodicService(name: "tls-certificate-refresh", interval: interval, logger: logger) {
+                certificates.reloadIfChanged(logger: logger)
+            }))
+        }
         var metadataStore: (any SessionCapableMetadataStore)?
         if let url = settings.metadataURL {
             guard let store = try url.makeStore(logger: Logger(label: "magnetar.metadata")) as? any SessionCapableMetadataStore else {

@@ -144,7 +144,7 @@ import Testing
     @Test func authenticatedClientIsServed() async throws {
         try await Self.withCluster(count: 1, authenticator: Self.authenticator) { cluster in
             let client = try await StorageNodeClient.connect(
-                to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("good")).get()
+                to: cluster.addresses[0], eventLoopGroup: cluster.group, security: StorageClientSecurity(credentials: Self.credentials("good"))).get()
             #expect(try await client.send(.addEntry(ledgerID: 1, entryID: 0, payload: ByteBuffer(string: "a"))).status == .ok)
             #expect(try await client.send(.readEntry(ledgerID: 1, entryID: 0)).body == ByteBuffer(string: "a"))
             try await client.close().get()
@@ -167,11 +167,11 @@ import Testing
         try await Self.withCluster(count: 1, authenticator: Self.authenticator) { cluster in
             await #expect(throws: ReplicationError.self) {
                 _ = try await StorageNodeClient.connect(
-                    to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("bad")).get()
+                    to: cluster.addresses[0], eventLoopGroup: cluster.group, security: StorageClientSecurity(credentials: Self.credentials("bad"))).get()
             }
             do {
                 _ = try await StorageNodeClient.connect(
-                    to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("bad")).get()
+                    to: cluster.addresses[0], eventLoopGroup: cluster.group, security: StorageClientSecurity(credentials: Self.credentials("bad"))).get()
             } catch let error as ReplicationError {
                 #expect(error.code == .authenticationFailed)
             }
@@ -182,7 +182,7 @@ import Testing
         try await Self.withCluster(count: 2, authenticator: Self.authenticator) { cluster in
             var configuration = ReplicatedLedgerClientConfiguration(
                 nodes: cluster.addresses, quorum: QuorumConfiguration(ensembleSize: 2, writeQuorumSize: 2, ackQuorumSize: 2))
-            configuration.credentials = Self.credentials("good")
+            configuration.security = StorageClientSecurity(credentials: Self.credentials("good"))
             let store = ReplicatedLedgerClient(configuration: configuration, logger: Self.logger)
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 store.append(ledgerID: 2, entryID: 0, payload: ByteBuffer(string: "x")) { continuation.resume(with: $0) }
@@ -195,7 +195,7 @@ import Testing
     @Test func openNodeAcceptsCredentialsUnread() async throws {
         try await Self.withCluster(count: 1) { cluster in
             let client = try await StorageNodeClient.connect(
-                to: cluster.addresses[0], eventLoopGroup: cluster.group, credentials: Self.credentials("anything")).get()
+                to: cluster.addresses[0], eventLoopGroup: cluster.group, security: StorageClientSecurity(credentials: Self.credentials("anything"))).get()
             #expect(try await client.send(.readLastAddConfirmed(ledgerID: 5)).status == .notFound)
             try await client.close().get()
         }
