@@ -66,15 +66,23 @@ def free_port() -> int:
     low, _ = _ephemeral_range()
     for _ in range(100):
         port = random.randrange(max(1024, low - 12000), low)
+        # Never the same port twice in a run: a cluster picks all its ports before any process
+        # binds one, so a free port alone could go to two of them.
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_HANDED_OUT: set[int] = set()
 
 
 # Loopback HTTP must not go through an http_proxy from the environment.
