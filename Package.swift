@@ -142,6 +142,9 @@ let package = Package(
         ]),
         // Pulsar-style `--config` files (Java properties with Pulsar's and BookKeeper's key names).
         .target(name: "ServerConfig"),
+        // Schema definitions (Avro's parser and resolution rules) and Pulsar's compatibility
+        // strategies: pure values, no I/O.
+        .target(name: "Schemas"),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
             "Authentication",
@@ -196,6 +199,7 @@ let package = Package(
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata", "TestSupport"]),
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
+        .testTarget(name: "SchemasTests", dependencies: ["Schemas"]),
         .testTarget(name: "AuthenticationTests", dependencies: ["Authentication"]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
             "MagnetarClient", "PulsarProtocol",
