@@ -83,14 +83,14 @@ let package = Package(
         ], swiftSettings: hotPathSettings),
         // Topics, subscriptions, dispatchers, policies, the cluster's ownership. Protocol-neutral.
         .target(name: "BrokerCore", dependencies: [
-            "ManagedLedger", "LedgerStorage", "Metadata", "CRC32C",
+            "ManagedLedger", "LedgerStorage", "Metadata", "CRC32C", "Schemas",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
         // Hummingbird routes for /admin/v2/..., /metrics and /health.
         .target(name: "AdminAPI", dependencies: [
-            "BrokerCore", "ManagedLedger", "PulsarProtocol", "Authentication",
+            "BrokerCore", "ManagedLedger", "PulsarProtocol", "Authentication", "Schemas",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -101,7 +101,7 @@ let package = Package(
         ]),
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
-            "PulsarProtocol", "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
+            "PulsarProtocol", "BrokerCore", "Schemas", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -147,7 +147,7 @@ let package = Package(
         .target(name: "Schemas"),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
-            "Authentication",
+            "Authentication", "Schemas",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -211,7 +211,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [
-            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata", "Authentication",
+            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata", "Authentication", "Schemas",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"),

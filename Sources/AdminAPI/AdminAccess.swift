@@ -86,6 +86,16 @@ public enum AdminAccess: Equatable, Sendable {
                 return .superUser
             }
             return .tenantAdmin(tenant: rest[1])
+        case "schemas":
+            // /admin/v2/schemas/{tenant}/{namespace}/{topic}/{schema|versions|compatibility|version}
+            guard rest.count >= 5, let topic = topicName(domain: "persistent", rest[1], rest[2], rest[3]) else {
+                return rest.count >= 2 ? .tenantAdmin(tenant: rest[1]) : .superUser
+            }
+            switch (method, rest[4]) {
+            case (.get, _), (.post, "version"): return .topic(topic, .lookup)
+            case (.post, "schema"): return .topic(topic, .produce)
+            default: return .tenantAdmin(tenant: topic.tenant)
+            }
         case "persistent", "non-persistent":
             guard rest.count >= 3 else { return rest.count == 2 ? .tenantAdmin(tenant: rest[1]) : .superUser }
             guard rest.count >= 4, let topic = topicName(domain: rest[0], rest[1], rest[2], rest[3]) else {

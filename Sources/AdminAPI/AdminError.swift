@@ -36,7 +36,8 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
     static func status(for code: BrokerError.Code) -> HTTPResponse.Status {
         switch code {
         case .notFound, .topicNotFound, .subscriptionNotFound, .consumerNotFound: .notFound
-        case .conflict, .producerBusy: .conflict
+        case .conflict, .producerBusy, .incompatibleSchema: .conflict
+        case .invalidSchema: .unprocessableContent
         case .preconditionFailed, .consumerBusy, .producerBlockedQuota: .preconditionFailed
         case .badRequest, .invalidTopicName: .badRequest
         case .notAllowed: .methodNotAllowed

@@ -1,3 +1,4 @@
+import Schemas
 import Authentication
 import BrokerCore
 import ManagedLedger
@@ -40,6 +41,7 @@ public enum AdminRouter {
         addClusterRoutes(router, broker)
         addNamespaceRoutes(router, broker)
         addPermissionRoutes(router, broker)
+        addSchemaRoutes(router, broker)
         for domain in [TopicName.Domain.persistent, .nonPersistent] {
             addTopicRoutes(router, broker, domain)
         }
@@ -144,6 +146,24 @@ public enum AdminRouter {
         }
         router.delete(RouterPath("\(base)/schemaCompatibilityStrategy")) { _, context in
             try await broker.namespaces.updatePolicies(namespace(context)) { $0.schemaCompatibilityStrategy = .undefined }
+            return noContent()
+        }
+        // Unset, these answer what applies: the broker's isAllowAutoUpdateSchemaEnabled, and false.
+        router.get(RouterPath("\(base)/isAllowAutoUpdateSchema")) { _, context in
+            try json(await broker.namespaces.policies(namespace(context)).isAllowAutoUpdateSchema
+                ?? broker.configuration.isAllowAutoUpdateSchemaEnabled)
+        }
+        router.get(RouterPath("\(base)/schemaValidationEnforced")) { _, context in
+            try json(await broker.namespaces.policies(namespace(context)).schemaValidationEnforced)
+        }
+        router.post(RouterPath("\(base)/isAllowAutoUpdateSchema")) { request, context in
+            let value = try await decodeBody(Bool.self, request)
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.isAllowAutoUpdateSchema = value }
+            return noContent()
+        }
+        router.post(RouterPath("\(base)/schemaValidationEnforced")) { request, context in
+            let value = try await decodeBody(Bool.self, request)
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.schemaValidationEnforced = value }
             return noContent()
         }
     }
@@ -313,11 +333,11 @@ public enum AdminRouter {
 
     // MARK: helpers
 
-    static func json<T: Encodable>(_ value: T) throws -> Response {
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return Response(
-            status: .ok, headers: [.contentType: "application/json"],
+            status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
     }
 

@@ -5,6 +5,7 @@ import Logging
 import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
+import Schemas
 
 /// The metadata record of a partitioned topic.
 public struct PartitionedTopicRecord: Codable, Sendable, Equatable {
@@ -29,6 +30,11 @@ public struct BrokerConfiguration: Sendable {
     /// and `maxNamespacesPerTenant`; 0: unlimited.
     public var maxTopicsPerNamespace = 0
     public var maxNamespacesPerTenant = 0
+    /// Pulsar's `schemaCompatibilityStrategy` (FULL), `isAllowAutoUpdateSchemaEnabled` (true) and
+    /// `isSchemaValidationEnforced` (false): what a namespace that sets nothing gets.
+    public var schemaCompatibilityStrategy: SchemaCompatibilityStrategy = .full
+    public var isAllowAutoUpdateSchemaEnabled = true
+    public var isSchemaValidationEnforced = false
     public init() {}
 }
 
@@ -48,6 +54,8 @@ public final class BrokerService: Sendable {
     public let namespaces: Namespaces
     /// Who may do what: every endpoint and the admin API ask it.
     public let authorizer: Authorizer
+    /// The topics' schemas.
+    public let schemas: SchemaRegistry
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -71,6 +79,7 @@ public final class BrokerService: Sendable {
             registry.loadedTopics.contains { $0.name.tenant == tenant && $0.name.namespace == namespace }
         }
         self.authorizer = Authorizer(settings: configuration.authorization, namespaces: namespaces)
+        self.schemas = SchemaRegistry(metadata: metadata)
     }
 
 

@@ -1,5 +1,6 @@
-import ManagedLedger
 import LedgerStorage
+import ManagedLedger
+import Schemas
 
 /// The namespace policies the broker enforces at run time, with broker defaults (Pulsar's
 /// broker.conf defaults) filled in for what the namespace leaves unset. Derived from the
@@ -28,6 +29,11 @@ public struct EffectivePolicies: Sendable, Equatable {
     public var dispatchRate: RateLimit?
     /// The namespace's own topic limit; 0: the broker's.
     public var maxTopicsPerNamespace = 0
+    /// The namespace's schema strategy; `.undefined`: the broker's `schemaCompatibilityStrategy`.
+    public var schemaCompatibilityStrategy: SchemaCompatibilityStrategy = .undefined
+    /// nil: the broker's `isAllowAutoUpdateSchemaEnabled`.
+    public var isAllowAutoUpdateSchema: Bool?
+    public var schemaValidationEnforced = false
 
     public init() {}
 
@@ -59,5 +65,8 @@ public struct EffectivePolicies: Sendable, Equatable {
         publishRate = policies.publishRate.map(\.limit).flatMap { $0.isLimiting ? $0 : nil }
         dispatchRate = policies.dispatchRate.map(\.limit).flatMap { $0.isLimiting ? $0 : nil }
         maxTopicsPerNamespace = policies.maxTopicsPerNamespace ?? 0
+        schemaCompatibilityStrategy = policies.schemaCompatibilityStrategy
+        isAllowAutoUpdateSchema = policies.isAllowAutoUpdateSchema
+        schemaValidationEnforced = policies.schemaValidationEnforced
     }
 }

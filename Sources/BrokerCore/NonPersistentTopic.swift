@@ -74,6 +74,8 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
 
     public var producerCount: Int { producers.count }
 
+    public var isInUse: Bool { producerCount > 0 || consumerCount > 0 || messagesIn > 0 }
+
     public func lastPublishedSequenceID(producerName: String) -> Int64 { -1 }
     public var consumerCount: Int { subscriptions.values.reduce(0) { $0 + $1.consumers.count } }
     public var subscriptionNames: [String] { subscriptions.keys.sorted() }

@@ -1,3 +1,4 @@
+import Schemas
 import ManagedLedger
 import LedgerStorage
 import Foundation
@@ -139,19 +140,6 @@ public struct AutoTopicCreationOverride: Codable, Sendable, Equatable {
     }
 }
 
-/// Pulsar's schema compatibility strategies (used by the schema registry).
-public enum SchemaCompatibilityStrategy: String, Codable, Sendable, CaseIterable {
-    case undefined = "UNDEFINED"
-    case alwaysIncompatible = "ALWAYS_INCOMPATIBLE"
-    case alwaysCompatible = "ALWAYS_COMPATIBLE"
-    case backward = "BACKWARD"
-    case forward = "FORWARD"
-    case full = "FULL"
-    case backwardTransitive = "BACKWARD_TRANSITIVE"
-    case forwardTransitive = "FORWARD_TRANSITIVE"
-    case fullTransitive = "FULL_TRANSITIVE"
-}
-
 /// Pulsar's `PublishRate`: the most messages and bytes per second each topic of the namespace takes
 /// from its producers (-1 or 0: no limit). Excess pauses reading the producers' connections.
 public struct PublishRate: Codable, Sendable, Equatable {
@@ -224,6 +212,10 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var dispatchRate: DispatchRate?
     /// Most topics (partitions counted) the namespace may hold; nil: the broker's `maxTopicsPerNamespace`.
     public var maxTopicsPerNamespace: Int?
+    /// Whether producers may add schema versions (nil: the broker's `isAllowAutoUpdateSchemaEnabled`).
+    public var isAllowAutoUpdateSchema: Bool?
+    /// Refuse producers without a schema on topics that have one.
+    public var schemaValidationEnforced = false
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -258,6 +250,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case publishRate = "publishMaxMessageRate"
         case dispatchRate = "topicDispatchRate"
         case maxTopicsPerNamespace = "max_topics_per_namespace"
+        case isAllowAutoUpdateSchema = "is_allow_auto_update_schema"
+        case schemaValidationEnforced = "schema_validation_enforced"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -276,6 +270,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         publishRate = try container.decodeIfPresent(PublishRate.self, forKey: .publishRate)
         dispatchRate = try container.decodeIfPresent(DispatchRate.self, forKey: .dispatchRate)
         maxTopicsPerNamespace = try container.decodeIfPresent(Int.self, forKey: .maxTopicsPerNamespace)
+        isAllowAutoUpdateSchema = try container.decodeIfPresent(Bool.self, forKey: .isAllowAutoUpdateSchema)
+        schemaValidationEnforced = try container.decodeIfPresent(Bool.self, forKey: .schemaValidationEnforced) ?? false
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -294,6 +290,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(publishRate, forKey: .publishRate)
         try container.encode(dispatchRate, forKey: .dispatchRate)
         try container.encode(maxTopicsPerNamespace, forKey: .maxTopicsPerNamespace)
+        try container.encode(isAllowAutoUpdateSchema, forKey: .isAllowAutoUpdateSchema)
+        try container.encode(schemaValidationEnforced, forKey: .schemaValidationEnforced)
     }
 
     /// Checks the values are in range; the message says which one is not.

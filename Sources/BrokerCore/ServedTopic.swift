@@ -34,6 +34,13 @@ public protocol ServedTopic: AnyObject, Sendable {
     func seek(subscription name: String, to target: StartPosition) throws(BrokerError)
     /// Called off the loop (it awaits its reads, then resets on the loop).
     func seek(subscription name: String, publishTimeMs timestampMs: Int64) async throws
+    /// Whether anything uses the topic: a producer, a consumer or stored messages (a consumer's
+    /// schema registers only on a topic without any, as in Pulsar).
+    var isInUse: Bool { get }
 }
 
-extension Topic: ServedTopic {}
+extension Topic: ServedTopic {
+    public var isInUse: Bool {
+        producerCount > 0 || numberOfEntries > 0 || subscriptions.values.contains { !$0.consumers.isEmpty }
+    }
+}

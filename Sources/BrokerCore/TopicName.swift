@@ -20,6 +20,16 @@ public struct TopicName: Hashable, Sendable, CustomStringConvertible {
     /// `tenant/namespace`.
     public var namespaceName: String { "\(tenant)/\(namespace)" }
 
+    /// The schema registry's id for the topic, as Pulsar's `getSchemaName`: `tenant/ns/topic`, a
+    /// partition's being its partitioned topic's; the domain is not part of it.
+    public var schemaName: String {
+        var base = localName
+        if partitionIndex >= 0, let range = localName.range(of: "-partition-", options: .backwards) {
+            base = String(localName[..<range.lowerBound])
+        }
+        return "\(tenant)/\(namespace)/\(base)"
+    }
+
     /// The partition index parsed from a `-partition-N` suffix, or -1.
     public var partitionIndex: Int32 {
         guard let range = localName.range(of: "-partition-", options: .backwards),

@@ -1,10 +1,49 @@
 import BrokerCore
 import ManagedLedger
 import PulsarProtocol
+import Schemas
+import Foundation
 
 /// Builders for the broker→client commands. Every required proto2 field is set here, so no
 /// frame the client would reject can leave the broker (notes §11.1).
 enum Commands {
+    // MARK: schemas
+
+    /// A client's `Schema` as the registry takes it; nil for type NONE (no schema) or a type this
+    /// broker does not know.
+    static func schema(_ schema: Pulsar_Proto_Schema) -> SchemaDefinition? {
+        guard let type = SchemaType(wireNumber: schema.type.rawValue), type != .none else { return nil }
+        var properties: [String: String] = [:]
+        for property in schema.properties { properties[property.key] = property.value }
+        return SchemaDefinition(type: type, data: Array(schema.schemaData), properties: properties)
+    }
+
+    /// A stored version as GET_SCHEMA answers it (`name`: the schema id, as Pulsar names it).
+    static func schema(_ record: SchemaVersionRecord, name: String) -> Pulsar_Proto_Schema {
+        var schema = Pulsar_Proto_Schema()
+        schema.name = name
+        schema.schemaData = record.data
+        schema.type = record.type.wireNumber.flatMap(Pulsar_Proto_Schema.TypeEnum.init(rawValue:)) ?? .none
+        schema.properties = record.properties.sorted { $0.key < $1.key }.map { key, value in
+            var property = Pulsar_Proto_KeyValue()
+            property.key = key
+            property.value = value
+            return property
+        }
+        return schema
+    }
+
+    /// Pulsar's `LongSchemaVersion` bytes: 8, big-endian.
+    static func schemaVersionBytes(_ version: Int64) -> Data {
+        withUnsafeBytes(of: version.bigEndian) { Data($0) }
+    }
+
+    /// The version in a client's `schema_version`: its first 8 bytes, big-endian; nil if shorter.
+    static func schemaVersion(_ bytes: Data) -> Int64? {
+        guard bytes.count >= 8 else { return nil }
+        return bytes.prefix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+    }
+
     static func base(_ type: Pulsar_Proto_BaseCommand.TypeEnum, _ fill: (inout Pulsar_Proto_BaseCommand) -> Void) -> Pulsar_Proto_BaseCommand {
         var command = Pulsar_Proto_BaseCommand()
         command.type = type

@@ -291,6 +291,16 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }) { machine, result in
                 machine.lookupAnswered(requestID: requestID, local: url, result)
             }
+        case .getSchema(let topic, let version, let requestID):
+            let broker = self.broker
+            let role = machine.role
+            answer(channel, {
+                let name = try TopicName(parsing: topic)
+                try await broker.authorizer.authorize(role, .lookup, topic: name)
+                return try await broker.schemas.version(name.schemaName, version)
+            }) { machine, result in
+                machine.schemaFound(requestID: requestID, topic: topic, result)
+            }
         case .topicsOfNamespace(let namespace, let requestID):
             let broker = self.broker
             let role = machine.role
@@ -357,15 +367,21 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         let initialSubscription = request.initialSubscription
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let broker = self.broker
+        let role = machine.role
         authorized(.produce, request.topic, channel: channel).flatMap {
             broker.servedTopic(request.topic, preferredLoop: channel.eventLoop)
         }.flatMap { topic in
-            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(topic: any ServedTopic, name: String, lastSequenceID: Int64)> in
+            // The schema step (registry in the metadata store) before the producer is added.
+            channel.eventLoop.makeFutureWithTask {
+                try await broker.producerSchemaVersion(request.schema, topic: request.topic, role: role)
+            }.map { (topic, $0) }
+        }.flatMap { topic, schemaVersion in
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(topic: any ServedTopic, name: String, lastSequenceID: Int64, schemaVersion: Int64?)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
                     let assigned = try topic.addProducer(
                         connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink)
-                    return (topic, assigned, topic.lastPublishedSequenceID(producerName: assigned))
+                    return (topic, assigned, topic.lastPublishedSequenceID(producerName: assigned), schemaVersion)
                 }
             }
         }.hop(to: channel.eventLoop).whenComplete { result in
@@ -379,8 +395,18 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         guard let sink else { return }
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let broker = self.broker
+        let role = machine.role
         authorized(.consume, request.topic, channel: channel).flatMap {
             broker.servedTopic(request.topic, preferredLoop: channel.eventLoop)
+        }.flatMap { topic -> EventLoopFuture<any ServedTopic> in
+            guard let schema = request.schema else { return channel.eventLoop.makeSucceededFuture(topic) }
+            // Registers on a topic nothing uses yet, else must read the topic's schema.
+            return topic.eventLoop.submit { topic.isInUse }.flatMap { inUse in
+                channel.eventLoop.makeFutureWithTask {
+                    try await broker.checkConsumerSchema(schema, topic: request.topic, inUse: inUse, role: role)
+                    return topic
+                }
+            }
         }.flatMap { topic in
             topic.eventLoop.flatSubmit {
                 topic.subscribe(request.request, sink: sink).map { topic }

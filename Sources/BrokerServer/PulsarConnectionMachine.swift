@@ -5,6 +5,7 @@ import ManagedLedger
 import Logging
 import NIOCore
 import PulsarProtocol
+import Schemas
 
 /// Everything one Pulsar connection decides, as a sans-IO state machine: events go in (a decoded
 /// frame, a topic's answer, the socket's writability, a keep-alive tick), and each returns the one
@@ -58,6 +59,8 @@ struct PulsarConnectionMachine<TopicHandle> {
         /// nil: the broker names the producer.
         var producerName: String?
         var initialSubscription: String?
+        /// The producer's schema; nil: none (the bytes schema).
+        var schema: SchemaDefinition?
     }
 
     struct Subscribe {
@@ -65,6 +68,8 @@ struct PulsarConnectionMachine<TopicHandle> {
         var consumerID: UInt64
         var topic: TopicName
         var request: SubscribeRequest
+        /// The consumer's schema, to check (or register) before subscribing; nil: none, or AUTO_CONSUME.
+        var schema: SchemaDefinition?
     }
 
     enum ConsumerOperation {
@@ -116,6 +121,8 @@ struct PulsarConnectionMachine<TopicHandle> {
         case lookup(topic: String, authoritative: Bool, requestID: UInt64)
         /// Answer with `topicsListed`.
         case topicsOfNamespace(namespace: String, requestID: UInt64)
+        /// Answer with `schemaFound`; `version` nil: the latest.
+        case getSchema(topic: String, version: Int64?, requestID: UInt64)
         /// The socket drained: resume reading if publishes allow, and let each consumer's
         /// subscription dispatch again (a zero-permit flow).
         case socketDrained(resumeReading: Bool, consumers: [ConsumerRef])
@@ -364,11 +371,9 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .seek(consumer, target, requestID: request.requestID)
         case .getSchema:
             let request = command.getSchema
-            return .write(Commands.base(.getSchemaResponse) {
-                $0.getSchemaResponse.requestID = request.requestID
-                $0.getSchemaResponse.errorCode = .topicNotFound
-                $0.getSchemaResponse.errorMessage = "Topic not found or no-schema"
-            })
+            // Pulsar reads the first 8 bytes as a big-endian version (the older 64-byte form too).
+            let version = request.hasSchemaVersion ? Commands.schemaVersion(request.schemaVersion) : nil
+            return .getSchema(topic: request.topic, version: version, requestID: request.requestID)
         case .newTxn, .addPartitionToTxn, .addSubscriptionToTxn, .endTxn, .endTxnOnPartition, .endTxnOnSubscription,
              .tcClientConnectRequest:
             // As Pulsar answers with `transactionCoordinatorEnabled=false`: an ERROR for the request.
@@ -433,13 +438,14 @@ struct PulsarConnectionMachine<TopicHandle> {
             requestID: request.requestID, producerID: request.producerID, topic: name,
             producerName: request.hasProducerName && !request.producerName.isEmpty ? request.producerName : nil,
             initialSubscription: request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
-                ? request.initialSubscriptionName : nil))
+                ? request.initialSubscriptionName : nil,
+            schema: request.hasSchema ? Commands.schema(request.schema) : nil))
     }
 
     /// The topic answered a `createProducer`.
     mutating func producerCreated(
         producerID: UInt64, requestID: UInt64, topicName: TopicName,
-        _ result: Result<(topic: TopicHandle, name: String, lastSequenceID: Int64), any Error>
+        _ result: Result<(topic: TopicHandle, name: String, lastSequenceID: Int64, schemaVersion: Int64?), any Error>
     ) -> Action {
         switch result {
         case .success(let created):
@@ -462,6 +468,8 @@ struct PulsarConnectionMachine<TopicHandle> {
                     $0.producerSuccess.producerName = created.name
                     $0.producerSuccess.lastSequenceID = created.lastSequenceID
                     $0.producerSuccess.producerReady = true
+                    // Always set, as Pulsar does: 8 bytes big-endian, or empty without a schema.
+                    $0.producerSuccess.schemaVersion = created.schemaVersion.map(Commands.schemaVersionBytes) ?? Data()
                 },
                 log: LogLine(level: .debug, event: "producer.created", metadata: [
                     "topic": "\(topicName)", "producer.name": "\(created.name)",
@@ -621,7 +629,8 @@ struct PulsarConnectionMachine<TopicHandle> {
                 consumerName: request.consumerName, priorityLevel: request.priorityLevel, durable: durable,
                 start: !durable && request.hasStartMessageID ? Commands.startPosition(request.startMessageID) : nil,
                 initialPosition: request.initialPosition == .earliest ? .earliest : .latest,
-                keySharedPolicy: keySharedPolicy)))
+                keySharedPolicy: keySharedPolicy),
+            schema: request.hasSchema && request.schema.type != .autoConsume ? Commands.schema(request.schema) : nil))
     }
 
     /// The topic answered a `subscribe`.
@@ -759,6 +768,25 @@ struct PulsarConnectionMachine<TopicHandle> {
                 $0.partitionMetadataResponse.response = .failed
                 $0.partitionMetadataResponse.error = ServerErrors.serverError(for: error)
                 $0.partitionMetadataResponse.message = ServerErrors.message(for: error)
+            }
+        })
+    }
+
+    /// The registry answered a GET_SCHEMA: the version, or nil (none, or not that version).
+    func schemaFound(requestID: UInt64, topic: String, _ result: Result<SchemaVersionRecord?, any Error>) -> Action {
+        guard !isClosed else { return .none }
+        return .write(Commands.base(.getSchemaResponse) {
+            $0.getSchemaResponse.requestID = requestID
+            switch result {
+            case .success(let record?):
+                $0.getSchemaResponse.schema = Commands.schema(record, name: (try? TopicName(parsing: topic))?.schemaName ?? topic)
+                $0.getSchemaResponse.schemaVersion = Commands.schemaVersionBytes(record.version)
+            case .success(nil):
+                $0.getSchemaResponse.errorCode = .topicNotFound
+                $0.getSchemaResponse.errorMessage = "Topic not found or no-schema"
+            case .failure(let error):
+                $0.getSchemaResponse.errorCode = ServerErrors.serverError(for: error)
+                $0.getSchemaResponse.errorMessage = ServerErrors.message(for: error)
             }
         })
     }

@@ -25,6 +25,7 @@ enum ServerErrors {
         case .conflict, .preconditionFailed, .badRequest: return .notAllowedError
         case .authenticationError: return .authenticationError
         case .authorizationError: return .authorizationError
+        case .incompatibleSchema, .invalidSchema: return .incompatibleSchema
         case .unknown: return .unknownError
         }
     }

@@ -28,6 +28,12 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case authenticationError
         /// The client's role may not do this (Pulsar's AuthorizationError, HTTP 403).
         case authorizationError
+        /// A schema the topic's stored versions and strategy do not allow (Pulsar's
+        /// IncompatibleSchema, HTTP 409).
+        case incompatibleSchema
+        /// A schema definition that cannot be used (IncompatibleSchema on the binary protocol, as in
+        /// Pulsar; HTTP 422).
+        case invalidSchema
         case unknown
     }
 

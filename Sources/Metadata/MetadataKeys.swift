@@ -44,6 +44,11 @@ public enum MetadataKeys {
     /// The counter every ledger id (topic and cursor ledgers) is taken from.
     public static let ledgerIDCounter = "/counters/ledger-id"
 
+    // MARK: schemas
+
+    /// `SchemaRecord`: every version of one schema id (`tenant/ns/topic`, `TopicName.schemaName`).
+    public static func schema(_ schemaName: String) -> String { "/schemas/" + schemaName }
+
     // MARK: the cluster
 
     /// `/brokers/<host:httpPort>`: each live broker's `BrokerIdentity` (ephemeral).

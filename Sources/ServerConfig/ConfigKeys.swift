@@ -27,8 +27,11 @@ public enum ConfigKeys {
         "tlsRequireTrustedClientCertOnConnect", "tlsProtocols", "tlsCiphers", "tlsCertRefreshCheckDurationSec",
     ]
 
-    /// Tenant quotas (`standalone` and `broker`).
-    public static let quotas: Set<String> = ["maxTopicsPerNamespace", "maxNamespacesPerTenant"]
+    /// Tenant quotas and the schema registry's defaults (`standalone` and `broker`).
+    public static let quotas: Set<String> = [
+        "maxTopicsPerNamespace", "maxNamespacesPerTenant",
+        "schemaCompatibilityStrategy", "isAllowAutoUpdateSchemaEnabled", "isSchemaValidationEnforced",
+    ]
 
     /// `magnetar standalone --config standalone.conf`.
     public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(["clusterName"])

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Schemas
 
 /// `magnetar admin brokers ...`: the live brokers of the cluster and what they own.
 struct BrokersCommand: AsyncParsableCommand {

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import Schemas
 
 /// `magnetar admin`: pulsar-admin's nouns and verbs over the REST API (`/admin/v2/...`).
 struct AdminCommand: AsyncParsableCommand {
@@ -103,53 +104,6 @@ struct AdminClient {
             return try JSONDecoder().decode(JSONValue.self, from: reply.body)
         } catch {
             throw AdminCLIError(description: "the server answered with something that is not JSON: \(String(decoding: reply.body, as: UTF8.self))")
-        }
-    }
-}
-
-/// Any JSON value; booleans and numbers kept apart (JSONSerialization does not on every platform).
-enum JSONValue: Codable, Equatable {
-    case null
-    case bool(Bool)
-    case int(Int64)
-    case double(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Int64.self) { self = .int(value) }
-        else if let value = try? container.decode(Double.self) { self = .double(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
-        else { self = .object(try container.decode([String: JSONValue].self)) }
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        switch self {
-        case .null: try container.encodeNil()
-        case .bool(let value): try container.encode(value)
-        case .int(let value): try container.encode(value)
-        case .double(let value): try container.encode(value)
-        case .string(let value): try container.encode(value)
-        case .array(let value): try container.encode(value)
-        case .object(let value): try container.encode(value)
-        }
-    }
-
-    subscript(key: String) -> JSONValue? {
-        if case .object(let object) = self { return object[key] }
-        return nil
-    }
-
-    var isContainer: Bool {
-        switch self {
-        case .array, .object: true
-        default: false
         }
     }
 }

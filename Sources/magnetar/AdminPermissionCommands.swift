@@ -1,4 +1,5 @@
 import ArgumentParser
+import Schemas
 
 /// pulsar-admin's permission verbs: `namespaces grant-permission | revoke-permission | permissions`
 /// and the same on `topics`.

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOSSL
 import Replication
+import Schemas
 import ServerConfig
 
 /// Authentication and authorization from the `--config` file, with Pulsar's keys
@@ -116,15 +117,27 @@ struct SecuritySettings {
     }
 }
 
-/// Tenant quotas from the `--config` file (`maxTopicsPerNamespace`, `maxNamespacesPerTenant`).
+/// Tenant quotas and schema defaults from the `--config` file (`maxTopicsPerNamespace`,
+/// `maxNamespacesPerTenant`, `schemaCompatibilityStrategy`, `isAllowAutoUpdateSchemaEnabled`,
+/// `isSchemaValidationEnforced`).
 enum QuotaSettings {
     static func apply(_ file: ConfigFile?, to configuration: inout BrokerConfiguration) throws {
         guard let file else { return }
         do {
             configuration.maxTopicsPerNamespace = try file.int("maxTopicsPerNamespace", in: 0...Int(Int32.max)) ?? 0
             configuration.maxNamespacesPerTenant = try file.int("maxNamespacesPerTenant", in: 0...Int(Int32.max)) ?? 0
+            configuration.isAllowAutoUpdateSchemaEnabled = try file.bool("isAllowAutoUpdateSchemaEnabled") ?? true
+            configuration.isSchemaValidationEnforced = try file.bool("isSchemaValidationEnforced") ?? false
         } catch {
             throw StartupError(error.description)
+        }
+        if let name = file.string("schemaCompatibilityStrategy") {
+            guard let strategy = SchemaCompatibilityStrategy(rawValue: name.uppercased()), strategy != .undefined else {
+                throw StartupError(file.error(
+                    "schemaCompatibilityStrategy", name,
+                    expected: SchemaCompatibilityStrategy.allCases.filter { $0 != .undefined }.map(\.rawValue).joined(separator: ", ")).description)
+            }
+            configuration.schemaCompatibilityStrategy = strategy
         }
     }
 }

@@ -60,7 +60,9 @@ import Testing
             "retention_policies", "message_ttl_in_seconds", "backlog_quota_map", "autoTopicCreationOverride",
             "deduplicationEnabled", "schema_compatibility_strategy", "max_producers_per_topic", "max_consumers_per_topic",
             "persistence", "auth_policies", "publishMaxMessageRate", "topicDispatchRate", "max_topics_per_namespace",
+            "is_allow_auto_update_schema", "schema_validation_enforced",
         ])
+        #expect(object["schema_validation_enforced"] as? Bool == false)
         #expect(object["message_ttl_in_seconds"] is NSNull)
         let quota = try #require((object["backlog_quota_map"] as? [String: Any])?["destination_storage"] as? [String: Any])
         #expect(quota["policy"] as? String == "producer_request_hold")

@@ -3,7 +3,9 @@ import ManagedLedger
 @testable import BrokerServer
 import CRC32C
 import NIOCore
+import Foundation
 import PulsarProtocol
+import Schemas
 import Testing
 
 /// Transcripts of the Pulsar connection machine: frames and topic answers in, actions out; no
@@ -99,7 +101,7 @@ import Testing
         #expect(create.producerName == nil)
         #expect(create.topic.description == "persistent://public/default/t")
         let answer = written(machine.producerCreated(
-            producerID: 1, requestID: 10, topicName: create.topic, .success((topic: "t", name: "standalone-0-1", lastSequenceID: 41))))
+            producerID: 1, requestID: 10, topicName: create.topic, .success((topic: "t", name: "standalone-0-1", lastSequenceID: 41, schemaVersion: nil))))
         #expect(answer?.type == .producerSuccess)
         #expect(answer?.producerSuccess.requestID == 10)
         #expect(answer?.producerSuccess.producerName == "standalone-0-1")
@@ -127,6 +129,63 @@ import Testing
 
     // MARK: handshake and the unexpected
 
+    @Test func schemasTravelWithProducersSubscriptionsAndGetSchema() throws {
+        var machine = connected()
+        let producer = frame(.producer) {
+            $0.producer.topic = "persistent://public/default/typed"
+            $0.producer.producerID = 1
+            $0.producer.requestID = 3
+            $0.producer.schema.name = "AVRO"
+            $0.producer.schema.type = .avro
+            $0.producer.schema.schemaData = Data(#"{"type":"string"}"#.utf8)
+            var property = Pulsar_Proto_KeyValue()
+            property.key = "k"
+            property.value = "v"
+            $0.producer.schema.properties = [property]
+        }
+        guard case .createProducer(let create) = machine.frameReceived(producer) else {
+            Issue.record("expected createProducer")
+            return
+        }
+        #expect(create.schema == SchemaDefinition(type: .avro, data: Array(#"{"type":"string"}"#.utf8), properties: ["k": "v"]))
+        let success = written(machine.producerCreated(
+            producerID: 1, requestID: 3, topicName: create.topic, .success((topic: "t", name: "p", lastSequenceID: -1, schemaVersion: 258))))
+        #expect(success?.producerSuccess.schemaVersion == Data([0, 0, 0, 0, 0, 0, 1, 2]))
+
+        // A consumer with AUTO_CONSUME brings no schema to check.
+        guard case .subscribe(let plain) = machine.frameReceived(frame(.subscribe) {
+            $0.subscribe.topic = "t"
+            $0.subscribe.subscription = "s"
+            $0.subscribe.consumerID = 7
+            $0.subscribe.requestID = 4
+            $0.subscribe.schema.type = .autoConsume
+            $0.subscribe.schema.name = ""
+            $0.subscribe.schema.schemaData = Data()
+        }) else {
+            Issue.record("expected subscribe")
+            return
+        }
+        #expect(plain.schema == nil)
+
+        guard case .getSchema(let topic, let version, let requestID) = machine.frameReceived(frame(.getSchema) {
+            $0.getSchema.topic = "persistent://public/default/typed"
+            $0.getSchema.requestID = 9
+            $0.getSchema.schemaVersion = Data([0, 0, 0, 0, 0, 0, 0, 1])
+        }) else {
+            Issue.record("expected getSchema")
+            return
+        }
+        #expect(topic == "persistent://public/default/typed" && version == 1 && requestID == 9)
+        let found = written(machine.schemaFound(requestID: 9, topic: topic, .success(SchemaVersionRecord(
+            version: 1, definition: SchemaDefinition(type: .json, data: Array("{}".utf8)), timestamp: 5))))
+        #expect(found?.getSchemaResponse.schema.type == .json)
+        #expect(found?.getSchemaResponse.schema.name == "public/default/typed")
+        #expect(found?.getSchemaResponse.schemaVersion == Data([0, 0, 0, 0, 0, 0, 0, 1]))
+        let missing = written(machine.schemaFound(requestID: 10, topic: topic, .success(nil)))
+        #expect(missing?.getSchemaResponse.errorCode == .topicNotFound)
+        #expect(missing?.getSchemaResponse.errorMessage == "Topic not found or no-schema")
+    }
+
     @Test func handshakeAnswersConnectedAndPong() {
         var machine = Machine(connectionID: 1, serverVersion: "Magnetar test")
         let connected = written(machine.frameReceived(frame(.connect) { $0.connect.protocolVersion = 19 }))
@@ -153,7 +212,6 @@ import Testing
         var machine = connected()
         expectError(machine.frameReceived(frame(.newTxn) { $0.newTxn.requestID = 3 }), .notAllowedError, requestID: 3)
         expectError(machine.frameReceived(frame(.authResponse)), .authenticationError, requestID: 0)
-        #expect(written(machine.frameReceived(frame(.getSchema) { $0.getSchema.requestID = 4 }))?.getSchemaResponse.errorCode == .topicNotFound)
         guard case .close = machine.frameReceived(frame(.message)) else {
             Issue.record("a MESSAGE from a client closes the connection")
             return
@@ -240,7 +298,7 @@ import Testing
             $0.closeProducer.requestID = 2
         }), requestID: 2)
         guard case .releaseProducer(let topic, let producerID, nil) = machine.producerCreated(
-            producerID: 1, requestID: 1, topicName: create.topic, .success((topic: "t", name: "n", lastSequenceID: -1)))
+            producerID: 1, requestID: 1, topicName: create.topic, .success((topic: "t", name: "n", lastSequenceID: -1, schemaVersion: nil)))
         else {
             Issue.record("expected the late producer to be released")
             return
@@ -648,7 +706,7 @@ import Testing
         #expect(producers.map(\.0) == ["t"] && producers.map(\.producerID) == [1])
         #expect(consumers.map(\.topic) == ["u"])
         guard case .releaseProducer("v", 2, nil) = machine.producerCreated(
-            producerID: 2, requestID: 21, topicName: late.topic, .success((topic: "v", name: "n", lastSequenceID: -1)))
+            producerID: 2, requestID: 21, topicName: late.topic, .success((topic: "v", name: "n", lastSequenceID: -1, schemaVersion: nil)))
         else {
             Issue.record("a producer made after the end is released")
             return
