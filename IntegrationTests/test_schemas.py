@@ -10,12 +10,14 @@ admin REST API.
   version; isAllowAutoUpdateSchema=false only lets known schemas in; schemaValidationEnforced
   refuses producers without a schema.
 - REST: upload / get / versions / version / compatibility / delete, 409 for incompatible, 422 with
-  a reason for a bad definition, 404 for none.
+  a reason for a bad definition, 404 for none; the CLI's `schemas` verbs and the namespace's
+  schema policy verbs.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 
@@ -24,6 +26,7 @@ import pytest
 from pulsar.schema import AvroSchema, Float, Integer, JsonSchema, Record, String, StringSchema
 
 from admin_rest import call
+from conftest import magnetar_binary
 
 RECEIVE_MS = 10_000
 
@@ -260,3 +263,107 @@ def test_a_bad_definition_from_a_client_is_refused(client):
                                               "fields": [{"name": "a", "type": "int", "default": "x"}]})
     with pytest.raises(pulsar.IncompatibleSchema):
         client.create_producer(topic, schema=bad)
+
+
+def test_cli_schemas_verbs(broker, tmp_path, namespace):
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(magnetar_binary()), "admin", "--url", broker.http_url, *args],
+                              capture_output=True, text=True, timeout=60)
+    topic = f"persistent://{namespace}/cli"
+    good = tmp_path / "order.json"
+    good.write_text(json.dumps({"type": "AVRO", "schema": OrderV1.schema(), "properties": {}}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "AVRO", "schema": json.dumps(OrderStringAmount.schema())}))
+    out = cli("schemas", "upload", topic, "-f", str(good))
+    assert out.returncode == 0, out.stderr
+    out = cli("schemas", "get", topic, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(json.loads(out.stdout)["data"]) == OrderV1.schema()
+    out = cli("schemas", "compatibility", topic, "-f", str(bad))
+    assert out.returncode != 0 and "409" in out.stderr and "amount" in out.stderr
+    out = cli("namespaces", "set-schema-compatibility-strategy", namespace, "-c", "ALWAYS_COMPATIBLE")
+    assert out.returncode == 0, out.stderr
+    out = cli("namespaces", "get-schema-compatibility-strategy", namespace)
+    assert out.returncode == 0 and "ALWAYS_COMPATIBLE" in out.stdout
+    out = cli("schemas", "compatibility", topic, "-f", str(bad))
+    assert out.returncode == 0, out.stderr
+    out = cli("schemas", "delete", topic)
+    assert out.returncode == 0, out.stderr
+    out = cli("schemas", "get", topic)
+    assert out.returncode != 0 and "404" in out.stderr
+
+
+def test_a_schema_registered_through_one_broker_is_enforced_by_another(tmp_path):
+    from cluster import LocalCluster
+    cluster = LocalCluster(tmp_path, storage_nodes=1, brokers=2)
+    cluster.start()
+    try:
+        topic = unique("cluster")
+        owner = cluster.owner(topic)
+        other = next(b for b in cluster.brokers if b is not owner)
+        status, answer = call(other, "POST", schema_path(topic), {"type": "AVRO", "schema": json.dumps(OrderV1.schema())})
+        assert status == 200, answer
+        client = pulsar.Client(cluster.service_url, operation_timeout_seconds=15)
+        try:
+            with pytest.raises(pulsar.IncompatibleSchema):
+                client.create_producer(topic, schema=AvroSchema(OrderStringAmount))
+            producer = client.create_producer(topic, schema=AvroSchema(OrderV1))
+            producer.send(OrderV1(user_id="c", amount=1.0))
+        finally:
+            client.close()
+        # The owner's registry answers what the other broker stored.
+        status, answer = call(owner, "GET", schema_path(topic))
+        assert status == 200 and answer["version"] == 0
+    finally:
+        cluster.close()
+
+
+def test_swift_client_with_schemas_interoperates(broker, client, tmp_path):
+    """`magnetar client` (MagnetarClient) declares a JSON schema the Python client reads typed, and
+    sees the schema version Python's Avro producer stamps."""
+    def swift(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(magnetar_binary()), "client", *args, "--url", broker.url],
+                              capture_output=True, text=True, timeout=60)
+    definition = tmp_path / "order.avsc"
+    definition.write_text(json.dumps(Order.schema()))
+    topic = unique("swift-json")
+    consumer = client.subscribe(topic, "py", schema=JsonSchema(Order))
+    out = swift("produce", topic, "-m", json.dumps({"user_id": "sw", "amount": 7.5}),
+                "--schema-type", "json", "--schema-file", str(definition))
+    assert out.returncode == 0, out.stderr
+    order = consumer.receive(RECEIVE_MS).value()
+    assert (order.user_id, order.amount) == ("sw", 7.5)
+    # A Swift producer with an incompatible definition is refused like Python's.
+    bad = tmp_path / "bad.avsc"
+    bad.write_text(json.dumps(OrderStringAmount.schema()))
+    out = swift("produce", topic, "-m", "{}", "--schema-type", "json", "--schema-file", str(bad))
+    assert out.returncode != 0 and "incompatibleschema" in (out.stderr + out.stdout).lower()
+
+    avro_topic = unique("swift-avro")
+    client.create_producer(avro_topic, schema=AvroSchema(Order)).send(Order(user_id="py", amount=1.0))
+    out = swift("consume", avro_topic, "-s", "sw", "--earliest", "-n", "1", "--timeout", "10", "--show-schema-version",
+                "--schema-type", "avro", "--schema-file", str(definition))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split("\t")[-1] == "0"
+
+
+def test_partitions_share_one_schema_which_goes_with_the_topic(broker, make_client):
+    client = make_client(broker)
+    topic = unique("parts")
+    rest = topic.replace("persistent://", "/admin/v2/persistent/")
+    assert call(broker, "PUT", f"{rest}/partitions", 3)[0] == 204
+    consumer = client.subscribe(topic, "sub", schema=AvroSchema(Order))
+    producer = client.create_producer(topic, schema=AvroSchema(Order))
+    for i in range(6):
+        producer.send(Order(user_id=f"u{i}", amount=float(i)))
+    assert sorted(consumer.receive(RECEIVE_MS).value().user_id for _ in range(6)) == [f"u{i}" for i in range(6)]
+    status, answer = call(broker, "GET", schema_path(topic, "versions"))
+    assert status == 200 and [v["version"] for v in answer["getSchemaResponses"]] == [0]
+    # A partition's schema is its partitioned topic's.
+    assert call(broker, "GET", schema_path(topic + "-partition-1"))[1]["version"] == 0
+    with pytest.raises(pulsar.IncompatibleSchema):
+        client.create_producer(topic + "-partition-2", schema=AvroSchema(OrderStringAmount))
+    client.close()
+    status, answer = call(broker, "DELETE", f"{rest}/partitions?force=true")
+    assert status == 204, answer
+    assert call(broker, "GET", schema_path(topic))[0] == 404

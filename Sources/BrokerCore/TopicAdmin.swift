@@ -348,6 +348,8 @@ extension BrokerService {
         for key in try await metadata.list(prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) {
             try await metadata.delete(key, expectedVersion: nil)
         }
+        // A topic's schema goes with it, as in Pulsar (a partition's belongs to its partitioned topic).
+        if name.partitionIndex < 0 { try await schemas.removeAll(name.schemaName) }
         logger.info("topic.deleted", metadata: ["topic": "\(name)", "force": "\(force)"])
     }
 
@@ -374,6 +376,7 @@ extension BrokerService {
             }
         }
         try await metadata.delete(MetadataKeys.partitionedTopic(name.metadataPath), expectedVersion: nil)
+        try await schemas.removeAll(name.schemaName)
         logger.info("topic.partitioned-deleted", metadata: ["topic": "\(name)"])
     }
 

@@ -58,7 +58,7 @@ enum ClientCommands {
     /// PRODUCER. `name` is the application's name, or on a reconnection the name the broker assigned
     /// the first time (then `userProvidedName` stays false, as in the Java/C++ clients).
     static func producer(
-        topic: String, producerID: UInt64, requestID: UInt64, name: String?, userProvidedName: Bool
+        topic: String, producerID: UInt64, requestID: UInt64, name: String?, userProvidedName: Bool, schema: SchemaInfo? = nil
     ) -> Pulsar_Proto_BaseCommand {
         base(.producer) {
             $0.producer.topic = topic
@@ -66,6 +66,7 @@ enum ClientCommands {
             $0.producer.requestID = requestID
             if let name { $0.producer.producerName = name }
             $0.producer.userProvidedProducerName = userProvidedName
+            if let schema { $0.producer.schema = schema.wire }
         }
     }
 
@@ -78,9 +79,11 @@ enum ClientCommands {
 
     static func subscribe(
         topic: String, subscription: String, type: SubscriptionType, consumerID: UInt64, requestID: UInt64,
-        consumerName: String, initialPosition: InitialPosition, durable: Bool = true, startMessageID: MessageID? = nil
+        consumerName: String, initialPosition: InitialPosition, durable: Bool = true, startMessageID: MessageID? = nil,
+        schema: SchemaInfo? = nil
     ) -> Pulsar_Proto_BaseCommand {
         base(.subscribe) {
+            if let schema { $0.subscribe.schema = schema.wire }
             $0.subscribe.topic = topic
             $0.subscribe.subscription = subscription
             $0.subscribe.subType = type.wireValue

@@ -4,6 +4,9 @@ import PulsarProtocol
 
 /// How a consumer receives. A pure value.
 public struct ConsumerOptions: Sendable {
+    /// The schema to read with: registered on a topic nothing uses yet, else checked against the
+    /// topic's; nil: bytes (none sent).
+    public var schema: SchemaInfo?
     /// Permits granted up front; refilled by FLOW when half of them were handed to the application.
     /// Per partition on a partitioned topic.
     public var receiverQueueSize: Int = 1000
@@ -318,7 +321,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
     func register(on connection: ClientConnection) -> EventLoopFuture<Void> {
         eventLoop.assertInEventLoop()
         let (topic, subscription, type, consumerID, consumerName) = (self.topic, self.subscription, self.type, consumerID, consumerName)
-        let (initialPosition, durable) = (options.initialPosition, self.durable)
+        let (initialPosition, durable, schema) = (options.initialPosition, self.durable, options.schema)
         let startID: MessageID?
         switch start {
         case .none: startID = nil
@@ -331,7 +334,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             return connection.request {
                 ClientCommands.subscribe(
                     topic: topic, subscription: subscription, type: type, consumerID: consumerID, requestID: $0,
-                    consumerName: consumerName, initialPosition: initialPosition, durable: durable, startMessageID: startID)
+                    consumerName: consumerName, initialPosition: initialPosition, durable: durable, startMessageID: startID,
+                    schema: schema)
             }.map { _ in connection.maxMessageSizeBytes }
             .flatMapErrorThrowing { error in
                 connection.detachConsumer(consumerID)
@@ -465,7 +469,8 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
             payload: body, producerName: metadata.producerName, sequenceID: Int64(bitPattern: metadata.sequenceID),
             publishTimeMs: metadata.publishTime, eventTimeMs: metadata.eventTime == 0 ? nil : metadata.eventTime,
             partitionKey: metadata.partitionKey, properties: properties,
-            redeliveryCount: command.redeliveryCount ?? 0)
+            redeliveryCount: command.redeliveryCount ?? 0,
+            schemaVersion: metadata.schemaVersion.flatMap { SchemaInfo.version($0) })
         guard metadata.numMessagesInBatch != nil else {
             if isBeforeStart(base.id) { returnPermits(1) } else { queue.deliver(base) }
             return

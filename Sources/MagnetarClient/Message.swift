@@ -15,6 +15,8 @@ public struct Message: Sendable {
     public var properties: [String: String]
     /// How often the broker delivered this message before (0 on the first delivery).
     public var redeliveryCount: UInt32
+    /// The writer's schema version (its producer's), nil if it had no schema.
+    public var schemaVersion: Int64? = nil
 }
 
 /// How a subscription spreads messages over its consumers (notes §5.2).

@@ -5,6 +5,8 @@ import PulsarProtocol
 
 /// How a producer sends. A pure value.
 public struct ProducerOptions: Sendable {
+    /// The schema the broker's registry checks and versions; nil: bytes (none sent).
+    public var schema: SchemaInfo?
     /// The producer name; nil lets the broker choose a unique one.
     public var name: String?
     /// Messages per batch entry; 0 or 1 sends every message as its own entry (no batch format).
@@ -188,6 +190,8 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
     /// The partition reported in message ids (-1: not partitioned).
     let partition: Int32
     var producerName = ""
+    /// PRODUCER_SUCCESS's `schema_version`, stamped on every message; nil without a schema.
+    var schemaVersionBytes: [UInt8]?
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
 
@@ -240,11 +244,13 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         let userProvided = options.name != nil
         let topic = self.topic
         let producerID = self.producerID
+        let schema = options.schema
         return connection.eventLoop.flatSubmit {
             connection.attach(producer: self)
             return connection.request {
                 ClientCommands.producer(
-                    topic: topic, producerID: producerID, requestID: $0, name: name, userProvidedName: userProvided)
+                    topic: topic, producerID: producerID, requestID: $0, name: name, userProvidedName: userProvided,
+                    schema: schema)
             }.map { ($0.producerSuccess, connection.maxMessageSizeBytes) }
             .flatMapErrorThrowing { error in
                 connection.detachProducer(producerID)
@@ -255,6 +261,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
                 throw error
             }
         }.hop(to: eventLoop).flatMapThrowing { success, maxMessageSize in
+            self.schemaVersionBytes = success.schemaVersion.isEmpty ? nil : Array(success.schemaVersion)
             try self.registered(
                 on: connection, producerName: success.producerName,
                 lastSequenceID: success.hasLastSequenceID ? success.lastSequenceID : -1, maxMessageSizeBytes: maxMessageSize)
@@ -413,7 +420,8 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         guard isBatching else {
             var metadata = SendMetadata(
                 producerName: producerName, sequenceID: sequenceID, publishTimeMs: Self.nowMs(), numMessagesInBatch: nil,
-                properties: MetadataFields.sorted(message.properties), partitionKey: message.key, eventTimeMs: message.eventTimeMs)
+                properties: MetadataFields.sorted(message.properties), partitionKey: message.key, eventTimeMs: message.eventTimeMs,
+                schemaVersion: schemaVersionBytes)
             var body = payload
             if options.compression != .none {
                 metadata.compression = options.compression
@@ -452,7 +460,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
         batchCompletions = []
         let frame = batch.encode(
             producerID: producerID, producerName: producerName, publishTimeMs: Self.nowMs(), compression: options.compression,
-            allocator: allocator)
+            schemaVersion: schemaVersionBytes, allocator: allocator)
         appendPending(.init(
             firstSequenceID: batch.firstSequenceID, lastSequenceID: batch.lastSequenceID, isBatch: true,
             completions: .many(completions), frame: frame))

@@ -75,6 +75,11 @@ struct SendMetadata: Sendable {
     /// Set with `compression`: the payload's size before compression.
     var uncompressedSizeBytes: Int = 0
     var eventTimeMs: UInt64?
+    /// The producer's schema version (PRODUCER_SUCCESS's bytes), `schema_version` = 16.
+    var schemaVersion: [UInt8]?
+
+    /// Field 16's tag, a two-byte varint (16 << 3 | length-delimited).
+    static let schemaVersionTag: UInt64 = 16 << 3 | 2
 
     /// Bytes of the serialized `MessageMetadata`.
     var encodedSize: Int {
@@ -91,11 +96,14 @@ struct SendMetadata: Sendable {
             size += 1 + ProtobufWire.varintSize(UInt64(bitPattern: Int64(numMessagesInBatch)))
         }
         if let eventTimeMs { size += 1 + ProtobufWire.varintSize(eventTimeMs) }
+        if let schemaVersion {
+            size += ProtobufWire.varintSize(Self.schemaVersionTag) + ProtobufWire.varintSize(UInt64(schemaVersion.count)) + schemaVersion.count
+        }
         return size
     }
 
     /// Writes `MessageMetadata{producer_name=1, sequence_id=2, publish_time=3, properties=4, partition_key=6,
-    /// compression=8, uncompressed_size=9, num_messages_in_batch=11, event_time=12}`.
+    /// compression=8, uncompressed_size=9, num_messages_in_batch=11, event_time=12, schema_version=16}`.
     func write(into buffer: inout ByteBuffer) {
         MetadataFields.writeString(producerName, field: 1, into: &buffer)
         buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.varint))
@@ -117,6 +125,11 @@ struct SendMetadata: Sendable {
         if let eventTimeMs {
             buffer.writeInteger(ProtobufWire.tag(12, wireType: ProtobufWire.varint))
             ProtobufWire.writeVarint(eventTimeMs, into: &buffer)
+        }
+        if let schemaVersion {
+            ProtobufWire.writeVarint(Self.schemaVersionTag, into: &buffer)
+            ProtobufWire.writeVarint(UInt64(schemaVersion.count), into: &buffer)
+            buffer.writeBytes(schemaVersion)
         }
     }
 }
@@ -242,11 +255,11 @@ struct MessageBatch: Sendable {
     /// The SEND frame carrying this batch, its body compressed with `compression`.
     func encode(
         producerID: UInt64, producerName: String, publishTimeMs: UInt64, compression: CompressionType = .none,
-        allocator: ByteBufferAllocator
+        schemaVersion: [UInt8]? = nil, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         var metadata = SendMetadata(
             producerName: producerName, sequenceID: firstSequenceID, publishTimeMs: publishTimeMs,
-            numMessagesInBatch: Int32(count))
+            numMessagesInBatch: Int32(count), schemaVersion: schemaVersion)
         var entryBody = body
         if compression != .none {
             metadata.compression = compression

@@ -218,6 +218,8 @@ public struct SendMetadataFields: Sendable, Equatable {
     public var uncompressedSize: UInt32 = 0
     /// 0 = not set.
     public var eventTime: UInt64 = 0
+    /// The writer's schema version bytes (`schema_version` = 16); nil: none.
+    public var schemaVersion: [UInt8]?
 
     /// Whether a SEND with these chunk fields carries a chunk before its message's last one
     /// (`chunk_id < num_chunks_from_msg - 1`), computed so that no value from the network can
@@ -294,6 +296,8 @@ public struct SendMetadataFields: Sendable, Equatable {
                 fields.uncompressedSize = UInt32(truncatingIfNeeded: try reader.readVarint())
             case (12, 0) where consumerFields:
                 fields.eventTime = try reader.readVarint()
+            case (16, 2) where consumerFields:
+                fields.schemaVersion = Array(try reader.readLengthDelimited().readableBytesView)
             case (0, _):
                 throw PulsarProtocolError(.malformedPayload, "field number 0 in MessageMetadata")
             default:

@@ -11,7 +11,9 @@ struct AdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
         abstract: "Administer a broker over its REST API (pulsar-admin's nouns and verbs).",
-        subcommands: [TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self, BrokersCommand.self, BookiesCommand.self])
+        subcommands: [
+            TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self, SchemasCommand.self, BrokersCommand.self, BookiesCommand.self,
+        ])
 
     // Declared here and in every subcommand: `--url`/`--output` may come before or after the nouns.
     @OptionGroup var options: AdminOptions
@@ -271,6 +273,11 @@ enum AdminArguments {
     }
 }
 
+/// pulsar-admin's `--enable` / `--disable` pair.
+enum AdminToggle: String, EnumerableFlag {
+    case enable, disable
+}
+
 /// A leaf command: options + one REST call.
 protocol AdminLeafCommand: AsyncParsableCommand {
     var options: AdminOptions { get }
@@ -371,6 +378,7 @@ struct NamespacesCommand: AsyncParsableCommand {
             NamespaceSetPublishRate.self, NamespaceGetPublishRate.self, NamespaceRemovePublishRate.self,
             NamespaceSetDispatchRate.self, NamespaceGetDispatchRate.self, NamespaceRemoveDispatchRate.self,
             NamespaceSetMaxTopics.self, NamespaceGetMaxTopics.self, NamespaceRemoveMaxTopics.self,
+            GetSchemaCompatibilityStrategy.self, SetIsAllowAutoUpdateSchema.self, SetSchemaValidationEnforced.self,
         ])
 
     @OptionGroup var options: AdminOptions
@@ -530,6 +538,46 @@ struct NamespacesCommand: AsyncParsableCommand {
             _ = try await client.json(
                 "PUT", "/admin/v2/namespaces/\(AdminArguments.namespacePath(namespace))/schemaCompatibilityStrategy",
                 body: .string(compatibility.uppercased()))
+        }
+    }
+
+    /// POST `body` to one policy path of a namespace.
+    static func post(_ client: AdminClient, _ namespace: String, _ path: String, _ body: JSONValue) async throws {
+        _ = try await client.json("POST", "/admin/v2/namespaces/\(try AdminArguments.namespacePath(namespace))/\(path)", body: body)
+    }
+
+    struct GetSchemaCompatibilityStrategy: AdminLeafCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "get-schema-compatibility-strategy", abstract: "Show a namespace's schema compatibility strategy (UNDEFINED: the broker's).")
+        @OptionGroup var options: AdminOptions
+        @Argument var namespace: String
+        func run(client: AdminClient) async throws {
+            Printer.show(try await client.json(
+                "GET", "/admin/v2/namespaces/\(AdminArguments.namespacePath(namespace))/schemaCompatibilityStrategy"), options.output)
+        }
+    }
+
+    struct SetIsAllowAutoUpdateSchema: AdminLeafCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-is-allow-auto-update-schema", abstract: "Whether producers may add schema versions in the namespace.")
+        @OptionGroup var options: AdminOptions
+        @Argument var namespace: String
+        @Flag(help: "--enable: producers may add versions; --disable: only known schemas.")
+        var toggle: AdminToggle
+        func run(client: AdminClient) async throws {
+            try await NamespacesCommand.post(client, namespace, "isAllowAutoUpdateSchema", .bool(toggle == .enable))
+        }
+    }
+
+    struct SetSchemaValidationEnforced: AdminLeafCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-schema-validation-enforce", abstract: "Refuse producers without a schema on the namespace's topics that have one.")
+        @OptionGroup var options: AdminOptions
+        @Argument var namespace: String
+        @Flag(help: "--enable: enforce; --disable: producers without a schema are let in.")
+        var toggle: AdminToggle
+        func run(client: AdminClient) async throws {
+            try await NamespacesCommand.post(client, namespace, "schemaValidationEnforced", .bool(toggle == .enable))
         }
     }
 }

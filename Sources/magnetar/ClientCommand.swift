@@ -31,6 +31,37 @@ struct ClientCommand: AsyncParsableCommand {
     }
 }
 
+/// `--schema-type` / `--schema-file`: the schema a producer or consumer declares (the Python
+/// client's StringSchema, JsonSchema, AvroSchema; payloads stay what `-m` gives).
+struct ClientSchemaOptions: ParsableArguments {
+    @Option(help: "Declare a schema: string, json or avro (default: none, bytes).")
+    var schemaType: String?
+
+    @Option(help: ArgumentHelp("The schema's definition (an Avro record schema, JSON) for json and avro.", valueName: "file"))
+    var schemaFile: String?
+
+    func schema() throws -> SchemaInfo? {
+        guard let schemaType else {
+            if schemaFile != nil { throw ValidationError("--schema-file needs --schema-type json or avro") }
+            return nil
+        }
+        func definition() throws -> String {
+            guard let schemaFile else { throw ValidationError("--schema-type \(schemaType) needs --schema-file") }
+            do {
+                return try String(contentsOfFile: schemaFile, encoding: .utf8)
+            } catch {
+                throw ValidationError("cannot read --schema-file \(schemaFile): \(error.localizedDescription)")
+            }
+        }
+        switch schemaType.lowercased() {
+        case "string": return .string
+        case "json": return .json(definition: try definition())
+        case "avro": return .avro(definition: try definition())
+        default: throw ValidationError("unknown --schema-type '\(schemaType)': use string, json or avro")
+        }
+    }
+}
+
 /// `--url` and logging, shared by the three commands.
 struct ClientConnectionOptions: ParsableArguments {
     @Option(help: "Service URL.")
@@ -98,6 +129,8 @@ struct ClientProduceCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ClientConnectionOptions
 
+    @OptionGroup var schema: ClientSchemaOptions
+
     func validate() throws {
         guard !messages.isEmpty else { throw ValidationError("give at least one message with -m") }
         guard count > 0 else { throw ValidationError("-n must be positive") }
@@ -119,6 +152,7 @@ struct ClientProduceCommand: AsyncParsableCommand {
         options.maxPendingMessages = maxPendingMessages
         options.blockIfQueueFull = blockIfQueueFull
         options.sendTimeout = .milliseconds(Int64(sendTimeoutMs))
+        options.schema = try schema.schema()
         let producer = try await client.createProducer(topic: topic, options: options)
         var propertyMap: [String: String] = [:]
         for property in properties {
@@ -224,6 +258,11 @@ struct ClientConsumeCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ClientConnectionOptions
 
+    @OptionGroup var schema: ClientSchemaOptions
+
+    @Flag(help: "Print each message's schema version (its writer's) as a fourth column (- without one).")
+    var showSchemaVersion = false
+
     func subscriptionType() throws -> SubscriptionType {
         switch type.lowercased() {
         case "exclusive": return .exclusive
@@ -243,6 +282,7 @@ struct ClientConsumeCommand: AsyncParsableCommand {
         let client = try connection.makeClient()
         var options = ConsumerOptions()
         options.initialPosition = earliest ? .earliest : .latest
+        options.schema = try schema.schema()
         let consumer = try await client.subscribe(topic: topic, subscription: subscription, type: try subscriptionType(), options: options)
         if let seek { try await consumer.seek(to: try ClientCommand.parsePosition(seek, option: "--seek")) }
         if let seekTime { try await consumer.seek(toPublishTime: seekTime) }
@@ -251,7 +291,14 @@ struct ClientConsumeCommand: AsyncParsableCommand {
             let wanted = count == 0 ? 100 : min(100, count - received)
             let batch = try await ClientCommand.receive(timeout: timeout) { try await consumer.receive(maxMessages: wanted) }
             guard let batch else { break }
-            for message in batch { ClientCommand.printMessage(message) }
+            for message in batch {
+                if showSchemaVersion {
+                    ClientCommand.printLine(
+                        "\(ClientCommand.format(message.id))\t\(message.partitionKey ?? "")\t\(String(buffer: message.payload))\t\(message.schemaVersion.map(String.init) ?? "-")")
+                } else {
+                    ClientCommand.printMessage(message)
+                }
+            }
             consumer.acknowledge(batch.map(\.id))
             received += batch.count
         }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import PulsarProtocol
 import Testing
@@ -34,6 +35,20 @@ import Testing
         var body = payload.checksummedBytes
         body.moveReaderIndex(forwardBy: 4 + Int(body.getInteger(at: body.readerIndex, as: UInt32.self)!))
         #expect(body.readString(length: body.readableBytes) == "hello")
+    }
+
+    @Test func schemaVersionIsField16() throws {
+        var metadata = SendMetadata(producerName: "typed", sequenceID: 1, publishTimeMs: 2, numMessagesInBatch: nil)
+        metadata.schemaVersion = [0, 0, 0, 0, 0, 0, 0, 3]
+        let frame = SendFrameEncoder.encode(producerID: 1, metadata: metadata, body: ByteBuffer(string: "{}"), allocator: ByteBufferAllocator())
+        let payload = try #require(try decodeOne(frame).payload)
+        #expect(payload.isChecksumValid)
+        let decoded = try payload.decodeMetadata()
+        #expect(decoded.schemaVersion == Data([0, 0, 0, 0, 0, 0, 0, 3]))
+        // The hand decoder of the receive path reads it too.
+        let fields = try SendMetadataFields.parse(payload.checksummedBytes, consumerFields: true)
+        #expect(fields.schemaVersion == [0, 0, 0, 0, 0, 0, 0, 3])
+        #expect(SchemaInfo.version(fields.schemaVersion!) == 3)
     }
 
     @Test func varintsOfEveryWidth() {
