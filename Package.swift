@@ -144,7 +144,7 @@ let package = Package(
         .target(name: "ServerConfig"),
         // Schema definitions (Avro's parser and resolution rules) and Pulsar's compatibility
         // strategies: pure values, no I/O.
-        .target(name: "Schemas"),
+        .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
             "Authentication", "Schemas",
@@ -199,7 +199,7 @@ let package = Package(
         ]),
         .testTarget(name: "MetadataTests", dependencies: ["Metadata", "TestSupport"]),
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
-        .testTarget(name: "SchemasTests", dependencies: ["Schemas"]),
+        .testTarget(name: "SchemasTests", dependencies: ["Schemas", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "AuthenticationTests", dependencies: ["Authentication"]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
             "MagnetarClient", "PulsarProtocol",

@@ -367,3 +367,63 @@ def test_partitions_share_one_schema_which_goes_with_the_topic(broker, make_clie
     status, answer = call(broker, "DELETE", f"{rest}/partitions?force=true")
     assert status == 204, answer
     assert call(broker, "GET", schema_path(topic))[0] == 404
+
+
+def test_a_topic_strategy_overrides_the_namespace(broker, client, namespace, tmp_path):
+    topic = f"persistent://{namespace}/own-strategy"
+    rest = topic.replace("persistent://", "/admin/v2/persistent/")
+    client.create_producer(topic, schema=AvroSchema(OrderV1))
+    assert call(broker, "GET", f"{rest}/schemaCompatibilityStrategy") == (200, "UNDEFINED")
+    assert call(broker, "GET", f"{rest}/schemaCompatibilityStrategy?applied=true") == (200, "FULL")
+    out = subprocess.run([str(magnetar_binary()), "admin", "--url", broker.http_url, "topics",
+                          "set-schema-compatibility-strategy", topic, "-s", "ALWAYS_COMPATIBLE"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert call(broker, "GET", f"{rest}/schemaCompatibilityStrategy?applied=true") == (200, "ALWAYS_COMPATIBLE")
+    client.create_producer(topic, schema=AvroSchema(OrderStringAmount))  # allowed by the topic's strategy
+    # Another topic of the namespace keeps FULL.
+    other = f"persistent://{namespace}/namespace-strategy"
+    client.create_producer(other, schema=AvroSchema(OrderV1))
+    with pytest.raises(pulsar.IncompatibleSchema):
+        client.create_producer(other, schema=AvroSchema(OrderStringAmount))
+    assert call(broker, "DELETE", f"{rest}/schemaCompatibilityStrategy")[0] == 204
+    assert call(broker, "GET", f"{rest}/schemaCompatibilityStrategy") == (200, "UNDEFINED")
+    with pytest.raises(pulsar.IncompatibleSchema):
+        # FULL again, against the latest (string) version (OrderV1 itself would be reused as version 0).
+        client.create_producer(topic, schema=AvroSchema(OrderV2))
+
+
+def test_protobuf_native_descriptors_are_compared(broker):
+    """A FileDescriptorSet encoded by hand (field numbers and types are what is compared)."""
+    import base64
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def ld(field: int, payload: bytes) -> bytes:
+        return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+    def vi(field: int, value: int) -> bytes:
+        return varint(field << 3) + varint(value)
+
+    def descriptor(fields):  # [(name, number, type)]; 9 = string, 2 = float
+        message = ld(1, b"Order") + b"".join(
+            ld(2, ld(1, name.encode()) + vi(3, number) + vi(4, 1) + vi(5, kind)) for name, number, kind in fields)
+        file = ld(1, b"order.proto") + ld(2, b"shop") + ld(4, message)
+        return json.dumps({"fileDescriptorSet": base64.b64encode(ld(1, file)).decode(),
+                           "rootMessageTypeName": "shop.Order", "rootFileDescriptorName": "order.proto"})
+    topic = unique("proto")
+    v1 = descriptor([("user_id", 1, 9), ("amount", 2, 2)])
+    assert call(broker, "POST", schema_path(topic), {"type": "PROTOBUF_NATIVE", "schema": v1})[0] == 200
+    added = descriptor([("user_id", 1, 9), ("amount", 2, 2), ("coupon", 3, 9)])
+    assert call(broker, "POST", schema_path(topic), {"type": "PROTOBUF_NATIVE", "schema": added})[1] == {"version": {"version": 1}}
+    changed = descriptor([("user_id", 1, 9), ("amount", 2, 9)])
+    status, answer = call(broker, "POST", schema_path(topic), {"type": "PROTOBUF_NATIVE", "schema": changed})
+    assert status == 409 and "field 2 (amount)" in answer["reason"], answer
+    status, answer = call(broker, "POST", schema_path(topic), {"type": "PROTOBUF_NATIVE", "schema": "{}"})
+    assert status == 422, answer

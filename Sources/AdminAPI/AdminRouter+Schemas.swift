@@ -100,6 +100,24 @@ extension AdminRouter {
             try await broker.schemas.checkCompatibility(definition, schemaName: name, strategy: strategy)
             return try json(CompatibilityResponse(compatibility: true, schemaCompatibilityStrategy: strategy), status: .accepted)
         }
+        // The topic-level strategy (Pulsar's topic policy): over the namespace's.
+        for domain in [TopicName.Domain.persistent, .nonPersistent] {
+            let path = RouterPath("/admin/v2/\(domain.rawValue)/:tenant/:namespace/:topic/schemaCompatibilityStrategy")
+            router.get(path) { request, context in
+                let topic = try topicName(context, domain)
+                if flag(request, "applied") { return try json(try await broker.schemaPolicy(topic, fresh: true).strategy) }
+                return try json(try await broker.schemas.topicStrategy(topic.schemaName) ?? .undefined)
+            }
+            router.put(path) { request, context in
+                let topic = try topicName(context, domain)
+                try await broker.schemas.setTopicStrategy(topic.schemaName, try await decodeSchemaCompatibilityStrategy(request))
+                return noContent()
+            }
+            router.delete(path) { _, context in
+                try await broker.schemas.setTopicStrategy(try topicName(context, domain).schemaName, nil)
+                return noContent()
+            }
+        }
         router.post(RouterPath("\(base)/version")) { request, context in
             let (_, name) = try schemaName(context)
             let definition = try await decodeBody(SchemaPayload.self, request).definition()

@@ -3,9 +3,12 @@ import ManagedLedger
 import Metadata
 import Schemas
 
-/// Every version of one schema id, as stored at `MetadataKeys.schema(_:)` (JSON; definitions in base64).
+/// Every version of one schema id, as stored at `MetadataKeys.schema(_:)` (JSON; definitions in
+/// base64), and the topic-level compatibility strategy (Pulsar's topic policy), which outlives
+/// the versions when they are removed with `force`.
 struct SchemaRecord: Codable, Sendable {
     var versions: [SchemaVersionRecord]
+    var compatibilityStrategy: SchemaCompatibilityStrategy?
 }
 
 /// The topics' schemas (Pulsar's schema registry): one record of versions per schema id
@@ -74,7 +77,7 @@ public final class SchemaRegistry: Sendable {
     /// history (-1; numbering starts again at 0).
     public func delete(_ schemaName: String, force: Bool, user: String = "") async throws -> Int64 {
         if force {
-            try await metadata.delete(MetadataKeys.schema(schemaName), expectedVersion: nil)
+            try await change(schemaName) { $0.versions = [] }
             return -1
         }
         return try await update(schemaName) { versions in
@@ -84,7 +87,38 @@ public final class SchemaRegistry: Sendable {
         }
     }
 
-    /// Removes every version (the topic was deleted).
+    /// The topic-level strategy (nil: the namespace's applies).
+    public func topicStrategy(_ schemaName: String) async throws -> SchemaCompatibilityStrategy? {
+        try await load(schemaName).record.compatibilityStrategy
+    }
+
+    public func setTopicStrategy(_ schemaName: String, _ strategy: SchemaCompatibilityStrategy?) async throws {
+        try await change(schemaName) { $0.compatibilityStrategy = strategy == .undefined ? nil : strategy }
+    }
+
+    /// Rewrites the record with `edit` (compare-and-set, retried); an empty record is deleted.
+    private func change(_ schemaName: String, _ edit: (inout SchemaRecord) -> Void) async throws {
+        let key = MetadataKeys.schema(schemaName)
+        for _ in 0..<Self.maxAttempts {
+            var (record, storedVersion) = try await load(schemaName)
+            edit(&record)
+            do {
+                if record.versions.isEmpty, record.compatibilityStrategy == nil {
+                    if let storedVersion { try await metadata.delete(key, expectedVersion: storedVersion) }
+                } else {
+                    try await metadata.put(key, value: Array(try JSONEncoder().encode(record)), expectedVersion: storedVersion ?? -1)
+                }
+                return
+            } catch MetadataStoreError.badVersion {
+                continue
+            } catch MetadataStoreError.notFound {
+                continue
+            }
+        }
+        throw BrokerError(.serviceNotReady, "the schema record of \(schemaName) kept changing; retry")
+    }
+
+    /// Removes every version and the topic-level strategy (the topic was deleted).
     public func removeAll(_ schemaName: String) async throws {
         try await metadata.delete(MetadataKeys.schema(schemaName), expectedVersion: nil)
     }
@@ -120,7 +154,7 @@ public final class SchemaRegistry: Sendable {
 
     private func load(_ schemaName: String) async throws -> (record: SchemaRecord, version: Int64?) {
         guard let stored = try await metadata.get(MetadataKeys.schema(schemaName)) else {
-            return (SchemaRecord(versions: []), nil)
+            return (SchemaRecord(versions: [], compatibilityStrategy: nil), nil)
         }
         do {
             return (try JSONDecoder().decode(SchemaRecord.self, from: Data(stored.value)), stored.version)
@@ -170,8 +204,9 @@ extension BrokerService {
         let policies = fresh
             ? EffectivePolicies(try await namespaces.policies(topic.namespaceName))
             : try await policies(namespace: topic.namespaceName)
-        let strategy = policies.schemaCompatibilityStrategy == .undefined
-            ? configuration.schemaCompatibilityStrategy : policies.schemaCompatibilityStrategy
+        // The topic's own strategy, else the namespace's, else the broker's.
+        let strategy = try await schemas.topicStrategy(topic.schemaName)
+            ?? (policies.schemaCompatibilityStrategy == .undefined ? configuration.schemaCompatibilityStrategy : policies.schemaCompatibilityStrategy)
         return (strategy, policies.isAllowAutoUpdateSchema ?? configuration.isAllowAutoUpdateSchemaEnabled,
                 policies.schemaValidationEnforced || configuration.isSchemaValidationEnforced)
     }

@@ -155,7 +155,9 @@ public enum SchemaRules {
             let (key, value) = try KeyValueSchema.split(definition)
             try validate(key)
             try validate(value)
-        case .none, .bytes, .protobufNative:
+        case .protobufNative:
+            _ = try ProtobufNativeSchema.parse(definition.data)
+        case .none, .bytes:
             break
         case .autoConsume, .autoPublish, .auto:
             throw .invalid("Schema \(definition.type.rawValue) is a client-side schema type")
@@ -249,6 +251,8 @@ public enum SchemaRules {
         switch definition.type {
         case .avro, .json, .protobuf:
             try checkAvro(definition, existing, strategy: strategy)
+        case .protobufNative:
+            try checkProtobufNative(definition, existing, strategy: strategy)
         case .keyValue:
             let (key, value) = try KeyValueSchema.split(definition)
             var keys: [SchemaDefinition] = []
@@ -265,10 +269,46 @@ public enum SchemaRules {
             try check(key, keys, strategy: strategy)
             try check(value, values, strategy: strategy)
         default:
-            // Types without a definition to compare (strings, primitives, protobuf-native descriptors).
+            // Types without a definition to compare (strings, primitives).
             if strategy == .alwaysIncompatible || strategy == .undefined {
                 throw .incompatible("Schema compatibility strategy is \(strategy.rawValue)")
             }
+        }
+    }
+
+    /// The same directions as Avro's, with `ProtobufNativeSchema.problem` as "can read".
+    private static func checkProtobufNative(
+        _ definition: SchemaDefinition, _ existing: [SchemaDefinition], strategy: SchemaCompatibilityStrategy
+    ) throws(SchemaError) {
+        let new = try ProtobufNativeSchema.parse(definition.data)
+        let scope = strategy.isTransitive ? existing : Array(existing.prefix(1))
+        for stored in scope {
+            guard let old = try? ProtobufNativeSchema.parse(stored.data) else { continue }
+            try directions(strategy, newReadsOld: { ProtobufNativeSchema.problem(reader: new, writer: old) },
+                           oldReadsNew: { ProtobufNativeSchema.problem(reader: old, writer: new) })
+        }
+    }
+
+    /// Applies `strategy` to the two "can read" checks of one stored version.
+    private static func directions(
+        _ strategy: SchemaCompatibilityStrategy, newReadsOld: () -> String?, oldReadsNew: () -> String?
+    ) throws(SchemaError) {
+        var problems: [String] = []
+        switch strategy {
+        case .alwaysCompatible:
+            return
+        case .alwaysIncompatible, .undefined:
+            throw .incompatible("Schema compatibility strategy is \(strategy.rawValue): no new version may be added")
+        case .backward, .backwardTransitive:
+            if let problem = newReadsOld() { problems.append("the new schema cannot read data written with the existing one: \(problem)") }
+        case .forward, .forwardTransitive:
+            if let problem = oldReadsNew() { problems.append("the existing schema cannot read data written with the new one: \(problem)") }
+        case .full, .fullTransitive:
+            if let problem = newReadsOld() { problems.append("the new schema cannot read data written with the existing one: \(problem)") }
+            if let problem = oldReadsNew() { problems.append("the existing schema cannot read data written with the new one: \(problem)") }
+        }
+        if !problems.isEmpty {
+            throw .incompatible("Incompatible schema under \(strategy.rawValue): \(problems.joined(separator: "; "))")
         }
     }
 
@@ -285,23 +325,8 @@ public enum SchemaRules {
                 // A stored definition this build cannot parse (a legacy JSON schema): Pulsar lets the new one replace it.
                 continue
             }
-            var problems: [String] = []
-            switch strategy {
-            case .alwaysCompatible:
-                return
-            case .alwaysIncompatible, .undefined:
-                throw .incompatible("Schema compatibility strategy is \(strategy.rawValue): no new version may be added")
-            case .backward, .backwardTransitive:
-                if let problem = AvroCompatibility.problem(reader: new, writer: old) { problems.append("the new schema cannot read data written with the existing one: \(problem)") }
-            case .forward, .forwardTransitive:
-                if let problem = AvroCompatibility.problem(reader: old, writer: new) { problems.append("the existing schema cannot read data written with the new one: \(problem)") }
-            case .full, .fullTransitive:
-                if let problem = AvroCompatibility.problem(reader: new, writer: old) { problems.append("the new schema cannot read data written with the existing one: \(problem)") }
-                if let problem = AvroCompatibility.problem(reader: old, writer: new) { problems.append("the existing schema cannot read data written with the new one: \(problem)") }
-            }
-            if !problems.isEmpty {
-                throw .incompatible("Incompatible schema under \(strategy.rawValue): \(problems.joined(separator: "; "))")
-            }
+            try directions(strategy, newReadsOld: { AvroCompatibility.problem(reader: new, writer: old) },
+                           oldReadsNew: { AvroCompatibility.problem(reader: old, writer: new) })
         }
     }
 }

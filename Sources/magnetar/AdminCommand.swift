@@ -594,6 +594,8 @@ struct TopicsCommand: AsyncParsableCommand {
             StatsInternal.self, Subscriptions.self, CreateSubscription.self, Unsubscribe.self, Skip.self, ClearBacklog.self,
             ResetCursor.self, ExpireMessages.self, PeekMessages.self,
             TopicGrantPermission.self, TopicRevokePermission.self, TopicPermissions.self,
+            TopicSetSchemaCompatibilityStrategy.self, TopicGetSchemaCompatibilityStrategy.self,
+            TopicRemoveSchemaCompatibilityStrategy.self,
         ])
 
     @OptionGroup var options: AdminOptions

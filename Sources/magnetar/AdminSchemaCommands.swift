@@ -92,3 +92,40 @@ struct SchemasCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// The topic-level schema compatibility strategy (over the namespace's).
+struct TopicSetSchemaCompatibilityStrategy: AdminLeafCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set-schema-compatibility-strategy", abstract: "Set a topic's own schema compatibility strategy.")
+    @OptionGroup var options: AdminOptions
+    @Argument var topic: String
+    @Option(name: [.customShort("s"), .long], help: "e.g. FULL, BACKWARD, FORWARD_TRANSITIVE, ALWAYS_COMPATIBLE.")
+    var strategy: String
+    func run(client: AdminClient) async throws {
+        _ = try await client.json(
+            "PUT", "\(try AdminArguments.topicPath(topic))/schemaCompatibilityStrategy", body: .string(strategy.uppercased()))
+    }
+}
+
+struct TopicGetSchemaCompatibilityStrategy: AdminLeafCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get-schema-compatibility-strategy", abstract: "Show a topic's own strategy (UNDEFINED: none), or with --applied the one in force.")
+    @OptionGroup var options: AdminOptions
+    @Argument var topic: String
+    @Flag(help: "The strategy in force: the topic's, the namespace's or the broker's.")
+    var applied = false
+    func run(client: AdminClient) async throws {
+        Printer.show(try await client.json(
+            "GET", "\(try AdminArguments.topicPath(topic))/schemaCompatibilityStrategy?applied=\(applied)"), options.output)
+    }
+}
+
+struct TopicRemoveSchemaCompatibilityStrategy: AdminLeafCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove-schema-compatibility-strategy", abstract: "Remove a topic's own strategy (the namespace's applies).")
+    @OptionGroup var options: AdminOptions
+    @Argument var topic: String
+    func run(client: AdminClient) async throws {
+        _ = try await client.json("DELETE", "\(try AdminArguments.topicPath(topic))/schemaCompatibilityStrategy")
+    }
+}
