@@ -427,3 +427,15 @@ def test_protobuf_native_descriptors_are_compared(broker):
     assert status == 409 and "field 2 (amount)" in answer["reason"], answer
     status, answer = call(broker, "POST", schema_path(topic), {"type": "PROTOBUF_NATIVE", "schema": "{}"})
     assert status == 422, answer
+
+
+def test_key_value_schemas_over_rest(broker):
+    topic = unique("kv")
+    kv = {"type": "KEY_VALUE", "schema": json.dumps({"key": "", "value": OrderV1.schema()}),
+          "properties": {"key.schema.type": "STRING", "value.schema.type": "AVRO", "kv.encoding.type": "SEPARATED"}}
+    assert call(broker, "POST", schema_path(topic), kv)[0] == 200
+    status, answer = call(broker, "GET", schema_path(topic))
+    assert status == 200 and answer["type"] == "KEY_VALUE"
+    assert json.loads(answer["data"]) == {"key": "", "value": OrderV1.schema()}
+    bad = dict(kv, schema=json.dumps({"key": "", "value": OrderStringAmount.schema()}))
+    assert call(broker, "POST", schema_path(topic), bad)[0] == 409

@@ -18,7 +18,8 @@ extension AdminRouter {
             version = record.version
             type = record.type
             timestamp = record.timestamp
-            data = String(decoding: record.data, as: UTF8.self)
+            data = record.type == .keyValue
+                ? KeyValueJSON.render(record.definition) : String(decoding: record.data, as: UTF8.self)
             properties = record.properties
         }
     }
@@ -38,7 +39,9 @@ extension AdminRouter {
             if type == .bytes {
                 throw AdminError(status: .notAcceptable, reason: "Do not upload a BYTES schema, because it's the default schema type")
             }
-            return SchemaDefinition(type: type, data: Array((schema ?? "").utf8), properties: properties ?? [:])
+            let text = schema ?? ""
+            let data = type == .keyValue ? try KeyValueJSON.binary(text) : Array(text.utf8)
+            return SchemaDefinition(type: type, data: data, properties: properties ?? [:])
         }
     }
 
@@ -123,5 +126,38 @@ extension AdminRouter {
             let definition = try await decodeBody(SchemaPayload.self, request).definition()
             return try json(VersionResponse(version: try await broker.schemas.findVersion(definition, schemaName: name)))
         }
+    }
+}
+
+/// A KEY_VALUE schema as the admin API shows it: `{"key": <definition>, "value": <definition>}`
+/// (`""` for a part without one), and the binary layout the registry stores
+/// (`[i32 length][key][i32 length][value]`).
+enum KeyValueJSON {
+    static func binary(_ text: String) throws -> [UInt8] {
+        guard case .object(let object)? = JSONValue.parse(Array(text.utf8)), let key = object["key"], let value = object["value"] else {
+            throw AdminError(status: .unprocessableContent, reason: "Invalid KEY_VALUE schema: expected {\"key\": <schema>, \"value\": <schema>}")
+        }
+        var data: [UInt8] = []
+        for part in [key, value] {
+            let bytes: [UInt8]
+            switch part {
+            case .string(let definition): bytes = Array(definition.utf8)
+            default: bytes = Array(try JSONEncoder().encode(part))
+            }
+            data += withUnsafeBytes(of: UInt32(bytes.count).bigEndian, Array.init) + bytes
+        }
+        return data
+    }
+
+    static func render(_ definition: SchemaDefinition) -> String {
+        guard let (key, value) = try? KeyValueSchema.split(definition) else { return "" }
+        func part(_ bytes: [UInt8]) -> JSONValue {
+            if bytes.isEmpty { return .string("") }
+            return JSONValue.parse(bytes) ?? .string(String(decoding: bytes, as: UTF8.self))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let object = JSONValue.object(["key": part(key.data), "value": part(value.data)])
+        return (try? encoder.encode(object)).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 }
