@@ -161,7 +161,7 @@ let package = Package(
         ], swiftSettings: hotPathSettings),
         // Fuzz targets over every reader of untrusted input (scripts/fuzz builds them with libFuzzer).
         .target(name: "FuzzTargets", dependencies: [
-            "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "ManagedLedger", "BrokerServer", "AdminAPI",
+            "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "ManagedLedger", "BrokerServer", "AdminAPI", "Schemas",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),

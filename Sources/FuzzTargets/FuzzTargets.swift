@@ -12,6 +12,7 @@ import NIOCore
 import NIOEmbedded
 import Prometheus
 import PulsarProtocol
+import Schemas
 
 /// The fuzz targets: each takes arbitrary bytes and runs them through one reader of untrusted
 /// input (`scripts/fuzz` runs them under libFuzzer; `FuzzTargetsTests` replays the seed corpus and
@@ -25,8 +26,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case connection
     /// The admin REST routes: the first byte picks the method, the first line is the path, the rest the body.
     case rest
-    /// The storage node's journal / entry log / index readers, the metadata log reader and the
-    /// stored entry header reader.
+    /// The storage node's journal / entry log / index readers, the metadata log reader, the
+    /// stored entry header reader, and the schema registry's definition readers.
     case records
 
     /// Runs one input and waits for it on the calling thread: for libFuzzer's thread, never for a
@@ -58,6 +59,26 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             LedgerStorageFuzzing.readFiles(bytes)
             MetadataFuzzing.scanLog(bytes)
             BrokerCoreFuzzing.decodeEntry(bytes)
+            SchemaFuzzing.check(Array(bytes))
+        }
+    }
+}
+
+/// A schema definition from a client, as every type's reader takes it, then checked both ways
+/// against a stored record schema (what a producer's PRODUCER with that schema runs).
+enum SchemaFuzzing {
+    static let stored = [SchemaVersionRecord(
+        version: 0,
+        definition: SchemaDefinition(type: .avro, data: Array(#"{"type":"record","name":"R","fields":[{"name":"a","type":["null","string"],"default":null}]}"#.utf8)),
+        timestamp: 0)]
+
+    static func check(_ bytes: [UInt8]) {
+        for type in [SchemaType.avro, .json, .protobufNative, .keyValue, .string] {
+            let definition = SchemaDefinition(type: type, data: bytes, properties: type == .keyValue ? ["value.schema.type": "AVRO"] : [:])
+            guard (try? SchemaRules.validate(definition)) != nil else { continue }
+            let versions = type == .avro ? stored : []
+            _ = try? SchemaRules.place(definition, in: versions, strategy: .fullTransitive)
+            _ = try? SchemaRules.checkConsumer(definition, against: versions, strategy: .full)
         }
     }
 }
