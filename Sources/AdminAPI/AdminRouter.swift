@@ -238,8 +238,14 @@ public enum AdminRouter {
             try await broker.updatePartitionedTopic(topicName(context, domain), partitions: partitions)
             return noContent()
         }
-        router.get(RouterPath("\(base)/partitions")) { _, context in
-            try json(await broker.partitionedTopicMetadata(topicName(context, domain)))
+        router.get(RouterPath("\(base)/partitions")) { request, context in
+            let name = try topicName(context, domain)
+            // An http:// client's lookup of a topic that may not exist yet: as the binary
+            // protocol's PARTITIONED_METADATA (0, or created partitioned when the policy says so).
+            if flag(request, "checkAllowAutoCreation") {
+                return try json(PartitionedTopicRecord(partitions: try await broker.partitionMetadata(name)))
+            }
+            return try json(await broker.partitionedTopicMetadata(name))
         }
         router.delete(RouterPath("\(base)/partitions")) { request, context in
             try await broker.deletePartitionedTopic(topicName(context, domain), force: flag(request, "force"))

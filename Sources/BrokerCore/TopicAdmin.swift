@@ -1,3 +1,4 @@
+import CRC32C
 import ManagedLedger
 import Foundation
 import Logging
@@ -231,11 +232,11 @@ extension BrokerService {
         var names = Set<String>()
         if domain == .persistent {
             names.formUnion(try await topics(inNamespace: namespace))
-            for parent in try await listPartitionedTopics(namespace: namespace, domain: domain) {
-                let name = try TopicName(parsing: parent)
-                if let (record, _) = try await partitionedRecord(name) {
-                    for index in 0..<record.partitions { names.insert("\(parent)-partition-\(index)") }
-                }
+        }
+        for parent in try await listPartitionedTopics(namespace: namespace, domain: domain) {
+            let name = try TopicName(parsing: parent)
+            if let (record, _) = try await partitionedRecord(name) {
+                for index in 0..<record.partitions { names.insert("\(parent)-partition-\(index)") }
             }
         }
         for topic in loadedTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
@@ -245,6 +246,23 @@ extension BrokerService {
             names.insert("\(topic.name)")
         }
         return names.sorted()
+    }
+
+    /// What GET_TOPICS_OF_NAMESPACE answers for `mode` (Pulsar's PERSISTENT, NON_PERSISTENT, ALL):
+    /// the topics and partitions of those domains (non-persistent ones: those loaded on this broker
+    /// or partitioned), sorted, and their hash (`topicListHash`).
+    public func topicsOfNamespace(_ namespace: String, persistent: Bool, nonPersistent: Bool) async throws -> (topics: [String], hash: String) {
+        var topics: [String] = []
+        if persistent { topics += try await listTopics(namespace: namespace, domain: .persistent) }
+        if nonPersistent { topics += try await listTopics(namespace: namespace, domain: .nonPersistent) }
+        topics.sort()
+        return (topics, Self.topicListHash(topics))
+    }
+
+    /// A topic list's hash, as a client compares it between polls: the CRC32C of the sorted names
+    /// joined by commas, in hex.
+    public static func topicListHash(_ sortedTopics: [String]) -> String {
+        String(CRC32C.checksum(Array(sortedTopics.joined(separator: ",").utf8)), radix: 16)
     }
 
     /// Partitioned topics of a namespace in one domain.

@@ -301,14 +301,14 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }) { machine, result in
                 machine.schemaFound(requestID: requestID, topic: topic, result)
             }
-        case .topicsOfNamespace(let namespace, let requestID):
+        case .topicsOfNamespace(let namespace, let mode, let hash, let requestID):
             let broker = self.broker
             let role = machine.role
             answer(channel, {
                 try await broker.authorizer.authorizeNamespaceRead(role, namespace: namespace)
-                return try await broker.topics(inNamespace: namespace)
+                return try await broker.topicsOfNamespace(namespace, persistent: mode != .nonPersistent, nonPersistent: mode != .persistent)
             }) { machine, result in
-                machine.topicsListed(requestID: requestID, result)
+                machine.topicsListed(requestID: requestID, clientHash: hash, result)
             }
         case .socketDrained(let resumeReading, let consumers):
             if resumeReading { setReading(true) }

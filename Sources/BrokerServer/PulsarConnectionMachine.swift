@@ -120,7 +120,8 @@ struct PulsarConnectionMachine<TopicHandle> {
         /// Answer with `lookupAnswered`.
         case lookup(topic: String, authoritative: Bool, requestID: UInt64)
         /// Answer with `topicsListed`.
-        case topicsOfNamespace(namespace: String, requestID: UInt64)
+        /// `mode`: Pulsar's PERSISTENT, NON_PERSISTENT or ALL; `hash`: the client's last list's.
+        case topicsOfNamespace(namespace: String, mode: Pulsar_Proto_CommandGetTopicsOfNamespace.Mode, hash: String?, requestID: UInt64)
         /// Answer with `schemaFound`; `version` nil: the latest.
         case getSchema(topic: String, version: Int64?, requestID: UInt64)
         /// The socket drained: resume reading if publishes allow, and let each consumer's
@@ -326,7 +327,9 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .lookup(topic: request.topic, authoritative: request.authoritative, requestID: request.requestID)
         case .getTopicsOfNamespace:
             let request = command.getTopicsOfNamespace
-            return .topicsOfNamespace(namespace: request.namespace, requestID: request.requestID)
+            return .topicsOfNamespace(
+                namespace: request.namespace, mode: request.mode, hash: request.hasTopicsHash ? request.topicsHash : nil,
+                requestID: request.requestID)
         case .producer:
             return producerRequested(command.producer)
         case .closeProducer:
@@ -822,13 +825,19 @@ struct PulsarConnectionMachine<TopicHandle> {
         })
     }
 
-    func topicsListed(requestID: UInt64, _ result: Result<[String], any Error>) -> Action {
+    /// `clientHash`: the hash the client sent; equal to the list's, the answer says unchanged and
+    /// omits the list, as Pulsar's does.
+    func topicsListed(requestID: UInt64, clientHash: String?, _ result: Result<(topics: [String], hash: String), any Error>) -> Action {
         guard !isClosed else { return .none }
         switch result {
-        case .success(let topics):
+        case .success(let list):
             return .write(Commands.base(.getTopicsOfNamespaceResponse) {
                 $0.getTopicsOfNamespaceResponse.requestID = requestID
-                $0.getTopicsOfNamespaceResponse.topics = topics
+                $0.getTopicsOfNamespaceResponse.topicsHash = list.hash
+                $0.getTopicsOfNamespaceResponse.filtered = false
+                let changed = clientHash != list.hash
+                $0.getTopicsOfNamespaceResponse.changed = changed
+                if changed { $0.getTopicsOfNamespaceResponse.topics = list.topics }
             })
         case .failure(let error):
             return .write(Commands.error(requestID: requestID, error: error))

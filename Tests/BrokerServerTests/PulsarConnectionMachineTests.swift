@@ -661,7 +661,20 @@ import Testing
             return
         }
         #expect(written(machine.partitionsFound(requestID: 72, .success(4)))?.partitionMetadataResponse.partitions == 4)
-        #expect(written(machine.topicsListed(requestID: 73, .success(["a", "b"])))?.getTopicsOfNamespaceResponse.topics == ["a", "b"])
+        guard case .topicsOfNamespace("public/default", .all, "h1", 73) = machine.frameReceived(frame(.getTopicsOfNamespace) {
+            $0.getTopicsOfNamespace.namespace = "public/default"
+            $0.getTopicsOfNamespace.mode = .all
+            $0.getTopicsOfNamespace.topicsHash = "h1"
+            $0.getTopicsOfNamespace.requestID = 73
+        }) else {
+            Issue.record("expected topicsOfNamespace with its mode and hash")
+            return
+        }
+        let listed = written(machine.topicsListed(requestID: 73, clientHash: "h1", .success((["a", "b"], "h2"))))?.getTopicsOfNamespaceResponse
+        #expect(listed?.topics == ["a", "b"] && listed?.topicsHash == "h2" && listed?.changed == true)
+        // The client's list is current: no list, unchanged.
+        let same = written(machine.topicsListed(requestID: 74, clientHash: "h2", .success((["a", "b"], "h2"))))?.getTopicsOfNamespaceResponse
+        #expect(same?.topics == [] && same?.changed == false)
     }
 
     @Test func keepAlivePingsASilentClientThenClosesIt() {

@@ -1,0 +1,92 @@
+"""Issue 16: Pulsar behaviours an existing application relies on, each checked with the official
+Python client as Apache Pulsar documents it.
+
+- Regex subscriptions honour `regex_subscription_mode`: PersistentOnly, NonPersistentOnly,
+  AllTopics (GET_TOPICS_OF_NAMESPACE's mode, with the list's hash).
+- An `http://` service URL: lookups (partitioned metadata with `checkAllowAutoCreation`, the
+  `/lookup/v2/topic` answer) of topics that do not exist yet, produce and consume end to end,
+  partitioned topics too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pulsar
+import pytest
+
+from admin_rest import call
+
+RECEIVE_MS = 10_000
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def namespace(broker):
+    name = f"public/behaviours-{uuid.uuid4().hex[:6]}"
+    status, answer = call(broker, "PUT", f"/admin/v2/namespaces/{name}")
+    assert status == 204, answer
+    return name
+
+
+@pytest.mark.parametrize("mode, expected", [
+    (pulsar.RegexSubscriptionMode.PersistentOnly, {"p"}),
+    (pulsar.RegexSubscriptionMode.NonPersistentOnly, {"np"}),
+    (pulsar.RegexSubscriptionMode.AllTopics, {"p", "np"}),
+], ids=["persistent-only", "non-persistent-only", "all-topics"])
+def test_regex_subscription_modes(broker, make_client, namespace, mode, expected):
+    client = make_client(broker)
+    persistent = f"persistent://{namespace}/orders-p"
+    non_persistent = f"non-persistent://{namespace}/orders-np"
+    # Both topics exist before the pattern consumer subscribes (the non-persistent one is loaded
+    # by its own consumer, as Pulsar lists the non-persistent topics brokers serve).
+    keep = client.subscribe(non_persistent, "keep")
+    client.create_producer(persistent).send(b"warm-up")
+    consumer = client.subscribe(re.compile(f"{namespace.split('/')[0]}/{namespace.split('/')[1]}/orders-.*"), "pattern",
+                                regex_subscription_mode=mode, pattern_auto_discovery_period=1)
+    producers = {"p": client.create_producer(persistent), "np": client.create_producer(non_persistent)}
+    got: set[str] = set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and got != expected:
+        for kind, producer in producers.items():
+            producer.send(kind.encode())
+        try:
+            msg = consumer.receive(1000)
+            got.add(msg.data().decode())
+            consumer.acknowledge(msg)
+        except pulsar.Timeout:
+            pass
+    assert got == expected
+    keep.close()
+
+
+def test_http_service_url_reaches_new_topics(broker, make_client):
+    client = pulsar.Client(broker.http_url, operation_timeout_seconds=15)
+    try:
+        topic = f"persistent://public/default/{unique('over-http')}"
+        consumer = client.subscribe(topic, "sub")
+        client.create_producer(topic).send(b"via http lookup")
+        assert consumer.receive(RECEIVE_MS).data() == b"via http lookup"
+        # A partitioned topic, looked up partition by partition over HTTP.
+        partitioned = f"persistent://public/default/{unique('http-parts')}"
+        assert call(broker, "PUT", partitioned.replace("persistent://", "/admin/v2/persistent/") + "/partitions", 3)[0] == 204
+        parts_consumer = client.subscribe(partitioned, "sub")
+        producer = client.create_producer(partitioned)
+        for i in range(6):
+            producer.send(f"m{i}".encode())
+        assert sorted(parts_consumer.receive(RECEIVE_MS).data() for _ in range(6)) == [f"m{i}".encode() for i in range(6)]
+    finally:
+        client.close()
+    # The REST answers an http:// client reads.
+    fresh = unique("never-used")
+    status, answer = call(broker, "GET", f"/admin/v2/persistent/public/default/{fresh}/partitions?checkAllowAutoCreation=true")
+    assert (status, answer) == (200, {"partitions": 0})
+    status, answer = call(broker, "GET", f"/admin/v2/persistent/public/default/{fresh}/partitions")
+    assert status == 404, answer
+    status, answer = call(broker, "GET", f"/lookup/v2/topic/persistent/public/default/{fresh}")
+    assert status == 200 and answer["brokerUrl"].startswith("pulsar://"), answer
