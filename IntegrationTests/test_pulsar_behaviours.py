@@ -90,3 +90,24 @@ def test_http_service_url_reaches_new_topics(broker, make_client):
     assert status == 404, answer
     status, answer = call(broker, "GET", f"/lookup/v2/topic/persistent/public/default/{fresh}")
     assert status == 200 and answer["brokerUrl"].startswith("pulsar://"), answer
+
+
+def test_a_policy_applies_at_once(broker, make_client, namespace):
+    """Deduplication switched on by REST applies to a topic created right after: duplicates of
+    sequence ids 1 and 2 are dropped, and a reconnecting producer learns the last one persisted."""
+    client = make_client(broker)
+    # A topic of the namespace loaded first: the broker has read (and cached) its policies.
+    client.create_producer(f"persistent://{namespace}/{unique('warm')}").send(b"x")
+    assert call(broker, "POST", f"/admin/v2/namespaces/{namespace}/deduplication", True)[0] == 204
+    topic = f"persistent://{namespace}/{unique('dedup-now')}"
+    consumer = client.subscribe(topic, "sub")
+    producer = client.create_producer(topic, producer_name="once")
+    for sequence_id in (1, 2, 1, 2, 3):
+        producer.send(f"s{sequence_id}".encode(), sequence_id=sequence_id)
+    got = [consumer.receive(RECEIVE_MS).data() for _ in range(3)]
+    assert got == [b"s1", b"s2", b"s3"]
+    with pytest.raises(pulsar.Timeout):
+        consumer.receive(500)
+    producer.close()
+    again = client.create_producer(topic, producer_name="once")
+    assert again.last_sequence_id() == 3

@@ -80,6 +80,13 @@ public final class BrokerService: Sendable {
         }
         self.authorizer = Authorizer(settings: configuration.authorization, namespaces: namespaces)
         self.schemas = SchemaRegistry(metadata: metadata)
+        namespaces.policiesChanged.withLockedValue { hook in
+            hook = { namespace, policies in
+                for topic in registry.loadedTopics where topic.name.namespaceName == namespace {
+                    topic.eventLoop.execute { topic.enforce(policies) }
+                }
+            }
+        }
     }
 
 

@@ -17,6 +17,9 @@ public final class Namespaces: Sendable {
     private let hasLoadedTopics: @Sendable (_ tenant: String, _ namespace: String) -> Bool
     private let policyCache = NIOLockedValueBox<[String: (policies: EffectivePolicies, expires: NIODeadline)]>([:])
     private let tenantCache = NIOLockedValueBox<[String: (info: TenantInfo, expires: NIODeadline)]>([:])
+    /// Called after this broker changed a namespace's policies, with what now applies (the broker
+    /// pushes it to the namespace's loaded topics at once; other brokers read it within a second).
+    let policiesChanged = NIOLockedValueBox<(@Sendable (String, EffectivePolicies) -> Void)?>(nil)
 
     /// `maxNamespacesPerTenant`; 0: unlimited.
     let maxNamespacesPerTenant: Int
@@ -237,6 +240,10 @@ public final class Namespaces: Sendable {
             do {
                 try await metadata.put(key, value: Self.encodeRecord(policies), expectedVersion: stored.version)
                 logger.info("namespace.policies-updated", metadata: ["namespace": "\(namespace)"])
+                // What this broker applies from now on: no waiting for the cache to expire.
+                let effective = EffectivePolicies(policies)
+                policyCache.withLockedValue { $0[namespace] = (effective, NIODeadline.now() + Self.policyCacheTTL) }
+                policiesChanged.withLockedValue { $0 }?(namespace, effective)
                 return policies
             } catch MetadataStoreError.badVersion {
                 continue
