@@ -228,7 +228,8 @@ final class Subscription: @unchecked Sendable {
         if !replayHashes.isEmpty { replayHashes = replayHashes.filter { !cursor.isAcknowledged($0.key) } }
     }
 
-    /// Puts entries a consumer holds back for delivery, counting one more redelivery for each.
+    /// Puts entries a consumer holds back for delivery, counting one more redelivery for each
+    /// (Shared and Key_Shared).
     /// An empty list means all of them.
     func redeliver(_ key: ConsumerKey, positions: [Position]) {
         guard let consumer = consumer(key) else { return }
@@ -238,7 +239,9 @@ final class Subscription: @unchecked Sendable {
                 consumer.unackedMessages -= Int64(messages)
                 if let hash = forgetPendingHash(position) { replayHashes[position] = hash }
             }
-            redeliveryCounts[position, default: 0] += 1
+            // As Pulsar's single-active-consumer dispatchers, Exclusive and Failover track no
+            // redelivery counts (their messages always carry 0); Shared and Key_Shared do.
+            if type != .exclusive, type != .failover { redeliveryCounts[position, default: 0] += 1 }
         }
         addToReplay(chosen)
         dispatch()

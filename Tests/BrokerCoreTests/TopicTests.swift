@@ -163,7 +163,7 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         let first = try await publish(topic, "a")
         let sink = RecordingSink()
         let key = ConsumerKey(connectionID: 1, consumerID: 0)
-        try await subscribe(topic, "s", consumer: 0, sink: sink)
+        try await subscribe(topic, "s", consumer: 0, type: .shared, sink: sink)
         try await onLoop { topic.flow(subscription: "s", key: key, permits: 10) }
         await loop.run()
         try await onLoop { topic.redeliver(subscription: "s", key: key, positions: [first]) }
@@ -171,6 +171,15 @@ final class RecordingSink: ConsumerSink, @unchecked Sendable {
         try await onLoop { topic.redeliver(subscription: "s", key: key, positions: []) }
         await loop.run()
         #expect(sink.deliveries.map(\.redeliveryCount) == [0, 1, 2])
+        // Exclusive (and Failover) track none, as Pulsar's single-active-consumer dispatchers.
+        let exclusive = RecordingSink()
+        let exclusiveKey = ConsumerKey(connectionID: 1, consumerID: 1)
+        try await subscribe(topic, "x", consumer: 1, type: .exclusive, sink: exclusive)
+        try await onLoop { topic.flow(subscription: "x", key: exclusiveKey, permits: 10) }
+        await loop.run()
+        try await onLoop { topic.redeliver(subscription: "x", key: exclusiveKey, positions: []) }
+        await loop.run()
+        #expect(exclusive.deliveries.map(\.redeliveryCount) == [0, 0])
     }
 
     @Test func secondExclusiveConsumerIsRefused() async throws {
