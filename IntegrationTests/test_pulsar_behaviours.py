@@ -3,6 +3,10 @@ Python client as Apache Pulsar documents it.
 
 - Regex subscriptions honour `regex_subscription_mode`: PersistentOnly, NonPersistentOnly,
   AllTopics (GET_TOPICS_OF_NAMESPACE's mode, with the list's hash).
+- Producer access modes: a second Exclusive producer (or a Shared one beside it) gets
+  `ProducerBusy`; WaitForExclusive waits until the exclusive producer closes; ExclusiveWithFencing
+  fences the holder (`ProducerFenced`).
+- A namespace policy (deduplication) applies at once to a topic created right after it is set.
 - An `http://` service URL: lookups (partitioned metadata with `checkAllowAutoCreation`, the
   `/lookup/v2/topic` answer) of topics that do not exist yet, produce and consume end to end,
   partitioned topics too.
@@ -111,3 +115,46 @@ def test_a_policy_applies_at_once(broker, make_client, namespace):
     producer.close()
     again = client.create_producer(topic, producer_name="once")
     assert again.last_sequence_id() == 3
+
+
+def test_producer_access_modes(broker, make_client):
+    import threading
+    client = make_client(broker)
+    topic = f"persistent://public/default/{unique('access')}"
+    PAM = pulsar.ProducerAccessMode
+    first = client.create_producer(topic, producer_name="first", access_mode=PAM.Exclusive)
+    with pytest.raises(pulsar.ProducerBusy):
+        client.create_producer(topic, producer_name="second", access_mode=PAM.Exclusive)
+    with pytest.raises(pulsar.ProducerBusy):
+        client.create_producer(topic, producer_name="shared")  # Shared beside an exclusive one
+    first.send(b"from first")
+
+    # WaitForExclusive waits its turn: it gets the topic once the exclusive producer closes.
+    waited: dict = {}
+
+    def wait_for_it():
+        try:
+            waited["producer"] = client.create_producer(topic, producer_name="waiter", access_mode=PAM.WaitForExclusive)
+        except Exception as e:  # pragma: no cover - reported below
+            waited["error"] = e
+    thread = threading.Thread(target=wait_for_it)
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive(), "WaitForExclusive did not wait while another producer is exclusive"
+    first.close()
+    thread.join(20)
+    assert "producer" in waited, waited
+    waited["producer"].send(b"from waiter")
+
+    # ExclusiveWithFencing takes the topic: the holder is fenced and cannot send any more.
+    fencer = client.create_producer(topic, producer_name="fencer", access_mode=PAM.ExclusiveWithFencing)
+    fencer.send(b"from fencer")
+    with pytest.raises((pulsar.ProducerFenced, pulsar.AlreadyClosed)) as fenced:
+        for _ in range(3):
+            waited["producer"].send(b"after fencing")
+    print("fenced producer's error:", type(fenced.value).__name__)
+    reader = client.create_reader(topic, pulsar.MessageId.earliest)
+    seen = []
+    while reader.has_message_available():
+        seen.append(reader.read_next(5000).data())
+    assert seen == [b"from first", b"from waiter", b"from fencer"]

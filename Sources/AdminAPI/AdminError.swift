@@ -36,7 +36,7 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
     static func status(for code: BrokerError.Code) -> HTTPResponse.Status {
         switch code {
         case .notFound, .topicNotFound, .subscriptionNotFound, .consumerNotFound: .notFound
-        case .conflict, .producerBusy, .incompatibleSchema: .conflict
+        case .conflict, .producerBusy, .producerFenced, .incompatibleSchema: .conflict
         case .invalidSchema: .unprocessableContent
         case .preconditionFailed, .consumerBusy, .producerBlockedQuota: .preconditionFailed
         case .badRequest, .invalidTopicName: .badRequest

@@ -55,6 +55,14 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         return requested
     }
 
+    /// Non-persistent topics take every producer as Shared (access modes are not enforced here).
+    public func addProducer(
+        connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink,
+        accessMode: ProducerAccessMode, topicEpoch: UInt64?
+    ) throws(BrokerError) -> ProducerGrant {
+        .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: nil)
+    }
+
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
         producers[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
         producerSinks[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil

@@ -1,6 +1,13 @@
 import ManagedLedger
 import NIOCore
 
+/// What a producer's registration got: access now (with the topic epoch of an exclusive mode), or
+/// a place in the WaitForExclusive queue.
+public enum ProducerGrant: Sendable {
+    case ready(name: String, topicEpoch: UInt64?)
+    case waiting(name: String, ready: EventLoopFuture<UInt64>)
+}
+
 /// What a protocol edge needs from a topic, persistent or not. Every method must be called on
 /// the topic's `eventLoop`.
 public protocol ServedTopic: AnyObject, Sendable {
@@ -11,6 +18,11 @@ public protocol ServedTopic: AnyObject, Sendable {
     /// The namespace's publish rate for this topic; any thread may call it (connections do).
     var publishRateLimiter: RateLimiter { get }
     func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
+    /// With an access mode: ready now, or (WaitForExclusive) once the others are gone.
+    func addProducer(
+        connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink,
+        accessMode: ProducerAccessMode, topicEpoch: UInt64?
+    ) throws(BrokerError) -> ProducerGrant
     func removeProducer(connectionID: UInt64, producerID: UInt64)
     /// What PRODUCER_SUCCESS reports as `last_sequence_id`: -1 unless deduplication is on.
     func lastPublishedSequenceID(producerName: String) -> Int64

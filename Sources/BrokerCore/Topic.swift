@@ -80,6 +80,10 @@ public final class Topic: @unchecked Sendable {
     }
     var producers: [ProducerKey: String] = [:]
     var producerSinks: [ProducerKey: any ProducerSink] = [:]
+    /// Exclusive access and the topic epoch (producer access modes).
+    var producerAccess = ProducerAccessControl<ProducerKey>()
+    /// WaitForExclusive producers not yet given access, with what to tell them when they are.
+    var waitingProducers: [ProducerKey: (name: String, sink: any ProducerSink, promise: EventLoopPromise<UInt64>)] = [:]
     /// The namespace policies in force, refreshed by the broker's policy task.
     var policies = EffectivePolicies()
     /// Set while the backlog is over a producer-blocking quota.
@@ -171,11 +175,59 @@ public final class Topic: @unchecked Sendable {
         return requested
     }
 
+    /// Registers a producer with its access mode (Pulsar's): `.ready` with the topic epoch for the
+    /// exclusive modes, or `.waiting` for a WaitForExclusive producer behind others (its future
+    /// completes with the epoch once it has access). ExclusiveWithFencing closes the others.
+    public func addProducer(
+        connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink,
+        accessMode: ProducerAccessMode, topicEpoch: UInt64?
+    ) throws(BrokerError) -> ProducerGrant {
+        eventLoop.preconditionInEventLoop()
+        let key = ProducerKey(connectionID: connectionID, producerID: producerID)
+        if producers[key] != nil, accessMode == .shared {
+            return .ready(name: producers[key]!, topicEpoch: nil)
+        }
+        if let waiting = waitingProducers[key] { return .waiting(name: waiting.name, ready: waiting.promise.futureResult) }
+        switch producerAccess.request(key, mode: accessMode, clientEpoch: topicEpoch, current: Array(producers.keys)) {
+        case .refused(let error):
+            throw error
+        case .granted(let epoch):
+            do {
+                return .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: epoch)
+            } catch {
+                _ = producerAccess.released(key, remaining: Array(producers.keys))
+                throw error
+            }
+        case .fencing(let others, let epoch):
+            for other in others {
+                logger.info("producer.fenced", metadata: ["producer.name": "\(producers[other] ?? "")", "topic.epoch": "\(epoch)"])
+                producerSinks[other]?.closeProducerByBroker(producerID: other.producerID)
+                producers[other] = nil
+                producerSinks[other] = nil
+            }
+            return .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: epoch)
+        case .waiting:
+            let promise = eventLoop.makePromise(of: UInt64.self)
+            waitingProducers[key] = (requested, sink, promise)
+            return .waiting(name: requested, ready: promise.futureResult)
+        }
+    }
+
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
         eventLoop.preconditionInEventLoop()
         let key = ProducerKey(connectionID: connectionID, producerID: producerID)
         producers[key] = nil
         producerSinks[key] = nil
+        if let waiting = waitingProducers.removeValue(forKey: key) {
+            waiting.promise.fail(BrokerError(.producerBusy, "producer closed while it waited for exclusive access"))
+        }
+        // The next WaitForExclusive producer gets the topic once nobody else produces.
+        guard let (next, epoch) = producerAccess.released(key, remaining: Array(producers.keys)),
+              let waiting = waitingProducers.removeValue(forKey: next)
+        else { return }
+        producers[next] = waiting.name
+        producerSinks[next] = waiting.sink
+        waiting.promise.succeed(epoch)
     }
 
     public var producerCount: Int { producers.count }

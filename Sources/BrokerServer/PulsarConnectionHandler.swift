@@ -376,18 +376,38 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 try await broker.producerSchemaVersion(request.schema, topic: request.topic, role: role)
             }.map { (topic, $0) }
         }.flatMap { topic, schemaVersion in
-            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(topic: any ServedTopic, name: String, lastSequenceID: Int64, schemaVersion: Int64?)> in
+            topic.eventLoop.flatSubmit { () -> EventLoopFuture<(topic: any ServedTopic, name: String, grant: ProducerGrant, schemaVersion: Int64?)> in
                 let created = initialSubscription.map { topic.createSubscriptionIfMissing($0) } ?? topic.eventLoop.makeSucceededVoidFuture()
                 return created.flatMapThrowing {
-                    let assigned = try topic.addProducer(
-                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink)
-                    return (topic, assigned, topic.lastPublishedSequenceID(producerName: assigned), schemaVersion)
+                    let grant = try topic.addProducer(
+                        connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink,
+                        accessMode: request.accessMode, topicEpoch: request.topicEpoch)
+                    switch grant {
+                    case .ready(let name, _), .waiting(let name, _): return (topic, name, grant, schemaVersion)
+                    }
                 }
             }
         }.hop(to: channel.eventLoop).whenComplete { result in
             let handler = bound.value
-            handler.run(handler.machine.producerCreated(
-                producerID: request.producerID, requestID: request.requestID, topicName: request.topic, result))
+            let answer = { (ready: Bool, epoch: UInt64?) in
+                handler.run(handler.machine.producerCreated(
+                    producerID: request.producerID, requestID: request.requestID, topicName: request.topic,
+                    result.map { ($0.topic, $0.name, $0.topic.lastPublishedSequenceID(producerName: $0.name), $0.schemaVersion) },
+                    topicEpoch: epoch, ready: ready))
+            }
+            guard case .success(let created) = result else { return answer(true, nil) }
+            switch created.grant {
+            case .ready(_, let epoch):
+                answer(true, epoch)
+            case .waiting(_, let ready):
+                answer(false, nil)
+                ready.hop(to: channel.eventLoop).whenComplete { granted in
+                    switch granted {
+                    case .success(let epoch): answer(true, epoch)
+                    case .failure: break  // closed while waiting: nothing more to tell
+                    }
+                }
+            }
         }
     }
 

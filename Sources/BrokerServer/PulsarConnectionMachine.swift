@@ -61,6 +61,9 @@ struct PulsarConnectionMachine<TopicHandle> {
         var initialSubscription: String?
         /// The producer's schema; nil: none (the bytes schema).
         var schema: SchemaDefinition?
+        var accessMode: ProducerAccessMode = .shared
+        /// The topic epoch a reconnecting exclusive producer was given.
+        var topicEpoch: UInt64?
     }
 
     struct Subscribe {
@@ -442,13 +445,16 @@ struct PulsarConnectionMachine<TopicHandle> {
             producerName: request.hasProducerName && !request.producerName.isEmpty ? request.producerName : nil,
             initialSubscription: request.hasInitialSubscriptionName && !request.initialSubscriptionName.isEmpty
                 ? request.initialSubscriptionName : nil,
-            schema: request.hasSchema ? Commands.schema(request.schema) : nil))
+            schema: request.hasSchema ? Commands.schema(request.schema) : nil,
+            accessMode: ProducerAccessMode(rawValue: request.producerAccessMode.rawValue) ?? .shared,
+            topicEpoch: request.hasTopicEpoch ? request.topicEpoch : nil))
     }
 
     /// The topic answered a `createProducer`.
     mutating func producerCreated(
         producerID: UInt64, requestID: UInt64, topicName: TopicName,
-        _ result: Result<(topic: TopicHandle, name: String, lastSequenceID: Int64, schemaVersion: Int64?), any Error>
+        _ result: Result<(topic: TopicHandle, name: String, lastSequenceID: Int64, schemaVersion: Int64?), any Error>,
+        topicEpoch: UInt64? = nil, ready: Bool = true
     ) -> Action {
         switch result {
         case .success(let created):
@@ -457,6 +463,16 @@ struct PulsarConnectionMachine<TopicHandle> {
                 if closeRequested || isClosed {
                     producers[producerID] = nil
                     return .releaseProducer(created.topic, producerID: producerID)
+                }
+                if !ready {
+                    // WaitForExclusive behind others: the client waits for a second PRODUCER_SUCCESS.
+                    return .write(Commands.base(.producerSuccess) {
+                        $0.producerSuccess.requestID = requestID
+                        $0.producerSuccess.producerName = created.name
+                        $0.producerSuccess.lastSequenceID = created.lastSequenceID
+                        $0.producerSuccess.producerReady = false
+                        $0.producerSuccess.schemaVersion = created.schemaVersion.map(Commands.schemaVersionBytes) ?? Data()
+                    })
                 }
             case .ready?:
                 break
@@ -471,6 +487,7 @@ struct PulsarConnectionMachine<TopicHandle> {
                     $0.producerSuccess.producerName = created.name
                     $0.producerSuccess.lastSequenceID = created.lastSequenceID
                     $0.producerSuccess.producerReady = true
+                    if let topicEpoch { $0.producerSuccess.topicEpoch = topicEpoch }
                     // Always set, as Pulsar does: 8 bytes big-endian, or empty without a schema.
                     $0.producerSuccess.schemaVersion = created.schemaVersion.map(Commands.schemaVersionBytes) ?? Data()
                 },

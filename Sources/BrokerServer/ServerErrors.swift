@@ -12,6 +12,7 @@ enum ServerErrors {
         case .consumerBusy: return .consumerBusy
         case .consumerAssign: return .consumerAssignError
         case .producerBusy: return .producerBusy
+        case .producerFenced: return .producerFenced
         case .producerBlockedQuota: return .producerBlockedQuotaExceededException
         case .topicNotFound: return .topicNotFound
         case .subscriptionNotFound: return .subscriptionNotFound

@@ -7,6 +7,8 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case consumerBusy
         case consumerAssign
         case producerBusy
+        /// An exclusive producer another one took the topic from (Pulsar's ProducerFenced, HTTP 409).
+        case producerFenced
         case producerBlockedQuota
         case topicNotFound
         case subscriptionNotFound
