@@ -6,6 +6,8 @@ Python client as Apache Pulsar documents it.
 - Producer access modes: a second Exclusive producer (or a Shared one beside it) gets
   `ProducerBusy`; WaitForExclusive waits until the exclusive producer closes; ExclusiveWithFencing
   fences the holder (`ProducerFenced`).
+- Advertised listeners: LOOKUP with `advertised_listener_name` answers that listener's address, an
+  unknown name fails the lookup; the client's `listener_name` follows it.
 - A namespace policy (deduplication) applies at once to a topic created right after it is set.
 - An `http://` service URL: lookups (partitioned metadata with `checkAllowAutoCreation`, the
   `/lookup/v2/topic` answer) of topics that do not exist yet, produce and consume end to end,
@@ -158,3 +160,53 @@ def test_producer_access_modes(broker, make_client):
     while reader.has_message_available():
         seen.append(reader.read_next(5000).data())
     assert seen == [b"from first", b"from waiter", b"from fencer"]
+
+
+@pytest.fixture(scope="module")
+def listener_broker(tmp_path_factory):
+    from test_security import SecureBroker
+    broker = SecureBroker(tmp_path_factory.mktemp("listeners"), "")
+    broker.config_path.write_text(broker.config_path.read_text() + "\n".join([
+        f"advertisedListeners=internal:pulsar://127.0.0.1:{broker.port},external:pulsar://localhost:{broker.port}",
+        "internalListenerName=internal",
+    ]) + "\n")
+    broker.start()
+    yield broker
+    broker.close()
+
+
+def raw_lookup(port: int, topic: str, listener: str | None) -> dict:
+    import rawproto
+    body = rawproto.field_bytes(1, topic) + rawproto.field_varint(2, 1)
+    if listener is not None:
+        body += rawproto.field_bytes(7, listener)
+    with rawproto.RawConnection("127.0.0.1", port) as conn:
+        conn.handshake()
+        conn.send(rawproto.simple_frame(rawproto.base_command(23, body)))
+        frame = conn.read_command()
+    assert frame.type == 24, frame
+    return {"url": frame.first(1), "response": frame.first(3), "error": frame.first(6), "message": frame.first(7)}
+
+
+def test_advertised_listeners_answer_the_named_listener(listener_broker, make_client):
+    topic = f"persistent://public/default/{unique('listeners')}"
+    port = listener_broker.port
+    assert raw_lookup(port, topic, None)["url"] in (f"pulsar://127.0.0.1:{port}", f"pulsar://127.0.0.1:{port}".encode())
+    external = raw_lookup(port, topic, "external")
+    assert external["url"] in (f"pulsar://localhost:{port}", f"pulsar://localhost:{port}".encode()), external
+    unknown = raw_lookup(port, topic, "nope")
+    assert unknown["response"] == 2, unknown  # Failed
+    # The official client with listener_name follows the external listener's address.
+    client = pulsar.Client(listener_broker.url, listener_name="external", operation_timeout_seconds=10)
+    try:
+        consumer = client.subscribe(topic, "sub")
+        client.create_producer(topic).send(b"through the external listener")
+        assert consumer.receive(RECEIVE_MS).data() == b"through the external listener"
+    finally:
+        client.close()
+    refused = pulsar.Client(listener_broker.url, listener_name="nope", operation_timeout_seconds=3)
+    try:
+        with pytest.raises(Exception):
+            refused.create_producer(topic)
+    finally:
+        refused.close()

@@ -23,6 +23,10 @@ public struct BrokerConfiguration: Sendable {
     /// `pulsar+ssl://...` and `https://...` when the broker has TLS listeners.
     public var advertisedPulsarTLSURL: String?
     public var advertisedHTTPSURL: String?
+    /// Pulsar's `advertisedListeners` by name, and `internalListenerName` (the listener whose
+    /// addresses a LOOKUP without a listener name is answered with; nil: the advertised address).
+    public var advertisedListeners: [String: AdvertisedListener] = [:]
+    public var internalListenerName: String?
     public var managedLedger = ManagedLedgerConfiguration()
     /// `authorizationEnabled`, `superUserRoles`.
     public var authorization = AuthorizationSettings()

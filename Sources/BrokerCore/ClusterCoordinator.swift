@@ -6,10 +6,22 @@ import NIOConcurrencyHelpers
 
 /// A broker as the others see it: recorded at `/brokers/<brokerID>` (ephemeral) and in the
 /// ownership keys of the bundles it owns.
+/// One of a broker's named listeners (`advertisedListeners=name:pulsar://…,name:pulsar+ssl://…`):
+/// the addresses a client that asks for that listener name is given.
+public struct AdvertisedListener: Codable, Sendable, Hashable {
+    public var pulsarURL: String?
+    public var pulsarTLSURL: String?
+
+    public init(pulsarURL: String? = nil, pulsarTLSURL: String? = nil) {
+        self.pulsarURL = pulsarURL
+        self.pulsarTLSURL = pulsarTLSURL
+    }
+}
+
 public struct BrokerIdentity: Codable, Sendable, Hashable {
     /// `host:httpPort`, as Pulsar names brokers.
     public var brokerID: String
-    /// `pulsar://host:port`: what LOOKUP hands to clients.
+    /// `pulsar://host:port`: what LOOKUP hands to clients (that ask for no listener).
     public var pulsarURL: String
     /// `pulsar+ssl://host:tlsPort` (`brokerServicePortTls`); nil: the broker has no TLS listener.
     public var pulsarTLSURL: String?
@@ -19,6 +31,8 @@ public struct BrokerIdentity: Codable, Sendable, Hashable {
     public var httpsURL: String?
     /// Random per process start, so a restarted broker never mistakes its previous life's keys for its own.
     public var instance: String
+    /// Pulsar's `advertisedListeners` by name; nil or empty: none configured.
+    public var listeners: [String: AdvertisedListener]?
 
     public init(brokerID: String, pulsarURL: String, httpURL: String, instance: String, pulsarTLSURL: String? = nil, httpsURL: String? = nil) {
         self.brokerID = brokerID

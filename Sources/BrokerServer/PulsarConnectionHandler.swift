@@ -14,6 +14,8 @@ public struct ConnectionConfiguration: Sendable {
     /// What LOOKUP answers in `brokerServiceUrlTls` (`pulsar+ssl://<advertisedAddress>:<tlsPort>`);
     /// a client connected over TLS goes there. Nil: this broker has no TLS listener.
     public var brokerServiceURLTls: String?
+    /// This broker's named listeners (`advertisedListeners`), for lookups that name one.
+    public var listeners: [String: AdvertisedListener] = [:]
     public var serverVersion = "Magnetar 0.1.0"
     /// Checks CONNECT's and AUTH_RESPONSE's credentials; `.disabled`: authentication is off.
     public var authenticator: Authenticator = .disabled
@@ -280,14 +282,20 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }) { machine, result in
                 machine.partitionsFound(requestID: requestID, result)
             }
-        case .lookup(let topic, let authoritative, let requestID):
+        case .lookup(let topic, let authoritative, let listenerName, let requestID):
             let broker = self.broker
-            let url = LocalURLs(plain: configuration.brokerServiceURL, tls: configuration.brokerServiceURLTls)
+            var url = LocalURLs(plain: configuration.brokerServiceURL, tls: configuration.brokerServiceURLTls)
             let role = machine.role
+            let localListeners = configuration.listeners
+            if let listenerName, let listener = localListeners[listenerName] {
+                url = LocalURLs(plain: listener.pulsarURL ?? url.plain, tls: listener.pulsarTLSURL)
+            }
             answer(channel, {
                 let name = try TopicName(parsing: topic)
                 try await broker.authorizer.authorize(role, .lookup, topic: name)
-                return try await broker.lookup(name, authoritative: authoritative)
+                let answer = try await broker.lookup(name, authoritative: authoritative)
+                guard let listenerName else { return answer }
+                return try Self.answer(answer, forListener: listenerName, local: localListeners)
             }) { machine, result in
                 machine.lookupAnswered(requestID: requestID, local: url, result)
             }
@@ -331,6 +339,28 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     }
 
     /// Runs `work` as a task and feeds its result to the machine on the connection's loop.
+    /// A lookup's answer in the addresses of the listener the client named (Pulsar fails a lookup
+    /// naming a listener the broker that would serve the topic does not have).
+    static func answer(_ answer: LookupAnswer, forListener name: String, local: [String: AdvertisedListener]) throws -> LookupAnswer {
+        func missing(_ broker: String) -> BrokerError {
+            BrokerError(.serviceNotReady, "the broker \(broker) does not have the listener '\(name)' (advertisedListeners)")
+        }
+        func rewritten(_ identity: BrokerIdentity) throws -> BrokerIdentity {
+            guard let listener = identity.listeners?[name] else { throw missing(identity.brokerID) }
+            var copy = identity
+            copy.pulsarURL = listener.pulsarURL ?? identity.pulsarURL
+            copy.pulsarTLSURL = listener.pulsarTLSURL
+            return copy
+        }
+        switch answer {
+        case .local:
+            guard local[name] != nil else { throw missing("here") }
+            return answer
+        case .connect(let owner): return .connect(try rewritten(owner))
+        case .redirect(let candidate): return .redirect(try rewritten(candidate))
+        }
+    }
+
     private func answer<T: Sendable>(
         _ channel: any Channel, _ work: @escaping @Sendable () async throws -> T,
         _ event: @escaping (inout Machine, Result<T, any Error>) -> Machine.Action

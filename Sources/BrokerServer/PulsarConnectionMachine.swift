@@ -121,7 +121,8 @@ struct PulsarConnectionMachine<TopicHandle> {
         /// Answer with `partitionsFound`.
         case partitionedMetadata(topic: String, requestID: UInt64)
         /// Answer with `lookupAnswered`.
-        case lookup(topic: String, authoritative: Bool, requestID: UInt64)
+        /// `listener`: the client's `advertised_listener_name`, nil without one.
+        case lookup(topic: String, authoritative: Bool, listener: String?, requestID: UInt64)
         /// Answer with `topicsListed`.
         /// `mode`: Pulsar's PERSISTENT, NON_PERSISTENT or ALL; `hash`: the client's last list's.
         case topicsOfNamespace(namespace: String, mode: Pulsar_Proto_CommandGetTopicsOfNamespace.Mode, hash: String?, requestID: UInt64)
@@ -327,7 +328,10 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .partitionedMetadata(topic: request.topic, requestID: request.requestID)
         case .lookup:
             let request = command.lookupTopic
-            return .lookup(topic: request.topic, authoritative: request.authoritative, requestID: request.requestID)
+            return .lookup(
+                topic: request.topic, authoritative: request.authoritative,
+                listener: request.hasAdvertisedListenerName && !request.advertisedListenerName.isEmpty ? request.advertisedListenerName : nil,
+                requestID: request.requestID)
         case .getTopicsOfNamespace:
             let request = command.getTopicsOfNamespace
             return .topicsOfNamespace(

@@ -188,9 +188,13 @@ public enum BrokerProcess {
             logger.info("broker.endpoint", metadata: ["protocol": "\(endpoint.name)"])
             return try endpoint.makeService(context)
         }
-        let connection = ConnectionConfiguration(
-            brokerServiceURL: "pulsar://\(advertisedAddress):\(port)",
-            brokerServiceURLTls: tls?.listeners.pulsarURL(advertisedAddress: advertisedAddress), authenticator: authenticator)
+        // With internalListenerName, LOOKUPs that name no listener get that listener's addresses.
+        let internalListener = broker.configuration.internalListenerName.flatMap { broker.configuration.advertisedListeners[$0] }
+        var connection = ConnectionConfiguration(
+            brokerServiceURL: internalListener?.pulsarURL ?? "pulsar://\(advertisedAddress):\(port)",
+            brokerServiceURLTls: internalListener.map(\.pulsarTLSURL) ?? tls?.listeners.pulsarURL(advertisedAddress: advertisedAddress),
+            authenticator: authenticator)
+        connection.listeners = broker.configuration.advertisedListeners
         let pulsar = PulsarServer(
             host: bindAddress, port: port, broker: broker, configuration: connection,
             settings: listener, eventLoopGroup: eventLoopGroup, logger: logger)

@@ -5,7 +5,7 @@
 public enum ConfigKeys {
     /// Where a broker listens and how clients reach it (`standalone` and `broker`).
     public static let listener: Set<String> = [
-        "bindAddress", "brokerServicePort", "webServicePort", "advertisedAddress",
+        "bindAddress", "brokerServicePort", "webServicePort", "advertisedAddress", "advertisedListeners", "internalListenerName",
         "keepAliveIntervalSeconds", "brokerMaxConnections", "brokerMaxConnectionsPerIp",
         // Protocols served beside Pulsar's (Pulsar's protocol handlers): `kafka`, `amqp`.
         "messagingProtocols",

@@ -147,11 +147,18 @@ struct BrokerCommand: AsyncParsableCommand {
             metadata: metadataStore, staticNodes: storageNodes, replication: settings.replication,
             auditInterval: .seconds(settings.replicationCheckSeconds), lostNodeGracePeriod: .seconds(settings.replicationGraceSeconds),
             auditorName: brokerID, security: storageSecurity, logger: logger)
-        let identity = BrokerIdentity(
+        let listeners = try AdvertisedListenerSettings.resolve(file)
+        var identity = BrokerIdentity(
             brokerID: brokerID, pulsarURL: "pulsar://\(listening.advertisedAddress):\(listening.port)",
             httpURL: "http://\(listening.advertisedAddress):\(listening.httpPort)", instance: String(UInt64.random(in: 0...UInt64.max), radix: 36),
             pulsarTLSURL: security.tls?.pulsarURL(advertisedAddress: listening.advertisedAddress),
             httpsURL: security.tls?.httpsURL(advertisedAddress: listening.advertisedAddress))
+        if !listeners.listeners.isEmpty { identity.listeners = listeners.listeners }
+        if let internalListener = listeners.internalName.flatMap({ listeners.listeners[$0] }) {
+            // Other brokers redirect clients that name no listener to the internal one.
+            identity.pulsarURL = internalListener.pulsarURL ?? identity.pulsarURL
+            identity.pulsarTLSURL = internalListener.pulsarTLSURL
+        }
         let cluster = ClusterCoordinator(identity: identity, metadata: metadataStore, logger: logger)
         var configuration = BrokerConfiguration()
         configuration.clusterName = settings.clusterName
@@ -163,6 +170,8 @@ struct BrokerCommand: AsyncParsableCommand {
         configuration.managedLedger.replication = settings.replication
         configuration.authorization = security.authorization
         try QuotaSettings.apply(file, to: &configuration)
+        configuration.advertisedListeners = listeners.listeners
+        configuration.internalListenerName = listeners.internalName
         logger.info("broker.starting", metadata: ["metadata": "\(settings.metadataURL)"])
         var wiring = BrokerWiring(
             role: "broker", configuration: configuration, store: store.ledgerStore, metadata: metadataStore,

@@ -55,6 +55,9 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.broker.authorization = security.authorization
         options.tls = security.tls
         try QuotaSettings.apply(file, to: &options.broker)
+        let listeners = try AdvertisedListenerSettings.resolve(file)
+        options.broker.advertisedListeners = listeners.listeners
+        options.broker.internalListenerName = listeners.internalName
         let metricsRegistry = MetricsBootstrap.bootstrap()
         try await Standalone.run(options, metricsRegistry: metricsRegistry, logger: logger)
     }

@@ -142,6 +142,45 @@ enum QuotaSettings {
     }
 }
 
+/// Pulsar's `advertisedListeners` (`name:pulsar://host:port,name:pulsar+ssl://host:port,...`: a
+/// client with `listener_name` is answered that listener's addresses) and `internalListenerName`
+/// (the listener LOOKUPs without a name are answered with; by default the advertised address).
+enum AdvertisedListenerSettings {
+    static func resolve(_ file: ConfigFile?) throws -> (listeners: [String: AdvertisedListener], internalName: String?) {
+        guard let file, let entries = file.list("advertisedListeners") else {
+            if let name = file?.string("internalListenerName") {
+                throw StartupError(file!.error("internalListenerName", name, expected: "a name of advertisedListeners, which is empty").description)
+            }
+            return ([:], nil)
+        }
+        var listeners: [String: AdvertisedListener] = [:]
+        for entry in entries {
+            guard let colon = entry.firstIndex(of: ":"), colon != entry.startIndex else {
+                throw StartupError(file.error("advertisedListeners", entry, expected: "name:pulsar://host:port or name:pulsar+ssl://host:port").description)
+            }
+            let name = String(entry[..<colon])
+            let url = String(entry[entry.index(after: colon)...])
+            var listener = listeners[name] ?? AdvertisedListener()
+            if url.hasPrefix("pulsar://"), listener.pulsarURL == nil {
+                listener.pulsarURL = url
+            } else if url.hasPrefix("pulsar+ssl://"), listener.pulsarTLSURL == nil {
+                listener.pulsarTLSURL = url
+            } else {
+                throw StartupError(file.error(
+                    "advertisedListeners", entry,
+                    expected: "one pulsar:// and at most one pulsar+ssl:// address per listener name").description)
+            }
+            listeners[name] = listener
+        }
+        let internalName = file.string("internalListenerName")
+        if let internalName, listeners[internalName] == nil {
+            throw StartupError(file.error(
+                "internalListenerName", internalName, expected: "one of advertisedListeners' names (\(listeners.keys.sorted().joined(separator: ", ")))").description)
+        }
+        return (listeners, internalName)
+    }
+}
+
 /// How a broker reaches the storage nodes of its cluster: TLS with `brokerClientTlsEnabled` (or
 /// `bookkeeperTLSClientAuthentication`, which presents the broker's certificate), trusting
 /// `bookkeeperTLSTrustCertsFilePath` (else `brokerClientTrustCertsFilePath`, else the system's CAs);

@@ -633,7 +633,7 @@ import Testing
 
     @Test func lookupAndPartitionAnswers() {
         var machine = connected()
-        guard case .lookup("t", true, 70) = machine.frameReceived(frame(.lookup) {
+        guard case .lookup("t", true, nil, 70) = machine.frameReceived(frame(.lookup) {
             $0.lookupTopic.topic = "t"
             $0.lookupTopic.authoritative = true
             $0.lookupTopic.requestID = 70
