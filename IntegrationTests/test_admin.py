@@ -376,6 +376,34 @@ def test_metrics(broker, client, topic):
         counts = [s.value for s in families.get(histogram, []) if s.name == histogram + "_count"]
         assert counts and counts[0] >= 7, (histogram, families.get(histogram))
 
+    # The series Pulsar's Grafana dashboards read (issue 16, item 8), with Pulsar's names and labels.
+    for name in ("pulsar_rate_in", "pulsar_rate_out", "pulsar_throughput_in", "pulsar_throughput_out",
+                 "pulsar_storage_size", "pulsar_storage_backlog_size", "pulsar_msg_backlog",
+                 "pulsar_producers_count", "pulsar_consumers_count",
+                 "pulsar_storage_write_latency_le_0_5", "pulsar_storage_write_latency_le_1000",
+                 "pulsar_storage_write_latency_overflow", "pulsar_entry_size_le_128", "pulsar_entry_size_le_1_mb",
+                 "pulsar_entry_size_le_overflow"):
+        value(families, name, **labels)
+    for name in ("pulsar_subscription_msg_rate_out", "pulsar_subscription_back_log"):
+        value(families, name, subscription="metrics-sub", **labels)
+    # The dashboard shipped in dashboards/ reads only series the broker serves.
+    import json as _json
+    import re as _re
+    from pathlib import Path as _Path
+    dashboard = (_Path(__file__).resolve().parent.parent / "dashboards" / "magnetar-topics.json").read_text()
+    _json.loads(dashboard)
+    for name in set(_re.findall(r"pulsar_[a-z0-9_]+", dashboard)):
+        assert name in families, f"the dashboard reads {name}, which /metrics does not serve"
+    # Every entry here is small: all in the first size bucket; every write in some latency bucket.
+    assert value(families, "pulsar_entry_size_le_128", **labels) == 7
+    latency_buckets = [n for n in families if n.startswith("pulsar_storage_write_latency_le_")] + ["pulsar_storage_write_latency_overflow"]
+    assert sum(value(families, n, **labels) for n in latency_buckets) == 7
+    # Rates move under load: published since the previous scrape, per second.
+    for i in range(20):
+        producer.send(f"more-{i}".encode())
+    time.sleep(0.5)
+    assert value(samples(broker), "pulsar_rate_in", **labels) > 0
+
     # Deleted topics leave /metrics.
     consumer.close()
     producer.close()

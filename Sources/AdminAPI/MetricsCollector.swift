@@ -12,6 +12,8 @@ public actor MetricsCollector {
     let broker: BrokerService
     public nonisolated let registry: PrometheusCollectorRegistry
     private var gauges: [SeriesKey: Gauge] = [:]
+    /// The counters of the previous scrape per topic / subscription, for Pulsar's rate series.
+    private var previous: [String: (at: ContinuousClock.Instant, values: [Int64])] = [:]
 
     struct SeriesKey: Hashable {
         var name: String
@@ -35,7 +37,18 @@ public actor MetricsCollector {
         "pulsar_subscription_consumers_count": "Consumers connected to the subscription",
         "pulsar_dropped_messages_total": "Non-persistent topics: messages dropped because no consumer had a permit",
         "pulsar_ml_unreadable_entries": "Entries of the topic that could not be read after every attempt (checksum mismatch, missing file); listed in internalStats, skip them with the admin API",
+        "pulsar_rate_in": "Messages per second published to the topic (since the previous scrape)",
+        "pulsar_rate_out": "Messages per second delivered from the topic (since the previous scrape)",
+        "pulsar_throughput_in": "Bytes per second published to the topic (since the previous scrape)",
+        "pulsar_throughput_out": "Bytes per second delivered from the topic (since the previous scrape)",
+        "pulsar_storage_backlog_size": "Estimated bytes not yet acknowledged by the topic's slowest durable subscription",
+        "pulsar_subscription_msg_rate_out": "Messages per second delivered from the subscription (since the previous scrape)",
+        "pulsar_subscription_msg_throughput_out": "Bytes per second delivered from the subscription (since the previous scrape)",
     ]
+
+    /// `le_<bound>` suffixes of Pulsar's bucket names.
+    static let writeLatencyBuckets = ["0_5", "1", "5", "10", "20", "50", "100", "200", "1000"]
+    static let entrySizeBuckets = ["128", "512", "1_kb", "2_kb", "4_kb", "16_kb", "100_kb", "1_mb"]
 
     public init(broker: BrokerService, registry: PrometheusCollectorRegistry) {
         self.broker = broker
@@ -61,6 +74,40 @@ public actor MetricsCollector {
             }
             gauge.set(value)
         }
+        func setDouble(_ name: String, _ labels: [(String, String)], _ value: Double) {
+            let key = SeriesKey(name: name, labels: labels.map { "\($0.0)=\($0.1)" })
+            seen.insert(key)
+            let gauge: Gauge
+            if let existing = gauges[key] {
+                gauge = existing
+            } else {
+                gauge = registry.makeGauge(
+                    descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help[name] ?? name),
+                    labels: labels)
+                gauges[key] = gauge
+            }
+            gauge.set(value)
+        }
+        let now = ContinuousClock.now
+        var seenRates = Set<String>()
+        /// Per-second rates of `values` since the previous scrape of `key` (0 the first time).
+        func rates(_ key: String, _ values: [Int64]) -> [Double] {
+            seenRates.insert(key)
+            defer { previous[key] = (now, values) }
+            guard let before = previous[key] else { return values.map { _ in 0 } }
+            let elapsed = (now - before.at) / .seconds(1)
+            guard elapsed > 0 else { return values.map { _ in 0 } }
+            return zip(values, before.values).map { max(0, Double($0 - $1) / elapsed) }
+        }
+        /// Pulsar's per-topic bucket series (counts since the topic was loaded). `totals`: also
+        /// `_count` and `_sum` (not for the write latency, whose base name is the broker-wide histogram's).
+        func histogram(_ prefix: String, _ names: [String], overflow: String, _ counts: BucketCounts, _ labels: [(String, String)], totals: Bool) {
+            for (index, name) in names.enumerated() { set("\(prefix)_le_\(name)", labels, counts.counts[index]) }
+            set(overflow, labels, counts.counts[names.count])
+            guard totals else { return }
+            set("\(prefix)_count", labels, counts.count)
+            setDouble("\(prefix)_sum", labels, counts.sum)
+        }
         var topicsPerNamespace: [String: Int64] = [:]
         for snapshot in snapshots {
             let namespace = snapshot.topic.namespaceName
@@ -81,17 +128,34 @@ public actor MetricsCollector {
             if let unreadable = stats.unreadableEntries {
                 set("pulsar_ml_unreadable_entries", labels, unreadable)
             }
+            let topicRates = rates("\(snapshot.topic)", [stats.messagesIn, stats.messagesOut, stats.bytesIn, stats.bytesOut])
+            setDouble("pulsar_rate_in", labels, topicRates[0])
+            setDouble("pulsar_rate_out", labels, topicRates[1])
+            setDouble("pulsar_throughput_in", labels, topicRates[2])
+            setDouble("pulsar_throughput_out", labels, topicRates[3])
+            set("pulsar_storage_backlog_size", labels, stats.backlogBytes)
+            if let latency = stats.writeLatency {
+                histogram("pulsar_storage_write_latency", Self.writeLatencyBuckets, overflow: "pulsar_storage_write_latency_overflow",
+                          latency, labels, totals: false)
+            }
+            if let sizes = stats.entrySizes {
+                histogram("pulsar_entry_size", Self.entrySizeBuckets, overflow: "pulsar_entry_size_le_overflow", sizes, labels, totals: true)
+            }
             for (subscription, subscriptionStats) in stats.subscriptions {
                 let subscriptionLabels = labels + [("subscription", subscription)]
                 set("pulsar_subscription_back_log", subscriptionLabels, subscriptionStats.backlogEntries)
                 set("pulsar_subscription_unacked_messages", subscriptionLabels, subscriptionStats.unackedMessages)
                 set("pulsar_subscription_msg_out_total", subscriptionLabels, subscriptionStats.messagesOut)
                 set("pulsar_subscription_consumers_count", subscriptionLabels, Int64(subscriptionStats.consumers.count))
+                let subscriptionRates = rates("\(snapshot.topic) \(subscription)", [subscriptionStats.messagesOut, subscriptionStats.bytesOut])
+                setDouble("pulsar_subscription_msg_rate_out", subscriptionLabels, subscriptionRates[0])
+                setDouble("pulsar_subscription_msg_throughput_out", subscriptionLabels, subscriptionRates[1])
             }
         }
         for (namespace, count) in topicsPerNamespace {
             set("pulsar_topics_count", [("cluster", cluster), ("namespace", namespace)], count)
         }
+        for key in previous.keys where !seenRates.contains(key) { previous[key] = nil }
         for (key, gauge) in gauges where !seen.contains(key) {
             registry.unregisterGauge(gauge)
             gauges[key] = nil

@@ -79,6 +79,7 @@ final class Consumer: @unchecked Sendable {
     /// Messages delivered and not yet acknowledged.
     var unackedMessages: Int64 = 0
     var messagesOut: Int64 = 0
+    var bytesOut: Int64 = 0
 
     /// Whether dispatch may give this consumer an entry now: it has permits and its connection
     /// takes writes.

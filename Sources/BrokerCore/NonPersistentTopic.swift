@@ -119,6 +119,7 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
             }
             consumer.permits -= messages
             consumer.messagesOut += messages
+            consumer.bytesOut += Int64(entry.body.readableBytes)
             consumer.sink.sendMessage(
                 consumerID: consumer.key.consumerID, position: position, partitionIndex: partitionIndex,
                 redeliveryCount: 0, ackSet: nil, entry: entry)
@@ -216,19 +217,25 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         var subscriptionStats: [String: SubscriptionStatistics] = [:]
         var messagesOut: Int64 = 0
+        var bytesOut: Int64 = 0
         for (subscriptionName, subscription) in subscriptions {
             let consumers = subscription.consumers.map {
-                ConsumerStatistics(name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: 0, messagesOut: $0.messagesOut)
+                ConsumerStatistics(
+                    name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: 0, messagesOut: $0.messagesOut, bytesOut: $0.bytesOut)
             }
             let out = consumers.reduce(0) { $0 + $1.messagesOut }
+            let outBytes = consumers.reduce(0) { $0 + $1.bytesOut }
             messagesOut += out
+            bytesOut += outBytes
             subscriptionStats[subscriptionName] = SubscriptionStatistics(
-                backlogEntries: 0, unackedMessages: 0, messagesOut: out, type: subscription.type, isDurable: false,
+                backlogEntries: 0, unackedMessages: 0, messagesOut: out, bytesOut: outBytes, type: subscription.type, isDurable: false,
                 consumers: consumers)
         }
-        return TopicStatistics(
+        var statistics = TopicStatistics(
             messagesIn: messagesIn, bytesIn: bytesIn, messagesOut: messagesOut, storageBytes: 0, backlogBytes: 0,
             producers: producers.values.sorted(), subscriptions: subscriptionStats, messagesDropped: messagesDropped)
+        statistics.bytesOut = bytesOut
+        return statistics
     }
 
     public func lastMessage(subscription name: String) -> EventLoopFuture<LastMessageInfo?> {

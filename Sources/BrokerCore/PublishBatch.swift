@@ -21,6 +21,8 @@ public final class PublishBatch: @unchecked Sendable {
     /// The topic that appended the batch (set by `Topic.publish(_:)`): counts and deduplication
     /// state are updated as entries become durable.
     var topic: Topic?
+    /// When the batch was handed to the topic (for the write-latency histogram).
+    let createdNanos = NIODeadline.now().uptimeNanoseconds
 
     public init(entries: [ByteBuffer], attributes: [EntryAttributes], replier: any PublishReplier) {
         precondition(entries.count == attributes.count, "one attributes value per entry")
@@ -36,7 +38,9 @@ extension PublishBatch: AppendReceiver {
     package func appendCompleted(tag: Int, result: Result<Position, BrokerError>) {
         switch result {
         case .success(let position):
-            topic?.entryPersisted(attributes[tag], bytes: entries[tag].readableBytes, at: position)
+            topic?.entryPersisted(
+                attributes[tag], bytes: entries[tag].readableBytes, at: position,
+                latencyNanos: NIODeadline.now().uptimeNanoseconds &- createdNanos)
             replier.published(index: tag, result: result)
         case .failure:
             topic?.entryFailed(attributes[tag])

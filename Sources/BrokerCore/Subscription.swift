@@ -434,6 +434,7 @@ final class Subscription: @unchecked Sendable {
             }
             consumer.unackedMessages += Int64(messages)
             consumer.messagesOut += Int64(messages)
+            consumer.bytesOut += Int64(entry.body.readableBytes)
             consumer.sink.sendMessage(
                 consumerID: consumer.key.consumerID, position: position, partitionIndex: partitionIndex,
                 redeliveryCount: redeliveryCounts[position] ?? 0, ackSet: cursor.batchAckSets[position], entry: entry)

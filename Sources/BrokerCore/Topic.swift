@@ -80,6 +80,9 @@ public final class Topic: @unchecked Sendable {
     }
     var producers: [ProducerKey: String] = [:]
     var producerSinks: [ProducerKey: any ProducerSink] = [:]
+    /// Pulsar's `pulsar_storage_write_latency_*` and `pulsar_entry_size_*` histograms.
+    var writeLatency = BucketCounts(bounds: BucketCounts.writeLatencyBoundsMs)
+    var entrySizes = BucketCounts(bounds: BucketCounts.entrySizeBounds)
     /// Exclusive access and the topic epoch (producer access modes).
     var producerAccess = ProducerAccessControl<ProducerKey>()
     /// WaitForExclusive producers not yet given access, with what to tell them when they are.
@@ -274,11 +277,13 @@ public final class Topic: @unchecked Sendable {
     }
 
     /// One entry of a `PublishBatch` is durable (a duplicate, at `(-1, -1)`, was not written).
-    func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position) {
+    func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position, latencyNanos: UInt64 = 0) {
         guard position.ledgerID >= 0 else { return }
         for stage in publishStages { stage.persisted(attributes, at: position) }
         messagesIn += Int64(max(attributes.numMessages, 1))
         bytesIn += Int64(bytes)
+        writeLatency.record(Double(latencyNanos) / 1_000_000)
+        entrySizes.record(Double(bytes))
         for subscription in subscriptions.values where !subscription.consumers.isEmpty {
             subscription.scheduleDispatch()
         }

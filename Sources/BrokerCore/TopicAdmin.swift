@@ -29,24 +29,31 @@ extension Topic {
         eventLoop.preconditionInEventLoop()
         var subscriptionStats: [String: SubscriptionStatistics] = [:]
         var messagesOut: Int64 = 0
+        var bytesOut: Int64 = 0
         for (subscriptionName, subscription) in subscriptions {
             let consumers = subscription.consumers.map {
                 ConsumerStatistics(
                     name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: $0.unackedMessages,
-                    messagesOut: $0.messagesOut)
+                    messagesOut: $0.messagesOut, bytesOut: $0.bytesOut)
             }
             let out = consumers.reduce(0) { $0 + $1.messagesOut }
+            let outBytes = consumers.reduce(0) { $0 + $1.bytesOut }
             messagesOut += out
+            bytesOut += outBytes
             subscriptionStats[subscriptionName] = SubscriptionStatistics(
                 backlogEntries: subscription.cursor.backlogEntries, unackedMessages: subscription.unackedMessages,
-                messagesOut: out, type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
+                messagesOut: out, bytesOut: outBytes, type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
         }
         let slowest = subscriptions.values.filter(\.isDurable).map(\.cursor.markDelete).min()
-        return TopicStatistics(
+        var statistics = TopicStatistics(
             messagesIn: messagesIn, bytesIn: bytesIn, messagesOut: messagesOut,
             storageBytes: storageSizeBytes, backlogBytes: slowest.map { estimatedBytes(after: $0) } ?? 0,
             producers: producers.values.sorted(),
             subscriptions: subscriptionStats, unreadableEntries: Int64(unreadablePositions.count))
+        statistics.bytesOut = bytesOut
+        statistics.writeLatency = writeLatency
+        statistics.entrySizes = entrySizes
+        return statistics
     }
 
     /// Entries recorded unreadable that the managed ledger still holds, in log order.

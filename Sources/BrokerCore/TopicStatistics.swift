@@ -20,6 +20,37 @@ public struct TopicStatistics: Sendable, Equatable {
     public var messagesDropped: Int64? = nil
     /// Persistent topics only: entries dispatch could not read after every attempt.
     public var unreadableEntries: Int64? = nil
+    /// Bytes delivered to consumers (entries' sizes).
+    public var bytesOut: Int64 = 0
+    /// Persistent topics only: how long appends took to become durable, and how large entries were.
+    public var writeLatency: BucketCounts? = nil
+    public var entrySizes: BucketCounts? = nil
+}
+
+/// A histogram as Pulsar exports its topic ones: counts per bucket (`le_<bound>` ... `le_overflow`),
+/// their total and the sum of the values. A pure value.
+public struct BucketCounts: Sendable, Equatable {
+    /// Upper bounds, ascending; values above the last go to the overflow bucket.
+    public let bounds: [Double]
+    /// One per bound, then the overflow bucket (not cumulative).
+    public private(set) var counts: [Int64]
+    public private(set) var sum: Double = 0
+    public var count: Int64 { counts.reduce(0, +) }
+
+    public init(bounds: [Double]) {
+        self.bounds = bounds
+        self.counts = Array(repeating: 0, count: bounds.count + 1)
+    }
+
+    public mutating func record(_ value: Double) {
+        sum += value
+        counts[bounds.firstIndex { value <= $0 } ?? bounds.count] += 1
+    }
+
+    /// Pulsar's write-latency buckets, in milliseconds: `pulsar_storage_write_latency_le_0_5` ... `le_1000`, `le_overflow`.
+    public static let writeLatencyBoundsMs: [Double] = [0.5, 1, 5, 10, 20, 50, 100, 200, 1000]
+    /// Pulsar's entry-size buckets, in bytes: `pulsar_entry_size_le_128` ... `le_1_mb`, `le_overflow`.
+    public static let entrySizeBounds: [Double] = [128, 512, 1024, 2048, 4096, 16_384, 102_400, 1_048_576]
 }
 
 public struct SubscriptionStatistics: Sendable, Equatable {
@@ -27,6 +58,7 @@ public struct SubscriptionStatistics: Sendable, Equatable {
     public var backlogEntries: Int64
     public var unackedMessages: Int64
     public var messagesOut: Int64
+    public var bytesOut: Int64 = 0
     public var type: SubscriptionType
     public var isDurable: Bool
     public var consumers: [ConsumerStatistics]
@@ -37,6 +69,7 @@ public struct ConsumerStatistics: Sendable, Equatable {
     public var availablePermits: Int64
     public var unackedMessages: Int64
     public var messagesOut: Int64
+    public var bytesOut: Int64 = 0
 }
 
 /// A persistent topic's managed ledger and its cursors.
