@@ -57,8 +57,9 @@ class ClusterProcess(Broker):
 
 class LocalCluster:
     def __init__(self, root: Path, storage_nodes: int = 3, brokers: int = 2, auditor_grace_s: int = 3,
-                 storage_args: list[str] = (), broker_args: list[str] = ()):
-        """`storage_args` / `broker_args`: more arguments for every storage node / broker (e.g. --config)."""
+                 storage_args: list[str] = (), broker_args: list[str] = (), storage_metrics: bool = False):
+        """`storage_args` / `broker_args`: more arguments for every storage node / broker (e.g. --config).
+        `storage_metrics`: each storage node serves /metrics on its `http_port`."""
         self.root = root
         etcd = shutil.which("etcd")
         if etcd is None:
@@ -76,6 +77,7 @@ class LocalCluster:
             ClusterProcess(f"storage-{i}", root, lambda p: [
                 "storage", "--data-dir", str(p.data_dir), "--bind-address", "127.0.0.1", "--port", str(p.port),
                 "--advertised-address", "127.0.0.1", "--metadata", self.metadata_url, *storage_args,
+                *(["--metrics-port", str(p.http_port)] if storage_metrics else []),
             ])
             for i in range(storage_nodes)
         ]

@@ -108,7 +108,7 @@ def secured(tmp_path_factory, pki):
     keys = Keys(root / "keys", pki)
     cluster = LocalCluster(root, storage_nodes=2, brokers=1,
                            storage_args=["--config", str(keys.storage_conf)],
-                           broker_args=["--config", str(keys.broker_conf(root / "keys"))])
+                           broker_args=["--config", str(keys.broker_conf(root / "keys"))], storage_metrics=True)
     cluster.start()
     yield keys, cluster
     cluster.close()
@@ -279,3 +279,31 @@ def test_broker_that_cannot_reach_secured_nodes_does_not_write(tmp_path, pki, ca
             assert "storage-server.connection-error" in node_log, node_log[-3000:]
     finally:
         cluster.close()
+
+
+def test_storage_nodes_serve_bookie_metrics(secured):
+    """Each storage node's /metrics (plain HTTP beside its TLS storage port) has BookKeeper's
+    `bookie_*` series, and they count the entries a broker wrote."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    keys, cluster = secured
+    topic = f"persistent://public/default/bookie-metrics-{uuid.uuid4().hex[:8]}"
+    client = client_for(cluster, keys.token("admin"))
+    try:
+        producer = client.create_producer(topic)
+        for i in range(10):
+            producer.send(f"m-{i}".encode())
+    finally:
+        close_quietly(client)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    added = 0
+    for node in cluster.storage:
+        with opener.open(f"http://127.0.0.1:{node.http_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name in ("bookie_SERVER_STATUS", "bookie_ledgers_count", "bookie_WRITE_BYTES", "bookie_ADD_ENTRY_count",
+                     "bookie_READ_BYTES", "bookie_READ_ENTRY_count"):
+            assert name in families, (name, sorted(families))
+        assert families["bookie_SERVER_STATUS"].samples[0].value == 1
+        added += families["bookie_ADD_ENTRY_count"].samples[0].value
+    assert added >= 10  # every entry is on the ack quorum's nodes

@@ -38,6 +38,27 @@ public enum HTTPServer {
     }
 }
 
+extension HTTPServer {
+    /// A storage node's HTTP endpoint: `/metrics` (what `scrape` renders, Prometheus text) and
+    /// `/health`; anything else is 404.
+    public static func makeMetricsApplication(
+        host: String, port: Int, scrape: @escaping @Sendable () async -> String, logger: Logger
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/health") { _, _ -> String in "ok" }
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: await scrape())))
+        }
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [MalformedRequestAnswerer()], idleTimeout: AdminHTTPLimits.idleConnectionTimeout))
+        return Application(
+            router: router, server: http1,
+            configuration: .init(address: .hostname(host, port: port), serverName: "Magnetar"), logger: logger)
+    }
+}
+
 /// Answers a request the HTTP parser rejects (an unknown method such as `BREW`, a malformed
 /// request line or header) with `400` and Pulsar's JSON error body `{"reason": ...}` instead of
 /// an empty 400, then closes the connection. Only between requests: while a request is being

@@ -44,6 +44,24 @@ public final class StorageNode: @unchecked Sendable {
 
     public static let entryHeaderBytes = 8
 
+    /// What the node has served since it started (BookKeeper's `bookie_*` counters).
+    public struct Statistics: Sendable, Equatable {
+        public var addEntries: Int64 = 0
+        public var addBytes: Int64 = 0
+        public var addFailures: Int64 = 0
+        public var readEntries: Int64 = 0
+        public var readBytes: Int64 = 0
+        public var readFailures: Int64 = 0
+    }
+
+    private let counters = NIOLockedValueBox(Statistics())
+
+    /// The counters, and the number of ledgers the node holds.
+    public var statistics: (counters: Statistics, ledgers: Int) {
+        let ledgerCount = lock.withLock { ledgers.count }
+        return (counters.withLockedValue { $0 }, ledgerCount)
+    }
+
     /// Rebuilds the entry maps from `store` (reads every entry's header once).
     public init(store: any LedgerStore) throws(LedgerStoreError) {
         self.store = store
@@ -231,10 +249,16 @@ public final class StorageNode: @unchecked Sendable {
         }
         switch request {
         case .addEntry(let ledgerID, let entryID, let payload):
+            let bytes = Int64(payload.readableBytes)
+            let counters = self.counters
             addEntry(ledgerID: ledgerID, entryID: entryID, payload: payload) { result in
                 switch result {
-                case .success: respond(StorageResponse(requestType: type, status: .ok))
-                case .failure(let error): respond(failure(error))
+                case .success:
+                    counters.withLockedValue { $0.addEntries += 1; $0.addBytes += bytes }
+                    respond(StorageResponse(requestType: type, status: .ok))
+                case .failure(let error):
+                    counters.withLockedValue { $0.addFailures += 1 }
+                    respond(failure(error))
                 }
             }
         case .recoveryAddEntry(let ledgerID, let entryID, let payload):
@@ -252,8 +276,11 @@ public final class StorageNode: @unchecked Sendable {
             }
         case .readEntry(let ledgerID, let entryID):
             do {
-                respond(StorageResponse(requestType: type, status: .ok, body: try readEntry(ledgerID: ledgerID, entryID: entryID)))
+                let body = try readEntry(ledgerID: ledgerID, entryID: entryID)
+                counters.withLockedValue { $0.readEntries += 1; $0.readBytes += Int64(body.readableBytes) }
+                respond(StorageResponse(requestType: type, status: .ok, body: body))
             } catch {
+                counters.withLockedValue { $0.readFailures += 1 }
                 respond(failure(error))
             }
         case .readLastAddConfirmed(let ledgerID):

@@ -52,7 +52,7 @@ public enum ConfigKeys {
     /// `magnetar storage --config bookkeeper.conf`.
     public static let storage: Set<String> = [
         "bookiePort", "advertisedAddress", "ledgerDirectories", "journalDirectories", "journalDirectory",
-        "metadataServiceUri",
+        "metadataServiceUri", "prometheusStatsHttpPort",
         // Authentication of the brokers that connect (the broker's key names).
         "authenticationEnabled", "authenticationProviders", "tokenSecretKey", "tokenPublicKey", "tokenPublicAlg",
         "tokenAuthClaim", "tokenAudienceClaim", "tokenAudience", "superUserRoles",

@@ -37,6 +37,9 @@ struct StorageCommand: AsyncParsableCommand {
     @Option(help: "Host brokers use to reach this node, registered with --metadata (advertisedAddress; default: the bind address, or 127.0.0.1 for 0.0.0.0).")
     var advertisedAddress: String?
 
+    @Option(help: "Port of the node's HTTP endpoint: /metrics (bookie_* series) and /health (prometheusStatsHttpPort; default: none).")
+    var metricsPort: Int?
+
     @OptionGroup var logging: LoggingOptions
 
     struct Settings {
@@ -44,6 +47,7 @@ struct StorageCommand: AsyncParsableCommand {
         var port: Int
         var metadataURL: MetadataStoreURL?
         var advertisedAddress: String?
+        var metricsPort: Int?
     }
 
     func settings(_ file: ConfigFile?) throws -> Settings {
@@ -76,7 +80,8 @@ struct StorageCommand: AsyncParsableCommand {
             dataDirectory: directory ?? "./storage-data",
             port: try Layered.int(port, file, "bookiePort", default: 3181, in: 1...65535),
             metadataURL: metadataURL,
-            advertisedAddress: Layered.optionalString(advertisedAddress, file, "advertisedAddress"))
+            advertisedAddress: Layered.optionalString(advertisedAddress, file, "advertisedAddress"),
+            metricsPort: try metricsPort ?? file?.int("prometheusStatsHttpPort", in: 1...65535))
     }
 
     func run() async throws {
@@ -104,6 +109,12 @@ struct StorageCommand: AsyncParsableCommand {
             host: bindAddress, port: port, node: node, authenticator: authenticator, tls: tlsContext,
             eventLoopGroup: eventLoopGroup, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let metricsPort = settings.metricsPort {
+            let metrics = StorageMetrics(node: node)
+            services.append(.init(service: HTTPServer.makeMetricsApplication(
+                host: bindAddress, port: metricsPort, scrape: { await metrics.scrape() }, logger: logger)))
+            logger.info("storage.metrics", metadata: ["port": "\(metricsPort)"])
+        }
         if let certificates, let interval = certificates.settings.refreshCheckInterval {
             services.append(.init(service: PeriodicService(name: "tls-certificate-refresh", interval: interval, logger: logger) {
                 certificates.reloadIfChanged(logger: logger)
