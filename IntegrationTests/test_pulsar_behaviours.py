@@ -210,3 +210,36 @@ def test_advertised_listeners_answer_the_named_listener(listener_broker, make_cl
             refused.create_producer(topic)
     finally:
         refused.close()
+
+
+def test_topic_stats_have_pulsars_fields_and_moving_rates(broker, make_client):
+    client = make_client(broker)
+    name = unique("stats")
+    topic = f"persistent://public/default/{name}"
+    consumer = client.subscribe(topic, "stats-sub", consumer_type=pulsar.ConsumerType.Shared)
+    producer = client.create_producer(topic, batching_enabled=False)
+    path = f"/admin/v2/persistent/public/default/{name}/stats"
+    deadline = time.monotonic() + 20
+    stats = {}
+    while time.monotonic() < deadline:
+        for i in range(20):
+            producer.send(f"m{i}".encode())
+        for _ in range(20):
+            consumer.acknowledge(consumer.receive(RECEIVE_MS))
+        status, stats = call(broker, "GET", path)
+        assert status == 200, stats
+        if stats["msgRateIn"] > 0 and stats["msgRateOut"] > 0 and stats["subscriptions"]["stats-sub"]["msgRateOut"] > 0:
+            break
+        time.sleep(0.3)
+    for field in ("msgRateIn", "msgRateOut", "msgThroughputIn", "msgThroughputOut", "averageMsgSize",
+                  "msgInCounter", "bytesInCounter", "msgOutCounter", "bytesOutCounter", "storageSize", "backlogSize",
+                  "publishers", "subscriptions"):
+        assert field in stats, (field, sorted(stats))
+    assert stats["msgRateIn"] > 0 and stats["msgThroughputIn"] > 0 and stats["msgRateOut"] > 0, stats
+    assert stats["averageMsgSize"] > 0 and stats["bytesOutCounter"] > 0
+    subscription = stats["subscriptions"]["stats-sub"]
+    for field in ("msgRateOut", "msgThroughputOut", "msgBacklog", "msgBacklogNoDelayed", "backlogSize",
+                  "unackedMessages", "type", "consumers", "nonContiguousDeletedMessagesRanges", "bytesOutCounter"):
+        assert field in subscription, (field, sorted(subscription))
+    assert subscription["type"] == "Shared" and subscription["msgRateOut"] > 0
+    assert {"consumerName", "availablePermits", "unackedMessages", "msgOutCounter", "bytesOutCounter"} <= set(subscription["consumers"][0])

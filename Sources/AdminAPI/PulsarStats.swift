@@ -7,9 +7,17 @@ import ManagedLedger
 
 /// `GET .../stats`. Counters count since the topic was loaded.
 struct TopicStats: Codable, Sendable, Equatable {
+    /// Per second over the last 10 s (Pulsar: over its stats interval).
+    var msgRateIn: Double
+    var msgThroughputIn: Double
+    var msgRateOut: Double
+    var msgThroughputOut: Double
+    /// Bytes per message published, since the topic was loaded.
+    var averageMsgSize: Double
     var msgInCounter: Int64
     var bytesInCounter: Int64
     var msgOutCounter: Int64
+    var bytesOutCounter: Int64
     var storageSize: Int64
     var backlogSize: Int64
     var publishers: [PublisherStats]
@@ -20,9 +28,15 @@ struct TopicStats: Codable, Sendable, Equatable {
     var unreadableEntryCount: Int64?
 
     init(_ statistics: TopicStatistics) {
+        msgRateIn = statistics.messageRateIn
+        msgThroughputIn = statistics.byteRateIn
+        msgRateOut = statistics.messageRateOut
+        msgThroughputOut = statistics.byteRateOut
+        averageMsgSize = statistics.messagesIn > 0 ? Double(statistics.bytesIn) / Double(statistics.messagesIn) : 0
         msgInCounter = statistics.messagesIn
         bytesInCounter = statistics.bytesIn
         msgOutCounter = statistics.messagesOut
+        bytesOutCounter = statistics.bytesOut
         storageSize = statistics.storageBytes
         backlogSize = statistics.backlogBytes
         publishers = statistics.producers.map { PublisherStats(producerName: $0) }
@@ -37,18 +51,32 @@ struct PublisherStats: Codable, Sendable, Equatable {
 }
 
 struct SubscriptionStats: Codable, Sendable, Equatable {
+    var msgRateOut: Double
+    var msgThroughputOut: Double
     var msgBacklog: Int64
+    /// Magnetar does not count delayed messages apart: the same as `msgBacklog`.
+    var msgBacklogNoDelayed: Int64
+    /// Estimated bytes after the mark-delete position.
+    var backlogSize: Int64
     var unackedMessages: Int64
     var msgOutCounter: Int64
+    var bytesOutCounter: Int64
+    var nonContiguousDeletedMessagesRanges: Int
     /// `Exclusive`, `Shared`, `Failover` or `Key_Shared`.
     var type: String
     var isDurable: Bool
     var consumers: [ConsumerStats]
 
     init(_ statistics: SubscriptionStatistics) {
+        msgRateOut = statistics.messageRateOut
+        msgThroughputOut = statistics.byteRateOut
         msgBacklog = statistics.backlogEntries
+        msgBacklogNoDelayed = statistics.backlogEntries
+        backlogSize = statistics.backlogBytes
         unackedMessages = statistics.unackedMessages
         msgOutCounter = statistics.messagesOut
+        bytesOutCounter = statistics.bytesOut
+        nonContiguousDeletedMessagesRanges = statistics.acknowledgedRangeCount
         type = "\(statistics.type)"
         isDurable = statistics.isDurable
         consumers = statistics.consumers.map(ConsumerStats.init)
@@ -60,20 +88,27 @@ struct ConsumerStats: Codable, Sendable, Equatable {
     var availablePermits: Int64
     var unackedMessages: Int64
     var msgOutCounter: Int64
+    var bytesOutCounter: Int64
 
     init(_ statistics: ConsumerStatistics) {
         consumerName = statistics.name
         availablePermits = statistics.availablePermits
         unackedMessages = statistics.unackedMessages
         msgOutCounter = statistics.messagesOut
+        bytesOutCounter = statistics.bytesOut
     }
 }
 
 /// `GET .../partitioned-stats`: the partitions' stats summed, plus each partition's own.
 struct PartitionedTopicStats: Codable, Sendable, Equatable {
+    var msgRateIn: Double = 0
+    var msgThroughputIn: Double = 0
+    var msgRateOut: Double = 0
+    var msgThroughputOut: Double = 0
     var msgInCounter: Int64 = 0
     var bytesInCounter: Int64 = 0
     var msgOutCounter: Int64 = 0
+    var bytesOutCounter: Int64 = 0
     var storageSize: Int64 = 0
     var backlogSize: Int64 = 0
     var publishers: [PublisherStats] = []
@@ -90,6 +125,11 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
 
     private mutating func add(_ stats: TopicStats, partition: String) {
         partitions[partition] = stats
+        msgRateIn += stats.msgRateIn
+        msgThroughputIn += stats.msgThroughputIn
+        msgRateOut += stats.msgRateOut
+        msgThroughputOut += stats.msgThroughputOut
+        bytesOutCounter += stats.bytesOutCounter
         msgInCounter += stats.msgInCounter
         bytesInCounter += stats.bytesInCounter
         msgOutCounter += stats.msgOutCounter
@@ -102,6 +142,12 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
                 continue
             }
             total.msgBacklog += subscription.msgBacklog
+            total.msgBacklogNoDelayed += subscription.msgBacklogNoDelayed
+            total.backlogSize += subscription.backlogSize
+            total.msgRateOut += subscription.msgRateOut
+            total.msgThroughputOut += subscription.msgThroughputOut
+            total.bytesOutCounter += subscription.bytesOutCounter
+            total.nonContiguousDeletedMessagesRanges += subscription.nonContiguousDeletedMessagesRanges
             total.unackedMessages += subscription.unackedMessages
             total.msgOutCounter += subscription.msgOutCounter
             total.consumers += subscription.consumers

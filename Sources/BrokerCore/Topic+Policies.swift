@@ -9,6 +9,7 @@ extension Topic {
         eventLoop.preconditionInEventLoop()
         self.policies = policies
         let nowNanos = NIODeadline.now().uptimeNanoseconds
+        sampleRates(nowNanos: nowNanos)
         publishRateLimiter.configure(policies.publishRate, nowNanos: nowNanos)
         dispatchRateLimiter.configure(policies.dispatchRate, nowNanos: nowNanos)
         setDeduplication(enabled: policies.deduplicationEnabled)
@@ -63,6 +64,21 @@ extension Topic {
             examined += 1
         }
         if let last { subscription.acknowledgeCumulative(upTo: last) }
+    }
+
+    /// Feeds the rate meters the counters (stats' `msgRateIn`, `msgRateOut`, ...).
+    func sampleRates(nowNanos: UInt64) {
+        var outMessages: Int64 = 0
+        var outBytes: Int64 = 0
+        for (name, subscription) in subscriptions {
+            let messages = subscription.consumers.reduce(0) { $0 + $1.messagesOut }
+            let bytes = subscription.consumers.reduce(0) { $0 + $1.bytesOut }
+            outMessages += messages
+            outBytes += bytes
+            subscriptionRateMeters[name, default: RateMeter()].sample([messages, bytes], nowNanos: nowNanos)
+        }
+        for name in subscriptionRateMeters.keys where subscriptions[name] == nil { subscriptionRateMeters[name] = nil }
+        rateMeter.sample([messagesIn, bytesIn, outMessages, outBytes], nowNanos: nowNanos)
     }
 
     private func enforceBacklogQuota(_ policies: EffectivePolicies, nowMs: Int64) {

@@ -80,6 +80,9 @@ public final class Topic: @unchecked Sendable {
     }
     var producers: [ProducerKey: String] = [:]
     var producerSinks: [ProducerKey: any ProducerSink] = [:]
+    /// The topic's and each subscription's rates (sampled by the policy pass, about once a second).
+    var rateMeter = RateMeter()
+    var subscriptionRateMeters: [String: RateMeter] = [:]
     /// Pulsar's `pulsar_storage_write_latency_*` and `pulsar_entry_size_*` histograms.
     var writeLatency = BucketCounts(bounds: BucketCounts.writeLatencyBoundsMs)
     var entrySizes = BucketCounts(bounds: BucketCounts.entrySizeBounds)

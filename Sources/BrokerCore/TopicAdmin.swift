@@ -40,9 +40,14 @@ extension Topic {
             let outBytes = consumers.reduce(0) { $0 + $1.bytesOut }
             messagesOut += out
             bytesOut += outBytes
+            let subscriptionRates = subscriptionRateMeters[subscriptionName]?.rates ?? []
             subscriptionStats[subscriptionName] = SubscriptionStatistics(
                 backlogEntries: subscription.cursor.backlogEntries, unackedMessages: subscription.unackedMessages,
-                messagesOut: out, bytesOut: outBytes, type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
+                messagesOut: out, bytesOut: outBytes,
+                messageRateOut: subscriptionRates.first ?? 0, byteRateOut: subscriptionRates.dropFirst().first ?? 0,
+                backlogBytes: estimatedBytes(after: subscription.cursor.markDelete),
+                acknowledgedRangeCount: subscription.cursor.individuallyAcked.allRanges.count,
+                type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
         }
         let slowest = subscriptions.values.filter(\.isDurable).map(\.cursor.markDelete).min()
         var statistics = TopicStatistics(
@@ -51,6 +56,11 @@ extension Topic {
             producers: producers.values.sorted(),
             subscriptions: subscriptionStats, unreadableEntries: Int64(unreadablePositions.count))
         statistics.bytesOut = bytesOut
+        let rates = rateMeter.rates
+        if rates.count == 4 {
+            (statistics.messageRateIn, statistics.byteRateIn, statistics.messageRateOut, statistics.byteRateOut) =
+                (rates[0], rates[1], rates[2], rates[3])
+        }
         statistics.writeLatency = writeLatency
         statistics.entrySizes = entrySizes
         return statistics

@@ -25,6 +25,11 @@ public struct TopicStatistics: Sendable, Equatable {
     /// Persistent topics only: how long appends took to become durable, and how large entries were.
     public var writeLatency: BucketCounts? = nil
     public var entrySizes: BucketCounts? = nil
+    /// Per second over the last `RateMeter.windowNanos`: messages and bytes in and out.
+    public var messageRateIn: Double = 0
+    public var messageRateOut: Double = 0
+    public var byteRateIn: Double = 0
+    public var byteRateOut: Double = 0
 }
 
 /// A histogram as Pulsar exports its topic ones: counts per bucket (`le_<bound>` ... `le_overflow`),
@@ -59,6 +64,13 @@ public struct SubscriptionStatistics: Sendable, Equatable {
     public var unackedMessages: Int64
     public var messagesOut: Int64
     public var bytesOut: Int64 = 0
+    /// Per second over the last `RateMeter.windowNanos`.
+    public var messageRateOut: Double = 0
+    public var byteRateOut: Double = 0
+    /// Estimated bytes after the subscription's mark-delete position (persistent topics).
+    public var backlogBytes: Int64 = 0
+    /// Acknowledged ranges beyond the mark-delete position (Pulsar's `nonContiguousDeletedMessagesRanges`).
+    public var acknowledgedRangeCount: Int = 0
     public var type: SubscriptionType
     public var isDurable: Bool
     public var consumers: [ConsumerStatistics]
@@ -114,4 +126,33 @@ public struct AcknowledgedRange: Sendable, Equatable {
 public struct PartitionedTopicStatistics: Sendable {
     public var record: PartitionedTopicRecord
     public var partitions: [(name: TopicName, statistics: TopicStatistics)]
+}
+
+/// Per-second rates of a few counters over a sliding window (Pulsar's `msgRateIn`, `msgRateOut`,
+/// `msgThroughputIn`, ...): fed the counters about once a second, it answers their rise per
+/// second between the oldest sample still in the window and the newest. A pure value.
+public struct RateMeter: Sendable, Equatable {
+    /// How far back the rates look.
+    public static let windowNanos: UInt64 = 10_000_000_000
+    private var samples: [(nanos: UInt64, values: [Int64])] = []
+
+    public init() {}
+
+    public mutating func sample(_ values: [Int64], nowNanos: UInt64) {
+        samples.append((nowNanos, values))
+        while let first = samples.first, samples.count > 2, nowNanos &- first.nanos > Self.windowNanos { samples.removeFirst() }
+    }
+
+    /// One rate per counter; zeros until two samples exist.
+    public var rates: [Double] {
+        guard let first = samples.first, let last = samples.last, last.nanos > first.nanos else {
+            return samples.last.map { $0.values.map { _ in 0 } } ?? []
+        }
+        let seconds = Double(last.nanos - first.nanos) / 1_000_000_000
+        return zip(last.values, first.values).map { max(0, Double($0 - $1) / seconds) }
+    }
+
+    public static func == (lhs: RateMeter, rhs: RateMeter) -> Bool {
+        lhs.samples.map(\.nanos) == rhs.samples.map(\.nanos) && lhs.samples.map(\.values) == rhs.samples.map(\.values)
+    }
 }

@@ -16,3 +16,18 @@ import Testing
         #expect(sizes.counts.first == 1 && sizes.counts[1] == 1 && sizes.counts.last == 1)
     }
 }
+
+@Suite struct RateMeterTests {
+    @Test func ratesAreTheRisePerSecondOverTheWindow() {
+        var meter = RateMeter()
+        #expect(meter.rates.isEmpty)
+        meter.sample([0, 0], nowNanos: 1_000_000_000)
+        #expect(meter.rates == [0, 0])
+        meter.sample([10, 100], nowNanos: 2_000_000_000)
+        meter.sample([30, 300], nowNanos: 3_000_000_000)
+        #expect(meter.rates == [15, 150])
+        // Samples older than the window fall out: only the last 10 s count.
+        meter.sample([30, 300], nowNanos: 14_000_000_000)
+        #expect(meter.rates == [0, 0])
+    }
+}
