@@ -441,6 +441,16 @@ def clients():
 
 
 @pytest.fixture
+def namespace(broker):
+    """A namespace of its own in `public`, for tests that change its policies."""
+    name = f"public/ns-{uuid.uuid4().hex[:8]}"
+    request = urllib.request.Request(f"{broker.http_url}/admin/v2/namespaces/{name}", data=b"", method="PUT")
+    with _NO_PROXY.open(request, timeout=10) as response:
+        assert response.status == 204, response.status
+    return name
+
+
+@pytest.fixture
 def make_client():
     """make_client(broker_or_url) -> pulsar.Client, closed at teardown."""
     clients: list[pulsar.Client] = []

@@ -32,14 +32,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def namespace(broker):
-    name = f"public/behaviours-{uuid.uuid4().hex[:6]}"
-    status, answer = call(broker, "PUT", f"/admin/v2/namespaces/{name}")
-    assert status == 204, answer
-    return name
-
-
 @pytest.mark.parametrize("mode, expected", [
     (pulsar.RegexSubscriptionMode.PersistentOnly, {"p"}),
     (pulsar.RegexSubscriptionMode.NonPersistentOnly, {"np"}),

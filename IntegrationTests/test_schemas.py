@@ -67,15 +67,6 @@ def schema_path(topic: str, rest: str = "schema") -> str:
     return f"/admin/v2/schemas/{tenant}/{namespace}/{local}/{rest}"
 
 
-@pytest.fixture
-def namespace(broker):
-    """A namespace of its own, for tests that change its schema policies."""
-    name = f"public/schemas-{uuid.uuid4().hex[:6]}"
-    status, answer = call(broker, "PUT", f"/admin/v2/namespaces/{name}")
-    assert status == 204, answer
-    return name
-
-
 def test_avro_record_end_to_end(client):
     topic = unique("avro")
     consumer = client.subscribe(topic, "sub", schema=AvroSchema(Order))

@@ -60,34 +60,19 @@ public actor MetricsCollector {
         let cluster = broker.configuration.clusterName
         let snapshots = await broker.loadedTopicMetrics()
         var seen = Set<SeriesKey>()
-        func set(_ name: String, _ labels: [(String, String)], _ value: Int64) {
+        /// The gauge of one series (made on first use), marked as seen this scrape.
+        func gauge(_ name: String, _ labels: [(String, String)]) -> Gauge {
             let key = SeriesKey(name: name, labels: labels.map { "\($0.0)=\($0.1)" })
             seen.insert(key)
-            let gauge: Gauge
-            if let existing = gauges[key] {
-                gauge = existing
-            } else {
-                gauge = registry.makeGauge(
-                    descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help[name] ?? name),
-                    labels: labels)
-                gauges[key] = gauge
-            }
-            gauge.set(value)
+            if let existing = gauges[key] { return existing }
+            let made = registry.makeGauge(
+                descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help[name] ?? name),
+                labels: labels)
+            gauges[key] = made
+            return made
         }
-        func setDouble(_ name: String, _ labels: [(String, String)], _ value: Double) {
-            let key = SeriesKey(name: name, labels: labels.map { "\($0.0)=\($0.1)" })
-            seen.insert(key)
-            let gauge: Gauge
-            if let existing = gauges[key] {
-                gauge = existing
-            } else {
-                gauge = registry.makeGauge(
-                    descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help[name] ?? name),
-                    labels: labels)
-                gauges[key] = gauge
-            }
-            gauge.set(value)
-        }
+        func set(_ name: String, _ labels: [(String, String)], _ value: Int64) { gauge(name, labels).set(value) }
+        func setDouble(_ name: String, _ labels: [(String, String)], _ value: Double) { gauge(name, labels).set(value) }
         let now = ContinuousClock.now
         var seenRates = Set<String>()
         /// Per-second rates of `values` since the previous scrape of `key` (0 the first time).
