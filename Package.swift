@@ -102,6 +102,7 @@ let package = Package(
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
             "PulsarProtocol", "BrokerCore", "Schemas", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
+            "PayloadCompression", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -123,8 +124,13 @@ let package = Package(
         .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
         // Our own Swift client for the Pulsar protocol (perf tool, `magnetar client`, tests). Beside
         // BrokerServer, not above it; the compression modules are its only C dependencies.
+        // Payload compression the way Pulsar's clients do it (LZ4 block, zlib, zstd, raw Snappy) over
+        // Debian's libraries: the Swift client, and the broker where it must read a batch (compaction).
+        .target(name: "PayloadCompression", dependencies: [
+            "CZstd", "CLZ4", "CZlib", "CSnappy", .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: hotPathSettings),
         .target(name: "MagnetarClient", dependencies: [
-            "PulsarProtocol", "CRC32C", "CZstd", "CLZ4", "CZlib", "CSnappy",
+            "PulsarProtocol", "CRC32C", "PayloadCompression",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -201,8 +207,11 @@ let package = Package(
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
         .testTarget(name: "SchemasTests", dependencies: ["Schemas", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "AuthenticationTests", dependencies: ["Authentication"]),
+        .testTarget(name: "PayloadCompressionTests", dependencies: [
+            "PayloadCompression", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "MagnetarClientTests", dependencies: [
-            "MagnetarClient", "PulsarProtocol",
+            "MagnetarClient", "PulsarProtocol", "PayloadCompression",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
@@ -211,7 +220,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [
-            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata", "Authentication", "Schemas",
+            "BrokerServer", "BrokerCore", "ManagedLedger", "PulsarProtocol", "LedgerStorage", "Metadata", "Authentication", "Schemas", "PayloadCompression", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"),

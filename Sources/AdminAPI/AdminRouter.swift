@@ -118,6 +118,7 @@ public enum AdminRouter {
         policy("publishRate", \.publishRate)
         policy("dispatchRate", \.dispatchRate)
         policy("maxTopicsPerNamespace", \.maxTopicsPerNamespace)
+        policy("compactionThreshold", \.compactionThreshold, setMethods: [.put, .post])
 
         router.get(RouterPath("\(base)/backlogQuotaMap")) { _, context in
             try json(await broker.namespaces.policies(namespace(context)).backlogQuotas)
@@ -259,6 +260,13 @@ public enum AdminRouter {
         }
         router.get(RouterPath("\(base)/internalStats")) { _, context in
             try json(PersistentTopicInternalStats(await broker.topicInternalStats(topicName(context, domain))))
+        }
+        router.put(RouterPath("\(base)/compaction")) { _, context in
+            try await broker.triggerCompaction(topicName(context, domain))
+            return noContent()
+        }
+        router.get(RouterPath("\(base)/compaction")) { _, context in
+            try json(LongRunningProcessStatus(await broker.compactionState(topicName(context, domain))))
         }
         router.get(RouterPath("\(base)/subscriptions")) { _, context in
             try json(await broker.subscriptions(of: topicName(context, domain)))

@@ -26,6 +26,8 @@ struct TopicStats: Codable, Sendable, Equatable {
     var msgDropCounter: Int64?
     /// Persistent topics only: entries listed in the internal stats as `unreadableEntries`. Not a Pulsar field.
     var unreadableEntryCount: Int64?
+    /// Persistent topics only: Pulsar's `CompactionStats`.
+    var compaction: CompactionStats?
 
     init(_ statistics: TopicStatistics) {
         msgRateIn = statistics.messageRateIn
@@ -43,6 +45,33 @@ struct TopicStats: Codable, Sendable, Equatable {
         subscriptions = statistics.subscriptions.mapValues(SubscriptionStats.init)
         msgDropCounter = statistics.messagesDropped
         unreadableEntryCount = statistics.unreadableEntries
+        compaction = statistics.compaction.map(CompactionStats.init)
+    }
+}
+
+/// Pulsar's `CompactionStats` of a topic's stats.
+struct CompactionStats: Codable, Sendable, Equatable {
+    var lastCompactionRemovedEventCount: Int64
+    var lastCompactionSucceedTimestamp: Int64
+    var lastCompactionFailedTimestamp: Int64
+    var lastCompactionDurationTimeInMills: Int64
+
+    init(_ state: CompactionState) {
+        lastCompactionRemovedEventCount = state.lastRemovedEventCount
+        lastCompactionSucceedTimestamp = state.lastSucceedTimestamp
+        lastCompactionFailedTimestamp = state.lastFailedTimestamp
+        lastCompactionDurationTimeInMills = state.lastDurationMs
+    }
+}
+
+/// Pulsar's `LongRunningProcessStatus`: `GET .../compaction`.
+struct LongRunningProcessStatus: Codable, Sendable, Equatable {
+    var status: String
+    var lastError: String
+
+    init(_ state: CompactionState) {
+        status = state.status.rawValue
+        lastError = state.lastError ?? ""
     }
 }
 

@@ -39,6 +39,13 @@ public struct BrokerConfiguration: Sendable {
     public var schemaCompatibilityStrategy: SchemaCompatibilityStrategy = .full
     public var isAllowAutoUpdateSchemaEnabled = true
     public var isSchemaValidationEnforced = false
+    /// How compaction reads the entries (the Pulsar endpoint's codec); nil: topics cannot be compacted.
+    public var compactionCodec: (any CompactionCodec)?
+    /// Pulsar's `brokerServiceCompactionMonitorIntervalInSeconds` (60): how often a topic's backlog is
+    /// checked against its `compactionThreshold`; `brokerServiceCompactionThresholdInBytes` (0: off):
+    /// the threshold of namespaces that set none.
+    public var compactionMonitorIntervalSeconds: Int64 = 60
+    public var compactionThresholdBytes: Int64 = 0
     public init() {}
 }
 
@@ -241,6 +248,10 @@ public final class BrokerService: Sendable {
             metadata: metadata, configuration: configuration, logger: logger)
         let topic = Topic(
             name: name, eventLoop: loop, managedLedger: managedLedger, store: store, metadata: metadata, logger: logger)
+        topic.compactionCodec = self.configuration.compactionCodec
+        topic.compactionMonitorIntervalMs = self.configuration.compactionMonitorIntervalSeconds.saturatingMultiply(1000)
+        topic.compactionThresholdDefault = self.configuration.compactionThresholdBytes
+        try await topic.loadCompactionRecord()
         let prefix = MetadataKeys.cursors(ofTopic: name.metadataPath)
         for key in try await metadata.list(prefix: prefix) {
             let subscription = String(key.dropFirst(prefix.count))

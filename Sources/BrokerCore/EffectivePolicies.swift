@@ -34,6 +34,9 @@ public struct EffectivePolicies: Sendable, Equatable {
     /// nil: the broker's `isAllowAutoUpdateSchemaEnabled`.
     public var isAllowAutoUpdateSchema: Bool?
     public var schemaValidationEnforced = false
+    /// Compact a topic once this many bytes came after its horizon; nil: the broker's
+    /// `brokerServiceCompactionThresholdInBytes`; 0: never.
+    public var compactionThreshold: Int64?
 
     public init() {}
 
@@ -68,5 +71,6 @@ public struct EffectivePolicies: Sendable, Equatable {
         schemaCompatibilityStrategy = policies.schemaCompatibilityStrategy
         isAllowAutoUpdateSchema = policies.isAllowAutoUpdateSchema
         schemaValidationEnforced = policies.schemaValidationEnforced
+        compactionThreshold = policies.compactionThreshold
     }
 }

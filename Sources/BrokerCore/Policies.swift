@@ -216,6 +216,8 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var isAllowAutoUpdateSchema: Bool?
     /// Refuse producers without a schema on topics that have one.
     public var schemaValidationEnforced = false
+    /// Bytes after a topic's compaction horizon that start a compaction (0: never; nil: the broker's).
+    public var compactionThreshold: Int64?
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -252,6 +254,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case maxTopicsPerNamespace = "max_topics_per_namespace"
         case isAllowAutoUpdateSchema = "is_allow_auto_update_schema"
         case schemaValidationEnforced = "schema_validation_enforced"
+        case compactionThreshold = "compaction_threshold"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -272,6 +275,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         maxTopicsPerNamespace = try container.decodeIfPresent(Int.self, forKey: .maxTopicsPerNamespace)
         isAllowAutoUpdateSchema = try container.decodeIfPresent(Bool.self, forKey: .isAllowAutoUpdateSchema)
         schemaValidationEnforced = try container.decodeIfPresent(Bool.self, forKey: .schemaValidationEnforced) ?? false
+        compactionThreshold = try container.decodeIfPresent(Int64.self, forKey: .compactionThreshold)
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -292,6 +296,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(maxTopicsPerNamespace, forKey: .maxTopicsPerNamespace)
         try container.encode(isAllowAutoUpdateSchema, forKey: .isAllowAutoUpdateSchema)
         try container.encode(schemaValidationEnforced, forKey: .schemaValidationEnforced)
+        try container.encode(compactionThreshold, forKey: .compactionThreshold)
     }
 
     /// Checks the values are in range; the message says which one is not.
@@ -343,6 +348,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
             ("max_topics_per_namespace", maxTopicsPerNamespace),
         ] {
             if let value, value < 0 { throw .invalidPolicy("\(what) must be 0 (unlimited) or positive") }
+        }
+        if let compactionThreshold, compactionThreshold < 0 {
+            throw .invalidPolicy("compactionThreshold must be 0 (never) or a positive number of bytes")
         }
         if let publishRate, publishRate.publishThrottlingRateInMsg < -1 || publishRate.publishThrottlingRateInByte < -1 {
             throw .invalidPolicy("publishThrottlingRateInMsg and publishThrottlingRateInByte must be -1 (unlimited), 0 (unlimited) or positive")

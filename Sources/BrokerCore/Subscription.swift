@@ -52,6 +52,15 @@ final class Subscription: @unchecked Sendable {
     private var rateTimer: Scheduled<Void>?
     /// Set by a seek, so a reader's subscription survives the reconnect the seek causes.
     var keepWithoutConsumers = false
+    /// Consumers read compacted (Exclusive / Failover): up to the compaction horizon, entries come
+    /// from the compacted ledger (the latest message of each key), after it from the log.
+    var readCompacted = false
+    private let compacted: CompactedTopicView
+    /// Kept entries fetched from the compacted ledger, in log order, not yet dispatched.
+    private var compactedQueue = CircularBuffer<(position: Position, entry: Entry)>()
+    private var compactedFetching = false
+    /// Bumped by seeks and new compacted ledgers: a fetch started before is dropped.
+    private var compactedGeneration = 0
 
     /// Entries handed to consumers per dispatch pass before yielding the event loop.
     static let maxEntriesPerDispatchPass = 256
@@ -72,8 +81,9 @@ final class Subscription: @unchecked Sendable {
 
     init(
         name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32,
-        dispatchRateLimiter: RateLimiter = RateLimiter(), logger: Logger
+        compacted: CompactedTopicView, dispatchRateLimiter: RateLimiter = RateLimiter(), logger: Logger
     ) {
+        self.compacted = compacted
         self.dispatchRateLimiter = dispatchRateLimiter
         self.name = name
         self.type = type
@@ -249,6 +259,15 @@ final class Subscription: @unchecked Sendable {
 
     private func addToReplay<S: Sequence>(_ positions: S) where S.Element == Position {
         var added = false
+        var positions = Array(positions)
+        if readCompacted, let horizon = compacted.horizon, let earliest = positions.filter({ $0 <= horizon }).min() {
+            // Compacted entries are delivered again by reading the compacted ledger again from the
+            // earliest of them (the log may no longer hold them, and holds superseded messages); the
+            // log's entries after them follow in order, read again too.
+            positions.removeAll { $0 >= earliest }
+            replay.removeAll { $0 >= earliest }
+            rewindCompacted(before: earliest)
+        }
         for position in positions where !cursor.isAcknowledged(position) {
             replay.append(position)
             added = true
@@ -260,9 +279,61 @@ final class Subscription: @unchecked Sendable {
 
     // MARK: seek
 
+    // MARK: compacted reads
+
+    /// The next read starts after `position` again (entries still pending at a consumer are skipped).
+    private func rewindCompacted(before position: Position) {
+        let target = position.previousInLedger
+        guard target < lastRead else { return }
+        lastRead = target
+        compactedQueue.removeAll()
+        compactedGeneration += 1
+    }
+
+    /// The topic installed a newer compacted ledger: fetch from it from now on.
+    func compactedLedgerChanged() {
+        compactedQueue.removeAll()
+        compactedGeneration += 1
+        scheduleDispatch()
+    }
+
+    /// Fetches the next kept entries after `lastRead`; none left: the log is read from the horizon on.
+    private func fetchCompacted(horizon: Position) {
+        guard !compactedFetching else { return }
+        compactedFetching = true
+        let generation = compactedGeneration
+        let after = lastRead
+        compacted.entries(after: after, limit: ManagedLedgerLimits.readAheadBatch).whenComplete { result in
+            self.compactedFetching = false
+            guard generation == self.compactedGeneration else {
+                self.scheduleDispatch()
+                return
+            }
+            switch result {
+            case .success(let entries) where entries.isEmpty:
+                if self.lastRead == after, after < horizon { self.lastRead = horizon }
+                self.scheduleDispatch()
+            case .success(let entries):
+                for entry in entries where entry.0 > after { self.compactedQueue.append((entry.0, entry.1)) }
+                self.scheduleDispatch()
+            case .failure(let error):
+                self.logger.warning("subscription.compacted-read-failed", metadata: [
+                    "subscription": "\(self.name)", "error": "\(error)",
+                ])
+                self.scheduleReadRetry()
+            }
+        }
+    }
+
+    private func isPending(_ position: Position) -> Bool {
+        consumers.contains { $0.pending[position] != nil }
+    }
+
     /// Moves the cursor so the next delivery is the first entry after `markDelete`, forgets all
     /// delivery state, and closes every consumer (the clients reconnect and send fresh permits).
     func reset(markDelete: Position) {
+        compactedQueue.removeAll()
+        compactedGeneration += 1
         cursor.reset(markDelete: markDelete)
         lastRead = cursor.markDelete
         replay.removeAll()
@@ -284,6 +355,8 @@ final class Subscription: @unchecked Sendable {
 
     /// Repositions a subscription that has no delivery in flight (a reader re-subscribing with a start).
     func reposition(markDelete: Position) {
+        compactedQueue.removeAll()
+        compactedGeneration += 1
         cursor.reset(markDelete: markDelete)
         lastRead = cursor.markDelete
         replay.removeAll()
@@ -335,6 +408,7 @@ final class Subscription: @unchecked Sendable {
                 break
             }
             let position: Position
+            var compactedEntry: Entry?
             let fromReplay = replayIndex < replay.count
             if fromReplay {
                 position = replay[replayIndex]
@@ -360,6 +434,18 @@ final class Subscription: @unchecked Sendable {
                     managedLedger.readAhead(Array(batch)) { self.scheduleDispatch() }
                     break
                 }
+            } else if readCompacted, let horizon = compacted.horizon, max(lastRead, cursor.markDelete) < horizon {
+                if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
+                while let first = compactedQueue.first, first.position <= lastRead { compactedQueue.removeFirst() }
+                guard let next = compactedQueue.popFirst() else {
+                    fetchCompacted(horizon: horizon)
+                    break
+                }
+                lastRead = next.position
+                position = next.position
+                compactedEntry = next.entry
+                progressed = true
+                if cursor.isAcknowledged(position) || isPending(position) { continue }
             } else {
                 if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
                 guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
@@ -374,11 +460,17 @@ final class Subscription: @unchecked Sendable {
                 position = next
                 progressed = true
                 if cursor.isAcknowledged(position) { continue }
+                // After a rewind of compacted reads, what a consumer still holds is not sent again.
+                if readCompacted, isPending(position) { continue }
             }
             reads += 1
             let entry: Entry
             do {
-                entry = try managedLedger.read(position)
+                if let compactedEntry {
+                    entry = compactedEntry
+                } else {
+                    entry = try managedLedger.read(position)
+                }
             } catch {
                 let attempts = (readFailures[position] ?? 0) + 1
                 if attempts < Subscription.maxReadAttempts {
@@ -437,7 +529,8 @@ final class Subscription: @unchecked Sendable {
             consumer.bytesOut += Int64(entry.body.readableBytes)
             consumer.sink.sendMessage(
                 consumerID: consumer.key.consumerID, position: position, partitionIndex: partitionIndex,
-                redeliveryCount: redeliveryCounts[position] ?? 0, ackSet: cursor.batchAckSets[position], entry: entry)
+                redeliveryCount: redeliveryCounts[position] ?? 0,
+                ackSet: compactedEntry == nil ? cursor.batchAckSets[position] : nil, entry: entry)
             touched[ObjectIdentifier(consumer.sink)] = consumer.sink
             delivered += 1
             _ = dispatchRateLimiter.consume(

@@ -18,6 +18,7 @@ extension Topic {
             expireMessages(olderThanMs: nowMs.saturatingSubtract(policies.messageTTLSeconds.saturatingMultiply(1000)))
         }
         enforceBacklogQuota(policies, nowMs: nowMs)
+        checkCompactionThreshold(policies, nowMs: nowMs)
         managedLedger.rollIfAged()
         let durable = subscriptions.values.filter(\.isDurable)
         let slowest = durable.map(\.cursor.markDelete).min()

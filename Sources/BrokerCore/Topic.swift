@@ -16,13 +16,16 @@ public struct SubscribeRequest: Sendable {
     public var start: StartPosition?
     public var initialPosition: InitialPosition
     public var keySharedPolicy: KeySharedPolicy?
+    /// Read the compacted ledger up to its horizon (Exclusive and Failover only).
+    public var readCompacted: Bool
 
     public init(
         subscription: String, type: SubscriptionType, consumerKey: ConsumerKey, consumerName: String,
         priorityLevel: Int32, durable: Bool, start: StartPosition?, initialPosition: InitialPosition,
-        keySharedPolicy: KeySharedPolicy? = nil
+        keySharedPolicy: KeySharedPolicy? = nil, readCompacted: Bool = false
     ) {
         self.keySharedPolicy = keySharedPolicy
+        self.readCompacted = readCompacted
         self.subscription = subscription
         self.type = type
         self.consumerKey = consumerKey
@@ -117,6 +120,15 @@ public final class Topic: @unchecked Sendable {
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
 
+    /// The compacted ledger in force, shared with the subscriptions that read compacted.
+    let compactedView: CompactedTopicView
+    var compaction = CompactionState()
+    /// Set by the broker when the topic loads (its configuration).
+    var compactionCodec: (any CompactionCodec)?
+    var compactionMonitorIntervalMs: Int64 = 60_000
+    var compactionThresholdDefault: Int64 = 0
+    var lastCompactionCheckMs: Int64 = 0
+
     init(
         name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerClient,
         metadata: any MetadataStore, logger: Logger
@@ -130,6 +142,7 @@ public final class Topic: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "topic"] = "\(name)"
         self.logger = logger
+        self.compactedView = CompactedTopicView(store: store, eventLoop: eventLoop)
         self.publishStages = [deduplicationStage]
         self.ackStages = [
             StoredEntriesOnlyStage(
@@ -141,7 +154,7 @@ public final class Topic: @unchecked Sendable {
     func attachLoadedSubscription(_ cursor: Cursor) {
         subscriptions[cursor.name] = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
-            partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
+            partitionIndex: partitionIndex, compacted: compactedView, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
     }
 
     // MARK: producers
@@ -309,6 +322,10 @@ public final class Topic: @unchecked Sendable {
     public func subscribe(_ request: SubscribeRequest, sink: any ConsumerSink) -> EventLoopFuture<Void> {
         eventLoop.preconditionInEventLoop()
         if isUnloaded { return eventLoop.makeFailedFuture(unloadedError) }
+        if request.readCompacted, request.type != .exclusive, request.type != .failover {
+            return eventLoop.makeFailedFuture(BrokerError(
+                .notAllowed, "readCompacted only allowed on failover or exclusive subscriptions"))
+        }
         if let existing = subscriptions[request.subscription], existing.consumer(request.consumerKey) != nil {
             return eventLoop.makeSucceededVoidFuture()
         }
@@ -350,11 +367,12 @@ public final class Topic: @unchecked Sendable {
         let logger = self.logger
         let partitionIndex = self.partitionIndex
         let dispatchRateLimiter = self.dispatchRateLimiter
+        let compacted = self.compactedView
         guard durable else {
             let cursor = Cursor.nonDurable(name: subscriptionName, managedLedger: managedLedger, markDelete: markDelete, logger: logger)
             return eventLoop.makeSucceededFuture(Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger))
+                partitionIndex: partitionIndex, compacted: compacted, dispatchRateLimiter: dispatchRateLimiter, logger: logger))
         }
         let key = MetadataKeys.cursor(ofTopic: name.metadataPath, subscription: subscriptionName)
         let store = self.store
@@ -368,7 +386,7 @@ public final class Topic: @unchecked Sendable {
         }.map { cursor in
             Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
+                partitionIndex: partitionIndex, compacted: compacted, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
         }
     }
 
@@ -401,6 +419,7 @@ public final class Topic: @unchecked Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+        subscription.readCompacted = request.readCompacted
         logger.debug("consumer.added", metadata: [
             "subscription": "\(request.subscription)", "consumer.name": "\(request.consumerName)",
         ])
@@ -508,6 +527,13 @@ public final class Topic: @unchecked Sendable {
         guard let subscription = subscriptions[name] else { return eventLoop.makeSucceededFuture(nil) }
         let last = managedLedger.positionBeforeNextEntry
         let markDelete = subscription.cursor.markDelete
+        // A compacted reader with nothing after the horizon: the last message it can get is the
+        // compacted ledger's (the topic's last may be compacted away: hasMessageAvailable would hang).
+        if subscription.readCompacted, let record = compactedView.record, last <= record.horizon {
+            return eventLoop.makeSucceededFuture(LastMessageInfo(
+                last: record.last ?? Position(ledgerID: last.ledgerID, entryID: -1), batchIndex: record.lastBatchIndex,
+                markDelete: markDelete))
+        }
         func info(_ entry: Entry?) -> LastMessageInfo {
             let messages = entry?.attributes.numMessages ?? 1
             return LastMessageInfo(last: last, batchIndex: messages > 1 ? messages - 1 : -1, markDelete: markDelete)

@@ -63,6 +63,7 @@ extension Topic {
         }
         statistics.writeLatency = writeLatency
         statistics.entrySizes = entrySizes
+        statistics.compaction = compaction
         return statistics
     }
 
@@ -378,6 +379,7 @@ extension BrokerService {
         try await topic.eventLoop.flatSubmit {
             topic.eventLoop.makeFutureWithTask { try await topic.managedLedger.delete() }
         }.get()
+        try await topic.deleteCompactedLedger()
         forgetTopic(name)
         // Cursors of subscriptions that never loaded (a damaged record) would otherwise outlive the topic.
         for key in try await metadata.list(prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) {
@@ -413,6 +415,32 @@ extension BrokerService {
         try await metadata.delete(MetadataKeys.partitionedTopic(name.metadataPath), expectedVersion: nil)
         try await schemas.removeAll(name.schemaName)
         logger.info("topic.partitioned-deleted", metadata: ["topic": "\(name)"])
+    }
+
+    // MARK: compaction
+
+    /// Starts compacting a topic (each partition of a partitioned one); `conflict` while one runs.
+    public func triggerCompaction(_ name: TopicName) async throws {
+        guard name.domain == .persistent else {
+            throw BrokerError(.notAllowed, "\(name) is non-persistent: only persistent topics can be compacted")
+        }
+        if name.partitionIndex < 0, let (record, _) = try await partitionedRecord(name) {
+            for index in 0..<record.partitions {
+                var partition = name
+                partition.localName = "\(name.localName)-partition-\(index)"
+                let topic = try await self.topic(partition).get()
+                try await topic.eventLoop.submit { () throws in try topic.triggerCompaction() }.get()
+            }
+            return
+        }
+        let topic = try await existingTopic(name)
+        try await topic.eventLoop.submit { () throws in try topic.triggerCompaction() }.get()
+    }
+
+    /// The state of a topic's compaction (`GET .../compaction`).
+    public func compactionState(_ name: TopicName) async throws -> CompactionState {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { topic.compaction }.get()
     }
 
     // MARK: stats

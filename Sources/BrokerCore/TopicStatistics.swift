@@ -30,6 +30,8 @@ public struct TopicStatistics: Sendable, Equatable {
     public var messageRateOut: Double = 0
     public var byteRateIn: Double = 0
     public var byteRateOut: Double = 0
+    /// Persistent topics only: the last compaction.
+    public var compaction: CompactionState? = nil
 }
 
 /// A histogram as Pulsar exports its topic ones: counts per bucket (`le_<bound>` ... `le_overflow`),

@@ -653,7 +653,7 @@ struct PulsarConnectionMachine<TopicHandle> {
                 consumerName: request.consumerName, priorityLevel: request.priorityLevel, durable: durable,
                 start: !durable && request.hasStartMessageID ? Commands.startPosition(request.startMessageID) : nil,
                 initialPosition: request.initialPosition == .earliest ? .earliest : .latest,
-                keySharedPolicy: keySharedPolicy),
+                keySharedPolicy: keySharedPolicy, readCompacted: request.readCompacted),
             schema: request.hasSchema && request.schema.type != .autoConsume ? Commands.schema(request.schema) : nil))
     }
 

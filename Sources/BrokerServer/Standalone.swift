@@ -143,8 +143,11 @@ public enum BrokerProcess {
             throw error
         }
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        var configuration = wiring.configuration
+        // The Pulsar endpoint is always served: compaction reads its entries.
+        if configuration.compactionCodec == nil { configuration.compactionCodec = PulsarCompactionCodec() }
         let broker = BrokerService(
-            configuration: wiring.configuration, store: wiring.store, metadata: wiring.metadata,
+            configuration: configuration, store: wiring.store, metadata: wiring.metadata,
             eventLoopGroup: eventLoopGroup, cluster: wiring.cluster, logger: logger)
         var failure: (any Error)?
         do {

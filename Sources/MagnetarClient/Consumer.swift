@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import PayloadCompression
 import PulsarProtocol
 
 /// How a consumer receives. A pure value.
@@ -452,7 +453,7 @@ final class ConsumerCore: ClientHandler, @unchecked Sendable {
                 guard let type = CompressionType(rawValue: Int(metadata.compression)) else {
                     throw PulsarClientError(.corruptMessage, "unknown compression type \(metadata.compression)")
                 }
-                body = try PayloadCompression.decompress(
+                body = try PayloadCodec.decompress(
                     body, type: type, uncompressedSize: Int(metadata.uncompressedSize), maxSizeBytes: maxMessageSizeBytes,
                     allocator: ByteBufferAllocator())
             } catch {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PayloadCompression
 import PulsarProtocol
 
 /// How a producer sends. A pure value.
@@ -426,7 +427,7 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             if options.compression != .none {
                 metadata.compression = options.compression
                 metadata.uncompressedSizeBytes = payload.readableBytes
-                body = PayloadCompression.compress(payload, type: options.compression, allocator: allocator)
+                body = PayloadCodec.compress(payload, type: options.compression, allocator: allocator)
             }
             let frame = SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: body, allocator: allocator)
             appendPending(.init(

@@ -1,5 +1,6 @@
 import CRC32C
 import NIOCore
+import PayloadCompression
 import PulsarProtocol
 
 /// Hand-written protobuf encoding of the few messages on the publish hot path: `BaseCommand{SEND}`,
@@ -264,7 +265,7 @@ struct MessageBatch: Sendable {
         if compression != .none {
             metadata.compression = compression
             metadata.uncompressedSizeBytes = body.readableBytes
-            entryBody = PayloadCompression.compress(body, type: compression, allocator: allocator)
+            entryBody = PayloadCodec.compress(body, type: compression, allocator: allocator)
         }
         return SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: entryBody, allocator: allocator)
     }

@@ -41,6 +41,9 @@ public enum MetadataKeys {
     public static func cursors(ofTopic path: String) -> String { "/cursors/" + path + "/" }
     public static func cursor(ofTopic path: String, subscription: String) -> String { cursors(ofTopic: path) + subscription }
 
+    /// A topic's `CompactionRecord`: its compacted ledger and horizon.
+    public static func compactedTopic(_ path: String) -> String { "/compaction/" + path }
+
     /// The counter every ledger id (topic and cursor ledgers) is taken from.
     public static let ledgerIDCounter = "/counters/ledger-id"
 

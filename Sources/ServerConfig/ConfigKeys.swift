@@ -31,6 +31,7 @@ public enum ConfigKeys {
     public static let quotas: Set<String> = [
         "maxTopicsPerNamespace", "maxNamespacesPerTenant",
         "schemaCompatibilityStrategy", "isAllowAutoUpdateSchemaEnabled", "isSchemaValidationEnforced",
+        "brokerServiceCompactionMonitorIntervalInSeconds", "brokerServiceCompactionThresholdInBytes",
     ]
 
     /// `magnetar standalone --config standalone.conf`.

@@ -379,6 +379,7 @@ struct NamespacesCommand: AsyncParsableCommand {
             NamespaceSetDispatchRate.self, NamespaceGetDispatchRate.self, NamespaceRemoveDispatchRate.self,
             NamespaceSetMaxTopics.self, NamespaceGetMaxTopics.self, NamespaceRemoveMaxTopics.self,
             GetSchemaCompatibilityStrategy.self, SetIsAllowAutoUpdateSchema.self, SetSchemaValidationEnforced.self,
+            NamespaceSetCompactionThreshold.self, NamespaceGetCompactionThreshold.self, NamespaceRemoveCompactionThreshold.self,
         ])
 
     @OptionGroup var options: AdminOptions
@@ -595,7 +596,7 @@ struct TopicsCommand: AsyncParsableCommand {
             ResetCursor.self, ExpireMessages.self, PeekMessages.self,
             TopicGrantPermission.self, TopicRevokePermission.self, TopicPermissions.self,
             TopicSetSchemaCompatibilityStrategy.self, TopicGetSchemaCompatibilityStrategy.self,
-            TopicRemoveSchemaCompatibilityStrategy.self,
+            TopicRemoveSchemaCompatibilityStrategy.self, TopicCompact.self, TopicCompactionStatus.self,
         ])
 
     @OptionGroup var options: AdminOptions

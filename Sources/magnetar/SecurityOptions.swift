@@ -119,7 +119,8 @@ struct SecuritySettings {
 
 /// Tenant quotas and schema defaults from the `--config` file (`maxTopicsPerNamespace`,
 /// `maxNamespacesPerTenant`, `schemaCompatibilityStrategy`, `isAllowAutoUpdateSchemaEnabled`,
-/// `isSchemaValidationEnforced`).
+/// `isSchemaValidationEnforced`), compaction's (`brokerServiceCompactionMonitorIntervalInSeconds`,
+/// `brokerServiceCompactionThresholdInBytes`).
 enum QuotaSettings {
     static func apply(_ file: ConfigFile?, to configuration: inout BrokerConfiguration) throws {
         guard let file else { return }
@@ -128,6 +129,9 @@ enum QuotaSettings {
             configuration.maxNamespacesPerTenant = try file.int("maxNamespacesPerTenant", in: 0...Int(Int32.max)) ?? 0
             configuration.isAllowAutoUpdateSchemaEnabled = try file.bool("isAllowAutoUpdateSchemaEnabled") ?? true
             configuration.isSchemaValidationEnforced = try file.bool("isSchemaValidationEnforced") ?? false
+            configuration.compactionMonitorIntervalSeconds =
+                try file.int64("brokerServiceCompactionMonitorIntervalInSeconds", in: 1...86_400) ?? 60
+            configuration.compactionThresholdBytes = try file.int64("brokerServiceCompactionThresholdInBytes", in: 0...Int64.max) ?? 0
         } catch {
             throw StartupError(error.description)
         }

@@ -60,7 +60,7 @@ import Testing
             "retention_policies", "message_ttl_in_seconds", "backlog_quota_map", "autoTopicCreationOverride",
             "deduplicationEnabled", "schema_compatibility_strategy", "max_producers_per_topic", "max_consumers_per_topic",
             "persistence", "auth_policies", "publishMaxMessageRate", "topicDispatchRate", "max_topics_per_namespace",
-            "is_allow_auto_update_schema", "schema_validation_enforced",
+            "is_allow_auto_update_schema", "schema_validation_enforced", "compaction_threshold",
         ])
         #expect(object["schema_validation_enforced"] as? Bool == false)
         #expect(object["message_ttl_in_seconds"] is NSNull)

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import PayloadCompression
 import NIOEmbedded
 import PulsarProtocol
 import Testing
@@ -118,7 +119,7 @@ import Testing
         metadata.uncompressedSizeBytes = 1 << 30  // a lie, far over the limit
         let frame = SendFrameEncoder.encode(
             producerID: 1, metadata: metadata,
-            body: PayloadCompression.compress(ByteBuffer(string: "tiny"), type: .lz4, allocator: ByteBufferAllocator()),
+            body: PayloadCodec.compress(ByteBuffer(string: "tiny"), type: .lz4, allocator: ByteBufferAllocator()),
             allocator: ByteBufferAllocator())
         try channel.writeInbound(messageFrame(consumerID: 6, entryID: 0, sendFrame: frame))
         let ack = try readCommand(channel)

@@ -34,15 +34,21 @@ public enum CompressionType: Int, Sendable, Hashable, CaseIterable, CustomString
     }
 }
 
+/// A payload that does not decompress to what its metadata states (or claims more than allowed).
+public struct PayloadCompressionError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
 /// Compresses and decompresses payloads with the C libraries, the way the Pulsar clients do, so entries
 /// interoperate with the Java/C++/Python clients. Stateless pure functions; each call allocates its
 /// output buffer once.
-enum PayloadCompression {
+public enum PayloadCodec {
     /// The zstd level the C++ client uses (`ZSTD_CLEVEL_DEFAULT`-like: 3).
-    static let zstdLevel: Int32 = 3
+    public static let zstdLevel: Int32 = 3
 
     /// The compressed form of `payload` (`payload` itself for `.none`).
-    static func compress(_ payload: ByteBuffer, type: CompressionType, allocator: ByteBufferAllocator) -> ByteBuffer {
+    public static func compress(_ payload: ByteBuffer, type: CompressionType, allocator: ByteBufferAllocator) -> ByteBuffer {
         let sourceCount = payload.readableBytes
         switch type {
         case .none:
@@ -83,13 +89,12 @@ enum PayloadCompression {
     /// The original bytes of a compressed entry payload. `uncompressedSize` comes from the message
     /// metadata; it is checked against `maxSizeBytes` *before* anything is allocated, and the output
     /// must have exactly that size.
-    static func decompress(
+    public static func decompress(
         _ payload: ByteBuffer, type: CompressionType, uncompressedSize: Int, maxSizeBytes: Int, allocator: ByteBufferAllocator
-    ) throws(PulsarClientError) -> ByteBuffer {
+    ) throws(PayloadCompressionError) -> ByteBuffer {
         if type == .none { return payload }
         guard uncompressedSize >= 0, uncompressedSize <= maxSizeBytes else {
-            throw PulsarClientError(
-                .corruptMessage,
+            throw PayloadCompressionError(
                 "\(type) payload claims an uncompressed size of \(uncompressedSize) bytes, over the limit of \(maxSizeBytes)")
         }
         let expected = uncompressedSize
@@ -105,8 +110,8 @@ enum PayloadCompression {
             }
         }
         guard produced == expected else {
-            throw PulsarClientError(
-                .corruptMessage, "\(type) payload of \(sourceCount) bytes did not decompress to the \(expected) bytes its metadata states")
+            throw PayloadCompressionError(
+                "\(type) payload of \(sourceCount) bytes did not decompress to the \(expected) bytes its metadata states")
         }
         return output
     }
