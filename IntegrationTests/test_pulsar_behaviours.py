@@ -216,11 +216,17 @@ def test_topic_stats_have_pulsars_fields_and_moving_rates(broker, make_client):
     while time.monotonic() < deadline:
         for i in range(20):
             producer.send(f"m{i}".encode())
+        # Half of them come back once (REDELIVER_UNACKNOWLEDGED_MESSAGES): msgRateRedeliver moves.
+        for _ in range(10):
+            consumer.receive(RECEIVE_MS)
+        consumer.redeliver_unacknowledged_messages()
         for _ in range(20):
             consumer.acknowledge(consumer.receive(RECEIVE_MS))
         status, stats = call(broker, "GET", path)
         assert status == 200, stats
-        if stats["msgRateIn"] > 0 and stats["msgRateOut"] > 0 and stats["subscriptions"]["stats-sub"]["msgRateOut"] > 0:
+        sub = stats["subscriptions"]["stats-sub"]
+        if (stats["msgRateIn"] > 0 and stats["msgRateOut"] > 0 and sub["msgRateOut"] > 0 and sub["msgRateRedeliver"] > 0
+                and stats["publishers"][0]["msgRateIn"] > 0 and sub["consumers"][0]["msgRateOut"] > 0):
             break
         time.sleep(0.3)
     for field in ("msgRateIn", "msgRateOut", "msgThroughputIn", "msgThroughputOut", "averageMsgSize",
@@ -234,4 +240,20 @@ def test_topic_stats_have_pulsars_fields_and_moving_rates(broker, make_client):
                   "unackedMessages", "type", "consumers", "nonContiguousDeletedMessagesRanges", "bytesOutCounter"):
         assert field in subscription, (field, sorted(subscription))
     assert subscription["type"] == "Shared" and subscription["msgRateOut"] > 0
-    assert {"consumerName", "availablePermits", "unackedMessages", "msgOutCounter", "bytesOutCounter"} <= set(subscription["consumers"][0])
+    assert {"consumerName", "availablePermits", "unackedMessages", "msgOutCounter", "bytesOutCounter", "msgRateOut",
+            "msgThroughputOut", "msgRateRedeliver", "address", "connectedSince"} <= set(subscription["consumers"][0])
+    assert subscription["msgRateRedeliver"] > 0 and subscription["lastExpireTimestamp"] == 0
+    consumer_stats = subscription["consumers"][0]
+    assert consumer_stats["msgRateOut"] > 0 and consumer_stats["msgThroughputOut"] > 0
+    assert consumer_stats["address"].startswith("/127.0.0.1:") and consumer_stats["connectedSince"].startswith("20")
+    [publisher] = stats["publishers"]
+    assert publisher["producerName"] == producer.producer_name() and publisher["accessMode"] == "Shared"
+    assert publisher["msgRateIn"] > 0 and publisher["msgThroughputIn"] > 0 and publisher["averageMsgSize"] > 0
+    assert publisher["address"].startswith("/127.0.0.1:") and publisher["connectedSince"].startswith("20")
+    # Expiring messages (here by the admin API, as the TTL does) sets lastExpireTimestamp.
+    for i in range(3):
+        producer.send(f"old-{i}".encode())
+    time.sleep(1.1)
+    assert call(broker, "POST", f"/admin/v2/persistent/public/default/{name}/subscription/stats-sub/expireMessages/1")[0] == 204
+    expired_at = call(broker, "GET", path)[1]["subscriptions"]["stats-sub"]["lastExpireTimestamp"]
+    assert abs(expired_at / 1000 - time.time()) < 30, expired_at

@@ -1,5 +1,6 @@
 import BrokerCore
 import ManagedLedger
+import Foundation
 
 // Pulsar's admin JSON shapes for what topics report (`.../stats`, `.../partitioned-stats`,
 // `.../internalStats`): the subset of Pulsar's `TopicStats` / `PersistentTopicInternalStats` fields
@@ -41,7 +42,8 @@ struct TopicStats: Codable, Sendable, Equatable {
         bytesOutCounter = statistics.bytesOut
         storageSize = statistics.storageBytes
         backlogSize = statistics.backlogBytes
-        publishers = statistics.producers.map { PublisherStats(producerName: $0) }
+        publishers = statistics.publishers.isEmpty
+            ? statistics.producers.map { PublisherStats(producerName: $0) } : statistics.publishers.map(PublisherStats.init)
         subscriptions = statistics.subscriptions.mapValues(SubscriptionStats.init)
         msgDropCounter = statistics.messagesDropped
         unreadableEntryCount = statistics.unreadableEntries
@@ -75,8 +77,50 @@ struct LongRunningProcessStatus: Codable, Sendable, Equatable {
     }
 }
 
+/// Pulsar's `PublisherStats`. Non-persistent topics give the name only.
 struct PublisherStats: Codable, Sendable, Equatable {
     var producerName: String
+    var producerId: UInt64?
+    /// `Shared`, `Exclusive`, `WaitForExclusive` or `ExclusiveWithFencing`.
+    var accessMode: String?
+    var msgRateIn: Double = 0
+    var msgThroughputIn: Double = 0
+    var averageMsgSize: Double = 0
+    var msgInCounter: Int64 = 0
+    var bytesInCounter: Int64 = 0
+    var address: String?
+    var connectedSince: String?
+
+    init(producerName: String) {
+        self.producerName = producerName
+    }
+
+    init(_ statistics: ProducerStatistics) {
+        producerName = statistics.name
+        producerId = statistics.producerID
+        accessMode = switch statistics.accessMode {
+        case .shared: "Shared"
+        case .exclusive: "Exclusive"
+        case .waitForExclusive: "WaitForExclusive"
+        case .exclusiveWithFencing: "ExclusiveWithFencing"
+        }
+        msgRateIn = statistics.messageRateIn
+        msgThroughputIn = statistics.byteRateIn
+        averageMsgSize = statistics.messagesIn > 0 ? Double(statistics.bytesIn) / Double(statistics.messagesIn) : 0
+        msgInCounter = statistics.messagesIn
+        bytesInCounter = statistics.bytesIn
+        address = statistics.address
+        connectedSince = PulsarTimestamp.format(ms: statistics.connectedSinceMs)
+    }
+}
+
+/// Pulsar's stats timestamps (`connectedSince`): ISO 8601 in UTC with milliseconds.
+enum PulsarTimestamp {
+    static func format(ms: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
 }
 
 struct SubscriptionStats: Codable, Sendable, Equatable {
@@ -91,6 +135,9 @@ struct SubscriptionStats: Codable, Sendable, Equatable {
     var msgOutCounter: Int64
     var bytesOutCounter: Int64
     var nonContiguousDeletedMessagesRanges: Int
+    var msgRateRedeliver: Double
+    /// When the message TTL last expired messages (epoch ms; 0: never).
+    var lastExpireTimestamp: Int64
     /// `Exclusive`, `Shared`, `Failover` or `Key_Shared`.
     var type: String
     var isDurable: Bool
@@ -106,6 +153,8 @@ struct SubscriptionStats: Codable, Sendable, Equatable {
         msgOutCounter = statistics.messagesOut
         bytesOutCounter = statistics.bytesOut
         nonContiguousDeletedMessagesRanges = statistics.acknowledgedRangeCount
+        msgRateRedeliver = statistics.redeliverRate
+        lastExpireTimestamp = statistics.lastExpireTimestampMs
         type = "\(statistics.type)"
         isDurable = statistics.isDurable
         consumers = statistics.consumers.map(ConsumerStats.init)
@@ -118,8 +167,18 @@ struct ConsumerStats: Codable, Sendable, Equatable {
     var unackedMessages: Int64
     var msgOutCounter: Int64
     var bytesOutCounter: Int64
+    var msgRateOut: Double
+    var msgThroughputOut: Double
+    var msgRateRedeliver: Double
+    var address: String
+    var connectedSince: String
 
     init(_ statistics: ConsumerStatistics) {
+        msgRateOut = statistics.messageRateOut
+        msgThroughputOut = statistics.byteRateOut
+        msgRateRedeliver = statistics.redeliverRate
+        address = statistics.address
+        connectedSince = PulsarTimestamp.format(ms: statistics.connectedSinceMs)
         consumerName = statistics.name
         availablePermits = statistics.availablePermits
         unackedMessages = statistics.unackedMessages
@@ -175,6 +234,8 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
             total.backlogSize += subscription.backlogSize
             total.msgRateOut += subscription.msgRateOut
             total.msgThroughputOut += subscription.msgThroughputOut
+            total.msgRateRedeliver += subscription.msgRateRedeliver
+            total.lastExpireTimestamp = max(total.lastExpireTimestamp, subscription.lastExpireTimestamp)
             total.bytesOutCounter += subscription.bytesOutCounter
             total.nonContiguousDeletedMessagesRanges += subscription.nonContiguousDeletedMessagesRanges
             total.unackedMessages += subscription.unackedMessages

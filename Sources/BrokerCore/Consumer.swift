@@ -24,6 +24,13 @@ extension ConsumerSink {
     public var isWritable: Bool { true }
 }
 
+/// Who is at the other end of a sink, for stats (`address` in Pulsar's consumer and publisher stats);
+/// sinks that know say so.
+public protocol ClientAddressed {
+    /// The client's address as Pulsar prints it (`/127.0.0.1:54321`), or "".
+    var clientAddress: String { get }
+}
+
 /// Where a producer's receipts go.
 public protocol ProducerSink: AnyObject, Sendable {
     func closeProducerByBroker(producerID: UInt64)
@@ -80,6 +87,13 @@ final class Consumer: @unchecked Sendable {
     var unackedMessages: Int64 = 0
     var messagesOut: Int64 = 0
     var bytesOut: Int64 = 0
+    /// Messages put back for redelivery at this consumer's request.
+    var messagesRedelivered: Int64 = 0
+    /// Out and redelivered, per second (sampled by the policy pass).
+    var rateMeter = RateMeter()
+    /// When it subscribed (epoch ms) and from where.
+    var connectedSinceMs: Int64 = 0
+    var address = ""
 
     /// Whether dispatch may give this consumer an entry now: it has permits and its connection
     /// takes writes.
@@ -93,3 +107,6 @@ final class Consumer: @unchecked Sendable {
         self.sink = sink
     }
 }
+
+/// The address of a sink that knows it (`ClientAddressed`), else "".
+func clientAddress(of sink: AnyObject) -> String { (sink as? any ClientAddressed)?.clientAddress ?? "" }

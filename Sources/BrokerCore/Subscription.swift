@@ -52,6 +52,10 @@ final class Subscription: @unchecked Sendable {
     private var rateTimer: Scheduled<Void>?
     /// Set by a seek, so a reader's subscription survives the reconnect the seek causes.
     var keepWithoutConsumers = false
+    /// Messages put back for redelivery (Pulsar's `msgRateRedeliver` counts them), and when the
+    /// message TTL last expired some (epoch ms; 0: never).
+    var messagesRedelivered: Int64 = 0
+    var lastExpireTimestampMs: Int64 = 0
     /// Consumers read compacted (Exclusive / Failover): up to the compaction horizon, entries come
     /// from the compacted ledger (the latest message of each key), after it from the log.
     var readCompacted = false
@@ -247,6 +251,8 @@ final class Subscription: @unchecked Sendable {
         for position in chosen {
             if let messages = consumer.pending.removeValue(forKey: position) {
                 consumer.unackedMessages -= Int64(messages)
+                consumer.messagesRedelivered += Int64(messages)
+                messagesRedelivered += Int64(messages)
                 if let hash = forgetPendingHash(position) { replayHashes[position] = hash }
             }
             // As Pulsar's single-active-consumer dispatchers, Exclusive and Failover track no

@@ -64,7 +64,10 @@ extension Topic {
             position = managedLedger.next(after: current)
             examined += 1
         }
-        if let last { subscription.acknowledgeCumulative(upTo: last) }
+        if let last {
+            subscription.acknowledgeCumulative(upTo: last)
+            subscription.lastExpireTimestampMs = managedLedger.clock.nowMs()
+        }
     }
 
     /// Feeds the rate meters the counters (stats' `msgRateIn`, `msgRateOut`, ...).
@@ -72,14 +75,29 @@ extension Topic {
         var outMessages: Int64 = 0
         var outBytes: Int64 = 0
         for (name, subscription) in subscriptions {
-            let messages = subscription.consumers.reduce(0) { $0 + $1.messagesOut }
-            let bytes = subscription.consumers.reduce(0) { $0 + $1.bytesOut }
+            var messages: Int64 = 0
+            var bytes: Int64 = 0
+            for consumer in subscription.consumers {
+                messages += consumer.messagesOut
+                bytes += consumer.bytesOut
+                consumer.rateMeter.sample([consumer.messagesOut, consumer.bytesOut, consumer.messagesRedelivered], nowNanos: nowNanos)
+            }
             outMessages += messages
             outBytes += bytes
-            subscriptionRateMeters[name, default: RateMeter()].sample([messages, bytes], nowNanos: nowNanos)
+            subscriptionRateMeters[name, default: RateMeter()].sample(
+                [messages, bytes, subscription.messagesRedelivered], nowNanos: nowNanos)
         }
         for name in subscriptionRateMeters.keys where subscriptions[name] == nil { subscriptionRateMeters[name] = nil }
         rateMeter.sample([messagesIn, bytesIn, outMessages, outBytes], nowNanos: nowNanos)
+        countProducerRun()
+        let connected = Set(producers.values)
+        for name in producerCounters.keys where !connected.contains(name) {
+            producerCounters[name] = nil
+            producerRateMeters[name] = nil
+        }
+        for (name, counters) in producerCounters {
+            producerRateMeters[name, default: RateMeter()].sample([counters.messages, counters.bytes], nowNanos: nowNanos)
+        }
     }
 
     private func enforceBacklogQuota(_ policies: EffectivePolicies, nowMs: Int64) {

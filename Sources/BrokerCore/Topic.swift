@@ -83,6 +83,21 @@ public final class Topic: @unchecked Sendable {
     }
     var producers: [ProducerKey: String] = [:]
     var producerSinks: [ProducerKey: any ProducerSink] = [:]
+    /// What the stats show of each producer (entries of producers gone are dropped by `adminStats`).
+    struct ProducerDetails {
+        var producerID: UInt64
+        var connectedSinceMs: Int64
+        var address: String
+        var accessMode: ProducerAccessMode
+    }
+    var producerDetails: [ProducerKey: ProducerDetails] = [:]
+    /// Messages and bytes in per producer name, and their rates. Entries of one producer come in
+    /// runs: a run is counted here when another producer's entry (or a stats read) ends it.
+    var producerCounters: [String: (messages: Int64, bytes: Int64)] = [:]
+    var producerRateMeters: [String: RateMeter] = [:]
+    private var runProducer = ""
+    private var runMessages: Int64 = 0
+    private var runBytes: Int64 = 0
     /// The topic's and each subscription's rates (sampled by the policy pass, about once a second).
     var rateMeter = RateMeter()
     var subscriptionRateMeters: [String: RateMeter] = [:]
@@ -191,7 +206,21 @@ public final class Topic: @unchecked Sendable {
         }
         producers[key] = requested
         producerSinks[key] = sink
+        producerDetails[key] = ProducerDetails(
+            producerID: producerID, connectedSinceMs: managedLedger.clock.nowMs(), address: clientAddress(of: sink),
+            accessMode: .shared)
         return requested
+    }
+
+    /// Adds the current run of one producer's entries to its counters.
+    func countProducerRun() {
+        guard runMessages > 0 || runBytes > 0 else { return }
+        var counters = producerCounters[runProducer] ?? (0, 0)
+        counters.messages += runMessages
+        counters.bytes += runBytes
+        producerCounters[runProducer] = counters
+        runMessages = 0
+        runBytes = 0
     }
 
     /// Registers a producer with its access mode (Pulsar's): `.ready` with the topic epoch for the
@@ -212,7 +241,9 @@ public final class Topic: @unchecked Sendable {
             throw error
         case .granted(let epoch):
             do {
-                return .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: epoch)
+                let name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
+                producerDetails[key]?.accessMode = accessMode
+                return .ready(name: name, topicEpoch: epoch)
             } catch {
                 _ = producerAccess.released(key, remaining: Array(producers.keys))
                 throw error
@@ -224,7 +255,9 @@ public final class Topic: @unchecked Sendable {
                 producers[other] = nil
                 producerSinks[other] = nil
             }
-            return .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: epoch)
+            let name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
+            producerDetails[key]?.accessMode = accessMode
+            return .ready(name: name, topicEpoch: epoch)
         case .waiting:
             let promise = eventLoop.makePromise(of: UInt64.self)
             waitingProducers[key] = (requested, sink, promise)
@@ -246,6 +279,9 @@ public final class Topic: @unchecked Sendable {
         else { return }
         producers[next] = waiting.name
         producerSinks[next] = waiting.sink
+        producerDetails[next] = ProducerDetails(
+            producerID: next.producerID, connectedSinceMs: managedLedger.clock.nowMs(), address: clientAddress(of: waiting.sink),
+            accessMode: .waitForExclusive)
         waiting.promise.succeed(epoch)
     }
 
@@ -296,8 +332,15 @@ public final class Topic: @unchecked Sendable {
     func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position, latencyNanos: UInt64 = 0) {
         guard position.ledgerID >= 0 else { return }
         for stage in publishStages { stage.persisted(attributes, at: position) }
-        messagesIn += Int64(max(attributes.numMessages, 1))
+        let messages = Int64(max(attributes.numMessages, 1))
+        messagesIn += messages
         bytesIn += Int64(bytes)
+        if attributes.producerName != runProducer {
+            countProducerRun()
+            runProducer = attributes.producerName
+        }
+        runMessages += messages
+        runBytes += Int64(bytes)
         writeLatency.record(Double(latencyNanos) / 1_000_000)
         entrySizes.record(Double(bytes))
         for subscription in subscriptions.values where !subscription.consumers.isEmpty {
@@ -414,6 +457,8 @@ public final class Topic: @unchecked Sendable {
         let consumer = Consumer(
             key: request.consumerKey, name: request.consumerName, priorityLevel: request.priorityLevel, sink: sink,
             keySharedPolicy: request.keySharedPolicy)
+        consumer.connectedSinceMs = managedLedger.clock.nowMs()
+        consumer.address = clientAddress(of: sink)
         do {
             try subscription.addConsumer(consumer, type: request.type)
         } catch {

@@ -31,10 +31,14 @@ extension Topic {
         var messagesOut: Int64 = 0
         var bytesOut: Int64 = 0
         for (subscriptionName, subscription) in subscriptions {
-            let consumers = subscription.consumers.map {
-                ConsumerStatistics(
-                    name: $0.name, availablePermits: max($0.permits, 0), unackedMessages: $0.unackedMessages,
-                    messagesOut: $0.messagesOut, bytesOut: $0.bytesOut)
+            let consumers = subscription.consumers.map { consumer in
+                let rates = consumer.rateMeter.rates
+                return ConsumerStatistics(
+                    name: consumer.name, availablePermits: max(consumer.permits, 0), unackedMessages: consumer.unackedMessages,
+                    messagesOut: consumer.messagesOut, bytesOut: consumer.bytesOut,
+                    messageRateOut: rates.count == 3 ? rates[0] : 0, byteRateOut: rates.count == 3 ? rates[1] : 0,
+                    redeliverRate: rates.count == 3 ? rates[2] : 0, connectedSinceMs: consumer.connectedSinceMs,
+                    address: consumer.address)
             }
             let out = consumers.reduce(0) { $0 + $1.messagesOut }
             let outBytes = consumers.reduce(0) { $0 + $1.bytesOut }
@@ -47,6 +51,8 @@ extension Topic {
                 messageRateOut: subscriptionRates.first ?? 0, byteRateOut: subscriptionRates.dropFirst().first ?? 0,
                 backlogBytes: estimatedBytes(after: subscription.cursor.markDelete),
                 acknowledgedRangeCount: subscription.cursor.individuallyAcked.allRanges.count,
+                redeliverRate: subscriptionRates.count == 3 ? subscriptionRates[2] : 0,
+                lastExpireTimestampMs: subscription.lastExpireTimestampMs,
                 type: subscription.type, isDurable: subscription.isDurable, consumers: consumers)
         }
         let slowest = subscriptions.values.filter(\.isDurable).map(\.cursor.markDelete).min()
@@ -64,6 +70,17 @@ extension Topic {
         statistics.writeLatency = writeLatency
         statistics.entrySizes = entrySizes
         statistics.compaction = compaction
+        countProducerRun()
+        statistics.publishers = producerDetails.compactMap { key, details -> ProducerStatistics? in
+            guard let name = producers[key] else { return nil }
+            let counters = producerCounters[name] ?? (0, 0)
+            let rates = producerRateMeters[name]?.rates ?? []
+            return ProducerStatistics(
+                producerID: details.producerID, name: name, accessMode: details.accessMode, messagesIn: counters.messages,
+                bytesIn: counters.bytes, messageRateIn: rates.first ?? 0, byteRateIn: rates.dropFirst().first ?? 0,
+                connectedSinceMs: details.connectedSinceMs, address: details.address)
+        }.sorted { $0.name < $1.name }
+        for key in producerDetails.keys where producers[key] == nil { producerDetails[key] = nil }
         return statistics
     }
 
@@ -180,6 +197,9 @@ extension Topic {
         }
         if let lastExpired {
             try await eventLoop.submit { subscription.acknowledgeCumulative(upTo: lastExpired) }.get()
+        }
+        if expired > 0 {
+            try await eventLoop.submit { subscription.lastExpireTimestampMs = self.managedLedger.clock.nowMs() }.get()
         }
         return expired
     }

@@ -32,6 +32,21 @@ public struct TopicStatistics: Sendable, Equatable {
     public var byteRateOut: Double = 0
     /// Persistent topics only: the last compaction.
     public var compaction: CompactionState? = nil
+    /// Persistent topics only: each connected producer.
+    public var publishers: [ProducerStatistics] = []
+}
+
+/// One connected producer (Pulsar's `PublisherStats`).
+public struct ProducerStatistics: Sendable, Equatable {
+    public var producerID: UInt64
+    public var name: String
+    public var accessMode: ProducerAccessMode
+    public var messagesIn: Int64
+    public var bytesIn: Int64
+    public var messageRateIn: Double
+    public var byteRateIn: Double
+    public var connectedSinceMs: Int64
+    public var address: String
 }
 
 /// A histogram as Pulsar exports its topic ones: counts per bucket (`le_<bound>` ... `le_overflow`),
@@ -73,6 +88,9 @@ public struct SubscriptionStatistics: Sendable, Equatable {
     public var backlogBytes: Int64 = 0
     /// Acknowledged ranges beyond the mark-delete position (Pulsar's `nonContiguousDeletedMessagesRanges`).
     public var acknowledgedRangeCount: Int = 0
+    /// Messages put back for redelivery per second; when TTL last expired messages (epoch ms, 0: never).
+    public var redeliverRate: Double = 0
+    public var lastExpireTimestampMs: Int64 = 0
     public var type: SubscriptionType
     public var isDurable: Bool
     public var consumers: [ConsumerStatistics]
@@ -84,6 +102,11 @@ public struct ConsumerStatistics: Sendable, Equatable {
     public var unackedMessages: Int64
     public var messagesOut: Int64
     public var bytesOut: Int64 = 0
+    public var messageRateOut: Double = 0
+    public var byteRateOut: Double = 0
+    public var redeliverRate: Double = 0
+    public var connectedSinceMs: Int64 = 0
+    public var address: String = ""
 }
 
 /// A persistent topic's managed ledger and its cursors.

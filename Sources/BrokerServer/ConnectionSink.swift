@@ -9,8 +9,13 @@ import PulsarProtocol
 /// Thread-safe: `Channel.write` may be called from any thread. A MESSAGE is written as two
 /// buffers — a small head (size, command, magic, checksum) and a slice of the stored entry — so
 /// the payload is never copied on the way out.
-final class ConnectionSink: ConsumerSink, ProducerSink, @unchecked Sendable {
+final class ConnectionSink: ConsumerSink, ProducerSink, ClientAddressed, @unchecked Sendable {
     let channel: any Channel
+    /// The client's address as Pulsar's stats print it.
+    var clientAddress: String {
+        guard let remote = channel.remoteAddress, let ip = remote.ipAddress, let port = remote.port else { return "" }
+        return "/\(ip):\(port)"
+    }
     /// Called on the channel's event loop when the broker closes a consumer (seek), so the
     /// connection forgets it before the client re-subscribes with the same id.
     let onConsumerClosedByBroker: @Sendable (UInt64) -> Void
