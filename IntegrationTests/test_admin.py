@@ -372,7 +372,7 @@ def test_metrics(broker, client, topic):
     assert value(families, "pulsar_subscription_back_log", subscription="metrics-sub", **labels) == 4
     assert value(families, "pulsar_topics_count", cluster="standalone", namespace="public/default") >= 1
     # Latency histograms: publish (SEND → durable), journal write and fdatasync per group commit.
-    for histogram in ("pulsar_broker_publish_latency", "pulsar_storage_write_latency", "bookie_journal_sync_latency"):
+    for histogram in ("pulsar_broker_publish_latency", "bookie_journal_write_latency", "bookie_journal_sync_latency"):
         counts = [s.value for s in families.get(histogram, []) if s.name == histogram + "_count"]
         assert counts and counts[0] >= 7, (histogram, families.get(histogram))
 
@@ -381,7 +381,9 @@ def test_metrics(broker, client, topic):
                  "pulsar_storage_size", "pulsar_storage_backlog_size", "pulsar_msg_backlog",
                  "pulsar_producers_count", "pulsar_consumers_count",
                  "pulsar_storage_write_latency_le_0_5", "pulsar_storage_write_latency_le_1000",
-                 "pulsar_storage_write_latency_overflow", "pulsar_entry_size_le_128", "pulsar_entry_size_le_1_mb",
+                 "pulsar_storage_write_latency_overflow", "pulsar_storage_write_latency_count",
+                 "pulsar_storage_write_latency_sum", "pulsar_entry_size_le_128", "pulsar_entry_size_le_1_mb",
+                 "pulsar_entry_size_count", "pulsar_entry_size_sum",
                  "pulsar_entry_size_le_overflow"):
         value(families, name, **labels)
     for name in ("pulsar_subscription_msg_rate_out", "pulsar_subscription_back_log"):
@@ -398,6 +400,8 @@ def test_metrics(broker, client, topic):
     assert value(families, "pulsar_entry_size_le_128", **labels) == 7
     latency_buckets = [n for n in families if n.startswith("pulsar_storage_write_latency_le_")] + ["pulsar_storage_write_latency_overflow"]
     assert sum(value(families, n, **labels) for n in latency_buckets) == 7
+    assert value(families, "pulsar_storage_write_latency_count", **labels) == 7
+    assert value(families, "pulsar_storage_write_latency_sum", **labels) > 0
     # Rates move under load: published since the previous scrape, per second.
     for i in range(20):
         producer.send(f"more-{i}".encode())

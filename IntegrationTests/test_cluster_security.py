@@ -302,8 +302,10 @@ def test_storage_nodes_serve_bookie_metrics(secured):
             text = reply.read().decode()
         families = {f.name: f for f in text_string_to_metric_families(text)}
         for name in ("bookie_SERVER_STATUS", "bookie_ledgers_count", "bookie_WRITE_BYTES", "bookie_ADD_ENTRY_count",
-                     "bookie_READ_BYTES", "bookie_READ_ENTRY_count"):
+                     "bookie_READ_BYTES", "bookie_READ_ENTRY_count", "bookie_entries_count", "bookie_ledger_writable_dirs"):
             assert name in families, (name, sorted(families))
         assert families["bookie_SERVER_STATUS"].samples[0].value == 1
+        assert families["bookie_ledger_writable_dirs"].samples[0].value == 1
+        assert families["bookie_entries_count"].samples[0].value > 0
         added += families["bookie_ADD_ENTRY_count"].samples[0].value
     assert added >= 10  # every entry is on the ack quorum's nodes

@@ -121,7 +121,7 @@ public actor MetricsCollector {
             set("pulsar_storage_backlog_size", labels, stats.backlogBytes)
             if let latency = stats.writeLatency {
                 histogram("pulsar_storage_write_latency", Self.writeLatencyBuckets, overflow: "pulsar_storage_write_latency_overflow",
-                          latency, labels, totals: false)
+                          latency, labels, totals: true)
             }
             if let sizes = stats.entrySizes {
                 histogram("pulsar_entry_size", Self.entrySizeBuckets, overflow: "pulsar_entry_size_le_overflow", sizes, labels, totals: true)

@@ -7,7 +7,7 @@ enum BrokerMetrics {
     /// SEND received → entry durable (receipt about to be written), per message entry.
     static let publishLatency = Timer(label: "pulsar_broker_publish_latency")
     /// Journal write of one group commit.
-    static let storageWriteLatency = Timer(label: "pulsar_storage_write_latency")
+    static let storageWriteLatency = Timer(label: "bookie_journal_write_latency")
     /// The fdatasync of one group commit.
     static let journalSyncLatency = Timer(label: "bookie_journal_sync_latency")
     /// Entries per group commit.
@@ -19,7 +19,7 @@ enum BrokerMetrics {
         .milliseconds(10), .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(200),
         .seconds(1),
     ]
-    static let timerLabels = ["pulsar_broker_publish_latency", "pulsar_storage_write_latency", "bookie_journal_sync_latency"]
+    static let timerLabels = ["pulsar_broker_publish_latency", "bookie_journal_write_latency", "bookie_journal_sync_latency"]
 
     static func groupCommitObserver() -> @Sendable (Duration, Duration, Int, Int) -> Void {
         { write, sync, _, entries in

@@ -62,6 +62,11 @@ public final class StorageNode: @unchecked Sendable {
         return (counters.withLockedValue { $0 }, ledgerCount)
     }
 
+    /// Entries held over all ledgers (BookKeeper's `bookie_entries_count`).
+    public var entryCount: Int64 {
+        lock.withLock { ledgers.values.reduce(0) { $0 + Int64($1.localEntryByEntryID.count) } }
+    }
+
     /// Rebuilds the entry maps from `store` (reads every entry's header once).
     public init(store: any LedgerStore) throws(LedgerStoreError) {
         self.store = store

@@ -8,12 +8,17 @@ actor StorageMetrics {
     private let registry = PrometheusCollectorRegistry()
     private let status: Gauge
     private let ledgers: Gauge
+    private let entries: Gauge
+    private let writableDirs: Gauge
     private var counters: [String: (counter: Counter, last: Int64)] = [:]
 
     init(node: StorageNode) {
         self.node = node
         status = registry.makeGauge(name: "bookie_SERVER_STATUS", help: "1 while the storage node serves reads and writes")
         ledgers = registry.makeGauge(name: "bookie_ledgers_count", help: "Ledgers the storage node holds")
+        entries = registry.makeGauge(name: "bookie_entries_count", help: "Entries the storage node holds")
+        writableDirs = registry.makeGauge(
+            name: "bookie_ledger_writable_dirs", help: "Ledger directories that take writes (0: the disk is full, writes refused)")
     }
 
     static let counterHelp: [String: String] = [
@@ -29,6 +34,8 @@ actor StorageMetrics {
         let (statistics, ledgerCount) = node.statistics
         status.set(Int64(1))
         ledgers.set(Int64(ledgerCount))
+        entries.set(node.entryCount)
+        writableDirs.set(Int64(node.store.writeSuspension == nil ? 1 : 0))
         let values: [(String, Int64)] = [
             ("bookie_WRITE_BYTES", statistics.addBytes), ("bookie_READ_BYTES", statistics.readBytes),
             ("bookie_ADD_ENTRY_count", statistics.addEntries), ("bookie_ADD_ENTRY_failed", statistics.addFailures),
