@@ -111,10 +111,11 @@ def test_a_policy_applies_at_once(broker, make_client, namespace):
     assert again.last_sequence_id() == 3
 
 
-def test_producer_access_modes(broker, make_client):
+@pytest.mark.parametrize("domain", ["persistent", "non-persistent"])
+def test_producer_access_modes(broker, make_client, domain):
     import threading
     client = make_client(broker)
-    topic = f"persistent://public/default/{unique('access')}"
+    topic = f"{domain}://public/default/{unique('access')}"
     PAM = pulsar.ProducerAccessMode
     first = client.create_producer(topic, producer_name="first", access_mode=PAM.Exclusive)
     with pytest.raises(pulsar.ProducerBusy):
@@ -147,11 +148,36 @@ def test_producer_access_modes(broker, make_client):
         for _ in range(3):
             waited["producer"].send(b"after fencing")
     print("fenced producer's error:", type(fenced.value).__name__)
+    if domain == "non-persistent":
+        return  # nothing is kept to read back
     reader = client.create_reader(topic, pulsar.MessageId.earliest)
     seen = []
     while reader.has_message_available():
         seen.append(reader.read_next(5000).data())
     assert seen == [b"from first", b"from waiter", b"from fencer"]
+
+
+def test_topic_epoch_survives_restart(fresh_broker, make_client):
+    client = make_client(fresh_broker)
+    name = unique("epoch")
+    topic = f"persistent://public/default/{name}"
+    stats_path = f"/admin/v2/persistent/public/default/{name}/stats"
+    PAM = pulsar.ProducerAccessMode
+    client.create_producer(topic, producer_name="one", access_mode=PAM.Exclusive).close()
+    assert call(fresh_broker, "GET", stats_path)[1]["topicEpoch"] == 1
+    producer = client.create_producer(topic, producer_name="two", access_mode=PAM.Exclusive)
+    producer.send(b"x")
+    assert call(fresh_broker, "GET", stats_path)[1]["topicEpoch"] == 2
+    fresh_broker.kill9()
+    fresh_broker.start()
+    # The holder reconnects with its epoch and keeps it (the broker did not start over at 0) ...
+    producer.send(b"after the restart")
+    assert call(fresh_broker, "GET", stats_path)[1]["topicEpoch"] == 2
+    # ... and the next exclusive producer raises it.
+    producer.close()
+    again = make_client(fresh_broker).create_producer(topic, producer_name="three", access_mode=PAM.Exclusive)
+    again.send(b"y")
+    assert call(fresh_broker, "GET", stats_path)[1]["topicEpoch"] == 3
 
 
 @pytest.fixture(scope="module")

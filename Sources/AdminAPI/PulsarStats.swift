@@ -29,6 +29,8 @@ struct TopicStats: Codable, Sendable, Equatable {
     var unreadableEntryCount: Int64?
     /// Persistent topics only: Pulsar's `CompactionStats`.
     var compaction: CompactionStats?
+    /// The exclusive producers' topic epoch, once one had the topic (kept across restarts).
+    var topicEpoch: UInt64?
 
     init(_ statistics: TopicStatistics) {
         msgRateIn = statistics.messageRateIn
@@ -48,6 +50,7 @@ struct TopicStats: Codable, Sendable, Equatable {
         msgDropCounter = statistics.messagesDropped
         unreadableEntryCount = statistics.unreadableEntries
         compaction = statistics.compaction.map(CompactionStats.init)
+        topicEpoch = statistics.topicEpoch
     }
 }
 

@@ -252,6 +252,7 @@ public final class BrokerService: Sendable {
         topic.compactionMonitorIntervalMs = self.configuration.compactionMonitorIntervalSeconds.saturatingMultiply(1000)
         topic.compactionThresholdDefault = self.configuration.compactionThresholdBytes
         try await topic.loadCompactionRecord()
+        try await topic.loadTopicEpoch()
         let prefix = MetadataKeys.cursors(ofTopic: name.metadataPath)
         for key in try await metadata.list(prefix: prefix) {
             let subscription = String(key.dropFirst(prefix.count))

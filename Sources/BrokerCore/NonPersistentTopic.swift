@@ -8,14 +8,14 @@ import NIOCore
 /// Owned by one event loop, like `Topic`. Message ids are `(0, n)` with n counting up per topic, so
 /// they stay unique within a broker's life; acknowledgements and redelivery requests are accepted
 /// and have nothing to do.
-public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
+public final class NonPersistentTopic: ServedTopic, ProducerAccessHost, @unchecked Sendable {
     public let name: TopicName
     /// `name.partitionIndex`, parsed once (it is written into every MESSAGE).
     public let partitionIndex: Int32
     public let eventLoop: any EventLoop
     /// Not configured: the namespace's rates apply to persistent topics.
     public let publishRateLimiter = RateLimiter()
-    private let logger: Logger
+    let logger: Logger
 
     private final class NonPersistentSubscription {
         var type: SubscriptionType
@@ -26,8 +26,12 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
     }
 
     private var subscriptions: [String: NonPersistentSubscription] = [:]
-    private var producers: [Topic.ProducerKey: String] = [:]
-    private var producerSinks: [Topic.ProducerKey: any ProducerSink] = [:]
+    var producers: [Topic.ProducerKey: String] = [:]
+    var producerSinks: [Topic.ProducerKey: any ProducerSink] = [:]
+    /// Producer access modes as on persistent topics; the epoch lives in memory (nothing here
+    /// survives a restart).
+    var producerAccess = ProducerAccessControl<Topic.ProducerKey>()
+    var waitingProducers: [Topic.ProducerKey: WaitingProducer] = [:]
     private var nextEntryID: Int64 = 0
     public private(set) var messagesIn: Int64 = 0
     public private(set) var bytesIn: Int64 = 0
@@ -55,18 +59,22 @@ public final class NonPersistentTopic: ServedTopic, @unchecked Sendable {
         return requested
     }
 
-    /// Non-persistent topics take every producer as Shared (access modes are not enforced here).
     public func addProducer(
         connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink,
         accessMode: ProducerAccessMode, topicEpoch: UInt64?
     ) throws(BrokerError) -> ProducerGrant {
-        .ready(name: try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink), topicEpoch: nil)
+        try requestAccess(
+            connectionID: connectionID, producerID: producerID, name: requested, sink: sink, accessMode: accessMode,
+            topicEpoch: topicEpoch)
     }
 
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
-        producers[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
-        producerSinks[Topic.ProducerKey(connectionID: connectionID, producerID: producerID)] = nil
+        releaseAccess(Topic.ProducerKey(connectionID: connectionID, producerID: producerID))
     }
+
+    func producerAdmitted(_ key: Topic.ProducerKey, name: String, sink: any ProducerSink, mode: ProducerAccessMode) {}
+
+    func persistTopicEpoch() -> EventLoopFuture<Void>? { nil }
 
     /// Closes every producer and consumer (the topic moves to another broker); clients reconnect.
     func closeAllClients() {

@@ -1,3 +1,4 @@
+import Logging
 import ManagedLedger
 import NIOCore
 
@@ -81,5 +82,115 @@ struct ProducerAccessControl<Key: Hashable> {
         epoch += 1
         exclusiveHolder = key
         return epoch
+    }
+}
+
+extension ProducerAccessControl {
+    /// The epoch a topic had before it was loaded here (persisted by the previous owner).
+    mutating func restore(epoch: UInt64) {
+        self.epoch = max(self.epoch, epoch)
+    }
+}
+
+/// A WaitForExclusive producer not yet given access, with what to tell it when it is.
+typealias WaitingProducer = (name: String, sink: any ProducerSink, promise: EventLoopPromise<UInt64>)
+
+/// A topic that applies Pulsar's producer access modes (persistent and non-persistent alike): the
+/// decision is `ProducerAccessControl`'s, the bookkeeping here. Called on the topic's loop.
+protocol ProducerAccessHost: AnyObject {
+    var eventLoop: any EventLoop { get }
+    var logger: Logger { get }
+    var producers: [Topic.ProducerKey: String] { get set }
+    var producerSinks: [Topic.ProducerKey: any ProducerSink] { get set }
+    var producerAccess: ProducerAccessControl<Topic.ProducerKey> { get set }
+    var waitingProducers: [Topic.ProducerKey: WaitingProducer] { get set }
+    /// Registers a producer (limits, name clashes), as a Shared one.
+    func addProducer(connectionID: UInt64, producerID: UInt64, name: String, sink: any ProducerSink) throws(BrokerError) -> String
+    /// A producer got access in `mode` (stats).
+    func producerAdmitted(_ key: Topic.ProducerKey, name: String, sink: any ProducerSink, mode: ProducerAccessMode)
+    /// Makes a raised topic epoch durable before the producer hears of it; nil: kept in memory only.
+    func persistTopicEpoch() -> EventLoopFuture<Void>?
+}
+
+extension ProducerAccessHost {
+    /// Registers a producer with its access mode: `.ready` (the topic epoch for the exclusive modes),
+    /// `.waiting` for a WaitForExclusive producer behind others (its future completes with the epoch
+    /// once it has access, and that epoch is durable), or `.persisting` while a raised epoch is
+    /// written. ExclusiveWithFencing closes the others.
+    func requestAccess(
+        connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink,
+        accessMode: ProducerAccessMode, topicEpoch: UInt64?
+    ) throws(BrokerError) -> ProducerGrant {
+        eventLoop.preconditionInEventLoop()
+        let key = Topic.ProducerKey(connectionID: connectionID, producerID: producerID)
+        if let existing = producers[key], accessMode == .shared {
+            return .ready(name: existing, topicEpoch: nil)
+        }
+        if let waiting = waitingProducers[key] { return .waiting(name: waiting.name, ready: waiting.promise.futureResult) }
+        let previousEpoch = producerAccess.epoch
+        let name: String
+        let epoch: UInt64?
+        switch producerAccess.request(key, mode: accessMode, clientEpoch: topicEpoch, current: Array(producers.keys)) {
+        case .refused(let error):
+            throw error
+        case .granted(let granted):
+            do {
+                name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
+            } catch {
+                _ = producerAccess.released(key, remaining: Array(producers.keys))
+                throw error
+            }
+            epoch = granted
+        case .fencing(let others, let granted):
+            for other in others {
+                logger.info("producer.fenced", metadata: ["producer.name": "\(producers[other] ?? "")", "topic.epoch": "\(granted)"])
+                producerSinks[other]?.closeProducerByBroker(producerID: other.producerID)
+                producers[other] = nil
+                producerSinks[other] = nil
+            }
+            name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
+            epoch = granted
+        case .waiting:
+            let promise = eventLoop.makePromise(of: UInt64.self)
+            waitingProducers[key] = (requested, sink, promise)
+            return .waiting(name: requested, ready: promise.futureResult)
+        }
+        producerAdmitted(key, name: name, sink: sink, mode: accessMode)
+        guard let epoch, epoch > previousEpoch, let write = persistTopicEpoch() else {
+            return .ready(name: name, topicEpoch: epoch)
+        }
+        return .persisting(name: name, ready: write.flatMapErrorThrowing { error in
+            // Not durable: the producer does not get the topic.
+            self.releaseAccess(key)
+            throw BrokerError(.serviceNotReady, "cannot record the topic epoch: \(error); retry")
+        }.map { epoch })
+    }
+
+    /// A producer left: forget it; the next WaitForExclusive producer gets the topic once nobody else
+    /// produces (after its new epoch is durable).
+    func releaseAccess(_ key: Topic.ProducerKey) {
+        producers[key] = nil
+        producerSinks[key] = nil
+        if let waiting = waitingProducers.removeValue(forKey: key) {
+            waiting.promise.fail(BrokerError(.producerBusy, "producer closed while it waited for exclusive access"))
+        }
+        guard let (next, epoch) = producerAccess.released(key, remaining: Array(producers.keys)),
+              let waiting = waitingProducers.removeValue(forKey: next)
+        else { return }
+        producers[next] = waiting.name
+        producerSinks[next] = waiting.sink
+        producerAdmitted(next, name: waiting.name, sink: waiting.sink, mode: .waitForExclusive)
+        guard let write = persistTopicEpoch() else {
+            waiting.promise.succeed(epoch)
+            return
+        }
+        write.whenComplete { result in
+            switch result {
+            case .success: waiting.promise.succeed(epoch)
+            case .failure(let error):
+                waiting.promise.fail(BrokerError(.serviceNotReady, "cannot record the topic epoch: \(error); retry"))
+                self.releaseAccess(next)
+            }
+        }
     }
 }

@@ -6,6 +6,8 @@ import NIOCore
 public enum ProducerGrant: Sendable {
     case ready(name: String, topicEpoch: UInt64?)
     case waiting(name: String, ready: EventLoopFuture<UInt64>)
+    /// Produce once the raised topic epoch is durable (the future gives it, or fails: no access).
+    case persisting(name: String, ready: EventLoopFuture<UInt64>)
 }
 
 /// What a protocol edge needs from a topic, persistent or not. Every method must be called on

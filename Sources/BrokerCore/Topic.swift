@@ -65,7 +65,7 @@ public struct LastMessageInfo: Sendable {
 /// Owned by one event loop (`eventLoop`): every method must be called there; protocol edges hop
 /// to it once per command. Lifecycle: loaded by `BrokerService` on first use (recovering the
 /// managed ledger and reloading durable cursors), unloaded when the broker stops.
-public final class Topic: @unchecked Sendable {
+public final class Topic: ProducerAccessHost, @unchecked Sendable {
     public let name: TopicName
     /// `name.partitionIndex`, parsed once (it is written into every receipt).
     public let partitionIndex: Int32
@@ -107,7 +107,9 @@ public final class Topic: @unchecked Sendable {
     /// Exclusive access and the topic epoch (producer access modes).
     var producerAccess = ProducerAccessControl<ProducerKey>()
     /// WaitForExclusive producers not yet given access, with what to tell them when they are.
-    var waitingProducers: [ProducerKey: (name: String, sink: any ProducerSink, promise: EventLoopPromise<UInt64>)] = [:]
+    var waitingProducers: [ProducerKey: WaitingProducer] = [:]
+    /// Writes of the topic epoch, one after the other (each writes the latest).
+    var topicEpochWrites: EventLoopFuture<Void>?
     /// The namespace policies in force, refreshed by the broker's policy task.
     var policies = EffectivePolicies()
     /// Set while the backlog is over a producer-blocking quota.
@@ -206,10 +208,37 @@ public final class Topic: @unchecked Sendable {
         }
         producers[key] = requested
         producerSinks[key] = sink
-        producerDetails[key] = ProducerDetails(
-            producerID: producerID, connectedSinceMs: managedLedger.clock.nowMs(), address: clientAddress(of: sink),
-            accessMode: .shared)
+        producerAdmitted(key, name: requested, sink: sink, mode: .shared)
         return requested
+    }
+
+    func producerAdmitted(_ key: ProducerKey, name: String, sink: any ProducerSink, mode: ProducerAccessMode) {
+        producerDetails[key] = ProducerDetails(
+            producerID: key.producerID, connectedSinceMs: producerDetails[key]?.connectedSinceMs ?? managedLedger.clock.nowMs(),
+            address: clientAddress(of: sink), accessMode: mode)
+    }
+
+    /// Records the topic epoch (`MetadataKeys.topicEpoch`) after the writes before it.
+    func persistTopicEpoch() -> EventLoopFuture<Void>? {
+        let key = MetadataKeys.topicEpoch(name.metadataPath)
+        let metadata = self.metadata
+        let previous = topicEpochWrites ?? eventLoop.makeSucceededVoidFuture()
+        let write = previous.flatMapError { _ in self.eventLoop.makeSucceededVoidFuture() }.flatMap {
+            let epoch = self.producerAccess.epoch
+            return self.eventLoop.makeFutureWithTask {
+                try await metadata.put(key, value: Array(String(epoch).utf8), expectedVersion: nil)
+            }.map { _ in }
+        }
+        topicEpochWrites = write
+        return write
+    }
+
+    /// Reads the topic epoch the previous owner recorded (topic load, before clients attach).
+    func loadTopicEpoch() async throws {
+        guard let stored = try await metadata.get(MetadataKeys.topicEpoch(name.metadataPath)),
+              let epoch = UInt64(String(decoding: stored.value, as: UTF8.self))
+        else { return }
+        try await eventLoop.submit { self.producerAccess.restore(epoch: epoch) }.get()
     }
 
     /// Adds the current run of one producer's entries to its counters.
@@ -223,66 +252,19 @@ public final class Topic: @unchecked Sendable {
         runBytes = 0
     }
 
-    /// Registers a producer with its access mode (Pulsar's): `.ready` with the topic epoch for the
-    /// exclusive modes, or `.waiting` for a WaitForExclusive producer behind others (its future
-    /// completes with the epoch once it has access). ExclusiveWithFencing closes the others.
+    /// Registers a producer with its access mode (Pulsar's; `ProducerAccessHost.requestAccess`).
     public func addProducer(
         connectionID: UInt64, producerID: UInt64, name requested: String, sink: any ProducerSink,
         accessMode: ProducerAccessMode, topicEpoch: UInt64?
     ) throws(BrokerError) -> ProducerGrant {
-        eventLoop.preconditionInEventLoop()
-        let key = ProducerKey(connectionID: connectionID, producerID: producerID)
-        if producers[key] != nil, accessMode == .shared {
-            return .ready(name: producers[key]!, topicEpoch: nil)
-        }
-        if let waiting = waitingProducers[key] { return .waiting(name: waiting.name, ready: waiting.promise.futureResult) }
-        switch producerAccess.request(key, mode: accessMode, clientEpoch: topicEpoch, current: Array(producers.keys)) {
-        case .refused(let error):
-            throw error
-        case .granted(let epoch):
-            do {
-                let name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
-                producerDetails[key]?.accessMode = accessMode
-                return .ready(name: name, topicEpoch: epoch)
-            } catch {
-                _ = producerAccess.released(key, remaining: Array(producers.keys))
-                throw error
-            }
-        case .fencing(let others, let epoch):
-            for other in others {
-                logger.info("producer.fenced", metadata: ["producer.name": "\(producers[other] ?? "")", "topic.epoch": "\(epoch)"])
-                producerSinks[other]?.closeProducerByBroker(producerID: other.producerID)
-                producers[other] = nil
-                producerSinks[other] = nil
-            }
-            let name = try addProducer(connectionID: connectionID, producerID: producerID, name: requested, sink: sink)
-            producerDetails[key]?.accessMode = accessMode
-            return .ready(name: name, topicEpoch: epoch)
-        case .waiting:
-            let promise = eventLoop.makePromise(of: UInt64.self)
-            waitingProducers[key] = (requested, sink, promise)
-            return .waiting(name: requested, ready: promise.futureResult)
-        }
+        try requestAccess(
+            connectionID: connectionID, producerID: producerID, name: requested, sink: sink, accessMode: accessMode,
+            topicEpoch: topicEpoch)
     }
 
     public func removeProducer(connectionID: UInt64, producerID: UInt64) {
         eventLoop.preconditionInEventLoop()
-        let key = ProducerKey(connectionID: connectionID, producerID: producerID)
-        producers[key] = nil
-        producerSinks[key] = nil
-        if let waiting = waitingProducers.removeValue(forKey: key) {
-            waiting.promise.fail(BrokerError(.producerBusy, "producer closed while it waited for exclusive access"))
-        }
-        // The next WaitForExclusive producer gets the topic once nobody else produces.
-        guard let (next, epoch) = producerAccess.released(key, remaining: Array(producers.keys)),
-              let waiting = waitingProducers.removeValue(forKey: next)
-        else { return }
-        producers[next] = waiting.name
-        producerSinks[next] = waiting.sink
-        producerDetails[next] = ProducerDetails(
-            producerID: next.producerID, connectedSinceMs: managedLedger.clock.nowMs(), address: clientAddress(of: waiting.sink),
-            accessMode: .waitForExclusive)
-        waiting.promise.succeed(epoch)
+        releaseAccess(ProducerKey(connectionID: connectionID, producerID: producerID))
     }
 
     public var producerCount: Int { producers.count }

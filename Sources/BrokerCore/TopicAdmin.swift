@@ -70,6 +70,7 @@ extension Topic {
         statistics.writeLatency = writeLatency
         statistics.entrySizes = entrySizes
         statistics.compaction = compaction
+        statistics.topicEpoch = producerAccess.epoch > 0 ? producerAccess.epoch : nil
         countProducerRun()
         statistics.publishers = producerDetails.compactMap { key, details -> ProducerStatistics? in
             guard let name = producers[key] else { return nil }
@@ -400,6 +401,7 @@ extension BrokerService {
             topic.eventLoop.makeFutureWithTask { try await topic.managedLedger.delete() }
         }.get()
         try await topic.deleteCompactedLedger()
+        try await metadata.delete(MetadataKeys.topicEpoch(name.metadataPath), expectedVersion: nil)
         forgetTopic(name)
         // Cursors of subscriptions that never loaded (a damaged record) would otherwise outlive the topic.
         for key in try await metadata.list(prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) {

@@ -34,6 +34,8 @@ public struct TopicStatistics: Sendable, Equatable {
     public var compaction: CompactionState? = nil
     /// Persistent topics only: each connected producer.
     public var publishers: [ProducerStatistics] = []
+    /// The topic epoch of the exclusive producer modes; nil: no exclusive producer ever had the topic.
+    public var topicEpoch: UInt64? = nil
 }
 
 /// One connected producer (Pulsar's `PublisherStats`).

@@ -413,10 +413,14 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                         connectionID: connectionID, producerID: request.producerID, name: producerName, sink: sink,
                         accessMode: request.accessMode, topicEpoch: request.topicEpoch)
                     switch grant {
-                    case .ready(let name, _), .waiting(let name, _): return (topic, name, grant, schemaVersion)
+                    case .ready(let name, _), .waiting(let name, _), .persisting(let name, _): return (topic, name, grant, schemaVersion)
                     }
                 }
             }
+        }.flatMap { created in
+            // A raised topic epoch is durable before the producer hears of it.
+            guard case .persisting(let name, let ready) = created.grant else { return channel.eventLoop.makeSucceededFuture(created) }
+            return ready.map { epoch in (created.topic, name, ProducerGrant.ready(name: name, topicEpoch: epoch), created.schemaVersion) }
         }.hop(to: channel.eventLoop).whenComplete { result in
             let handler = bound.value
             let answer = { (ready: Bool, epoch: UInt64?) in
@@ -429,7 +433,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             switch created.grant {
             case .ready(_, let epoch):
                 answer(true, epoch)
-            case .waiting(_, let ready):
+            case .persisting(_, let ready), .waiting(_, let ready):
                 answer(false, nil)
                 ready.hop(to: channel.eventLoop).whenComplete { granted in
                     switch granted {

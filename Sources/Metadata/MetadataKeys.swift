@@ -41,6 +41,9 @@ public enum MetadataKeys {
     public static func cursors(ofTopic path: String) -> String { "/cursors/" + path + "/" }
     public static func cursor(ofTopic path: String, subscription: String) -> String { cursors(ofTopic: path) + subscription }
 
+    /// A topic's producer epoch (decimal text), raised by each exclusive producer that gets the topic.
+    public static func topicEpoch(_ path: String) -> String { "/topic-epochs/" + path }
+
     /// A topic's `CompactionRecord`: its compacted ledger and horizon.
     public static func compactedTopic(_ path: String) -> String { "/compaction/" + path }
 
