@@ -180,6 +180,55 @@ def test_topic_epoch_survives_restart(fresh_broker, make_client):
     assert call(fresh_broker, "GET", stats_path)[1]["topicEpoch"] == 3
 
 
+def test_watch_topic_list(broker, make_client, namespace):
+    """WATCH_TOPIC_LIST, as the Java client sends it when CONNECTED says `supports_topic_watchers`
+    (the C++ client behind Python polls GET_TOPICS_OF_NAMESPACE instead): spoken raw here."""
+    import rawproto as rp
+    WATCH, SUCCESS, UPDATE, CLOSE = 64, 65, 66, 67
+    client = make_client(broker)
+    first = f"persistent://{namespace}/orders-a"
+    client.create_producer(first).close()
+    with rp.RawConnection("127.0.0.1", broker.port) as conn:
+        connected = conn.handshake()
+        flags = rp.decode_fields(connected.first(4))
+        assert flags.get(4) == [1], flags  # supports_topic_watchers
+        watch = (rp.field_varint(1, 1) + rp.field_varint(2, 7) + rp.field_bytes(3, namespace)
+                 + rp.field_bytes(4, f"persistent://{namespace}/orders-.*"))
+        conn.send(rp.simple_frame(rp.base_command(WATCH, watch)))
+        success = conn.read_command()
+        assert success.type == SUCCESS, success
+        assert success.first(2) == 7 and [t.decode() for t in success.fields.get(3, [])] == [first]
+        hash_before = success.first(4)
+
+        def next_update() -> tuple[list[str], list[str], bytes]:
+            update = conn.read_command(timeout=15)
+            assert update.type == UPDATE, update
+            assert update.first(1) == 7
+            return ([t.decode() for t in update.fields.get(2, [])], [t.decode() for t in update.fields.get(3, [])],
+                    update.first(4))
+
+        client.create_producer(f"persistent://{namespace}/orders-b").close()
+        client.create_producer(f"persistent://{namespace}/unrelated").close()
+        created, deleted, hash_after = next_update()
+        assert created == [f"persistent://{namespace}/orders-b"] and deleted == [] and hash_after != hash_before
+        assert call(broker, "DELETE", first.replace("persistent://", "/admin/v2/persistent/"))[0] == 204
+        created, deleted, _ = next_update()
+        assert created == [] and deleted == [first]
+
+        # Closed: no more updates.
+        conn.send(rp.simple_frame(rp.base_command(CLOSE, rp.field_varint(1, 2) + rp.field_varint(2, 7))))
+        client.create_producer(f"persistent://{namespace}/orders-c").close()
+        with pytest.raises(TimeoutError):
+            conn.read_command(timeout=3)
+        # A bad pattern is an error for that request only.
+        bad = (rp.field_varint(1, 3) + rp.field_varint(2, 8) + rp.field_bytes(3, namespace)
+               + rp.field_bytes(4, f"persistent://{namespace}/orders-(["))
+        conn.send(rp.simple_frame(rp.base_command(WATCH, bad)))
+        error = conn.read_command()
+        assert error.type == rp.ERROR and error.first(1) == 3, error
+        conn.ping_pong()
+
+
 @pytest.fixture(scope="module")
 def listener_broker(tmp_path_factory):
     from test_security import SecureBroker

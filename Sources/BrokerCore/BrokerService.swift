@@ -61,6 +61,8 @@ public final class BrokerService: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     let registry = TopicRegistry()
+    /// The connections' WATCH_TOPIC_LIST watches.
+    public let topicListWatchers = TopicListWatchers()
     /// Tenants, namespaces and their policies.
     public let namespaces: Namespaces
     /// Who may do what: every endpoint and the admin API ask it.
@@ -330,6 +332,7 @@ public final class BrokerService: Sendable {
     /// One policy pass: applies namespace policies (TTL, retention, backlog quota, limits) to every
     /// loaded topic. The broker process runs it once a second (a periodic service).
     public func enforcePolicies() async {
+        if topicListWatchers.count > 0 { await reconcileTopicListWatches() }
         var namespacePolicies: [String: EffectivePolicies] = [:]
         var perLoop: [ObjectIdentifier: (loop: any EventLoop, work: [(Topic, EffectivePolicies)])] = [:]
         for topic in loadedTopics {

@@ -325,8 +325,29 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                     consumer.topic.flow(subscription: consumer.subscription, key: consumer.key, permits: 0)
                 }
             }
+        case .watchTopicList(let namespace, let pattern, let watcherID, let requestID):
+            let broker = self.broker
+            let role = machine.role
+            let token = TopicListWatchers.Token(connectionID: connectionID, watcherID: watcherID)
+            let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+            let loop = channel.eventLoop
+            let notify: TopicListWatchers.Notify = { created, deleted, hash in
+                loop.execute {
+                    let handler = bound.value
+                    handler.run(handler.machine.topicListChanged(watcherID: watcherID, created: created, deleted: deleted, hash: hash))
+                }
+            }
+            answer(channel, {
+                try await broker.authorizer.authorizeNamespaceRead(role, namespace: namespace)
+                return try await broker.watchTopicList(token, namespace: namespace, pattern: pattern, notify: notify)
+            }) { machine, result in
+                machine.topicListWatched(requestID: requestID, watcherID: watcherID, result)
+            }
+        case .unwatchTopicList(let watcherID):
+            broker.topicListWatchers.remove(TopicListWatchers.Token(connectionID: connectionID, watcherID: watcherID))
         case .releaseAll(let producers, let consumers):
             let connectionID = self.connectionID
+            broker.topicListWatchers.removeAll(connectionID: connectionID)
             for (topic, producerID) in producers {
                 topic.eventLoop.execute { topic.removeProducer(connectionID: connectionID, producerID: producerID) }
             }

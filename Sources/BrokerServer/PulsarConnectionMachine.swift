@@ -126,6 +126,10 @@ struct PulsarConnectionMachine<TopicHandle> {
         /// Answer with `topicsListed`.
         /// `mode`: Pulsar's PERSISTENT, NON_PERSISTENT or ALL; `hash`: the client's last list's.
         case topicsOfNamespace(namespace: String, mode: Pulsar_Proto_CommandGetTopicsOfNamespace.Mode, hash: String?, requestID: UInt64)
+        /// Start a topic-list watch; answer with `topicListWatched`, tell changes with `topicListChanged`.
+        case watchTopicList(namespace: String, pattern: String, watcherID: UInt64, requestID: UInt64)
+        /// End a topic-list watch (nobody waits for an answer).
+        case unwatchTopicList(watcherID: UInt64)
         /// Answer with `schemaFound`; `version` nil: the latest.
         case getSchema(topic: String, version: Int64?, requestID: UInt64)
         /// The socket drained: resume reading if publishes allow, and let each consumer's
@@ -166,6 +170,8 @@ struct PulsarConnectionMachine<TopicHandle> {
     /// The CONNECT's client version, kept for the CONNECTED log line.
     private var clientVersion = ""
     private var supportsAuthRefresh = false
+    /// The topic-list watches this connection holds (WATCH_TOPIC_LIST), by watcher id.
+    private var topicListWatches: Set<UInt64> = []
     /// An AUTH_CHALLENGE was sent for expired credentials and not yet answered.
     private(set) var challengePending = false
 
@@ -231,6 +237,7 @@ struct PulsarConnectionMachine<TopicHandle> {
                 $0.connected.serverVersion = serverVersion
                 $0.connected.protocolVersion = version
                 $0.connected.maxMessageSize = Int32(PulsarLimits.maxMessageSizeBytes)
+                $0.connected.featureFlags.supportsTopicWatchers = true
             },
             log: LogLine(level: .debug, event: "connection.connected", metadata: metadata))
     }
@@ -337,6 +344,20 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .topicsOfNamespace(
                 namespace: request.namespace, mode: request.mode, hash: request.hasTopicsHash ? request.topicsHash : nil,
                 requestID: request.requestID)
+        case .watchTopicList:
+            let request = command.watchTopicList
+            if !topicListWatches.contains(request.watcherID), topicListWatches.count >= BrokerService.maxTopicListWatchesPerConnection {
+                return .write(Commands.error(requestID: request.requestID, error: BrokerError(
+                    .notAllowed, "this connection holds \(topicListWatches.count) topic-list watches, the most one may: close some")))
+            }
+            topicListWatches.insert(request.watcherID)
+            return .watchTopicList(
+                namespace: request.namespace, pattern: request.topicsPattern, watcherID: request.watcherID,
+                requestID: request.requestID)
+        case .watchTopicListClose:
+            let request = command.watchTopicListClose
+            guard topicListWatches.remove(request.watcherID) != nil else { return .none }
+            return .unwatchTopicList(watcherID: request.watcherID)
         case .producer:
             return producerRequested(command.producer)
         case .closeProducer:
@@ -863,6 +884,38 @@ struct PulsarConnectionMachine<TopicHandle> {
         case .failure(let error):
             return .write(Commands.error(requestID: requestID, error: error))
         }
+    }
+
+    /// The broker answered a `watchTopicList`: the matching topics now, or why not.
+    mutating func topicListWatched(requestID: UInt64, watcherID: UInt64, _ result: Result<(topics: [String], hash: String), any Error>) -> Action {
+        guard !isClosed, topicListWatches.contains(watcherID) else {
+            // Closed (or the connection went) while the broker started it: end it there too.
+            if case .success = result { return .unwatchTopicList(watcherID: watcherID) }
+            return .none
+        }
+        switch result {
+        case .success(let list):
+            return .write(Commands.base(.watchTopicListSuccess) {
+                $0.watchTopicListSuccess.requestID = requestID
+                $0.watchTopicListSuccess.watcherID = watcherID
+                $0.watchTopicListSuccess.topic = list.topics
+                $0.watchTopicListSuccess.topicsHash = list.hash
+            })
+        case .failure(let error):
+            topicListWatches.remove(watcherID)
+            return .write(Commands.error(requestID: requestID, error: error))
+        }
+    }
+
+    /// Topics matching a watch were created or deleted.
+    func topicListChanged(watcherID: UInt64, created: [String], deleted: [String], hash: String) -> Action {
+        guard !isClosed, topicListWatches.contains(watcherID) else { return .none }
+        return .write(Commands.base(.watchTopicUpdate) {
+            $0.watchTopicUpdate.watcherID = watcherID
+            $0.watchTopicUpdate.newTopics = created
+            $0.watchTopicUpdate.deletedTopics = deleted
+            $0.watchTopicUpdate.topicsHash = hash
+        })
     }
 
     // MARK: the socket and time
