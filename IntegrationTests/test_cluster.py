@@ -92,6 +92,12 @@ def test_owner_broker_killed_mid_stream(cluster, make_client):
     producer = client.create_producer(topic, send_timeout_millis=60_000, block_if_queue_full=True)
     owner = cluster.owner(topic)
     survivor = next(b for b in cluster.brokers if b is not owner)
+    # A non-persistent topic is in every broker's list, not only its owner's (issue 16).
+    non_persistent = f"non-persistent://public/default/listed-{uuid.uuid4().hex[:8]}"
+    np_consumer = client.subscribe(non_persistent, "np-sub")
+    for broker in cluster.brokers:
+        assert non_persistent in cluster.get("/admin/v2/non-persistent/public/default", broker), broker.name
+    np_consumer.close()
     collector = Collector(consumer)
     tracker = SendTracker()
     total = 20_000

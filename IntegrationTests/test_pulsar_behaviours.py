@@ -2,10 +2,13 @@
 Python client as Apache Pulsar documents it.
 
 - Regex subscriptions honour `regex_subscription_mode`: PersistentOnly, NonPersistentOnly,
-  AllTopics (GET_TOPICS_OF_NAMESPACE's mode, with the list's hash).
+  AllTopics (GET_TOPICS_OF_NAMESPACE's mode, with the list's hash); WATCH_TOPIC_LIST (raw protocol)
+  gives the matching topics and then their creations and deletions.
+- Topic stats in Pulsar's shapes: rates that move, publishers and consumers with their own rates,
+  addresses and connection times, redelivery rates, lastExpireTimestamp; topic epochs survive a kill -9.
 - Producer access modes: a second Exclusive producer (or a Shared one beside it) gets
   `ProducerBusy`; WaitForExclusive waits until the exclusive producer closes; ExclusiveWithFencing
-  fences the holder (`ProducerFenced`).
+  fences the holder (`ProducerFenced`); on persistent and non-persistent topics.
 - Advertised listeners: LOOKUP with `advertised_listener_name` answers that listener's address, an
   unknown name fails the lookup; the client's `listener_name` follows it.
 - A namespace policy (deduplication) applies at once to a topic created right after it is set.

@@ -293,8 +293,16 @@ public final class BrokerService: Sendable {
         return loop.makeFutureWithTask {
             try await self.checkTopicAllowed(name)
             try await self.claimOwnership(of: name)
-        }.map {
-            self.registry.nonPersistentTopic(name) { NonPersistentTopic(name: name, eventLoop: loop, logger: logger) }
+            let (topic, created) = self.registry.nonPersistentTopic(name) { NonPersistentTopic(name: name, eventLoop: loop, logger: logger) }
+            if created, let cluster = self.cluster {
+                // Other brokers list it too; a failure only hides it from their lists.
+                do {
+                    try await cluster.announceNonPersistentTopic(name.metadataPath)
+                } catch {
+                    logger.warning("topic.announce-failed", metadata: ["topic": "\(name)", "error": "\(error)"])
+                }
+            }
+            return topic
         }
     }
 
@@ -321,6 +329,10 @@ public final class BrokerService: Sendable {
     /// Forgets non-persistent topics whose name matches (their consumers are closed).
     func forgetNonPersistentTopics(where matches: (TopicName) -> Bool) {
         let removed = registry.forgetNonPersistentTopics(where: matches)
+        if let cluster, !removed.isEmpty {
+            let paths = removed.map(\.name.metadataPath)
+            Task { await cluster.withdrawNonPersistentTopics(paths) }
+        }
         for topic in removed { topic.eventLoop.execute { topic.closeAllClients() } }
     }
 

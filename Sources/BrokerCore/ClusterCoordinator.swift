@@ -73,6 +73,16 @@ public final class ClusterCoordinator: Sendable {
     static func ownershipKey(_ bundle: NamespaceBundle) -> String { MetadataKeys.ownership(namespace: bundle.namespace, range: bundle.range) }
     var registrationKey: String { MetadataKeys.broker(identity.brokerID) }
 
+    /// Records that this broker serves a non-persistent topic (ephemeral: gone with the session).
+    public func announceNonPersistentTopic(_ path: String) async throws {
+        try await metadata.putEphemeral(MetadataKeys.nonPersistentTopic(path), value: Array(identity.brokerID.utf8), expectedVersion: nil)
+    }
+
+    /// This broker no longer serves these non-persistent topics.
+    public func withdrawNonPersistentTopics(_ paths: [String]) async {
+        for path in paths { try? await metadata.delete(MetadataKeys.nonPersistentTopic(path), expectedVersion: nil) }
+    }
+
     /// Records this broker as live (again, if its session was lost).
     public func register() async throws {
         let value = Array(try JSONEncoder().encode(identity))

@@ -284,6 +284,11 @@ extension BrokerService {
         for topic in loadedNonPersistentTopics where topic.name.domain == domain && topic.name.namespaceName == namespace {
             names.insert("\(topic.name)")
         }
+        if domain == .nonPersistent, cluster != nil {
+            // Those the cluster's other brokers serve.
+            let prefix = MetadataKeys.nonPersistentTopics(inNamespace: namespace)
+            for key in try await metadata.list(prefix: prefix) { names.insert("non-persistent://\(namespace)/\(key.dropFirst(prefix.count))") }
+        }
         return names.sorted()
     }
 

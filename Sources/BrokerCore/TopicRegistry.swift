@@ -41,12 +41,13 @@ final class TopicRegistry: Sendable {
     }
 
     /// The non-persistent topic `name`, made by `make` if there is none yet.
-    func nonPersistentTopic(_ name: TopicName, make: () -> NonPersistentTopic) -> NonPersistentTopic {
+    /// The non-persistent topic, made if needed (`created`: it was).
+    func nonPersistentTopic(_ name: TopicName, make: () -> NonPersistentTopic) -> (topic: NonPersistentTopic, created: Bool) {
         nonPersistent.withLockedValue { topics in
-            if let existing = topics[name] { return existing }
+            if let existing = topics[name] { return (existing, false) }
             let topic = make()
             topics[name] = topic
-            return topic
+            return (topic, true)
         }
     }
 

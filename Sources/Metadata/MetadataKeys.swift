@@ -41,6 +41,13 @@ public enum MetadataKeys {
     public static func cursors(ofTopic path: String) -> String { "/cursors/" + path + "/" }
     public static func cursor(ofTopic path: String, subscription: String) -> String { cursors(ofTopic: path) + subscription }
 
+    /// A non-persistent topic served by a cluster broker (ephemeral; the broker's `BrokerIdentity`
+    /// id as its value), so every broker can list them (GET_TOPICS_OF_NAMESPACE, regex subscriptions).
+    public static func nonPersistentTopic(_ path: String) -> String { "/non-persistent-topics/" + path }
+    public static func nonPersistentTopics(inNamespace namespace: String) -> String {
+        "/non-persistent-topics/" + namespace + "/non-persistent/"
+    }
+
     /// A topic's producer epoch (decimal text), raised by each exclusive producer that gets the topic.
     public static func topicEpoch(_ path: String) -> String { "/topic-epochs/" + path }
 
