@@ -234,3 +234,24 @@ def test_compaction_errors_and_cli(broker, make_client, namespace):
     cli("namespaces", "set-compaction-threshold", namespace, "--threshold", "10M")
     assert cli("namespaces", "get-compaction-threshold", namespace).stdout.strip() == str(10 * 1024 * 1024)
     cli("namespaces", "remove-compaction-threshold", namespace)
+
+
+def test_partitioned_topic_compaction_and_table_view(broker, make_client):
+    client = make_client(broker)
+    topic = unique("compact-parts")
+    assert call(broker, "PUT", rest(topic) + "/partitions", 2)[0] == 204
+    producer = client.create_producer(topic, batching_enabled=False)
+    for round_ in range(3):
+        for key in ("a", "b", "c", "d"):
+            producer.send(f"{key}-{round_}".encode(), partition_key=key)
+    # Compacting the partitioned topic compacts every partition.
+    assert call(broker, "PUT", rest(topic) + "/compaction")[0] == 204
+    for index in range(2):
+        wait_compacted(broker, f"{topic}-partition-{index}")
+    kept = []
+    for index in range(2):
+        kept += read_all(client, f"{topic}-partition-{index}", compacted=True)
+    assert sorted(kept) == [(k, f"{k}-2".encode()) for k in ("a", "b", "c", "d")]
+    view = client.create_table_view(topic)
+    assert {key: view.get(key) for key in ("a", "b", "c", "d")} == {k: f"{k}-2".encode() for k in ("a", "b", "c", "d")}
+    view.close()
