@@ -99,6 +99,21 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // Kafka's wire format: framing, primitive types, request headers and the message codecs
+        // (from Kafka's own message definitions). Pure values over NIOCore.
+        .target(name: "KafkaProtocol", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: hotPathSettings),
+        // The Kafka endpoint (`messagingProtocols=kafka`, KoP's keys): a protocol plug-in over the
+        // broker's core, beside Pulsar's.
+        .target(name: "KafkaServer", dependencies: [
+            "KafkaProtocol", "BrokerCore", "BrokerServer", "ManagedLedger",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: hotPathSettings),
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
             "PulsarProtocol", "BrokerCore", "Schemas", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
@@ -153,7 +168,7 @@ let package = Package(
         .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
-            "Authentication", "Schemas",
+            "Authentication", "Schemas", "KafkaServer",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -168,6 +183,7 @@ let package = Package(
         // Fuzz targets over every reader of untrusted input (scripts/fuzz builds them with libFuzzer).
         .target(name: "FuzzTargets", dependencies: [
             "PulsarProtocol", "LedgerStorage", "Metadata", "BrokerCore", "ManagedLedger", "BrokerServer", "AdminAPI", "Schemas",
+            "KafkaProtocol",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -207,6 +223,9 @@ let package = Package(
         .testTarget(name: "ServerConfigTests", dependencies: ["ServerConfig"]),
         .testTarget(name: "SchemasTests", dependencies: ["Schemas", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "AuthenticationTests", dependencies: ["Authentication"]),
+        .testTarget(name: "KafkaProtocolTests", dependencies: [
+            "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "PayloadCompressionTests", dependencies: [
             "PayloadCompression", .product(name: "NIOCore", package: "swift-nio"),
         ]),

@@ -4,7 +4,7 @@
   on a history that breaks it and stays quiet on the legitimate look-alikes (redelivery of unacked
   messages, after a seek or a fault; duplicates without deduplication; no order on Shared).
 - `test_chaos_standalone` / `test_chaos_cluster`: a seeded randomized workload for
-  MAGNETAR_CHAOS_SECONDS (default 60) of faults against a standalone broker (kill -9, SIGSTOP,
+  MAGNETAR_CHAOS_SECONDS (default 40) of faults against a standalone broker (kill -9, SIGSTOP,
   restart and, as root, a full disk: its data directory is on a tmpfs), then against a local
   cluster (etcd + 3 storage nodes + 2 brokers), each followed by a drain; asserts 0 violations and
   prints a summary. The seed is random unless MAGNETAR_CHAOS_SEED is set; a failure prints it and
@@ -29,7 +29,7 @@ from chaos import (
     format_violations, mount_tmpfs, run_chaos, short_summary, unmount,
 )
 
-FAULT_SECONDS = float(os.environ.get("MAGNETAR_CHAOS_SECONDS", "60"))
+FAULT_SECONDS = float(os.environ.get("MAGNETAR_CHAOS_SECONDS", "40"))
 LIVENESS_BOUND_S = 45.0
 # Setup, the last fault's hold, stopping the workers, the drain and the teardown, at most.
 OVERHEAD_S = {"standalone": 95.0, "cluster": 110.0}

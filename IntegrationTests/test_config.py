@@ -113,8 +113,8 @@ def test_a_flag_overrides_the_files_key(tmp_path):
     ("managedLedgerMaxEntriesPerLedger=0", "managedLedgerMaxEntriesPerLedger=0 is not valid"),
     ("keepAliveIntervalSeconds=-1", "keepAliveIntervalSeconds=-1 is not valid"),
     ("clusterName=bad/name", "clusterName=bad/name is not valid"),
-    ("messagingProtocols=pulsar,kafka",
-     "messagingProtocols=pulsar,kafka is not valid: expected protocols this build serves (pulsar); 'kafka' is not one"),
+    ("messagingProtocols=pulsar,mqtt",
+     "messagingProtocols=pulsar,mqtt is not valid: expected protocols this build serves (pulsar, kafka); 'mqtt' is not one"),
 ])
 def test_a_bad_value_stops_start_up_naming_the_key_the_value_and_the_file(tmp_path, line, expected):
     config = tmp_path / "standalone.conf"

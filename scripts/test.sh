@@ -13,13 +13,13 @@
 #
 # Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 3, MAGNETAR_SKIP_FUZZ=1 step 6 (quick
 # local loops only); MAGNETAR_PYTEST_TIMEOUT / MAGNETAR_SWIFT_TEST_TIMEOUT / MAGNETAR_FUZZ_TIMEOUT
-# (seconds) bound the test runs; MAGNETAR_FUZZ_SECONDS (60) is each fuzz target's time.
+# (seconds) bound the test runs; MAGNETAR_FUZZ_SECONDS (45) is each fuzz target's time.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
 
-step() { echo; echo "==> $*"; }
+step() { echo; echo "==> $* ($(date -u +%H:%M:%S))"; }
 die() { echo "test.sh: error: $*" >&2; exit 1; }
 
 export DEBIAN_FRONTEND=noninteractive
@@ -104,9 +104,9 @@ timeout --kill-after=30 "${MAGNETAR_PYTEST_TIMEOUT:-2700}" \
 if [ "${MAGNETAR_SKIP_FUZZ:-0}" = "1" ]; then
     step "Fuzzing: skipped (MAGNETAR_SKIP_FUZZ=1)"
 else
-    step "Fuzzing (libFuzzer + AddressSanitizer, ${MAGNETAR_FUZZ_SECONDS:-60} s per target, 2 at a time)"
+    step "Fuzzing (libFuzzer + AddressSanitizer, ${MAGNETAR_FUZZ_SECONDS:-45} s per target, 2 at a time)"
     timeout --kill-after=30 "${MAGNETAR_FUZZ_TIMEOUT:-1800}" \
-        bash scripts/fuzz --seconds "${MAGNETAR_FUZZ_SECONDS:-60}" --jobs 2
+        bash scripts/fuzz --seconds "${MAGNETAR_FUZZ_SECONDS:-45}" --jobs 2
 fi
 
 step "All tests passed"

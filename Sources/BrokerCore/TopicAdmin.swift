@@ -375,6 +375,15 @@ extension BrokerService {
     }
 
     /// `{"partitions": N}`: N for a partitioned topic, 0 for an existing non-partitioned one; 404 otherwise.
+    /// A topic's partitions: n for a partitioned topic, 0 for a non-partitioned one, nil when it
+    /// does not exist. Creates nothing.
+    public func existingPartitionCount(_ name: TopicName) async throws -> Int? {
+        try await requireNamespace(name.namespaceName)
+        let count = try await partitionCount(name)
+        if count > 0 { return count }
+        return try await adminTopicExists(name) ? 0 : nil
+    }
+
     public func partitionedTopicMetadata(_ name: TopicName) async throws -> PartitionedTopicRecord {
         try await requireNamespace(name.namespaceName)
         if let (record, _) = try await partitionedRecord(name) { return record }

@@ -12,6 +12,7 @@ import NIOCore
 import NIOEmbedded
 import Prometheus
 import PulsarProtocol
+import KafkaProtocol
 import Schemas
 
 /// The fuzz targets: each takes arbitrary bytes and runs them through one reader of untrusted
@@ -29,6 +30,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The storage node's journal / entry log / index readers, the metadata log reader, the
     /// stored entry header reader, and the schema registry's definition readers.
     case records
+    /// The Kafka endpoint's request header and message readers.
+    case kafka
 
     /// Runs one input and waits for it on the calling thread: for libFuzzer's thread, never for a
     /// thread of Swift's cooperative pool (the REST target would wait for a task of its own there).
@@ -55,6 +58,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .hotPath: PulsarProtocolFuzzing.decodeHotPathCommands(bytes)
         case .connection: BrokerServerFuzzing.connectionCommands(bytes)
         case .rest: preconditionFailure("the REST target runs through run(_:)")
+        case .kafka: KafkaProtocolFuzzing.decodeRequest(bytes)
         case .records:
             LedgerStorageFuzzing.readFiles(bytes)
             MetadataFuzzing.scanLog(bytes)

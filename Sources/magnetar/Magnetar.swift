@@ -2,6 +2,7 @@ import ArgumentParser
 import BrokerCore
 import ManagedLedger
 import BrokerServer
+import KafkaServer
 import Logging
 import Metrics
 import Prometheus
@@ -117,9 +118,12 @@ struct ListenOptions: ParsableArguments {
         var settings: [String: String]
     }
 
+    /// The endpoints this binary can serve beside Pulsar's (`messagingProtocols` picks).
+    static let servedEndpoints: [ProtocolEndpoint] = ProtocolEndpoints.available + [KafkaEndpoint.endpoint]
+
     /// Every key a broker reads, its endpoints' included.
     static func knownKeys(_ role: Set<String>) -> Set<String> {
-        ProtocolEndpoints.available.reduce(role) { $0.union($1.configKeys) }
+        servedEndpoints.reduce(role) { $0.union($1.configKeys) }
     }
 
     /// The settings from the flags, then `file`, then the defaults.
@@ -143,7 +147,7 @@ struct ListenOptions: ParsableArguments {
         let protocols = messagingProtocols.map { $0.split(separator: ",").map(String.init) } ?? file?.list("messagingProtocols") ?? []
         let endpoints: [ProtocolEndpoint]
         do {
-            endpoints = try ProtocolEndpoints.select(protocols)
+            endpoints = try ProtocolEndpoints.select(protocols, from: Self.servedEndpoints)
         } catch {
             guard messagingProtocols == nil, let file else { throw StartupError("--messaging-protocols: \(error)") }
             throw StartupError(file.error(

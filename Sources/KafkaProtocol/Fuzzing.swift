@@ -1,0 +1,22 @@
+import NIOCore
+
+/// What the `kafka` fuzz target runs: a request frame body through the header readers and every
+/// version of every request codec; malformed input must throw, never trap.
+public enum KafkaProtocolFuzzing {
+    public static func decodeRequest(_ bytes: UnsafeRawBufferPointer) {
+        let buffer = ByteBuffer(bytes: bytes)
+        var reader = KafkaReader(buffer)
+        guard var header = try? KafkaRequestHeader.readPrefix(&reader) else { return }
+        for flexible in [false, true] {
+            var rest = reader
+            guard (try? header.readRest(&rest, flexible: flexible)) != nil else { continue }
+            for version in Int16(0)...9 {
+                var body = rest
+                _ = try? MetadataRequest.read(&body, version: version)
+            }
+            var tags = rest
+            _ = try? tags.skipTaggedFields()
+            _ = try? tags.varlong()
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import BrokerCore
+import Foundation
+import KafkaProtocol
+import Logging
+import ManagedLedger
+import NIOCore
+
+/// Answers Kafka requests over the broker's protocol-neutral core: a Kafka topic `t` is
+/// `persistent://{kafkaTenant}/{kafkaNamespace}/t` (`tenant/ns/t` reaches another namespace);
+/// Kafka partition i is Pulsar's `-partition-i`, and a non-partitioned topic is a one-partition
+/// Kafka topic. Stateless; one per listener, shared by its connections.
+struct KafkaApiHandler: Sendable {
+    let settings: KafkaSettings
+    let broker: BrokerService
+    let logger: Logger
+
+    /// This broker's Kafka node id (one node: standalone).
+    static let nodeID: Int32 = 0
+
+    /// The response to one request frame, or nil when none is due. Throws for a request that
+    /// cannot be answered in its own format (the connection closes).
+    func answer(_ frame: ByteBuffer, allocator: ByteBufferAllocator) async throws -> ByteBuffer? {
+        var reader = KafkaReader(frame)
+        var header = try KafkaRequestHeader.readPrefix(&reader)
+        guard let support = KafkaApis.support(header.apiKey) else {
+            throw KafkaProtocolError("API key \(header.apiKey) is not served here (ApiVersions lists those that are)")
+        }
+        guard support.supports(header.apiVersion) else {
+            if support.key == .apiVersions {
+                // KIP-511: v0 with UNSUPPORTED_VERSION and the ranges; the client retries.
+                return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: false, allocator: allocator) {
+                    ApiVersionsResponse(errorCode: .unsupportedVersion, apis: KafkaApis.supported).write(into: &$0, version: 0)
+                }
+            }
+            throw KafkaProtocolError(
+                "\(support.key) v\(header.apiVersion) is not served (v\(support.minVersion)-v\(support.maxVersion) are)")
+        }
+        let version = header.apiVersion
+        let flexible = support.isFlexible(version)
+        try header.readRest(&reader, flexible: flexible)
+        switch support.key {
+        case .apiVersions:
+            // The response header stays v0 in every version.
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: false, allocator: allocator) {
+                ApiVersionsResponse(errorCode: .none, apis: KafkaApis.supported).write(into: &$0, version: version)
+            }
+        case .metadata:
+            let request = try MetadataRequest.read(&reader, version: version)
+            let response = await metadata(request)
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
+        default:
+            throw KafkaProtocolError("\(support.key) is not served yet")
+        }
+    }
+
+    // MARK: names
+
+    var namespace: String { "\(settings.tenant)/\(settings.namespace)" }
+
+    /// The Pulsar topic of a Kafka topic name.
+    func pulsarName(_ kafkaName: String) throws -> TopicName {
+        let full = kafkaName.contains("/") ? "persistent://\(kafkaName)" : "persistent://\(namespace)/\(kafkaName)"
+        let name = try TopicName(parsing: full)
+        guard name.partitionIndex < 0 else {
+            throw BrokerError(.invalidTopicName, "'\(kafkaName)' names a partition: use the topic's name")
+        }
+        return name
+    }
+
+    /// The Kafka name of a Pulsar topic of the Kafka namespace (`tenant/ns/t` for others).
+    func kafkaName(_ name: TopicName) -> String {
+        name.namespaceName == namespace ? name.localName : "\(name.namespaceName)/\(name.localName)"
+    }
+
+    // MARK: Metadata
+
+    func metadata(_ request: MetadataRequest) async -> MetadataResponse {
+        var topics: [MetadataResponse.Topic] = []
+        if let names = request.topics {
+            for name in names { topics.append(await describe(name, create: request.allowAutoTopicCreation)) }
+        } else {
+            topics = await allTopics()
+        }
+        return MetadataResponse(
+            brokers: [MetadataResponse.Broker(nodeID: Self.nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))],
+            clusterID: broker.configuration.clusterName, controllerID: Self.nodeID, topics: topics)
+    }
+
+    private func partitions(_ count: Int) -> [MetadataResponse.Partition] {
+        (0..<max(count, 1)).map { MetadataResponse.Partition(index: Int32($0), leaderID: Self.nodeID) }
+    }
+
+    /// One requested topic: created when missing if the request and the namespace's
+    /// auto-topic-creation policy allow it (`defaultNumPartitions` when it says partitioned).
+    func describe(_ kafkaName: String, create: Bool) async -> MetadataResponse.Topic {
+        let name: TopicName
+        do {
+            name = try pulsarName(kafkaName)
+        } catch {
+            return MetadataResponse.Topic(errorCode: .invalidTopicException, name: kafkaName, partitions: [])
+        }
+        do {
+            var count = try await broker.existingPartitionCount(name)
+            if count == nil, create {
+                count = try await broker.partitionMetadata(name)
+                if count == 0 { _ = try await broker.topic(name).get() }
+            }
+            guard let count else {
+                return MetadataResponse.Topic(errorCode: .unknownTopicOrPartition, name: kafkaName, partitions: [])
+            }
+            return MetadataResponse.Topic(name: kafkaName, partitions: partitions(count))
+        } catch let error as BrokerError {
+            let code: KafkaErrorCode = switch error.code {
+            case .topicNotFound, .notFound, .notAllowed: .unknownTopicOrPartition
+            case .invalidTopicName, .badRequest: .invalidTopicException
+            case .authorizationError: .topicAuthorizationFailed
+            default: .unknownServerError
+            }
+            return MetadataResponse.Topic(errorCode: code, name: kafkaName, partitions: [])
+        } catch {
+            return MetadataResponse.Topic(errorCode: .unknownServerError, name: kafkaName, partitions: [])
+        }
+    }
+
+    /// Every persistent topic of the Kafka namespace: a partitioned topic once, with its partitions.
+    func allTopics() async -> [MetadataResponse.Topic] {
+        guard let listed = try? await broker.listTopics(namespace: namespace, domain: .persistent),
+              let partitioned = try? await broker.listPartitionedTopics(namespace: namespace, domain: .persistent)
+        else { return [] }
+        var topics: [MetadataResponse.Topic] = []
+        var partitionedNames = Set<String>()
+        for full in partitioned {
+            guard let name = try? TopicName(parsing: full), let count = try? await broker.partitionCount(name) else { continue }
+            partitionedNames.insert(full)
+            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: partitions(count)))
+        }
+        for full in listed {
+            guard let name = try? TopicName(parsing: full) else { continue }
+            if name.partitionIndex >= 0, partitionedNames.contains(full.replacingOccurrences(of: "-partition-\(name.partitionIndex)", with: "")) {
+                continue
+            }
+            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: partitions(0)))
+        }
+        return topics.sorted { $0.name < $1.name }
+    }
+}

@@ -1,0 +1,162 @@
+import BrokerCore
+import BrokerServer
+import Foundation
+import KafkaProtocol
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// KoP's configuration keys for the Kafka endpoint (`messagingProtocols=kafka`).
+public struct KafkaSettings: Sendable, Equatable {
+    public var listenHost: String
+    public var listenPort: Int
+    /// What Metadata answers as this broker's address (`kafkaAdvertisedListeners`, else the listener
+    /// with the broker's advertised address).
+    public var advertisedHost: String
+    public var advertisedPort: Int
+    /// `kafkaTenant` / `kafkaNamespace`: where a Kafka topic `t` lives (`persistent://tenant/ns/t`).
+    public var tenant: String
+    public var namespace: String
+
+    public static let configKeys: Set<String> = ["kafkaListeners", "kafkaAdvertisedListeners", "kafkaTenant", "kafkaNamespace"]
+
+    /// From the `--config` file's keys; `advertisedAddress`: the broker's.
+    public init(settings: [String: String], bindAddress: String, advertisedAddress: String) throws(KafkaSettingsError) {
+        let listeners = settings["kafkaListeners"] ?? "PLAINTEXT://\(bindAddress):9092"
+        let (host, port) = try Self.plaintext(listeners, key: "kafkaListeners")
+        listenHost = host.isEmpty ? bindAddress : host
+        listenPort = port
+        if let advertised = settings["kafkaAdvertisedListeners"] {
+            (advertisedHost, advertisedPort) = try Self.plaintext(advertised, key: "kafkaAdvertisedListeners")
+        } else {
+            advertisedHost = host.isEmpty || host == "0.0.0.0" ? advertisedAddress : host
+            advertisedPort = port
+        }
+        tenant = settings["kafkaTenant"] ?? "public"
+        namespace = settings["kafkaNamespace"] ?? "default"
+    }
+
+    /// The PLAINTEXT listener of a comma list (`PLAINTEXT://host:port`).
+    static func plaintext(_ value: String, key: String) throws(KafkaSettingsError) -> (String, Int) {
+        for listener in value.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let range = listener.range(of: "://") else { continue }
+            let scheme = listener[..<range.lowerBound].uppercased()
+            guard scheme == "PLAINTEXT" else { continue }
+            let address = listener[range.upperBound...]
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                  (1...65_535).contains(port)
+            else { break }
+            return (String(address[..<colon]), port)
+        }
+        throw KafkaSettingsError(key: key, value: value)
+    }
+}
+
+public struct KafkaSettingsError: Error, CustomStringConvertible, Sendable {
+    public var key: String
+    public var value: String
+    public var description: String { "\(key)=\(value): give a PLAINTEXT://host:port listener (e.g. PLAINTEXT://0.0.0.0:9092)" }
+}
+
+public enum KafkaEndpoint {
+    /// The endpoint `messagingProtocols=kafka` selects.
+    public static let endpoint = ProtocolEndpoint(name: "kafka", configKeys: KafkaSettings.configKeys) { context in
+        let settings = try KafkaSettings(
+            settings: context.settings, bindAddress: context.bindAddress, advertisedAddress: context.advertisedAddress)
+        return KafkaServer(settings: settings, broker: context.broker, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
+    }
+}
+
+/// The Kafka protocol listener, as a `Service`: binds, serves until graceful shutdown, then closes.
+public final class KafkaServer: Service, Sendable {
+    let settings: KafkaSettings
+    let broker: BrokerService
+    let eventLoopGroup: any EventLoopGroup
+    let logger: Logger
+    private let nextConnectionID = NIOLockedValueBox<UInt64>(0)
+
+    public init(settings: KafkaSettings, broker: BrokerService, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+        self.settings = settings
+        self.broker = broker
+        self.eventLoopGroup = eventLoopGroup
+        var logger = logger
+        logger[metadataKey: "endpoint"] = "kafka"
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let api = KafkaApiHandler(settings: settings, broker: broker, logger: logger)
+        let logger = self.logger
+        let counter = nextConnectionID
+        let channel = try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                let connectionID = counter.withLockedValue { value -> UInt64 in
+                    value += 1
+                    return value
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        KafkaConnectionHandler(api: api, connectionID: connectionID, logger: logger))
+                }
+            }
+            .bind(host: settings.listenHost, port: settings.listenPort).get()
+        logger.info("kafka-server.listening", metadata: [
+            "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+            "advertised": "\(settings.advertisedHost):\(settings.advertisedPort)",
+            "namespace": "\(settings.tenant)/\(settings.namespace)",
+        ])
+        try? await gracefulShutdown()
+        logger.info("kafka-server.stopping")
+        try? await channel.close()
+    }
+}
+
+/// One connection: requests are answered in the order they came (Kafka clients pipeline them and
+/// match responses by order and correlation id). A request that cannot be parsed closes only this
+/// connection. On the channel's loop.
+final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let api: KafkaApiHandler
+    private let connectionID: UInt64
+    private var logger: Logger
+    /// The previous request's answer: the next one is written after it.
+    private var previous: EventLoopFuture<Void>?
+
+    init(api: KafkaApiHandler, connectionID: UInt64, logger: Logger) {
+        self.api = api
+        self.connectionID = connectionID
+        var logger = logger
+        logger[metadataKey: "connection.id"] = "\(connectionID)"
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let channel = context.channel
+        let api = self.api
+        let allocator = context.channel.allocator
+        let answer = channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator) }
+        let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }
+        let logger = self.logger
+        previous = ordered.map { response in
+            if let response { channel.writeAndFlush(response, promise: nil) }
+        }.flatMapErrorThrowing { error in
+            logger.warning("kafka.connection.request-refused", metadata: ["error": "\(error)"])
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("kafka.connection.closed", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}
