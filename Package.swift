@@ -102,6 +102,7 @@ let package = Package(
         // Kafka's wire format: framing, primitive types, request headers and the message codecs
         // (from Kafka's own message definitions). Pure values over NIOCore.
         .target(name: "KafkaProtocol", dependencies: [
+            "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
         ], swiftSettings: hotPathSettings),
         // The Kafka endpoint (`messagingProtocols=kafka`, KoP's keys): a protocol plug-in over the

@@ -1,7 +1,7 @@
 import NIOCore
 
-/// What the `kafka` fuzz target runs: a request frame body through the header readers and every
-/// version of every request codec; malformed input must throw, never trap.
+/// What the `kafka` fuzz target runs: a request frame body through the header readers, every
+/// version of every request codec, and the record-batch reader; malformed input must throw, never trap.
 public enum KafkaProtocolFuzzing {
     public static func decodeRequest(_ bytes: UnsafeRawBufferPointer) {
         let buffer = ByteBuffer(bytes: bytes)
@@ -13,7 +13,14 @@ public enum KafkaProtocolFuzzing {
             for version in Int16(0)...9 {
                 var body = rest
                 _ = try? MetadataRequest.read(&body, version: version)
+                var produce = rest
+                if let request = try? ProduceRequest.read(&produce, version: version) {
+                    for partition in request.topics.flatMap(\.partitions) {
+                        if let records = partition.records { _ = try? KafkaRecordBatch.readAll(records) }
+                    }
+                }
             }
+            _ = try? KafkaRecordBatch.readAll(rest.buffer)
             var tags = rest
             _ = try? tags.skipTaggedFields()
             _ = try? tags.varlong()

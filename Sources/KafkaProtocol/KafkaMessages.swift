@@ -145,3 +145,103 @@ public struct MetadataResponse: Sendable, Equatable {
         if flexible { buffer.writeKafkaEmptyTaggedFields() }
     }
 }
+
+/// `ProduceRequest` v3–v9 (`ProduceRequest.json`; flexible from v9; v3 is the first that carries
+/// record batches v2 only). Each partition's `records` is kept as the bytes sent (a slice).
+public struct ProduceRequest: Sendable, Equatable {
+    public struct Partition: Sendable, Equatable {
+        public var index: Int32
+        public var records: ByteBuffer?
+    }
+
+    public struct Topic: Sendable, Equatable {
+        public var name: String
+        public var partitions: [Partition]
+    }
+
+    public var transactionalID: String?
+    /// 0: no response; 1 and -1 (all): answered once durable.
+    public var acks: Int16
+    public var timeoutMs: Int32
+    public var topics: [Topic]
+
+    public static func read(_ reader: inout KafkaReader, version: Int16) throws(KafkaProtocolError) -> ProduceRequest {
+        let flexible = version >= 9
+        let transactionalID = try reader.nullableString(flexible: flexible)
+        let acks = try reader.int16()
+        let timeoutMs = try reader.int32()
+        let topics = try reader.array(flexible: flexible) { (reader: inout KafkaReader) throws(KafkaProtocolError) -> Topic in
+            let name = try reader.string(flexible: flexible)
+            let partitions = try reader.array(flexible: flexible) { (reader: inout KafkaReader) throws(KafkaProtocolError) -> Partition in
+                let index = try reader.int32()
+                let length: Int
+                if flexible {
+                    length = Int(try reader.unsignedVarint()) - 1
+                } else {
+                    length = Int(try reader.int32())
+                }
+                let records = length < 0 ? nil : try reader.bytes(count: length)
+                if flexible { try reader.skipTaggedFields() }
+                return Partition(index: index, records: records)
+            } ?? []
+            if flexible { try reader.skipTaggedFields() }
+            return Topic(name: name, partitions: partitions)
+        } ?? []
+        if flexible { try reader.skipTaggedFields() }
+        return ProduceRequest(transactionalID: transactionalID, acks: acks, timeoutMs: timeoutMs, topics: topics)
+    }
+}
+
+/// `ProduceResponse` v3–v9.
+public struct ProduceResponse: Sendable, Equatable {
+    public struct Partition: Sendable, Equatable {
+        public var index: Int32
+        public var errorCode: KafkaErrorCode
+        public var baseOffset: Int64
+        public var logAppendTimeMs: Int64 = -1
+        public var logStartOffset: Int64 = -1
+        public var errorMessage: String?
+        public init(index: Int32, errorCode: KafkaErrorCode, baseOffset: Int64, logStartOffset: Int64 = -1, errorMessage: String? = nil) {
+            self.index = index
+            self.errorCode = errorCode
+            self.baseOffset = baseOffset
+            self.logStartOffset = logStartOffset
+            self.errorMessage = errorMessage
+        }
+    }
+
+    public struct Topic: Sendable, Equatable {
+        public var name: String
+        public var partitions: [Partition]
+        public init(name: String, partitions: [Partition]) {
+            self.name = name
+            self.partitions = partitions
+        }
+    }
+
+    public var topics: [Topic]
+
+    public init(topics: [Topic]) { self.topics = topics }
+
+    public func write(into buffer: inout ByteBuffer, version: Int16) {
+        let flexible = version >= 9
+        buffer.writeKafkaArray(topics, flexible: flexible) { buffer, topic in
+            buffer.writeKafkaString(topic.name, flexible: flexible)
+            buffer.writeKafkaArray(topic.partitions, flexible: flexible) { buffer, partition in
+                buffer.writeInteger(partition.index)
+                buffer.writeInteger(partition.errorCode.rawValue)
+                buffer.writeInteger(partition.baseOffset)
+                buffer.writeInteger(partition.logAppendTimeMs)
+                if version >= 5 { buffer.writeInteger(partition.logStartOffset) }
+                if version >= 8 {
+                    buffer.writeKafkaArrayCount(0, flexible: flexible)  // record_errors
+                    buffer.writeKafkaString(partition.errorMessage, flexible: flexible)
+                }
+                if flexible { buffer.writeKafkaEmptyTaggedFields() }
+            }
+            if flexible { buffer.writeKafkaEmptyTaggedFields() }
+        }
+        buffer.writeInteger(Int32(0))  // throttle_time_ms
+        if flexible { buffer.writeKafkaEmptyTaggedFields() }
+    }
+}
