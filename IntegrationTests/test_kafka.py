@@ -139,3 +139,14 @@ def test_api_versions_and_bad_requests(kafka_broker):
             assert sock.recv(16) == b""
     answer = raw_request(kafka_broker.kafka_port, request(18, 0, 12))
     assert struct.unpack_from(">ih", answer) == (12, 0)
+
+
+def test_pipelined_requests_are_answered_in_order(kafka_broker):
+    """Clients pipeline: 500 requests sent at once come back in order (reading pauses at 64 in flight)."""
+    with socket.create_connection(("127.0.0.1", kafka_broker.kafka_port), timeout=20) as sock:
+        sock.sendall(b"".join(request(18 if i % 2 else 3, 0 if i % 2 else 1, i, b"" if i % 2 else struct.pack(">i", 0))
+                              for i in range(500)))
+        for i in range(500):
+            size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+            answer = sock.recv(size, socket.MSG_WAITALL)
+            assert struct.unpack_from(">i", answer)[0] == i

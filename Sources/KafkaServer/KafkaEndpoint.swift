@@ -118,8 +118,9 @@ public final class KafkaServer: Service, Sendable {
 }
 
 /// One connection: requests are answered in the order they came (Kafka clients pipeline them and
-/// match responses by order and correlation id). A request that cannot be parsed closes only this
-/// connection. On the channel's loop.
+/// match responses by order and correlation id); at `maxInFlight` unanswered requests it stops
+/// reading until one is answered. A request that cannot be parsed closes only this connection. On
+/// the channel's loop.
 final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -129,6 +130,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var logger: Logger
     /// The previous request's answer: the next one is written after it.
     private var previous: EventLoopFuture<Void>?
+    /// Requests read and not yet answered; at `maxInFlight` reading stops until one is.
+    private var inFlight = 0
+    static let maxInFlight = 64
 
     init(api: KafkaApiHandler, connectionID: UInt64, logger: Logger) {
         self.api = api
@@ -146,12 +150,20 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let answer = channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator) }
         let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }
         let logger = self.logger
+        inFlight += 1
+        if inFlight == Self.maxInFlight { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         previous = ordered.map { response in
             if let response { channel.writeAndFlush(response, promise: nil) }
         }.flatMapErrorThrowing { error in
             logger.warning("kafka.connection.request-refused", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
             throw error
+        }
+        previous?.whenComplete { _ in
+            let handler = bound.value
+            handler.inFlight -= 1
+            if handler.inFlight == Self.maxInFlight - 1 { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
         }
     }
 
