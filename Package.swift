@@ -102,13 +102,13 @@ let package = Package(
         // Kafka's wire format: framing, primitive types, request headers and the message codecs
         // (from Kafka's own message definitions). Pure values over NIOCore.
         .target(name: "KafkaProtocol", dependencies: [
-            "CRC32C",
+            "CRC32C", "PayloadCompression",
             .product(name: "NIOCore", package: "swift-nio"),
         ], swiftSettings: hotPathSettings),
         // The Kafka endpoint (`messagingProtocols=kafka`, KoP's keys): a protocol plug-in over the
         // broker's core, beside Pulsar's.
         .target(name: "KafkaServer", dependencies: [
-            "KafkaProtocol", "BrokerCore", "BrokerServer", "ManagedLedger",
+            "KafkaProtocol", "BrokerCore", "BrokerServer", "ManagedLedger", "PulsarProtocol", "PayloadCompression", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -317,7 +317,7 @@ public final class BrokerService: Sendable {
     }
 
     /// The topic if it is loaded (admin operations must not create topics by looking at them).
-    func loadedTopic(_ name: TopicName) -> Topic? {
+    package func loadedTopic(_ name: TopicName) -> Topic? {
         registry.loadedTopic(name)
     }
 

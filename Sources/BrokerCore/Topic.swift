@@ -118,6 +118,10 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     public let publishRateLimiter = RateLimiter()
     /// The namespace's `dispatchRate`, shared by this topic's subscriptions (used on the loop).
     let dispatchRateLimiter = RateLimiter()
+    /// Offset readers waiting for the next entry (Kafka's long-polling Fetch), by token: each runs
+    /// once, at the next durable entry, and is then forgotten.
+    var appendWaiters: [UInt64: @Sendable () -> Void] = [:]
+    var nextAppendWaiter: UInt64 = 0
     /// Acknowledgements of positions past the last durable entry, ignored (Pulsar refuses to
     /// mark-delete ahead of the last confirmed entry): stored, they would hide messages written there later.
     public private(set) var acknowledgementsBeyondLastEntryIgnored: Int64 = 0
@@ -327,6 +331,11 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
         entrySizes.record(Double(bytes))
         for subscription in subscriptions.values where !subscription.consumers.isEmpty {
             subscription.scheduleDispatch()
+        }
+        if !appendWaiters.isEmpty {
+            let waiters = appendWaiters.values
+            appendWaiters.removeAll()
+            for waiter in waiters { waiter() }
         }
     }
 

@@ -42,6 +42,9 @@ public enum KafkaErrorCode: Int16, Sendable {
     case topicAlreadyExists = 36
     case invalidPartitions = 37
     case invalidRequest = 42
+    case policyViolation = 44
+    case kafkaStorageError = 56
+    case invalidRecord = 87
 }
 
 /// The versions of one API this endpoint serves, and the first flexible one (tagged fields,
@@ -66,6 +69,9 @@ public struct KafkaApiSupport: Sendable, Equatable {
 /// What the endpoint serves today (ApiVersions advertises exactly this).
 public enum KafkaApis {
     public static let supported: [KafkaApiSupport] = [
+        KafkaApiSupport(.produce, 3...9, flexibleFrom: 9),
+        KafkaApiSupport(.fetch, 4...11, flexibleFrom: 12),
+        KafkaApiSupport(.listOffsets, 1...5, flexibleFrom: 6),
         KafkaApiSupport(.metadata, 0...9, flexibleFrom: 9),
         KafkaApiSupport(.apiVersions, 0...3, flexibleFrom: 3),
     ]

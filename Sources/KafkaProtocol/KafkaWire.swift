@@ -16,6 +16,10 @@ public enum KafkaLimits {
     public static let maxArrayCount = 100_000
     /// Bytes of one string.
     public static let maxStringBytes = Int(Int16.max)
+    /// The most bytes one compressed record batch may expand to (its records, decompressed).
+    public static let maxUncompressedBatchBytes = 64 * 1024 * 1024
+    /// Entries one partition's part of a Fetch response holds at most (besides its byte limit).
+    public static let maxEntriesPerFetch = 1_000
 }
 
 /// Reads Kafka's primitive types (the protocol guide's: big-endian integers, unsigned varints,

@@ -1,5 +1,6 @@
 import CRC32C
 import NIOCore
+import PayloadCompression
 
 /// One record of a batch (`DefaultRecord`): offsets and timestamps as deltas from the batch's.
 public struct KafkaRecord: Sendable, Equatable {
@@ -65,8 +66,8 @@ public struct KafkaRecordBatch: Sendable, Equatable {
         self.records = records
     }
 
-    /// Reads every batch of a Produce request's `records` (uncompressed record sets only for now:
-    /// a compressed one is refused with the compression's name, as an unsupported codec).
+    /// Reads every batch of a Produce request's `records`, compressed ones decompressed (at most
+    /// `KafkaLimits.maxUncompressedBatchBytes` each).
     public static func readAll(_ buffer: ByteBuffer) throws(KafkaProtocolError) -> [KafkaRecordBatch] {
         var buffer = buffer
         var batches: [KafkaRecordBatch] = []
@@ -100,10 +101,19 @@ public struct KafkaRecordBatch: Sendable, Equatable {
         let producerEpoch = try reader.int16()
         let baseSequence = try reader.int32()
         let count = try reader.int32()
-        guard count >= 0, Int(count) <= reader.remaining else { throw KafkaProtocolError("record count \(count) runs past the batch") }
-        guard attributes & 0x07 == 0 else {
-            throw KafkaProtocolError("compression codec \(attributes & 0x07) is not supported yet")
+        guard let codec = KafkaCompression(rawValue: attributes & 0x07) else {
+            throw KafkaProtocolError("compression codec \(attributes & 0x07) does not exist (0-4 do)")
         }
+        if codec != .none {
+            do {
+                reader = KafkaReader(try codec.decompress(
+                    reader.buffer, maxSizeBytes: KafkaLimits.maxUncompressedBatchBytes, allocator: ByteBufferAllocator()))
+            } catch {
+                throw KafkaProtocolError("\(codec) records do not decompress: \(error)")
+            }
+        }
+        // Every record takes at least 7 bytes: a count past that is refused before allocating.
+        guard count >= 0, Int(count) <= reader.remaining / 7 + 1 else { throw KafkaProtocolError("record count \(count) runs past the batch") }
         var records: [KafkaRecord] = []
         records.reserveCapacity(Int(count))
         for _ in 0..<count { records.append(try readRecord(&reader)) }

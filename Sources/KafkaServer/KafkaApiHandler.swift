@@ -50,6 +50,25 @@ struct KafkaApiHandler: Sendable {
             return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
                 response.write(into: &$0, version: version)
             }
+        case .produce:
+            let request = try ProduceRequest.read(&reader, version: version)
+            let response = await produce(request, clientID: header.clientID)
+            guard request.acks != 0 else { return nil }  // acks=0: no response at all
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
+        case .fetch:
+            let request = try FetchRequest.read(&reader, version: version)
+            let response = await fetch(request, allocator: allocator)
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
+        case .listOffsets:
+            let request = try ListOffsetsRequest.read(&reader, version: version)
+            let response = await listOffsets(request)
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
         default:
             throw KafkaProtocolError("\(support.key) is not served yet")
         }

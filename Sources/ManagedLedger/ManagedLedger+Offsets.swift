@@ -192,3 +192,58 @@ extension ManagedLedger {
         return result
     }
 }
+
+/// Reads by offset for protocols that address messages by offset (Kafka's Fetch and Produce).
+extension ManagedLedger {
+    /// On the loop, from a publisher's reply (which runs right after the entry was indexed): the
+    /// offset of the appended entry's first message, or nil when the open ledger's first offset is
+    /// not known yet (after a ledger closed by recovery; `offset(of:)` finds it then).
+    package func offsetOfAppended(_ position: Position, numMessages: Int32) -> Int64? {
+        eventLoop.preconditionInEventLoop()
+        guard let info = ledgers.last, info.ledgerID == position.ledgerID, let first = info.firstOffset,
+              let index = indexes[position.ledgerID], index.entries == position.entryID + 1
+        else { return nil }
+        return first + index.messages - Int64(max(numMessages, 0))
+    }
+
+    /// The offset the next message will take, from the open ledger's index, without waiting; nil
+    /// when it is not known yet.
+    package func nextOffsetOnLoop() -> Int64? {
+        eventLoop.preconditionInEventLoop()
+        guard let info = ledgers.last, let first = info.firstOffset, let index = indexes[info.ledgerID] else { return nil }
+        return first + index.messages
+    }
+
+    /// Up to `maxEntries` entries from `position` on (inclusive), stopping once `maxBytes` of
+    /// bodies are collected (the first entry always comes); the recent ones from the tail cache,
+    /// the rest read from storage. An unreadable entry ends the run.
+    package func entries(from position: Position, maxEntries: Int, maxBytes: Int) async -> [(position: Position, entry: Entry)] {
+        let planned = try? await eventLoop.submit { () -> [(Position, Entry?)] in
+            guard self.contains(position) else { return [] }
+            var result: [(Position, Entry?)] = []
+            var current: Position? = position
+            var bytes = 0
+            while let at = current, result.count < maxEntries, bytes < maxBytes || result.isEmpty {
+                let cached = self.tailCache.entry(at: at).flatMap { try? Entry.decode($0) }
+                bytes += cached?.body.readableBytes ?? 0
+                result.append((at, cached))
+                current = self.next(after: at)
+            }
+            return result
+        }.get()
+        guard let planned else { return [] }
+        let missing = planned.filter { $0.1 == nil }.map(\.0)
+        var read = missing.isEmpty ? [] : await entriesWithoutBlocking(missing)[...]
+        var result: [(position: Position, entry: Entry)] = []
+        var bytes = 0
+        for (at, cached) in planned {
+            let entry: Entry?
+            if let cached { entry = cached } else { entry = read.popFirst() ?? nil }
+            guard let entry else { break }
+            if !result.isEmpty, bytes + entry.body.readableBytes > maxBytes { break }
+            bytes += entry.body.readableBytes
+            result.append((at, entry))
+        }
+        return result
+    }
+}

@@ -130,7 +130,7 @@ package final class ManagedLedger: @unchecked Sendable {
     }
     /// The newest durable entries of the open ledger: tailing readers (dispatch right after
     /// publish) get them without a store read.
-    private var tailCache = TailCache()
+    var tailCache = TailCache()
     /// In-flight appends in append order; completed from the head so callers see append order.
     private var inFlight: [PendingAppend] = []
     private var inFlightHead = 0

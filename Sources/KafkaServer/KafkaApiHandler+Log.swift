@@ -1,0 +1,330 @@
+import BrokerCore
+import Foundation
+import KafkaProtocol
+import Logging
+import ManagedLedger
+import NIOConcurrencyHelpers
+import NIOCore
+import PulsarProtocol
+
+/// Produce, Fetch and ListOffsets: Kafka's partitions are the topic's (or partition's) managed
+/// ledger, Kafka's offsets its gap-free message offsets (`MessageIndex`).
+extension KafkaApiHandler {
+    /// A partition that cannot be used, as Kafka's error code and a message.
+    struct PartitionFailure: Error {
+        var code: KafkaErrorCode
+        var message: String
+    }
+
+    /// The loaded topic behind Kafka partition `index` of `kafkaName` (loading it if needed).
+    func partitionTopic(_ kafkaName: String, _ index: Int32) async -> Result<Topic, PartitionFailure> {
+        let name: TopicName
+        do {
+            name = try pulsarName(kafkaName)
+        } catch {
+            return .failure(PartitionFailure(code: .invalidTopicException, message: "\(error)"))
+        }
+        var partitionName = name
+        partitionName.localName += "-partition-\(index)"
+        if let topic = broker.loadedTopic(partitionName) { return .success(topic) }
+        if index == 0, let topic = broker.loadedTopic(name) { return .success(topic) }
+        do {
+            guard let count = try await broker.existingPartitionCount(name) else {
+                return .failure(PartitionFailure(code: .unknownTopicOrPartition, message: "topic '\(kafkaName)' does not exist"))
+            }
+            guard index >= 0, index < max(count, 1) else {
+                return .failure(PartitionFailure(
+                    code: .unknownTopicOrPartition, message: "topic '\(kafkaName)' has \(max(count, 1)) partitions, not \(index + 1)"))
+            }
+            return .success(try await broker.topic(count == 0 ? name : partitionName).get())
+        } catch {
+            return .failure(Self.failure(error))
+        }
+    }
+
+    /// A broker error in Kafka's terms (retriable ones where the client should retry).
+    static func failure(_ error: any Error) -> PartitionFailure {
+        guard let error = error as? BrokerError else { return PartitionFailure(code: .unknownServerError, message: "\(error)") }
+        let code: KafkaErrorCode = switch error.code {
+        case .topicNotFound, .notFound: .unknownTopicOrPartition
+        case .invalidTopicName, .badRequest: .invalidTopicException
+        case .authorizationError, .authenticationError: .topicAuthorizationFailed
+        case .serviceNotReady, .metadata: .notLeaderOrFollower
+        case .persistence: .kafkaStorageError
+        case .producerBlockedQuota, .notAllowed: .policyViolation
+        default: .unknownServerError
+        }
+        return PartitionFailure(code: code, message: error.message)
+    }
+
+    // MARK: Produce
+
+    func produce(_ request: ProduceRequest, clientID: String?) async -> ProduceResponse {
+        let producerName = "kafka-\(clientID.flatMap { $0.isEmpty ? nil : $0 } ?? "producer")"
+        var pending: [(topic: Int, partition: Int32, result: EventLoopFuture<Int64>?, failure: PartitionFailure?)] = []
+        for (topicIndex, topic) in request.topics.enumerated() {
+            for partition in topic.partitions {
+                switch await startProduce(topic.name, partition, producerName: producerName) {
+                case .success(let future): pending.append((topicIndex, partition.index, future, nil))
+                case .failure(let failure): pending.append((topicIndex, partition.index, nil, failure))
+                }
+            }
+        }
+        var topics = request.topics.map { ProduceResponse.Topic(name: $0.name, partitions: []) }
+        for item in pending {
+            var answer = ProduceResponse.Partition(index: item.partition, errorCode: .none, baseOffset: -1)
+            if let future = item.result {
+                do {
+                    answer.baseOffset = try await future.get()
+                } catch {
+                    let failure = Self.failure(error)
+                    answer.errorCode = failure.code
+                    answer.errorMessage = failure.message
+                }
+            } else if let failure = item.failure {
+                answer.errorCode = failure.code
+                answer.errorMessage = failure.message
+            }
+            topics[item.topic].partitions.append(answer)
+        }
+        return ProduceResponse(topics: topics)
+    }
+
+    /// Decodes one partition's batches and appends them, one entry per batch; the future gives the
+    /// first batch's base offset once every entry is durable.
+    private func startProduce(
+        _ kafkaName: String, _ partition: ProduceRequest.Partition, producerName: String
+    ) async -> Result<EventLoopFuture<Int64>, PartitionFailure> {
+        guard let records = partition.records, records.readableBytes > 0 else {
+            return .failure(PartitionFailure(code: .invalidRecord, message: "the partition's records are empty"))
+        }
+        guard records.readableBytes <= PulsarLimits.maxMessageSizeBytes else {
+            return .failure(PartitionFailure(
+                code: .messageTooLarge,
+                message: "\(records.readableBytes) bytes of records, over the \(PulsarLimits.maxMessageSizeBytes)-byte limit"))
+        }
+        let batches: [KafkaRecordBatch]
+        do {
+            batches = try KafkaRecordBatch.readAll(records)
+        } catch {
+            let code: KafkaErrorCode = error.message.contains("CRC") ? .corruptMessage : .invalidRecord
+            return .failure(PartitionFailure(code: code, message: error.message))
+        }
+        guard !batches.isEmpty, batches.allSatisfy({ !$0.records.isEmpty && !$0.isControl }) else {
+            return .failure(PartitionFailure(code: .invalidRecord, message: "a record batch holds no records, or is a control batch"))
+        }
+        let topic: Topic
+        switch await partitionTopic(kafkaName, partition.index) {
+        case .success(let found): topic = found
+        case .failure(let failure): return .failure(failure)
+        }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let allocator = ByteBufferAllocator()
+        var entries: [ByteBuffer] = []
+        var attributes: [EntryAttributes] = []
+        for batch in batches {
+            let (entry, entryAttributes) = KafkaEntryCodec.entry(from: batch, producerName: producerName, publishTimeMs: now, allocator: allocator)
+            entries.append(entry)
+            attributes.append(entryAttributes)
+        }
+        let promise = topic.eventLoop.makePromise(of: Int64.self)
+        let replier = KafkaProduceReplier(topic: topic, numMessages: attributes[0].numMessages, count: entries.count, promise: promise)
+        let batch = PublishBatch(entries: entries, attributes: attributes, replier: replier)
+        topic.eventLoop.execute {
+            if let refusal = topic.publishRefusal {
+                promise.fail(refusal)
+                return
+            }
+            topic.publish(batch)
+        }
+        // The base offset, looked up when the append could not tell it.
+        let future = promise.futureResult.flatMap { offset -> EventLoopFuture<Int64> in
+            if offset >= 0 { return topic.eventLoop.makeSucceededFuture(offset) }
+            guard let position = replier.firstPosition else { return topic.eventLoop.makeSucceededFuture(-1) }
+            return topic.eventLoop.makeFutureWithTask { await topic.offset(of: position) ?? -1 }
+        }
+        return .success(future)
+    }
+
+    // MARK: Fetch
+
+    /// Answers at once when `min_bytes` are there (or an error), else waits for the next append to
+    /// one of the partitions, up to `max_wait_ms`, and reads again: no polling loop.
+    func fetch(_ request: FetchRequest, allocator: ByteBufferAllocator) async -> FetchResponse {
+        let deadline = NIODeadline.now() + .milliseconds(Int64(max(request.maxWaitMs, 0)))
+        while true {
+            let (response, bytes, waits) = await fetchOnce(request, allocator: allocator)
+            let hasError = response.topics.contains { $0.partitions.contains { $0.errorCode != .none } }
+            if bytes >= Int(max(request.minBytes, 1)) || hasError || waits.isEmpty || NIODeadline.now() >= deadline {
+                return response
+            }
+            await waitForAppend(waits, until: deadline)
+            if NIODeadline.now() >= deadline {
+                return await fetchOnce(request, allocator: allocator).response
+            }
+        }
+    }
+
+    /// One read of every requested partition: the response, the record bytes in it, and for each
+    /// partition read to its end, the topic and the offset it waits at.
+    private func fetchOnce(
+        _ request: FetchRequest, allocator: ByteBufferAllocator
+    ) async -> (response: FetchResponse, bytes: Int, waits: [(Topic, Int64)]) {
+        var budget = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
+        var total = 0
+        var waits: [(Topic, Int64)] = []
+        var topics: [FetchResponse.Topic] = []
+        for topic in request.topics {
+            var partitions: [FetchResponse.Partition] = []
+            for partition in topic.partitions {
+                switch await partitionTopic(topic.name, partition.index) {
+                case .failure(let failure):
+                    partitions.append(FetchResponse.Partition(
+                        index: partition.index, errorCode: failure.code, highWatermark: -1, logStartOffset: -1, records: nil))
+                case .success(let found):
+                    let limit = total == 0 ? Int(max(partition.maxBytes, 1)) : min(Int(max(partition.maxBytes, 1)), budget)
+                    let (answer, bytes, atEnd) = await read(found, index: partition.index, from: partition.fetchOffset, maxBytes: limit, allocator: allocator)
+                    partitions.append(answer)
+                    total += bytes
+                    budget = max(budget - bytes, 0)
+                    if atEnd { waits.append((found, partition.fetchOffset)) }
+                }
+            }
+            topics.append(FetchResponse.Topic(name: topic.name, partitions: partitions))
+        }
+        return (FetchResponse(topics: topics), total, waits)
+    }
+
+    /// One partition from `offset`: whole entries (the first one even past `maxBytes`, as Kafka
+    /// does), each as one batch; the client skips the records of the first batch before `offset`.
+    private func read(
+        _ topic: Topic, index: Int32, from offset: Int64, maxBytes: Int, allocator: ByteBufferAllocator
+    ) async -> (FetchResponse.Partition, Int, Bool) {
+        guard let bounds = await topic.offsetBounds() else {
+            return (FetchResponse.Partition(index: index, errorCode: .leaderNotAvailable, highWatermark: -1, logStartOffset: -1, records: nil), 0, false)
+        }
+        var answer = FetchResponse.Partition(
+            index: index, errorCode: .none, highWatermark: bounds.next, logStartOffset: bounds.first, records: nil)
+        guard offset >= bounds.first, offset <= bounds.next else {
+            answer.errorCode = .offsetOutOfRange
+            return (answer, 0, false)
+        }
+        guard offset < bounds.next, let (position, firstOffset) = await topic.position(ofOffset: offset) else {
+            answer.records = allocator.buffer(capacity: 0)
+            return (answer, 0, true)
+        }
+        let entries = await topic.entries(from: position, maxEntries: KafkaLimits.maxEntriesPerFetch, maxBytes: maxBytes)
+        var records = allocator.buffer(capacity: min(maxBytes, entries.reduce(0) { $0 + $1.entry.body.readableBytes + 64 }))
+        var next = firstOffset
+        for (_, entry) in entries {
+            if records.readableBytes >= maxBytes { break }
+            KafkaEntryCodec.batch(from: entry, baseOffset: next).write(into: &records)
+            next += Int64(max(entry.attributes.numMessages, 1))
+        }
+        answer.records = records
+        return (answer, records.readableBytes, records.readableBytes == 0)
+    }
+
+    /// Waits until one of the topics appends past its offset, or the deadline.
+    private func waitForAppend(_ waits: [(Topic, Int64)], until deadline: NIODeadline) async {
+        guard let loop = waits.first?.0.eventLoop else { return }
+        let promise = loop.makePromise(of: Void.self)
+        let fired = NIOLockedValueBox(false)
+        let fire: @Sendable () -> Void = {
+            if fired.withLockedValue({ done in
+                defer { done = true }
+                return !done
+            }) { promise.succeed() }
+        }
+        var tokens: [(Topic, UInt64)] = []
+        for (topic, offset) in waits {
+            let token = try? await topic.eventLoop.submit { () -> UInt64? in
+                if let next = topic.nextOffsetOnLoop(), next > offset {
+                    fire()
+                    return nil
+                }
+                return topic.waitForAppend(fire)
+            }.get()
+            if let token { tokens.append((topic, token)) }
+        }
+        let timeout = loop.scheduleTask(deadline: deadline) { fire() }
+        try? await promise.futureResult.get()
+        timeout.cancel()
+        for (topic, token) in tokens {
+            topic.eventLoop.execute { topic.cancelAppendWaiter(token) }
+        }
+    }
+
+    // MARK: ListOffsets
+
+    func listOffsets(_ request: ListOffsetsRequest) async -> ListOffsetsResponse {
+        var topics: [ListOffsetsResponse.Topic] = []
+        for topic in request.topics {
+            var partitions: [ListOffsetsResponse.Partition] = []
+            for partition in topic.partitions {
+                switch await partitionTopic(topic.name, partition.index) {
+                case .failure(let failure):
+                    partitions.append(ListOffsetsResponse.Partition(index: partition.index, errorCode: failure.code))
+                case .success(let found):
+                    partitions.append(await listOffset(found, index: partition.index, timestamp: partition.timestamp))
+                }
+            }
+            topics.append(ListOffsetsResponse.Topic(name: topic.name, partitions: partitions))
+        }
+        return ListOffsetsResponse(topics: topics)
+    }
+
+    private func listOffset(_ topic: Topic, index: Int32, timestamp: Int64) async -> ListOffsetsResponse.Partition {
+        guard let bounds = await topic.offsetBounds() else {
+            return ListOffsetsResponse.Partition(index: index, errorCode: .leaderNotAvailable)
+        }
+        switch timestamp {
+        case ListOffsetsRequest.latest:
+            return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: bounds.next)
+        case ListOffsetsRequest.earliest:
+            return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: bounds.first)
+        default:
+            // The first entry published at or after the time (publish times are the log's times).
+            guard let position = await topic.firstPosition(publishedAtOrAfter: timestamp),
+                  let offset = await topic.offset(of: position)
+            else { return ListOffsetsResponse.Partition(index: index, errorCode: .none, timestamp: -1, offset: -1) }
+            let published = await topic.entries(from: position, maxEntries: 1, maxBytes: 1).first?.entry.attributes.publishTimeMs ?? timestamp
+            return ListOffsetsResponse.Partition(index: index, errorCode: .none, timestamp: published, offset: offset)
+        }
+    }
+}
+
+/// Hears about a Produce's entries: the first one's offset from the open ledger's index as it
+/// becomes durable, then the promise once every entry is (or one failed). On the topic's loop.
+final class KafkaProduceReplier: PublishReplier, @unchecked Sendable {
+    private let topic: Topic
+    private let numMessages: Int32
+    private var remaining: Int
+    private let promise: EventLoopPromise<Int64>
+    private var baseOffset: Int64 = -1
+    private var failure: BrokerError?
+    /// Where the first entry went (for a lookup when its offset was not known at once).
+    private(set) var firstPosition: Position?
+
+    init(topic: Topic, numMessages: Int32, count: Int, promise: EventLoopPromise<Int64>) {
+        self.topic = topic
+        self.numMessages = numMessages
+        remaining = count
+        self.promise = promise
+    }
+
+    func published(index: Int, result: Result<Position, BrokerError>) {
+        switch result {
+        case .success(let position):
+            if index == 0 {
+                firstPosition = position
+                baseOffset = topic.offsetOfAppended(position, numMessages: numMessages) ?? -1
+            }
+        case .failure(let error):
+            failure = failure ?? error
+        }
+        remaining -= 1
+        guard remaining == 0 else { return }
+        if let failure { promise.fail(failure) } else { promise.succeed(baseOffset) }
+    }
+}
