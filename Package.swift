@@ -108,7 +108,7 @@ let package = Package(
         // The Kafka endpoint (`messagingProtocols=kafka`, KoP's keys): a protocol plug-in over the
         // broker's core, beside Pulsar's.
         .target(name: "KafkaServer", dependencies: [
-            "KafkaProtocol", "BrokerCore", "BrokerServer", "ManagedLedger", "PulsarProtocol", "PayloadCompression", "CRC32C",
+            "KafkaProtocol", "BrokerCore", "BrokerServer", "ManagedLedger", "Metadata", "PulsarProtocol", "PayloadCompression", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

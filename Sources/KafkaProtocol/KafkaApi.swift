@@ -42,6 +42,9 @@ public enum KafkaErrorCode: Int16, Sendable {
     case topicAlreadyExists = 36
     case invalidPartitions = 37
     case invalidRequest = 42
+    case outOfOrderSequenceNumber = 45
+    case duplicateSequenceNumber = 46
+    case invalidProducerEpoch = 47
     case policyViolation = 44
     case kafkaStorageError = 56
     case invalidRecord = 87
@@ -74,6 +77,7 @@ public enum KafkaApis {
         KafkaApiSupport(.listOffsets, 1...5, flexibleFrom: 6),
         KafkaApiSupport(.metadata, 0...9, flexibleFrom: 9),
         KafkaApiSupport(.apiVersions, 0...3, flexibleFrom: 3),
+        KafkaApiSupport(.initProducerId, 0...4, flexibleFrom: 2),
     ]
 
     public static func support(_ apiKey: Int16) -> KafkaApiSupport? {

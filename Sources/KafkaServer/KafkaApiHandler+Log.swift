@@ -3,6 +3,7 @@ import Foundation
 import KafkaProtocol
 import Logging
 import ManagedLedger
+import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import PulsarProtocol
@@ -44,6 +45,7 @@ extension KafkaApiHandler {
 
     /// A broker error in Kafka's terms (retriable ones where the client should retry).
     static func failure(_ error: any Error) -> PartitionFailure {
+        if let failure = error as? PartitionFailure { return failure }
         guard let error = error as? BrokerError else { return PartitionFailure(code: .unknownServerError, message: "\(error)") }
         let code: KafkaErrorCode = switch error.code {
         case .topicNotFound, .notFound: .unknownTopicOrPartition
@@ -59,7 +61,7 @@ extension KafkaApiHandler {
 
     // MARK: Produce
 
-    func produce(_ request: ProduceRequest, clientID: String?) async -> ProduceResponse {
+    func produce(_ request: ProduceRequest, clientID: String?, admitted: @Sendable () -> Void) async -> ProduceResponse {
         let producerName = "kafka-\(clientID.flatMap { $0.isEmpty ? nil : $0 } ?? "producer")"
         var pending: [(topic: Int, partition: Int32, result: EventLoopFuture<Int64>?, failure: PartitionFailure?)] = []
         for (topicIndex, topic) in request.topics.enumerated() {
@@ -70,6 +72,7 @@ extension KafkaApiHandler {
                 }
             }
         }
+        admitted()
         var topics = request.topics.map { ProduceResponse.Topic(name: $0.name, partitions: []) }
         for item in pending {
             var answer = ProduceResponse.Partition(index: item.partition, errorCode: .none, baseOffset: -1)
@@ -130,18 +133,42 @@ extension KafkaApiHandler {
         let promise = topic.eventLoop.makePromise(of: Int64.self)
         let replier = KafkaProduceReplier(topic: topic, numMessages: attributes[0].numMessages, count: entries.count, promise: promise)
         let batch = PublishBatch(entries: entries, attributes: attributes, replier: replier)
-        topic.eventLoop.execute {
-            if let refusal = topic.publishRefusal {
-                promise.fail(refusal)
-                return
-            }
-            topic.publish(batch)
-        }
         // The base offset, looked up when the append could not tell it.
         let future = promise.futureResult.flatMap { offset -> EventLoopFuture<Int64> in
             if offset >= 0 { return topic.eventLoop.makeSucceededFuture(offset) }
             guard let position = replier.firstPosition else { return topic.eventLoop.makeSucceededFuture(-1) }
             return topic.eventLoop.makeFutureWithTask { await topic.offset(of: position) ?? -1 }
+        }
+        let first = batches[0]
+        let last = batches[batches.count - 1]
+        let lastSequence = Int32(truncatingIfNeeded: Int64(last.baseSequence) + Int64(last.records.count) - 1) & Int32.max
+        let idempotence = first.producerID >= 0 ? self.idempotence : nil
+        topic.eventLoop.execute {
+            if let refusal = topic.publishRefusal {
+                promise.fail(refusal)
+                return
+            }
+            if let idempotence {
+                let table = idempotence.table(for: topic)
+                switch table.check(
+                    producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence, lastSequence: lastSequence)
+                {
+                case .duplicate(let original):
+                    original.cascade(to: promise)
+                    return
+                case .refuse(let code, let message):
+                    promise.fail(PartitionFailure(code: code, message: message))
+                    return
+                case .write:
+                    table.record(
+                        producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence,
+                        lastSequence: lastSequence, offset: future)
+                    future.whenFailure { _ in
+                        table.failed(producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence)
+                    }
+                }
+            }
+            topic.publish(batch)
         }
         return .success(future)
     }
@@ -252,6 +279,27 @@ extension KafkaApiHandler {
         timeout.cancel()
         for (topic, token) in tokens {
             topic.eventLoop.execute { topic.cancelAppendWaiter(token) }
+        }
+    }
+
+    // MARK: InitProducerId
+
+    /// A new producer id (from the cluster-wide counter) at epoch 0, or the same id at the next
+    /// epoch when the client names its current one. Transactional ids come with transactions.
+    func initProducerID(_ request: InitProducerIdRequest) async -> InitProducerIdResponse {
+        if let transactionalID = request.transactionalID, !transactionalID.isEmpty {
+            logger.info("kafka.init-producer-id.transactional-refused", metadata: ["transactional.id": "\(transactionalID)"])
+            return InitProducerIdResponse(errorCode: .invalidRequest, producerID: -1, producerEpoch: -1)
+        }
+        if request.producerID >= 0, request.producerEpoch >= 0, request.producerEpoch < Int16.max {
+            return InitProducerIdResponse(errorCode: .none, producerID: request.producerID, producerEpoch: request.producerEpoch + 1)
+        }
+        do {
+            let id = try await broker.metadata.increment(MetadataKeys.kafkaProducerIDCounter)
+            return InitProducerIdResponse(errorCode: .none, producerID: id, producerEpoch: 0)
+        } catch {
+            logger.warning("kafka.init-producer-id.failed", metadata: ["error": "\(error)"])
+            return InitProducerIdResponse(errorCode: .coordinatorNotAvailable, producerID: -1, producerEpoch: -1)
         }
     }
 

@@ -13,13 +13,21 @@ struct KafkaApiHandler: Sendable {
     let settings: KafkaSettings
     let broker: BrokerService
     let logger: Logger
+    /// The idempotent producers' sequence state, per partition.
+    let idempotence = KafkaIdempotence()
 
     /// This broker's Kafka node id (one node: standalone).
     static let nodeID: Int32 = 0
 
     /// The response to one request frame, or nil when none is due. Throws for a request that
-    /// cannot be answered in its own format (the connection closes).
-    func answer(_ frame: ByteBuffer, allocator: ByteBufferAllocator) async throws -> ByteBuffer? {
+    /// cannot be answered in its own format (the connection closes). `admitted` is called once the
+    /// request's effects are ordered (a Produce's entries handed to their topics, a Fetch at once):
+    /// the connection starts the next request then, so a connection's produces are appended in
+    /// the order they were sent while their durability waits overlap. If it is not called, the
+    /// request counts as admitted when it is answered.
+    func answer(
+        _ frame: ByteBuffer, allocator: ByteBufferAllocator, admitted: @escaping @Sendable () -> Void = {}
+    ) async throws -> ByteBuffer? {
         var reader = KafkaReader(frame)
         var header = try KafkaRequestHeader.readPrefix(&reader)
         guard let support = KafkaApis.support(header.apiKey) else {
@@ -52,13 +60,14 @@ struct KafkaApiHandler: Sendable {
             }
         case .produce:
             let request = try ProduceRequest.read(&reader, version: version)
-            let response = await produce(request, clientID: header.clientID)
+            let response = await produce(request, clientID: header.clientID, admitted: admitted)
             guard request.acks != 0 else { return nil }  // acks=0: no response at all
             return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
                 response.write(into: &$0, version: version)
             }
         case .fetch:
             let request = try FetchRequest.read(&reader, version: version)
+            admitted()
             let response = await fetch(request, allocator: allocator)
             return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
                 response.write(into: &$0, version: version)
@@ -66,6 +75,12 @@ struct KafkaApiHandler: Sendable {
         case .listOffsets:
             let request = try ListOffsetsRequest.read(&reader, version: version)
             let response = await listOffsets(request)
+            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
+        case .initProducerId:
+            let request = try InitProducerIdRequest.read(&reader, version: version)
+            let response = await initProducerID(request)
             return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
                 response.write(into: &$0, version: version)
             }

@@ -130,6 +130,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var logger: Logger
     /// The previous request's answer: the next one is written after it.
     private var previous: EventLoopFuture<Void>?
+    /// The previous request's admission: the next one starts after it.
+    private var previousAdmission: EventLoopFuture<Void>?
     /// Requests read and not yet answered; at `maxInFlight` reading stops until one is.
     private var inFlight = 0
     static let maxInFlight = 64
@@ -147,7 +149,14 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let channel = context.channel
         let api = self.api
         let allocator = context.channel.allocator
-        let answer = channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator) }
+        // A request starts once the one before it is admitted (its effects ordered).
+        let admission = channel.eventLoop.makePromise(of: Void.self)
+        let start = previousAdmission ?? channel.eventLoop.makeSucceededVoidFuture()
+        previousAdmission = admission.futureResult
+        let answer = start.flatMap {
+            channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator) { admission.succeed() } }
+        }
+        answer.whenComplete { _ in admission.succeed() }
         let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }
         let logger = self.logger
         inFlight += 1

@@ -56,6 +56,8 @@ public enum MetadataKeys {
 
     /// The counter every ledger id (topic and cursor ledgers) is taken from.
     public static let ledgerIDCounter = "/counters/ledger-id"
+    /// The last Kafka producer id handed out (InitProducerId), shared by the brokers of a cluster.
+    public static let kafkaProducerIDCounter = "/counters/kafka-producer-id"
 
     // MARK: schemas
 
