@@ -227,6 +227,11 @@ let package = Package(
         .testTarget(name: "KafkaProtocolTests", dependencies: [
             "KafkaProtocol", .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        .testTarget(name: "KafkaServerTests", dependencies: [
+            "KafkaServer", "KafkaProtocol", "ManagedLedger", "PulsarProtocol", "PayloadCompression", "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         .testTarget(name: "PayloadCompressionTests", dependencies: [
             "PayloadCompression", .product(name: "NIOCore", package: "swift-nio"),
         ]),

@@ -40,6 +40,21 @@ import Testing
         #expect(try KafkaRecordBatch.read(written) == batch)
     }
 
+    /// kafka-python's builder with gzip: "gzip" × 20 keyed k with header h=v, then a keyless
+    /// "second" × 10 a millisecond later.
+    static let gzipFixture = "000000000000000000000069000000000237bd85b20001000000010000018bcfe568000000018bcfe56801"
+        + "ffffffffffffffffffffffffffff000000021f8b08005cc5136b02ffdbc1c8c0c0c094bd8031bd2ab3809a98892983a9ac8591818989b1a23835393f2f853c9201004e59dabaa2000000"
+
+    @Test func readsAGzipBatchKafkaPythonWrote() throws {
+        let batch = try KafkaRecordBatch.read(bytes(Self.gzipFixture))
+        #expect(batch.compression == 1 && batch.records.count == 2)
+        #expect(batch.records[0].key == ByteBuffer(string: "k"))
+        #expect(batch.records[0].value == ByteBuffer(string: String(repeating: "gzip", count: 20)))
+        #expect(batch.records[0].headers.map(\.key) == ["h"])
+        #expect(batch.records[1].key == nil && batch.records[1].timestampDelta == 1)
+        #expect(batch.records[1].value == ByteBuffer(string: String(repeating: "second", count: 10)))
+    }
+
     @Test func damagedBatchesAreRefused() {
         var flipped = bytes(Self.fixture)
         flipped.setInteger(UInt8(0x77), at: flipped.writerIndex - 3)
