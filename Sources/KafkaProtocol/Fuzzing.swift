@@ -10,7 +10,13 @@ public enum KafkaProtocolFuzzing {
         for flexible in [false, true] {
             var rest = reader
             guard (try? header.readRest(&rest, flexible: flexible)) != nil else { continue }
-            for version in Int16(0)...9 {
+            for version in Int16(0)...11 {
+                var fetch = rest
+                _ = try? FetchRequest.read(&fetch, version: version)
+                var listOffsets = rest
+                _ = try? ListOffsetsRequest.read(&listOffsets, version: version)
+                var initProducerID = rest
+                _ = try? InitProducerIdRequest.read(&initProducerID, version: version)
                 var body = rest
                 _ = try? MetadataRequest.read(&body, version: version)
                 var produce = rest

@@ -121,6 +121,10 @@ extension KafkaApiHandler {
         case .success(let found): topic = found
         case .failure(let failure): return .failure(failure)
         }
+        logger.trace("kafka.produce", metadata: [
+            "topic": "\(topic.name)", "batches": "\(batches.count)", "records": "\(batches.reduce(0) { $0 + $1.records.count })",
+            "compression": "\(batches[0].compression)", "producer.id": "\(batches[0].producerID)",
+        ])
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let allocator = ByteBufferAllocator()
         var entries: [ByteBuffer] = []
