@@ -120,7 +120,7 @@ def test_kafka_and_pulsar_share_one_log(kafka_broker):
     assert records[2].headers == [("source", b"pulsar")] and records[2].timestamp == 1_700_000_000_456
 
 
-@pytest.mark.parametrize("codec", ["gzip", "snappy", "zstd"])
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_compressed_batches(kafka_broker, codec):
     from confluent_kafka import Producer
     topic = unique(codec)

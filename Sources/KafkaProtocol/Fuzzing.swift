@@ -19,6 +19,7 @@ public enum KafkaProtocolFuzzing {
                 _ = try? InitProducerIdRequest.read(&initProducerID, version: version)
                 var body = rest
                 _ = try? MetadataRequest.read(&body, version: version)
+                decodeGroupRequests(rest, version: version)
                 var produce = rest
                 if let request = try? ProduceRequest.read(&produce, version: version) {
                     for partition in request.topics.flatMap(\.partitions) {
@@ -31,5 +32,29 @@ public enum KafkaProtocolFuzzing {
             _ = try? tags.skipTaggedFields()
             _ = try? tags.varlong()
         }
+    }
+
+    /// Every consumer-group request codec in one version.
+    static func decodeGroupRequests(_ reader: KafkaReader, version: Int16) {
+        var r = reader
+        _ = try? FindCoordinatorRequest.read(&r, version: version)
+        r = reader
+        _ = try? JoinGroupRequest.read(&r, version: version)
+        r = reader
+        _ = try? SyncGroupRequest.read(&r, version: version)
+        r = reader
+        _ = try? HeartbeatRequest.read(&r, version: version)
+        r = reader
+        _ = try? LeaveGroupRequest.read(&r, version: version)
+        r = reader
+        _ = try? OffsetCommitRequest.read(&r, version: version)
+        r = reader
+        _ = try? OffsetFetchRequest.read(&r, version: version)
+        r = reader
+        _ = try? DescribeGroupsRequest.read(&r, version: version)
+        r = reader
+        _ = try? ListGroupsRequest.read(&r, version: version)
+        r = reader
+        _ = try? DeleteGroupsRequest.read(&r, version: version)
     }
 }

@@ -19,6 +19,7 @@ public enum KafkaApiKey: Int16, Sendable, CaseIterable {
     case createTopics = 19
     case deleteTopics = 20
     case initProducerId = 22
+    case deleteGroups = 42
     case describeConfigs = 32
     case createPartitions = 37
 }
@@ -34,9 +35,18 @@ public enum KafkaErrorCode: Int16, Sendable {
     case notLeaderOrFollower = 6
     case requestTimedOut = 7
     case messageTooLarge = 10
+    case offsetMetadataTooLarge = 12
+    case coordinatorLoadInProgress = 14
     case coordinatorNotAvailable = 15
     case notCoordinator = 16
     case invalidTopicException = 17
+    case illegalGeneration = 22
+    case inconsistentGroupProtocol = 23
+    case invalidGroupID = 24
+    case unknownMemberID = 25
+    case invalidSessionTimeout = 26
+    case rebalanceInProgress = 27
+    case groupAuthorizationFailed = 30
     case topicAuthorizationFailed = 29
     case unsupportedVersion = 35
     case topicAlreadyExists = 36
@@ -47,6 +57,8 @@ public enum KafkaErrorCode: Int16, Sendable {
     case invalidProducerEpoch = 47
     case policyViolation = 44
     case kafkaStorageError = 56
+    case nonEmptyGroup = 68
+    case groupIDNotFound = 69
     case invalidRecord = 87
 }
 
@@ -78,6 +90,16 @@ public enum KafkaApis {
         KafkaApiSupport(.metadata, 0...9, flexibleFrom: 9),
         KafkaApiSupport(.apiVersions, 0...3, flexibleFrom: 3),
         KafkaApiSupport(.initProducerId, 0...4, flexibleFrom: 2),
+        KafkaApiSupport(.findCoordinator, 0...3, flexibleFrom: 3),
+        KafkaApiSupport(.joinGroup, 0...9, flexibleFrom: 6),
+        KafkaApiSupport(.syncGroup, 0...5, flexibleFrom: 4),
+        KafkaApiSupport(.heartbeat, 0...4, flexibleFrom: 4),
+        KafkaApiSupport(.leaveGroup, 0...5, flexibleFrom: 4),
+        KafkaApiSupport(.offsetCommit, 0...8, flexibleFrom: 8),
+        KafkaApiSupport(.offsetFetch, 1...7, flexibleFrom: 6),
+        KafkaApiSupport(.describeGroups, 0...5, flexibleFrom: 5),
+        KafkaApiSupport(.listGroups, 0...4, flexibleFrom: 3),
+        KafkaApiSupport(.deleteGroups, 0...2, flexibleFrom: 2),
     ]
 
     public static func support(_ apiKey: Int16) -> KafkaApiSupport? {

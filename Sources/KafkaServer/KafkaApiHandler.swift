@@ -15,6 +15,15 @@ struct KafkaApiHandler: Sendable {
     let logger: Logger
     /// The idempotent producers' sequence state, per partition.
     let idempotence = KafkaIdempotence()
+    /// The consumer groups this broker coordinates.
+    let groups: KafkaGroupCoordinator
+
+    init(settings: KafkaSettings, broker: BrokerService, logger: Logger) {
+        self.settings = settings
+        self.broker = broker
+        self.logger = logger
+        groups = KafkaGroupCoordinator(config: settings.groups, metadata: broker.metadata, logger: logger)
+    }
 
     /// This broker's Kafka node id (one node: standalone).
     static let nodeID: Int32 = 0
@@ -26,7 +35,7 @@ struct KafkaApiHandler: Sendable {
     /// the order they were sent while their durability waits overlap. If it is not called, the
     /// request counts as admitted when it is answered.
     func answer(
-        _ frame: ByteBuffer, allocator: ByteBufferAllocator, admitted: @escaping @Sendable () -> Void = {}
+        _ frame: ByteBuffer, allocator: ByteBufferAllocator, clientHost: String = "", admitted: @escaping @Sendable () -> Void = {}
     ) async throws -> ByteBuffer? {
         var reader = KafkaReader(frame)
         var header = try KafkaRequestHeader.readPrefix(&reader)
@@ -46,6 +55,9 @@ struct KafkaApiHandler: Sendable {
         let version = header.apiVersion
         let flexible = support.isFlexible(version)
         try header.readRest(&reader, flexible: flexible)
+        func respond(_ write: (inout ByteBuffer) -> Void) -> ByteBuffer {
+            KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator, body: write)
+        }
         switch support.key {
         case .apiVersions:
             // The response header stays v0 in every version.
@@ -53,37 +65,59 @@ struct KafkaApiHandler: Sendable {
                 ApiVersionsResponse(errorCode: .none, apis: KafkaApis.supported).write(into: &$0, version: version)
             }
         case .metadata:
-            let request = try MetadataRequest.read(&reader, version: version)
-            let response = await metadata(request)
-            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
-                response.write(into: &$0, version: version)
-            }
+            let response = await metadata(try MetadataRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
         case .produce:
             let request = try ProduceRequest.read(&reader, version: version)
             let response = await produce(request, clientID: header.clientID, admitted: admitted)
             guard request.acks != 0 else { return nil }  // acks=0: no response at all
-            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
-                response.write(into: &$0, version: version)
-            }
+            return respond { response.write(into: &$0, version: version) }
         case .fetch:
             let request = try FetchRequest.read(&reader, version: version)
             admitted()
             let response = await fetch(request, allocator: allocator)
-            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
-                response.write(into: &$0, version: version)
-            }
+            return respond { response.write(into: &$0, version: version) }
         case .listOffsets:
-            let request = try ListOffsetsRequest.read(&reader, version: version)
-            let response = await listOffsets(request)
-            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
-                response.write(into: &$0, version: version)
-            }
+            let response = await listOffsets(try ListOffsetsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
         case .initProducerId:
-            let request = try InitProducerIdRequest.read(&reader, version: version)
-            let response = await initProducerID(request)
-            return KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator) {
-                response.write(into: &$0, version: version)
-            }
+            let response = await initProducerID(try InitProducerIdRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .findCoordinator:
+            let response = findCoordinator(try FindCoordinatorRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .joinGroup:
+            // Held until the rebalance completes; like Kafka, the connection waits with it.
+            let request = try JoinGroupRequest.read(&reader, version: version)
+            let response = await joinGroup(request, clientID: header.clientID, clientHost: clientHost)
+            return respond { response.write(into: &$0, version: version) }
+        case .syncGroup:
+            let response = await syncGroup(try SyncGroupRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .heartbeat:
+            let code = await groups.heartbeat(try HeartbeatRequest.read(&reader, version: version))
+            return respond { KafkaErrorOnlyResponse(errorCode: code, flexibleFromVersion: 4).write(into: &$0, version: version) }
+        case .leaveGroup:
+            let request = try LeaveGroupRequest.read(&reader, version: version)
+            let results = await groups.leave(request)
+            // Before v3 one member, its error at the top; from v3 each member's own.
+            let top = version < 3 ? results.first?.errorCode ?? .none : .none
+            return respond { LeaveGroupResponse(errorCode: top, members: results).write(into: &$0, version: version) }
+        case .offsetCommit:
+            let response = await offsetCommit(try OffsetCommitRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .offsetFetch:
+            let response = await offsetFetch(try OffsetFetchRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .describeGroups:
+            let response = await describeGroups(try DescribeGroupsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .listGroups:
+            let response = await listGroups(try ListGroupsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .deleteGroups:
+            let response = await deleteGroups(try DeleteGroupsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
         default:
             throw KafkaProtocolError("\(support.key) is not served yet")
         }

@@ -19,8 +19,13 @@ public struct KafkaSettings: Sendable, Equatable {
     /// `kafkaTenant` / `kafkaNamespace`: where a Kafka topic `t` lives (`persistent://tenant/ns/t`).
     public var tenant: String
     public var namespace: String
+    /// `groupMinSessionTimeoutMs`, `groupMaxSessionTimeoutMs`, `groupInitialRebalanceDelayMs`.
+    public var groups = KafkaGroupConfig()
 
-    public static let configKeys: Set<String> = ["kafkaListeners", "kafkaAdvertisedListeners", "kafkaTenant", "kafkaNamespace"]
+    public static let configKeys: Set<String> = [
+        "kafkaListeners", "kafkaAdvertisedListeners", "kafkaTenant", "kafkaNamespace",
+        "groupMinSessionTimeoutMs", "groupMaxSessionTimeoutMs", "groupInitialRebalanceDelayMs",
+    ]
 
     /// From the `--config` file's keys; `advertisedAddress`: the broker's.
     public init(settings: [String: String], bindAddress: String, advertisedAddress: String) throws(KafkaSettingsError) {
@@ -36,6 +41,23 @@ public struct KafkaSettings: Sendable, Equatable {
         }
         tenant = settings["kafkaTenant"] ?? "public"
         namespace = settings["kafkaNamespace"] ?? "default"
+        groups.minSessionTimeoutMs = try Self.milliseconds(settings, "groupMinSessionTimeoutMs", default: groups.minSessionTimeoutMs)
+        groups.maxSessionTimeoutMs = try Self.milliseconds(settings, "groupMaxSessionTimeoutMs", default: groups.maxSessionTimeoutMs)
+        groups.initialRebalanceDelayMs = try Self.milliseconds(
+            settings, "groupInitialRebalanceDelayMs", default: groups.initialRebalanceDelayMs)
+        guard groups.minSessionTimeoutMs <= groups.maxSessionTimeoutMs else {
+            throw KafkaSettingsError(
+                key: "groupMinSessionTimeoutMs", value: "\(groups.minSessionTimeoutMs)",
+                expected: "at most groupMaxSessionTimeoutMs (\(groups.maxSessionTimeoutMs))")
+        }
+    }
+
+    static func milliseconds(_ settings: [String: String], _ key: String, default value: Int64) throws(KafkaSettingsError) -> Int64 {
+        guard let text = settings[key] else { return value }
+        guard let parsed = Int64(text.trimmingCharacters(in: .whitespaces)), (0...86_400_000).contains(parsed) else {
+            throw KafkaSettingsError(key: key, value: text, expected: "milliseconds, 0 to 86400000")
+        }
+        return parsed
     }
 
     /// The PLAINTEXT listener of a comma list (`PLAINTEXT://host:port`).
@@ -57,7 +79,8 @@ public struct KafkaSettings: Sendable, Equatable {
 public struct KafkaSettingsError: Error, CustomStringConvertible, Sendable {
     public var key: String
     public var value: String
-    public var description: String { "\(key)=\(value): give a PLAINTEXT://host:port listener (e.g. PLAINTEXT://0.0.0.0:9092)" }
+    public var expected = "a PLAINTEXT://host:port listener (e.g. PLAINTEXT://0.0.0.0:9092)"
+    public var description: String { "\(key)=\(value): give \(expected)" }
 }
 
 public enum KafkaEndpoint {
@@ -113,6 +136,7 @@ public final class KafkaServer: Service, Sendable {
         ])
         try? await gracefulShutdown()
         logger.info("kafka-server.stopping")
+        await api.groups.shutdown()
         try? await channel.close()
     }
 }
@@ -136,6 +160,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var inFlight = 0
     static let maxInFlight = 64
 
+    /// The client's address as DescribeGroups shows it (`/host`, as Kafka does).
+    private var clientHost = ""
+
     init(api: KafkaApiHandler, connectionID: UInt64, logger: Logger) {
         self.api = api
         self.connectionID = connectionID
@@ -144,17 +171,23 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.logger = logger
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        clientHost = "/" + (context.channel.remoteAddress?.ipAddress ?? "")
+        context.fireChannelActive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let channel = context.channel
         let api = self.api
         let allocator = context.channel.allocator
+        let clientHost = clientHost
         // A request starts once the one before it is admitted (its effects ordered).
         let admission = channel.eventLoop.makePromise(of: Void.self)
         let start = previousAdmission ?? channel.eventLoop.makeSucceededVoidFuture()
         previousAdmission = admission.futureResult
         let answer = start.flatMap {
-            channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator) { admission.succeed() } }
+            channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator, clientHost: clientHost) { admission.succeed() } }
         }
         answer.whenComplete { _ in admission.succeed() }
         let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }

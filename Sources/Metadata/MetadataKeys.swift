@@ -1,3 +1,5 @@
+import Foundation
+
 /// Every key the system keeps in its metadata store, in one place: the layout of
 /// `docs/ARCHITECTURE.md` ("Metadata layout") as code. Nothing else builds a key string.
 ///
@@ -58,6 +60,14 @@ public enum MetadataKeys {
     public static let ledgerIDCounter = "/counters/ledger-id"
     /// The last Kafka producer id handed out (InitProducerId), shared by the brokers of a cluster.
     public static let kafkaProducerIDCounter = "/counters/kafka-producer-id"
+    /// `/kafka/group-offsets/<group>`: a Kafka consumer group's committed offsets (JSON), the group
+    /// id percent-encoded so that any id is one key.
+    public static let kafkaGroupOffsetsPrefix = "/kafka/group-offsets/"
+    public static func kafkaGroupOffsets(_ groupID: String) -> String {
+        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
+        allowed.insert(charactersIn: "-._")
+        return kafkaGroupOffsetsPrefix + (groupID.addingPercentEncoding(withAllowedCharacters: allowed) ?? groupID)
+    }
 
     // MARK: schemas
 
