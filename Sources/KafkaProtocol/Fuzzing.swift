@@ -34,7 +34,7 @@ public enum KafkaProtocolFuzzing {
         }
     }
 
-    /// Every consumer-group request codec in one version.
+    /// Every consumer-group and topic-administration request codec in one version.
     static func decodeGroupRequests(_ reader: KafkaReader, version: Int16) {
         var r = reader
         _ = try? FindCoordinatorRequest.read(&r, version: version)
@@ -56,5 +56,13 @@ public enum KafkaProtocolFuzzing {
         _ = try? ListGroupsRequest.read(&r, version: version)
         r = reader
         _ = try? DeleteGroupsRequest.read(&r, version: version)
+        r = reader
+        _ = try? CreateTopicsRequest.read(&r, version: version)
+        r = reader
+        _ = try? DeleteTopicsRequest.read(&r, version: version)
+        r = reader
+        _ = try? CreatePartitionsRequest.read(&r, version: version)
+        r = reader
+        _ = try? DescribeConfigsRequest.read(&r, version: version)
     }
 }

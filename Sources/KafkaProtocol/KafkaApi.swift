@@ -100,6 +100,10 @@ public enum KafkaApis {
         KafkaApiSupport(.describeGroups, 0...5, flexibleFrom: 5),
         KafkaApiSupport(.listGroups, 0...4, flexibleFrom: 3),
         KafkaApiSupport(.deleteGroups, 0...2, flexibleFrom: 2),
+        KafkaApiSupport(.createTopics, 0...6, flexibleFrom: 5),
+        KafkaApiSupport(.deleteTopics, 0...5, flexibleFrom: 4),
+        KafkaApiSupport(.createPartitions, 0...3, flexibleFrom: 2),
+        KafkaApiSupport(.describeConfigs, 0...4, flexibleFrom: 4),
     ]
 
     public static func support(_ apiKey: Int16) -> KafkaApiSupport? {

@@ -118,8 +118,18 @@ struct KafkaApiHandler: Sendable {
         case .deleteGroups:
             let response = await deleteGroups(try DeleteGroupsRequest.read(&reader, version: version))
             return respond { response.write(into: &$0, version: version) }
-        default:
-            throw KafkaProtocolError("\(support.key) is not served yet")
+        case .createTopics:
+            let response = await createTopics(try CreateTopicsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .deleteTopics:
+            let response = await deleteTopics(try DeleteTopicsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .createPartitions:
+            let response = await createPartitions(try CreatePartitionsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .describeConfigs:
+            let response = await describeConfigs(try DescribeConfigsRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
         }
     }
 
