@@ -57,8 +57,10 @@ class ClusterProcess(Broker):
 
 class LocalCluster:
     def __init__(self, root: Path, storage_nodes: int = 3, brokers: int = 2, auditor_grace_s: int = 3,
-                 storage_args: list[str] = (), broker_args: list[str] = (), storage_metrics: bool = False):
+                 storage_args: list[str] = (), broker_args: list[str] = (), storage_metrics: bool = False,
+                 broker_args_for=None):
         """`storage_args` / `broker_args`: more arguments for every storage node / broker (e.g. --config).
+        `broker_args_for(i)`: more arguments for broker i alone (its own --config file).
         `storage_metrics`: each storage node serves /metrics on its `http_port`."""
         self.root = root
         etcd = shutil.which("etcd")
@@ -82,13 +84,14 @@ class LocalCluster:
             for i in range(storage_nodes)
         ]
         self.brokers = [
-            ClusterProcess(f"broker-{i}", root, lambda p: [
+            ClusterProcess(f"broker-{i}", root, lambda p, i=i: [
                 "broker", "--metadata", self.metadata_url, "--bind-address", "127.0.0.1",
                 "--advertised-address", "127.0.0.1", "--port", str(p.port), "--http-port", str(p.http_port),
                 "--session-ttl-seconds", str(SESSION_TTL_S), "--replication-grace-seconds", str(auditor_grace_s),
                 "--replication-check-seconds", "1",
                 # Small ledgers: some roll (close) while a storage node is down, for the auditor to repair.
                 "--max-entries-per-ledger", "1000", *broker_args,
+                *(broker_args_for(i) if broker_args_for else []),
             ], http=True)
             for i in range(brokers)
         ]

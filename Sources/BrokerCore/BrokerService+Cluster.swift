@@ -32,6 +32,30 @@ extension BrokerService {
         return owner == cluster.identity ? .local : .connect(owner)
     }
 
+    /// The broker that serves (or should serve) `name`'s bundle, for protocols that answer with
+    /// an address instead of a LOOKUP (Kafka's Metadata and FindCoordinator): nil when it is this
+    /// one (always in standalone). An unowned bundle is placed as `lookup` places it. Unlike
+    /// `lookup`, checks nothing about the topic: `name` may stand for something else that hashes
+    /// into the namespace's bundles (a Kafka group).
+    public func placement(of name: TopicName) async throws -> BrokerIdentity? {
+        guard let cluster else { return nil }
+        let bundle = NamespaceBundle.bundle(for: name)
+        if cluster.ownsHere(bundle) { return nil }
+        if let owner = try await cluster.owner(of: bundle) { return owner == cluster.identity ? nil : owner }
+        if let candidate = try await cluster.leastLoadedBroker(), candidate != cluster.identity { return candidate }
+        let owner = try await cluster.acquire(bundle)
+        return owner == cluster.identity ? nil : owner
+    }
+
+    /// Whether this broker serves `name`'s bundle, taking it when nobody does (always true in
+    /// standalone).
+    public func servesHere(_ name: TopicName) async throws -> Bool {
+        guard let cluster else { return true }
+        let bundle = NamespaceBundle.bundle(for: name)
+        if cluster.ownsHere(bundle) { return true }
+        return try await cluster.acquire(bundle) == cluster.identity
+    }
+
     /// Makes sure this broker owns the topic's bundle before serving it (taking the bundle if
     /// nobody owns it); fails with ServiceNotReady, which makes clients look the topic up again,
     /// when another broker owns it.

@@ -33,6 +33,9 @@ public struct BrokerIdentity: Codable, Sendable, Hashable {
     public var instance: String
     /// Pulsar's `advertisedListeners` by name; nil or empty: none configured.
     public var listeners: [String: AdvertisedListener]?
+    /// What each protocol endpoint beside Pulsar's advertises, by its `messagingProtocols` name
+    /// (Pulsar's `LocalBrokerData.protocols`): `kafka` → `PLAINTEXT://host:port`.
+    public var protocols: [String: String]?
 
     public init(brokerID: String, pulsarURL: String, httpURL: String, instance: String, pulsarTLSURL: String? = nil, httpsURL: String? = nil) {
         self.brokerID = brokerID

@@ -40,10 +40,19 @@ public struct ProtocolEndpoint: Sendable {
     public var configKeys: Set<String>
     /// Its listener, run in the broker's service group until graceful shutdown.
     public var makeService: @Sendable (EndpointContext) throws -> any Service
+    /// What a cluster broker publishes about this endpoint in its registration
+    /// (`BrokerIdentity.protocols`), from the `--config` settings, bind and advertised address:
+    /// how other brokers send clients to it.
+    public var advertisedData: @Sendable (_ settings: [String: String], _ bindAddress: String, _ advertisedAddress: String) throws -> String?
 
-    public init(name: String, configKeys: Set<String>, makeService: @escaping @Sendable (EndpointContext) throws -> any Service) {
+    public init(
+        name: String, configKeys: Set<String>,
+        advertisedData: @escaping @Sendable (_ settings: [String: String], _ bindAddress: String, _ advertisedAddress: String) throws -> String? = { _, _, _ in nil },
+        makeService: @escaping @Sendable (EndpointContext) throws -> any Service
+    ) {
         self.name = name
         self.configKeys = configKeys
+        self.advertisedData = advertisedData
         self.makeService = makeService
     }
 }

@@ -12,18 +12,61 @@ extension KafkaApiHandler {
     /// Kafka's `offset.metadata.max.bytes`.
     static let maxOffsetMetadataBytes = 4096
 
-    func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
-        FindCoordinatorResponse(nodeID: Self.nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))
+    /// What a group's coordinator is placed by: a name in the Kafka namespace that hashes the
+    /// group into one of its bundles, so the bundle's owner coordinates the group and another
+    /// broker takes it over as it takes over topics.
+    func coordinatorName(_ groupID: String) -> TopicName {
+        TopicName(domain: .persistent, tenant: settings.tenant, namespace: settings.namespace, localName: "__kafka-group-coordinator/" + groupID)
+    }
+
+    func findCoordinator(_ request: FindCoordinatorRequest) async -> FindCoordinatorResponse {
+        let here = FindCoordinatorResponse(nodeID: nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))
+        do {
+            let owner = try await broker.placement(of: coordinatorName(request.key))
+            logger.debug("kafka.find-coordinator", metadata: ["group": "\(request.key)", "coordinator": "\(owner?.brokerID ?? "here")"])
+            guard let owner else { return here }
+            guard let address = Self.kafkaAddress(of: owner) else {
+                return FindCoordinatorResponse(
+                    errorCode: .coordinatorNotAvailable, errorMessage: "broker \(owner.brokerID) coordinates the group but serves no Kafka",
+                    nodeID: -1, host: "", port: -1)
+            }
+            return FindCoordinatorResponse(nodeID: Self.nodeID(of: owner), host: address.host, port: Int32(address.port))
+        } catch {
+            return FindCoordinatorResponse(errorCode: .coordinatorNotAvailable, errorMessage: "\(error)", nodeID: -1, host: "", port: -1)
+        }
+    }
+
+    /// nil when this broker coordinates the group (taking it if nobody does), else the error to
+    /// answer with; a group that moved away is forgotten here.
+    func coordinatorRefusal(_ groupID: String) async -> KafkaErrorCode? {
+        guard !groupID.isEmpty else { return .invalidGroupID }
+        do {
+            if try await broker.servesHere(coordinatorName(groupID)) { return nil }
+            await groups.forget(groupID)
+            return .notCoordinator
+        } catch {
+            return .coordinatorNotAvailable
+        }
     }
 
     func joinGroup(_ request: JoinGroupRequest, clientID: String?, clientHost: String) async -> JoinGroupResponse {
-        guard !request.groupID.isEmpty else { return JoinGroupResponse(errorCode: .invalidGroupID, memberID: request.memberID) }
+        if let refusal = await coordinatorRefusal(request.groupID) { return JoinGroupResponse(errorCode: refusal, memberID: request.memberID) }
         return await groups.join(request, clientID: clientID ?? "", clientHost: clientHost)
     }
 
     func syncGroup(_ request: SyncGroupRequest) async -> SyncGroupResponse {
-        guard !request.groupID.isEmpty else { return SyncGroupResponse(errorCode: .invalidGroupID) }
+        if let refusal = await coordinatorRefusal(request.groupID) { return SyncGroupResponse(errorCode: refusal) }
         return await groups.sync(request)
+    }
+
+    func heartbeat(_ request: HeartbeatRequest) async -> KafkaErrorCode {
+        if let refusal = await coordinatorRefusal(request.groupID) { return refusal }
+        return await groups.heartbeat(request)
+    }
+
+    func leaveGroup(_ request: LeaveGroupRequest) async -> [(memberID: String, errorCode: KafkaErrorCode)] {
+        if let refusal = await coordinatorRefusal(request.groupID) { return request.members.map { ($0, refusal) } }
+        return await groups.leave(request)
     }
 
     // MARK: offsets
@@ -34,7 +77,7 @@ extension KafkaApiHandler {
                 KafkaTopicPartitions(topic: topic.topic, partitions: topic.partitions.map { ($0.index, code) })
             })
         }
-        guard !request.groupID.isEmpty else { return all(.invalidGroupID) }
+        if let refusal = await coordinatorRefusal(request.groupID) { return all(refusal) }
         let admitted = await groups.admitCommit(groupID: request.groupID, generationID: request.generationID, memberID: request.memberID)
         guard admitted == .none else { return all(admitted) }
 
@@ -92,11 +135,14 @@ extension KafkaApiHandler {
 
     /// Moves the group's subscription on one partition so that the entry holding `offset` is the
     /// first unacknowledged one. Best effort: the stored offset is what consumers resume from.
+    /// In a cluster, only for partitions this broker serves.
     private func moveSubscription(_ group: String, of name: TopicName, partitions: Int, index: Int32, to offset: Int64) async {
         var partitionName = name
         if partitions > 0 { partitionName.localName += "-partition-\(index)" }
         do {
-            let topic = try await broker.topic(partitionName).get()
+            // In a cluster only the partitions served here (another broker's would move here).
+            guard let topic = try await broker.cluster == nil ? broker.topic(partitionName).get() : broker.loadedTopic(partitionName)
+            else { return }
             let target = await topic.position(ofOffset: offset)
             try await topic.eventLoop.flatSubmit { topic.createSubscriptionIfMissing(group) }.get()
             try await topic.eventLoop.submit { () throws in
@@ -110,6 +156,7 @@ extension KafkaApiHandler {
     }
 
     func offsetFetch(_ request: OffsetFetchRequest) async -> OffsetFetchResponse {
+        if let refusal = await coordinatorRefusal(request.groupID) { return OffsetFetchResponse(topics: [], errorCode: refusal) }
         let stored: KafkaGroupOffsets
         do {
             stored = try await groups.committedOffsets(request.groupID)
@@ -145,7 +192,13 @@ extension KafkaApiHandler {
 
     func describeGroups(_ request: DescribeGroupsRequest) async -> DescribeGroupsResponse {
         var described: [DescribeGroupsResponse.Group] = []
-        for id in request.groups { described.append(await groups.describe(id)) }
+        for id in request.groups {
+            if let refusal = await coordinatorRefusal(id) {
+                described.append(DescribeGroupsResponse.Group(errorCode: refusal, groupID: id, state: "", protocolType: "", protocolData: "", members: []))
+            } else {
+                described.append(await groups.describe(id))
+            }
+        }
         return DescribeGroupsResponse(groups: described)
     }
 
@@ -160,7 +213,11 @@ extension KafkaApiHandler {
         for id in request.groups {
             let code: KafkaErrorCode
             do {
-                code = try await groups.delete(id)
+                if let refusal = await coordinatorRefusal(id) {
+                    code = refusal
+                } else {
+                    code = try await groups.delete(id)
+                }
             } catch {
                 code = .coordinatorNotAvailable
             }

@@ -25,8 +25,22 @@ struct KafkaApiHandler: Sendable {
         groups = KafkaGroupCoordinator(config: settings.groups, metadata: broker.metadata, logger: logger)
     }
 
-    /// This broker's Kafka node id (one node: standalone).
-    static let nodeID: Int32 = 0
+    /// This broker's Kafka node id: 0 in standalone; in a cluster, the broker's (stable) id hashed.
+    var nodeID: Int32 { broker.cluster.map { Self.nodeID(of: $0.identity) } ?? 0 }
+
+    /// A cluster broker's Kafka node id: FNV-1a of its broker id (`host:httpPort`), 31 bits, so
+    /// it is the same after a restart and the same on every broker.
+    static func nodeID(of identity: BrokerIdentity) -> Int32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in identity.brokerID.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return Int32(bitPattern: hash & 0x7FFF_FFFF)
+    }
+
+    /// A cluster broker's Kafka listener, from its registration; nil: it serves no Kafka.
+    static func kafkaAddress(of identity: BrokerIdentity) -> (host: String, port: Int)? {
+        guard let data = identity.protocols?["kafka"] else { return nil }
+        return try? KafkaSettings.plaintext(data, key: "kafka")
+    }
 
     /// The response to one request frame, or nil when none is due. Throws for a request that
     /// cannot be answered in its own format (the connection closes). `admitted` is called once the
@@ -54,6 +68,7 @@ struct KafkaApiHandler: Sendable {
         }
         let version = header.apiVersion
         let flexible = support.isFlexible(version)
+        logger.trace("kafka.request", metadata: ["api": "\(support.key)", "version": "\(version)", "correlation-id": "\(header.correlationID)"])
         try header.readRest(&reader, flexible: flexible)
         func respond(_ write: (inout ByteBuffer) -> Void) -> ByteBuffer {
             KafkaResponseFrame.make(correlationID: header.correlationID, flexibleHeader: flexible, allocator: allocator, body: write)
@@ -84,7 +99,7 @@ struct KafkaApiHandler: Sendable {
             let response = await initProducerID(try InitProducerIdRequest.read(&reader, version: version))
             return respond { response.write(into: &$0, version: version) }
         case .findCoordinator:
-            let response = findCoordinator(try FindCoordinatorRequest.read(&reader, version: version))
+            let response = await findCoordinator(try FindCoordinatorRequest.read(&reader, version: version))
             return respond { response.write(into: &$0, version: version) }
         case .joinGroup:
             // Held until the rebalance completes; like Kafka, the connection waits with it.
@@ -95,11 +110,11 @@ struct KafkaApiHandler: Sendable {
             let response = await syncGroup(try SyncGroupRequest.read(&reader, version: version))
             return respond { response.write(into: &$0, version: version) }
         case .heartbeat:
-            let code = await groups.heartbeat(try HeartbeatRequest.read(&reader, version: version))
+            let code = await heartbeat(try HeartbeatRequest.read(&reader, version: version))
             return respond { KafkaErrorOnlyResponse(errorCode: code, flexibleFromVersion: 4).write(into: &$0, version: version) }
         case .leaveGroup:
             let request = try LeaveGroupRequest.read(&reader, version: version)
-            let results = await groups.leave(request)
+            let results = await leaveGroup(request)
             // Before v3 one member, its error at the top; from v3 each member's own.
             let top = version < 3 ? results.first?.errorCode ?? .none : .none
             return respond { LeaveGroupResponse(errorCode: top, members: results).write(into: &$0, version: version) }
@@ -161,13 +176,41 @@ struct KafkaApiHandler: Sendable {
         } else {
             topics = await allTopics()
         }
-        return MetadataResponse(
-            brokers: [MetadataResponse.Broker(nodeID: Self.nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))],
-            clusterID: broker.configuration.clusterName, controllerID: Self.nodeID, topics: topics)
+        return MetadataResponse(brokers: await brokers(), clusterID: broker.configuration.clusterName, controllerID: nodeID, topics: topics)
     }
 
-    private func partitions(_ count: Int) -> [MetadataResponse.Partition] {
-        (0..<max(count, 1)).map { MetadataResponse.Partition(index: Int32($0), leaderID: Self.nodeID) }
+    /// This broker, and in a cluster every live broker serving Kafka.
+    func brokers() async -> [MetadataResponse.Broker] {
+        let this = MetadataResponse.Broker(nodeID: nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))
+        guard let cluster = broker.cluster, let live = try? await cluster.liveBrokers() else { return [this] }
+        return [this] + live.compactMap { identity in
+            guard identity.brokerID != cluster.identity.brokerID, let address = Self.kafkaAddress(of: identity) else { return nil }
+            return MetadataResponse.Broker(nodeID: Self.nodeID(of: identity), host: address.host, port: Int32(address.port))
+        }
+    }
+
+    /// Each partition with its leader: the broker that owns (or is to own) its bundle.
+    private func partitions(of name: TopicName, count: Int) async -> [MetadataResponse.Partition] {
+        var partitions: [MetadataResponse.Partition] = []
+        for index in 0..<max(count, 1) {
+            var partitionName = name
+            if count > 0 { partitionName.localName += "-partition-\(index)" }
+            do {
+                let owner = try await broker.placement(of: partitionName)
+                guard let owner else {
+                    partitions.append(MetadataResponse.Partition(index: Int32(index), leaderID: nodeID))
+                    continue
+                }
+                guard Self.kafkaAddress(of: owner) != nil else {
+                    partitions.append(MetadataResponse.Partition(index: Int32(index), leaderID: -1, errorCode: .leaderNotAvailable))
+                    continue
+                }
+                partitions.append(MetadataResponse.Partition(index: Int32(index), leaderID: Self.nodeID(of: owner)))
+            } catch {
+                partitions.append(MetadataResponse.Partition(index: Int32(index), leaderID: -1, errorCode: .leaderNotAvailable))
+            }
+        }
+        return partitions
     }
 
     /// One requested topic: created when missing if the request and the namespace's
@@ -188,7 +231,7 @@ struct KafkaApiHandler: Sendable {
             guard let count else {
                 return MetadataResponse.Topic(errorCode: .unknownTopicOrPartition, name: kafkaName, partitions: [])
             }
-            return MetadataResponse.Topic(name: kafkaName, partitions: partitions(count))
+            return MetadataResponse.Topic(name: kafkaName, partitions: await partitions(of: name, count: count))
         } catch let error as BrokerError {
             let code: KafkaErrorCode = switch error.code {
             case .topicNotFound, .notFound, .notAllowed: .unknownTopicOrPartition
@@ -212,14 +255,14 @@ struct KafkaApiHandler: Sendable {
         for full in partitioned {
             guard let name = try? TopicName(parsing: full), let count = try? await broker.partitionCount(name) else { continue }
             partitionedNames.insert(full)
-            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: partitions(count)))
+            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: await partitions(of: name, count: count)))
         }
         for full in listed {
             guard let name = try? TopicName(parsing: full) else { continue }
             if name.partitionIndex >= 0, partitionedNames.contains(full.replacingOccurrences(of: "-partition-\(name.partitionIndex)", with: "")) {
                 continue
             }
-            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: partitions(0)))
+            topics.append(MetadataResponse.Topic(name: kafkaName(name), partitions: await partitions(of: name, count: 0)))
         }
         return topics.sorted { $0.name < $1.name }
     }

@@ -85,7 +85,13 @@ public struct KafkaSettingsError: Error, CustomStringConvertible, Sendable {
 
 public enum KafkaEndpoint {
     /// The endpoint `messagingProtocols=kafka` selects.
-    public static let endpoint = ProtocolEndpoint(name: "kafka", configKeys: KafkaSettings.configKeys) { context in
+    public static let endpoint = ProtocolEndpoint(
+        name: "kafka", configKeys: KafkaSettings.configKeys,
+        advertisedData: { settings, bindAddress, advertisedAddress in
+            let parsed = try KafkaSettings(settings: settings, bindAddress: bindAddress, advertisedAddress: advertisedAddress)
+            return "PLAINTEXT://\(parsed.advertisedHost):\(parsed.advertisedPort)"
+        }
+    ) { context in
         let settings = try KafkaSettings(
             settings: context.settings, bindAddress: context.bindAddress, advertisedAddress: context.advertisedAddress)
         return KafkaServer(settings: settings, broker: context.broker, eventLoopGroup: context.eventLoopGroup, logger: context.logger)

@@ -16,10 +16,17 @@ struct KafkaGroupOffsets: Codable, Sendable, Equatable {
     }
 }
 
+/// The coordinator cannot do what was asked; the message says what to do.
+struct KafkaCoordinatorError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// The group coordinator of this broker: the groups' state machines (`KafkaGroupState`), the
 /// JoinGroup / SyncGroup requests they hold, one timer per group for session and rebalance
 /// deadlines (a sleeping task, re-armed only when a deadline comes earlier), and the committed
-/// offsets, kept durably in the metadata store (so every broker of a cluster reads the same).
+/// offsets, kept durably in the metadata store (so every broker of a cluster reads the same;
+/// nothing of them is cached here).
 actor KafkaGroupCoordinator {
     let config: KafkaGroupConfig
     private let metadata: any MetadataStore
@@ -30,16 +37,6 @@ actor KafkaGroupCoordinator {
     private var joinWaiters: [String: [String: CheckedContinuation<JoinGroupResponse, Never>]] = [:]
     private var syncWaiters: [String: [String: CheckedContinuation<SyncGroupResponse, Never>]] = [:]
     private var timers: [String: (deadline: Int64, task: Task<Void, Never>)] = [:]
-
-    private var offsets: [String: KafkaGroupOffsets] = [:]
-    private var loading: [String: Task<KafkaGroupOffsets, any Error>] = [:]
-    /// Per group: the latest change to its offsets, the latest stored, whether a write is under
-    /// way, and the commits waiting for theirs. One write at a time, each of the whole document,
-    /// so a later state never lands before an earlier one.
-    private var revision: [String: Int] = [:]
-    private var storedRevision: [String: Int] = [:]
-    private var writing: Set<String> = []
-    private var storeWaiters: [String: [(revision: Int, continuation: CheckedContinuation<Void, any Error>)]] = [:]
 
     init(config: KafkaGroupConfig, metadata: any MetadataStore, logger: Logger) {
         self.config = config
@@ -205,59 +202,56 @@ actor KafkaGroupCoordinator {
         return code
     }
 
+    /// The group's committed offsets, as stored: read at each OffsetFetch, so a coordinator that
+    /// took the group over from another broker reads what that one committed.
     func committedOffsets(_ groupID: String) async throws -> KafkaGroupOffsets {
-        if let known = offsets[groupID] { return known }
-        if let task = loading[groupID] { return try await task.value }
-        let metadata = self.metadata
-        let task = Task {
-            guard let stored = try await metadata.get(MetadataKeys.kafkaGroupOffsets(groupID)) else { return KafkaGroupOffsets() }
-            return try JSONDecoder().decode(KafkaGroupOffsets.self, from: Data(stored.value))
-        }
-        loading[groupID] = task
-        defer { loading[groupID] = nil }
-        let loaded = try await task.value
-        if offsets[groupID] == nil { offsets[groupID] = loaded }
-        return offsets[groupID] ?? loaded
+        try await storedOffsets(groupID).offsets
     }
 
-    /// Records commits and returns once they are durable.
+    private func storedOffsets(_ groupID: String) async throws -> (offsets: KafkaGroupOffsets, version: Int64) {
+        guard let stored = try await metadata.get(MetadataKeys.kafkaGroupOffsets(groupID)) else { return (KafkaGroupOffsets(), -1) }
+        do {
+            return (try JSONDecoder().decode(KafkaGroupOffsets.self, from: Data(stored.value)), stored.version)
+        } catch {
+            throw KafkaCoordinatorError("the stored offsets of group '\(groupID)' do not decode (\(error)): delete the group to start over")
+        }
+    }
+
+    /// Records commits and returns once they are durable: a compare-and-set of the group's
+    /// document, retried when another commit landed in between.
     func commit(_ groupID: String, _ commits: [(topic: String, partition: Int32, offset: KafkaCommittedOffset)]) async throws {
-        var current = try await committedOffsets(groupID)
-        for commit in commits { current.set(topic: commit.topic, partition: commit.partition, commit.offset) }
-        offsets[groupID] = current
-        let mine = revision[groupID, default: 0] + 1
-        revision[groupID] = mine
-        if writing.contains(groupID) {
-            try await withCheckedThrowingContinuation { storeWaiters[groupID, default: []].append((mine, $0)) }
-            return
-        }
-        writing.insert(groupID)
-        defer { writing.remove(groupID) }
-        while true {
-            let target = revision[groupID, default: 0]
-            let document = try JSONEncoder().encode(offsets[groupID] ?? KafkaGroupOffsets())
+        for _ in 0..<16 {
+            var (current, version) = try await storedOffsets(groupID)
+            for commit in commits { current.set(topic: commit.topic, partition: commit.partition, commit.offset) }
             do {
-                try await metadata.put(MetadataKeys.kafkaGroupOffsets(groupID), value: Array(document), expectedVersion: nil)
-            } catch {
-                let waiting = storeWaiters.removeValue(forKey: groupID) ?? []
-                for waiter in waiting { waiter.continuation.resume(throwing: error) }
-                throw error
+                try await metadata.put(
+                    MetadataKeys.kafkaGroupOffsets(groupID), value: Array(try JSONEncoder().encode(current)), expectedVersion: version)
+                return
+            } catch MetadataStoreError.badVersion {
+                continue
             }
-            storedRevision[groupID] = target
-            var still: [(revision: Int, continuation: CheckedContinuation<Void, any Error>)] = []
-            for waiter in storeWaiters.removeValue(forKey: groupID) ?? [] {
-                if waiter.revision <= target { waiter.continuation.resume() } else { still.append(waiter) }
-            }
-            if !still.isEmpty { storeWaiters[groupID] = still }
-            if revision[groupID, default: 0] == target { return }
         }
+        throw KafkaCoordinatorError("the offsets of group '\(groupID)' changed under 16 attempts to commit in a row: commit again")
+    }
+
+    /// Drops what this broker holds of a group it no longer coordinates (another broker took its
+    /// bundle): held requests are told NOT_COORDINATOR and look the coordinator up again.
+    func forget(_ groupID: String) {
+        guard groups.removeValue(forKey: groupID) != nil else { return }
+        timers.removeValue(forKey: groupID)?.task.cancel()
+        for (id, waiter) in joinWaiters.removeValue(forKey: groupID) ?? [:] {
+            waiter.resume(returning: JoinGroupResponse(errorCode: .notCoordinator, memberID: id))
+        }
+        for (_, waiter) in syncWaiters.removeValue(forKey: groupID) ?? [:] {
+            waiter.resume(returning: SyncGroupResponse(errorCode: .notCoordinator))
+        }
+        logger.info("kafka.group.moved-away", metadata: ["group": "\(groupID)"])
     }
 
     /// Forgets a group's offsets (DeleteGroups; a group that has members is refused).
     func delete(_ groupID: String) async throws -> KafkaErrorCode {
         if let group = groups[groupID], !group.isIdle { return .nonEmptyGroup }
         try await metadata.delete(MetadataKeys.kafkaGroupOffsets(groupID), expectedVersion: nil)
-        offsets[groupID] = nil
         groups[groupID] = nil
         return .none
     }

@@ -154,6 +154,13 @@ struct BrokerCommand: AsyncParsableCommand {
             pulsarTLSURL: security.tls?.pulsarURL(advertisedAddress: listening.advertisedAddress),
             httpsURL: security.tls?.httpsURL(advertisedAddress: listening.advertisedAddress))
         if !listeners.listeners.isEmpty { identity.listeners = listeners.listeners }
+        var protocols: [String: String] = [:]
+        for endpoint in listening.endpoints {
+            if let data = try endpoint.advertisedData(listening.settings, listening.bindAddress, listening.advertisedAddress) {
+                protocols[endpoint.name] = data
+            }
+        }
+        if !protocols.isEmpty { identity.protocols = protocols }
         if let internalListener = listeners.internalName.flatMap({ listeners.listeners[$0] }) {
             // Other brokers redirect clients that name no listener to the internal one.
             identity.pulsarURL = internalListener.pulsarURL ?? identity.pulsarURL
