@@ -98,6 +98,19 @@ extension KafkaApiHandler {
     private func startProduce(
         _ kafkaName: String, _ partition: ProduceRequest.Partition, producerName: String
     ) async -> Result<EventLoopFuture<Int64>, PartitionFailure> {
+        let batches: [KafkaRecordBatch]
+        switch Self.decodeBatches(partition) {
+        case .success(let decoded): batches = decoded
+        case .failure(let failure): return .failure(failure)
+        }
+        switch await partitionTopic(kafkaName, partition.index) {
+        case .success(let topic): return .success(enqueue(batches, to: topic, producerName: producerName))
+        case .failure(let failure): return .failure(failure)
+        }
+    }
+
+    /// A partition's record batches, checked: within the size limit, CRC-valid, data batches only.
+    static func decodeBatches(_ partition: ProduceRequest.Partition) -> Result<[KafkaRecordBatch], PartitionFailure> {
         guard let records = partition.records, records.readableBytes > 0 else {
             return .failure(PartitionFailure(code: .invalidRecord, message: "the partition's records are empty"))
         }
@@ -116,11 +129,85 @@ extension KafkaApiHandler {
         guard !batches.isEmpty, batches.allSatisfy({ !$0.records.isEmpty && !$0.isControl }) else {
             return .failure(PartitionFailure(code: .invalidRecord, message: "a record batch holds no records, or is a control batch"))
         }
-        let topic: Topic
-        switch await partitionTopic(kafkaName, partition.index) {
-        case .success(let found): topic = found
-        case .failure(let failure): return .failure(failure)
+        return .success(batches)
+    }
+
+    /// The topic already loaded here behind Kafka partition `index` of `kafkaName`, without
+    /// waiting: nil when it is not loaded (the async path loads it, or says why not).
+    func loadedPartitionTopic(_ kafkaName: String, _ index: Int32) -> Topic? {
+        guard let name = try? pulsarName(kafkaName) else { return nil }
+        var partitionName = name
+        partitionName.localName += "-partition-\(index)"
+        if let topic = broker.loadedTopic(partitionName) { return topic }
+        return index == 0 ? broker.loadedTopic(name) : nil
+    }
+
+    /// A Produce whose partitions are all loaded here, answered without leaving the connection's
+    /// event loop for a task: decoded and handed to the topics at once (so it is admitted when this
+    /// returns), answered when every append is durable. nil: not such a request (the async path
+    /// takes it, and answers its errors).
+    func produceOnLoop(_ frame: ByteBuffer, allocator: ByteBufferAllocator, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? {
+        var reader = KafkaReader(frame)
+        guard var header = try? KafkaRequestHeader.readPrefix(&reader), header.apiKey == KafkaApiKey.produce.rawValue,
+              let support = KafkaApis.support(header.apiKey), support.supports(header.apiVersion)
+        else { return nil }
+        let version = header.apiVersion
+        let flexible = support.isFlexible(version)
+        guard (try? header.readRest(&reader, flexible: flexible)) != nil,
+              let request = try? ProduceRequest.read(&reader, version: version), request.transactionalID == nil
+        else { return nil }
+        var topics: [[Topic]] = []
+        for topic in request.topics {
+            var partitions: [Topic] = []
+            for partition in topic.partitions {
+                guard let loaded = loadedPartitionTopic(topic.name, partition.index) else { return nil }
+                partitions.append(loaded)
+            }
+            topics.append(partitions)
         }
+        let producerName = "kafka-\(header.clientID.flatMap { $0.isEmpty ? nil : $0 } ?? "producer")"
+        var pending: [(topic: Int, partition: Int32, result: Result<EventLoopFuture<Int64>, PartitionFailure>)] = []
+        for (topicIndex, topic) in request.topics.enumerated() {
+            for (partitionIndex, partition) in topic.partitions.enumerated() {
+                let result = Self.decodeBatches(partition).map {
+                    enqueue($0, to: topics[topicIndex][partitionIndex], producerName: producerName)
+                }
+                pending.append((topicIndex, partition.index, result))
+            }
+        }
+        if request.acks == 0 { return eventLoop.makeSucceededFuture(nil) }
+        let futures = pending.map { item -> EventLoopFuture<Int64> in
+            switch item.result {
+            case .success(let future): return future
+            case .failure(let failure): return eventLoop.makeFailedFuture(failure)
+            }
+        }
+        let names = request.topics.map(\.name)
+        let correlationID = header.correlationID
+        return EventLoopFuture.whenAllComplete(futures, on: eventLoop).map { results in
+            var answer = names.map { ProduceResponse.Topic(name: $0, partitions: []) }
+            for (item, result) in zip(pending, results) {
+                var partition = ProduceResponse.Partition(index: item.partition, errorCode: .none, baseOffset: -1)
+                switch result {
+                case .success(let offset):
+                    partition.baseOffset = offset
+                case .failure(let error):
+                    let failure = Self.failure(error)
+                    partition.errorCode = failure.code
+                    partition.errorMessage = failure.message
+                }
+                answer[item.topic].partitions.append(partition)
+            }
+            let response = ProduceResponse(topics: answer)
+            return KafkaResponseFrame.make(correlationID: correlationID, flexibleHeader: flexible, allocator: allocator) {
+                response.write(into: &$0, version: version)
+            }
+        }
+    }
+
+    /// Hands a partition's batches to its topic (one entry per batch, after the idempotence check
+    /// on the topic's loop); the future gives the first batch's base offset once all are durable.
+    private func enqueue(_ batches: [KafkaRecordBatch], to topic: Topic, producerName: String) -> EventLoopFuture<Int64> {
         logger.trace("kafka.produce", metadata: [
             "topic": "\(topic.name)", "batches": "\(batches.count)", "records": "\(batches.reduce(0) { $0 + $1.records.count })",
             "compression": "\(batches[0].compression)", "producer.id": "\(batches[0].producerID)",
@@ -174,7 +261,7 @@ extension KafkaApiHandler {
             }
             topic.publish(batch)
         }
-        return .success(future)
+        return future
     }
 
     // MARK: Fetch

@@ -192,8 +192,15 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let admission = channel.eventLoop.makePromise(of: Void.self)
         let start = previousAdmission ?? channel.eventLoop.makeSucceededVoidFuture()
         previousAdmission = admission.futureResult
-        let answer = start.flatMap {
-            channel.eventLoop.makeFutureWithTask { try await api.answer(frame, allocator: allocator, clientHost: clientHost) { admission.succeed() } }
+        let answer = start.flatMap { () -> EventLoopFuture<ByteBuffer?> in
+            // The common Produce (its partitions loaded here) stays on this loop: no task, no hops.
+            if let answered = api.produceOnLoop(frame, allocator: allocator, eventLoop: channel.eventLoop) {
+                admission.succeed()
+                return answered
+            }
+            return channel.eventLoop.makeFutureWithTask {
+                try await api.answer(frame, allocator: allocator, clientHost: clientHost) { admission.succeed() }
+            }
         }
         answer.whenComplete { _ in admission.succeed() }
         let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }
