@@ -165,6 +165,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Requests read and not yet answered; at `maxInFlight` reading stops until one is.
     private var inFlight = 0
     static let maxInFlight = 64
+    /// A flush of the answers written this tick is scheduled.
+    private var flushScheduled = false
 
     /// The client's address as DescribeGroups shows it (`/host`, as Kafka does).
     private var clientHost = ""
@@ -192,6 +194,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let admission = channel.eventLoop.makePromise(of: Void.self)
         let start = previousAdmission ?? channel.eventLoop.makeSucceededVoidFuture()
         previousAdmission = admission.futureResult
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let answer = start.flatMap { () -> EventLoopFuture<ByteBuffer?> in
             // The common Produce (its partitions loaded here) stays on this loop: no task, no hops.
             if let answered = api.produceOnLoop(frame, allocator: allocator, eventLoop: channel.eventLoop) {
@@ -207,9 +210,19 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let logger = self.logger
         inFlight += 1
         if inFlight == Self.maxInFlight { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
-        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         previous = ordered.map { response in
-            if let response { channel.writeAndFlush(response, promise: nil) }
+            guard let response else { return }
+            // Answers that become due together (one group commit makes many durable) go out in
+            // one flush: written now, flushed once at the end of this loop tick.
+            channel.write(response, promise: nil)
+            let handler = bound.value
+            if !handler.flushScheduled {
+                handler.flushScheduled = true
+                channel.eventLoop.execute {
+                    bound.value.flushScheduled = false
+                    channel.flush()
+                }
+            }
         }.flatMapErrorThrowing { error in
             logger.warning("kafka.connection.request-refused", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
