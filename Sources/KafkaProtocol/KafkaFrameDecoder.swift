@@ -7,6 +7,8 @@ import NIOCore
 public struct KafkaFrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = ByteBuffer
     public let maxRequestBytes: Int
+    /// Frames up to this size are handed on as their own buffer, larger ones as slices.
+    static let copiedFrameBytes = 4096
 
     public init(maxRequestBytes: Int = KafkaLimits.maxRequestBytes) {
         self.maxRequestBytes = maxRequestBytes
@@ -21,7 +23,16 @@ public struct KafkaFrameDecoder: ByteToMessageDecoder {
         }
         guard buffer.readableBytes >= 4 + Int(size) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(size))!))
+        let frame = buffer.readSlice(length: Int(size))!
+        if frame.readableBytes <= Self.copiedFrameBytes {
+            // A small request is copied out: a slice would pin the whole read buffer until the
+            // request is answered, and the next read would copy that buffer to append to it.
+            var copy = context.channel.allocator.buffer(capacity: frame.readableBytes)
+            copy.writeImmutableBuffer(frame)
+            context.fireChannelRead(wrapInboundOut(copy))
+        } else {
+            context.fireChannelRead(wrapInboundOut(frame))
+        }
         return .continue
     }
 

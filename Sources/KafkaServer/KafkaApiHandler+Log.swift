@@ -135,11 +135,24 @@ extension KafkaApiHandler {
     /// The topic already loaded here behind Kafka partition `index` of `kafkaName`, without
     /// waiting: nil when it is not loaded (the async path loads it, or says why not).
     func loadedPartitionTopic(_ kafkaName: String, _ index: Int32) -> Topic? {
+        guard let names = partitionNames(kafkaName, index) else { return nil }
+        if let topic = broker.loadedTopic(names.partition) { return topic }
+        return index == 0 ? broker.loadedTopic(names.topic) : nil
+    }
+
+    /// The Pulsar names behind a Kafka partition (the topic's and the partition's), remembered:
+    /// parsing them is most of a small Produce's cost otherwise.
+    private func partitionNames(_ kafkaName: String, _ index: Int32) -> (topic: TopicName, partition: TopicName)? {
+        let key = KafkaPartitionKey(topic: kafkaName, index: index)
+        if let known = nameCache.withLockedValue({ $0[key] }) { return known }
         guard let name = try? pulsarName(kafkaName) else { return nil }
         var partitionName = name
         partitionName.localName += "-partition-\(index)"
-        if let topic = broker.loadedTopic(partitionName) { return topic }
-        return index == 0 ? broker.loadedTopic(name) : nil
+        nameCache.withLockedValue { cache in
+            if cache.count >= Self.maxCachedNames { cache.removeAll(keepingCapacity: true) }
+            cache[key] = (name, partitionName)
+        }
+        return (name, partitionName)
     }
 
     /// A Produce whose partitions are all loaded here, answered without leaving the connection's
@@ -212,7 +225,7 @@ extension KafkaApiHandler {
             "topic": "\(topic.name)", "batches": "\(batches.count)", "records": "\(batches.reduce(0) { $0 + $1.records.count })",
             "compression": "\(batches[0].compression)", "producer.id": "\(batches[0].producerID)",
         ])
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = broker.configuration.managedLedger.clock.nowMs()
         let allocator = ByteBufferAllocator()
         var entries: [ByteBuffer] = []
         var attributes: [EntryAttributes] = []

@@ -3,7 +3,14 @@ import Foundation
 import KafkaProtocol
 import Logging
 import ManagedLedger
+import NIOConcurrencyHelpers
 import NIOCore
+
+/// A Kafka topic name and partition index.
+struct KafkaPartitionKey: Hashable, Sendable {
+    var topic: String
+    var index: Int32
+}
 
 /// Answers Kafka requests over the broker's protocol-neutral core: a Kafka topic `t` is
 /// `persistent://{kafkaTenant}/{kafkaNamespace}/t` (`tenant/ns/t` reaches another namespace);
@@ -17,6 +24,9 @@ struct KafkaApiHandler: Sendable {
     let idempotence = KafkaIdempotence()
     /// The consumer groups this broker coordinates.
     let groups: KafkaGroupCoordinator
+    /// Kafka partition → Pulsar names (`loadedPartitionTopic`), at most `maxCachedNames`.
+    let nameCache = NIOLockedValueBox<[KafkaPartitionKey: (topic: TopicName, partition: TopicName)]>([:])
+    static let maxCachedNames = 100_000
 
     init(settings: KafkaSettings, broker: BrokerService, logger: Logger) {
         self.settings = settings
