@@ -3,8 +3,8 @@ import NIOCore
 // The topic-administration APIs (`CreateTopics`, `DeleteTopics`, `CreatePartitions`,
 // `DescribeConfigs`), field for field as in Kafka's message definitions.
 
-/// A topic name with Kafka's error code and message: the result of each admin operation.
-public struct KafkaTopicResult: Sendable, Equatable {
+/// A topic or group name with Kafka's error code and message: the result of each admin operation.
+public struct KafkaNamedResult: Sendable, Equatable {
     public var name: String
     public var errorCode: KafkaErrorCode
     public var errorMessage: String?
@@ -74,10 +74,10 @@ public struct CreateTopicsRequest: Sendable, Equatable {
 
 public struct CreateTopicsResponse: Sendable, Equatable {
     public struct Topic: Sendable, Equatable {
-        public var result: KafkaTopicResult
+        public var result: KafkaNamedResult
         public var numPartitions: Int32
         public var replicationFactor: Int16
-        public init(result: KafkaTopicResult, numPartitions: Int32 = -1, replicationFactor: Int16 = -1) {
+        public init(result: KafkaNamedResult, numPartitions: Int32 = -1, replicationFactor: Int16 = -1) {
             self.result = result
             self.numPartitions = numPartitions
             self.replicationFactor = replicationFactor
@@ -130,9 +130,9 @@ public struct DeleteTopicsRequest: Sendable, Equatable {
 }
 
 public struct DeleteTopicsResponse: Sendable, Equatable {
-    public var results: [KafkaTopicResult]
+    public var results: [KafkaNamedResult]
 
-    public init(results: [KafkaTopicResult]) { self.results = results }
+    public init(results: [KafkaNamedResult]) { self.results = results }
 
     public func write(into buffer: inout ByteBuffer, version: Int16) {
         let flexible = version >= 4
@@ -185,9 +185,9 @@ public struct CreatePartitionsRequest: Sendable, Equatable {
 }
 
 public struct CreatePartitionsResponse: Sendable, Equatable {
-    public var results: [KafkaTopicResult]
+    public var results: [KafkaNamedResult]
 
-    public init(results: [KafkaTopicResult]) { self.results = results }
+    public init(results: [KafkaNamedResult]) { self.results = results }
 
     public func write(into buffer: inout ByteBuffer, version: Int16) {
         let flexible = version >= 2

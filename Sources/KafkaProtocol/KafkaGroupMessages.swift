@@ -726,12 +726,3 @@ public struct DeleteGroupsResponse: Sendable, Equatable {
     }
 }
 
-/// A group (or other named thing) and its outcome.
-public struct KafkaNamedResult: Sendable, Equatable {
-    public var name: String
-    public var errorCode: KafkaErrorCode
-    public init(name: String, errorCode: KafkaErrorCode) {
-        self.name = name
-        self.errorCode = errorCode
-    }
-}

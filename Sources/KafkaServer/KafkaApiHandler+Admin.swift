@@ -18,7 +18,7 @@ extension KafkaApiHandler {
 
     private func createTopic(_ topic: CreateTopicsRequest.Topic, validateOnly: Bool) async -> CreateTopicsResponse.Topic {
         func refuse(_ code: KafkaErrorCode, _ message: String) -> CreateTopicsResponse.Topic {
-            CreateTopicsResponse.Topic(result: KafkaTopicResult(name: topic.name, errorCode: code, errorMessage: message))
+            CreateTopicsResponse.Topic(result: KafkaNamedResult(name: topic.name, errorCode: code, errorMessage: message))
         }
         do {
             let name = try pulsarName(topic.name)
@@ -34,7 +34,7 @@ extension KafkaApiHandler {
             if !validateOnly { try await broker.createPartitionedTopic(name, partitions: partitions) }
             logger.info("kafka.topic-created", metadata: ["topic": "\(name)", "partitions": "\(partitions)", "validate-only": "\(validateOnly)"])
             return CreateTopicsResponse.Topic(
-                result: KafkaTopicResult(name: topic.name), numPartitions: Int32(partitions),
+                result: KafkaNamedResult(name: topic.name), numPartitions: Int32(partitions),
                 replicationFactor: topic.replicationFactor > 0 ? topic.replicationFactor : 1)
         } catch let error as BrokerError where error.code == .conflict {
             return refuse(.topicAlreadyExists, error.message)
@@ -47,52 +47,52 @@ extension KafkaApiHandler {
     }
 
     func deleteTopics(_ request: DeleteTopicsRequest) async -> DeleteTopicsResponse {
-        var results: [KafkaTopicResult] = []
+        var results: [KafkaNamedResult] = []
         for kafkaName in request.names {
             do {
                 let name = try pulsarName(kafkaName)
                 guard try await broker.existingPartitionCount(name) != nil else {
-                    results.append(KafkaTopicResult(name: kafkaName, errorCode: .unknownTopicOrPartition, errorMessage: "no topic '\(kafkaName)'"))
+                    results.append(KafkaNamedResult(name: kafkaName, errorCode: .unknownTopicOrPartition, errorMessage: "no topic '\(kafkaName)'"))
                     continue
                 }
                 // As Kafka does, consumers and producers do not keep a topic alive.
                 try await broker.deleteTopic(name, force: true)
                 logger.info("kafka.topic-deleted", metadata: ["topic": "\(name)"])
-                results.append(KafkaTopicResult(name: kafkaName))
+                results.append(KafkaNamedResult(name: kafkaName))
             } catch {
                 let failure = Self.failure(error)
-                results.append(KafkaTopicResult(name: kafkaName, errorCode: failure.code, errorMessage: failure.message))
+                results.append(KafkaNamedResult(name: kafkaName, errorCode: failure.code, errorMessage: failure.message))
             }
         }
         return DeleteTopicsResponse(results: results)
     }
 
     func createPartitions(_ request: CreatePartitionsRequest) async -> CreatePartitionsResponse {
-        var results: [KafkaTopicResult] = []
+        var results: [KafkaNamedResult] = []
         for topic in request.topics {
             do {
                 let name = try pulsarName(topic.name)
                 guard let current = try await broker.existingPartitionCount(name) else {
-                    results.append(KafkaTopicResult(name: topic.name, errorCode: .unknownTopicOrPartition, errorMessage: "no topic '\(topic.name)'"))
+                    results.append(KafkaNamedResult(name: topic.name, errorCode: .unknownTopicOrPartition, errorMessage: "no topic '\(topic.name)'"))
                     continue
                 }
                 guard current > 0 else {
-                    results.append(KafkaTopicResult(
+                    results.append(KafkaNamedResult(
                         name: topic.name, errorCode: .invalidPartitions,
                         errorMessage: "'\(topic.name)' is a non-partitioned Pulsar topic: its partition count cannot change"))
                     continue
                 }
                 guard Int(topic.count) > current else {
-                    results.append(KafkaTopicResult(
+                    results.append(KafkaNamedResult(
                         name: topic.name, errorCode: .invalidPartitions,
                         errorMessage: "topic '\(topic.name)' has \(current) partitions: only more can be asked for, not \(topic.count)"))
                     continue
                 }
                 if !request.validateOnly { try await broker.updatePartitionedTopic(name, partitions: Int(topic.count)) }
-                results.append(KafkaTopicResult(name: topic.name))
+                results.append(KafkaNamedResult(name: topic.name))
             } catch {
                 let failure = Self.failure(error)
-                results.append(KafkaTopicResult(name: topic.name, errorCode: failure.code, errorMessage: failure.message))
+                results.append(KafkaNamedResult(name: topic.name, errorCode: failure.code, errorMessage: failure.message))
             }
         }
         return CreatePartitionsResponse(results: results)

@@ -172,7 +172,7 @@ actor KafkaGroupCoordinator {
             members: group.members.map {
                 DescribeGroupsResponse.Member(
                     memberID: $0.id, groupInstanceID: $0.groupInstanceID, clientID: $0.clientID, clientHost: $0.clientHost,
-                    metadata: $0.protocols.first { p in p.name == group.protocolName }?.metadata ?? [], assignment: $0.assignment)
+                    metadata: $0.metadata(for: group.protocolName), assignment: $0.assignment)
             })
     }
 

@@ -45,7 +45,8 @@ public struct KafkaGroupState: Sendable {
         /// Its SyncGroup is held until the leader's arrives.
         public var awaitingSync = false
 
-        func metadata(for protocolName: String?) -> [UInt8] {
+        /// Its metadata for the protocol the group chose.
+        public func metadata(for protocolName: String?) -> [UInt8] {
             protocols.first { $0.name == protocolName }?.metadata ?? []
         }
     }
