@@ -64,8 +64,9 @@ def free_port() -> int:
     taken by any outgoing connection before the server binds it ("Address already in use" while
     many clients connect), a port below that range only by another server."""
     low, _ = _ephemeral_range()
+    start, end = _worker_port_range(max(1024, low - 12000), low)
     for _ in range(100):
-        port = random.randrange(max(1024, low - 12000), low)
+        port = random.randrange(start, end)
         # Never the same port twice in a run: a cluster picks all its ports before any process
         # binds one, so a free port alone could go to two of them.
         if port in _HANDED_OUT:
@@ -83,6 +84,18 @@ def free_port() -> int:
 
 
 _HANDED_OUT: set[int] = set()
+
+
+def _worker_port_range(low: int, high: int) -> tuple[int, int]:
+    """This pytest-xdist worker's own slice of [low, high): workers run side by side, and each one
+    remembers only the ports it handed out itself."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index = int(worker[2:]) % count
+    width = (high - low) // count
+    return low + index * width, low + (index + 1) * width
 
 
 # Loopback HTTP must not go through an http_proxy from the environment.

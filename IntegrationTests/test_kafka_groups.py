@@ -257,6 +257,19 @@ def test_admin_lists_describes_and_deletes_groups(kafka_broker):
     from confluent_kafka.error import KafkaException
     with pytest.raises(KafkaException):
         admin.delete_consumer_groups([group])[group].result(20)
+    produce(kafka_broker, topic, [f"d-{i}".encode() for i in range(6)])
+
+    def subscriptions(partition: int) -> set:
+        status, stats = call(kafka_broker, "GET", f"/admin/v2/persistent/public/default/{topic}-partition-{partition}/stats")
+        assert status == 200
+        return set(stats["subscriptions"])
+
+    # The member's commits made the group's subscription on its partitions; deleting the group
+    # deletes them with its offsets.
+    wait_until(lambda: len(member.consumed) >= 6, 30, "the member to consume and commit")
+    committed = {p for p, _, _ in member.consumed}
+    assert committed and all(group in subscriptions(p) for p in committed)
     member.finish()
     admin.delete_consumer_groups([group])[group].result(20)
     assert group not in {g.group_id for g in admin.list_consumer_groups().result(20).valid}
+    assert all(group not in subscriptions(p) for p in (0, 1))

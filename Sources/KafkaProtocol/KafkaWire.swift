@@ -154,6 +154,18 @@ extension ByteBuffer {
         writeKafkaUnsignedVarint(UInt32(bitPattern: (value << 1) ^ (value >> 31)))
     }
 
+    /// The bytes `writeKafkaVarint(value)` writes.
+    public static func kafkaVarintSize(_ value: Int32) -> Int {
+        let raw = UInt32(bitPattern: (value << 1) ^ (value >> 31))
+        return raw == 0 ? 1 : (32 - raw.leadingZeroBitCount + 6) / 7
+    }
+
+    /// The bytes `writeKafkaVarlong(value)` writes.
+    public static func kafkaVarlongSize(_ value: Int64) -> Int {
+        let raw = UInt64(bitPattern: (value << 1) ^ (value >> 63))
+        return raw == 0 ? 1 : (64 - raw.leadingZeroBitCount + 6) / 7
+    }
+
     public mutating func writeKafkaVarlong(_ value: Int64) {
         var raw = UInt64(bitPattern: (value << 1) ^ (value >> 63))
         while raw >= 0x80 {
@@ -170,9 +182,9 @@ extension ByteBuffer {
             if flexible { writeKafkaUnsignedVarint(0) } else { writeInteger(Int16(-1)) }
             return
         }
-        let utf8 = Array(value.utf8.prefix(KafkaLimits.maxStringBytes))
-        if flexible { writeKafkaUnsignedVarint(UInt32(utf8.count + 1)) } else { writeInteger(Int16(utf8.count)) }
-        writeBytes(utf8)
+        let count = min(value.utf8.count, KafkaLimits.maxStringBytes)
+        if flexible { writeKafkaUnsignedVarint(UInt32(count + 1)) } else { writeInteger(Int16(count)) }
+        if count == value.utf8.count { writeString(value) } else { writeBytes(value.utf8.prefix(count)) }
     }
 
     /// An array's count (`nil`: a null array).

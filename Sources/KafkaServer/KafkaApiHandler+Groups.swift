@@ -208,6 +208,28 @@ extension KafkaApiHandler {
         return ListGroupsResponse(groups: states.isEmpty ? listed : listed.filter { states.contains($0.state.lowercased()) })
     }
 
+    /// Deletes a deleted group's Pulsar subscriptions (the ones its commits moved) on the partitions
+    /// served here. Best effort: a subscription with Pulsar consumers connected stays.
+    private func deleteSubscriptions(of group: String, _ committed: KafkaGroupOffsets) async {
+        for (topic, partitions) in committed.topics {
+            guard let name = try? TopicName(parsing: topic) else { continue }
+            let count = (try? await broker.existingPartitionCount(name)) ?? nil
+            for key in partitions.keys {
+                guard let index = Int32(key) else { continue }
+                var partitionName = name
+                if let count, count > 0 { partitionName.localName += "-partition-\(index)" }
+                guard broker.cluster == nil || broker.loadedTopic(partitionName) != nil else { continue }
+                do {
+                    try await broker.deleteSubscription(partitionName, subscription: group, force: false)
+                } catch {
+                    logger.debug("kafka.delete-group.subscription-kept", metadata: [
+                        "group": "\(group)", "topic": "\(partitionName)", "error": "\(error)",
+                    ])
+                }
+            }
+        }
+    }
+
     func deleteGroups(_ request: DeleteGroupsRequest) async -> DeleteGroupsResponse {
         var results: [KafkaNamedResult] = []
         for id in request.groups {
@@ -216,7 +238,9 @@ extension KafkaApiHandler {
                 if let refusal = await coordinatorRefusal(id) {
                     code = refusal
                 } else {
+                    let committed = (try? await groups.committedOffsets(id)) ?? KafkaGroupOffsets()
                     code = try await groups.delete(id)
+                    if code == .none { await deleteSubscriptions(of: id, committed) }
                 }
             } catch {
                 code = .coordinatorNotAvailable

@@ -98,19 +98,20 @@ extension KafkaApiHandler {
     private func startProduce(
         _ kafkaName: String, _ partition: ProduceRequest.Partition, producerName: String
     ) async -> Result<EventLoopFuture<Int64>, PartitionFailure> {
-        let batches: [KafkaRecordBatch]
-        switch Self.decodeBatches(partition) {
-        case .success(let decoded): batches = decoded
+        let prepared: KafkaProduceEntries
+        switch prepare(partition, producerName: producerName) {
+        case .success(let entries): prepared = entries
         case .failure(let failure): return .failure(failure)
         }
         switch await partitionTopic(kafkaName, partition.index) {
-        case .success(let topic): return .success(enqueue(batches, to: topic, producerName: producerName))
+        case .success(let topic): return .success(enqueue(prepared, to: topic))
         case .failure(let failure): return .failure(failure)
         }
     }
 
-    /// A partition's record batches, checked: within the size limit, CRC-valid, data batches only.
-    static func decodeBatches(_ partition: ProduceRequest.Partition) -> Result<[KafkaRecordBatch], PartitionFailure> {
+    /// A partition's record batches, checked (within the size limit, CRC-valid, data batches only,
+    /// every record well-formed) and encoded as the entries they are stored as.
+    func prepare(_ partition: ProduceRequest.Partition, producerName: String) -> Result<KafkaProduceEntries, PartitionFailure> {
         guard let records = partition.records, records.readableBytes > 0 else {
             return .failure(PartitionFailure(code: .invalidRecord, message: "the partition's records are empty"))
         }
@@ -119,17 +120,30 @@ extension KafkaApiHandler {
                 code: .messageTooLarge,
                 message: "\(records.readableBytes) bytes of records, over the \(PulsarLimits.maxMessageSizeBytes)-byte limit"))
         }
-        let batches: [KafkaRecordBatch]
-        do {
-            batches = try KafkaRecordBatch.readAll(records)
+        let now = broker.configuration.managedLedger.clock.nowMs()
+        let allocator = ByteBufferAllocator()
+        do throws(KafkaProtocolError) {
+            let batches = try KafkaRawRecordBatch.readAll(records)
+            guard let first = batches.first, let last = batches.last, batches.allSatisfy({ $0.count > 0 && !$0.isControl }) else {
+                return .failure(PartitionFailure(code: .invalidRecord, message: "a record batch holds no records, or is a control batch"))
+            }
+            var prepared = KafkaProduceEntries(
+                producerID: first.producerID, producerEpoch: first.producerEpoch, firstSequence: first.baseSequence,
+                lastSequence: Int32(truncatingIfNeeded: Int64(last.baseSequence) + Int64(last.count) - 1) & Int32.max,
+                compression: first.compression)
+            prepared.entries.reserveCapacity(batches.count)
+            prepared.attributes.reserveCapacity(batches.count)
+            for batch in batches {
+                let (entry, attributes) = try KafkaEntryCodec.entry(from: batch, producerName: producerName, publishTimeMs: now, allocator: allocator)
+                prepared.entries.append(entry)
+                prepared.attributes.append(attributes)
+                prepared.records += Int(batch.count)
+            }
+            return .success(prepared)
         } catch {
             let code: KafkaErrorCode = error.message.contains("CRC") ? .corruptMessage : .invalidRecord
             return .failure(PartitionFailure(code: code, message: error.message))
         }
-        guard !batches.isEmpty, batches.allSatisfy({ !$0.records.isEmpty && !$0.isControl }) else {
-            return .failure(PartitionFailure(code: .invalidRecord, message: "a record batch holds no records, or is a control batch"))
-        }
-        return .success(batches)
     }
 
     /// The topic already loaded here behind Kafka partition `index` of `kafkaName`, without
@@ -182,9 +196,7 @@ extension KafkaApiHandler {
         var pending: [(topic: Int, partition: Int32, result: Result<EventLoopFuture<Int64>, PartitionFailure>)] = []
         for (topicIndex, topic) in request.topics.enumerated() {
             for (partitionIndex, partition) in topic.partitions.enumerated() {
-                let result = Self.decodeBatches(partition).map {
-                    enqueue($0, to: topics[topicIndex][partitionIndex], producerName: producerName)
-                }
+                let result = prepare(partition, producerName: producerName).map { enqueue($0, to: topics[topicIndex][partitionIndex]) }
                 pending.append((topicIndex, partition.index, result))
             }
         }
@@ -197,9 +209,10 @@ extension KafkaApiHandler {
         }
         let names = request.topics.map(\.name)
         let correlationID = header.correlationID
-        return EventLoopFuture.whenAllComplete(futures, on: eventLoop).map { results in
+        let slots = pending.map { (topic: $0.topic, partition: $0.partition) }
+        @Sendable func respond(_ results: [Result<Int64, any Error>]) -> ByteBuffer? {
             var answer = names.map { ProduceResponse.Topic(name: $0, partitions: []) }
-            for (item, result) in zip(pending, results) {
+            for (item, result) in zip(slots, results) {
                 var partition = ProduceResponse.Partition(index: item.partition, errorCode: .none, baseOffset: -1)
                 switch result {
                 case .success(let offset):
@@ -216,37 +229,27 @@ extension KafkaApiHandler {
                 response.write(into: &$0, version: version)
             }
         }
+        if futures.count == 1 {
+            // One partition (librdkafka's usual request): answered from its future, no combinator.
+            let answered = eventLoop.makePromise(of: ByteBuffer?.self)
+            futures[0].whenComplete { answered.succeed(respond([$0])) }
+            return answered.futureResult
+        }
+        return EventLoopFuture.whenAllComplete(futures, on: eventLoop).map(respond)
     }
 
-    /// Hands a partition's batches to its topic (one entry per batch, after the idempotence check
-    /// on the topic's loop); the future gives the first batch's base offset once all are durable.
-    private func enqueue(_ batches: [KafkaRecordBatch], to topic: Topic, producerName: String) -> EventLoopFuture<Int64> {
+    /// Hands a partition's entries to its topic (after the idempotence check on the topic's loop);
+    /// the future gives the first batch's base offset once all are durable.
+    private func enqueue(_ prepared: KafkaProduceEntries, to topic: Topic) -> EventLoopFuture<Int64> {
         logger.trace("kafka.produce", metadata: [
-            "topic": "\(topic.name)", "batches": "\(batches.count)", "records": "\(batches.reduce(0) { $0 + $1.records.count })",
-            "compression": "\(batches[0].compression)", "producer.id": "\(batches[0].producerID)",
+            "topic": "\(topic.name)", "batches": "\(prepared.entries.count)", "records": "\(prepared.records)",
+            "compression": "\(prepared.compression)", "producer.id": "\(prepared.producerID)",
         ])
-        let now = broker.configuration.managedLedger.clock.nowMs()
-        let allocator = ByteBufferAllocator()
-        var entries: [ByteBuffer] = []
-        var attributes: [EntryAttributes] = []
-        for batch in batches {
-            let (entry, entryAttributes) = KafkaEntryCodec.entry(from: batch, producerName: producerName, publishTimeMs: now, allocator: allocator)
-            entries.append(entry)
-            attributes.append(entryAttributes)
-        }
         let promise = topic.eventLoop.makePromise(of: Int64.self)
-        let replier = KafkaProduceReplier(topic: topic, numMessages: attributes[0].numMessages, count: entries.count, promise: promise)
-        let batch = PublishBatch(entries: entries, attributes: attributes, replier: replier)
-        // The base offset, looked up when the append could not tell it.
-        let future = promise.futureResult.flatMap { offset -> EventLoopFuture<Int64> in
-            if offset >= 0 { return topic.eventLoop.makeSucceededFuture(offset) }
-            guard let position = replier.firstPosition else { return topic.eventLoop.makeSucceededFuture(-1) }
-            return topic.eventLoop.makeFutureWithTask { await topic.offset(of: position) ?? -1 }
-        }
-        let first = batches[0]
-        let last = batches[batches.count - 1]
-        let lastSequence = Int32(truncatingIfNeeded: Int64(last.baseSequence) + Int64(last.records.count) - 1) & Int32.max
-        let idempotence = first.producerID >= 0 ? self.idempotence : nil
+        let replier = KafkaProduceReplier(topic: topic, numMessages: prepared.attributes[0].numMessages, count: prepared.entries.count, promise: promise)
+        let batch = PublishBatch(entries: prepared.entries, attributes: prepared.attributes, replier: replier)
+        let future = promise.futureResult
+        let idempotence = prepared.producerID >= 0 ? self.idempotence : nil
         topic.eventLoop.execute {
             if let refusal = topic.publishRefusal {
                 promise.fail(refusal)
@@ -255,7 +258,8 @@ extension KafkaApiHandler {
             if let idempotence {
                 let table = idempotence.table(for: topic)
                 switch table.check(
-                    producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence, lastSequence: lastSequence)
+                    producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence,
+                    lastSequence: prepared.lastSequence)
                 {
                 case .duplicate(let original):
                     original.cascade(to: promise)
@@ -265,10 +269,10 @@ extension KafkaApiHandler {
                     return
                 case .write:
                     table.record(
-                        producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence,
-                        lastSequence: lastSequence, offset: future)
+                        producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence,
+                        lastSequence: prepared.lastSequence, offset: future)
                     future.whenFailure { _ in
-                        table.failed(producerID: first.producerID, epoch: first.producerEpoch, firstSequence: first.baseSequence)
+                        table.failed(producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence)
                     }
                 }
             }
@@ -477,6 +481,30 @@ final class KafkaProduceReplier: PublishReplier, @unchecked Sendable {
         }
         remaining -= 1
         guard remaining == 0 else { return }
-        if let failure { promise.fail(failure) } else { promise.succeed(baseOffset) }
+        if let failure {
+            promise.fail(failure)
+        } else if baseOffset >= 0 {
+            promise.succeed(baseOffset)
+        } else if let firstPosition {
+            // The append could not tell the offset: look it up.
+            let topic = topic
+            let promise = promise
+            promise.completeWithTask { await topic.offset(of: firstPosition) ?? -1 }
+        } else {
+            promise.succeed(-1)
+        }
     }
+}
+
+/// One partition's part of a Produce, decoded and encoded: the entries to append and what the
+/// idempotence check needs. A value.
+struct KafkaProduceEntries: Sendable {
+    var entries: [ByteBuffer] = []
+    var attributes: [EntryAttributes] = []
+    var producerID: Int64
+    var producerEpoch: Int16
+    var firstSequence: Int32
+    var lastSequence: Int32
+    var compression: Int16
+    var records = 0
 }

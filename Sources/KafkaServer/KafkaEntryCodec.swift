@@ -18,41 +18,48 @@ import PulsarProtocol
 /// fields the other way, the timestamp being the event time or else the publish time; a batch of
 /// n messages takes n offsets from the entry's first. A pure value.
 enum KafkaEntryCodec {
-    /// The Kafka batch as an encoded entry (`Entry.write`) with its attributes.
+    /// The Kafka batch as an encoded entry (`Entry.write`) with its attributes, its records walked
+    /// once straight into the Pulsar batch's payload (no value per record is made). Throws for a
+    /// malformed record: nothing of the batch is stored then.
     static func entry(
-        from batch: KafkaRecordBatch, producerName: String, publishTimeMs: Int64, allocator: ByteBufferAllocator
-    ) -> (encoded: ByteBuffer, attributes: EntryAttributes) {
+        from batch: KafkaRawRecordBatch, producerName: String, publishTimeMs: Int64, allocator: ByteBufferAllocator
+    ) throws(KafkaProtocolError) -> (encoded: ByteBuffer, attributes: EntryAttributes) {
         let codec = KafkaCompression(rawValue: batch.compression) ?? .none
-        let firstKey = batch.records.first?.key
-        let sharedKey = firstKey != nil && batch.records.allSatisfy { $0.key == firstKey }
-        let attributes = EntryAttributes(
-            numMessages: Int32(batch.records.count), publishTimeMs: publishTimeMs,
-            key: sharedKey ? keyString(firstKey!).map { Array($0.string.utf8) } ?? [] : [])
-        var metadata = ByteBuffer()
-        var payload: ByteBuffer?
-        var uncompressedSize = 0
-        if codec != .none {
-            var plain = allocator.buffer(capacity: batch.records.reduce(0) { $0 + 32 + ($1.value?.readableBytes ?? 0) })
-            writeMessages(batch, into: &plain)
-            uncompressedSize = plain.readableBytes
-            payload = PayloadCodec.compress(plain, type: codec.pulsarType, allocator: allocator)
+        // Pulsar's framing of a record costs at most ~24 bytes more than Kafka's.
+        var plain = allocator.buffer(capacity: batch.records.readableBytes + Int(batch.count) * 24)
+        var sharedKey: UnsafeRawBufferPointer?
+        var keyShared = true
+        var sharedKeyString: [UInt8] = []
+        try batch.forEachRecord { record in
+            if let key = record.key {
+                if let first = sharedKey {
+                    keyShared = keyShared && first.count == key.count && (key.count == 0 || memcmp(first.baseAddress!, key.baseAddress!, key.count) == 0)
+                } else if keyShared {
+                    sharedKey = key
+                    sharedKeyString = Array(keyString(key).string.utf8)
+                }
+            } else {
+                keyShared = false
+            }
+            writeMessage(record, baseTimestamp: batch.baseTimestamp, into: &plain)
         }
-        writeMetadata(
-            into: &metadata, producerName: producerName, sequenceID: max(Int64(batch.baseSequence), 0), publishTimeMs: publishTimeMs,
-            compression: codec.pulsarType, uncompressedSize: uncompressedSize, count: batch.records.count)
-        let estimate = payload?.readableBytes ?? batch.records.reduce(0) { $0 + 24 + ($1.value?.readableBytes ?? 0) + ($1.key?.readableBytes ?? 0) }
-        var buffer = allocator.buffer(capacity: Entry.encodedLength(attributes: attributes, bodyLength: 8 + metadata.readableBytes + estimate))
+        let attributes = EntryAttributes(
+            numMessages: batch.count, publishTimeMs: publishTimeMs, key: keyShared && sharedKey != nil ? sharedKeyString : [])
+        var payload = plain
+        if codec != .none { payload = PayloadCodec.compress(plain, type: codec.pulsarType, allocator: allocator) }
+        var buffer = allocator.buffer(capacity: Entry.encodedLength(
+            attributes: attributes, bodyLength: 8 + 40 + producerName.utf8.count + payload.readableBytes))
         Entry.write(attributes: attributes, into: &buffer) { body in
             let crcAt = body.writerIndex
             body.writeInteger(UInt32(0))
             let checked = body.writerIndex
-            body.writeInteger(UInt32(metadata.readableBytes))
-            body.writeBuffer(&metadata)
-            if var payload {
-                body.writeBuffer(&payload)
-            } else {
-                writeMessages(batch, into: &body)
-            }
+            body.writeInteger(UInt32(0))  // the metadata's size, set below
+            let metadataStart = body.writerIndex
+            writeMetadata(
+                into: &body, producerName: producerName, sequenceID: max(Int64(batch.baseSequence), 0), publishTimeMs: publishTimeMs,
+                compression: codec.pulsarType, uncompressedSize: codec == .none ? 0 : plain.readableBytes, count: Int(batch.count))
+            body.setInteger(UInt32(body.writerIndex - metadataStart), at: checked)
+            body.writeBuffer(&payload)
             var crc = CRC32C()
             let from = checked - body.readerIndex
             body.withUnsafeReadableBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[from...])) }
@@ -62,10 +69,9 @@ enum KafkaEntryCodec {
     }
 
     /// A Kafka key as a Pulsar partition key: itself when UTF-8, else base64 (flagged).
-    static func keyString(_ key: ByteBuffer) -> (string: String, base64: Bool)? {
-        let bytes = key.readableBytesView
-        if let string = String(validating: bytes, as: UTF8.self) { return (string, false) }
-        return (Data(bytes).base64EncodedString(), true)
+    static func keyString(_ key: UnsafeRawBufferPointer) -> (string: String, base64: Bool) {
+        if let string = String(validating: key, as: UTF8.self) { return (string, false) }
+        return (Data(key).base64EncodedString(), true)
     }
 
     private static func writeMetadata(
@@ -82,37 +88,60 @@ enum KafkaEntryCodec {
         writeVarintField(11, UInt64(count), into: &buffer)
     }
 
-    /// Each record as `[u32 size][SingleMessageMetadata][value]`.
-    private static func writeMessages(_ batch: KafkaRecordBatch, into buffer: inout ByteBuffer) {
-        for record in batch.records {
-            let sizeAt = buffer.writerIndex
-            buffer.writeInteger(UInt32(0))
-            let start = buffer.writerIndex
-            for header in record.headers {
-                // KeyValue { key = 1; value = 2 } inside properties = 1.
-                let keyLength = header.key.utf8.count
-                let valueLength = header.value?.readableBytes ?? 0
-                let inner = 1 + ProtobufWire.varintSize(UInt64(keyLength)) + keyLength + 1 + ProtobufWire.varintSize(UInt64(valueLength)) + valueLength
-                buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.lengthDelimited))
-                ProtobufWire.writeVarint(UInt64(inner), into: &buffer)
-                writeString(field: 1, header.key, into: &buffer)
+    /// One record as `[u32 size][SingleMessageMetadata][value]`.
+    private static func writeMessage(_ record: KafkaRecordView, baseTimestamp: Int64, into buffer: inout ByteBuffer) {
+        let sizeAt = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        let start = buffer.writerIndex
+        record.forEachHeader { key, value in
+            // KeyValue { key = 1; value = 2 } inside properties = 1 (a key that is not UTF-8 is repaired).
+            let keyString = isASCII(key) ? nil : String(decoding: key, as: UTF8.self)
+            let keyLength = keyString?.utf8.count ?? key.count
+            let valueLength = value?.count ?? 0
+            let inner = 1 + ProtobufWire.varintSize(UInt64(keyLength)) + keyLength + 1 + ProtobufWire.varintSize(UInt64(valueLength)) + valueLength
+            buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.lengthDelimited))
+            ProtobufWire.writeVarint(UInt64(inner), into: &buffer)
+            buffer.writeInteger(ProtobufWire.tag(1, wireType: ProtobufWire.lengthDelimited))
+            ProtobufWire.writeVarint(UInt64(keyLength), into: &buffer)
+            if let keyString { buffer.writeString(keyString) } else { buffer.writeBytes(key) }
+            buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.lengthDelimited))
+            ProtobufWire.writeVarint(UInt64(valueLength), into: &buffer)
+            if let value { buffer.writeBytes(value) }
+        }
+        var base64 = false
+        if let key = record.key {
+            if isASCII(key) {
                 buffer.writeInteger(ProtobufWire.tag(2, wireType: ProtobufWire.lengthDelimited))
-                ProtobufWire.writeVarint(UInt64(valueLength), into: &buffer)
-                if let value = header.value { buffer.writeImmutableBuffer(value) }
-            }
-            var base64 = false
-            if let key = record.key, let (string, encoded) = keyString(key) {
+                ProtobufWire.writeVarint(UInt64(key.count), into: &buffer)
+                buffer.writeBytes(key)
+            } else {
+                let (string, encoded) = keyString(key)
                 writeString(field: 2, string, into: &buffer)
                 base64 = encoded
             }
-            writeVarintField(3, UInt64(record.value?.readableBytes ?? 0), into: &buffer)
-            let timestamp = batch.baseTimestamp + record.timestampDelta
-            if timestamp > 0 { writeVarintField(5, UInt64(timestamp), into: &buffer) }
-            if base64 { writeVarintField(6, 1, into: &buffer) }
-            if record.value == nil { writeVarintField(9, 1, into: &buffer) }
-            buffer.setInteger(UInt32(buffer.writerIndex - start), at: sizeAt)
-            if let value = record.value { buffer.writeImmutableBuffer(value) }
         }
+        writeVarintField(3, UInt64(record.value?.count ?? 0), into: &buffer)
+        let timestamp = baseTimestamp + record.timestampDelta
+        if timestamp > 0 { writeVarintField(5, UInt64(timestamp), into: &buffer) }
+        if base64 { writeVarintField(6, 1, into: &buffer) }
+        if record.value == nil { writeVarintField(9, 1, into: &buffer) }
+        buffer.setInteger(UInt32(buffer.writerIndex - start), at: sizeAt)
+        if let value = record.value { buffer.writeBytes(value) }
+    }
+
+    /// True when every byte is ASCII (then the bytes are their own UTF-8 string).
+    private static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        let count = bytes.count
+        while index + 8 <= count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+            index += 8
+        }
+        while index < count {
+            if bytes[index] & 0x80 != 0 { return false }
+            index += 1
+        }
+        return true
     }
 
     private static func writeVarintField(_ field: Int, _ value: UInt64, into buffer: inout ByteBuffer) {

@@ -42,6 +42,21 @@ import Testing
         #expect(reader.remaining == 0)
     }
 
+    @Test func varintSizesAreWhatTheWritersWrite() {
+        let ints: [Int32] = [0, 1, -1, 63, -64, 64, -65, 8191, 8192, -8193, 1_048_575, Int32.max, Int32.min]
+        for value in ints {
+            var buffer = ByteBuffer()
+            buffer.writeKafkaVarint(value)
+            #expect(ByteBuffer.kafkaVarintSize(value) == buffer.readableBytes, "varint \(value)")
+        }
+        let longs: [Int64] = [0, 1, -1, 63, -64, 1 << 20, -(1 << 35), 1_700_000_000_000, Int64.max, Int64.min]
+        for value in longs {
+            var buffer = ByteBuffer()
+            buffer.writeKafkaVarlong(value)
+            #expect(ByteBuffer.kafkaVarlongSize(value) == buffer.readableBytes, "varlong \(value)")
+        }
+    }
+
     @Test func stringsAndArraysInBothForms() throws {
         var buffer = ByteBuffer()
         buffer.writeKafkaString("ab", flexible: false)

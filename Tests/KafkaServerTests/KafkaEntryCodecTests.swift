@@ -21,10 +21,19 @@ import Testing
         ])
     }
 
+    /// The batch as the produce path takes it, its records to be stored with `compression`.
+    func raw(_ batch: KafkaRecordBatch, compression: Int16 = 0) throws -> KafkaRawRecordBatch {
+        var bytes = ByteBuffer()
+        batch.write(into: &bytes)
+        var raw = try KafkaRawRecordBatch.read(bytes)
+        raw.attributes = compression
+        return raw
+    }
+
     @Test(arguments: KafkaCompression.allCases)
     func storedAsOnePulsarBatch(_ codec: KafkaCompression) throws {
-        let (encoded, attributes) = KafkaEntryCodec.entry(
-            from: batch(compression: codec.rawValue), producerName: "kafka-app", publishTimeMs: 1_700_000_001_000, allocator: allocator)
+        let (encoded, attributes) = try KafkaEntryCodec.entry(
+            from: raw(batch(), compression: codec.rawValue), producerName: "kafka-app", publishTimeMs: 1_700_000_001_000, allocator: allocator)
         #expect(attributes.numMessages == 3 && attributes.publishTimeMs == 1_700_000_001_000 && attributes.key.isEmpty)
         let entry = try Entry.decode(encoded)
         var body = entry.body
@@ -51,12 +60,31 @@ import Testing
         #expect(try KafkaRecordBatch.readAll(written) == [back])
     }
 
-    @Test func aSharedKeyRoutesTheEntry() {
+    @Test func aSharedKeyRoutesTheEntry() throws {
         let keyed = KafkaRecordBatch(baseTimestamp: 1, records: (0..<3).map {
             KafkaRecord(offsetDelta: Int32($0), timestampDelta: 0, key: ByteBuffer(string: "k"), value: ByteBuffer(string: "v"))
         })
-        let (_, attributes) = KafkaEntryCodec.entry(from: keyed, producerName: "p", publishTimeMs: 1, allocator: allocator)
+        let (_, attributes) = try KafkaEntryCodec.entry(from: raw(keyed), producerName: "p", publishTimeMs: 1, allocator: allocator)
         #expect(attributes.key == Array("k".utf8))
+        var mixed = keyed
+        mixed.records[2].key = ByteBuffer(string: "other")
+        let (_, unshared) = try KafkaEntryCodec.entry(from: raw(mixed), producerName: "p", publishTimeMs: 1, allocator: allocator)
+        #expect(unshared.key.isEmpty)
+    }
+
+    @Test func aMalformedRecordFailsTheWholeBatch() throws {
+        var bytes = ByteBuffer()
+        batch().write(into: &bytes)
+        var raw = try KafkaRawRecordBatch.read(bytes)
+        raw.count = 4  // one more record than the bytes hold
+        #expect(throws: KafkaProtocolError.self) {
+            try KafkaEntryCodec.entry(from: raw, producerName: "p", publishTimeMs: 1, allocator: allocator)
+        }
+        raw.count = 3
+        raw.records.moveWriterIndex(to: raw.records.writerIndex - 2)  // the last record cut short
+        #expect(throws: KafkaProtocolError.self) {
+            try KafkaEntryCodec.entry(from: raw, producerName: "p", publishTimeMs: 1, allocator: allocator)
+        }
     }
 
     @Test func anUndecodableEntryKeepsItsOffsets() {
