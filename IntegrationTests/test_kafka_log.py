@@ -226,6 +226,40 @@ def test_idempotent_producer_retries_gaps_and_epochs(kafka_broker):
     assert [r.value for r in consume_all(kafka_broker, topic, 5)] == [b"a", b"b", b"c", b"d", b"e"]
 
 
+def test_idempotent_producer_state_survives_kill9(kafka_broker):
+    """The producers' state is rebuilt from the log: a retry after a crash is still a retry."""
+    topic = unique("idem-restart")
+    assert call(kafka_broker, "PUT", f"/admin/v2/persistent/public/default/{topic}")[0] == 204
+    producer_id, _ = init_producer_id(kafka_broker.kafka_port)
+    first = batch(producer_id, 0, 0, [b"a", b"b", b"c"])
+    second = batch(producer_id, 0, 3, [b"d"])
+    with socket.create_connection(("127.0.0.1", kafka_broker.kafka_port), timeout=10) as sock:
+        sock.sendall(produce_frame(topic, first, 2))
+        assert produce_answer(sock) == (0, 0)
+        sock.sendall(produce_frame(topic, second, 3))
+        assert produce_answer(sock) == (0, 3)
+    kafka_broker.kill9()
+    kafka_broker.restart()
+    with socket.create_connection(("127.0.0.1", kafka_broker.kafka_port), timeout=10) as sock:
+        # Both batches again, as a client retrying across the crash sends them: their offsets.
+        sock.sendall(produce_frame(topic, first, 4))
+        assert produce_answer(sock) == (0, 0)
+        sock.sendall(produce_frame(topic, second, 5))
+        assert produce_answer(sock) == (0, 3)
+        sock.sendall(produce_frame(topic, batch(producer_id, 0, 9, [b"gap"]), 6))
+        assert produce_answer(sock)[0] == 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        sock.sendall(produce_frame(topic, batch(producer_id, 0, 4, [b"e"]), 7))
+        assert produce_answer(sock) == (0, 4)
+        sock.sendall(produce_frame(topic, batch(producer_id, 1, 0, [b"f"]), 8))  # a newer epoch
+        assert produce_answer(sock) == (0, 5)
+    kafka_broker.kill9()
+    kafka_broker.restart()
+    with socket.create_connection(("127.0.0.1", kafka_broker.kafka_port), timeout=10) as sock:
+        sock.sendall(produce_frame(topic, batch(producer_id, 0, 5, [b"late"]), 9))
+        assert produce_answer(sock)[0] == 47  # INVALID_PRODUCER_EPOCH: the epoch was bumped before
+    assert [r.value for r in consume_all(kafka_broker, topic, 6)] == [b"a", b"b", b"c", b"d", b"e", b"f"]
+
+
 def test_confluent_idempotent_producer(kafka_broker):
     from confluent_kafka import Producer
     topic = partitioned(kafka_broker, 2)

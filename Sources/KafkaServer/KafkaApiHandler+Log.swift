@@ -133,8 +133,11 @@ extension KafkaApiHandler {
                 compression: first.compression)
             prepared.entries.reserveCapacity(batches.count)
             prepared.attributes.reserveCapacity(batches.count)
+            // An idempotent producer's entries carry its id and epoch (its state is rebuilt from them).
+            let name = first.producerID >= 0
+                ? PartitionProducers.producerName(producerID: first.producerID, epoch: first.producerEpoch) : producerName
             for batch in batches {
-                let (entry, attributes) = try KafkaEntryCodec.entry(from: batch, producerName: producerName, publishTimeMs: now, allocator: allocator)
+                let (entry, attributes) = try KafkaEntryCodec.entry(from: batch, producerName: name, publishTimeMs: now, allocator: allocator)
                 prepared.entries.append(entry)
                 prepared.attributes.append(attributes)
                 prepared.records += Int(batch.count)
@@ -249,14 +252,18 @@ extension KafkaApiHandler {
         let replier = KafkaProduceReplier(topic: topic, numMessages: prepared.attributes[0].numMessages, count: prepared.entries.count, promise: promise)
         let batch = PublishBatch(entries: prepared.entries, attributes: prepared.attributes, replier: replier)
         let future = promise.futureResult
-        let idempotence = prepared.producerID >= 0 ? self.idempotence : nil
-        topic.eventLoop.execute {
-            if let refusal = topic.publishRefusal {
-                promise.fail(refusal)
-                return
+        guard prepared.producerID >= 0 else {
+            topic.eventLoop.execute {
+                if let refusal = topic.publishRefusal { return promise.fail(refusal) }
+                topic.publish(batch)
             }
-            if let idempotence {
-                let table = idempotence.table(for: topic)
+            return future
+        }
+        let table = idempotence.table(for: topic)
+        topic.eventLoop.execute {
+            // The producers' state is rebuilt from the log before the first check.
+            table.whenReady(topic) {
+                if let refusal = topic.publishRefusal { return promise.fail(refusal) }
                 switch table.check(
                     producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence,
                     lastSequence: prepared.lastSequence)
@@ -275,8 +282,8 @@ extension KafkaApiHandler {
                         table.failed(producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence)
                     }
                 }
+                topic.publish(batch)
             }
-            topic.publish(batch)
         }
         return future
     }

@@ -88,8 +88,58 @@ enum KafkaEntryCodec {
         writeVarintField(11, UInt64(count), into: &buffer)
     }
 
-    /// One record as `[u32 size][SingleMessageMetadata][value]`.
+    /// One record as `[u32 size][SingleMessageMetadata][value]`: the usual record (no headers, an
+    /// ASCII key or none) in one reservation with raw stores, any other field by field.
     private static func writeMessage(_ record: KafkaRecordView, baseTimestamp: Int64, into buffer: inout ByteBuffer) {
+        guard record.headerCount == 0, record.key.map(isASCII) ?? true else {
+            return writeMessageFieldByField(record, baseTimestamp: baseTimestamp, into: &buffer)
+        }
+        let key = record.key
+        let value = record.value
+        let timestamp = baseTimestamp + record.timestampDelta
+        // size + key (tag, varint, bytes) + payload_size + event_time + null_value + value
+        let bound = 4 + (key.map { 6 + $0.count } ?? 0) + 11 + 11 + 2 + (value?.count ?? 0)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { out in
+            var at = 4
+            func put(_ byte: UInt8) {
+                out[at] = byte
+                at += 1
+            }
+            func putVarint(_ value: UInt64) {
+                var value = value
+                while value >= 0x80 {
+                    put(UInt8(truncatingIfNeeded: value) | 0x80)
+                    value >>= 7
+                }
+                put(UInt8(value))
+            }
+            func putBytes(_ bytes: UnsafeRawBufferPointer) {
+                guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+                (out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
+                at += bytes.count
+            }
+            if let key {
+                put(ProtobufWire.tag(2, wireType: ProtobufWire.lengthDelimited))  // partition_key
+                putVarint(UInt64(key.count))
+                putBytes(key)
+            }
+            put(ProtobufWire.tag(3, wireType: ProtobufWire.varint))  // payload_size
+            putVarint(UInt64(value?.count ?? 0))
+            if timestamp > 0 {
+                put(ProtobufWire.tag(5, wireType: ProtobufWire.varint))  // event_time
+                putVarint(UInt64(timestamp))
+            }
+            if value == nil {
+                put(ProtobufWire.tag(9, wireType: ProtobufWire.varint))  // null_value
+                put(1)
+            }
+            out.storeBytes(of: UInt32(at - 4).bigEndian, toByteOffset: 0, as: UInt32.self)
+            if let value { putBytes(value) }
+            return at
+        }
+    }
+
+    private static func writeMessageFieldByField(_ record: KafkaRecordView, baseTimestamp: Int64, into buffer: inout ByteBuffer) {
         let sizeAt = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
         let start = buffer.writerIndex
@@ -157,6 +207,17 @@ enum KafkaEntryCodec {
         buffer.writeInteger(ProtobufWire.tag(field, wireType: ProtobufWire.lengthDelimited))
         ProtobufWire.writeVarint(UInt64(value.utf8.count), into: &buffer)
         buffer.writeString(value)
+    }
+
+    /// The producer name and sequence id of a stored entry's Pulsar metadata, or nil when it has none.
+    static func producer(of entry: Entry) -> (name: String, sequenceID: Int64)? {
+        var body = entry.body
+        guard body.readInteger(as: UInt32.self) != nil, let size = body.readInteger(as: UInt32.self),
+              Int(size) <= body.readableBytes, let bytes = body.readSlice(length: Int(size)),
+              let metadata = try? Pulsar_Proto_MessageMetadata(serializedBytes: Array(buffer: bytes)),
+              metadata.hasProducerName
+        else { return nil }
+        return (metadata.producerName, Int64(clamping: metadata.sequenceID))
     }
 
     // MARK: entry → Kafka

@@ -7,17 +7,26 @@ import NIOCore
 /// producer id its epoch, the last sequence number taken and the last five batches with their
 /// offsets. A batch repeating one of those (a client's retry) is answered with the original's
 /// offset and not written again; a gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER, an older
-/// epoch INVALID_PRODUCER_EPOCH. Kept in memory: after a restart a producer's next batch starts
-/// its state anew (a retry that crosses a restart can be written twice).
+/// epoch INVALID_PRODUCER_EPOCH. The state is rebuilt from the end of the partition's log before
+/// its first idempotent batch is checked (every idempotent entry names its producer id and epoch
+/// in its Pulsar producer name, `kafka-pid-<id>-<epoch>`, with its first sequence as the sequence
+/// id), so a retry after a restart or a failover to another broker is still answered as one.
 final class KafkaIdempotence: Sendable {
-    private let tables = NIOLockedValueBox<[TopicName: PartitionProducers]>([:])
+    /// A loaded topic's table; a topic loaded again (here after another broker served it, say)
+    /// gets a new one, rebuilt from the log as it is then.
+    private struct Slot {
+        weak var topic: Topic?
+        var table: PartitionProducers
+    }
+
+    private let tables = NIOLockedValueBox<[TopicName: Slot]>([:])
 
     /// The table of one partition (created on first use), used on the topic's loop only.
     func table(for topic: Topic) -> PartitionProducers {
         tables.withLockedValue { tables in
-            if let table = tables[topic.name] { return table }
+            if let slot = tables[topic.name], slot.topic === topic { return slot.table }
             let table = PartitionProducers()
-            tables[topic.name] = table
+            tables[topic.name] = Slot(topic: topic, table: table)
             return table
         }
     }
@@ -51,6 +60,72 @@ final class PartitionProducers: @unchecked Sendable {
 
     private(set) var producers: [Int64: Producer] = [:]
     private var uses: UInt64 = 0
+
+    /// Whether the state was rebuilt from the log; until then checks wait in `waiting`, in order.
+    private(set) var ready = false
+    private var rebuilding = false
+    private var waiting: [() -> Void] = []
+
+    /// Messages at the end of the log the rebuild reads (Kafka keeps the last five batches per producer).
+    static let rebuildMessages: Int64 = 50_000
+    static let rebuildMaxEntries = 5_000
+
+    /// The Pulsar producer name of an idempotent producer's entries.
+    static func producerName(producerID: Int64, epoch: Int16) -> String { "kafka-pid-\(producerID)-\(epoch)" }
+
+    /// The producer id and epoch in a name `producerName(producerID:epoch:)` made.
+    static func identity(ofProducerName name: String) -> (producerID: Int64, epoch: Int16)? {
+        guard name.hasPrefix("kafka-pid-") else { return nil }
+        let parts = name.dropFirst("kafka-pid-".count).split(separator: "-")
+        guard parts.count == 2, let id = Int64(parts[0]), let epoch = Int16(parts[1]) else { return nil }
+        return (id, epoch)
+    }
+
+    /// Runs `body` on the topic's loop once the state is rebuilt (at once when it is), starting the
+    /// rebuild on first use. `body` runs on the loop, in the order of the calls.
+    func whenReady(_ topic: Topic, _ body: @escaping () -> Void) {
+        topic.eventLoop.preconditionInEventLoop()
+        if ready { return body() }
+        waiting.append(body)
+        guard !rebuilding else { return }
+        rebuilding = true
+        let table = self
+        Task {
+            let recovered = await Self.recover(topic)
+            topic.eventLoop.execute {
+                for batch in recovered {
+                    table.record(
+                        producerID: batch.producerID, epoch: batch.epoch, firstSequence: batch.firstSequence,
+                        lastSequence: batch.lastSequence, offset: topic.eventLoop.makeSucceededFuture(batch.offset))
+                }
+                table.ready = true
+                table.rebuilding = false
+                let waiting = table.waiting
+                table.waiting = []
+                for body in waiting { body() }
+            }
+        }
+    }
+
+    /// The idempotent batches of the last `rebuildMessages` messages of the log, oldest first. A
+    /// log that cannot be read gives what was read (the producers start anew, as before).
+    static func recover(_ topic: Topic) async -> [(producerID: Int64, epoch: Int16, firstSequence: Int32, lastSequence: Int32, offset: Int64)] {
+        guard let bounds = await topic.offsetBounds(), bounds.next > bounds.first,
+              let start = await topic.position(ofOffset: max(bounds.first, bounds.next - rebuildMessages))
+        else { return [] }
+        var recovered: [(producerID: Int64, epoch: Int16, firstSequence: Int32, lastSequence: Int32, offset: Int64)] = []
+        var offset = start.firstOffset
+        for (_, entry) in await topic.entries(from: start.position, maxEntries: rebuildMaxEntries, maxBytes: 256 * 1024 * 1024) {
+            defer { offset += Int64(max(entry.attributes.numMessages, 1)) }
+            guard let (name, sequence) = KafkaEntryCodec.producer(of: entry), let identity = identity(ofProducerName: name),
+                  sequence >= 0, sequence <= Int64(Int32.max)
+            else { continue }
+            let first = Int32(sequence)
+            let last = Int32(truncatingIfNeeded: sequence + Int64(max(entry.attributes.numMessages, 1)) - 1) & Int32.max
+            recovered.append((identity.producerID, identity.epoch, first, last, offset))
+        }
+        return recovered
+    }
 
     /// The next sequence number after `sequence` (they wrap at Int32.max).
     static func after(_ sequence: Int32) -> Int32 { sequence == Int32.max ? 0 : sequence + 1 }

@@ -11,6 +11,15 @@ import Testing
 
     func offset(_ value: Int64) -> EventLoopFuture<Int64> { loop.makeSucceededFuture(value) }
 
+    @Test func entriesNameTheirProducerAndEpoch() {
+        let name = PartitionProducers.producerName(producerID: 4_000_000_001, epoch: 7)
+        #expect(name == "kafka-pid-4000000001-7")
+        #expect(PartitionProducers.identity(ofProducerName: name)! == (4_000_000_001, 7))
+        for other in ["kafka-my-app", "kafka-pid-", "kafka-pid-12", "kafka-pid-x-1", "kafka-pid-1-2-3", "kafka-pid-1-70000", ""] {
+            #expect(PartitionProducers.identity(ofProducerName: other) == nil, "\(other)")
+        }
+    }
+
     @Test func sequencesRunOnAndRetriesAreDuplicates() throws {
         let table = PartitionProducers()
         guard case .write = table.check(producerID: 7, epoch: 0, firstSequence: 0, lastSequence: 9) else { Issue.record("first batch"); return }
