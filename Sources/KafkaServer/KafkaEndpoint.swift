@@ -148,9 +148,11 @@ public final class KafkaServer: Service, Sendable {
 }
 
 /// One connection: requests are answered in the order they came (Kafka clients pipeline them and
-/// match responses by order and correlation id); at `maxInFlight` unanswered requests it stops
-/// reading until one is answered. A request that cannot be parsed closes only this connection. On
-/// the channel's loop.
+/// match responses by order and correlation id); a request starts once the one before it is
+/// admitted (its effects ordered: a Produce is admitted when its entries are handed to the topic);
+/// at `maxInFlight` unanswered requests it stops reading until one is answered. A request that
+/// cannot be parsed closes only this connection. Answers wait in `answers` (a ring, not a chain of
+/// futures) and go out in order, those that become due together in one flush. On the channel's loop.
 final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -158,15 +160,22 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private let api: KafkaApiHandler
     private let connectionID: UInt64
     private var logger: Logger
-    /// The previous request's answer: the next one is written after it.
-    private var previous: EventLoopFuture<Void>?
-    /// The previous request's admission: the next one starts after it.
-    private var previousAdmission: EventLoopFuture<Void>?
-    /// Requests read and not yet answered; at `maxInFlight` reading stops until one is.
-    private var inFlight = 0
+    /// One slot per request read and not yet written, oldest first: its answer once it has one
+    /// (`.some(nil)`: answered without a response, acks=0).
+    private var answers = CircularBuffer<ByteBuffer??>(initialCapacity: 16)
+    /// The request number of `answers.first`, and of the next request read.
+    private var firstPending: UInt64 = 0
+    private var nextRequest: UInt64 = 0
+    /// Requests read while an earlier one is not admitted yet, in order.
+    private var waiting = CircularBuffer<(request: UInt64, frame: ByteBuffer)>()
+    /// The request being admitted (a task of the async path), if one is.
+    private var admitting: UInt64?
     static let maxInFlight = 64
     /// A flush of the answers written this tick is scheduled.
     private var flushScheduled = false
+    private var reading = true
+    private var closed = false
+    private var context: ChannelHandlerContext?
 
     /// The client's address as DescribeGroups shows it (`/host`, as Kafka does).
     private var clientHost = ""
@@ -179,6 +188,13 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.logger = logger
     }
 
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        closed = true
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         clientHost = "/" + (context.channel.remoteAddress?.ipAddress ?? "")
         context.fireChannelActive()
@@ -186,52 +202,85 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let channel = context.channel
+        let request = nextRequest
+        nextRequest += 1
+        answers.append(nil)
+        if answers.count == Self.maxInFlight, reading {
+            reading = false
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        }
+        if admitting != nil {
+            waiting.append((request, frame))
+        } else {
+            start(request, frame, on: context.channel)
+        }
+    }
+
+    /// Starts a request: the common Produce (its partitions loaded here) on this loop, admitted at
+    /// once; anything else in a task, admitted when it says so (or when it is answered).
+    private func start(_ request: UInt64, _ frame: ByteBuffer, on channel: any Channel) {
+        let loop = channel.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        if let answered = api.produceOnLoop(frame, allocator: channel.allocator, eventLoop: loop) {
+            answered.whenComplete { bound.value.answered(request, $0) }
+            return
+        }
+        admitting = request
         let api = self.api
-        let allocator = context.channel.allocator
+        let allocator = channel.allocator
         let clientHost = clientHost
-        // A request starts once the one before it is admitted (its effects ordered).
-        let admission = channel.eventLoop.makePromise(of: Void.self)
-        let start = previousAdmission ?? channel.eventLoop.makeSucceededVoidFuture()
-        previousAdmission = admission.futureResult
-        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let answer = start.flatMap { () -> EventLoopFuture<ByteBuffer?> in
-            // The common Produce (its partitions loaded here) stays on this loop: no task, no hops.
-            if let answered = api.produceOnLoop(frame, allocator: allocator, eventLoop: channel.eventLoop) {
-                admission.succeed()
-                return answered
-            }
-            return channel.eventLoop.makeFutureWithTask {
-                try await api.answer(frame, allocator: allocator, clientHost: clientHost) { admission.succeed() }
+        let answer = loop.makeFutureWithTask {
+            try await api.answer(frame, allocator: allocator, clientHost: clientHost) {
+                loop.execute { bound.value.admitted(request) }
             }
         }
-        answer.whenComplete { _ in admission.succeed() }
-        let ordered = (previous ?? channel.eventLoop.makeSucceededVoidFuture()).flatMap { answer }
-        let logger = self.logger
-        inFlight += 1
-        if inFlight == Self.maxInFlight { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
-        previous = ordered.map { response in
-            guard let response else { return }
-            // Answers that become due together (one group commit makes many durable) go out in
-            // one flush: written now, flushed once at the end of this loop tick.
-            channel.write(response, promise: nil)
+        answer.whenComplete { result in
             let handler = bound.value
-            if !handler.flushScheduled {
-                handler.flushScheduled = true
-                channel.eventLoop.execute {
-                    bound.value.flushScheduled = false
-                    channel.flush()
-                }
-            }
-        }.flatMapErrorThrowing { error in
+            handler.admitted(request)
+            handler.answered(request, result)
+        }
+    }
+
+    /// The request being admitted is: the requests that waited for it start, in order.
+    private func admitted(_ request: UInt64) {
+        guard admitting == request, let channel = context?.channel else { return }
+        admitting = nil
+        while admitting == nil, let next = waiting.popFirst() { start(next.request, next.frame, on: channel) }
+    }
+
+    private func answered(_ request: UInt64, _ result: Result<ByteBuffer?, any Error>) {
+        guard !closed, let context else { return }
+        switch result {
+        case .success(let response):
+            answers[answers.index(answers.startIndex, offsetBy: Int(request - firstPending))] = .some(response)
+        case .failure(let error):
             logger.warning("kafka.connection.request-refused", metadata: ["error": "\(error)"])
-            channel.close(promise: nil)
-            throw error
+            closed = true
+            context.close(promise: nil)
+            return
         }
-        previous?.whenComplete { _ in
-            let handler = bound.value
-            handler.inFlight -= 1
-            if handler.inFlight == Self.maxInFlight - 1 { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
+        // Whatever is answered at the head goes out now, flushed once at the end of this tick.
+        var wrote = false
+        while let first = answers.first, let response = first {
+            answers.removeFirst()
+            firstPending += 1
+            if let response {
+                context.write(wrapOutboundOut(response), promise: nil)
+                wrote = true
+            }
+        }
+        if wrote, !flushScheduled {
+            flushScheduled = true
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let handler = bound.value
+                handler.flushScheduled = false
+                handler.context?.flush()
+            }
+        }
+        if !reading, answers.count < Self.maxInFlight {
+            reading = true
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         }
     }
 
