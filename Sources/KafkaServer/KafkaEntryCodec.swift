@@ -25,30 +25,22 @@ enum KafkaEntryCodec {
         from batch: KafkaRawRecordBatch, producerName: String, publishTimeMs: Int64, allocator: ByteBufferAllocator
     ) throws(KafkaProtocolError) -> (encoded: ByteBuffer, attributes: EntryAttributes) {
         let codec = KafkaCompression(rawValue: batch.compression) ?? .none
-        // Pulsar's framing of a record costs at most ~24 bytes more than Kafka's.
-        var plain = allocator.buffer(capacity: batch.records.readableBytes + Int(batch.count) * 24)
-        var sharedKey: UnsafeRawBufferPointer?
-        var keyShared = true
-        var sharedKeyString: [UInt8] = []
-        try batch.forEachRecord { record in
-            if let key = record.key {
-                if let first = sharedKey {
-                    keyShared = keyShared && first.count == key.count && (key.count == 0 || memcmp(first.baseAddress!, key.baseAddress!, key.count) == 0)
-                } else if keyShared {
-                    sharedKey = key
-                    sharedKeyString = Array(keyString(key).string.utf8)
-                }
-            } else {
-                keyShared = false
-            }
-            writeMessage(record, baseTimestamp: batch.baseTimestamp, into: &plain)
-        }
+        // The first walk checks every record and finds the key they share (the entry's routing key,
+        // written in front of the body); the second, over the same checked bytes, writes them.
         let attributes = EntryAttributes(
-            numMessages: batch.count, publishTimeMs: publishTimeMs, key: keyShared && sharedKey != nil ? sharedKeyString : [])
-        var payload = plain
-        if codec != .none { payload = PayloadCodec.compress(plain, type: codec.pulsarType, allocator: allocator) }
+            numMessages: batch.count, publishTimeMs: publishTimeMs, key: try sharedKey(of: batch) ?? [])
+        // Pulsar's framing of a record costs at most ~24 bytes more than Kafka's.
+        let plainEstimate = batch.records.readableBytes + Int(batch.count) * 24
+        var payload: ByteBuffer?
+        var uncompressedSize = 0
+        if codec != .none {
+            var plain = allocator.buffer(capacity: plainEstimate)
+            try? batch.forEachRecord { writeMessage($0, baseTimestamp: batch.baseTimestamp, into: &plain) }
+            uncompressedSize = plain.readableBytes
+            payload = PayloadCodec.compress(plain, type: codec.pulsarType, allocator: allocator)
+        }
         var buffer = allocator.buffer(capacity: Entry.encodedLength(
-            attributes: attributes, bodyLength: 8 + 40 + producerName.utf8.count + payload.readableBytes))
+            attributes: attributes, bodyLength: 8 + 40 + producerName.utf8.count + (payload?.readableBytes ?? plainEstimate)))
         Entry.write(attributes: attributes, into: &buffer) { body in
             let crcAt = body.writerIndex
             body.writeInteger(UInt32(0))
@@ -57,15 +49,41 @@ enum KafkaEntryCodec {
             let metadataStart = body.writerIndex
             writeMetadata(
                 into: &body, producerName: producerName, sequenceID: max(Int64(batch.baseSequence), 0), publishTimeMs: publishTimeMs,
-                compression: codec.pulsarType, uncompressedSize: codec == .none ? 0 : plain.readableBytes, count: Int(batch.count))
+                compression: codec.pulsarType, uncompressedSize: uncompressedSize, count: Int(batch.count))
             body.setInteger(UInt32(body.writerIndex - metadataStart), at: checked)
-            body.writeBuffer(&payload)
+            if var payload {
+                body.writeBuffer(&payload)
+            } else {
+                try? batch.forEachRecord { writeMessage($0, baseTimestamp: batch.baseTimestamp, into: &body) }
+            }
             var crc = CRC32C()
             let from = checked - body.readerIndex
             body.withUnsafeReadableBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[from...])) }
             body.setInteger(crc.value, at: crcAt)
         }
         return (buffer, attributes)
+    }
+
+    /// Checks every record; the key all of them have (as a Pulsar partition key), or nil when one
+    /// has none or another.
+    private static func sharedKey(of batch: KafkaRawRecordBatch) throws(KafkaProtocolError) -> [UInt8]? {
+        var first: UnsafeRawBufferPointer?
+        var shared = true
+        var key: [UInt8]?
+        try batch.forEachRecord { record in
+            guard shared, let recordKey = record.key else {
+                shared = false
+                return
+            }
+            if let first {
+                shared = first.count == recordKey.count
+                    && (recordKey.count == 0 || memcmp(first.baseAddress!, recordKey.baseAddress!, recordKey.count) == 0)
+            } else {
+                first = recordKey
+                key = Array(keyString(recordKey).string.utf8)
+            }
+        }
+        return shared ? key : nil
     }
 
     /// A Kafka key as a Pulsar partition key: itself when UTF-8, else base64 (flagged).
