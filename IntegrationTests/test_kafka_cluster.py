@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from admin_rest import call
 from cluster import LocalCluster
 from conftest import free_port
 from test_kafka import unique
@@ -57,6 +58,26 @@ def test_consumer_group_carries_on_through_a_broker_failover(kafka_cluster, monk
     member = GroupMember(None, topic, group)
     member.start()
     wait_until(lambda: member.assigned == {0, 1, 2, 3}, 60, "the member to be assigned every partition")
+
+    # The member's commits show as the group's subscription on every partition it consumed, on
+    # whichever broker serves it (the coordinator moves it on its own partitions, each other broker
+    # on its own from the stored offsets).
+    warm = Producer({"bootstrap.servers": servers, "acks": "all", "linger.ms": 0})
+    for i in range(16):
+        warm.produce(topic, key=f"w{i}".encode(), value=f"w-{i}".encode())
+    assert warm.flush(30) == 0
+    wait_until(lambda: len(member.consumed) >= 16, 60, "the member to consume and commit the first records")
+    consumed_partitions = {p for p, _, _ in list(member.consumed)}
+
+    def group_backlog(partition: int):
+        for broker in kafka_cluster.brokers:
+            status, stats = call(broker, "GET", f"/admin/v2/persistent/public/default/{topic}-partition-{partition}/stats")
+            if status == 200 and group in stats.get("subscriptions", {}):
+                return stats["subscriptions"][group]["msgBacklog"]
+        return None
+
+    wait_until(lambda: all(group_backlog(p) == 0 for p in consumed_partitions), 60,
+               "the group's subscription on every partition it consumed")
 
     delivered = []
     failed = []

@@ -1,7 +1,9 @@
 import BrokerCore
+import Foundation
 import KafkaProtocol
 import Logging
 import ManagedLedger
+import Metadata
 import PulsarProtocol
 
 /// Consumer groups: FindCoordinator points at this broker; JoinGroup, SyncGroup, Heartbeat and
@@ -133,6 +135,35 @@ extension KafkaApiHandler {
         }
     }
 
+    /// In a cluster: moves the subscriptions of every group on the partitions served here to the
+    /// groups' stored offsets, where they changed since the last pass (`applied`). One metadata
+    /// read per group whose offsets changed; nothing is loaded for it.
+    func syncGroupSubscriptions(_ applied: inout KafkaGroupSubscriptionSync) async {
+        guard let keys = try? await broker.metadata.list(prefix: MetadataKeys.kafkaGroupOffsetsPrefix) else { return }
+        for key in keys {
+            let path = key.hasPrefix("/") ? key : MetadataKeys.kafkaGroupOffsetsPrefix + key
+            guard let group = String(path.dropFirst(MetadataKeys.kafkaGroupOffsetsPrefix.count)).removingPercentEncoding,
+                  let stored = try? await broker.metadata.get(path), applied.versions[path] != stored.version,
+                  let offsets = try? JSONDecoder().decode(KafkaGroupOffsets.self, from: Data(stored.value))
+            else { continue }
+            applied.versions[path] = stored.version
+            for (topic, partitions) in offsets.topics {
+                guard let name = try? TopicName(parsing: topic) else { continue }
+                for (key, committed) in partitions {
+                    guard let index = Int32(key) else { continue }
+                    var partitionName = name
+                    partitionName.localName += "-partition-\(index)"
+                    let served = broker.loadedTopic(partitionName) != nil || (index == 0 && broker.loadedTopic(name) != nil)
+                    let slot = "\(group)\u{0}\(topic)\u{0}\(index)"
+                    guard served, applied.offsets[slot] != committed.offset else { continue }
+                    applied.offsets[slot] = committed.offset
+                    let count = broker.loadedTopic(partitionName) != nil ? Int(index) + 1 : 0
+                    await moveSubscription(group, of: name, partitions: count, index: index, to: committed.offset)
+                }
+            }
+        }
+    }
+
     /// Moves the group's subscription on one partition so that the entry holding `offset` is the
     /// first unacknowledged one. Best effort: the stored offset is what consumers resume from.
     /// In a cluster, only for partitions this broker serves.
@@ -249,4 +280,13 @@ extension KafkaApiHandler {
         }
         return DeleteGroupsResponse(results: results)
     }
+}
+
+/// What `syncGroupSubscriptions` applied: each group document's version, and each group
+/// partition's offset. A value owned by the sync loop.
+struct KafkaGroupSubscriptionSync {
+    /// How often a broker of a cluster looks at the groups' stored offsets.
+    static let intervalMs: Int64 = 5_000
+    var versions: [String: Int64] = [:]
+    var offsets: [String: Int64] = [:]
 }

@@ -140,8 +140,19 @@ public final class KafkaServer: Service, Sendable {
             "advertised": "\(settings.advertisedHost):\(settings.advertisedPort)",
             "namespace": "\(settings.tenant)/\(settings.namespace)",
         ])
+        // In a cluster a group's coordinator moves its subscription only on the partitions it
+        // serves; each broker moves it on the others it serves, from the stored offsets.
+        let sync = broker.cluster == nil ? nil : Task {
+            var applied = KafkaGroupSubscriptionSync()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(KafkaGroupSubscriptionSync.intervalMs))
+                guard !Task.isCancelled else { break }
+                await api.syncGroupSubscriptions(&applied)
+            }
+        }
         try? await gracefulShutdown()
         logger.info("kafka-server.stopping")
+        sync?.cancel()
         await api.groups.shutdown()
         try? await channel.close()
     }
