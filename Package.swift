@@ -164,6 +164,16 @@ let package = Package(
         ]),
         // Pulsar-style `--config` files (Java properties with Pulsar's and BookKeeper's key names).
         .target(name: "ServerConfig"),
+        // Tiered storage: the offloaded-ledger object format, object stores (filesystem, S3) and
+        // the offloader that writes closed ledgers into them and reads them back.
+        .target(name: "TieredStorage", dependencies: [
+            "CRC32C",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
         // Schema definitions (Avro's parser and resolution rules) and Pulsar's compatibility
         // strategies: pure values, no I/O.
         .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
@@ -231,6 +241,9 @@ let package = Package(
             "KafkaServer", "KafkaProtocol", "ManagedLedger", "PulsarProtocol", "PayloadCompression", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+        .testTarget(name: "TieredStorageTests", dependencies: [
+            "TieredStorage", .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "PayloadCompressionTests", dependencies: [
             "PayloadCompression", .product(name: "NIOCore", package: "swift-nio"),
