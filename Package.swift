@@ -173,7 +173,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
-        ]),
+        ], exclude: ["README.md"]),
         // Schema definitions (Avro's parser and resolution rules) and Pulsar's compatibility
         // strategies: pure values, no I/O.
         .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
