@@ -4,8 +4,9 @@
 #   bash scripts/test.sh [extra pytest arguments, e.g. -k reader -x]
 #
 # 1. installs the Debian packages it needs (only those missing; apt-get update first),
-# 2. swift build, 3. swift test (Swift unit tests),
-# 4. creates .venv (python3 -m venv) with IntegrationTests/requirements.txt (pulsar-client==3.13.0, pytest),
+# 2. swift build, 3. creates .venv (python3 -m venv) with IntegrationTests/requirements.txt
+#    (pulsar-client==3.13.0, pytest, moto, ...), 4. swift test (Swift unit tests; the S3 driver's
+#    against moto's S3 server, started from the venv),
 # 5. runs the pytest integration suite against the freshly built binary (MAGNETAR_BIN), its files
 #    spread over MAGNETAR_PYTEST_WORKERS (2) processes.
 # Safe to re-run: an existing, working .venv is reused. Exits non-zero if any step fails.
@@ -13,7 +14,7 @@
 # 6. fuzzes every reader of untrusted input for a bounded minute each (scripts/fuzz; libFuzzer),
 #    with the binary built in the background, at the lowest priority, since step 2.
 #
-# Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 3, MAGNETAR_SKIP_FUZZ=1 step 6 (quick
+# Environment knobs: MAGNETAR_SKIP_SWIFT_TEST=1 skips step 4, MAGNETAR_SKIP_FUZZ=1 step 6 (quick
 # local loops only); MAGNETAR_PYTEST_TIMEOUT / MAGNETAR_SWIFT_TEST_TIMEOUT / MAGNETAR_FUZZ_TIMEOUT
 # (seconds) bound the test runs; MAGNETAR_FUZZ_SECONDS (45) is each fuzz target's time.
 set -euo pipefail
@@ -88,15 +89,7 @@ if [ "${MAGNETAR_SKIP_FUZZ:-0}" != "1" ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------
-if [ "${MAGNETAR_SKIP_SWIFT_TEST:-0}" = "1" ]; then
-    step "swift test: skipped (MAGNETAR_SKIP_SWIFT_TEST=1)"
-else
-    step "swift test (unit tests)"
-    timeout --kill-after=30 "${MAGNETAR_SWIFT_TEST_TIMEOUT:-1800}" swift test
-fi
-
-# ------------------------------------------------------------------------------------------------
-step "Python venv for the integration tests (.venv)"
+step "Python venv for the tests (.venv)"
 # ------------------------------------------------------------------------------------------------
 VENV="$REPO_ROOT/.venv"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
@@ -107,6 +100,24 @@ else
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r IntegrationTests/requirements.txt
 "$VENV/bin/python" -c 'import pulsar, pytest; print("pulsar-client", pulsar.__version__, "/ pytest", pytest.__version__)'
+
+# ------------------------------------------------------------------------------------------------
+if [ "${MAGNETAR_SKIP_SWIFT_TEST:-0}" = "1" ]; then
+    step "swift test: skipped (MAGNETAR_SKIP_SWIFT_TEST=1)"
+else
+    step "swift test (unit tests; the S3 driver's against moto's S3 server)"
+    # A real S3-compatible server for the S3 object store's tests (moto's server mode, from the venv).
+    S3_PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$REPO_ROOT/.build/moto.log" 2>&1 &
+    MOTO_PID=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break
+        sleep 0.1
+    done
+    MAGNETAR_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" \
+        timeout --kill-after=30 "${MAGNETAR_SWIFT_TEST_TIMEOUT:-1800}" swift test || { kill "$MOTO_PID"; exit 1; }
+    kill "$MOTO_PID" 2>/dev/null || true
+fi
 
 # ------------------------------------------------------------------------------------------------
 step "Integration tests (pytest, pulsar-client against $MAGNETAR_BIN)"
