@@ -76,14 +76,14 @@ let package = Package(
         // The managed ledger: a topic's ledgers, cursors, the tail cache, positions, range sets,
         // entries, per-topic message offsets and the time index. Protocol-neutral, below BrokerCore.
         .target(name: "ManagedLedger", dependencies: [
-            "LedgerStorage", "Metadata",
+            "LedgerStorage", "Metadata", "TieredStorage",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPathSettings),
         // Topics, subscriptions, dispatchers, policies, the cluster's ownership. Protocol-neutral.
         .target(name: "BrokerCore", dependencies: [
-            "ManagedLedger", "LedgerStorage", "Metadata", "CRC32C", "Schemas",
+            "ManagedLedger", "LedgerStorage", "Metadata", "CRC32C", "Schemas", "TieredStorage",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -179,7 +179,7 @@ let package = Package(
         .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
-            "Authentication", "Schemas", "KafkaServer",
+            "Authentication", "Schemas", "KafkaServer", "TieredStorage",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -254,7 +254,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerCoreTests", dependencies: [
-            "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "TestSupport",
+            "BrokerCore", "ManagedLedger", "LedgerStorage", "Metadata", "TestSupport", "TieredStorage",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "BrokerServerTests", dependencies: [

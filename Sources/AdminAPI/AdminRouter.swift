@@ -119,6 +119,28 @@ public enum AdminRouter {
         policy("dispatchRate", \.dispatchRate)
         policy("maxTopicsPerNamespace", \.maxTopicsPerNamespace)
         policy("compactionThreshold", \.compactionThreshold, setMethods: [.put, .post])
+        // Unset, the threshold reads -1 (Pulsar's default); the lag reads null (the broker's applies).
+        router.get(RouterPath("\(base)/offloadThreshold")) { _, context in
+            try json(await broker.namespaces.policies(namespace(context)).offloadThreshold ?? -1)
+        }
+        router.put(RouterPath("\(base)/offloadThreshold")) { request, context in
+            let value = try await decodeBody(Int64.self, request)
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.offloadThreshold = value }
+            return noContent()
+        }
+        policy("offloadDeletionLagMs", \.offloadDeletionLagMs, setMethods: [.put])
+        router.get(RouterPath("\(base)/offloadPolicies")) { _, context in
+            try json(await broker.namespaces.policies(namespace(context)).offloadPolicies)
+        }
+        router.post(RouterPath("\(base)/offloadPolicies")) { request, context in
+            let value = try await decodeBody(OffloadPolicies.self, request)
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.offloadPolicies = value }
+            return noContent()
+        }
+        router.delete(RouterPath("\(base)/removeOffloadPolicies")) { _, context in
+            try await broker.namespaces.updatePolicies(namespace(context)) { $0.offloadPolicies = nil }
+            return noContent()
+        }
 
         router.get(RouterPath("\(base)/backlogQuotaMap")) { _, context in
             try json(await broker.namespaces.policies(namespace(context)).backlogQuotas)
@@ -267,6 +289,19 @@ public enum AdminRouter {
         }
         router.get(RouterPath("\(base)/compaction")) { _, context in
             try json(LongRunningProcessStatus(await broker.compactionState(topicName(context, domain))))
+        }
+        router.put(RouterPath("\(base)/offload")) { request, context in
+            let body = try await decodeBody(MessageIDBody.self, request, default: MessageIDBody(ledgerId: .max, entryId: .max))
+            let before: Position? = switch body.start {
+            case .latest: nil
+            case .earliest: Position(ledgerID: -1, entryID: -1)
+            case .at(let position): position
+            }
+            _ = try await broker.triggerOffload(topicName(context, domain), before: before)
+            return noContent()
+        }
+        router.get(RouterPath("\(base)/offload")) { _, context in
+            try json(OffloadProcessStatus(await broker.offloadStatus(topicName(context, domain))))
         }
         router.get(RouterPath("\(base)/subscriptions")) { _, context in
             try json(await broker.subscriptions(of: topicName(context, domain)))

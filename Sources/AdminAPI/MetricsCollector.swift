@@ -44,6 +44,13 @@ public actor MetricsCollector {
         "pulsar_storage_backlog_size": "Estimated bytes not yet acknowledged by the topic's slowest durable subscription",
         "pulsar_subscription_msg_rate_out": "Messages per second delivered from the subscription (since the previous scrape)",
         "pulsar_subscription_msg_throughput_out": "Bytes per second delivered from the subscription (since the previous scrape)",
+        "pulsar_storage_offloaded_size": "Bytes of the topic's ledgers held by the offload tier",
+        "brk_ledgeroffloader_offload_error": "Ledger offloads of the topic that failed since it was loaded",
+        "brk_ledgeroffloader_read_offload_error": "Reads of the topic's offloaded ledgers that failed since it was loaded (the tier did not answer, or a checksum failed)",
+        "magnetar_offloaded_ledgers_total": "Ledgers of the topic offloaded since it was loaded",
+        "magnetar_offloaded_bytes_total": "Bytes of the topic offloaded since it was loaded",
+        "magnetar_offload_time_ms_total": "Milliseconds spent offloading the topic's ledgers since it was loaded (divide by magnetar_offloaded_ledgers_total for the latency)",
+        "magnetar_offload_lag_bytes": "Bytes of the namespace's closed ledgers that its offload threshold wants offloaded and that are not yet",
     ]
 
     /// `le_<bound>` suffixes of Pulsar's bucket names.
@@ -94,6 +101,7 @@ public actor MetricsCollector {
             setDouble("\(prefix)_sum", labels, counts.sum)
         }
         var topicsPerNamespace: [String: Int64] = [:]
+        var offloadLagPerNamespace: [String: Int64] = [:]
         for snapshot in snapshots {
             let namespace = snapshot.topic.namespaceName
             topicsPerNamespace[namespace, default: 0] += 1
@@ -119,6 +127,15 @@ public actor MetricsCollector {
             setDouble("pulsar_throughput_in", labels, topicRates[2])
             setDouble("pulsar_throughput_out", labels, topicRates[3])
             set("pulsar_storage_backlog_size", labels, stats.backlogBytes)
+            if snapshot.topic.domain == .persistent {
+                offloadLagPerNamespace[namespace, default: 0] += stats.offloadLagBytes
+                set("pulsar_storage_offloaded_size", labels, stats.offloadedStorageBytes)
+                set("brk_ledgeroffloader_offload_error", labels, stats.offloadErrors)
+                set("brk_ledgeroffloader_read_offload_error", labels, stats.tierReadErrors)
+                set("magnetar_offloaded_ledgers_total", labels, stats.offloadedLedgers)
+                set("magnetar_offloaded_bytes_total", labels, stats.offloadedBytes)
+                set("magnetar_offload_time_ms_total", labels, stats.offloadTotalMs)
+            }
             if let latency = stats.writeLatency {
                 histogram("pulsar_storage_write_latency", Self.writeLatencyBuckets, overflow: "pulsar_storage_write_latency_overflow",
                           latency, labels, totals: true)
@@ -139,6 +156,9 @@ public actor MetricsCollector {
         }
         for (namespace, count) in topicsPerNamespace {
             set("pulsar_topics_count", [("cluster", cluster), ("namespace", namespace)], count)
+            if let lag = offloadLagPerNamespace[namespace] {
+                set("magnetar_offload_lag_bytes", [("cluster", cluster), ("namespace", namespace)], lag)
+            }
         }
         for key in previous.keys where !seenRates.contains(key) { previous[key] = nil }
         for (key, gauge) in gauges where !seen.contains(key) {

@@ -31,6 +31,8 @@ struct TopicStats: Codable, Sendable, Equatable {
     var compaction: CompactionStats?
     /// The exclusive producers' topic epoch, once one had the topic (kept across restarts).
     var topicEpoch: UInt64?
+    /// Bytes of the topic's ledgers held by the offload tier.
+    var offloadedStorageSize: Int64 = 0
 
     init(_ statistics: TopicStatistics) {
         msgRateIn = statistics.messageRateIn
@@ -51,6 +53,7 @@ struct TopicStats: Codable, Sendable, Equatable {
         unreadableEntryCount = statistics.unreadableEntries
         compaction = statistics.compaction.map(CompactionStats.init)
         topicEpoch = statistics.topicEpoch
+        offloadedStorageSize = statistics.offloadedStorageBytes
     }
 }
 
@@ -202,6 +205,7 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
     var bytesOutCounter: Int64 = 0
     var storageSize: Int64 = 0
     var backlogSize: Int64 = 0
+    var offloadedStorageSize: Int64 = 0
     var publishers: [PublisherStats] = []
     var subscriptions: [String: SubscriptionStats] = [:]
     var metadata: PartitionedTopicRecord
@@ -226,6 +230,7 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
         msgOutCounter += stats.msgOutCounter
         storageSize += stats.storageSize
         backlogSize += stats.backlogSize
+        offloadedStorageSize += stats.offloadedStorageSize
         publishers += stats.publishers
         for (name, subscription) in stats.subscriptions {
             guard var total = subscriptions[name] else {
@@ -246,6 +251,26 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
             total.consumers += subscription.consumers
             subscriptions[name] = total
         }
+    }
+}
+
+/// Pulsar's `OffloadProcessStatus`: `GET .../offload`.
+struct OffloadProcessStatus: Codable, Sendable, Equatable {
+    struct MessageID: Codable, Sendable, Equatable {
+        var ledgerId: Int64
+        var entryId: Int64
+        var partitionIndex: Int32 = -1
+        var batchIndex: Int32 = -1
+    }
+
+    var status: String
+    var lastError: String
+    var firstUnoffloadedMessage: MessageID?
+
+    init(_ state: OffloadStatus) {
+        status = state.state.rawValue
+        lastError = state.lastError
+        firstUnoffloadedMessage = state.firstUnoffloaded.map { MessageID(ledgerId: $0.ledgerID, entryId: $0.entryID) }
     }
 }
 
@@ -270,7 +295,7 @@ struct PersistentTopicInternalStats: Codable, Sendable, Equatable {
         currentLedgerEntries = statistics.currentLedgerEntries
         currentLedgerSize = statistics.currentLedgerBytes
         lastConfirmedEntry = "\(statistics.lastConfirmed)"
-        ledgers = statistics.ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.bytes) }
+        ledgers = statistics.ledgers.map { LedgerStats(ledgerId: $0.ledgerID, entries: $0.entries, size: $0.bytes, offloaded: $0.offloaded) }
         cursors = statistics.cursors.mapValues(CursorStats.init)
         unreadableEntries = statistics.unreadableEntries.map { "\($0)" }
     }
@@ -280,6 +305,7 @@ struct LedgerStats: Codable, Sendable, Equatable {
     var ledgerId: Int64
     var entries: Int64
     var size: Int64
+    var offloaded: Bool
 }
 
 struct CursorStats: Codable, Sendable, Equatable {

@@ -6,6 +6,7 @@ import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import Schemas
+import TieredStorage
 
 /// The metadata record of a partitioned topic.
 public struct PartitionedTopicRecord: Codable, Sendable, Equatable {
@@ -46,6 +47,18 @@ public struct BrokerConfiguration: Sendable {
     /// the threshold of namespaces that set none.
     public var compactionMonitorIntervalSeconds: Int64 = 60
     public var compactionThresholdBytes: Int64 = 0
+    /// Tiered storage: where and when topics offload, unless their namespace says otherwise.
+    public var offload = OffloadSettings()
+    public init() {}
+}
+
+/// The broker's offload configuration: `managedLedgerOffloadDriver` and its keys (the target; nil:
+/// no tier), `managedLedgerOffloadAutoTriggerSizeThresholdBytes` (-1: never by size) and
+/// `managedLedgerOffloadDeletionLagMs` (4 hours).
+public struct OffloadSettings: Sendable, Equatable {
+    public var target: OffloadTarget?
+    public var thresholdBytes: Int64 = -1
+    public var deletionLagMs: Int64 = ManagedLedger.defaultOffloadDeletionLagMs
     public init() {}
 }
 
@@ -253,6 +266,8 @@ public final class BrokerService: Sendable {
         topic.compactionCodec = self.configuration.compactionCodec
         topic.compactionMonitorIntervalMs = self.configuration.compactionMonitorIntervalSeconds.saturatingMultiply(1000)
         topic.compactionThresholdDefault = self.configuration.compactionThresholdBytes
+        topic.offloadDefaults = self.configuration.offload
+        try await loop.submit { topic.configureOffload(policies) }.get()
         try await topic.loadCompactionRecord()
         try await topic.loadTopicEpoch()
         let prefix = MetadataKeys.cursors(ofTopic: name.metadataPath)

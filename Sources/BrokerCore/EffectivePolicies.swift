@@ -1,6 +1,7 @@
 import LedgerStorage
 import ManagedLedger
 import Schemas
+import TieredStorage
 
 /// The namespace policies the broker enforces at run time, with broker defaults (Pulsar's
 /// broker.conf defaults) filled in for what the namespace leaves unset. Derived from the
@@ -37,6 +38,11 @@ public struct EffectivePolicies: Sendable, Equatable {
     /// Compact a topic once this many bytes came after its horizon; nil: the broker's
     /// `brokerServiceCompactionThresholdInBytes`; 0: never.
     public var compactionThreshold: Int64?
+    /// The namespace's offload settings (`offloadThreshold`, `offloadDeletionLagMs`, then its
+    /// `offloadPolicies`); nil: the broker's (`OffloadSettings`).
+    public var offloadThreshold: Int64?
+    public var offloadDeletionLagMs: Int64?
+    public var offloadTarget: OffloadTarget?
 
     public init() {}
 
@@ -72,5 +78,11 @@ public struct EffectivePolicies: Sendable, Equatable {
         isAllowAutoUpdateSchema = policies.isAllowAutoUpdateSchema
         schemaValidationEnforced = policies.schemaValidationEnforced
         compactionThreshold = policies.compactionThreshold
+        // -1 is Pulsar's "unset" for the namespace's threshold: the offload policies' (and then
+        // the broker's) applies.
+        offloadThreshold = policies.offloadThreshold.flatMap { $0 == -1 ? nil : $0 }
+            ?? policies.offloadPolicies?.managedLedgerOffloadThresholdInBytes
+        offloadDeletionLagMs = policies.offloadDeletionLagMs ?? policies.offloadPolicies?.managedLedgerOffloadDeletionLagInMillis
+        offloadTarget = try? policies.offloadPolicies?.target()
     }
 }

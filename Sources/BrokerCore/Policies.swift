@@ -1,7 +1,8 @@
-import Schemas
-import ManagedLedger
-import LedgerStorage
 import Foundation
+import LedgerStorage
+import ManagedLedger
+import Schemas
+import TieredStorage
 
 // Tenants' and namespaces' metadata records, in Apache Pulsar's admin JSON shapes (field names as in
 // Pulsar's `TenantInfo`, `Policies`, `RetentionPolicies`, `BacklogQuota`, `AutoTopicCreationOverride`),
@@ -218,6 +219,14 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var schemaValidationEnforced = false
     /// Bytes after a topic's compaction horizon that start a compaction (0: never; nil: the broker's).
     public var compactionThreshold: Int64?
+    /// Local bytes of a topic past which its closed ledgers are offloaded (-1: never by size; 0:
+    /// each as it closes; nil: the offload policies', then the broker's
+    /// `managedLedgerOffloadAutoTriggerSizeThresholdBytes`).
+    public var offloadThreshold: Int64?
+    /// How long a local copy outlives its offload (nil: the broker's `managedLedgerOffloadDeletionLagMs`).
+    public var offloadDeletionLagMs: Int64?
+    /// The namespace's own tier (Pulsar's `offload_policies`).
+    public var offloadPolicies: OffloadPolicies?
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -255,6 +264,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case isAllowAutoUpdateSchema = "is_allow_auto_update_schema"
         case schemaValidationEnforced = "schema_validation_enforced"
         case compactionThreshold = "compaction_threshold"
+        case offloadThreshold = "offload_threshold"
+        case offloadDeletionLagMs = "offload_deletion_lag_ms"
+        case offloadPolicies = "offload_policies"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -276,6 +288,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         isAllowAutoUpdateSchema = try container.decodeIfPresent(Bool.self, forKey: .isAllowAutoUpdateSchema)
         schemaValidationEnforced = try container.decodeIfPresent(Bool.self, forKey: .schemaValidationEnforced) ?? false
         compactionThreshold = try container.decodeIfPresent(Int64.self, forKey: .compactionThreshold)
+        offloadThreshold = try container.decodeIfPresent(Int64.self, forKey: .offloadThreshold)
+        offloadDeletionLagMs = try container.decodeIfPresent(Int64.self, forKey: .offloadDeletionLagMs)
+        offloadPolicies = try container.decodeIfPresent(OffloadPolicies.self, forKey: .offloadPolicies)
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -297,6 +312,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(isAllowAutoUpdateSchema, forKey: .isAllowAutoUpdateSchema)
         try container.encode(schemaValidationEnforced, forKey: .schemaValidationEnforced)
         try container.encode(compactionThreshold, forKey: .compactionThreshold)
+        try container.encode(offloadThreshold, forKey: .offloadThreshold)
+        try container.encode(offloadDeletionLagMs, forKey: .offloadDeletionLagMs)
+        try container.encode(offloadPolicies, forKey: .offloadPolicies)
     }
 
     /// Checks the values are in range; the message says which one is not.
@@ -352,6 +370,13 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         if let compactionThreshold, compactionThreshold < 0 {
             throw .invalidPolicy("compactionThreshold must be 0 (never) or a positive number of bytes")
         }
+        if let offloadThreshold, offloadThreshold < -1 {
+            throw .invalidPolicy("offloadThreshold must be -1 (never by size), 0 (as soon as a ledger closes) or a positive number of bytes")
+        }
+        if let offloadDeletionLagMs, offloadDeletionLagMs < 0 {
+            throw .invalidPolicy("offloadDeletionLagMs must be 0 (delete the local copy at once) or a positive number of milliseconds")
+        }
+        try offloadPolicies?.validate()
         if let publishRate, publishRate.publishThrottlingRateInMsg < -1 || publishRate.publishThrottlingRateInByte < -1 {
             throw .invalidPolicy("publishThrottlingRateInMsg and publishThrottlingRateInByte must be -1 (unlimited), 0 (unlimited) or positive")
         }
@@ -427,5 +452,61 @@ public struct PersistencePolicies: Codable, Sendable, Equatable {
     public var replication: LedgerReplicationOptions {
         LedgerReplicationOptions(
             ensembleSize: bookkeeperEnsemble, writeQuorumSize: bookkeeperWriteQuorum, ackQuorumSize: bookkeeperAckQuorum)
+    }
+}
+
+/// Pulsar's `OffloadPolicies` of a namespace (the keys of broker.conf, in JSON): where and when
+/// its topics offload. Fields left out take the broker's.
+public struct OffloadPolicies: Codable, Sendable, Equatable {
+    public var managedLedgerOffloadDriver: String?
+    public var managedLedgerOffloadThresholdInBytes: Int64?
+    public var managedLedgerOffloadDeletionLagInMillis: Int64?
+    public var fileSystemURI: String?
+    public var s3ManagedLedgerOffloadBucket: String?
+    public var s3ManagedLedgerOffloadRegion: String?
+    public var s3ManagedLedgerOffloadServiceEndpoint: String?
+    public var s3ManagedLedgerOffloadMaxBlockSizeInBytes: Int?
+    public var managedLedgerOffloadMaxBlockSizeInBytes: Int?
+
+    public init() {}
+
+    /// The tier these policies name, if they name a driver.
+    public func target() throws(BrokerError) -> OffloadTarget? {
+        guard let driverName = managedLedgerOffloadDriver, !driverName.isEmpty else { return nil }
+        guard let driver = OffloadTarget.Driver(configName: driverName) else {
+            throw .invalidPolicy("managedLedgerOffloadDriver '\(driverName)' is not served: use filesystem or aws-s3")
+        }
+        let blockSize = s3ManagedLedgerOffloadMaxBlockSizeInBytes ?? managedLedgerOffloadMaxBlockSizeInBytes ?? OffloadTarget.defaultBlockSizeBytes
+        switch driver {
+        case .filesystem:
+            guard let uri = fileSystemURI else { throw .invalidPolicy("the filesystem offload driver needs fileSystemURI (file:///dir)") }
+            do {
+                return try OffloadTarget.filesystem(uri: uri, blockSizeBytes: blockSize)
+            } catch {
+                throw .invalidPolicy(error.message)
+            }
+        case .awsS3:
+            guard let bucket = s3ManagedLedgerOffloadBucket, !bucket.isEmpty else {
+                throw .invalidPolicy("the aws-s3 offload driver needs s3ManagedLedgerOffloadBucket")
+            }
+            return OffloadTarget(
+                driver: .awsS3, container: bucket, region: s3ManagedLedgerOffloadRegion,
+                endpoint: s3ManagedLedgerOffloadServiceEndpoint, blockSizeBytes: blockSize)
+        }
+    }
+
+    func validate() throws(BrokerError) {
+        _ = try target()
+        if let threshold = managedLedgerOffloadThresholdInBytes, threshold < -1 {
+            throw .invalidPolicy("managedLedgerOffloadThresholdInBytes must be -1, 0 or positive")
+        }
+        if let lag = managedLedgerOffloadDeletionLagInMillis, lag < 0 {
+            throw .invalidPolicy("managedLedgerOffloadDeletionLagInMillis must be 0 or positive")
+        }
+        for size in [s3ManagedLedgerOffloadMaxBlockSizeInBytes, managedLedgerOffloadMaxBlockSizeInBytes].compactMap({ $0 }) {
+            guard (1024...OffloadTarget.maxBlockSizeBytes).contains(size) else {
+                throw .invalidPolicy("the offload block size must be between 1024 and \(OffloadTarget.maxBlockSizeBytes) bytes")
+            }
+        }
     }
 }

@@ -82,6 +82,8 @@ final class Subscription: @unchecked Sendable {
     /// Wait before the next read of an entry whose read failed; dispatch stops meanwhile, so the
     /// entries after it keep their order.
     static let readRetryDelay: TimeAmount = .milliseconds(100)
+    /// Wait before reading again from a store that did not answer (`serviceNotReady`: the tier).
+    static let unavailableRetryDelay: TimeAmount = .seconds(1)
 
     init(
         name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32,
@@ -478,6 +480,20 @@ final class Subscription: @unchecked Sendable {
                     entry = try managedLedger.read(position)
                 }
             } catch {
+                if error.code == .serviceNotReady {
+                    // The store holding it (the offload tier) is down: wait for it, however long,
+                    // without giving up on the entry; the consumer sees a pause, not a gap.
+                    if !fromReplay { replay.append(position) }
+                    if readFailures[position] == nil {
+                        readFailures[position] = 0
+                        logger.warning("subscription.read-waiting", metadata: [
+                            "subscription": "\(name)", "ledger.id": "\(position.ledgerID)", "entry.id": "\(position.entryID)",
+                            "error": "\(error)", "hint": "dispatch retries every second until the store answers",
+                        ])
+                    }
+                    scheduleReadRetry(after: Subscription.unavailableRetryDelay)
+                    break
+                }
                 let attempts = (readFailures[position] ?? 0) + 1
                 if attempts < Subscription.maxReadAttempts {
                     // Try it again first, later: it waits in the replay queue (log order holds:
@@ -574,9 +590,9 @@ final class Subscription: @unchecked Sendable {
         }
     }
 
-    private func scheduleReadRetry() {
+    private func scheduleReadRetry(after delay: TimeAmount = Subscription.readRetryDelay) {
         guard readRetryTimer == nil else { return }
-        readRetryTimer = managedLedger.eventLoop.scheduleTask(in: Subscription.readRetryDelay) {
+        readRetryTimer = managedLedger.eventLoop.scheduleTask(in: delay) {
             self.readRetryTimer = nil
             self.dispatch()
         }

@@ -19,6 +19,9 @@ extension Topic {
         }
         enforceBacklogQuota(policies, nowMs: nowMs)
         checkCompactionThreshold(policies, nowMs: nowMs)
+        configureOffload(policies)
+        managedLedger.deleteOffloadedLocalCopies()
+        managedLedger.offloadIfOverThreshold()
         managedLedger.rollIfAged()
         let durable = subscriptions.values.filter(\.isDurable)
         let slowest = durable.map(\.cursor.markDelete).min()
@@ -28,6 +31,14 @@ extension Topic {
             slowest: durable.isEmpty ? nil : slowest,
             retentionTimeMs: policies.retentionTimeMinutes < 0 ? -1 : policies.retentionTimeMinutes.saturatingMultiply(60_000),
             retentionSizeBytes: policies.retentionSizeMB < 0 ? -1 : policies.retentionSizeMB.saturatingMultiply(1024 * 1024))
+    }
+
+    /// Where, when and for how long the managed ledger offloads: the namespace's settings, else the broker's.
+    func configureOffload(_ policies: EffectivePolicies) {
+        eventLoop.preconditionInEventLoop()
+        managedLedger.offloadTarget = policies.offloadTarget ?? offloadDefaults.target
+        managedLedger.offloadThresholdBytes = policies.offloadThreshold ?? offloadDefaults.thresholdBytes
+        managedLedger.offloadDeletionLagMs = policies.offloadDeletionLagMs ?? offloadDefaults.deletionLagMs
     }
 
     /// Entries examined per subscription and pass when looking for expired messages.

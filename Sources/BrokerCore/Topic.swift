@@ -148,6 +148,8 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     var compactionCodec: (any CompactionCodec)?
     var compactionMonitorIntervalMs: Int64 = 60_000
     var compactionThresholdDefault: Int64 = 0
+    /// The broker's offload settings (a namespace's own override them).
+    var offloadDefaults = OffloadSettings()
     var lastCompactionCheckMs: Int64 = 0
 
     init(

@@ -71,6 +71,14 @@ extension Topic {
         statistics.entrySizes = entrySizes
         statistics.compaction = compaction
         statistics.topicEpoch = producerAccess.epoch > 0 ? producerAccess.epoch : nil
+        statistics.offloadedStorageBytes = managedLedger.offloadedSizeBytes
+        statistics.offloadLagBytes = managedLedger.offloadLagBytes
+        let offloads = managedLedger.offloadCounters
+        statistics.offloadedLedgers = offloads.ledgers
+        statistics.offloadedBytes = offloads.bytes
+        statistics.offloadErrors = offloads.errors
+        statistics.offloadTotalMs = offloads.totalMs
+        statistics.tierReadErrors = offloads.tierReadErrors
         countProducerRun()
         statistics.publishers = producerDetails.compactMap { key, details -> ProducerStatistics? in
             guard let name = producers[key] else { return nil }
@@ -121,7 +129,9 @@ extension Topic {
             entriesAdded: numberOfEntries, entries: numberOfEntries, totalBytes: storageSizeBytes,
             currentLedgerEntries: current?.entries ?? 0, currentLedgerBytes: current?.sizeBytes ?? 0,
             lastConfirmed: managedLedger.positionBeforeNextEntry,
-            ledgers: ledgers.map { LedgerStatistics(ledgerID: $0.ledgerID, entries: $0.entries, bytes: $0.sizeBytes) },
+            ledgers: ledgers.map {
+                LedgerStatistics(ledgerID: $0.ledgerID, entries: $0.entries, bytes: $0.sizeBytes, offloaded: $0.offloaded != nil)
+            },
             cursors: cursors, unreadableEntries: unreadablePositions)
     }
 
@@ -477,6 +487,29 @@ extension BrokerService {
     public func compactionState(_ name: TopicName) async throws -> CompactionState {
         let topic = try await existingTopic(name)
         return try await topic.eventLoop.submit { topic.compaction }.get()
+    }
+
+    // MARK: offload
+
+    /// Offloads the topic's closed ledgers before `position`'s ledger (`PUT .../offload`, nil:
+    /// every closed ledger); returns the first entry left local. 409 while one runs.
+    package func triggerOffload(_ name: TopicName, before position: Position?) async throws -> Position? {
+        guard name.domain == .persistent else {
+            throw BrokerError(.notAllowed, "\(name) is non-persistent: only persistent topics keep ledgers to offload")
+        }
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { () throws in
+            try topic.managedLedger.startOffload(before: position)
+        }.get()
+    }
+
+    /// The state of the topic's last offload (`GET .../offload`).
+    package func offloadStatus(_ name: TopicName) async throws -> OffloadStatus {
+        guard name.domain == .persistent else {
+            throw BrokerError(.notAllowed, "\(name) is non-persistent: only persistent topics keep ledgers to offload")
+        }
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { topic.managedLedger.offloadStatus }.get()
     }
 
     // MARK: stats

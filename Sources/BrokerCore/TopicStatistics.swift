@@ -36,6 +36,15 @@ public struct TopicStatistics: Sendable, Equatable {
     public var publishers: [ProducerStatistics] = []
     /// The topic epoch of the exclusive producer modes; nil: no exclusive producer ever had the topic.
     public var topicEpoch: UInt64? = nil
+    /// Bytes of the ledgers held by the offload tier, the bytes the offload threshold wants
+    /// offloaded that are not yet (the offload lag), and what offloads did since the topic loaded.
+    public var offloadedStorageBytes: Int64 = 0
+    public var offloadLagBytes: Int64 = 0
+    public var offloadedLedgers: Int64 = 0
+    public var offloadedBytes: Int64 = 0
+    public var offloadErrors: Int64 = 0
+    public var offloadTotalMs: Int64 = 0
+    public var tierReadErrors: Int64 = 0
 }
 
 /// One connected producer (Pulsar's `PublisherStats`).
@@ -130,6 +139,8 @@ public struct LedgerStatistics: Sendable, Equatable {
     public var ledgerID: Int64
     public var entries: Int64
     public var bytes: Int64
+    /// Held by the offload tier (the local copy may be kept for the deletion lag).
+    public var offloaded = false
 }
 
 public struct CursorStatistics: Sendable, Equatable {

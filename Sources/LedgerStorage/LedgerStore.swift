@@ -20,6 +20,9 @@ public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
     /// store refuses writes with this error until space is freed, then accepts them again by
     /// itself; reads go on meanwhile. The text names the file and what an operator should do.
     case diskFull(String)
+    /// A remote store (the offload tier) did not answer or failed: not permanent, the read is
+    /// tried again later. The text says which store and what to check.
+    case unavailable(String)
     /// The store was closed.
     case closed
 
@@ -39,6 +42,8 @@ public enum LedgerStoreError: Error, Equatable, CustomStringConvertible {
             return "ledger storage I/O error: \(detail)"
         case .diskFull(let detail):
             return "ledger storage disk full: \(detail)"
+        case .unavailable(let detail):
+            return "ledger storage unavailable: \(detail)"
         case .closed:
             return "ledger store is closed"
         }

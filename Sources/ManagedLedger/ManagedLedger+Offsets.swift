@@ -36,8 +36,7 @@ extension ManagedLedger {
         var first: Int64 = 0
         while first < entries {
             let last = min(first + Int64(ManagedLedgerLimits.readAheadBatch) - 1, entries - 1)
-            let results = (try? await store.readEntries(
-                ledgerID: ledgerID, firstEntryID: first, lastEntryID: last, on: eventLoop).get()) ?? []
+            let results = (try? await readStoredEntries(ledgerID: ledgerID, firstEntryID: first, lastEntryID: last).get()) ?? []
             for (offset, result) in results.enumerated() {
                 guard case .success(let buffer) = result else {
                     logger.warning("managed-ledger.index-rebuild-failed", metadata: [

@@ -4,6 +4,7 @@ import Logging
 import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
+import TieredStorage
 
 /// One ledger of a managed ledger, as recorded in metadata.
 package struct LedgerInfo: Codable, Sendable, Equatable {
@@ -25,6 +26,16 @@ package struct LedgerInfo: Codable, Sendable, Equatable {
     package var firstOffset: Int64?
     /// Messages in the ledger; nil until known (the open ledger's, until it rolls; see `firstOffset`).
     package var messages: Int64?
+    /// Where the ledger's entries were offloaded (tiered storage), once an offload completed.
+    package var offloaded: OffloadedLedgerLocation?
+    /// When that offload completed (epoch ms): the deletion lag counts from it.
+    package var offloadedAtMs: Int64?
+    /// The local copy (the store's, the storage nodes') was deleted after the offload: every read
+    /// of the ledger goes to the tier.
+    package var localDeleted: Bool?
+
+    /// Whether the ledger's entries are read from the tier only.
+    package var readsFromTier: Bool { offloaded != nil && localDeleted == true }
 }
 
 /// The metadata record of a managed ledger: `/managed-ledgers/<tenant>/<ns>/<domain>/<topic>`.
@@ -85,6 +96,9 @@ public struct ManagedLedgerConfiguration: Sendable {
     public var replication: LedgerReplicationOptions?
     /// The wall clock of everything time-based (tests inject a `ManualWallClock`'s).
     public var clock = WallClock.system
+    /// Where closed ledgers can be offloaded to, and read back from (nil: no tiered storage; a
+    /// ledger offloaded earlier cannot be read once its local copy is gone).
+    public var offloaders: OffloaderRegistry?
     public init() {}
 }
 
@@ -105,13 +119,13 @@ package final class ManagedLedger: @unchecked Sendable {
     package let eventLoop: any EventLoop
     package let store: any LedgerClient
     package let metadata: any MetadataStore
-    private let configuration: ManagedLedgerConfiguration
+    let configuration: ManagedLedgerConfiguration
     package let logger: Logger
     package let metadataKey: String
 
     /// Closed ledgers, then the open one (last). Entries of the open one = confirmed count.
-    package private(set) var ledgers: [LedgerInfo]
-    private var metadataVersion: Int64
+    package internal(set) var ledgers: [LedgerInfo]
+    var metadataVersion: Int64
     /// Entry ids handed out in the open ledger (confirmed + in flight).
     private var assignedEntries: Int64 = 0
     private var assignedBytes: Int64 = 0
@@ -136,7 +150,7 @@ package final class ManagedLedger: @unchecked Sendable {
     private var inFlightHead = 0
     /// Appends waiting for a ledger roll to finish.
     private var waiting: [(entry: ByteBuffer, receiver: any AppendReceiver, tag: Int)] = []
-    private var rolling = false
+    var rolling = false
     package private(set) var failure: BrokerError?
     /// Set while the store refuses appends for lack of disk space: not permanent, unlike `failure`.
     /// Appends made meanwhile fail with it at once (in append order, behind those in flight), and
@@ -164,6 +178,25 @@ package final class ManagedLedger: @unchecked Sendable {
     /// Closed ledgers whose index is being loaded or rebuilt (`countMessages(ofLedgerAt:)`).
     package var indexLoads: Set<Int64> = []
 
+    /// Offloaded ledgers' locations, readable from any thread (reads from tasks route by it).
+    let offloadedLedgers = OffloadedLedgerMap()
+    /// Changes of ledgers' records (offloads) waiting for the record to be free to write.
+    var pendingRecordChanges: [PendingRecordChange] = []
+    /// The offload started by hand or by the threshold, and how the last one ended.
+    package internal(set) var offloadStatus = OffloadStatus()
+    /// Set by the topic's policy pass from the namespace's policies and the broker's configuration:
+    /// where to offload (nil: nowhere), the local bytes past which closed ledgers are offloaded
+    /// (-1: never by size; 0: each ledger as it closes), and how long a local copy outlives its offload.
+    package var offloadTarget: OffloadTarget?
+    package var offloadThresholdBytes: Int64 = -1
+    package var offloadDeletionLagMs: Int64 = ManagedLedger.defaultOffloadDeletionLagMs
+    /// Ledgers whose local copy is being deleted after their offload.
+    var localDeletions: Set<Int64> = []
+    /// When the last offload failed (the threshold waits a minute before trying again).
+    var offloadFailedAtMs: Int64?
+    /// What offloads did since the topic loaded (metrics).
+    package internal(set) var offloadCounters = OffloadCounters()
+
     private init(
         name: String, eventLoop: any EventLoop, store: any LedgerClient, metadata: any MetadataStore,
         configuration: ManagedLedgerConfiguration, logger: Logger, metadataKey: String,
@@ -179,6 +212,7 @@ package final class ManagedLedger: @unchecked Sendable {
         self.ledgers = ledgers
         self.metadataVersion = metadataVersion
         self.indexes[ledgers[ledgers.count - 1].ledgerID] = MessageIndex()
+        offloadedLedgers.update(ledgers)
     }
 
     package static let ledgerIDCounterKey = MetadataKeys.ledgerIDCounter
@@ -211,7 +245,7 @@ package final class ManagedLedger: @unchecked Sendable {
         let nextOffset = record.ledgers.isEmpty ? 0 : ManagedLedgerRecord.resolveOffsets(&record.ledgers)
         // Empty closed ledgers carry nothing; drop them from the list.
         record.ledgers.removeAll { $0.closed && $0.entries == 0 }
-        for ledger in record.ledgers {
+        for ledger in record.ledgers where !ledger.readsFromTier {
             try await store.openLedger(ledgerID: ledger.ledgerID)
         }
         let newLedgerID = try await metadata.increment(ledgerIDCounterKey)
@@ -383,8 +417,8 @@ package final class ManagedLedger: @unchecked Sendable {
         runsInFlight += runs
         let remaining = LoopCountdown(runs.count)
         for run in runs {
-            store.readEntries(
-                ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop
+            readStoredEntries(
+                ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last
             ).whenComplete { completed in
                 if let index = self.runsInFlight.firstIndex(where: { $0 == run }) { self.runsInFlight.remove(at: index) }
                 let count = Int(run.last - run.first + 1)
@@ -505,7 +539,7 @@ package final class ManagedLedger: @unchecked Sendable {
     package func entriesWithoutBlocking(_ positions: [Position]) async -> [Entry?] {
         let runs = Self.contiguousRuns(positions)
         let futures = runs.map { run in
-            store.readEntries(ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last, on: eventLoop)
+            readStoredEntries(ledgerID: run.ledgerID, firstEntryID: run.first, lastEntryID: run.last)
         }
         var entries: [Entry?] = []
         entries.reserveCapacity(positions.count)
@@ -524,7 +558,7 @@ package final class ManagedLedger: @unchecked Sendable {
     package func readWithoutBlocking(_ position: Position) async throws(BrokerError) -> Entry {
         let buffer: ByteBuffer
         do {
-            buffer = try await store.read(ledgerID: position.ledgerID, entryID: position.entryID)
+            buffer = try await readStoredEntry(position)
         } catch {
             throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
         }
@@ -576,6 +610,14 @@ package final class ManagedLedger: @unchecked Sendable {
         }
         switch fetched {
         case .success(let buffer): return try Entry.decode(buffer)
+        case .failure(.unavailable(let detail)):
+            // The tier is down: not the entry's fault, read again later (`serviceNotReady`). The
+            // other entries that failed the same way are fetched again too, not taken one by one.
+            readAheadResults = readAheadResults.filter { _, value in
+                if case .failure(.unavailable) = value.result { return false }
+                return true
+            }
+            throw BrokerError(.serviceNotReady, "cannot read entry \(position) of \(name) now: \(detail)")
         case .failure(let error): throw BrokerError(.persistence, "cannot read entry \(position) of \(name): \(error)")
         }
     }
@@ -788,9 +830,9 @@ package final class ManagedLedger: @unchecked Sendable {
     }
 
     /// Once nothing is in flight on the open ledger, closes it in metadata and opens the next.
-    private func finishRollIfIdle() {
+    func finishRollIfIdle() {
         // A trim in flight holds the metadata version; the roll continues when it completes.
-        guard !trimming else { return }
+        guard !writingRecord else { return }
         guard rolling, inFlight.count == inFlightHead, failure == nil else {
             if failure != nil { failWaiting() }
             return
@@ -844,9 +886,12 @@ package final class ManagedLedger: @unchecked Sendable {
                 let waiting = self.waiting
                 self.waiting = []
                 for (entry, receiver, tag) in waiting { self.append(entry, receiver: receiver, tag: tag) }
+                self.writePendingRecordChanges()
+                self.ledgerClosed()
             case .failure(let error):
                 self.failure = BrokerError(.metadata, "cannot roll the ledger of \(self.name): \(error)")
                 self.failWaiting()
+                self.writePendingRecordChanges()
             }
         }
     }
@@ -884,7 +929,8 @@ package final class ManagedLedger: @unchecked Sendable {
         startRoll()
     }
 
-    private var trimming = false
+    /// A write of the metadata record by a trim or an offload is in flight (a roll waits for it).
+    var writingRecord = false
 
     /// Deletes closed ledgers whose every entry is at or before `slowest` (nil: no cursor holds
     /// anything) and that retention no longer keeps: older than `retentionTimeMs` or beyond
@@ -893,7 +939,7 @@ package final class ManagedLedger: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         // Only closed ledgers before the open one can go: with one ledger there is nothing to look at
         // (the policy pass calls this for every topic every second).
-        guard ledgers.count > 1, !trimming, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
+        guard ledgers.count > 1, !writingRecord, !rolling, failure == nil, retentionTimeMs >= 0 || retentionSizeBytes >= 0 else { return }
         let now = clock.nowMs()
         let maxLedgerAgeMs = configuration.maxLedgerAge.nanoseconds / 1_000_000
         var total = totalSizeBytes
@@ -922,7 +968,7 @@ package final class ManagedLedger: @unchecked Sendable {
         }
         let deletable = candidates
         guard !deletable.isEmpty else { return }
-        trimming = true
+        writingRecord = true
         var record = ManagedLedgerRecord(ledgers: ledgers)
         record.ledgers.removeAll { deletable.contains($0.ledgerID) }
         let newRecord = record
@@ -932,15 +978,20 @@ package final class ManagedLedger: @unchecked Sendable {
         eventLoop.makeFutureWithTask {
             try await metadata.put(key, value: Array(try JSONEncoder().encode(newRecord)), expectedVersion: expected)
         }.whenComplete { result in
-            self.trimming = false
-            defer { if self.rolling { self.finishRollIfIdle() } }
+            self.writingRecord = false
+            defer {
+                if self.rolling { self.finishRollIfIdle() }
+                self.writePendingRecordChanges()
+            }
             guard case .success(let version) = result else { return }
             self.metadataVersion = version
+            let removed = self.ledgers.filter { deletable.contains($0.ledgerID) }
             self.ledgers.removeAll { deletable.contains($0.ledgerID) }
+            self.offloadedLedgers.update(self.ledgers)
             for ledgerID in deletable { self.indexes[ledgerID] = nil }
             self.unreadableEntries = self.unreadableEntries.filter { !deletable.contains($0.key.ledgerID) }
             self.tailCache.removeAll()
-            self.deleteFromStore(deletable)
+            self.deleteFromStore(removed)
             self.logger.info("managed-ledger.trimmed", metadata: ["topic": "\(self.name)", "ledgers": "\(deletable)"])
         }
     }
@@ -960,30 +1011,37 @@ package final class ManagedLedger: @unchecked Sendable {
         return size
     }
 
-    /// Deletes ledgers from the store, from a task (the loop goes on meanwhile).
-    private func deleteFromStore(_ ledgerIDs: [Int64]) {
-        let store = self.store
-        let metadata = self.metadata
-        let key = metadataKey
-        Task {
-            for ledgerID in ledgerIDs {
-                try? await store.deleteLedger(ledgerID: ledgerID)
-                try? await metadata.delete(MetadataKeys.messageIndex(ofManagedLedger: key, ledgerID: ledgerID), expectedVersion: nil)
+    /// Deletes ledgers from the store and their offloaded objects, from a task (the loop goes on meanwhile).
+    private func deleteFromStore(_ removed: [LedgerInfo]) {
+        Task { await self.deleteEverywhere(removed) }
+    }
+
+    /// Deletes each ledger's local copy (unless already gone), its offloaded objects and its
+    /// message index. Failures are logged, not thrown: what is left is garbage nothing refers to.
+    private func deleteEverywhere(_ removed: [LedgerInfo]) async {
+        for ledger in removed {
+            if !ledger.readsFromTier { try? await store.deleteLedger(ledgerID: ledger.ledgerID) }
+            if let location = ledger.offloaded {
+                do {
+                    try await configuration.offloaders?.offloader(reading: location).delete(location)
+                } catch {
+                    logger.warning("managed-ledger.offload-delete-failed", metadata: [
+                        "topic": "\(name)", "ledger.id": "\(ledger.ledgerID)", "offload.object": "\(location.dataKey)",
+                        "error": "\(error)", "hint": "the objects are no longer referenced; delete them from \(location.container) by hand",
+                    ])
+                }
             }
+            try? await metadata.delete(MetadataKeys.messageIndex(ofManagedLedger: metadataKey, ledgerID: ledger.ledgerID), expectedVersion: nil)
         }
     }
 
-    /// Deletes every ledger and the metadata record (topic deletion).
+    /// Deletes every ledger (local and offloaded) and the metadata record (topic deletion).
     package func delete() async throws {
-        let store = self.store
-        let ledgerIDs = try await eventLoop.submit {
+        let removed = try await eventLoop.submit {
             self.tailCache.removeAll()
-            return self.ledgers.map(\.ledgerID)
+            return self.ledgers
         }.get()
-        for ledgerID in ledgerIDs {
-            try? await store.deleteLedger(ledgerID: ledgerID)
-            try? await metadata.delete(MetadataKeys.messageIndex(ofManagedLedger: metadataKey, ledgerID: ledgerID), expectedVersion: nil)
-        }
+        await deleteEverywhere(removed)
         try await metadata.delete(metadataKey, expectedVersion: nil)
     }
 }

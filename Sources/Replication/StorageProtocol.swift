@@ -88,7 +88,7 @@ public enum StorageStatus: UInt8, Sendable, Equatable {
         case .outOfOrder: self = .outOfOrder
         case .corrupted: self = .corrupted
         // The wire format has no status of its own for it; the text says "disk full".
-        case .io, .diskFull: self = .io
+        case .io, .diskFull, .unavailable: self = .io
         case .closed: self = .error
         }
     }

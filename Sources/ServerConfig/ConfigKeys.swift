@@ -34,11 +34,20 @@ public enum ConfigKeys {
         "brokerServiceCompactionMonitorIntervalInSeconds", "brokerServiceCompactionThresholdInBytes",
     ]
 
+    /// Tiered storage: the offload driver and its keys, the size trigger and the deletion lag.
+    public static let offload: Set<String> = [
+        "managedLedgerOffloadDriver", "managedLedgerOffloadAutoTriggerSizeThresholdBytes", "managedLedgerOffloadDeletionLagMs",
+        "managedLedgerOffloadMaxBlockSizeInBytes", "fileSystemURI",
+        "s3ManagedLedgerOffloadBucket", "s3ManagedLedgerOffloadRegion", "s3ManagedLedgerOffloadServiceEndpoint",
+        "s3ManagedLedgerOffloadMaxBlockSizeInBytes",
+    ]
+
     /// `magnetar standalone --config standalone.conf`.
-    public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(["clusterName"])
+    public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(offload)
+        .union(["clusterName"])
 
     /// `magnetar broker --config broker.conf`.
-    public static let broker: Set<String> = listener.union(managedLedger).union(security).union(quotas).union([
+    public static let broker: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(offload).union([
         "clusterName", "metadataStoreUrl", "metadataStoreSessionTimeoutMillis",
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.

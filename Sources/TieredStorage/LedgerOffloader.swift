@@ -11,13 +11,22 @@ public struct OffloadedLedgerLocation: Codable, Sendable, Equatable {
     public var uuid: UUID
     public var dataKey: String
     public var indexKey: String
+    /// The S3 driver's region and service endpoint (nil: the filesystem driver), so any broker
+    /// finds the bucket again whatever its own configuration names.
+    public var region: String?
+    public var endpoint: String?
 
-    public init(driver: String, container: String, uuid: UUID, dataKey: String, indexKey: String) {
+    public init(
+        driver: String, container: String, uuid: UUID, dataKey: String, indexKey: String,
+        region: String? = nil, endpoint: String? = nil
+    ) {
         self.driver = driver
         self.container = container
         self.uuid = uuid
         self.dataKey = dataKey
         self.indexKey = indexKey
+        self.region = region
+        self.endpoint = endpoint
     }
 }
 
@@ -31,13 +40,21 @@ public final class LedgerOffloader: Sendable {
     public let container: String
     /// The payload bytes at which a block is cut (`managedLedgerOffloadMaxBlockSizeInBytes`).
     public let blockSizeBytes: Int
+    /// Recorded in each location (the S3 driver's).
+    public let region: String?
+    public let endpoint: String?
     private let indexes = IndexCache(capacity: 256)
 
-    public init(store: any ObjectStore, driver: String, container: String, blockSizeBytes: Int = 4 * 1024 * 1024) {
+    public init(
+        store: any ObjectStore, driver: String, container: String, blockSizeBytes: Int = 4 * 1024 * 1024,
+        region: String? = nil, endpoint: String? = nil
+    ) {
         self.store = store
         self.driver = driver
         self.container = container
         self.blockSizeBytes = max(blockSizeBytes, 1024)
+        self.region = region
+        self.endpoint = endpoint
     }
 
     /// Entries read from the ledger being offloaded: `first...last`, in order (fewer: an error).
@@ -51,7 +68,9 @@ public final class LedgerOffloader: Sendable {
     ) async throws(TieredStorageError) -> OffloadedLedgerLocation {
         let uuid = UUID()
         let prefix = "\(uuid.uuidString.lowercased())-ledger-\(ledgerID)"
-        let location = OffloadedLedgerLocation(driver: driver, container: container, uuid: uuid, dataKey: prefix, indexKey: prefix + "-index")
+        let location = OffloadedLedgerLocation(
+            driver: driver, container: container, uuid: uuid, dataKey: prefix, indexKey: prefix + "-index",
+            region: region, endpoint: endpoint)
         let upload = try await store.beginUpload(location.dataKey)
         do throws(TieredStorageError) {
             try await upload.write(OffloadFormat.dataHeader(ledgerID: ledgerID, uuid: uuid))

@@ -31,8 +31,18 @@ public final class S3ObjectStore: ObjectStore {
         self.bucket = bucket
         self.signer = signer
         self.maxAttempts = max(maxAttempts, 1)
-        client = HTTPClient.shared
+        client = Self.httpClient
     }
+
+    /// One client for every S3 store of the process (never shut down: it lives as long as the
+    /// process). A server that does not answer fails a request within seconds (`connect`), so
+    /// the retries below, and the reader's, run instead of one long wait; `read` bounds a
+    /// response that stops halfway.
+    static let httpClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(2), read: .seconds(30))
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     struct Response {
         var status: HTTPResponseStatus

@@ -380,6 +380,9 @@ struct NamespacesCommand: AsyncParsableCommand {
             NamespaceSetMaxTopics.self, NamespaceGetMaxTopics.self, NamespaceRemoveMaxTopics.self,
             GetSchemaCompatibilityStrategy.self, SetIsAllowAutoUpdateSchema.self, SetSchemaValidationEnforced.self,
             NamespaceSetCompactionThreshold.self, NamespaceGetCompactionThreshold.self, NamespaceRemoveCompactionThreshold.self,
+            NamespaceSetOffloadThreshold.self, NamespaceGetOffloadThreshold.self, NamespaceSetOffloadDeletionLag.self,
+            NamespaceGetOffloadDeletionLag.self, NamespaceClearOffloadDeletionLag.self, NamespaceSetOffloadPolicies.self,
+            NamespaceGetOffloadPolicies.self, NamespaceRemoveOffloadPolicies.self,
         ])
 
     @OptionGroup var options: AdminOptions
@@ -597,6 +600,7 @@ struct TopicsCommand: AsyncParsableCommand {
             TopicGrantPermission.self, TopicRevokePermission.self, TopicPermissions.self,
             TopicSetSchemaCompatibilityStrategy.self, TopicGetSchemaCompatibilityStrategy.self,
             TopicRemoveSchemaCompatibilityStrategy.self, TopicCompact.self, TopicCompactionStatus.self,
+            TopicOffload.self, TopicOffloadStatus.self,
         ])
 
     @OptionGroup var options: AdminOptions

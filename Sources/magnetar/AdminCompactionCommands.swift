@@ -25,21 +25,33 @@ struct TopicCompactionStatus: AdminLeafCommand {
     @Flag(name: [.customShort("w"), .customLong("wait-complete")], help: "Wait (showing progress) until it is no longer running.")
     var wait = false
     func run(client: AdminClient) async throws {
-        let path = try AdminArguments.topicPath(topic) + "/compaction"
+        try await LongRunningProcess.show(
+            client, path: try AdminArguments.topicPath(topic) + "/compaction", process: "Compaction", of: topic,
+            wait: wait, output: options.output)
+    }
+}
+
+/// Pulsar's `LongRunningProcessStatus` / `OffloadProcessStatus` as pulsar-admin prints them,
+/// optionally waited for (`--wait-complete`) with a progress line each second.
+enum LongRunningProcess {
+    static func show(
+        _ client: AdminClient, path: String, process: String, of topic: String, wait: Bool, output: OutputFormat
+    ) async throws {
         var reply = try await client.json("GET", path)
         let started = Date()
         while wait, case .object(let fields)? = reply, case .string("RUNNING")? = fields["status"] {
-            FileHandle.standardError.write(Data("compaction of \(topic) running (\(Int(Date().timeIntervalSince(started))) s)\n".utf8))
+            FileHandle.standardError.write(Data("\(process.lowercased()) of \(topic) running (\(Int(Date().timeIntervalSince(started))) s)\n".utf8))
             try await Task.sleep(nanoseconds: 1_000_000_000)
             reply = try await client.json("GET", path)
         }
-        guard case .object(let fields)? = reply else { return Printer.show(reply, options.output) }
+        guard case .object(let fields)? = reply else { return Printer.show(reply, output) }
         switch fields["status"] {
-        case .string("SUCCESS")?: print("Compaction was a success")
-        case .string("NOT_RUN")?: print("Compaction has not been run")
-        case .string("RUNNING")?: print("Compaction is running")
-        case .string("ERROR")?: throw AdminCLIError(description: "compaction of \(topic) failed: \(Printer.scalar(fields["lastError"]))")
-        default: Printer.show(reply, options.output)
+        case .string("SUCCESS")?: print("\(process) was a success")
+        case .string("NOT_RUN")?: print("\(process) has not been run")
+        case .string("RUNNING")?: print("\(process) is running")
+        case .string("ERROR")?:
+            throw AdminCLIError(description: "\(process.lowercased()) of \(topic) failed: \(Printer.scalar(fields["lastError"]))")
+        default: Printer.show(reply, output)
         }
     }
 }

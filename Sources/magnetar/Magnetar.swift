@@ -56,6 +56,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.broker.authorization = security.authorization
         options.tls = security.tls
         try QuotaSettings.apply(file, to: &options.broker)
+        try OffloadConfiguration.apply(file, to: &options.broker)
         let listeners = try AdvertisedListenerSettings.resolve(file)
         options.broker.advertisedListeners = listeners.listeners
         options.broker.internalListenerName = listeners.internalName

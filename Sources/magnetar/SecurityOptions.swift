@@ -3,10 +3,12 @@ import BrokerCore
 import BrokerServer
 import Foundation
 import Logging
+import ManagedLedger
 import NIOSSL
 import Replication
 import Schemas
 import ServerConfig
+import TieredStorage
 
 /// Authentication and authorization from the `--config` file, with Pulsar's keys
 /// (`authenticationEnabled`, `authenticationProviders`, `tokenSecretKey`, ... `superUserRoles`).
@@ -383,5 +385,63 @@ enum StorageNodeAuthentication {
             guard allowed.contains(role) else { throw RoleNotAllowed(role: role) }
             return role
         }
+    }
+}
+
+/// Tiered storage from the `--config` file: `managedLedgerOffloadDriver` (`filesystem` with
+/// `fileSystemURI`; `aws-s3` / `S3` with `s3ManagedLedgerOffloadBucket`, `...Region`,
+/// `...ServiceEndpoint`), the block size, `managedLedgerOffloadAutoTriggerSizeThresholdBytes` and
+/// `managedLedgerOffloadDeletionLagMs`. Every broker gets an offloader registry (a ledger offloaded
+/// by another broker, or under a namespace's offloadPolicies, is read back through it).
+enum OffloadConfiguration {
+    static func apply(_ file: ConfigFile?, to configuration: inout BrokerConfiguration) throws {
+        configuration.managedLedger.offloaders = OffloaderRegistry()
+        guard let file else { return }
+        var settings = OffloadSettings()
+        do {
+            settings.thresholdBytes = try file.int64("managedLedgerOffloadAutoTriggerSizeThresholdBytes", in: -1...Int64.max) ?? -1
+            settings.deletionLagMs = try file.int64("managedLedgerOffloadDeletionLagMs", in: 0...Int64.max)
+                ?? ManagedLedger.defaultOffloadDeletionLagMs
+            let blockRange = 1024...OffloadTarget.maxBlockSizeBytes
+            let genericBlock = try file.int("managedLedgerOffloadMaxBlockSizeInBytes", in: blockRange)
+            let s3Block = try file.int("s3ManagedLedgerOffloadMaxBlockSizeInBytes", in: blockRange)
+            guard let driverName = file.string("managedLedgerOffloadDriver") else {
+                configuration.offload = settings
+                return
+            }
+            guard let driver = OffloadTarget.Driver(configName: driverName) else {
+                throw StartupError(file.error("managedLedgerOffloadDriver", driverName, expected: "filesystem, aws-s3 or S3").description)
+            }
+            switch driver {
+            case .filesystem:
+                guard let uri = file.string("fileSystemURI") else {
+                    throw StartupError("\(file.path): managedLedgerOffloadDriver=filesystem needs fileSystemURI=file:///path/to/dir")
+                }
+                do {
+                    settings.target = try OffloadTarget.filesystem(uri: uri, blockSizeBytes: genericBlock ?? OffloadTarget.defaultBlockSizeBytes)
+                } catch {
+                    throw StartupError(file.error("fileSystemURI", uri, expected: "file:///absolute/dir").description + " (\(error))")
+                }
+            case .awsS3:
+                guard let bucket = file.string("s3ManagedLedgerOffloadBucket") else {
+                    throw StartupError("\(file.path): managedLedgerOffloadDriver=\(driverName) needs s3ManagedLedgerOffloadBucket")
+                }
+                settings.target = OffloadTarget(
+                    driver: .awsS3, container: bucket, region: file.string("s3ManagedLedgerOffloadRegion"),
+                    endpoint: file.string("s3ManagedLedgerOffloadServiceEndpoint"),
+                    blockSizeBytes: s3Block ?? genericBlock ?? OffloadTarget.defaultBlockSizeBytes)
+            }
+        } catch let error as ConfigFileError {
+            throw StartupError(error.description)
+        }
+        // Made now, so a bad endpoint or missing credentials stop the start, not the first offload.
+        if let target = settings.target {
+            do {
+                _ = try configuration.managedLedger.offloaders?.offloader(for: target)
+            } catch {
+                throw StartupError("\(file.path): the offload tier (\(target)) cannot be used: \(error)")
+            }
+        }
+        configuration.offload = settings
     }
 }

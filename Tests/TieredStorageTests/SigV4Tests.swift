@@ -41,3 +41,40 @@ import Testing
         #expect(SigV4Signer.uriEncode("a b/c~é") == "a%20b%2Fc~%C3%A9")
     }
 }
+
+/// Credentials are looked up as AWS's tools do: the environment, then the credentials file's profile.
+@Suite struct S3CredentialsTests {
+    @Test func theEnvironmentWinsThenTheProfileOfTheCredentialsFile() throws {
+        let fromEnvironment = try S3Credentials.resolve(environment: ["AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"])
+        #expect(fromEnvironment == S3Credentials(accessKeyID: "AK", secretAccessKey: "SK"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("credentials-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try """
+            # comment
+            [default]
+            aws_access_key_id = DEF
+            aws_secret_access_key = DEFSECRET
+
+            [tier]
+            aws_access_key_id=TIER
+            aws_secret_access_key=TIERSECRET
+            aws_session_token = TOKEN
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let profiled = try S3Credentials.resolve(environment: ["AWS_SHARED_CREDENTIALS_FILE": file.path, "AWS_PROFILE": "tier"])
+        #expect(profiled == S3Credentials(accessKeyID: "TIER", secretAccessKey: "TIERSECRET", sessionToken: "TOKEN"))
+        #expect(try S3Credentials.resolve(environment: ["AWS_SHARED_CREDENTIALS_FILE": file.path]).accessKeyID == "DEF")
+        #expect(throws: TieredStorageError.self) {
+            try S3Credentials.resolve(environment: ["AWS_SHARED_CREDENTIALS_FILE": file.path, "AWS_PROFILE": "missing"])
+        }
+    }
+
+    @Test func targetsComeFromPulsarsKeys() throws {
+        #expect(OffloadTarget.Driver(configName: "S3") == .awsS3)
+        #expect(OffloadTarget.Driver(configName: "aws-s3") == .awsS3)
+        #expect(OffloadTarget.Driver(configName: "filesystem") == .filesystem)
+        #expect(OffloadTarget.Driver(configName: "google-cloud-storage") == nil)
+        #expect(try OffloadTarget.filesystem(uri: "file:///var/offload").container == "/var/offload")
+        #expect(throws: TieredStorageError.self) { try OffloadTarget.filesystem(uri: "hdfs://nn:9000/offload") }
+        #expect(throws: TieredStorageError.self) { try OffloadTarget.filesystem(uri: "relative/dir") }
+    }
+}
