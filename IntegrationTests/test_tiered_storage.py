@@ -412,3 +412,56 @@ def test_offload_requests_refused_clearly(tmp_path):
     finally:
         client.close()
         broker.close()
+
+
+def test_cluster_offloads_once_by_the_owner_and_a_new_owner_reads_the_tier(tmp_path):
+    from cluster import LocalCluster
+
+    tier = tmp_path / "tier"
+    tier.mkdir()
+    conf = tmp_path / "offload.conf"
+    conf.write_text("\n".join([
+        "managedLedgerOffloadDriver=filesystem",
+        f"fileSystemURI=file://{tier}",
+        "managedLedgerOffloadDeletionLagMs=0",
+        "managedLedgerOffloadMaxBlockSizeInBytes=2048",
+    ]) + "\n")
+    cluster = LocalCluster(tmp_path, broker_args=["--config", str(conf), "--max-entries-per-ledger", str(ENTRIES_PER_LEDGER)])
+    cluster.start()
+    client = None
+    try:
+        topic = f"persistent://public/default/cluster-tier-{uuid.uuid4().hex[:8]}"
+        client = pulsar.Client(cluster.service_url, operation_timeout_seconds=60)
+        sent = publish(client, topic, 27)
+        owner = cluster.owner(topic)
+        survivor = next(b for b in cluster.brokers if b is not owner)
+        status, body = call(owner, "PUT", rest(topic) + "/offload", {"ledgerId": 1 << 40, "entryId": 0})
+        assert status == 204, (status, body)
+
+        def offloaded():
+            status, body = call(owner, "GET", rest(topic) + "/offload")
+            return body if body["status"] == "SUCCESS" else None
+        eventually(offloaded, timeout_s=30)
+        ledgers = internal_ledgers(owner, topic)
+        closed = [ledger["ledgerId"] for ledger in ledgers[:-1]]
+        assert len(closed) >= 5 and all(ledger["offloaded"] for ledger in ledgers[:-1]), ledgers
+        objects = sorted(p.name for p in tier.iterdir())
+        assert len(objects) == 2 * len(closed), objects  # one data and one index object each, written once
+
+        client.close()
+        client = None
+        owner.kill9()
+        # The survivor takes the topic over and finds the ledgers offloaded in the shared metadata;
+        # their copies on the storage nodes are gone, so the reads come from the tier.
+        client = pulsar.Client(cluster.service_url, operation_timeout_seconds=60)
+        reader = client.create_reader(topic, pulsar.MessageId.earliest)
+        got = read_n(reader, len(sent), timeout_ms=60_000)
+        assert [m.data() for m in got] == sent
+        assert cluster.owner(topic, via=survivor) is survivor
+        ledgers = internal_ledgers(survivor, topic)
+        assert [ledger["ledgerId"] for ledger in ledgers if ledger["offloaded"]] == closed, ledgers
+        assert sorted(p.name for p in tier.iterdir()) == objects
+    finally:
+        if client is not None:
+            client.close()
+        cluster.close()
