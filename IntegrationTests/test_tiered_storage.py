@@ -394,7 +394,7 @@ def test_corrupted_offloaded_object_is_detected_not_delivered(tmp_path):
         broker.close()
 
 
-def test_offload_requests_refused_clearly(tmp_path):
+def test_offload_refusals_and_a_namespace_with_its_own_tier(tmp_path):
     broker = SecureBroker(tmp_path, f"managedLedgerMaxEntriesPerLedger={ENTRIES_PER_LEDGER}").start()
     client = pulsar.Client(broker.url)
     try:
@@ -409,6 +409,28 @@ def test_offload_requests_refused_clearly(tmp_path):
         assert status == 400, (status, body)
         status, body = call(broker, "GET", rest(f"persistent://public/default/missing-{uuid.uuid4().hex[:6]}") + "/offload")
         assert status == 404, (status, body)
+
+        # A namespace with its own tier (offloadPolicies) offloads there although the broker has none.
+        tier = tmp_path / "ns-tier"
+        tier.mkdir()
+        assert admin_cli(broker, "namespaces", "create", "public/own-tier").returncode == 0
+        out = admin_cli(broker, "namespaces", "set-offload-policies", "-d", "filesystem", "--fs-uri", f"file://{tier}",
+                        "--offloadAfterThreshold=-1", "--offloadDeletionLag=0", "public/own-tier")
+        assert out.returncode == 0, out.stderr
+        status, policies = call(broker, "GET", "/admin/v2/namespaces/public/own-tier/offloadPolicies")
+        assert policies["managedLedgerOffloadDriver"] == "filesystem" and policies["fileSystemURI"] == f"file://{tier}", policies
+        own = f"persistent://public/own-tier/t-{uuid.uuid4().hex[:6]}"
+        sent = publish(client, own, 11)
+        offload_all(broker, own)
+        closed = internal_ledgers(broker, own)[:-1]
+        assert closed and all(ledger["offloaded"] for ledger in closed)
+        assert len(list(tier.iterdir())) == 2 * len(closed)
+        reader = client.create_reader(own, pulsar.MessageId.earliest)
+        assert [m.data() for m in read_n(reader, len(sent), timeout_ms=RECEIVE_MS)] == sent
+        reader.close()
+        assert admin_cli(broker, "namespaces", "remove-offload-policies", "public/own-tier").returncode == 0
+        status, policies = call(broker, "GET", "/admin/v2/namespaces/public/own-tier/offloadPolicies")
+        assert policies is None, policies
     finally:
         client.close()
         broker.close()

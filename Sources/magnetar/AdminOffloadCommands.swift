@@ -125,11 +125,11 @@ struct NamespaceSetOffloadPolicies: AdminLeafCommand {
     @Option(name: [.customShort("r"), .long], help: "The S3 region.") var region: String?
     @Option(name: [.customShort("e"), .long], help: "The S3-compatible server's URL.") var endpoint: String?
     @Option(name: .customLong("fs-uri"), help: "The filesystem driver's directory (file:///dir).") var fileSystemURI: String?
-    @Option(name: [.customLong("maxBlockSize"), .customLong("mbs", withSingleDash: true)], help: "Bytes per block: 64M.")
+    @Option(name: .customLong("maxBlockSize"), help: "Bytes per block: 64M.")
     var maxBlockSize: String?
-    @Option(name: [.customLong("offloadAfterThreshold"), .customLong("oat", withSingleDash: true)], help: "Offload past this many local bytes: 10M, 0, -1.")
+    @Option(name: .customLong("offloadAfterThreshold"), help: "Offload past this many local bytes: 10M, 0, -1.")
     var offloadAfterThreshold: String?
-    @Option(name: [.customLong("offloadDeletionLag"), .customLong("dl", withSingleDash: true)], help: "Keep local copies this long: 10m, 0.")
+    @Option(name: .customLong("offloadDeletionLag"), help: "Keep local copies this long: 10m, 0.")
     var offloadDeletionLag: String?
 
     func run(client: AdminClient) async throws {

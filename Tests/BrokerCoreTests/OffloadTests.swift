@@ -19,18 +19,20 @@ import TieredStorage
     private let metadata = InMemoryMetadataStore()
     private let tier = FileManager.default.temporaryDirectory.appendingPathComponent("offload-tests-\(UUID().uuidString)").path
     private let registry = OffloaderRegistry()
+    private let time = ManualWallClock(nowMs: 1_700_000_000_000)
 
-    private func open() async throws -> ManagedLedger {
+    private func open(deletionLagMs: Int64 = 0) async throws -> ManagedLedger {
         var configuration = ManagedLedgerConfiguration()
         configuration.maxEntriesPerLedger = 3
         configuration.offloaders = registry
+        configuration.clock = time.clock
         let ledger = try await ManagedLedger.open(
             name: "persistent://public/default/t", metadataKey: "/managed-ledgers/public/default/persistent/t", eventLoop: loop,
             store: LocalLedgerClient(store: store), metadata: metadata, configuration: configuration, logger: Logger(label: "test"))
         let target = try OffloadTarget.filesystem(uri: "file://\(tier)", blockSizeBytes: 1024)
         try await loop.submit {
             ledger.offloadTarget = target
-            ledger.offloadDeletionLagMs = 0
+            ledger.offloadDeletionLagMs = deletionLagMs
         }.get()
         return ledger
     }
@@ -112,6 +114,34 @@ import TieredStorage
         let offloaded = try await loop.submit { ledger.ledgers.filter { $0.offloaded != nil }.map(\.ledgerID) }.get()
         #expect(offloaded == expected)
         #expect(try await loop.submit { ledger.offloadLagBytes }.get() == 0)
+        try await group.shutdownGracefully()
+    }
+
+    @Test func theLocalCopyOutlivesItsOffloadByTheDeletionLag() async throws {
+        defer { try? FileManager.default.removeItem(atPath: tier) }
+        let ledger = try await open(deletionLagMs: 60_000)
+        for i in 0..<7 { try await append(ledger, "m\(i)") }
+        _ = try await loop.submit { try ledger.startOffload(before: nil) }.get()
+        #expect(try await waitForOffload(ledger).state == .success)
+        let closed = try await loop.submit { Array(ledger.ledgers.dropLast()) }.get()
+        #expect(closed.count == 2)
+        #expect(closed.allSatisfy { $0.offloaded != nil && $0.localDeleted == nil })
+        for info in closed { #expect(store.lastAddConfirmed(ledgerID: info.ledgerID) != nil) }
+
+        try await loop.submit { ledger.deleteOffloadedLocalCopies() }.get()
+        try await Task.sleep(for: .milliseconds(50))
+        for info in closed { #expect(store.lastAddConfirmed(ledgerID: info.ledgerID) != nil, "deleted before the lag passed") }
+
+        time.advance(byMs: 60_001)
+        try await loop.submit { ledger.deleteOffloadedLocalCopies() }.get()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while closed.contains(where: { store.lastAddConfirmed(ledgerID: $0.ledgerID) != nil }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        for info in closed { #expect(store.lastAddConfirmed(ledgerID: info.ledgerID) == nil) }
+        let recorded = try await loop.submit { ledger.ledgers.dropLast().allSatisfy { $0.localDeleted == true } }.get()
+        #expect(recorded)
+        #expect(try await bodies(ledger) == (0..<7).map { "m\($0)" })
         try await group.shutdownGracefully()
     }
 }
