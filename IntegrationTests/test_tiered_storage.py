@@ -347,7 +347,12 @@ def test_tier_down_while_reading_waits_then_delivers_everything(tmp_path, s3):
                 consumer.receive(4_000)
             assert broker.is_running()
             eventually(lambda: "tier-read-failed" in broker.log_since(log_offset), timeout_s=20)
-            # Local reads are unaffected: a new message on the open ledger is written and read back.
+            # Local reads are unaffected: another topic is written and read back meanwhile.
+            other = f"persistent://public/default/local-{uuid.uuid4().hex[:8]}"
+            local = client.subscribe(other, "local", initial_position=pulsar.InitialPosition.Earliest)
+            local_sent = publish(client, other, 3)
+            assert [m.data() for m in receive_n(local, 3, timeout_ms=RECEIVE_MS, ack=True)] == local_sent
+            local.close()
             status, body = call(broker, "GET", rest(topic) + "/stats")
             assert status == 200, (status, body)
         finally:
