@@ -47,6 +47,9 @@ final class Subscription: @unchecked Sendable {
     /// I/O fault): the entry waits at the head of the replay queue for the next attempt.
     private var readFailures: [Position: Int] = [:]
     private var readRetryTimer: Scheduled<Void>?
+    /// The last read failed because the store holding the entry (the offload tier) did not answer:
+    /// dispatch waits for `readRetryTimer` before reading again.
+    private var waitingForStore = false
     /// The topic's dispatch rate (shared by its subscriptions); in debt, dispatch waits on this timer.
     let dispatchRateLimiter: RateLimiter
     private var rateTimer: Scheduled<Void>?
@@ -398,6 +401,9 @@ final class Subscription: @unchecked Sendable {
     /// that hash in this pass, so later entries of the same key stay behind it.
     func dispatch() {
         managedLedger.eventLoop.preconditionInEventLoop()
+        // The store did not answer: nothing is read before the retry timer (publishes, permits
+        // and acks do not start a fetch each meanwhile).
+        if waitingForStore, readRetryTimer != nil { return }
         var touched: [ObjectIdentifier: any ConsumerSink] = [:]
         var delivered = 0
         var reads = 0
@@ -491,6 +497,7 @@ final class Subscription: @unchecked Sendable {
                             "error": "\(error)", "hint": "dispatch retries every second until the store answers",
                         ])
                     }
+                    waitingForStore = true
                     scheduleReadRetry(after: Subscription.unavailableRetryDelay)
                     break
                 }
@@ -594,6 +601,7 @@ final class Subscription: @unchecked Sendable {
         guard readRetryTimer == nil else { return }
         readRetryTimer = managedLedger.eventLoop.scheduleTask(in: delay) {
             self.readRetryTimer = nil
+            self.waitingForStore = false
             self.dispatch()
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import LedgerStorage
 import Logging
+import Metadata
 import NIOConcurrencyHelpers
 import NIOCore
 import TieredStorage
@@ -37,6 +38,14 @@ struct PendingRecordChange: @unchecked Sendable {
     var ledgerID: Int64
     var apply: (inout LedgerInfo) -> Void
     var promise: EventLoopPromise<Void>
+}
+
+/// A record change that failed: `mayHaveBeenWritten` when the metadata store's answer leaves open
+/// whether the write landed (so what it names must not be deleted).
+struct RecordChangeFailure: Error, CustomStringConvertible {
+    var mayHaveBeenWritten: Bool
+    var reason: String
+    var description: String { reason }
 }
 
 /// Which ledgers are offloaded, and whether only the tier holds them: read by the read paths,
@@ -154,13 +163,18 @@ extension ManagedLedger {
     /// record (each calls this again when done).
     func writePendingRecordChanges() {
         eventLoop.preconditionInEventLoop()
-        guard !pendingRecordChanges.isEmpty, !writingRecord, !rolling else { return }
-        var changes = pendingRecordChanges
-        pendingRecordChanges = []
+        guard !pendingRecordChanges.isEmpty else { return }
+        // A failed managed ledger writes nothing more (a failed roll leaves `rolling` set): the
+        // changes fail at once rather than wait forever.
         if let failure {
+            let changes = pendingRecordChanges
+            pendingRecordChanges = []
             for change in changes { change.promise.fail(failure) }
             return
         }
+        guard !writingRecord, !rolling else { return }
+        var changes = pendingRecordChanges
+        pendingRecordChanges = []
         changes.removeAll { change in
             guard ledgers.contains(where: { $0.ledgerID == change.ledgerID }) else {
                 change.promise.fail(BrokerError(.notFound, "ledger \(change.ledgerID) of \(name) is gone (trimmed by retention)"))
@@ -169,7 +183,7 @@ extension ManagedLedger {
             return false
         }
         guard !changes.isEmpty else { return }
-        let written = changes
+        let changesWritten = changes
         var record = ManagedLedgerRecord(ledgers: ledgers)
         for change in changes {
             if let index = record.ledgers.firstIndex(where: { $0.ledgerID == change.ledgerID }) { change.apply(&record.ledgers[index]) }
@@ -186,14 +200,18 @@ extension ManagedLedger {
             switch result {
             case .success(let version):
                 self.metadataVersion = version
-                for change in written {
+                for change in changesWritten {
                     if let index = self.ledgers.firstIndex(where: { $0.ledgerID == change.ledgerID }) { change.apply(&self.ledgers[index]) }
                 }
                 self.offloadedLedgers.update(self.ledgers)
-                for change in written { change.promise.succeed(()) }
+                for change in changesWritten { change.promise.succeed(()) }
             case .failure(let error):
-                let failure = BrokerError(.metadata, "cannot record the offload of \(self.name)'s ledgers: \(error)")
-                for change in written { change.promise.fail(failure) }
+                // Only a refused compare-and-set is sure not to have been written; anything else
+                // (a time-out) may have been, so its objects must stay (`RecordChangeFailure`).
+                let written = { if case .badVersion? = error as? MetadataStoreError { return false } else { return true } }()
+                let failure = RecordChangeFailure(
+                    mayHaveBeenWritten: written, reason: "cannot record the offload of \(self.name)'s ledgers: \(error)")
+                for change in changesWritten { change.promise.fail(failure) }
             }
             if self.rolling { self.finishRollIfIdle() }
             self.writePendingRecordChanges()
@@ -254,9 +272,16 @@ extension ManagedLedger {
                         }
                     }.get()
                 } catch {
-                    // Not recorded (trimmed meanwhile, or the record write failed): nothing refers
-                    // to the objects, which go.
-                    try? await offloader.delete(location)
+                    // Not recorded (trimmed meanwhile, or the compare-and-set refused): nothing
+                    // refers to the objects, which go. A write that may have landed keeps them.
+                    if (error as? RecordChangeFailure)?.mayHaveBeenWritten != true {
+                        try? await offloader.delete(location)
+                    } else {
+                        logger.warning("managed-ledger.offload-record-uncertain", metadata: [
+                            "topic": "\(name)", "ledger.id": "\(ledgerID)", "offload.object": "\(location.dataKey)",
+                            "hint": "the objects are kept: the managed ledger's record may name them (the topic reloads and reads it)",
+                        ])
+                    }
                     throw error
                 }
                 if deleteNow { try? await store.deleteLedger(ledgerID: ledgerID) }
