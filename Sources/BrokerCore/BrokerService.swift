@@ -169,6 +169,22 @@ public final class BrokerService: Sendable {
         try await checkTopicLimit(name.namespaceName, adding: adding, limit: limit, code: .notAllowed)
     }
 
+    /// Creates a persistent topic (its managed-ledger record, no ledger yet) without loading it, as
+    /// the namespace's auto-creation policy allows: a Kafka Metadata request that auto-creates comes
+    /// over a bootstrap connection, and the producer's own connection loads the topic on its loop.
+    public func createTopicRecord(_ name: TopicName) async throws {
+        guard name.domain == .persistent, loadedTopic(name) == nil else { return }
+        try await checkTopicAllowed(name)
+        let key = MetadataKeys.managedLedger(name.metadataPath)
+        guard try await metadata.get(key) == nil else { return }
+        do {
+            _ = try await metadata.put(key, value: Array(#"{"ledgers":[]}"#.utf8), expectedVersion: -1)
+            logger.info("topic.created", metadata: ["topic": "\(name)"])
+        } catch MetadataStoreError.badVersion {
+            // Created meanwhile by another request.
+        }
+    }
+
     /// The namespace's `maxTopicsPerNamespace`, else the broker's; 0: unlimited.
     func topicLimit(_ policies: EffectivePolicies) -> Int {
         policies.maxTopicsPerNamespace > 0 ? policies.maxTopicsPerNamespace : configuration.maxTopicsPerNamespace

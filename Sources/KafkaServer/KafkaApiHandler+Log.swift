@@ -17,6 +17,9 @@ extension KafkaApiHandler {
         var message: String
     }
 
+    /// The event loop of the connection whose request this task answers (set by the connection).
+    @TaskLocal static var connectionLoop: (any EventLoop)?
+
     /// The loaded topic behind Kafka partition `index` of `kafkaName` (loading it if needed).
     func partitionTopic(_ kafkaName: String, _ index: Int32) async -> Result<Topic, PartitionFailure> {
         let name: TopicName
@@ -37,7 +40,9 @@ extension KafkaApiHandler {
                 return .failure(PartitionFailure(
                     code: .unknownTopicOrPartition, message: "topic '\(kafkaName)' has \(max(count, 1)) partitions, not \(index + 1)"))
             }
-            return .success(try await broker.topic(count == 0 ? name : partitionName).get())
+            // Loaded on the loop of the connection that asked (the producer's, usually): its
+            // appends and answers then need no thread hop.
+            return .success(try await broker.topic(count == 0 ? name : partitionName, preferredLoop: Self.connectionLoop).get())
         } catch {
             return .failure(Self.failure(error))
         }

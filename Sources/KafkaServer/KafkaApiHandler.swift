@@ -236,7 +236,7 @@ struct KafkaApiHandler: Sendable {
             var count = try await broker.existingPartitionCount(name)
             if count == nil, create {
                 count = try await broker.partitionMetadata(name)
-                if count == 0 { _ = try await broker.topic(name).get() }
+                if count == 0 { try await broker.createTopicRecord(name) }
             }
             guard let count else {
                 return MetadataResponse.Topic(errorCode: .unknownTopicOrPartition, name: kafkaName, partitions: [])

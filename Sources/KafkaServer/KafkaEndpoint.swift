@@ -241,8 +241,10 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let allocator = channel.allocator
         let clientHost = clientHost
         let answer = loop.makeFutureWithTask {
-            try await api.answer(frame, allocator: allocator, clientHost: clientHost) {
-                loop.execute { bound.value.admitted(request) }
+            try await KafkaApiHandler.$connectionLoop.withValue(loop) {
+                try await api.answer(frame, allocator: allocator, clientHost: clientHost) {
+                    loop.execute { bound.value.admitted(request) }
+                }
             }
         }
         answer.whenComplete { result in
