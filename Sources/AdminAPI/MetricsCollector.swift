@@ -130,11 +130,11 @@ public actor MetricsCollector {
             if snapshot.topic.domain == .persistent {
                 offloadLagPerNamespace[namespace, default: 0] += stats.offloadLagBytes
                 set("pulsar_storage_offloaded_size", labels, stats.offloadedStorageBytes)
-                set("brk_ledgeroffloader_offload_error", labels, stats.offloadErrors)
-                set("brk_ledgeroffloader_read_offload_error", labels, stats.tierReadErrors)
-                set("magnetar_offloaded_ledgers_total", labels, stats.offloadedLedgers)
-                set("magnetar_offloaded_bytes_total", labels, stats.offloadedBytes)
-                set("magnetar_offload_time_ms_total", labels, stats.offloadTotalMs)
+                set("brk_ledgeroffloader_offload_error", labels, stats.offloads.errors)
+                set("brk_ledgeroffloader_read_offload_error", labels, stats.offloads.tierReadErrors)
+                set("magnetar_offloaded_ledgers_total", labels, stats.offloads.ledgers)
+                set("magnetar_offloaded_bytes_total", labels, stats.offloads.bytes)
+                set("magnetar_offload_time_ms_total", labels, stats.offloads.totalMs)
             }
             if let latency = stats.writeLatency {
                 histogram("pulsar_storage_write_latency", Self.writeLatencyBuckets, overflow: "pulsar_storage_write_latency_overflow",

@@ -73,12 +73,7 @@ extension Topic {
         statistics.topicEpoch = producerAccess.epoch > 0 ? producerAccess.epoch : nil
         statistics.offloadedStorageBytes = managedLedger.offloadedSizeBytes
         statistics.offloadLagBytes = managedLedger.offloadLagBytes
-        let offloads = managedLedger.offloadCounters
-        statistics.offloadedLedgers = offloads.ledgers
-        statistics.offloadedBytes = offloads.bytes
-        statistics.offloadErrors = offloads.errors
-        statistics.offloadTotalMs = offloads.totalMs
-        statistics.tierReadErrors = offloads.tierReadErrors
+        statistics.offloads = managedLedger.offloadCounters
         countProducerRun()
         statistics.publishers = producerDetails.compactMap { key, details -> ProducerStatistics? in
             guard let name = producers[key] else { return nil }

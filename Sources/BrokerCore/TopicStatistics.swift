@@ -40,11 +40,7 @@ public struct TopicStatistics: Sendable, Equatable {
     /// offloaded that are not yet (the offload lag), and what offloads did since the topic loaded.
     public var offloadedStorageBytes: Int64 = 0
     public var offloadLagBytes: Int64 = 0
-    public var offloadedLedgers: Int64 = 0
-    public var offloadedBytes: Int64 = 0
-    public var offloadErrors: Int64 = 0
-    public var offloadTotalMs: Int64 = 0
-    public var tierReadErrors: Int64 = 0
+    package var offloads = OffloadCounters()
 }
 
 /// One connected producer (Pulsar's `PublisherStats`).

@@ -29,6 +29,8 @@ package struct OffloadCounters: Sendable, Equatable {
     package var tierReadErrors: Int64 = 0
     /// Total time of the successful ledger offloads, for an average.
     package var totalMs: Int64 = 0
+
+    package init() {}
 }
 
 /// A change to one ledger's record (an offload, a local copy deleted), queued until the managed
@@ -327,11 +329,11 @@ extension ManagedLedger {
             summed += ledger.sizeBytes
             guard index + 1 < ledgers.count, ledger.closed, ledger.offloaded == nil, ledger.entries > 0 else { continue }
             if summed > offloadThresholdBytes || offloadThresholdBytes == 0 {
-                over.insert(ledger, at: 0)
+                over.append(ledger)
                 bytes += ledger.sizeBytes
             }
         }
-        return (over, bytes)
+        return (over.reversed(), bytes)
     }
 
     /// Bytes the threshold wants offloaded that are not yet (the offload lag).
@@ -340,11 +342,6 @@ extension ManagedLedger {
     /// Bytes of the ledgers held by the tier.
     package var offloadedSizeBytes: Int64 {
         ledgers.reduce(0) { $0 + ($1.offloaded == nil ? 0 : $1.sizeBytes) }
-    }
-
-    /// A ledger closed (a roll): the threshold is checked at once.
-    func ledgerClosed() {
-        offloadIfOverThreshold()
     }
 
     /// Starts an offload when the threshold asks for one and none runs.

@@ -887,7 +887,8 @@ package final class ManagedLedger: @unchecked Sendable {
                 self.waiting = []
                 for (entry, receiver, tag) in waiting { self.append(entry, receiver: receiver, tag: tag) }
                 self.writePendingRecordChanges()
-                self.ledgerClosed()
+                // A ledger closed: the offload threshold is checked at once.
+                self.offloadIfOverThreshold()
             case .failure(let error):
                 self.failure = BrokerError(.metadata, "cannot roll the ledger of \(self.name): \(error)")
                 self.failWaiting()
