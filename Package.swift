@@ -118,7 +118,7 @@ let package = Package(
         // NIO bootstrap and the Pulsar connection handler: the only I/O.
         .target(name: "BrokerServer", dependencies: [
             "PulsarProtocol", "BrokerCore", "Schemas", "ManagedLedger", "LedgerStorage", "Metadata", "AdminAPI", "Authentication",
-            "PayloadCompression", "CRC32C",
+            "PayloadCompression", "CRC32C", "GeoReplication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -174,12 +174,22 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], exclude: ["README.md"]),
+        // Geo-replication: each topic's replicators toward remote clusters (a cursor read by the
+        // broker, a Pulsar producer on the remote cluster).
+        .target(name: "GeoReplication", dependencies: [
+            "BrokerCore", "ManagedLedger", "MagnetarClient", "PulsarProtocol", "Schemas",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
         // Schema definitions (Avro's parser and resolution rules) and Pulsar's compatibility
         // strategies: pure values, no I/O.
         .target(name: "Schemas", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "magnetar", dependencies: [
             "BrokerServer", "BrokerCore", "ManagedLedger", "Metadata", "Replication", "LedgerStorage", "MagnetarClient", "ServerConfig",
-            "Authentication", "Schemas", "KafkaServer", "TieredStorage",
+            "Authentication", "Schemas", "KafkaServer", "TieredStorage", "GeoReplication",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -212,6 +222,9 @@ let package = Package(
         ], path: "Tests/TestSupport"),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "CRC32CTests", dependencies: ["CRC32C"]),
+        .testTarget(name: "GeoReplicationTests", dependencies: [
+            "GeoReplication", "PulsarProtocol", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "PulsarProtocolTests", dependencies: [
             "PulsarProtocol",
             .product(name: "NIOCore", package: "swift-nio"),

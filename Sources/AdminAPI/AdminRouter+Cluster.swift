@@ -29,7 +29,6 @@ extension AdminRouter {
     struct BookiesList: Codable { var bookies: [BookieInfo] }
 
     static func addClusterRoutes(_ router: Router<AdminRequestContext>, _ broker: BrokerService) {
-        router.get("/admin/v2/clusters") { _, _ in try json([broker.configuration.clusterName]) }
         router.get("/admin/v2/brokers/:cluster") { _, context in
             try checkCluster(context, broker)
             return try json(await broker.liveBrokers().map(\.brokerID))

@@ -51,6 +51,11 @@ public actor MetricsCollector {
         "magnetar_offloaded_bytes_total": "Bytes of the topic offloaded since it was loaded",
         "magnetar_offload_time_ms_total": "Milliseconds spent offloading the topic's ledgers since it was loaded (divide by magnetar_offloaded_ledgers_total for the latency)",
         "magnetar_offload_lag_bytes": "Bytes of the namespace's closed ledgers that its offload threshold wants offloaded and that are not yet",
+        "pulsar_replication_backlog": "Entries of the topic not yet replicated to the remote cluster",
+        "pulsar_replication_rate_out": "Messages per second replicated to the remote cluster",
+        "pulsar_replication_throughput_out": "Bytes per second replicated to the remote cluster",
+        "pulsar_replication_delay_in_seconds": "Age in seconds of the oldest entry not yet replicated to the remote cluster (0: caught up)",
+        "pulsar_replication_connected_count": "1 while the replicator's producer is connected to the remote cluster, else 0",
     ]
 
     /// `le_<bound>` suffixes of Pulsar's bucket names.
@@ -135,6 +140,14 @@ public actor MetricsCollector {
                 set("magnetar_offloaded_ledgers_total", labels, stats.offloads.ledgers)
                 set("magnetar_offloaded_bytes_total", labels, stats.offloads.bytes)
                 set("magnetar_offload_time_ms_total", labels, stats.offloads.totalMs)
+            }
+            for (remote, replication) in stats.replication {
+                let remoteLabels = labels + [("remote_cluster", remote)]
+                set("pulsar_replication_backlog", remoteLabels, replication.backlogEntries)
+                setDouble("pulsar_replication_rate_out", remoteLabels, replication.messageRateOut)
+                setDouble("pulsar_replication_throughput_out", remoteLabels, replication.byteRateOut)
+                set("pulsar_replication_delay_in_seconds", remoteLabels, replication.delaySeconds)
+                set("pulsar_replication_connected_count", remoteLabels, replication.connected ? 1 : 0)
             }
             if let latency = stats.writeLatency {
                 histogram("pulsar_storage_write_latency", Self.writeLatencyBuckets, overflow: "pulsar_storage_write_latency_overflow",

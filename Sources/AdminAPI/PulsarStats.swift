@@ -33,6 +33,8 @@ struct TopicStats: Codable, Sendable, Equatable {
     var topicEpoch: UInt64?
     /// Bytes of the topic's ledgers held by the offload tier.
     var offloadedStorageSize: Int64 = 0
+    /// Each geo-replicator, by remote cluster (Pulsar's `ReplicatorStats`).
+    var replication: [String: ReplicatorStats] = [:]
 
     init(_ statistics: TopicStatistics) {
         msgRateIn = statistics.messageRateIn
@@ -54,6 +56,36 @@ struct TopicStats: Codable, Sendable, Equatable {
         compaction = statistics.compaction.map(CompactionStats.init)
         topicEpoch = statistics.topicEpoch
         offloadedStorageSize = statistics.offloadedStorageBytes
+        replication = statistics.replication.mapValues(ReplicatorStats.init)
+    }
+}
+
+/// Pulsar's `ReplicatorStats` (the inbound side is the remote producer's publisher entry).
+struct ReplicatorStats: Codable, Sendable, Equatable {
+    var msgRateIn: Double = 0
+    var msgThroughputIn: Double = 0
+    var msgRateOut: Double
+    var msgThroughputOut: Double
+    var msgRateExpired: Double = 0
+    var replicationBacklog: Int64
+    var connected: Bool
+    var replicationDelayInSeconds: Int64
+    var outboundConnection: String
+    var outboundConnectedSince: String
+    /// Not Pulsar fields: what the replicator sent since the topic was loaded.
+    var msgOutCounter: Int64
+    var bytesOutCounter: Int64
+
+    init(_ statistics: ReplicatorStatistics) {
+        msgRateOut = statistics.messageRateOut
+        msgThroughputOut = statistics.byteRateOut
+        replicationBacklog = statistics.backlogEntries
+        connected = statistics.connected
+        replicationDelayInSeconds = statistics.delaySeconds
+        outboundConnection = statistics.outboundConnection
+        outboundConnectedSince = statistics.outboundConnectedSinceMs > 0 ? PulsarTimestamp.format(ms: statistics.outboundConnectedSinceMs) : ""
+        msgOutCounter = statistics.messagesOut
+        bytesOutCounter = statistics.bytesOut
     }
 }
 
@@ -208,6 +240,7 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
     var offloadedStorageSize: Int64 = 0
     var publishers: [PublisherStats] = []
     var subscriptions: [String: SubscriptionStats] = [:]
+    var replication: [String: ReplicatorStats] = [:]
     var metadata: PartitionedTopicRecord
     var partitions: [String: TopicStats] = [:]
 
@@ -220,6 +253,20 @@ struct PartitionedTopicStats: Codable, Sendable, Equatable {
 
     private mutating func add(_ stats: TopicStats, partition: String) {
         partitions[partition] = stats
+        for (remote, replicator) in stats.replication {
+            guard var total = replication[remote] else {
+                replication[remote] = replicator
+                continue
+            }
+            total.msgRateOut += replicator.msgRateOut
+            total.msgThroughputOut += replicator.msgThroughputOut
+            total.replicationBacklog += replicator.replicationBacklog
+            total.connected = total.connected && replicator.connected
+            total.replicationDelayInSeconds = max(total.replicationDelayInSeconds, replicator.replicationDelayInSeconds)
+            total.msgOutCounter += replicator.msgOutCounter
+            total.bytesOutCounter += replicator.bytesOutCounter
+            replication[remote] = total
+        }
         msgRateIn += stats.msgRateIn
         msgThroughputIn += stats.msgThroughputIn
         msgRateOut += stats.msgRateOut

@@ -82,6 +82,10 @@ public final class BrokerService: Sendable {
     public let authorizer: Authorizer
     /// The topics' schemas.
     public let schemas: SchemaRegistry
+    /// The clusters this one knows (geo-replication).
+    public let clusters: Clusters
+    /// Makes topics' geo-replicators; nil until the server sets it (no replication then).
+    public let replicatorFactory = NIOLockedValueBox<(any ReplicatorFactory)?>(nil)
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -106,6 +110,7 @@ public final class BrokerService: Sendable {
         }
         self.authorizer = Authorizer(settings: configuration.authorization, namespaces: namespaces)
         self.schemas = SchemaRegistry(metadata: metadata)
+        self.clusters = Clusters(metadata: metadata, localCluster: configuration.clusterName)
         namespaces.policiesChanged.withLockedValue { hook in
             hook = { namespace, policies in
                 for topic in registry.loadedTopics where topic.name.namespaceName == namespace {
@@ -118,7 +123,10 @@ public final class BrokerService: Sendable {
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
     public func bootstrap() async throws {
-        try await namespaces.bootstrap()
+        try await namespaces.bootstrap(localCluster: configuration.clusterName)
+        try await clusters.bootstrap(local: ClusterData(
+            serviceUrl: configuration.advertisedHTTPURL, serviceUrlTls: configuration.advertisedHTTPSURL,
+            brokerServiceUrl: configuration.advertisedPulsarURL, brokerServiceUrlTls: configuration.advertisedPulsarTLSURL))
     }
 
     /// A unique producer name: `<cluster>-<broker instance>-<n>`.
@@ -283,6 +291,9 @@ public final class BrokerService: Sendable {
         topic.compactionMonitorIntervalMs = self.configuration.compactionMonitorIntervalSeconds.saturatingMultiply(1000)
         topic.compactionThresholdDefault = self.configuration.compactionThresholdBytes
         topic.offloadDefaults = self.configuration.offload
+        topic.localCluster = self.configuration.clusterName
+        topic.replicatorFactory = replicatorFactory.withLockedValue { $0 }
+        try await topic.loadTopicPolicies()
         try await loop.submit { topic.configureOffload(policies) }.get()
         try await topic.loadCompactionRecord()
         try await topic.loadTopicEpoch()

@@ -43,6 +43,8 @@ public struct EffectivePolicies: Sendable, Equatable {
     public var offloadThreshold: Int64?
     public var offloadDeletionLagMs: Int64?
     public var offloadTarget: OffloadTarget?
+    /// The namespace's `replication_clusters` (the local cluster among them when replicated).
+    public var replicationClusters: [String] = []
 
     public init() {}
 
@@ -84,5 +86,6 @@ public struct EffectivePolicies: Sendable, Equatable {
             ?? policies.offloadPolicies?.managedLedgerOffloadThresholdInBytes
         offloadDeletionLagMs = policies.offloadDeletionLagMs ?? policies.offloadPolicies?.managedLedgerOffloadDeletionLagInMillis
         offloadTarget = try? policies.offloadPolicies?.target()
+        replicationClusters = policies.replicationClusters
     }
 }

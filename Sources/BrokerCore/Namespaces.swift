@@ -33,9 +33,11 @@ public final class Namespaces: Sendable {
 
 
     /// Creates what exists from the start: the `public` tenant and its `default` namespace.
-    func bootstrap() async throws {
+    /// The tenant may use the local cluster (`allowedClusters`), as Pulsar's standalone sets it up.
+    func bootstrap(localCluster: String) async throws {
         if try await metadata.get(MetadataKeys.tenant("public")) == nil {
-            try await metadata.put(MetadataKeys.tenant("public"), value: Array("{}".utf8), expectedVersion: nil)
+            let info = TenantInfo(allowedClusters: [localCluster])
+            try await metadata.put(MetadataKeys.tenant("public"), value: Self.encodeRecord(info), expectedVersion: nil)
         }
         if try await metadata.get(MetadataKeys.namespace("public/default")) == nil {
             try await metadata.put(MetadataKeys.namespace("public/default"), value: Array("{}".utf8), expectedVersion: nil)

@@ -227,6 +227,9 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
     public var offloadDeletionLagMs: Int64?
     /// The namespace's own tier (Pulsar's `offload_policies`).
     public var offloadPolicies: OffloadPolicies?
+    /// The clusters its topics are replicated between (`replication_clusters`; empty or only the
+    /// local cluster: not replicated).
+    public var replicationClusters: [String] = []
 
     public init(
         retention: RetentionPolicies? = nil, messageTTLSeconds: Int? = nil, backlogQuotas: [String: BacklogQuota] = [:],
@@ -267,6 +270,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         case offloadThreshold = "offload_threshold"
         case offloadDeletionLagMs = "offload_deletion_lag_ms"
         case offloadPolicies = "offload_policies"
+        case replicationClusters = "replication_clusters"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -291,6 +295,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         offloadThreshold = try container.decodeIfPresent(Int64.self, forKey: .offloadThreshold)
         offloadDeletionLagMs = try container.decodeIfPresent(Int64.self, forKey: .offloadDeletionLagMs)
         offloadPolicies = try container.decodeIfPresent(OffloadPolicies.self, forKey: .offloadPolicies)
+        replicationClusters = try container.decodeIfPresent([String].self, forKey: .replicationClusters) ?? []
     }
 
     /// Pulsar writes unset policies as `null`; so do we, so GET shows every field.
@@ -315,6 +320,7 @@ public struct NamespacePolicies: Codable, Sendable, Equatable {
         try container.encode(offloadThreshold, forKey: .offloadThreshold)
         try container.encode(offloadDeletionLagMs, forKey: .offloadDeletionLagMs)
         try container.encode(offloadPolicies, forKey: .offloadPolicies)
+        try container.encode(replicationClusters, forKey: .replicationClusters)
     }
 
     /// Checks the values are in range; the message says which one is not.

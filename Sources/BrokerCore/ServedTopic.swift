@@ -54,7 +54,9 @@ public protocol ServedTopic: AnyObject, Sendable {
 }
 
 extension Topic: ServedTopic {
+    /// Geo-replicators do not count: theirs are the remote's schemas, registered when they have one.
     public var isInUse: Bool {
-        producerCount > 0 || numberOfEntries > 0 || subscriptions.values.contains { !$0.consumers.isEmpty }
+        numberOfEntries > 0 || producers.values.contains { !Replication.isReplicatorCursor($0) }
+            || subscriptions.contains { !Replication.isReplicatorCursor($0.key) && !$0.value.consumers.isEmpty }
     }
 }

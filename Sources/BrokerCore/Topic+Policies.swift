@@ -23,6 +23,7 @@ extension Topic {
         managedLedger.deleteOffloadedLocalCopies()
         managedLedger.offloadIfOverThreshold()
         managedLedger.rollIfAged()
+        updateReplicators(policies)
         let durable = subscriptions.values.filter(\.isDurable)
         let slowest = durable.map(\.cursor.markDelete).min()
         // Without a retention policy, what no subscription has consumed yet is kept.

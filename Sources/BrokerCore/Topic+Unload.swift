@@ -15,6 +15,7 @@ extension Topic {
         }
         producers.removeAll()
         producerSinks.removeAll()
+        stopReplicators()
         for subscription in subscriptions.values { closeConsumers(of: subscription) }
         logger.info("topic.unloaded", metadata: ["flush": "\(flush)"])
         guard flush else { return eventLoop.makeSucceededVoidFuture() }

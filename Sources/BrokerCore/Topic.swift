@@ -18,6 +18,8 @@ public struct SubscribeRequest: Sendable {
     public var keySharedPolicy: KeySharedPolicy?
     /// Read the compacted ledger up to its horizon (Exclusive and Failover only).
     public var readCompacted: Bool
+    /// A geo-replicator's own consumer: the only one allowed a `pulsar.repl.` subscription name.
+    public var isReplicator = false
 
     public init(
         subscription: String, type: SubscriptionType, consumerKey: ConsumerKey, consumerName: String,
@@ -150,6 +152,12 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     var compactionThresholdDefault: Int64 = 0
     /// The broker's offload settings (a namespace's own override them).
     var offloadDefaults = OffloadSettings()
+    /// Geo-replication: the local cluster's name, the replicators by remote cluster, the topic's own
+    /// replication clusters (nil: its namespace's), and what makes replicators (nil: none here).
+    var localCluster = "standalone"
+    var replicators: [String: any TopicReplicator] = [:]
+    var topicReplicationClusters: [String]?
+    var replicatorFactory: (any ReplicatorFactory)?
     var lastCompactionCheckMs: Int64 = 0
 
     init(
@@ -361,6 +369,10 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
         if request.readCompacted, request.type != .exclusive, request.type != .failover {
             return eventLoop.makeFailedFuture(BrokerError(
                 .notAllowed, "readCompacted only allowed on failover or exclusive subscriptions"))
+        }
+        if Replication.isReplicatorCursor(request.subscription), !request.isReplicator {
+            return eventLoop.makeFailedFuture(BrokerError(
+                .notAllowed, "Subscription with reserved subscription name attempted: '\(Replication.cursorPrefix)' names geo-replication cursors"))
         }
         if let existing = subscriptions[request.subscription], existing.consumer(request.consumerKey) != nil {
             return eventLoop.makeSucceededVoidFuture()

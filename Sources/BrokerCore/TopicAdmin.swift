@@ -30,7 +30,7 @@ extension Topic {
         var subscriptionStats: [String: SubscriptionStatistics] = [:]
         var messagesOut: Int64 = 0
         var bytesOut: Int64 = 0
-        for (subscriptionName, subscription) in subscriptions {
+        for (subscriptionName, subscription) in subscriptions where !Replication.isReplicatorCursor(subscriptionName) {
             let consumers = subscription.consumers.map { consumer in
                 let rates = consumer.rateMeter.rates
                 return ConsumerStatistics(
@@ -74,6 +74,7 @@ extension Topic {
         statistics.offloadedStorageBytes = managedLedger.offloadedSizeBytes
         statistics.offloadLagBytes = managedLedger.offloadLagBytes
         statistics.offloads = managedLedger.offloadCounters
+        statistics.replication = replicationStatistics()
         countProducerRun()
         statistics.publishers = producerDetails.compactMap { key, details -> ProducerStatistics? in
             guard let name = producers[key] else { return nil }
@@ -409,9 +410,12 @@ extension BrokerService {
             if !topic.producers.isEmpty {
                 throw force ? BrokerError.topicHasProducers(name) : BrokerError.topicHasActiveClients(name)
             }
-            if !force, topic.subscriptions.values.contains(where: { !$0.consumers.isEmpty }) {
+            if !force, topic.subscriptions.contains(where: { !Replication.isReplicatorCursor($0.key) && !$0.value.consumers.isEmpty }) {
                 throw BrokerError.topicHasActiveClients(name)
             }
+            // Its replicators go with it (a deleted topic is not replicated; Pulsar's delete does the same).
+            topic.stopReplicators()
+            topic.replicatorFactory = nil
             for subscription in topic.subscriptions.values { topic.closeConsumers(of: subscription) }
             return topic.subscriptionNames
         }.get()
@@ -421,6 +425,7 @@ extension BrokerService {
         }.get()
         try await topic.deleteCompactedLedger()
         try await metadata.delete(MetadataKeys.topicEpoch(name.metadataPath), expectedVersion: nil)
+        try await metadata.delete(MetadataKeys.topicPolicies(name.metadataPath), expectedVersion: nil)
         forgetTopic(name)
         // Cursors of subscriptions that never loaded (a damaged record) would otherwise outlive the topic.
         for key in try await metadata.list(prefix: MetadataKeys.cursors(ofTopic: name.metadataPath)) {

@@ -41,6 +41,8 @@ public struct TopicStatistics: Sendable, Equatable {
     public var offloadedStorageBytes: Int64 = 0
     public var offloadLagBytes: Int64 = 0
     package var offloads = OffloadCounters()
+    /// Persistent topics only: each geo-replicator, by remote cluster.
+    public var replication: [String: ReplicatorStatistics] = [:]
 }
 
 /// One connected producer (Pulsar's `PublisherStats`).

@@ -572,9 +572,16 @@ struct PulsarConnectionMachine<TopicHandle> {
         // The C++ client numbers a batch's messages consecutively from the SEND's sequence id.
         // Every value here comes from the network: no arithmetic on it may trap.
         let sequenceID = Int64(bitPattern: request.sequenceID)
-        let highestSequenceID = max(
-            request.highestSequenceID.map { Int64(bitPattern: $0) } ?? sequenceID,
-            sequenceID.saturatingAdd(Int64(numMessages) - 1))
+        let highestSequenceID: Int64
+        if metadata.isReplicated {
+            // A geo-replicator's SEND: deduplicated under the original producer's name and
+            // sequence ids (the metadata's), not the replicator's own (Pulsar's MessageDeduplication).
+            highestSequenceID = Int64(bitPattern: metadata.sequenceID).saturatingAdd(Int64(numMessages) - 1)
+        } else {
+            highestSequenceID = max(
+                request.highestSequenceID.map { Int64(bitPattern: $0) } ?? sequenceID,
+                sequenceID.saturatingAdd(Int64(numMessages) - 1))
+        }
         let attributes = EntryAttributes(
             numMessages: numMessages,
             // A publish time past Int64.max (2^63 and up) is kept as the latest time there is.

@@ -1,5 +1,6 @@
 import Authentication
 import BrokerCore
+import GeoReplication
 import ManagedLedger
 import Foundation
 import LedgerStorage
@@ -27,6 +28,8 @@ public struct StandaloneOptions: Sendable {
     public var authenticateMetricsEndpoint = false
     /// The TLS listeners (`brokerServicePortTls`, `webServicePortTls`); nil: plain text only.
     public var tls: TLSListeners?
+    /// How geo-replicators reach remote clusters.
+    public var replication = ReplicationClientSettings()
     public init(dataDirectory: String, bindAddress: String, port: Int, httpPort: Int, advertisedAddress: String) {
         self.dataDirectory = dataDirectory
         self.bindAddress = bindAddress
@@ -70,6 +73,7 @@ public enum Standalone {
         wiring.authentication = options.authentication
         wiring.authenticateMetricsEndpoint = options.authenticateMetricsEndpoint
         wiring.tls = options.tls
+        wiring.replication = options.replication
         try await BrokerProcess.run(wiring, logger: logger)
     }
 }
@@ -105,6 +109,8 @@ public struct BrokerWiring: Sendable {
     public var tls: TLSListeners?
     /// Services that run beside the broker's own (a cluster's re-replication auditor).
     public var extraServices: [any Service] = []
+    /// How geo-replicators reach remote clusters (`brokerClientAuthentication*`, trust certificates).
+    public var replication = ReplicationClientSettings()
     /// Runs once the broker has bootstrapped, before it serves (a cluster broker registers itself).
     public var afterBootstrap: (@Sendable (BrokerService) async throws -> Void)?
 
@@ -149,6 +155,9 @@ public enum BrokerProcess {
         let broker = BrokerService(
             configuration: configuration, store: wiring.store, metadata: wiring.metadata,
             eventLoopGroup: eventLoopGroup, cluster: wiring.cluster, logger: logger)
+        let remoteClusters = RemoteClusterClients(
+            broker: broker, settings: wiring.replication, eventLoopGroup: eventLoopGroup, logger: logger)
+        broker.replicatorFactory.withLockedValue { $0 = GeoReplicatorFactory(broker: broker, clients: remoteClusters, logger: logger) }
         var failure: (any Error)?
         do {
             try await broker.bootstrap()
@@ -170,6 +179,7 @@ public enum BrokerProcess {
             failure = error
         }
         await broker.shutdown()
+        await remoteClusters.shutdown()
         await wiring.metadata.close()
         try? await eventLoopGroup.shutdownGracefully()
         logger.info("\(wiring.role).stopped")

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import PayloadCompression
 import PulsarProtocol
+import Synchronization
 
 /// How a producer sends. A pure value.
 public struct ProducerOptions: Sendable {
@@ -139,6 +140,30 @@ public final class Producer: Sendable {
         cores[partition].send(message, completion: completion)
     }
 
+    /// Forwards one stored entry as it is (a geo-replicator's send): `serializedMetadata` is the
+    /// entry's `MessageMetadata` (keeping its producer name, sequence id and batch count; deduplication
+    /// on the receiving broker uses those), `body` its payload. Only for a non-partitioned producer;
+    /// `completion` runs on `eventLoop`. Resent after reconnections like any other send.
+    public func sendEntryAsync(
+        serializedMetadata: ByteBuffer, body: ByteBuffer, numMessages: Int32?, completion: @escaping SendCompletion
+    ) {
+        precondition(cores.count == 1, "sendEntryAsync forwards to one partition")
+        let core = cores[0]
+        Self.onLoop(core.eventLoop) {
+            core.sendEntry(serializedMetadata: serializedMetadata, body: body, numMessages: numMessages, completion: completion)
+        }
+    }
+
+    /// Whether every partition's producer is registered on a live connection now (false while one reconnects).
+    public var isConnected: Bool { cores.allSatisfy { $0.isConnected.load(ordering: .relaxed) } }
+
+    /// The schema version the broker gave the first partition's producer (PRODUCER_SUCCESS), nil
+    /// without a schema. Read on `eventLoop`.
+    public var schemaVersion: [UInt8]? {
+        eventLoop.assertInEventLoop()
+        return cores[0].schemaVersionBytes
+    }
+
     /// Sends the open batches now (no-op without batching).
     public func flushBatch() {
         let cores = self.cores
@@ -196,7 +221,11 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
 
-    private(set) var connection: ClientConnection?
+    private(set) var connection: ClientConnection? {
+        didSet { isConnected.store(connection != nil, ordering: .relaxed) }
+    }
+    /// `connection != nil`, readable from any thread.
+    let isConnected = Atomic<Bool>(false)
     private var maxMessageSizeBytes = PulsarLimits.maxMessageSizeBytes
     private var hasRegistered = false
     private var backoff = Backoff()
@@ -392,6 +421,35 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
             return
         }
         enqueue(message, completion: SendCallback(completion))
+    }
+
+    /// One stored entry, forwarded with its own metadata (`Producer.sendEntryAsync`); no batching,
+    /// no compression (the body is sent as it is stored).
+    func sendEntry(serializedMetadata: ByteBuffer, body: ByteBuffer, numMessages: Int32?, completion: @escaping SendCompletion) {
+        eventLoop.assertInEventLoop()
+        if let closeError {
+            completion(.failure(closeError))
+            return
+        }
+        guard pendingMessageCount < options.maxPendingMessages else {
+            completion(.failure(PulsarClientError(
+                .producerQueueFull, "\(options.maxPendingMessages) messages are already waiting for receipts")))
+            return
+        }
+        guard serializedMetadata.readableBytes + body.readableBytes <= maxMessageSizeBytes else {
+            completion(.failure(PulsarClientError(
+                .messageTooBig, "\(body.readableBytes) bytes exceed the broker's limit of \(maxMessageSizeBytes)")))
+            return
+        }
+        let sequenceID = nextSequenceID
+        nextSequenceID += 1
+        let frame = SendFrameEncoder.encode(
+            producerID: producerID, sequenceID: sequenceID, numMessages: numMessages, serializedMetadata: serializedMetadata,
+            body: body, allocator: allocator)
+        appendPending(.init(
+            firstSequenceID: sequenceID, lastSequenceID: sequenceID, isBatch: false, completions: .one(SendCallback(completion)),
+            frame: frame))
+        connection?.writeFromAnyLoop(frame)
     }
 
     /// Receipts, errors or timeouts removed pending ops: move what waits for room in, in order.

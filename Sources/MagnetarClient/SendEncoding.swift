@@ -147,15 +147,37 @@ enum SendFrameEncoder {
         return size
     }
 
+    /// A SEND frame around an already serialized `MessageMetadata` (a replicator forwarding a stored
+    /// entry with its metadata rewritten): the CommandSend carries this producer's `sequenceID` and
+    /// `numMessages`, the metadata keeps the original producer's name and sequence id.
+    static func encode(
+        producerID: UInt64, sequenceID: Int64, numMessages: Int32?, serializedMetadata: ByteBuffer, body: ByteBuffer,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        frame(
+            producerID: producerID, sequenceID: sequenceID, numMessages: numMessages, metadataSize: serializedMetadata.readableBytes,
+            body: body, allocator: allocator
+        ) { $0.writeImmutableBuffer(serializedMetadata) }
+    }
+
     static func encode(
         producerID: UInt64, metadata: SendMetadata, body: ByteBuffer, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
-        let sequenceID = metadata.sequenceID
-        let numMessages = metadata.numMessagesInBatch
+        frame(
+            producerID: producerID, sequenceID: metadata.sequenceID, numMessages: metadata.numMessagesInBatch,
+            metadataSize: metadata.encodedSize, body: body, allocator: allocator
+        ) { metadata.write(into: &$0) }
+    }
+
+    /// The frame, with `writeMetadata` writing exactly `metadataSize` bytes of `MessageMetadata`.
+    @inline(__always)
+    private static func frame(
+        producerID: UInt64, sequenceID: Int64, numMessages: Int32?, metadataSize: Int, body: ByteBuffer,
+        allocator: ByteBufferAllocator, writeMetadata: (inout ByteBuffer) -> Void
+    ) -> ByteBuffer {
         let sendSize = sendCommandSize(producerID: producerID, sequenceID: sequenceID, numMessages: numMessages)
         // BaseCommand{type=1: SEND(6), send=6: CommandSend}
         let commandSize = 2 + 1 + ProtobufWire.varintSize(UInt64(sendSize)) + sendSize
-        let metadataSize = metadata.encodedSize
         let checksummedSize = 4 + metadataSize + body.readableBytes
         let totalSize = 4 + commandSize + 2 + 4 + checksummedSize
         var buffer = allocator.buffer(capacity: 4 + totalSize)
@@ -178,7 +200,7 @@ enum SendFrameEncoder {
         buffer.writeInteger(UInt32(0))  // checksum, filled in below
         let checksummedStart = buffer.writerIndex
         buffer.writeInteger(UInt32(metadataSize))
-        metadata.write(into: &buffer)
+        writeMetadata(&buffer)
         buffer.writeImmutableBuffer(body)
         let checksummedOffset = checksummedStart - buffer.readerIndex
         let checksum = buffer.withUnsafeReadableBytes { bytes in

@@ -18,6 +18,9 @@ public enum MetadataKeys {
     /// Every namespace of a tenant.
     public static func namespaces(ofTenant tenant: String) -> String { namespacesPrefix + tenant + "/" }
 
+    /// `ClusterData` of each cluster this one knows (geo-replication), by name.
+    public static let clustersPrefix = "/clusters/"
+
     // MARK: topics
 
     /// `{"partitions": N}` of a partitioned topic.
@@ -49,6 +52,9 @@ public enum MetadataKeys {
     public static func nonPersistentTopics(inNamespace namespace: String) -> String {
         "/non-persistent-topics/" + namespace + "/non-persistent/"
     }
+
+    /// A topic's own policies (`TopicPolicyRecord`: its replication clusters).
+    public static func topicPolicies(_ path: String) -> String { "/topic-policies/" + path }
 
     /// A topic's producer epoch (decimal text), raised by each exclusive producer that gets the topic.
     public static func topicEpoch(_ path: String) -> String { "/topic-epochs/" + path }

@@ -211,6 +211,9 @@ public struct SendMetadataFields: Sendable, Equatable {
     public var deliverAtTime: Int64?
     public var numChunksFromMsg: Int32?
     public var chunkID: Int32?
+    /// `replicated_from` (5) is set: a geo-replicator forwarded it, under the original producer's
+    /// name and sequence id.
+    public var isReplicated = false
     // Read only with `consumerFields: true` (a client's receive path; the broker needs none of them).
     public var properties: [Property] = []
     /// `CompressionType` raw value (0 = NONE).
@@ -264,6 +267,9 @@ public struct SendMetadataFields: Sendable, Equatable {
                 seen.time = true
             case (6, 2):
                 fields.partitionKey = String(buffer: try reader.readLengthDelimited())
+            case (5, 2):
+                _ = try reader.readLengthDelimited()
+                fields.isReplicated = true
             case (11, 0):
                 fields.numMessagesInBatch = Int32(truncatingIfNeeded: try reader.readVarint())
             case (18, 2):

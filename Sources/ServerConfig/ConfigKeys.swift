@@ -42,12 +42,20 @@ public enum ConfigKeys {
         "s3ManagedLedgerOffloadMaxBlockSizeInBytes",
     ]
 
+    /// Geo-replication: what replicators present to remote clusters, and how many messages each
+    /// has in flight (`standalone` and `broker`).
+    public static let geoReplication: Set<String> = [
+        "brokerClientAuthenticationPlugin", "brokerClientAuthenticationParameters", "brokerClientTrustCertsFilePath",
+        "tlsAllowInsecureConnection", "replicationProducerQueueSize",
+    ]
+
     /// `magnetar standalone --config standalone.conf`.
     public static let standalone: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(offload)
-        .union(["clusterName"])
+        .union(geoReplication).union(["clusterName"])
 
     /// `magnetar broker --config broker.conf`.
-    public static let broker: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(offload).union([
+    public static let broker: Set<String> = listener.union(managedLedger).union(security).union(quotas).union(offload)
+        .union(geoReplication).union([
         "clusterName", "metadataStoreUrl", "metadataStoreSessionTimeoutMillis",
         "managedLedgerDefaultEnsembleSize", "managedLedgerDefaultWriteQuorum", "managedLedgerDefaultAckQuorum",
         // BookKeeper's auditor keys: the elected broker runs the re-replication auditor.

@@ -12,7 +12,8 @@ struct AdminCommand: AsyncParsableCommand {
         commandName: "admin",
         abstract: "Administer a broker over its REST API (pulsar-admin's nouns and verbs).",
         subcommands: [
-            TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self, SchemasCommand.self, BrokersCommand.self, BookiesCommand.self,
+            ClustersCommand.self, TenantsCommand.self, NamespacesCommand.self, TopicsCommand.self, SchemasCommand.self, BrokersCommand.self,
+            BookiesCommand.self,
         ])
 
     // Declared here and in every subcommand: `--url`/`--output` may come before or after the nouns.
@@ -382,7 +383,7 @@ struct NamespacesCommand: AsyncParsableCommand {
             NamespaceSetCompactionThreshold.self, NamespaceGetCompactionThreshold.self, NamespaceRemoveCompactionThreshold.self,
             NamespaceSetOffloadThreshold.self, NamespaceGetOffloadThreshold.self, NamespaceSetOffloadDeletionLag.self,
             NamespaceGetOffloadDeletionLag.self, NamespaceClearOffloadDeletionLag.self, NamespaceSetOffloadPolicies.self,
-            NamespaceGetOffloadPolicies.self, NamespaceRemoveOffloadPolicies.self,
+            NamespaceGetOffloadPolicies.self, NamespaceRemoveOffloadPolicies.self, NamespaceSetClusters.self, NamespaceGetClusters.self,
         ])
 
     @OptionGroup var options: AdminOptions
@@ -600,7 +601,8 @@ struct TopicsCommand: AsyncParsableCommand {
             TopicGrantPermission.self, TopicRevokePermission.self, TopicPermissions.self,
             TopicSetSchemaCompatibilityStrategy.self, TopicGetSchemaCompatibilityStrategy.self,
             TopicRemoveSchemaCompatibilityStrategy.self, TopicCompact.self, TopicCompactionStatus.self,
-            TopicOffload.self, TopicOffloadStatus.self,
+            TopicOffload.self, TopicOffloadStatus.self, TopicSetReplicationClusters.self, TopicGetReplicationClusters.self,
+            TopicRemoveReplicationClusters.self,
         ])
 
     @OptionGroup var options: AdminOptions

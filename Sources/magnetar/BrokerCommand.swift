@@ -192,6 +192,7 @@ struct BrokerCommand: AsyncParsableCommand {
         wiring.authentication = security.authentication
         wiring.authenticateMetricsEndpoint = security.authenticateMetricsEndpoint
         wiring.tls = security.tls
+        wiring.replication = try GeoReplicationConfiguration.settings(file)
         let auditor = store.auditor
         wiring.afterBootstrap = { broker in
             broker.setReplicationStatusSource { ClusterStorage.report(auditor.statistics) }

@@ -57,6 +57,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.tls = security.tls
         try QuotaSettings.apply(file, to: &options.broker)
         try OffloadConfiguration.apply(file, to: &options.broker)
+        options.replication = try GeoReplicationConfiguration.settings(file)
         let listeners = try AdvertisedListenerSettings.resolve(file)
         options.broker.advertisedListeners = listeners.listeners
         options.broker.internalListenerName = listeners.internalName

@@ -61,7 +61,7 @@ import Testing
             "deduplicationEnabled", "schema_compatibility_strategy", "max_producers_per_topic", "max_consumers_per_topic",
             "persistence", "auth_policies", "publishMaxMessageRate", "topicDispatchRate", "max_topics_per_namespace",
             "is_allow_auto_update_schema", "schema_validation_enforced", "compaction_threshold",
-            "offload_threshold", "offload_deletion_lag_ms", "offload_policies",
+            "offload_threshold", "offload_deletion_lag_ms", "offload_policies", "replication_clusters",
         ])
         #expect(object["schema_validation_enforced"] as? Bool == false)
         #expect(object["message_ttl_in_seconds"] is NSNull)
