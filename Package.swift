@@ -177,7 +177,7 @@ let package = Package(
         // Geo-replication: each topic's replicators toward remote clusters (a cursor read by the
         // broker, a Pulsar producer on the remote cluster).
         .target(name: "GeoReplication", dependencies: [
-            "BrokerCore", "ManagedLedger", "MagnetarClient", "PulsarProtocol", "Schemas",
+            "BrokerCore", "ManagedLedger", "MagnetarClient", "PulsarProtocol", "Schemas", "CRC32C",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -222,6 +222,43 @@ def test_partitioned_topic_replicates_partition_by_partition(clusters):
         close_quietly(west_client)
 
 
+def subscription_backlog(broker, path: str, subscription: str) -> int:
+    stats = ok(broker, "GET", f"{path}/stats")
+    return stats["subscriptions"].get(subscription, {}).get("msgBacklog", 1 << 30)
+
+
+def test_replicated_subscription_resumes_on_the_other_cluster(clusters):
+    east, west = clusters
+    namespace = replicated_namespace(east, west)
+    topic = f"persistent://{namespace}/failover"
+    path = f"/admin/v2/persistent/{namespace}/failover"
+    east_client, west_client = new_client(east.url), new_client(west.url)
+    try:
+        east_consumer = east_client.subscribe(
+            topic, "app", replicate_subscription_state_enabled=True, initial_position=pulsar.InitialPosition.Earliest)
+        west_client.subscribe(
+            topic, "app", replicate_subscription_state_enabled=True, initial_position=pulsar.InitialPosition.Earliest).close()
+        producer = east_client.create_producer(topic)
+        for i in range(100):
+            producer.send_async(f"east:{i}".encode(), None)
+        producer.flush()
+        assert per_origin(drain(east_consumer, 100))["east"] == list(range(100))
+        # The snapshots move the subscription in us-west too (only markers may be left after it).
+        eventually(lambda: subscription_backlog(west, path, "app") <= 10, timeout_s=30,
+                   what="the replicated subscription to move in us-west")
+        # The application fails over to us-west: it does not read the topic again.
+        west_consumer = west_client.subscribe(topic, "app", replicate_subscription_state_enabled=True)
+        assert_quiet(west_consumer, "us-west after the failover")
+        producer.send(b"east:100")
+        assert [m.data() for m in drain(west_consumer, 1)] == [b"east:100"]
+        # Markers are never delivered, in either cluster.
+        assert [m.data() for m in drain(east_consumer, 1)] == [b"east:100"]
+        assert_quiet(east_consumer, "us-east")
+    finally:
+        close_quietly(east_client)
+        close_quietly(west_client)
+
+
 class Reading(Record):
     sensor = String()
     value = Integer()

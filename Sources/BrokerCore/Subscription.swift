@@ -105,6 +105,13 @@ final class Subscription: @unchecked Sendable {
 
     var isDurable: Bool { cursor.durable }
 
+    /// Geo-replication: the subscription's position is mirrored to the other clusters
+    /// (`replicate_subscription_state`); `onMarker` hears every marker its dispatch passes.
+    var isReplicated = false
+    var onMarker: ((Entry, Position) -> Void)?
+    /// A replicator's cursor: markers are delivered to it like any entry (it forwards them).
+    var deliversMarkers = false
+
     // MARK: consumers
 
     /// Attaches a consumer, enforcing the subscription type's rules.
@@ -527,6 +534,15 @@ final class Subscription: @unchecked Sendable {
                 continue
             }
             if !readFailures.isEmpty { readFailures[position] = nil }
+            if entry.attributes.isMarker, !deliversMarkers {
+                // Never shown to a client: acknowledged as dispatch passes it.
+                if fromReplay { replay.remove(at: replayIndex) }
+                replayHashes[position] = nil
+                onMarker?(entry, position)
+                releasePending(position)
+                cursor.acknowledge(position)
+                continue
+            }
             if (type == .shared || type == .keyShared), entry.attributes.deliverAtMs > nowMs {
                 if fromReplay { replay.remove(at: replayIndex) }
                 replayHashes[position] = nil

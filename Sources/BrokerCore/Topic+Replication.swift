@@ -19,6 +19,18 @@ public protocol TopicReplicator: AnyObject {
 public protocol ReplicatorFactory: Sendable {
     /// Called on the topic's event loop.
     func makeReplicator(for topic: Topic, remoteCluster: String) -> any TopicReplicator
+    /// The topic's replicated-subscription snapshots, made with its first replicator.
+    func makeSubscriptionsController(for topic: Topic) -> any ReplicatedSubscriptionsController
+}
+
+/// Pulsar's `ReplicatedSubscriptionsController`: snapshot markers that tie a position of this
+/// topic to positions of the same topic in the other clusters, and the updates that move a
+/// replicated subscription there when it moves here. On the topic's event loop.
+public protocol ReplicatedSubscriptionsController: AnyObject {
+    /// Each policy pass (about once a second).
+    func tick()
+    /// A replicated subscription's dispatch passed a marker.
+    func subscription(_ name: String, passedMarker entry: Entry, at position: Position)
 }
 
 /// One replicator's state, as topic stats report it under `replication.<cluster>`.
@@ -41,10 +53,16 @@ public struct ReplicatorStatistics: Sendable, Equatable {
 /// A topic's own policies (`/topic-policies/<path>`): Pulsar's topic-level replication clusters.
 public struct TopicPolicyRecord: Codable, Sendable, Equatable {
     public var replicationClusters: [String]?
-    public init(replicationClusters: [String]? = nil) { self.replicationClusters = replicationClusters }
+    /// Subscriptions whose position is replicated (`replicate_subscription_state`).
+    public var replicatedSubscriptions: [String]?
+    public init(replicationClusters: [String]? = nil, replicatedSubscriptions: [String]? = nil) {
+        self.replicationClusters = replicationClusters
+        self.replicatedSubscriptions = replicatedSubscriptions
+    }
 
     enum CodingKeys: String, CodingKey {
         case replicationClusters = "replication_clusters"
+        case replicatedSubscriptions = "replicated_subscriptions"
     }
 }
 
@@ -89,12 +107,101 @@ extension Topic {
         for remote in wanted.sorted() where replicators[remote]?.isStopped ?? true {
             replicators[remote] = factory.makeReplicator(for: self, remoteCluster: remote)
         }
+        if replicators.isEmpty {
+            subscriptionsController = nil
+        } else {
+            if subscriptionsController == nil { subscriptionsController = factory.makeSubscriptionsController(for: self) }
+            subscriptionsController?.tick()
+        }
     }
 
     func stopReplicators() {
         for replicator in replicators.values { replicator.stop() }
         replicators.removeAll()
+        subscriptionsController = nil
     }
+
+    /// What a subscription needs from the topic for geo-replication: replicator cursors see markers,
+    /// replicated subscriptions report the ones they pass.
+    func installHooks(_ subscription: Subscription) {
+        let name = subscription.name
+        subscription.deliversMarkers = Replication.isReplicatorCursor(name)
+        subscription.isReplicated = replicatedSubscriptions.contains(name)
+        subscription.onMarker = { [unowned self] entry, position in
+            guard let subscription = self.subscriptions[name], subscription.isReplicated else { return }
+            self.subscriptionsController?.subscription(name, passedMarker: entry, at: position)
+        }
+    }
+
+    /// Marks a subscription replicated, for good (kept in the topic's policy record).
+    func markReplicated(_ subscription: Subscription) {
+        subscription.isReplicated = true
+        replicatedSubscriptions.insert(subscription.name)
+        persistTopicPolicies()
+    }
+
+    /// Writes the topic's policy record (replication clusters, replicated subscriptions); a failure is logged.
+    func persistTopicPolicies() {
+        let record = TopicPolicyRecord(
+            replicationClusters: topicReplicationClusters,
+            replicatedSubscriptions: replicatedSubscriptions.isEmpty ? nil : replicatedSubscriptions.sorted())
+        let key = MetadataKeys.topicPolicies(name.metadataPath)
+        let metadata = self.metadata
+        let logger = self.logger
+        Task {
+            do {
+                try await metadata.put(key, value: Namespaces.encodeRecord(record), expectedVersion: nil)
+            } catch {
+                logger.warning("topic.policies-write-failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// The replicated subscriptions with their mark-delete positions.
+    public var replicatedSubscriptionPositions: [(name: String, markDelete: Position)] {
+        eventLoop.preconditionInEventLoop()
+        return subscriptions.values.filter(\.isReplicated).map { ($0.name, $0.cursor.markDelete) }
+    }
+
+    /// Another cluster's subscription moved: this one moves up to `position` (a cumulative
+    /// acknowledgement, never backwards), created there if it does not exist, as Pulsar does.
+    public func replicatedSubscriptionUpdated(_ subscriptionName: String, upTo position: Position) {
+        eventLoop.preconditionInEventLoop()
+        guard !Replication.isReplicatorCursor(subscriptionName), !isUnloaded else { return }
+        if let subscription = subscriptions[subscriptionName] {
+            if !subscription.isReplicated { markReplicated(subscription) }
+            if position > subscription.cursor.markDelete, managedLedger.contains(position) || position < managedLedger.positionBeforeNextEntry {
+                subscription.acknowledgeCumulative(upTo: position)
+            }
+            return
+        }
+        createSubscriptionIfMissing(subscriptionName).whenSuccess { [self] in
+            guard let subscription = subscriptions[subscriptionName] else { return }
+            if !subscription.isReplicated { markReplicated(subscription) }
+            if position > subscription.cursor.markDelete { subscription.acknowledgeCumulative(upTo: position) }
+            logger.info("subscription.created-by-replication", metadata: ["subscription": "\(subscriptionName)"])
+        }
+    }
+
+    /// Appends a marker entry (`body`: the protocol's bytes); `completion` has its position.
+    public func appendMarker(_ body: ByteBuffer, completion: @escaping (Result<Position, BrokerError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        var attributes = EntryAttributes(numMessages: 1, publishTimeMs: managedLedger.clock.nowMs())
+        attributes.isMarker = true
+        let encoded = Entry.encode(attributes: attributes, bodyLength: body.readableBytes) { $0.writeImmutableBuffer(body) }
+        publish(encoded: encoded, attributes: attributes, completion: completion)
+    }
+
+    /// The topic's replicators that are connected to their remote now, and all of them.
+    public var replicatorStates: (connected: Set<String>, all: Set<String>) {
+        eventLoop.preconditionInEventLoop()
+        var connected = Set<String>()
+        for (remote, replicator) in replicators where replicator.statistics().connected { connected.insert(remote) }
+        return (connected, Set(replicators.keys))
+    }
+
+    /// The topic's snapshot controller (a replicator hands it the markers that came from its remote).
+    public var replicatedSubscriptionsController: (any ReplicatedSubscriptionsController)? { subscriptionsController }
 
     /// Each replicator's statistics, by remote cluster.
     func replicationStatistics() -> [String: ReplicatorStatistics] {
@@ -105,7 +212,10 @@ extension Topic {
     func loadTopicPolicies() async throws {
         guard let stored = try await metadata.get(MetadataKeys.topicPolicies(name.metadataPath)) else { return }
         let record = try Namespaces.decodeRecord(TopicPolicyRecord.self, stored.value, key: MetadataKeys.topicPolicies(name.metadataPath))
-        try await eventLoop.submit { self.topicReplicationClusters = record.replicationClusters }.get()
+        try await eventLoop.submit {
+            self.topicReplicationClusters = record.replicationClusters
+            self.replicatedSubscriptions = Set(record.replicatedSubscriptions ?? [])
+        }.get()
     }
 
     /// Sets (nil: removes) the topic's own replication clusters, applied at once.
@@ -162,11 +272,12 @@ extension BrokerService {
             } : [name]
         for topicName in names + (partitions > 0 ? [name] : []) {
             let key = MetadataKeys.topicPolicies(topicName.metadataPath)
-            if let validated {
-                try await metadata.put(key, value: Namespaces.encodeRecord(TopicPolicyRecord(replicationClusters: validated)), expectedVersion: nil)
-            } else {
-                try await metadata.delete(key, expectedVersion: nil)
+            var record = TopicPolicyRecord()
+            if let stored = try await metadata.get(key) {
+                record = try Namespaces.decodeRecord(TopicPolicyRecord.self, stored.value, key: key)
             }
+            record.replicationClusters = validated
+            try await metadata.put(key, value: Namespaces.encodeRecord(record), expectedVersion: nil)
         }
         let applied = validated
         for topicName in names {

@@ -20,6 +20,8 @@ public struct SubscribeRequest: Sendable {
     public var readCompacted: Bool
     /// A geo-replicator's own consumer: the only one allowed a `pulsar.repl.` subscription name.
     public var isReplicator = false
+    /// `replicate_subscription_state`: true marks the subscription replicated (it stays so); nil/false leave it.
+    public var replicateSubscriptionState = false
 
     public init(
         subscription: String, type: SubscriptionType, consumerKey: ConsumerKey, consumerName: String,
@@ -158,6 +160,12 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     var replicators: [String: any TopicReplicator] = [:]
     var topicReplicationClusters: [String]?
     var replicatorFactory: (any ReplicatorFactory)?
+    /// Replicated subscriptions' snapshots (made with the first replicator), and the subscriptions
+    /// marked replicated (kept in the topic's policy record).
+    var subscriptionsController: (any ReplicatedSubscriptionsController)?
+    var replicatedSubscriptions: Set<String> = []
+    /// The last entry published that is not a marker (snapshots are taken only after new data).
+    public private(set) var lastDataPosition: Position?
     var lastCompactionCheckMs: Int64 = 0
 
     init(
@@ -183,9 +191,11 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     }
 
     func attachLoadedSubscription(_ cursor: Cursor) {
-        subscriptions[cursor.name] = Subscription(
+        let subscription = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
             partitionIndex: partitionIndex, compacted: compactedView, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
+        subscriptions[cursor.name] = subscription
+        installHooks(subscription)
     }
 
     // MARK: producers
@@ -327,6 +337,7 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     /// One entry of a `PublishBatch` is durable (a duplicate, at `(-1, -1)`, was not written).
     func entryPersisted(_ attributes: EntryAttributes, bytes: Int, at position: Position, latencyNanos: UInt64 = 0) {
         guard position.ledgerID >= 0 else { return }
+        if !attributes.isMarker { lastDataPosition = position }
         for stage in publishStages { stage.persisted(attributes, at: position) }
         let messages = Int64(max(attributes.numMessages, 1))
         messagesIn += messages
@@ -396,6 +407,7 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
             self.creatingSubscriptions[request.subscription] = nil
             if self.subscriptions[request.subscription] == nil {
                 self.subscriptions[request.subscription] = subscription
+                self.installHooks(subscription)
                 self.logger.info("subscription.created", metadata: [
                     "subscription": "\(request.subscription)", "durable": "\(request.durable)",
                 ])
@@ -448,7 +460,10 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
         creatingSubscriptions[subscriptionName] = creating
         return creating.map { subscription in
             self.creatingSubscriptions[subscriptionName] = nil
-            if self.subscriptions[subscriptionName] == nil { self.subscriptions[subscriptionName] = subscription }
+            if self.subscriptions[subscriptionName] == nil {
+                self.subscriptions[subscriptionName] = subscription
+                self.installHooks(subscription)
+            }
         }.flatMapErrorThrowing { error in
             self.creatingSubscriptions[subscriptionName] = nil
             throw error
@@ -456,6 +471,9 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     }
 
     private func attach(_ request: SubscribeRequest, to subscription: Subscription, sink: any ConsumerSink) -> EventLoopFuture<Void> {
+        if request.replicateSubscriptionState, subscription.isDurable, !subscription.isReplicated {
+            markReplicated(subscription)
+        }
         if !subscription.isDurable, subscription.consumers.isEmpty, let start = request.start {
             subscription.reposition(markDelete: markDeleteBefore(start))
         }

@@ -582,7 +582,7 @@ struct PulsarConnectionMachine<TopicHandle> {
                 request.highestSequenceID.map { Int64(bitPattern: $0) } ?? sequenceID,
                 sequenceID.saturatingAdd(Int64(numMessages) - 1))
         }
-        let attributes = EntryAttributes(
+        var attributes = EntryAttributes(
             numMessages: numMessages,
             // A publish time past Int64.max (2^63 and up) is kept as the latest time there is.
             publishTimeMs: Int64(clamping: metadata.publishTime),
@@ -591,6 +591,8 @@ struct PulsarConnectionMachine<TopicHandle> {
             producerName: metadata.producerName,
             highestSequenceID: highestSequenceID,
             isNonFinalChunk: SendMetadataFields.isNonFinalChunk(chunkID: metadata.chunkID, numChunks: metadata.numChunksFromMsg))
+        // Only a geo-replicator forwards markers; from anyone else they are plain messages.
+        if metadata.isMarker, metadata.isReplicated { attributes.isMarker = true }
         pendingPublishes += 1
         var pause = false
         if pendingPublishes >= limits.maxPendingPublishes, !pausedForPublishes {
@@ -673,15 +675,16 @@ struct PulsarConnectionMachine<TopicHandle> {
         }
         let durable = request.hasDurable ? request.durable : true
         consumers[request.consumerID] = .subscribing(requestID: request.requestID, closeRequested: false)
-        return .subscribe(Subscribe(
-            requestID: request.requestID, consumerID: request.consumerID, topic: name,
-            request: SubscribeRequest(
+        var subscribeRequest = SubscribeRequest(
                 subscription: request.subscription, type: type,
                 consumerKey: ConsumerKey(connectionID: connectionID, consumerID: request.consumerID),
                 consumerName: request.consumerName, priorityLevel: request.priorityLevel, durable: durable,
                 start: !durable && request.hasStartMessageID ? Commands.startPosition(request.startMessageID) : nil,
                 initialPosition: request.initialPosition == .earliest ? .earliest : .latest,
-                keySharedPolicy: keySharedPolicy, readCompacted: request.readCompacted),
+                keySharedPolicy: keySharedPolicy, readCompacted: request.readCompacted)
+        subscribeRequest.replicateSubscriptionState = request.replicateSubscriptionState
+        return .subscribe(Subscribe(
+            requestID: request.requestID, consumerID: request.consumerID, topic: name, request: subscribeRequest,
             schema: request.hasSchema && request.schema.type != .autoConsume ? Commands.schema(request.schema) : nil))
     }
 

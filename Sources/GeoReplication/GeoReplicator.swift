@@ -134,6 +134,10 @@ public struct GeoReplicatorFactory: ReplicatorFactory {
         replicator.start()
         return replicator
     }
+
+    public func makeSubscriptionsController(for topic: Topic) -> any ReplicatedSubscriptionsController {
+        SubscriptionSnapshots(topic: topic, logger: logger)
+    }
 }
 
 /// Pulsar's `PersistentReplicator`: forwards a topic's entries, in log order, to the same topic on
@@ -329,6 +333,18 @@ final class GeoReplicator: TopicReplicator, ConsumerSink, @unchecked Sendable {
             ])
             done(position, messages: messages)
             return
+        }
+        if forwarded.metadata.hasMarkerType, forwarded.metadata.replicatedFrom == remoteCluster,
+           let controller = topic.replicatedSubscriptionsController as? SubscriptionSnapshots
+        {
+            // A marker our remote wrote: the snapshot protocol's (its request, its response, its update).
+            do {
+                if let marker = try Marker.decode(type: forwarded.metadata.markerType, forwarded.payload) {
+                    controller.remoteMarker(marker, from: remoteCluster, at: position)
+                }
+            } catch {
+                logger.warning("replicator.marker-malformed", metadata: ["error": "\(error)"])
+            }
         }
         guard forwarded.decision(remoteCluster: remoteCluster) == .forward else {
             done(position, messages: messages)

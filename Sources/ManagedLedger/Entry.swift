@@ -15,6 +15,9 @@ public struct EntryAttributes: Sendable, Equatable {
     public var highestSequenceID: Int64
     /// True for a chunk that is not the last of its message: deduplication looks at the last only.
     public var isNonFinalChunk: Bool
+    /// A marker the broker writes for itself (geo-replication's snapshot markers): never delivered
+    /// to consumers, acknowledged by dispatch as it passes.
+    public var isMarker = false
 
     public init(
         numMessages: Int32, publishTimeMs: Int64, deliverAtMs: Int64 = 0, key: [UInt8] = [],
@@ -106,7 +109,7 @@ public struct Entry: Sendable {
                     offset += nameLength
                 }
                 put(attributes.highestSequenceID)
-                put(UInt8(attributes.isNonFinalChunk ? 1 : 0))
+                put(UInt8((attributes.isNonFinalChunk ? 1 : 0) | (attributes.isMarker ? 2 : 0)))
                 return offset
             }
         }
@@ -147,6 +150,7 @@ public struct Entry: Sendable {
             attributes.producerName = name
             attributes.highestSequenceID = sequenceID
             attributes.isNonFinalChunk = flags & 1 != 0
+            attributes.isMarker = flags & 2 != 0
         }
         return Entry(attributes: attributes, body: buffer)
     }

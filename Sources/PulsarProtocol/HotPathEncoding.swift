@@ -214,6 +214,8 @@ public struct SendMetadataFields: Sendable, Equatable {
     /// `replicated_from` (5) is set: a geo-replicator forwarded it, under the original producer's
     /// name and sequence id.
     public var isReplicated = false
+    /// `marker_type` (20) is set: a broker's marker (geo-replication snapshots), not a message.
+    public var isMarker = false
     // Read only with `consumerFields: true` (a client's receive path; the broker needs none of them).
     public var properties: [Property] = []
     /// `CompressionType` raw value (0 = NONE).
@@ -270,6 +272,9 @@ public struct SendMetadataFields: Sendable, Equatable {
             case (5, 2):
                 _ = try reader.readLengthDelimited()
                 fields.isReplicated = true
+            case (20, 0):
+                _ = try reader.readVarint()
+                fields.isMarker = true
             case (11, 0):
                 fields.numMessagesInBatch = Int32(truncatingIfNeeded: try reader.readVarint())
             case (18, 2):
