@@ -37,7 +37,8 @@ public struct EntryAttributes: Sendable, Equatable {
 ///
 /// On-disk body layout (version 1), inside a ledger entry, all big-endian:
 /// `[u8 version][i32 numMessages][i64 publishTimeMs][i64 deliverAtMs][u16 keyLength][key]`
-/// then, from version 2 on, `[u16 producerNameLength][producerName][i64 highestSequenceID][u8 flags]`,
+/// then, from version 2 on, `[u16 producerNameLength][producerName][i64 highestSequenceID][u8 flags]`
+/// (bit 0: a chunk before its message's last; bit 1: a broker's marker, never delivered),
 /// then `[body]`. Version history: 1 = first format; 2 = producer name and sequence id (deduplication).
 /// For the Pulsar protocol `body` is `[u32 crc32c][u32 metadataSize][MessageMetadata][payload]`.
 /// A pure value; `body` is a slice of the buffer read from storage.

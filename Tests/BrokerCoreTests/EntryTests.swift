@@ -33,7 +33,9 @@ import Testing
     }
 
     @Test func decodeReadsWhatWriteWrote() throws {
-        for attributes in [attributes, EntryAttributes(numMessages: 1, publishTimeMs: 5)] {
+        var marker = EntryAttributes(numMessages: 1, publishTimeMs: 9)
+        marker.isMarker = true
+        for attributes in [attributes, EntryAttributes(numMessages: 1, publishTimeMs: 5), marker] {
             let encoded = Entry.encode(attributes: attributes, bodyLength: 3) { $0.writeString("abc") }
             let decoded = try Entry.decode(encoded)
             #expect(decoded.attributes == attributes)

@@ -80,3 +80,35 @@ struct ForwardedEntryTests {
         #expect(GeoReplicator.versionNumber([]) == -1)
     }
 }
+
+/// PulsarMarkers.proto's messages, as encoded and read back.
+struct MarkerTests {
+    @Test func everyMarkerRoundTrips() throws {
+        let west = Marker.ClusterPosition(cluster: "us-west", position: Marker.MarkerPosition(ledgerID: 7, entryID: 300))
+        let markers: [Marker] = [
+            .snapshotRequest(snapshotID: "id-1", sourceCluster: "us-east"),
+            .snapshotResponse(snapshotID: "id-1", cluster: west),
+            .snapshot(snapshotID: "id-1", local: Marker.MarkerPosition(ledgerID: 3, entryID: 4), clusters: [west]),
+            .update(subscription: "app", clusters: [west]),
+        ]
+        for marker in markers {
+            #expect(try Marker.decode(type: marker.type, marker.encoded()) == marker)
+        }
+        #expect(try Marker.decode(type: 21, ByteBuffer()) == nil)
+    }
+
+    @Test func theEntryIsAMarkerMessage() throws {
+        let body = try Marker.update(subscription: "app", clusters: []).entryBody(replicateTo: ["us-east"], publishTimeMs: 5)
+        let entry = try ForwardedEntry.parse(body)
+        #expect(entry.metadata.markerType == Marker.updateType)
+        #expect(entry.metadata.producerName == "pulsar.marker")
+        #expect(entry.metadata.replicateTo == ["us-east"])
+        #expect(entry.decision(remoteCluster: "us-west") == .notForThisRemote)
+    }
+
+    @Test func aTruncatedMarkerIsRefused() {
+        var truncated = ByteBuffer()
+        truncated.writeBytes([0x0a, 0x10, 0x61])
+        #expect(throws: Marker.Malformed.self) { try Marker.decode(type: Marker.updateType, truncated) }
+    }
+}
