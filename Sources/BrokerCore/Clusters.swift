@@ -44,7 +44,11 @@ public struct ClusterData: Codable, Sendable, Equatable {
     func validate() throws(BrokerError) {
         func check(_ value: String?, _ field: String, _ schemes: [String]) throws(BrokerError) {
             guard let value, !value.isEmpty else { return }
-            guard schemes.contains(where: { value.hasPrefix($0) }), URL(string: value)?.host != nil else {
+            // A broker URL may list several hosts (`pulsar://a:6650,b:6650`), as clients take it.
+            guard let scheme = schemes.first(where: { value.hasPrefix($0) }),
+                  let first = value.dropFirst(scheme.count).split(separator: ",").first,
+                  URL(string: scheme + first)?.host != nil
+            else {
                 throw .invalidArgument("Illegal \(field) '\(value)': use \(schemes.map { "\($0)host:port" }.joined(separator: " or "))")
             }
         }
