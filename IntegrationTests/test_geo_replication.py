@@ -373,3 +373,61 @@ def test_cli_clusters_and_namespace_clusters(clusters):
     admin("namespaces", "create", namespace)
     admin("namespaces", "set-clusters", namespace, "--clusters", "us-east,us-west")
     assert admin("namespaces", "get-clusters", namespace).split() == ["us-east", "us-west"]
+
+
+def test_replicating_to_a_cluster_with_authentication(tmp_path):
+    """The remote cluster authenticates and authorizes; the replicators present the token of
+    `brokerClientAuthenticationPlugin` / `brokerClientAuthenticationParameters`."""
+    import jwt
+    from test_security import SecureBroker
+
+    key_path = tmp_path / "secret.key"
+    subprocess.run([str(magnetar_binary()), "tokens", "create-secret-key", "--output", str(key_path)], check=True, timeout=60)
+    admin_token = jwt.encode({"sub": "admin"}, key_path.read_bytes(), algorithm="HS256")
+    (tmp_path / "west").mkdir()
+    (tmp_path / "east").mkdir()
+    west = SecureBroker(tmp_path / "west", "\n".join([
+        "clusterName=us-west",
+        "authenticationEnabled=true",
+        "authenticationProviders=org.apache.pulsar.broker.authentication.AuthenticationProviderToken",
+        f"tokenSecretKey=file://{key_path}",
+        "authorizationEnabled=true",
+        "superUserRoles=admin",
+    ]))
+    east = SecureBroker(tmp_path / "east", "\n".join([
+        "clusterName=us-east",
+        "brokerClientAuthenticationPlugin=org.apache.pulsar.client.impl.auth.AuthenticationToken",
+        f"brokerClientAuthenticationParameters=token:{admin_token}",
+    ]))
+    west.start()
+    east.start()
+    east_client = west_client = None
+    try:
+        def secured_ok(method, path, body=None):
+            status, answer = call(west, method, path, body, admin_token)
+            assert 200 <= status < 300, f"{method} {path} -> {status} {answer}"
+
+        ok(east, "PUT", "/admin/v2/clusters/us-west", cluster_data(west))
+        secured_ok("PUT", "/admin/v2/clusters/us-east", cluster_data(east))
+        ok(east, "POST", "/admin/v2/tenants/public", {"adminRoles": [], "allowedClusters": ["us-east", "us-west"]})
+        secured_ok("POST", "/admin/v2/tenants/public", {"adminRoles": [], "allowedClusters": ["us-east", "us-west"]})
+        namespace = f"public/geo-{uuid.uuid4().hex[:8]}"
+        ok(east, "PUT", f"/admin/v2/namespaces/{namespace}")
+        ok(east, "POST", f"/admin/v2/namespaces/{namespace}/replication", ["us-east", "us-west"])
+        secured_ok("PUT", f"/admin/v2/namespaces/{namespace}")
+        secured_ok("POST", f"/admin/v2/namespaces/{namespace}/replication", ["us-east", "us-west"])
+        topic = f"persistent://{namespace}/secure"
+        west_client = pulsar.Client(west.url, authentication=pulsar.AuthenticationToken(admin_token),
+                                    operation_timeout_seconds=10, connection_timeout_ms=5000)
+        consumer = west_client.subscribe(topic, "s", initial_position=pulsar.InitialPosition.Earliest)
+        east_client = new_client(east.url)
+        producer = east_client.create_producer(topic)
+        for i in range(20):
+            producer.send(f"east:{i}".encode())
+        assert per_origin(drain(consumer, 20))["east"] == list(range(20))
+    finally:
+        for c in (east_client, west_client):
+            if c is not None:
+                close_quietly(c)
+        east.close()
+        west.close()
