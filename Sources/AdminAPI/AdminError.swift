@@ -35,7 +35,9 @@ public struct AdminError: HTTPResponseError, Equatable, CustomStringConvertible 
 
     static func status(for code: BrokerError.Code) -> HTTPResponse.Status {
         switch code {
-        case .notFound, .topicNotFound, .subscriptionNotFound, .consumerNotFound: .notFound
+        case .notFound, .topicNotFound, .subscriptionNotFound, .consumerNotFound, .transactionNotFound: .notFound
+        case .transactionConflict, .invalidTransactionStatus: .conflict
+        case .transactionCoordinatorNotFound: .serviceUnavailable
         case .conflict, .producerBusy, .producerFenced, .incompatibleSchema: .conflict
         case .invalidSchema: .unprocessableContent
         case .preconditionFailed, .consumerBusy, .producerBlockedQuota: .preconditionFailed

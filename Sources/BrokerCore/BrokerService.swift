@@ -42,6 +42,10 @@ public struct BrokerConfiguration: Sendable {
     public var isSchemaValidationEnforced = false
     /// How compaction reads the entries (the Pulsar endpoint's codec); nil: topics cannot be compacted.
     public var compactionCodec: (any CompactionCodec)?
+    /// Pulsar's `transactionCoordinatorEnabled`: the server runs a transaction coordinator.
+    public var transactionCoordinatorEnabled = false
+    /// How topics write transactions' commit and abort markers (the Pulsar edge's metadata).
+    public var transactionMarkerCodec: (any TransactionMarkerCodec)?
     /// Pulsar's `brokerServiceCompactionMonitorIntervalInSeconds` (60): how often a topic's backlog is
     /// checked against its `compactionThreshold`; `brokerServiceCompactionThresholdInBytes` (0: off):
     /// the threshold of namespaces that set none.
@@ -86,6 +90,10 @@ public final class BrokerService: Sendable {
     public let clusters: Clusters
     /// Makes topics' geo-replicators; nil until the server sets it (no replication then).
     public let replicatorFactory = NIOLockedValueBox<(any ReplicatorFactory)?>(nil)
+    /// The transaction coordinator (`transactionCoordinatorEnabled`), once the server started it.
+    public let transactionCoordinator = NIOLockedValueBox<TransactionCoordinator?>(nil)
+    /// Applies offsets committed in transactions (the Kafka endpoint's group offsets), once installed.
+    public let transactionOffsetCommitter = NIOLockedValueBox<(any TransactionOffsetCommitter)?>(nil)
     private let producerCounter = NIOLockedValueBox<Int64>(0)
     private let instanceID: String
     /// Membership and bundle ownership when this broker is one of a cluster; nil in standalone
@@ -297,6 +305,8 @@ public final class BrokerService: Sendable {
         try await loop.submit { topic.configureOffload(policies) }.get()
         try await topic.loadCompactionRecord()
         try await topic.loadTopicEpoch()
+        topic.transactionMarkerCodec = self.configuration.transactionMarkerCodec
+        try await topic.loadTransactionBuffer()
         let prefix = MetadataKeys.cursors(ofTopic: name.metadataPath)
         for key in try await metadata.list(prefix: prefix) {
             let subscription = String(key.dropFirst(prefix.count))

@@ -63,6 +63,9 @@ final class Subscription: @unchecked Sendable {
     /// from the compacted ledger (the latest message of each key), after it from the log.
     var readCompacted = false
     private let compacted: CompactedTopicView
+    /// The topic's transaction buffer: nothing at or after its read limit is read, and the entries
+    /// of aborted transactions are acknowledged without being delivered.
+    private let transactions: TransactionView
     /// Kept entries fetched from the compacted ledger, in log order, not yet dispatched.
     private var compactedQueue = CircularBuffer<(position: Position, entry: Entry)>()
     private var compactedFetching = false
@@ -90,9 +93,11 @@ final class Subscription: @unchecked Sendable {
 
     init(
         name: String, type: SubscriptionType, cursor: Cursor, managedLedger: ManagedLedger, partitionIndex: Int32,
-        compacted: CompactedTopicView, dispatchRateLimiter: RateLimiter = RateLimiter(), logger: Logger
+        compacted: CompactedTopicView, transactions: TransactionView = TransactionView(),
+        dispatchRateLimiter: RateLimiter = RateLimiter(), logger: Logger
     ) {
         self.compacted = compacted
+        self.transactions = transactions
         self.dispatchRateLimiter = dispatchRateLimiter
         self.name = name
         self.type = type
@@ -469,7 +474,9 @@ final class Subscription: @unchecked Sendable {
                 if cursor.isAcknowledged(position) || isPending(position) { continue }
             } else {
                 if lastRead < cursor.markDelete { lastRead = cursor.markDelete }
-                guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead) else { break }
+                guard replay.count < Subscription.maxHeldEntries, let next = managedLedger.next(after: lastRead),
+                      transactions.mayRead(next)
+                else { break }
                 guard reads < Subscription.maxEntriesExaminedPerDispatchPass else { outOfReads = true; break }
                 if !managedLedger.canReadNow(next), !cursor.isAcknowledged(next) {
                     managedLedger.readAhead(unacknowledged(from: next, limit: ManagedLedgerLimits.readAheadBatch), forward: true) {
@@ -534,6 +541,16 @@ final class Subscription: @unchecked Sendable {
                 continue
             }
             if !readFailures.isEmpty { readFailures[position] = nil }
+            if let transaction = entry.attributes.transactionID,
+               entry.attributes.isMarker || transactions.aborted.contains(transaction)
+            {
+                // A transaction's marker, or an entry of an aborted one: never delivered.
+                if fromReplay { replay.remove(at: replayIndex) }
+                replayHashes[position] = nil
+                releasePending(position)
+                cursor.acknowledge(position)
+                continue
+            }
             if entry.attributes.isMarker, !deliversMarkers {
                 // Never shown to a client: acknowledged as dispatch passes it.
                 if fromReplay { replay.remove(at: replayIndex) }

@@ -167,6 +167,15 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     /// The last entry published that is not a marker (snapshots are taken only after new data).
     public private(set) var lastDataPosition: Position?
     var lastCompactionCheckMs: Int64 = 0
+    /// Transactions: the buffer's state (and as last written), what subscriptions read of it, the
+    /// registrations being written (with what waits for each), the ends in progress, the last write.
+    var transactionBuffer = TransactionBufferState()
+    var persistedTransactionBuffer = TransactionBufferState()
+    let transactionView = TransactionView()
+    var transactionRegistrations: [TransactionID: [(BrokerError?) -> Void]] = [:]
+    var endingTransactions: [TransactionID: EventLoopFuture<Void>] = [:]
+    var transactionBufferWrites: EventLoopFuture<Void>?
+    var transactionMarkerCodec: (any TransactionMarkerCodec)?
 
     init(
         name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerClient,
@@ -193,7 +202,8 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     func attachLoadedSubscription(_ cursor: Cursor) {
         let subscription = Subscription(
             name: cursor.name, type: .exclusive, cursor: cursor, managedLedger: managedLedger,
-            partitionIndex: partitionIndex, compacted: compactedView, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
+            partitionIndex: partitionIndex, compacted: compactedView, transactions: transactionView,
+            dispatchRateLimiter: dispatchRateLimiter, logger: logger)
         subscriptions[cursor.name] = subscription
         installHooks(subscription)
     }
@@ -432,7 +442,8 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
             let cursor = Cursor.nonDurable(name: subscriptionName, managedLedger: managedLedger, markDelete: markDelete, logger: logger)
             return eventLoop.makeSucceededFuture(Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, compacted: compacted, dispatchRateLimiter: dispatchRateLimiter, logger: logger))
+                partitionIndex: partitionIndex, compacted: compacted, transactions: transactionView,
+                dispatchRateLimiter: dispatchRateLimiter, logger: logger))
         }
         let key = MetadataKeys.cursor(ofTopic: name.metadataPath, subscription: subscriptionName)
         let store = self.store
@@ -443,10 +454,11 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
                 metadataKey: key, markDelete: markDelete, logger: logger)
         }.flatMapErrorThrowing { error in
             throw BrokerError(.metadata, "cannot create subscription '\(subscriptionName)': \(error)")
-        }.map { cursor in
+        }.map { [transactionView] cursor in
             Subscription(
                 name: subscriptionName, type: type, cursor: cursor, managedLedger: managedLedger,
-                partitionIndex: partitionIndex, compacted: compacted, dispatchRateLimiter: dispatchRateLimiter, logger: logger)
+                partitionIndex: partitionIndex, compacted: compacted, transactions: transactionView,
+                dispatchRateLimiter: dispatchRateLimiter, logger: logger)
         }
     }
 

@@ -424,6 +424,7 @@ extension BrokerService {
             topic.eventLoop.makeFutureWithTask { try await topic.managedLedger.delete() }
         }.get()
         try await topic.deleteCompactedLedger()
+        try await topic.deleteTransactionBuffer()
         try await metadata.delete(MetadataKeys.topicEpoch(name.metadataPath), expectedVersion: nil)
         try await metadata.delete(MetadataKeys.topicPolicies(name.metadataPath), expectedVersion: nil)
         forgetTopic(name)

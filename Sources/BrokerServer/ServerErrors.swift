@@ -27,6 +27,10 @@ enum ServerErrors {
         case .authenticationError: return .authenticationError
         case .authorizationError: return .authorizationError
         case .incompatibleSchema, .invalidSchema: return .incompatibleSchema
+        case .transactionCoordinatorNotFound: return .transactionCoordinatorNotFound
+        case .transactionNotFound: return .transactionNotFound
+        case .invalidTransactionStatus: return .invalidTxnStatus
+        case .transactionConflict: return .transactionConflict
         case .unknown: return .unknownError
         }
     }

@@ -152,6 +152,7 @@ public enum BrokerProcess {
         var configuration = wiring.configuration
         // The Pulsar endpoint is always served: compaction reads its entries.
         if configuration.compactionCodec == nil { configuration.compactionCodec = PulsarCompactionCodec() }
+        if configuration.transactionMarkerCodec == nil { configuration.transactionMarkerCodec = PulsarTransactionMarkerCodec() }
         let broker = BrokerService(
             configuration: configuration, store: wiring.store, metadata: wiring.metadata,
             eventLoopGroup: eventLoopGroup, cluster: wiring.cluster, logger: logger)
@@ -162,6 +163,7 @@ public enum BrokerProcess {
         do {
             try await broker.bootstrap()
             try await wiring.afterBootstrap?(broker)
+            startTransactionCoordinator(broker, wiring: wiring, logger: logger)
             logger.info("\(wiring.role).started", metadata: [
                 "pulsar-url": "\(wiring.configuration.advertisedPulsarURL)",
                 "http-url": "\(wiring.configuration.advertisedHTTPURL)", "cluster": "\(wiring.configuration.clusterName)",
@@ -184,6 +186,36 @@ public enum BrokerProcess {
         try? await eventLoopGroup.shutdownGracefully()
         logger.info("\(wiring.role).stopped")
         if let failure { throw failure }
+    }
+
+    /// `transactionCoordinatorEnabled`: the coordinator (id 0), recovering its transactions in the
+    /// background (ending what was ending, timing out what was open). Standalone only: a cluster's
+    /// brokers would share one coordinator id.
+    static func startTransactionCoordinator(_ broker: BrokerService, wiring: BrokerWiring, logger: Logger) {
+        guard wiring.configuration.transactionCoordinatorEnabled else { return }
+        guard wiring.cluster == nil else {
+            logger.warning("transaction.coordinator-off", metadata: [
+                "hint": "transactions run in standalone only for now; transactionCoordinatorEnabled is ignored on a cluster broker",
+            ])
+            return
+        }
+        let coordinator = TransactionCoordinator(
+            metadata: wiring.metadata, participants: BrokerTransactionParticipants(broker: broker),
+            clock: wiring.configuration.managedLedger.clock, logger: logger)
+        broker.transactionCoordinator.withLockedValue { $0 = coordinator }
+        Task {
+            while true {
+                do {
+                    try await coordinator.recover()
+                    return
+                } catch {
+                    logger.error("transaction.coordinator-recovery-failed", metadata: [
+                        "error": "\(error)", "hint": "retrying in a second; transactions are refused until it succeeds",
+                    ])
+                    try? await Task.sleep(nanoseconds: 1_000_000_000)
+                }
+            }
+        }
     }
 
     public static func serve(

@@ -19,6 +19,10 @@ public enum KafkaApiKey: Int16, Sendable, CaseIterable {
     case createTopics = 19
     case deleteTopics = 20
     case initProducerId = 22
+    case addPartitionsToTxn = 24
+    case addOffsetsToTxn = 25
+    case endTxn = 26
+    case txnOffsetCommit = 28
     case deleteGroups = 42
     case describeConfigs = 32
     case createPartitions = 37
@@ -55,11 +59,17 @@ public enum KafkaErrorCode: Int16, Sendable {
     case outOfOrderSequenceNumber = 45
     case duplicateSequenceNumber = 46
     case invalidProducerEpoch = 47
+    case invalidTxnState = 48
+    case invalidProducerIDMapping = 49
+    case invalidTransactionTimeout = 50
+    case concurrentTransactions = 51
     case policyViolation = 44
+    case operationNotAttempted = 55
     case kafkaStorageError = 56
     case nonEmptyGroup = 68
     case groupIDNotFound = 69
     case invalidRecord = 87
+    case producerFenced = 90
 }
 
 /// The versions of one API this endpoint serves, and the first flexible one (tagged fields,
@@ -90,6 +100,10 @@ public enum KafkaApis {
         KafkaApiSupport(.metadata, 0...9, flexibleFrom: 9),
         KafkaApiSupport(.apiVersions, 0...3, flexibleFrom: 3),
         KafkaApiSupport(.initProducerId, 0...4, flexibleFrom: 2),
+        KafkaApiSupport(.addPartitionsToTxn, 0...3, flexibleFrom: 3),
+        KafkaApiSupport(.addOffsetsToTxn, 0...3, flexibleFrom: 3),
+        KafkaApiSupport(.endTxn, 0...3, flexibleFrom: 3),
+        KafkaApiSupport(.txnOffsetCommit, 0...3, flexibleFrom: 3),
         KafkaApiSupport(.findCoordinator, 0...3, flexibleFrom: 3),
         KafkaApiSupport(.joinGroup, 0...9, flexibleFrom: 6),
         KafkaApiSupport(.syncGroup, 0...5, flexibleFrom: 4),

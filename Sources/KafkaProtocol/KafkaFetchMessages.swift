@@ -96,12 +96,25 @@ public struct FetchRequest: Sendable, Equatable {
 
 /// `FetchResponse` v4–v11; each partition's `records` is record batches back to back.
 public struct FetchResponse: Sendable, Equatable {
+    public struct AbortedTransaction: Sendable, Equatable {
+        public var producerID: Int64
+        public var firstOffset: Int64
+        public init(producerID: Int64, firstOffset: Int64) {
+            self.producerID = producerID
+            self.firstOffset = firstOffset
+        }
+    }
+
     public struct Partition: Sendable, Equatable {
         public var index: Int32
         public var errorCode: KafkaErrorCode
         public var highWatermark: Int64
         public var logStartOffset: Int64
         public var records: ByteBuffer?
+        /// The last stable offset (read_committed reads stop there); nil: the high watermark.
+        public var lastStableOffset: Int64?
+        /// Aborted transactions in the records returned (read_committed): producer id, first offset.
+        public var abortedTransactions: [AbortedTransaction] = []
         public init(index: Int32, errorCode: KafkaErrorCode, highWatermark: Int64, logStartOffset: Int64, records: ByteBuffer?) {
             self.index = index
             self.errorCode = errorCode
@@ -140,9 +153,12 @@ public struct FetchResponse: Sendable, Equatable {
                 buffer.writeInteger(partition.index)
                 buffer.writeInteger(partition.errorCode.rawValue)
                 buffer.writeInteger(partition.highWatermark)
-                buffer.writeInteger(partition.highWatermark)  // last_stable_offset: no open transactions
+                buffer.writeInteger(partition.lastStableOffset ?? partition.highWatermark)
                 if version >= 5 { buffer.writeInteger(partition.logStartOffset) }
-                buffer.writeKafkaArrayCount(0, flexible: false)  // aborted_transactions
+                buffer.writeKafkaArray(partition.abortedTransactions, flexible: false) { buffer, aborted in
+                    buffer.writeInteger(aborted.producerID)
+                    buffer.writeInteger(aborted.firstOffset)
+                }
                 if version >= 11 { buffer.writeInteger(Int32(-1)) }  // preferred_read_replica
                 if let records = partition.records {
                     buffer.writeInteger(Int32(records.readableBytes))

@@ -23,6 +23,16 @@ extension KafkaApiHandler {
 
     func findCoordinator(_ request: FindCoordinatorRequest) async -> FindCoordinatorResponse {
         let here = FindCoordinatorResponse(nodeID: nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))
+        if request.keyType == 1 {
+            // A transactional id: this broker's transaction coordinator, when it runs one.
+            guard (try? broker.requireTransactionCoordinator()) != nil else {
+                return FindCoordinatorResponse(
+                    errorCode: .coordinatorNotAvailable,
+                    errorMessage: "transactions are not enabled on this broker (transactionCoordinatorEnabled=true)",
+                    nodeID: -1, host: "", port: -1)
+            }
+            return here
+        }
         do {
             let owner = try await broker.placement(of: coordinatorName(request.key))
             logger.debug("kafka.find-coordinator", metadata: ["group": "\(request.key)", "coordinator": "\(owner?.brokerID ?? "here")"])
@@ -167,7 +177,7 @@ extension KafkaApiHandler {
     /// Moves the group's subscription on one partition so that the entry holding `offset` is the
     /// first unacknowledged one. Best effort: the stored offset is what consumers resume from.
     /// In a cluster, only for partitions this broker serves.
-    private func moveSubscription(_ group: String, of name: TopicName, partitions: Int, index: Int32, to offset: Int64) async {
+    func moveSubscription(_ group: String, of name: TopicName, partitions: Int, index: Int32, to offset: Int64) async {
         var partitionName = name
         if partitions > 0 { partitionName.localName += "-partition-\(index)" }
         do {

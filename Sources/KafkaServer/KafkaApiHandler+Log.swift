@@ -71,7 +71,7 @@ extension KafkaApiHandler {
         var pending: [(topic: Int, partition: Int32, result: EventLoopFuture<Int64>?, failure: PartitionFailure?)] = []
         for (topicIndex, topic) in request.topics.enumerated() {
             for partition in topic.partitions {
-                switch await startProduce(topic.name, partition, producerName: producerName) {
+                switch await startProduce(topic.name, partition, producerName: producerName, transactionalID: request.transactionalID) {
                 case .success(let future): pending.append((topicIndex, partition.index, future, nil))
                 case .failure(let failure): pending.append((topicIndex, partition.index, nil, failure))
                 }
@@ -101,22 +101,53 @@ extension KafkaApiHandler {
     /// Decodes one partition's batches and appends them, one entry per batch; the future gives the
     /// first batch's base offset once every entry is durable.
     private func startProduce(
-        _ kafkaName: String, _ partition: ProduceRequest.Partition, producerName: String
+        _ kafkaName: String, _ partition: ProduceRequest.Partition, producerName: String, transactionalID: String? = nil
     ) async -> Result<EventLoopFuture<Int64>, PartitionFailure> {
-        let prepared: KafkaProduceEntries
-        switch prepare(partition, producerName: producerName) {
-        case .success(let entries): prepared = entries
+        guard let transactionalID, !transactionalID.isEmpty else {
+            let prepared: KafkaProduceEntries
+            switch prepare(partition, producerName: producerName) {
+            case .success(let entries): prepared = entries
+            case .failure(let failure): return .failure(failure)
+            }
+            switch await partitionTopic(kafkaName, partition.index) {
+            case .success(let topic): return .success(enqueue(prepared, to: topic))
+            case .failure(let failure): return .failure(failure)
+            }
+        }
+        // A transactional producer's batches: written in its open transaction, which must hold the partition.
+        let topic: Topic
+        switch await partitionTopic(kafkaName, partition.index) {
+        case .success(let found): topic = found
         case .failure(let failure): return .failure(failure)
         }
-        switch await partitionTopic(kafkaName, partition.index) {
-        case .success(let topic): return .success(enqueue(prepared, to: topic))
+        guard let records = partition.records, let first = try? KafkaRawRecordBatch.readAll(records).first else {
+            return .failure(PartitionFailure(code: .invalidRecord, message: "the partition's records are empty or malformed"))
+        }
+        guard first.isTransactional, first.producerID >= 0 else {
+            return .failure(PartitionFailure(
+                code: .invalidRecord, message: "a Produce with a transactional id must carry transactional batches"))
+        }
+        let transaction: TransactionID
+        do {
+            transaction = try await transactions.transaction(
+                forProduce: transactionalID, producerID: first.producerID, epoch: first.producerEpoch, topic: topic.name.description)
+        } catch KafkaTransactions.Refusal.code(let code, let message) {
+            // A fenced producer hears INVALID_PRODUCER_EPOCH from a partition, as from Kafka's.
+            return .failure(PartitionFailure(code: code == .producerFenced ? .invalidProducerEpoch : code, message: message))
+        } catch {
+            return .failure(Self.failure(error))
+        }
+        switch prepare(partition, producerName: producerName, transaction: transaction) {
+        case .success(let prepared): return .success(enqueue(prepared, to: topic))
         case .failure(let failure): return .failure(failure)
         }
     }
 
     /// A partition's record batches, checked (within the size limit, CRC-valid, data batches only,
     /// every record well-formed) and encoded as the entries they are stored as.
-    func prepare(_ partition: ProduceRequest.Partition, producerName: String) -> Result<KafkaProduceEntries, PartitionFailure> {
+    func prepare(
+        _ partition: ProduceRequest.Partition, producerName: String, transaction: TransactionID? = nil
+    ) -> Result<KafkaProduceEntries, PartitionFailure> {
         guard let records = partition.records, records.readableBytes > 0 else {
             return .failure(PartitionFailure(code: .invalidRecord, message: "the partition's records are empty"))
         }
@@ -132,17 +163,27 @@ extension KafkaApiHandler {
             guard let first = batches.first, let last = batches.last, batches.allSatisfy({ $0.count > 0 && !$0.isControl }) else {
                 return .failure(PartitionFailure(code: .invalidRecord, message: "a record batch holds no records, or is a control batch"))
             }
+            guard batches.allSatisfy({ $0.isTransactional == (transaction != nil) }) else {
+                return .failure(PartitionFailure(
+                    code: .invalidRecord,
+                    message: transaction == nil
+                        ? "a transactional batch came without a transactional id (initialize the producer's transactions first)"
+                        : "a Produce with a transactional id must carry transactional batches only"))
+            }
             var prepared = KafkaProduceEntries(
                 producerID: first.producerID, producerEpoch: first.producerEpoch, firstSequence: first.baseSequence,
                 lastSequence: Int32(truncatingIfNeeded: Int64(last.baseSequence) + Int64(last.count) - 1) & Int32.max,
                 compression: first.compression)
-            prepared.entries.reserveCapacity(batches.count)
+            prepared.transaction = transaction
             prepared.attributes.reserveCapacity(batches.count)
             // An idempotent producer's entries carry its id and epoch (its state is rebuilt from them).
             let name = first.producerID >= 0
                 ? PartitionProducers.producerName(producerID: first.producerID, epoch: first.producerEpoch) : producerName
+            prepared.producerName = name
+            prepared.entries.reserveCapacity(batches.count)
             for batch in batches {
-                let (entry, attributes) = try KafkaEntryCodec.entry(from: batch, producerName: name, publishTimeMs: now, allocator: allocator)
+                let (entry, attributes) = try KafkaEntryCodec.entry(
+                    from: batch, producerName: name, publishTimeMs: now, transaction: transaction, allocator: allocator)
                 prepared.entries.append(entry)
                 prepared.attributes.append(attributes)
                 prepared.records += Int(batch.count)
@@ -287,7 +328,11 @@ extension KafkaApiHandler {
                         table.failed(producerID: prepared.producerID, epoch: prepared.producerEpoch, firstSequence: prepared.firstSequence)
                     }
                 }
-                topic.publish(batch)
+                if let transaction = prepared.transaction {
+                    topic.publish(batch, transaction: transaction, producerName: prepared.producerName)
+                } else {
+                    topic.publish(batch)
+                }
             }
         }
         return future
@@ -316,11 +361,12 @@ extension KafkaApiHandler {
     /// partition read to its end, the topic and the offset it waits at.
     private func fetchOnce(
         _ request: FetchRequest, allocator: ByteBufferAllocator
-    ) async -> (response: FetchResponse, bytes: Int, waits: [(Topic, Int64)]) {
+    ) async -> (response: FetchResponse, bytes: Int, waits: [(Topic, Int64, Bool)]) {
         var budget = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
         var total = 0
-        var waits: [(Topic, Int64)] = []
+        var waits: [(Topic, Int64, Bool)] = []
         var topics: [FetchResponse.Topic] = []
+        let committedOnly = request.isolationLevel == 1
         for topic in request.topics {
             var partitions: [FetchResponse.Partition] = []
             for partition in topic.partitions {
@@ -330,11 +376,13 @@ extension KafkaApiHandler {
                         index: partition.index, errorCode: failure.code, highWatermark: -1, logStartOffset: -1, records: nil))
                 case .success(let found):
                     let limit = total == 0 ? Int(max(partition.maxBytes, 1)) : min(Int(max(partition.maxBytes, 1)), budget)
-                    let (answer, bytes, atEnd) = await read(found, index: partition.index, from: partition.fetchOffset, maxBytes: limit, allocator: allocator)
+                    let (answer, bytes, atEnd) = await read(
+                        found, index: partition.index, from: partition.fetchOffset, maxBytes: limit, committedOnly: committedOnly,
+                        allocator: allocator)
                     partitions.append(answer)
                     total += bytes
                     budget = max(budget - bytes, 0)
-                    if atEnd { waits.append((found, partition.fetchOffset)) }
+                    if atEnd { waits.append((found, partition.fetchOffset, committedOnly)) }
                 }
             }
             topics.append(FetchResponse.Topic(name: topic.name, partitions: partitions))
@@ -344,36 +392,60 @@ extension KafkaApiHandler {
 
     /// One partition from `offset`: whole entries (the first one even past `maxBytes`, as Kafka
     /// does), each as one batch; the client skips the records of the first batch before `offset`.
+    /// Transactions: their entries carry their producer's id and the transactional flag, their
+    /// markers read as control batches; read_committed (`committedOnly`) stops at the last stable
+    /// offset and lists the aborted transactions in what it returns (a Pulsar transaction's aborted
+    /// entries, which have no Kafka producer id, are left out instead).
     private func read(
-        _ topic: Topic, index: Int32, from offset: Int64, maxBytes: Int, allocator: ByteBufferAllocator
+        _ topic: Topic, index: Int32, from offset: Int64, maxBytes: Int, committedOnly: Bool, allocator: ByteBufferAllocator
     ) async -> (FetchResponse.Partition, Int, Bool) {
-        guard let bounds = await topic.offsetBounds() else {
+        guard let bounds = await topic.offsetBounds(),
+              let transactions = try? await topic.eventLoop.submit({ topic.transactionState }).get()
+        else {
             return (FetchResponse.Partition(index: index, errorCode: .leaderNotAvailable, highWatermark: -1, logStartOffset: -1, records: nil), 0, false)
         }
         var answer = FetchResponse.Partition(
             index: index, errorCode: .none, highWatermark: bounds.next, logStartOffset: bounds.first, records: nil)
+        let stable = min(transactions.stableOffset ?? bounds.next, bounds.next)
+        answer.lastStableOffset = stable
         guard offset >= bounds.first, offset <= bounds.next else {
             answer.errorCode = .offsetOutOfRange
             return (answer, 0, false)
         }
-        guard offset < bounds.next, let (position, firstOffset) = await topic.position(ofOffset: offset) else {
+        let end = committedOnly ? stable : bounds.next
+        guard offset < end, let (position, firstOffset) = await topic.position(ofOffset: offset) else {
             answer.records = allocator.buffer(capacity: 0)
             return (answer, 0, true)
         }
         let entries = await topic.entries(from: position, maxEntries: KafkaLimits.maxEntriesPerFetch, maxBytes: maxBytes)
         var records = allocator.buffer(capacity: min(maxBytes, entries.reduce(0) { $0 + $1.entry.body.readableBytes + 64 }))
+        let aborted = Set(transactions.aborted.map(\.id))
         var next = firstOffset
-        for (_, entry) in entries {
+        for (entryPosition, entry) in entries {
             if records.readableBytes >= maxBytes { break }
+            if committedOnly, let limit = transactions.readLimit, entryPosition >= limit { break }
+            defer { next += Int64(max(entry.attributes.numMessages, 1)) }
+            if committedOnly, let transaction = entry.attributes.transactionID, aborted.contains(transaction),
+               PartitionProducers.identity(ofProducerName: entry.attributes.producerName) == nil
+            {
+                continue
+            }
             KafkaEntryCodec.batch(from: entry, baseOffset: next).write(into: &records)
-            next += Int64(max(entry.attributes.numMessages, 1))
+        }
+        if committedOnly {
+            answer.abortedTransactions = transactions.aborted(overlapping: offset, next).compactMap { aborted in
+                PartitionProducers.identity(ofProducerName: aborted.producerName).map {
+                    FetchResponse.AbortedTransaction(producerID: $0.producerID, firstOffset: aborted.firstOffset)
+                }
+            }
         }
         answer.records = records
         return (answer, records.readableBytes, records.readableBytes == 0)
     }
 
-    /// Waits until one of the topics appends past its offset, or the deadline.
-    private func waitForAppend(_ waits: [(Topic, Int64)], until deadline: NIODeadline) async {
+    /// Waits until one of the topics appends past its offset (read_committed: its last stable
+    /// offset moves past it), or the deadline.
+    private func waitForAppend(_ waits: [(Topic, Int64, Bool)], until deadline: NIODeadline) async {
         guard let loop = waits.first?.0.eventLoop else { return }
         let promise = loop.makePromise(of: Void.self)
         let fired = NIOLockedValueBox(false)
@@ -384,11 +456,14 @@ extension KafkaApiHandler {
             }) { promise.succeed() }
         }
         var tokens: [(Topic, UInt64)] = []
-        for (topic, offset) in waits {
+        for (topic, offset, committedOnly) in waits {
             let token = try? await topic.eventLoop.submit { () -> UInt64? in
-                if let next = topic.nextOffsetOnLoop(), next > offset {
-                    fire()
-                    return nil
+                if var next = topic.nextOffsetOnLoop() {
+                    if committedOnly, let stable = topic.transactionState.stableOffset { next = min(next, stable) }
+                    if next > offset {
+                        fire()
+                        return nil
+                    }
                 }
                 return topic.waitForAppend(fire)
             }.get()
@@ -405,11 +480,12 @@ extension KafkaApiHandler {
     // MARK: InitProducerId
 
     /// A new producer id (from the cluster-wide counter) at epoch 0, or the same id at the next
-    /// epoch when the client names its current one. Transactional ids come with transactions.
+    /// epoch when the client names its current one; with a `transactional.id`, the id's own
+    /// producer at its next epoch (`KafkaTransactions`).
     func initProducerID(_ request: InitProducerIdRequest) async -> InitProducerIdResponse {
         if let transactionalID = request.transactionalID, !transactionalID.isEmpty {
-            logger.info("kafka.init-producer-id.transactional-refused", metadata: ["transactional.id": "\(transactionalID)"])
-            return InitProducerIdResponse(errorCode: .invalidRequest, producerID: -1, producerEpoch: -1)
+            return await transactions.initProducerID(
+                transactionalID, timeoutMs: request.transactionTimeoutMs, producerID: request.producerID, epoch: request.producerEpoch)
         }
         if request.producerID >= 0, request.producerEpoch >= 0, request.producerEpoch < Int16.max {
             return InitProducerIdResponse(errorCode: .none, producerID: request.producerID, producerEpoch: request.producerEpoch + 1)
@@ -434,7 +510,8 @@ extension KafkaApiHandler {
                 case .failure(let failure):
                     partitions.append(ListOffsetsResponse.Partition(index: partition.index, errorCode: failure.code))
                 case .success(let found):
-                    partitions.append(await listOffset(found, index: partition.index, timestamp: partition.timestamp))
+                    partitions.append(await listOffset(
+                        found, index: partition.index, timestamp: partition.timestamp, committedOnly: request.isolationLevel == 1))
                 }
             }
             topics.append(ListOffsetsResponse.Topic(name: topic.name, partitions: partitions))
@@ -442,13 +519,18 @@ extension KafkaApiHandler {
         return ListOffsetsResponse(topics: topics)
     }
 
-    private func listOffset(_ topic: Topic, index: Int32, timestamp: Int64) async -> ListOffsetsResponse.Partition {
+    private func listOffset(_ topic: Topic, index: Int32, timestamp: Int64, committedOnly: Bool) async -> ListOffsetsResponse.Partition {
         guard let bounds = await topic.offsetBounds() else {
             return ListOffsetsResponse.Partition(index: index, errorCode: .leaderNotAvailable)
         }
         switch timestamp {
         case ListOffsetsRequest.latest:
-            return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: bounds.next)
+            // read_committed: the last stable offset.
+            var latest = bounds.next
+            if committedOnly, let stable = try? await topic.eventLoop.submit({ topic.transactionState.stableOffset }).get() {
+                latest = min(latest, stable)
+            }
+            return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: latest)
         case ListOffsetsRequest.earliest:
             return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: bounds.first)
         default:
@@ -519,4 +601,7 @@ struct KafkaProduceEntries: Sendable {
     var lastSequence: Int32
     var compression: Int16
     var records = 0
+    /// The transaction the entries are written in (a transactional producer's), and their producer name.
+    var transaction: TransactionID?
+    var producerName = ""
 }

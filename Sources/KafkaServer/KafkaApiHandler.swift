@@ -24,6 +24,8 @@ struct KafkaApiHandler: Sendable {
     let idempotence = KafkaIdempotence()
     /// The consumer groups this broker coordinates.
     let groups: KafkaGroupCoordinator
+    /// The transactional producers (over the broker's transaction coordinator).
+    let transactions: KafkaTransactions
     /// Kafka partition → Pulsar names (`loadedPartitionTopic`), at most `maxCachedNames`.
     let nameCache = NIOLockedValueBox<[KafkaPartitionKey: (topic: TopicName, partition: TopicName)]>([:])
     static let maxCachedNames = 100_000
@@ -33,6 +35,7 @@ struct KafkaApiHandler: Sendable {
         self.broker = broker
         self.logger = logger
         groups = KafkaGroupCoordinator(config: settings.groups, metadata: broker.metadata, logger: logger)
+        transactions = KafkaTransactions(broker: broker, logger: logger)
     }
 
     /// This broker's Kafka node id: 0 in standalone; in a cluster, the broker's (stable) id hashed.
@@ -107,6 +110,22 @@ struct KafkaApiHandler: Sendable {
             return respond { response.write(into: &$0, version: version) }
         case .initProducerId:
             let response = await initProducerID(try InitProducerIdRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .addPartitionsToTxn:
+            let response = await addPartitionsToTxn(try AddPartitionsToTxnRequest.read(&reader, version: version))
+            return respond { response.write(into: &$0, version: version) }
+        case .addOffsetsToTxn:
+            let code = await addOffsetsToTxn(try AddOffsetsToTxnRequest.read(&reader, version: version))
+            return respond {
+                KafkaErrorOnlyResponse(errorCode: code, throttleFromVersion: 0, flexibleFromVersion: 3).write(into: &$0, version: version)
+            }
+        case .endTxn:
+            let code = await endTxn(try EndTxnRequest.read(&reader, version: version))
+            return respond {
+                KafkaErrorOnlyResponse(errorCode: code, throttleFromVersion: 0, flexibleFromVersion: 3).write(into: &$0, version: version)
+            }
+        case .txnOffsetCommit:
+            let response = await txnOffsetCommit(try TxnOffsetCommitRequest.read(&reader, version: version))
             return respond { response.write(into: &$0, version: version) }
         case .findCoordinator:
             let response = await findCoordinator(try FindCoordinatorRequest.read(&reader, version: version))

@@ -117,6 +117,7 @@ public final class KafkaServer: Service, Sendable {
 
     public func run() async throws {
         let api = KafkaApiHandler(settings: settings, broker: broker, logger: logger)
+        broker.transactionOffsetCommitter.withLockedValue { $0 = api }
         let logger = self.logger
         let counter = nextConnectionID
         let channel = try await ServerBootstrap(group: eventLoopGroup)

@@ -22,13 +22,15 @@ enum KafkaEntryCodec {
     /// once straight into the Pulsar batch's payload (no value per record is made). Throws for a
     /// malformed record: nothing of the batch is stored then.
     static func entry(
-        from batch: KafkaRawRecordBatch, producerName: String, publishTimeMs: Int64, allocator: ByteBufferAllocator
+        from batch: KafkaRawRecordBatch, producerName: String, publishTimeMs: Int64, transaction: TransactionID? = nil,
+        allocator: ByteBufferAllocator
     ) throws(KafkaProtocolError) -> (encoded: ByteBuffer, attributes: EntryAttributes) {
         let codec = KafkaCompression(rawValue: batch.compression) ?? .none
         // The first walk checks every record and finds the key they share (the entry's routing key,
         // written in front of the body); the second, over the same checked bytes, writes them.
-        let attributes = EntryAttributes(
+        var attributes = EntryAttributes(
             numMessages: batch.count, publishTimeMs: publishTimeMs, key: try sharedKey(of: batch) ?? [])
+        attributes.transactionID = transaction
         // Pulsar's framing of a record costs at most ~24 bytes more than Kafka's.
         let plainEstimate = batch.records.readableBytes + Int(batch.count) * 24
         var payload: ByteBuffer?
@@ -247,6 +249,50 @@ enum KafkaEntryCodec {
     /// holds messages (offsets stay contiguous): an entry that cannot be decoded reads as that
     /// many records without key or value.
     static func batch(from entry: Entry, baseOffset: Int64) -> KafkaRecordBatch {
+        if entry.attributes.transactionID != nil {
+            return transactionalBatch(from: entry, baseOffset: baseOffset)
+        }
+        return plainBatch(from: entry, baseOffset: baseOffset)
+    }
+
+    /// A transaction's entry: its data with its Kafka producer's id and epoch and the
+    /// transactional flag (a read_committed client drops an aborted one's by them), or its marker
+    /// as a control batch (one record, key `[i16 version 0][i16 type: 0 abort, 1 commit]`, value
+    /// `[i16 version 0][i32 coordinator epoch]`). A Pulsar transaction's entries read as plain data.
+    private static func transactionalBatch(from entry: Entry, baseOffset: Int64) -> KafkaRecordBatch {
+        let producer = PartitionProducers.identity(ofProducerName: entry.attributes.producerName)
+        guard entry.attributes.isMarker else {
+            var batch = plainBatch(from: entry, baseOffset: baseOffset)
+            if let producer {
+                batch.producerID = producer.producerID
+                batch.producerEpoch = producer.epoch
+                batch.attributes |= 0x10
+            }
+            return batch
+        }
+        var key = ByteBuffer()
+        key.writeInteger(Int16(0))
+        key.writeInteger(Int16(markerCommits(entry) ? 1 : 0))
+        var value = ByteBuffer()
+        value.writeInteger(Int16(0))
+        value.writeInteger(Int32(0))
+        return KafkaRecordBatch(
+            baseOffset: baseOffset, attributes: 0x30, baseTimestamp: entry.attributes.publishTimeMs,
+            producerID: producer?.producerID ?? -1, producerEpoch: producer?.epoch ?? -1,
+            records: [KafkaRecord(offsetDelta: 0, timestampDelta: 0, key: key, value: value)])
+    }
+
+    /// Whether a transaction marker is a commit (its metadata's `marker_type` is TXN_COMMIT, 21).
+    static func markerCommits(_ entry: Entry) -> Bool {
+        var body = entry.body
+        guard body.readInteger(as: UInt32.self) != nil, let size = body.readInteger(as: UInt32.self),
+              Int(size) <= body.readableBytes, let bytes = body.readSlice(length: Int(size)),
+              let metadata = try? Pulsar_Proto_MessageMetadata(serializedBytes: Array(buffer: bytes))
+        else { return false }
+        return metadata.markerType == 21
+    }
+
+    private static func plainBatch(from entry: Entry, baseOffset: Int64) -> KafkaRecordBatch {
         let count = Int(max(entry.attributes.numMessages, 1))
         guard let records = try? records(of: entry), !records.isEmpty else {
             let placeholders = (0..<count).map { KafkaRecord(offsetDelta: Int32($0), timestampDelta: 0, key: nil, value: nil) }

@@ -36,6 +36,12 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         /// A schema definition that cannot be used (IncompatibleSchema on the binary protocol, as in
         /// Pulsar; HTTP 422).
         case invalidSchema
+        /// Transactions: no coordinator here / the transaction is unknown (or ended long ago) /
+        /// it is not in a state that allows this / an acknowledgement another transaction holds.
+        case transactionCoordinatorNotFound
+        case transactionNotFound
+        case invalidTransactionStatus
+        case transactionConflict
         case unknown
     }
 

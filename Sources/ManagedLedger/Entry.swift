@@ -15,9 +15,11 @@ public struct EntryAttributes: Sendable, Equatable {
     public var highestSequenceID: Int64
     /// True for a chunk that is not the last of its message: deduplication looks at the last only.
     public var isNonFinalChunk: Bool
-    /// A marker the broker writes for itself (geo-replication's snapshot markers): never delivered
-    /// to consumers, acknowledged by dispatch as it passes.
+    /// A marker the broker writes for itself (geo-replication's snapshot markers, transactions'
+    /// commit and abort markers): never delivered to consumers, acknowledged by dispatch as it passes.
     public var isMarker = false
+    /// The transaction the entry was written in (its data, or its commit / abort marker), or nil.
+    public var transactionID: TransactionID?
 
     public init(
         numMessages: Int32, publishTimeMs: Int64, deliverAtMs: Int64 = 0, key: [UInt8] = [],
@@ -33,13 +35,32 @@ public struct EntryAttributes: Sendable, Equatable {
     }
 }
 
+/// A transaction's id: the coordinator's id in the high half (Pulsar's `TxnID.mostSigBits`), a
+/// sequence in the low half. Protocol-neutral.
+public struct TransactionID: Sendable, Hashable, Codable, Comparable, CustomStringConvertible {
+    public var mostBits: UInt64
+    public var leastBits: UInt64
+
+    public init(mostBits: UInt64, leastBits: UInt64) {
+        self.mostBits = mostBits
+        self.leastBits = leastBits
+    }
+
+    public static func < (lhs: TransactionID, rhs: TransactionID) -> Bool {
+        (lhs.mostBits, lhs.leastBits) < (rhs.mostBits, rhs.leastBits)
+    }
+
+    /// Pulsar's text form, `(most,least)`.
+    public var description: String { "(\(mostBits),\(leastBits))" }
+}
+
 /// One stored entry: attributes + the protocol's bytes, forwarded verbatim on dispatch.
 ///
 /// On-disk body layout (version 1), inside a ledger entry, all big-endian:
 /// `[u8 version][i32 numMessages][i64 publishTimeMs][i64 deliverAtMs][u16 keyLength][key]`
 /// then, from version 2 on, `[u16 producerNameLength][producerName][i64 highestSequenceID][u8 flags]`
-/// (bit 0: a chunk before its message's last; bit 1: a broker's marker, never delivered),
-/// then `[body]`. Version history: 1 = first format; 2 = producer name and sequence id (deduplication).
+/// (bit 0: a chunk before its message's last; bit 1: a broker's marker, never delivered; bit 2: a
+/// transaction's entry, followed by `[u64 mostBits][u64 leastBits]`), then `[body]`. Version history: 1 = first format; 2 = producer name and sequence id (deduplication).
 /// For the Pulsar protocol `body` is `[u32 crc32c][u32 metadataSize][MessageMetadata][payload]`.
 /// A pure value; `body` is a slice of the buffer read from storage.
 public struct Entry: Sendable {
@@ -76,7 +97,7 @@ public struct Entry: Sendable {
     /// Bytes `encode` writes for these attributes and a body of `bodyLength` bytes.
     public static func encodedLength(attributes: EntryAttributes, bodyLength: Int) -> Int {
         34 + min(attributes.key.count, Entry.maxKeyLengthBytes) + min(attributes.producerName.utf8.count, Int(UInt16.max))
-            + bodyLength
+            + (attributes.transactionID == nil ? 0 : 16) + bodyLength
     }
 
     /// Appends the encoded entry (header, then what `writeBody` writes) to `buffer`: the publish path
@@ -87,7 +108,7 @@ public struct Entry: Sendable {
         producerName.withUTF8 { name in
             let nameLength = min(name.count, Int(UInt16.max))
             // The header in one reservation (this runs once per published message).
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 34 + keyLength + nameLength) { out in
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 50 + keyLength + nameLength) { out in
                 var offset = 0
                 func put<T: FixedWidthInteger>(_ value: T) {
                     out.storeBytes(of: value.bigEndian, toByteOffset: offset, as: T.self)
@@ -110,7 +131,11 @@ public struct Entry: Sendable {
                     offset += nameLength
                 }
                 put(attributes.highestSequenceID)
-                put(UInt8((attributes.isNonFinalChunk ? 1 : 0) | (attributes.isMarker ? 2 : 0)))
+                put(UInt8((attributes.isNonFinalChunk ? 1 : 0) | (attributes.isMarker ? 2 : 0) | (attributes.transactionID == nil ? 0 : 4)))
+                if let transaction = attributes.transactionID {
+                    put(transaction.mostBits)
+                    put(transaction.leastBits)
+                }
                 return offset
             }
         }
@@ -152,6 +177,12 @@ public struct Entry: Sendable {
             attributes.highestSequenceID = sequenceID
             attributes.isNonFinalChunk = flags & 1 != 0
             attributes.isMarker = flags & 2 != 0
+            if flags & 4 != 0 {
+                guard let most = buffer.readInteger(as: UInt64.self), let least = buffer.readInteger(as: UInt64.self) else {
+                    throw BrokerError(.persistence, "stored entry has a damaged transaction id")
+                }
+                attributes.transactionID = TransactionID(mostBits: most, leastBits: least)
+            }
         }
         return Entry(attributes: attributes, body: buffer)
     }

@@ -2,7 +2,7 @@
 ///
 /// Ledger ids grow over a topic's life, so tuple order is log order. `(L, -1)` means "before the
 /// first entry of ledger L"; `(-1, -1)` is before everything. A pure value.
-public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct Position: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
     public var ledgerID: Int64
     public var entryID: Int64
 

@@ -75,6 +75,27 @@ public enum MetadataKeys {
         return kafkaGroupOffsetsPrefix + (groupID.addingPercentEncoding(withAllowedCharacters: allowed) ?? groupID)
     }
 
+    /// `/kafka/transactional-ids/<id>`: a Kafka `transactional.id`'s producer id, epoch and current
+    /// transaction (JSON), the id percent-encoded.
+    public static let kafkaTransactionalIDsPrefix = "/kafka/transactional-ids/"
+    public static func kafkaTransactionalID(_ transactionalID: String) -> String {
+        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
+        allowed.insert(charactersIn: "-._")
+        return kafkaTransactionalIDsPrefix + (transactionalID.addingPercentEncoding(withAllowedCharacters: allowed) ?? transactionalID)
+    }
+
+    // MARK: transactions
+
+    /// A topic's transaction buffer (`TransactionBufferState`, JSON): its ongoing and aborted transactions.
+    public static func transactionBuffer(_ path: String) -> String { "/transaction-buffers/" + path }
+    /// `/transactions/<coordinator>/<sequence>`: one transaction's coordinator record (JSON) until it ends.
+    public static func transactions(ofCoordinator coordinator: UInt64) -> String { "/transactions/\(coordinator)/" }
+    public static func transaction(coordinator: UInt64, sequence: UInt64) -> String {
+        transactions(ofCoordinator: coordinator) + String(sequence)
+    }
+    /// The last transaction sequence a coordinator handed out.
+    public static func transactionCounter(coordinator: UInt64) -> String { "/counters/transaction-id/\(coordinator)" }
+
     // MARK: schemas
 
     /// `SchemaRecord`: every version of one schema id (`tenant/ns/topic`, `TopicName.schemaName`).

@@ -32,6 +32,8 @@ public enum ConfigKeys {
         "maxTopicsPerNamespace", "maxNamespacesPerTenant",
         "schemaCompatibilityStrategy", "isAllowAutoUpdateSchemaEnabled", "isSchemaValidationEnforced",
         "brokerServiceCompactionMonitorIntervalInSeconds", "brokerServiceCompactionThresholdInBytes",
+        // Transactions: the coordinator (on by default in standalone).
+        "transactionCoordinatorEnabled",
     ]
 
     /// Tiered storage: the offload driver and its keys, the size trigger and the deletion lag.

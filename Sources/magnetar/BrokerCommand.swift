@@ -177,6 +177,7 @@ struct BrokerCommand: AsyncParsableCommand {
         configuration.managedLedger.replication = settings.replication
         configuration.authorization = security.authorization
         try QuotaSettings.apply(file, to: &configuration)
+        configuration.transactionCoordinatorEnabled = try TransactionSettings.enabled(file, default: false)
         try OffloadConfiguration.apply(file, to: &configuration)
         configuration.advertisedListeners = listeners.listeners
         configuration.internalListenerName = listeners.internalName

@@ -56,6 +56,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         options.broker.authorization = security.authorization
         options.tls = security.tls
         try QuotaSettings.apply(file, to: &options.broker)
+        options.broker.transactionCoordinatorEnabled = try TransactionSettings.enabled(file, default: true)
         try OffloadConfiguration.apply(file, to: &options.broker)
         options.replication = try GeoReplicationConfiguration.settings(file)
         let listeners = try AdvertisedListenerSettings.resolve(file)

@@ -148,6 +148,17 @@ enum QuotaSettings {
     }
 }
 
+/// Pulsar's `transactionCoordinatorEnabled`: on by default in standalone, off on a cluster's brokers.
+enum TransactionSettings {
+    static func enabled(_ file: ConfigFile?, default value: Bool) throws -> Bool {
+        do {
+            return try file?.bool("transactionCoordinatorEnabled") ?? value
+        } catch {
+            throw StartupError(error.description)
+        }
+    }
+}
+
 /// Pulsar's `advertisedListeners` (`name:pulsar://host:port,name:pulsar+ssl://host:port,...`: a
 /// client with `listener_name` is answered that listener's addresses) and `internalListenerName`
 /// (the listener LOOKUPs without a name are answered with; by default the advertised address).

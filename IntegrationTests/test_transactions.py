@@ -1,0 +1,252 @@
+"""Issue 20: transactions. Exactly-once consume-transform-produce through confluent-kafka's
+transactional API (`init_transactions`, `begin_transaction`, `send_offsets_to_transaction`,
+`commit_transaction` / `abort_transaction`) and `isolation.level=read_committed`; zombie fencing;
+kill -9 of the broker mid-transaction; and Pulsar consumers (the Python client) that never see an
+uncommitted or aborted message on the same topics.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pulsar
+import pytest
+
+from conftest import free_port
+from test_kafka import bootstrap, unique
+from test_security import SecureBroker
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory):
+    broker = make_broker(tmp_path_factory.mktemp("transactions"))
+    broker.start()
+    yield broker
+    broker.close()
+
+
+def make_broker(root):
+    kafka_port = free_port()
+    broker = SecureBroker(root, "\n".join([
+        "messagingProtocols=kafka",
+        f"kafkaListeners=PLAINTEXT://127.0.0.1:{kafka_port}",
+        "groupInitialRebalanceDelayMs=0",
+    ]))
+    broker.kafka_port = kafka_port
+    return broker
+
+
+def producer(broker, transactional_id: str | None = None, **extra) -> Producer:
+    config = {"bootstrap.servers": bootstrap(broker), "linger.ms": 5}
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = 60_000
+    config.update(extra)
+    return Producer(config)
+
+
+def consumer(broker, group: str, isolation: str = "read_committed", **extra) -> Consumer:
+    config = {
+        "bootstrap.servers": bootstrap(broker), "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "isolation.level": isolation, "session.timeout.ms": 6000,
+    }
+    config.update(extra)
+    return Consumer(config)
+
+
+def produce_plain(broker, topic: str, values: list[str]) -> None:
+    p = producer(broker)
+    for value in values:
+        p.produce(topic, value=value.encode())
+    assert p.flush(30) == 0
+
+
+def read_all(broker, topic: str, isolation: str, expect: int | None = None, idle_s: float = 3.0, limit_s: float = 30.0) -> list[str]:
+    """Everything a fresh group reads from `topic` until nothing came for `idle_s` (or `expect` came)."""
+    c = consumer(broker, unique("reader"), isolation)
+    c.subscribe([topic])
+    values: list[str] = []
+    deadline = time.monotonic() + limit_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            message = c.poll(0.5)
+            if message is None:
+                if time.monotonic() - last > idle_s and (expect is None or len(values) >= expect):
+                    break
+                continue
+            if message.error():
+                continue
+            values.append(message.value().decode())
+            last = time.monotonic()
+    finally:
+        c.close()
+    return values
+
+
+def transform_all(broker, source: str, sink: str, group: str, transactional_id: str, count: int,
+                  abort_first: bool = False, batch: int = 10) -> int:
+    """The seed's loop: consume a batch, produce its results, send the consumer's offsets in the
+    transaction, commit. With `abort_first` the first batch's transaction is aborted and the
+    consumer rewinds to the committed offsets, so that batch is processed again."""
+    c = consumer(broker, group)
+    p = producer(broker, transactional_id)
+    p.init_transactions(30)
+    c.subscribe([source])
+    processed = 0
+    aborted = not abort_first
+    transactions = 0
+    deadline = time.monotonic() + 90
+    try:
+        while processed < count and time.monotonic() < deadline:
+            messages = c.consume(num_messages=batch, timeout=1.0)
+            messages = [m for m in messages if not m.error()]
+            if not messages:
+                continue
+            p.begin_transaction()
+            for m in messages:
+                p.produce(sink, key=m.key(), value=m.value().decode().upper().encode())
+            p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
+            if not aborted:
+                assert p.flush(30) == 0  # the aborted results are in the log, not just in the client
+                p.abort_transaction(30)
+                aborted = True
+                # Reprocess from what the group committed.
+                committed = c.committed(c.assignment(), 10)
+                for tp in committed:
+                    c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+                continue
+            p.commit_transaction(30)
+            transactions += 1
+            processed += len(messages)
+    finally:
+        c.close()
+    assert processed == count, f"processed {processed} of {count}"
+    return transactions
+
+
+def test_consume_transform_produce_commits_each_input_exactly_once(kafka_broker):
+    source, sink, group = unique("tx-in"), unique("tx-out"), unique("tx-group")
+    inputs = [f"m-{i}" for i in range(60)]
+    produce_plain(kafka_broker, source, inputs)
+    transactions = transform_all(kafka_broker, source, sink, group, unique("tx-id"), len(inputs))
+    assert transactions >= 2
+    out = read_all(kafka_broker, sink, "read_committed", expect=len(inputs))
+    assert sorted(out) == sorted(v.upper() for v in inputs)
+    # The group's offsets were committed with the transactions.
+    c = consumer(kafka_broker, group)
+    try:
+        committed = c.committed([TopicPartition(source, 0)], 10)
+        assert committed[0].offset == len(inputs)
+    finally:
+        c.close()
+
+
+def test_an_aborted_batch_is_never_visible_to_read_committed_and_is_reprocessed(kafka_broker):
+    source, sink = unique("abort-in"), unique("abort-out")
+    inputs = [f"a-{i}" for i in range(30)]
+    produce_plain(kafka_broker, source, inputs)
+    transform_all(kafka_broker, source, sink, unique("abort-group"), unique("abort-id"), len(inputs), abort_first=True)
+    committed = read_all(kafka_broker, sink, "read_committed", expect=len(inputs))
+    assert sorted(committed) == sorted(v.upper() for v in inputs)
+    # read_uncommitted sees the aborted copies too, as in Kafka.
+    everything = read_all(kafka_broker, sink, "read_uncommitted", expect=len(inputs) + 1)
+    assert len(everything) > len(inputs)
+    assert set(everything) == set(committed)
+
+
+def test_read_committed_waits_for_the_commit_and_pulsar_consumers_never_see_open_or_aborted(kafka_broker):
+    topic = unique("tx-visibility")
+    p = producer(kafka_broker, unique("vis-id"))
+    p.init_transactions(30)
+    client = pulsar.Client(kafka_broker.url)
+    try:
+        pulsar_consumer = client.subscribe(f"persistent://public/default/{topic}", "pulsar-sub",
+                                           initial_position=pulsar.InitialPosition.Earliest)
+        p.begin_transaction()
+        for i in range(5):
+            p.produce(topic, value=f"aborted-{i}".encode())
+        p.flush(30)
+        with pytest.raises(pulsar.Timeout):
+            pulsar_consumer.receive(timeout_millis=1500)
+        assert read_all(kafka_broker, topic, "read_committed", idle_s=1.5, limit_s=10) == []
+        p.abort_transaction(30)
+
+        p.begin_transaction()
+        for i in range(5):
+            p.produce(topic, value=f"open-{i}".encode())
+        p.flush(30)
+        # Not committed yet: neither protocol delivers it.
+        with pytest.raises(pulsar.Timeout):
+            pulsar_consumer.receive(timeout_millis=1500)
+        p.commit_transaction(30)
+        received = [pulsar_consumer.receive(timeout_millis=10_000).data().decode() for _ in range(5)]
+        assert received == [f"open-{i}" for i in range(5)]
+        with pytest.raises(pulsar.Timeout):
+            pulsar_consumer.receive(timeout_millis=1000)
+        assert read_all(kafka_broker, topic, "read_committed", expect=5) == [f"open-{i}" for i in range(5)]
+    finally:
+        client.close()
+
+
+def test_a_zombie_producer_with_an_old_epoch_is_fenced(kafka_broker):
+    topic, transactional_id = unique("zombie"), unique("zombie-id")
+    old = producer(kafka_broker, transactional_id)
+    old.init_transactions(30)
+    old.begin_transaction()
+    old.produce(topic, value=b"from-the-zombie")
+    old.flush(30)
+    new = producer(kafka_broker, transactional_id)
+    new.init_transactions(30)  # bumps the epoch and aborts what the old one left open
+    with pytest.raises(KafkaException) as raised:
+        old.commit_transaction(30)
+    assert raised.value.args[0].fatal() or not raised.value.args[0].retriable()
+    new.begin_transaction()
+    new.produce(topic, value=b"from-the-new-one")
+    new.commit_transaction(30)
+    assert read_all(kafka_broker, topic, "read_committed", expect=1) == ["from-the-new-one"]
+
+
+def test_kill9_mid_transaction_aborts_it_as_a_whole(tmp_path):
+    broker = make_broker(tmp_path)
+    broker.start()
+    try:
+        source, sink, group, transactional_id = unique("k9-in"), unique("k9-out"), unique("k9-group"), unique("k9-id")
+        inputs = [f"k-{i}" for i in range(40)]
+        produce_plain(broker, source, inputs)
+        # A transaction left open by the crash: half the results produced, nothing committed.
+        p = producer(broker, transactional_id)
+        p.init_transactions(30)
+        p.begin_transaction()
+        for value in inputs[:20]:
+            p.produce(sink, value=value.upper().encode())
+        assert p.flush(30) == 0
+        broker.kill9()
+        broker.restart()
+        # The restarted application: a new producer with the same id fences and aborts it, then
+        # processes everything.
+        transform_all(broker, source, sink, group, transactional_id, len(inputs))
+        out = read_all(broker, sink, "read_committed", expect=len(inputs))
+        assert sorted(out) == sorted(v.upper() for v in inputs)
+        # Durable across another restart: the aborted half stays invisible.
+        broker.stop()
+        broker.start()
+        again = read_all(broker, sink, "read_committed", expect=len(inputs))
+        assert sorted(again) == sorted(out)
+        client = pulsar.Client(broker.url)
+        try:
+            reader = client.create_reader(f"persistent://public/default/{sink}", pulsar.MessageId.earliest)
+            seen = []
+            while True:
+                try:
+                    seen.append(reader.read_next(timeout_millis=2000).data().decode())
+                except pulsar.Timeout:
+                    break
+            assert sorted(seen) == sorted(out)
+        finally:
+            client.close()
+    finally:
+        broker.close()

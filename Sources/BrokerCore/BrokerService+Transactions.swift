@@ -1,0 +1,42 @@
+import ManagedLedger
+import NIOCore
+
+/// Applies a transaction's consumer-group offsets when it commits (the endpoint that owns the groups).
+public protocol TransactionOffsetCommitter: Sendable {
+    func commitOffsets(_ commits: [TransactionOffsetCommit]) async throws
+}
+
+/// The broker's topics as a coordinator's participants: a transaction ends on a topic with its
+/// marker (`Topic.endTransaction`), loading the topic if it is not loaded.
+public struct BrokerTransactionParticipants: TransactionParticipants {
+    private weak var broker: BrokerService?
+
+    public init(broker: BrokerService) {
+        self.broker = broker
+    }
+
+    public func endTransaction(_ transaction: TransactionID, onPartition topic: String, committed: Bool) async throws {
+        guard let broker else { throw BrokerError(.serviceNotReady, "the broker is stopping") }
+        let loaded = try await broker.topic(try TopicName(parsing: topic)).get()
+        try await loaded.eventLoop.flatSubmit { loaded.endTransaction(transaction, committed: committed) }.get()
+    }
+
+    public func commitOffsets(_ commits: [TransactionOffsetCommit]) async throws {
+        guard let committer = broker?.transactionOffsetCommitter.withLockedValue({ $0 }) else {
+            throw BrokerError(.serviceNotReady, "no endpoint applies transactions' group offsets yet")
+        }
+        try await committer.commitOffsets(commits)
+    }
+}
+
+extension BrokerService {
+    /// The coordinator, or the error a client gets when transactions are off.
+    public func requireTransactionCoordinator() throws(BrokerError) -> TransactionCoordinator {
+        guard let coordinator = transactionCoordinator.withLockedValue({ $0 }) else {
+            throw BrokerError(
+                .transactionCoordinatorNotFound,
+                "transactions are not enabled on this broker (transactionCoordinatorEnabled=true turns them on)")
+        }
+        return coordinator
+    }
+}
