@@ -7,12 +7,14 @@ uncommitted or aborted message on the same topics.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pulsar
 import pytest
 
-from conftest import free_port
+from admin_rest import call
+from conftest import free_port, magnetar_binary
 from test_kafka import bootstrap, unique
 from test_security import SecureBroker
 
@@ -250,3 +252,105 @@ def test_kill9_mid_transaction_aborts_it_as_a_whole(tmp_path):
             client.close()
     finally:
         broker.close()
+
+
+# Pulsar's transaction protocol, through the Swift client (`magnetar client transact`): the official
+# Python client 3.13 has no transaction API, so its consumers check what the transactions did.
+
+def transact(broker, *args: str, timeout: float = 60) -> list[str]:
+    cmd = [str(magnetar_binary()), "client", "transact", *args, "--url", broker.url, "--log-level", "warning"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def pulsar_topics(prefix: str) -> tuple[str, str]:
+    return f"persistent://public/default/{unique(prefix + '-in')}", f"persistent://public/default/{unique(prefix + '-out')}"
+
+
+def send_inputs(client, topic: str, count: int) -> list[str]:
+    producer = client.create_producer(topic, batching_enabled=False)
+    values = [f"p-{i}" for i in range(count)]
+    for value in values:
+        producer.send(value.encode())
+    producer.close()
+    return values
+
+
+def receive_all(consumer, count: int, timeout_ms: int = 10_000) -> list[str]:
+    values = []
+    for _ in range(count):
+        message = consumer.receive(timeout_millis=timeout_ms)
+        consumer.acknowledge(message)
+        values.append(message.data().decode())
+    return values
+
+
+def test_pulsar_transaction_commit_publishes_and_acknowledges_as_one(kafka_broker):
+    source, sink = pulsar_topics("ptx")
+    client = pulsar.Client(kafka_broker.url)
+    try:
+        out = client.subscribe(sink, "out", initial_position=pulsar.InitialPosition.Earliest)
+        client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared,
+                         initial_position=pulsar.InitialPosition.Earliest).close()
+        values = send_inputs(client, source, 5)
+        lines = transact(kafka_broker, "--input", source, "-s", "in", "--output", sink, "-n", "5", "--end", "commit")
+        assert lines[0].startswith("txn\t(0,") and lines[-1] == "committed"
+        assert receive_all(out, 5) == [v.upper() for v in values]
+        # The inputs were acknowledged with the commit: the subscription has nothing left.
+        again = client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared)
+        with pytest.raises(pulsar.Timeout):
+            again.receive(timeout_millis=1500)
+        status, stats = call(kafka_broker, "GET", "/admin/v2/" + source.replace("://", "/") + "/stats")
+        assert status == 200 and stats["subscriptions"]["in"]["msgBacklog"] == 0
+    finally:
+        client.close()
+
+
+def test_pulsar_transaction_abort_hides_its_messages_and_redelivers_its_acknowledged_ones(kafka_broker):
+    source, sink = pulsar_topics("ptx-abort")
+    client = pulsar.Client(kafka_broker.url)
+    try:
+        out = client.subscribe(sink, "out", initial_position=pulsar.InitialPosition.Earliest)
+        client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared,
+                         initial_position=pulsar.InitialPosition.Earliest).close()
+        values = send_inputs(client, source, 4)
+        lines = transact(kafka_broker, "--input", source, "-s", "in", "--output", sink, "-n", "4", "--end", "abort",
+                         "--check-conflict")
+        assert lines[-1] == "aborted"
+        assert "conflict\ttransactionConflict" in lines
+        with pytest.raises(pulsar.Timeout):
+            out.receive(timeout_millis=1500)
+        # The aborted acknowledgements: the inputs come again.
+        again = client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared)
+        assert sorted(receive_all(again, 4)) == sorted(values)
+        # A later message on the output is not held behind the aborted transaction.
+        client.create_producer(sink).send(b"after")
+        assert out.receive(timeout_millis=10_000).data() == b"after"
+    finally:
+        client.close()
+
+
+def test_pulsar_transaction_left_open_times_out_and_aborts(kafka_broker):
+    source, sink = pulsar_topics("ptx-timeout")
+    client = pulsar.Client(kafka_broker.url)
+    try:
+        out = client.subscribe(sink, "out", initial_position=pulsar.InitialPosition.Earliest)
+        client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared,
+                         initial_position=pulsar.InitialPosition.Earliest).close()
+        values = send_inputs(client, source, 3)
+        lines = transact(kafka_broker, "--input", source, "-s", "in", "--output", sink, "-n", "3", "--end", "leave",
+                         "--timeout-ms", "3000")
+        assert lines[-1] == "open"
+        # Published after the open transaction's first message: held back until it ends.
+        client.create_producer(sink).send(b"behind-the-transaction")
+        with pytest.raises(pulsar.Timeout):
+            out.receive(timeout_millis=1000)
+        # The time-out aborts it: its messages never come, the one behind it does.
+        assert out.receive(timeout_millis=15_000).data() == b"behind-the-transaction"
+        with pytest.raises(pulsar.Timeout):
+            out.receive(timeout_millis=1000)
+        again = client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared)
+        assert sorted(receive_all(again, 3)) == sorted(values)
+    finally:
+        client.close()

@@ -21,6 +21,16 @@ public struct BrokerTransactionParticipants: TransactionParticipants {
         try await loaded.eventLoop.flatSubmit { loaded.endTransaction(transaction, committed: committed) }.get()
     }
 
+    public func endTransaction(
+        _ transaction: TransactionID, onSubscription subscription: TransactionSubscription, committed: Bool
+    ) async throws {
+        guard let broker else { throw BrokerError(.serviceNotReady, "the broker is stopping") }
+        let loaded = try await broker.topic(try TopicName(parsing: subscription.topic)).get()
+        try await loaded.eventLoop.flatSubmit {
+            loaded.endTransaction(transaction, onSubscription: subscription.subscription, committed: committed)
+        }.get()
+    }
+
     public func commitOffsets(_ commits: [TransactionOffsetCommit]) async throws {
         guard let committer = broker?.transactionOffsetCommitter.withLockedValue({ $0 }) else {
             throw BrokerError(.serviceNotReady, "no endpoint applies transactions' group offsets yet")

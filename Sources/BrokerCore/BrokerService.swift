@@ -317,6 +317,7 @@ public final class BrokerService: Sendable {
                 topic.attachLoadedSubscription(cursor)
             }
         }
+        try await topic.loadTransactionAcks()
         if policies.deduplicationEnabled {
             try await loop.submit { topic.deduplicationRebuilding = true }.get()
             try await topic.rebuildDeduplication()

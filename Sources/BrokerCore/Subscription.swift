@@ -116,6 +116,9 @@ final class Subscription: @unchecked Sendable {
     var onMarker: ((Entry, Position) -> Void)?
     /// A replicator's cursor: markers are delivered to it like any entry (it forwards them).
     var deliversMarkers = false
+    /// Entries acknowledged in transactions that have not ended, by transaction and by entry.
+    private(set) var transactionAcks: [TransactionID: [Position]] = [:]
+    private(set) var transactionHeld: [Position: TransactionID] = [:]
 
     // MARK: consumers
 
@@ -291,12 +294,59 @@ final class Subscription: @unchecked Sendable {
             replay.removeAll { $0 >= earliest }
             rewindCompacted(before: earliest)
         }
-        for position in positions where !cursor.isAcknowledged(position) {
+        for position in positions where !cursor.isAcknowledged(position) && transactionHeld[position] == nil {
             replay.append(position)
             added = true
         }
         if added {
             replay = Array(Set(replay)).sorted()
+        }
+    }
+
+    // MARK: transactions
+
+    /// Acknowledges `positions` in `transaction`: they are held (neither dispatched nor redelivered)
+    /// until it ends. An entry already acknowledged, or held by another transaction, is a conflict
+    /// (Pulsar's TransactionConflict) and nothing of the request is taken.
+    func acknowledge(_ positions: [Position], transaction: TransactionID) throws(BrokerError) {
+        for position in positions {
+            if cursor.isAcknowledged(position) {
+                throw BrokerError(.transactionConflict, "message \(position) of subscription '\(name)' is already acknowledged")
+            }
+            if let owner = transactionHeld[position], owner != transaction {
+                throw BrokerError(
+                    .transactionConflict, "message \(position) of subscription '\(name)' is acknowledged in transaction \(owner)")
+            }
+        }
+        for position in positions where transactionHeld[position] == nil {
+            transactionHeld[position] = transaction
+            transactionAcks[transaction, default: []].append(position)
+            releasePending(position)
+        }
+        replay.removeAll { transactionHeld[$0] != nil }
+        scheduleDispatchIfHeld()
+    }
+
+    /// The transaction ended: committed, its acknowledgements apply; aborted, its entries are delivered again.
+    func endTransaction(_ transaction: TransactionID, committed: Bool) {
+        guard let positions = transactionAcks.removeValue(forKey: transaction) else { return }
+        for position in positions { transactionHeld[position] = nil }
+        if committed {
+            acknowledge(positions)
+        } else {
+            for position in positions where type != .exclusive && type != .failover { redeliveryCounts[position, default: 0] += 1 }
+            addToReplay(positions)
+            scheduleDispatch()
+        }
+    }
+
+    /// Acknowledgements of ongoing transactions, as restored when the topic loads.
+    func restoreTransactionAcks(_ acks: [TransactionID: [Position]]) {
+        for (transaction, positions) in acks {
+            for position in positions where transactionHeld[position] == nil && !cursor.isAcknowledged(position) {
+                transactionHeld[position] = transaction
+                transactionAcks[transaction, default: []].append(position)
+            }
         }
     }
 
@@ -438,7 +488,7 @@ final class Subscription: @unchecked Sendable {
             let fromReplay = replayIndex < replay.count
             if fromReplay {
                 position = replay[replayIndex]
-                if cursor.isAcknowledged(position) {
+                if cursor.isAcknowledged(position) || transactionHeld[position] != nil {
                     replay.remove(at: replayIndex)
                     replayHashes[position] = nil
                     if !readFailures.isEmpty { readFailures[position] = nil }
@@ -488,6 +538,7 @@ final class Subscription: @unchecked Sendable {
                 position = next
                 progressed = true
                 if cursor.isAcknowledged(position) { continue }
+                if !transactionHeld.isEmpty, transactionHeld[position] != nil { continue }
                 // After a rewind of compacted reads, what a consumer still holds is not sent again.
                 if readCompacted, isPending(position) { continue }
             }

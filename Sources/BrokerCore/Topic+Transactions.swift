@@ -3,6 +3,12 @@ import ManagedLedger
 import Metadata
 import NIOCore
 
+/// One transaction's acknowledgements on a subscription, as stored (`MetadataKeys.transactionAcks`).
+struct TransactionAcks: Codable, Sendable {
+    var transaction: TransactionID
+    var positions: [Position]
+}
+
 /// The topic's side of transactions: its buffer (`TransactionBufferState`), the registration of a
 /// transaction before its first entry, and the markers that end one. On the topic's loop.
 extension Topic {
@@ -134,6 +140,69 @@ extension Topic {
             }
         }.map { self.persistedTransactionBuffer = state }
         transactionBufferWrites = write
+        return write
+    }
+
+    // MARK: acknowledgements
+
+    /// Acknowledges `positions` on a subscription in `transaction`, durably (the subscription's
+    /// transactional acknowledgements are written before the future completes).
+    package func acknowledge(subscription name: String, positions: [Position], transaction: TransactionID) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name] else {
+            return eventLoop.makeFailedFuture(BrokerError(.subscriptionNotFound, "subscription '\(name)' does not exist on \(self.name)"))
+        }
+        do {
+            try subscription.acknowledge(positions, transaction: transaction)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return persistTransactionAcks(of: subscription)
+    }
+
+    /// The transaction ended: its acknowledgements on the subscription apply (committed) or the
+    /// entries are delivered again (aborted). A subscription gone meanwhile has nothing to do.
+    package func endTransaction(_ transaction: TransactionID, onSubscription name: String, committed: Bool) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        guard let subscription = subscriptions[name], subscription.transactionAcks[transaction] != nil else {
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        subscription.endTransaction(transaction, committed: committed)
+        // A committed one's acknowledgements must be in the cursor before they leave this record.
+        let flushed = committed ? subscription.cursor.flush() : eventLoop.makeSucceededVoidFuture()
+        return flushed.flatMap { self.persistTransactionAcks(of: subscription) }
+    }
+
+    /// Restores the subscriptions' transactional acknowledgements (after their cursors are loaded).
+    func loadTransactionAcks() async throws {
+        let prefix = MetadataKeys.transactionAcks(ofTopic: name.metadataPath)
+        for key in try await metadata.list(prefix: prefix) {
+            let subscription = String(key.dropFirst(prefix.count))
+            guard let stored = try await metadata.get(key),
+                  let acks = try? JSONDecoder().decode([TransactionAcks].self, from: Data(stored.value))
+            else { continue }
+            try await eventLoop.submit {
+                self.subscriptions[subscription]?.restoreTransactionAcks(
+                    Dictionary(acks.map { ($0.transaction, $0.positions) }, uniquingKeysWith: +))
+            }.get()
+        }
+    }
+
+    private func persistTransactionAcks(of subscription: Subscription) -> EventLoopFuture<Void> {
+        let acks = subscription.transactionAcks.map { TransactionAcks(transaction: $0.key, positions: $0.value) }
+        let metadata = self.metadata
+        let key = MetadataKeys.transactionAcks(ofTopic: name.metadataPath, subscription: subscription.name)
+        let previous = transactionAckWrites[subscription.name] ?? eventLoop.makeSucceededVoidFuture()
+        let write = previous.flatMapError { _ in self.eventLoop.makeSucceededVoidFuture() }.flatMap {
+            self.eventLoop.makeFutureWithTask {
+                if acks.isEmpty {
+                    try await metadata.delete(key, expectedVersion: nil)
+                } else {
+                    _ = try await metadata.put(key, value: Array(try JSONEncoder().encode(acks)), expectedVersion: nil)
+                }
+            }
+        }
+        transactionAckWrites[subscription.name] = write
         return write
     }
 

@@ -175,6 +175,7 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     var transactionRegistrations: [TransactionID: [(BrokerError?) -> Void]] = [:]
     var endingTransactions: [TransactionID: EventLoopFuture<Void>] = [:]
     var transactionBufferWrites: EventLoopFuture<Void>?
+    var transactionAckWrites: [String: EventLoopFuture<Void>] = [:]
     var transactionMarkerCodec: (any TransactionMarkerCodec)?
 
     init(

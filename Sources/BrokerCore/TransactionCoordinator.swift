@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ManagedLedger
 import Metadata
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// A transaction's state (Pulsar's `TxnStatus`): OPEN until its client ends it or its time-out
@@ -34,6 +35,17 @@ public struct TransactionOffsetCommit: Codable, Sendable, Equatable {
     }
 }
 
+/// A subscription a transaction acknowledges on (Pulsar's ADD_SUBSCRIPTION_TO_TXN).
+public struct TransactionSubscription: Codable, Sendable, Hashable {
+    public var topic: String
+    public var subscription: String
+
+    public init(topic: String, subscription: String) {
+        self.topic = topic
+        self.subscription = subscription
+    }
+}
+
 /// One transaction as the coordinator keeps it (`MetadataKeys.transaction`, JSON) until it ended.
 public struct TransactionRecord: Codable, Sendable, Equatable {
     public var id: TransactionID
@@ -42,6 +54,8 @@ public struct TransactionRecord: Codable, Sendable, Equatable {
     public var timeoutMs: Int64
     /// The topics (partitions) it wrote to, by full name, in the order they were added.
     public var partitions: [String]
+    /// The subscriptions it acknowledged on.
+    public var subscriptions: [TransactionSubscription] = []
     public var offsetCommits: [TransactionOffsetCommit]
     /// Who opened it, for the admin API (a Kafka `transactional.id`), or nil.
     public var owner: String?
@@ -55,6 +69,7 @@ public struct TransactionRecord: Codable, Sendable, Equatable {
 /// groups it committed offsets for.
 public protocol TransactionParticipants: Sendable {
     func endTransaction(_ transaction: TransactionID, onPartition topic: String, committed: Bool) async throws
+    func endTransaction(_ transaction: TransactionID, onSubscription subscription: TransactionSubscription, committed: Bool) async throws
     func commitOffsets(_ commits: [TransactionOffsetCommit]) async throws
 }
 
@@ -94,6 +109,9 @@ public actor TransactionCoordinator {
     private var ended: [TransactionID: TransactionStatus] = [:]
     private var endedOrder: [TransactionID] = []
     private var statistics: TransactionCoordinatorStatistics
+    /// The topics each open transaction may write to, readable from any thread without a hop
+    /// (a SEND is checked against it in order with the others of its connection).
+    private nonisolated let writable = NIOLockedValueBox<[TransactionID: Set<String>]>([:])
     private var recovered = false
 
     static let endedRemembered = 10_000
@@ -138,6 +156,8 @@ public actor TransactionCoordinator {
                 startEnding(record.id, committed: record.status == .committing)
             case .open:
                 armTimeout(record)
+                let partitions = Set(record.partitions)
+                writable.withLockedValue { $0[record.id] = partitions }
             case .committed, .aborted:
                 // Ended, its record not yet removed.
                 finish(record.id, status: record.status)
@@ -187,6 +207,27 @@ public actor TransactionCoordinator {
         record.partitions.append(contentsOf: new)
         records[id] = record
         try await persist(id)
+        // Writable once recorded (and only while it is still open).
+        if records[id]?.status == .open {
+            let partitions = Set(records[id]?.partitions ?? [])
+            writable.withLockedValue { $0[id] = partitions }
+        }
+    }
+
+    /// Adds subscriptions the transaction acknowledges on (before its first acknowledgement on each).
+    public func addSubscriptions(_ id: TransactionID, _ subscriptions: [TransactionSubscription]) async throws {
+        var record = try openRecord(id)
+        let new = subscriptions.filter { !record.subscriptions.contains($0) }
+        guard !new.isEmpty else { return }
+        record.subscriptions.append(contentsOf: new)
+        records[id] = record
+        try await persist(id)
+    }
+
+    /// Whether the transaction is open and `subscription` was added to it (an acknowledgement in it may be taken).
+    public func mayAcknowledge(_ id: TransactionID, on subscription: TransactionSubscription) -> Bool {
+        guard let record = records[id] else { return false }
+        return record.status == .open && record.subscriptions.contains(subscription)
     }
 
     /// Adds offsets to commit with the transaction (a later commit of the same partition replaces it).
@@ -206,9 +247,8 @@ public actor TransactionCoordinator {
     }
 
     /// Whether the transaction is open and `topic` was added to it (a send in it may be written).
-    public func mayWrite(_ id: TransactionID, to topic: String) -> Bool {
-        guard let record = records[id] else { return false }
-        return record.status == .open && record.partitions.contains(topic)
+    public nonisolated func mayWrite(_ id: TransactionID, to topic: String) -> Bool {
+        writable.withLockedValue { $0[id]?.contains(topic) ?? false }
     }
 
     public func record(_ id: TransactionID) -> TransactionRecord? { records[id] }
@@ -240,12 +280,15 @@ public actor TransactionCoordinator {
             let opened = record
             record.status = committed ? .committing : .aborting
             records[id] = record
+            writable.withLockedValue { $0[id] = nil }
             timeouts.removeValue(forKey: id)?.cancel()
             statistics.open -= 1
             do {
                 try await persist(id)
             } catch {
                 records[id] = opened
+                let partitions = Set(opened.partitions)
+                writable.withLockedValue { $0[id] = partitions }
                 statistics.open += 1
                 armTimeout(opened)
                 throw error
@@ -317,6 +360,9 @@ public actor TransactionCoordinator {
                 for topic in record.partitions {
                     try await participants.endTransaction(id, onPartition: topic, committed: committed)
                 }
+                for subscription in record.subscriptions {
+                    try await participants.endTransaction(id, onSubscription: subscription, committed: committed)
+                }
                 if committed, !record.offsetCommits.isEmpty {
                     try await participants.commitOffsets(record.offsetCommits)
                 }
@@ -380,6 +426,7 @@ public actor TransactionCoordinator {
         record.status = .aborting
         record.timedOut = true
         records[id] = record
+        writable.withLockedValue { $0[id] = nil }
         statistics.open -= 1
         statistics.timedOut += 1
         logger.info("transaction.timed-out", metadata: [

@@ -64,6 +64,79 @@ enum Commands {
     }
 
     /// The request id of a transaction command, nil for any other command.
+    /// The response to a transaction command (they share their fields: request id, transaction id,
+    /// error and message; TC_CLIENT_CONNECT's has no transaction id).
+    static func transactionResponse(
+        for request: Pulsar_Proto_BaseCommand.TypeEnum, requestID: UInt64, transaction: TransactionID?,
+        error: Pulsar_Proto_ServerError? = nil, message: String? = nil
+    ) -> Pulsar_Proto_BaseCommand {
+        func fill<T>(_ response: inout T, _ set: (inout T, UInt64, UInt64, Pulsar_Proto_ServerError?, String?) -> Void) {
+            set(&response, transaction?.mostBits ?? 0, transaction?.leastBits ?? 0, error, message)
+        }
+        switch request {
+        case .tcClientConnectRequest:
+            return base(.tcClientConnectResponse) {
+                $0.tcClientConnectResponse.requestID = requestID
+                if let error { $0.tcClientConnectResponse.error = error }
+                if let message { $0.tcClientConnectResponse.message = message }
+            }
+        case .newTxn:
+            return base(.newTxnResponse) {
+                $0.newTxnResponse.requestID = requestID
+                fill(&$0.newTxnResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        case .addPartitionToTxn:
+            return base(.addPartitionToTxnResponse) {
+                $0.addPartitionToTxnResponse.requestID = requestID
+                fill(&$0.addPartitionToTxnResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        case .addSubscriptionToTxn:
+            return base(.addSubscriptionToTxnResponse) {
+                $0.addSubscriptionToTxnResponse.requestID = requestID
+                fill(&$0.addSubscriptionToTxnResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        case .endTxnOnPartition:
+            return base(.endTxnOnPartitionResponse) {
+                $0.endTxnOnPartitionResponse.requestID = requestID
+                fill(&$0.endTxnOnPartitionResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        case .endTxnOnSubscription:
+            return base(.endTxnOnSubscriptionResponse) {
+                $0.endTxnOnSubscriptionResponse.requestID = requestID
+                fill(&$0.endTxnOnSubscriptionResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        default:
+            return base(.endTxnResponse) {
+                $0.endTxnResponse.requestID = requestID
+                fill(&$0.endTxnResponse) { r, most, least, error, message in
+                    r.txnidMostBits = most; r.txnidLeastBits = least
+                    if let error { r.error = error }
+                    if let message { r.message = message }
+                }
+            }
+        }
+    }
+
     static func transactionRequestID(_ command: Pulsar_Proto_BaseCommand) -> UInt64? {
         switch command.type {
         case .newTxn: command.newTxn.requestID

@@ -223,6 +223,48 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             ) {
                 throttle(for: wait, limiter: limiter, channel: channel)
             }
+        case .publishTransactional(let publish, let transaction):
+            guard let topic = publish.topic as? Topic else {
+                return refuseSend(publish, .notAllowedError, "transactions write to persistent topics only")
+            }
+            guard let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) else {
+                return refuseSend(publish, .transactionCoordinatorNotFound, "transactions are not enabled on this broker")
+            }
+            guard coordinator.mayWrite(transaction, to: topic.name.description) else {
+                return refuseSend(
+                    publish, .invalidTxnStatus,
+                    "transaction \(transaction) is not open or \(topic.name) was not added to it (ADD_PARTITION_TO_TXN first)")
+            }
+            // In order with this connection's other SENDs: what is staged goes first, then this one alone.
+            flushStagedPublishes()
+            stage(publish, channel: channel)
+            flushStagedPublishes(transaction: transaction)
+        case .transaction(let operation, let command, let requestID):
+            let broker = self.broker
+            let role = machine.role
+            answer(channel, { try await Self.carryOut(operation, broker: broker, role: role) }) { machine, result in
+                machine.transactionCompleted(command: command, requestID: requestID, result)
+            }
+        case .acknowledgeTransactional(let consumer, let positions, let transaction, let consumerID, let requestID):
+            let broker = self.broker
+            answer(channel, {
+                guard let topic = consumer.topic as? Topic else {
+                    throw BrokerError(.notAllowed, "transactions acknowledge on persistent topics only")
+                }
+                let coordinator = try broker.requireTransactionCoordinator()
+                let subscription = TransactionSubscription(topic: topic.name.description, subscription: consumer.subscription)
+                guard await coordinator.mayAcknowledge(transaction, on: subscription) else {
+                    throw BrokerError(
+                        .invalidTransactionStatus,
+                        "transaction \(transaction) is not open or subscription '\(consumer.subscription)' of \(topic.name) was not added to it (ADD_SUBSCRIPTION_TO_TXN first)")
+                }
+                try await topic.eventLoop.flatSubmit {
+                    topic.acknowledge(subscription: consumer.subscription, positions: positions, transaction: transaction)
+                }.get()
+            }) { machine, result in
+                guard let requestID else { return .none }
+                return machine.transactionalAckCompleted(consumerID: consumerID, requestID: requestID, transaction: transaction, result)
+            }
         case .pauseReading:
             setReading(false)
         case .resumeReading:
@@ -391,6 +433,71 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         channel.eventLoop.makeFutureWithTask(work).whenComplete { result in
             let handler = bound.value
             handler.run(boundEvent.value(&handler.machine, result))
+        }
+    }
+
+    /// A SEND refused before it reached its topic: its SEND_ERROR, and the machine counts it done.
+    private func refuseSend(_ publish: Machine.Publish, _ error: Pulsar_Proto_ServerError, _ message: String) {
+        write(Commands.base(.sendError) {
+            $0.sendError.producerID = publish.producerID
+            $0.sendError.sequenceID = publish.sequenceID
+            $0.sendError.error = error
+            $0.sendError.message = message
+        })
+        run(machine.publishesCompleted(1))
+    }
+
+    /// A transaction command, with the broker's coordinator (or, ON_PARTITION / ON_SUBSCRIPTION,
+    /// the topic, once the coordinator agrees the transaction is ending that way).
+    private static func carryOut(_ operation: TransactionOperation, broker: BrokerService, role: String?) async throws -> TransactionID? {
+        let coordinator = try broker.requireTransactionCoordinator()
+        func checkCoordinator(_ id: UInt64) throws {
+            guard id == coordinator.coordinatorID else {
+                throw BrokerError(.transactionCoordinatorNotFound, "transaction coordinator \(id) is not served here (\(coordinator.coordinatorID) is)")
+            }
+        }
+        func checkEnding(_ transaction: TransactionID, committed: Bool) async throws {
+            let status = await coordinator.status(transaction)
+            let expected: Set<TransactionStatus> = committed ? [.committing, .committed] : [.aborting, .aborted]
+            guard let status, expected.contains(status) else {
+                throw BrokerError(
+                    .invalidTransactionStatus,
+                    "transaction \(transaction) is \(status?.rawValue ?? "unknown"), not \(committed ? "committing" : "aborting")")
+            }
+        }
+        switch operation {
+        case .connectCoordinator(let id):
+            try checkCoordinator(id)
+            return nil
+        case .newTransaction(let id, let timeoutMs):
+            try checkCoordinator(id)
+            return try await coordinator.newTransaction(timeoutMs: Int64(clamping: timeoutMs), owner: "pulsar:\(role ?? "")")
+        case .addPartitions(let transaction, let topics):
+            let names = try topics.map { topic throws(BrokerError) in try TopicName(parsing: topic) }
+            for name in names { try await broker.authorizer.authorize(role, .produce, topic: name) }
+            try await coordinator.addPartitions(transaction, names.map(\.description))
+            return transaction
+        case .addSubscriptions(let transaction, let subscriptions):
+            var canonical: [TransactionSubscription] = []
+            for subscription in subscriptions {
+                let name = try TopicName(parsing: subscription.topic)
+                try await broker.authorizer.authorize(role, .consume, topic: name)
+                canonical.append(TransactionSubscription(topic: name.description, subscription: subscription.subscription))
+            }
+            try await coordinator.addSubscriptions(transaction, canonical)
+            return transaction
+        case .end(let transaction, let committed):
+            try await coordinator.end(transaction, committed: committed)
+            return transaction
+        case .endOnPartition(let transaction, let topic, let committed):
+            try await checkEnding(transaction, committed: committed)
+            try await BrokerTransactionParticipants(broker: broker).endTransaction(transaction, onPartition: topic, committed: committed)
+            return transaction
+        case .endOnSubscription(let transaction, let subscription, let committed):
+            try await checkEnding(transaction, committed: committed)
+            try await BrokerTransactionParticipants(broker: broker).endTransaction(
+                transaction, onSubscription: subscription, committed: committed)
+            return transaction
         }
     }
 
@@ -576,7 +683,7 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     /// Hands the staged SENDs to their topic as one `PublishBatch` (one hop to the topic's loop).
     /// Called at the end of every socket read, before any other command (so commands keep their
     /// order relative to SENDs), and when a SEND for another topic arrives.
-    private func flushStagedPublishes() {
+    private func flushStagedPublishes(transaction: TransactionID? = nil) {
         guard let staged, let channel else { return }
         self.staged = nil
         readBytesLeft = 0
@@ -586,6 +693,11 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             replier: SendReplies(
                 outbox: replyOutbox(channel: channel), partition: topic.partitionIndex, receivedAt: staged.receivedAt,
                 sends: staged.sends, allocator: channel.allocator))
+        if let transaction, let topic = topic as? Topic {
+            let producerName = staged.attributes.first?.producerName ?? ""
+            topic.eventLoop.execute { topic.publish(batch, transaction: transaction, producerName: producerName) }
+            return
+        }
         // Usually the topic runs on this connection's loop (its first client's): no hop.
         if topic.eventLoop.inEventLoop {
             topic.publish(batch)

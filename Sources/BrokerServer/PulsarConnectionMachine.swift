@@ -118,6 +118,13 @@ struct PulsarConnectionMachine<TopicHandle> {
         case lastMessageID(ConsumerRef, requestID: UInt64)
         /// Answer with `requestCompleted`.
         case seek(ConsumerRef, SeekTarget, requestID: UInt64)
+        /// Carry out a transaction command with the broker's coordinator; answer with `transactionCompleted`.
+        case transaction(TransactionOperation, command: Pulsar_Proto_BaseCommand.TypeEnum, requestID: UInt64)
+        /// A SEND in a transaction: written once the coordinator says the transaction may write to the topic.
+        case publishTransactional(Publish, TransactionID)
+        /// An acknowledgement in a transaction: held on the subscription until the transaction ends;
+        /// answer `requestID` (if any) with `transactionalAckCompleted`.
+        case acknowledgeTransactional(ConsumerRef, positions: [Position], TransactionID, consumerID: UInt64, requestID: UInt64?)
         /// Answer with `partitionsFound`.
         case partitionedMetadata(topic: String, requestID: UInt64)
         /// Answer with `lookupAnswered`.
@@ -407,14 +414,12 @@ struct PulsarConnectionMachine<TopicHandle> {
             return .getSchema(topic: request.topic, version: version, requestID: request.requestID)
         case .newTxn, .addPartitionToTxn, .addSubscriptionToTxn, .endTxn, .endTxnOnPartition, .endTxnOnSubscription,
              .tcClientConnectRequest:
-            // As Pulsar answers with `transactionCoordinatorEnabled=false`: an ERROR for the request.
-            return .write(
-                Commands.base(.error) {
-                    $0.error.requestID = Commands.transactionRequestID(command) ?? 0
-                    $0.error.error = .notAllowedError
-                    $0.error.message = "Transactions are not enabled on this broker (\(command.type) refused)"
-                },
-                log: LogLine(level: .info, event: "connection.transaction-refused", metadata: ["command": "\(command.type)"]))
+            guard let operation = Self.transactionOperation(command) else {
+                return .write(Commands.transactionResponse(
+                    for: command.type, requestID: Commands.transactionRequestID(command) ?? 0, transaction: nil,
+                    error: .invalidTxnStatus, message: "\(command.type) names no transaction id"))
+            }
+            return .transaction(operation, command: command.type, requestID: Commands.transactionRequestID(command) ?? 0)
         case .authResponse where handshake.requiresAuthentication:
             let response = command.authResponse.response
             return .authenticate(.method(response.authMethodName, Array(response.authData)), refresh: true)
@@ -432,6 +437,81 @@ struct PulsarConnectionMachine<TopicHandle> {
             handshake.close()
             return .close(reason: reason, log: LogLine(level: .info, event: "connection.unsupported-command", metadata: ["command": "\(command.type)"]))
         }
+    }
+
+    /// What a transaction command asks of the coordinator (or, for the ON_PARTITION / ON_SUBSCRIPTION
+    /// ones, of a topic); nil when it names no transaction.
+    static func transactionOperation(_ command: Pulsar_Proto_BaseCommand) -> TransactionOperation? {
+        func id(_ most: UInt64, _ least: UInt64, _ present: Bool) -> TransactionID? {
+            present ? TransactionID(mostBits: most, leastBits: least) : nil
+        }
+        switch command.type {
+        case .tcClientConnectRequest:
+            return .connectCoordinator(coordinatorID: command.tcClientConnectRequest.tcID)
+        case .newTxn:
+            return .newTransaction(coordinatorID: command.newTxn.tcID, timeoutMs: command.newTxn.txnTtlMillis)
+        case .addPartitionToTxn:
+            let request = command.addPartitionToTxn
+            return id(request.txnidMostBits, request.txnidLeastBits, request.hasTxnidLeastBits).map {
+                .addPartitions($0, request.partitions)
+            }
+        case .addSubscriptionToTxn:
+            let request = command.addSubscriptionToTxn
+            return id(request.txnidMostBits, request.txnidLeastBits, request.hasTxnidLeastBits).map {
+                .addSubscriptions($0, request.subscription.map { TransactionSubscription(topic: $0.topic, subscription: $0.subscription) })
+            }
+        case .endTxn:
+            let request = command.endTxn
+            return id(request.txnidMostBits, request.txnidLeastBits, request.hasTxnidLeastBits).map {
+                .end($0, committed: request.txnAction == .commit)
+            }
+        case .endTxnOnPartition:
+            let request = command.endTxnOnPartition
+            return id(request.txnidMostBits, request.txnidLeastBits, request.hasTxnidLeastBits).map {
+                .endOnPartition($0, topic: request.topic, committed: request.txnAction == .commit)
+            }
+        case .endTxnOnSubscription:
+            let request = command.endTxnOnSubscription
+            return id(request.txnidMostBits, request.txnidLeastBits, request.hasTxnidLeastBits).map {
+                .endOnSubscription(
+                    $0, TransactionSubscription(topic: request.subscription.topic, subscription: request.subscription.subscription),
+                    committed: request.txnAction == .commit)
+            }
+        default:
+            return nil
+        }
+    }
+
+    /// A transaction command was carried out (or failed): its response.
+    func transactionCompleted(
+        command: Pulsar_Proto_BaseCommand.TypeEnum, requestID: UInt64, _ result: Result<TransactionID?, any Error>
+    ) -> Action {
+        switch result {
+        case .success(let transaction):
+            return .write(Commands.transactionResponse(for: command, requestID: requestID, transaction: transaction))
+        case .failure(let error):
+            return .write(
+                Commands.transactionResponse(
+                    for: command, requestID: requestID, transaction: nil, error: ServerErrors.serverError(for: error),
+                    message: ServerErrors.message(for: error)),
+                log: LogLine(level: .info, event: "transaction.command-failed", metadata: [
+                    "command": "\(command)", "error": "\(error)",
+                ]))
+        }
+    }
+
+    /// A transactional acknowledgement is durable (or was refused: TransactionConflict and the like).
+    func transactionalAckCompleted(consumerID: UInt64, requestID: UInt64, transaction: TransactionID, _ result: Result<Void, any Error>) -> Action {
+        .write(Commands.base(.ackResponse) {
+            $0.ackResponse.consumerID = consumerID
+            $0.ackResponse.requestID = requestID
+            $0.ackResponse.txnidMostBits = transaction.mostBits
+            $0.ackResponse.txnidLeastBits = transaction.leastBits
+            if case .failure(let error) = result {
+                $0.ackResponse.error = ServerErrors.serverError(for: error)
+                $0.ackResponse.message = ServerErrors.message(for: error)
+            }
+        })
     }
 
     private func readyConsumer(_ consumerID: UInt64) -> ConsumerRef? {
@@ -593,15 +673,18 @@ struct PulsarConnectionMachine<TopicHandle> {
             isNonFinalChunk: SendMetadataFields.isNonFinalChunk(chunkID: metadata.chunkID, numChunks: metadata.numChunksFromMsg))
         // Only a geo-replicator forwards markers; from anyone else they are plain messages.
         if metadata.isMarker, metadata.isReplicated { attributes.isMarker = true }
+        attributes.transactionID = request.transactionID
         pendingPublishes += 1
         var pause = false
         if pendingPublishes >= limits.maxPendingPublishes, !pausedForPublishes {
             pausedForPublishes = true
             pause = !pausedForWritability && !pausedForPublishRate
         }
-        return .publish(Publish(
+        let publish = Publish(
             topic: topic, attributes: attributes, producerID: request.producerID, sequenceID: request.sequenceID,
-            checksum: payload.checksum ?? payload.computeChecksum(), bytes: payload.checksummedBytes, pauseReading: pause))
+            checksum: payload.checksum ?? payload.computeChecksum(), bytes: payload.checksummedBytes, pauseReading: pause)
+        if let transaction = request.transactionID { return .publishTransactional(publish, transaction) }
+        return .publish(publish)
     }
 
     private func sendError(_ request: SendCommandFields, _ error: Pulsar_Proto_ServerError, _ message: String) -> Pulsar_Proto_BaseCommand {
@@ -733,6 +816,17 @@ struct PulsarConnectionMachine<TopicHandle> {
             : nil
         guard let consumer = readyConsumer(request.consumerID) else {
             return reply.map { .write($0) } ?? .none
+        }
+        if request.hasTxnidLeastBits || request.hasTxnidMostBits {
+            let transaction = TransactionID(mostBits: request.txnidMostBits, leastBits: request.txnidLeastBits)
+            guard request.ackType == .individual, request.messageID.allSatisfy({ $0.ackSet.allSatisfy { $0 == 0 } }) else {
+                return transactionalAckCompleted(
+                    consumerID: request.consumerID, requestID: request.requestID, transaction: transaction,
+                    .failure(BrokerError(.notAllowed, "transactions acknowledge whole messages individually here (no cumulative or batch-index acks)")))
+            }
+            return .acknowledgeTransactional(
+                consumer, positions: request.messageID.map(Commands.position), transaction, consumerID: request.consumerID,
+                requestID: request.hasRequestID ? request.requestID : nil)
         }
         // A validation error means the client dropped a corrupt message: it counts as acknowledged.
         let ids = request.messageID
@@ -1001,4 +1095,23 @@ struct LocalURLs: Sendable, Equatable {
     var plain: String
     /// `pulsar+ssl://host:tlsPort`; nil without a TLS listener.
     var tls: String?
+}
+
+/// What a Pulsar transaction command asks for (a value the handler carries out).
+enum TransactionOperation: Sendable, Equatable {
+    case connectCoordinator(coordinatorID: UInt64)
+    case newTransaction(coordinatorID: UInt64, timeoutMs: UInt64)
+    case addPartitions(TransactionID, [String])
+    case addSubscriptions(TransactionID, [TransactionSubscription])
+    case end(TransactionID, committed: Bool)
+    case endOnPartition(TransactionID, topic: String, committed: Bool)
+    case endOnSubscription(TransactionID, TransactionSubscription, committed: Bool)
+}
+
+extension SendCommandFields {
+    /// The transaction a SEND is part of, or nil.
+    var transactionID: TransactionID? {
+        guard let most = transactionMostBits, let least = transactionLeastBits else { return nil }
+        return TransactionID(mostBits: most, leastBits: least)
+    }
 }

@@ -237,7 +237,7 @@ actor KafkaTransactions {
     /// The open transaction a transactional Produce to `topic` writes in, or why it may not.
     func transaction(forProduce transactionalID: String, producerID: Int64, epoch: Int16, topic: String) async throws -> TransactionID {
         let state = try await check(transactionalID, producerID: producerID, epoch: epoch)
-        guard let transaction = state.transaction, try await coordinator().mayWrite(transaction, to: topic) else {
+        guard let transaction = state.transaction, try coordinator().mayWrite(transaction, to: topic) else {
             throw Refusal.code(.invalidTxnState, "partition \(topic) was not added to an open transaction of '\(transactionalID)' (AddPartitionsToTxn first)")
         }
         return transaction

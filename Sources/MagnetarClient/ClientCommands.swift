@@ -166,6 +166,11 @@ enum ClientCommands {
         case .lookupResponse: return command.lookupTopicResponse.requestID
         case .getLastMessageIDResponse: return command.getLastMessageIDResponse.requestID
         case .ackResponse: return command.ackResponse.requestID
+        case .tcClientConnectResponse: return command.tcClientConnectResponse.requestID
+        case .newTxnResponse: return command.newTxnResponse.requestID
+        case .addPartitionToTxnResponse: return command.addPartitionToTxnResponse.requestID
+        case .addSubscriptionToTxnResponse: return command.addSubscriptionToTxnResponse.requestID
+        case .endTxnResponse: return command.endTxnResponse.requestID
         default: return nil
         }
     }

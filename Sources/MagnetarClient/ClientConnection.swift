@@ -37,6 +37,8 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     private var isHandshakeDone = false
     private var closeError: PulsarClientError?
     private var nextRequestID: UInt64 = 1
+    /// TC_CLIENT_CONNECT was answered on this connection (transactions).
+    let coordinatorConnected = Atomic<Bool>(false)
     private var requests: [UInt64: PendingRequest] = [:]
     private var producers: [UInt64: ProducerCore] = [:]
     private var consumers: [UInt64: ConsumerCore] = [:]
@@ -242,6 +244,19 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         case .lookupResponse where command.lookupTopicResponse.response == .failed:
             let response = command.lookupTopicResponse
             request.promise.fail(PulsarClientError.server(response.error, response.message))
+        case .tcClientConnectResponse where command.tcClientConnectResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.tcClientConnectResponse.error, command.tcClientConnectResponse.message))
+        case .newTxnResponse where command.newTxnResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.newTxnResponse.error, command.newTxnResponse.message))
+        case .addPartitionToTxnResponse where command.addPartitionToTxnResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.addPartitionToTxnResponse.error, command.addPartitionToTxnResponse.message))
+        case .addSubscriptionToTxnResponse where command.addSubscriptionToTxnResponse.hasError:
+            request.promise.fail(PulsarClientError.server(
+                command.addSubscriptionToTxnResponse.error, command.addSubscriptionToTxnResponse.message))
+        case .endTxnResponse where command.endTxnResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.endTxnResponse.error, command.endTxnResponse.message))
+        case .ackResponse where command.ackResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.ackResponse.error, command.ackResponse.message))
         default:
             request.promise.succeed(command)
         }

@@ -80,6 +80,48 @@ public final class Consumer: Sendable {
         queue.eventLoop.execute { for id in ids { queue.core(for: id.partition).acknowledge(id) } }
     }
 
+    /// Acknowledges `message` in `transaction` and waits for the broker's answer: the subscription is
+    /// added to the transaction first (once); the acknowledgement holds the message until the
+    /// transaction ends (committed: acknowledged; aborted: delivered again). The whole entry is
+    /// acknowledged (a batch's messages together). Fails with `transactionConflict` when the message
+    /// is already acknowledged, or held by another transaction.
+    public func acknowledge(_ message: Message, transaction: Transaction) async throws(PulsarClientError) {
+        let queue = self.queue
+        let id = message.id
+        let core: ConsumerCore
+        do {
+            core = try await queue.eventLoop.submit { queue.core(for: id.partition) }.get()
+        } catch {
+            throw PulsarClientError(.alreadyClosed, "the consumer's event loop is gone: \(error)")
+        }
+        try await transaction.add(subscription: core.subscription, topic: core.topic)
+        guard let connection = try? await core.eventLoop.submit({ core.connection }).get() else {
+            throw PulsarClientError(.connectionClosed, "the consumer is reconnecting; acknowledge again")
+        }
+        let consumerID = core.consumerID
+        let most = transaction.mostBits
+        let least = transaction.leastBits
+        do {
+            _ = try await connection.requestFromAnyLoop(on: connection.eventLoop) { requestID in
+                ClientCommands.base(.ack) {
+                    $0.ack.consumerID = consumerID
+                    $0.ack.ackType = .individual
+                    var messageID = Pulsar_Proto_MessageIdData()
+                    messageID.ledgerID = UInt64(bitPattern: id.ledgerID)
+                    messageID.entryID = UInt64(bitPattern: id.entryID)
+                    $0.ack.messageID = [messageID]
+                    $0.ack.txnidMostBits = most
+                    $0.ack.txnidLeastBits = least
+                    $0.ack.requestID = requestID
+                }
+            }.get()
+        } catch let error as PulsarClientError {
+            throw error
+        } catch {
+            throw PulsarClientError(.connectionClosed, "\(error)")
+        }
+    }
+
     /// Acknowledges everything up to and including `id` (on `id`'s partition; not allowed on
     /// Shared/Key_Shared subscriptions).
     public func acknowledgeCumulative(_ id: MessageID) throws {

@@ -111,6 +111,38 @@ public final class Producer: Sendable {
         return try result.get()
     }
 
+    /// Sends one message in `transaction` and waits for its receipt: the partition it goes to is
+    /// added to the transaction first (once), the message is never batched, and consumers see it
+    /// only once the transaction commits.
+    public func send(
+        _ payload: ByteBuffer, key: String? = nil, properties: [String: String] = [:], transaction: Transaction
+    ) async throws(PulsarClientError) -> MessageID {
+        var message = OutgoingMessage(payload: payload, key: key, properties: properties)
+        message.transaction = (transaction.mostBits, transaction.leastBits)
+        let cores = self.cores
+        let router = self.router
+        let index: Int
+        if cores.count == 1 {
+            index = 0
+        } else {
+            let size = payload.readableBytes
+            do {
+                index = try await eventLoop.submit {
+                    router.router.partition(key: key, sizeBytes: size, nowMs: ProducerCore.nowMsSigned())
+                }.get()
+            } catch {
+                throw PulsarClientError(.alreadyClosed, "the producer's event loop is gone: \(error)")
+            }
+        }
+        let core = cores[index]
+        try await transaction.add(partition: core.topic)
+        let sent = message
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<MessageID, PulsarClientError>, Never>) in
+            Self.onLoop(core.eventLoop) { core.send(sent) { continuation.resume(returning: $0) } }
+        }
+        return try result.get()
+    }
+
     /// Queues one message; `completion` runs on `eventLoop` when the receipt (or an error) arrives.
     public func sendAsync(_ payload: ByteBuffer, completion: @escaping SendCompletion) {
         sendAsync(OutgoingMessage(payload: payload), completion: completion)
@@ -474,9 +506,11 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
                 .messageTooBig, "\(payload.readableBytes) bytes exceed the broker's limit of \(maxMessageSizeBytes)")))
             return
         }
+        // A transaction's message goes alone, after the open batch.
+        if message.transaction != nil { flushBatch() }
         let sequenceID = nextSequenceID
         nextSequenceID += 1
-        guard isBatching else {
+        guard isBatching, message.transaction == nil else {
             var metadata = SendMetadata(
                 producerName: producerName, sequenceID: sequenceID, publishTimeMs: Self.nowMs(), numMessagesInBatch: nil,
                 properties: MetadataFields.sorted(message.properties), partitionKey: message.key, eventTimeMs: message.eventTimeMs,
@@ -487,7 +521,8 @@ final class ProducerCore: ClientHandler, @unchecked Sendable {
                 metadata.uncompressedSizeBytes = payload.readableBytes
                 body = PayloadCodec.compress(payload, type: options.compression, allocator: allocator)
             }
-            let frame = SendFrameEncoder.encode(producerID: producerID, metadata: metadata, body: body, allocator: allocator)
+            let frame = SendFrameEncoder.encode(
+                producerID: producerID, metadata: metadata, body: body, transaction: message.transaction, allocator: allocator)
             appendPending(.init(
                 firstSequenceID: sequenceID, lastSequenceID: sequenceID, isBatch: false, completions: .one(completion), frame: frame))
             connection?.writeFromAnyLoop(frame)

@@ -179,7 +179,7 @@ public final class PulsarClient: Sendable {
     }
 
     /// A connection to the current service address; when it cannot be reached, the next ones in turn.
-    private func serviceConnection() async throws -> ClientConnection {
+    func serviceConnection() async throws -> ClientConnection {
         var lastError: (any Error)?
         for _ in 0..<serviceAddresses.count {
             let index = currentServiceAddress.load(ordering: .relaxed) % serviceAddresses.count

@@ -31,6 +31,10 @@ public struct ServerError: Sendable, Hashable, CustomStringConvertible {
     public static let incompatibleSchema = ServerError(rawValue: 18)
     public static let consumerAssignError = ServerError(rawValue: 19)
     public static let notAllowedError = ServerError(rawValue: 22)
+    public static let transactionCoordinatorNotFound = ServerError(rawValue: 20)
+    public static let invalidTxnStatus = ServerError(rawValue: 21)
+    public static let transactionConflict = ServerError(rawValue: 23)
+    public static let transactionNotFound = ServerError(rawValue: 24)
     public static let producerFenced = ServerError(rawValue: 25)
 
     public var description: String {

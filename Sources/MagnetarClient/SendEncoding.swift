@@ -17,6 +17,9 @@ public struct OutgoingMessage: Sendable {
     /// Application event time, ms since the epoch.
     public var eventTimeMs: UInt64?
 
+    /// The transaction the message is sent in (`Producer.send(_:transaction:)`): never batched.
+    var transaction: (mostBits: UInt64, leastBits: UInt64)?
+
     public init(payload: ByteBuffer, key: String? = nil, properties: [String: String] = [:], eventTimeMs: UInt64? = nil) {
         self.payload = payload
         self.key = key
@@ -140,10 +143,15 @@ struct SendMetadata: Sendable {
 /// where the CRC32C covers everything from `metadataSize` to the end. One buffer per frame; the body
 /// is copied once into it. Pure functions.
 enum SendFrameEncoder {
-    /// Bytes of `CommandSend{producer_id=1, sequence_id=2, num_messages=3?}`.
-    static func sendCommandSize(producerID: UInt64, sequenceID: Int64, numMessages: Int32?) -> Int {
+    /// Bytes of `CommandSend{producer_id=1, sequence_id=2, num_messages=3?, txnid_least_bits=4?, txnid_most_bits=5?}`.
+    static func sendCommandSize(
+        producerID: UInt64, sequenceID: Int64, numMessages: Int32?, transaction: (mostBits: UInt64, leastBits: UInt64)? = nil
+    ) -> Int {
         var size = 1 + ProtobufWire.varintSize(producerID) + 1 + ProtobufWire.varintSize(UInt64(bitPattern: sequenceID))
         if let numMessages { size += 1 + ProtobufWire.varintSize(UInt64(bitPattern: Int64(numMessages))) }
+        if let transaction {
+            size += 2 + ProtobufWire.varintSize(transaction.leastBits) + ProtobufWire.varintSize(transaction.mostBits)
+        }
         return size
     }
 
@@ -161,11 +169,12 @@ enum SendFrameEncoder {
     }
 
     static func encode(
-        producerID: UInt64, metadata: SendMetadata, body: ByteBuffer, allocator: ByteBufferAllocator
+        producerID: UInt64, metadata: SendMetadata, body: ByteBuffer, transaction: (mostBits: UInt64, leastBits: UInt64)? = nil,
+        allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         frame(
             producerID: producerID, sequenceID: metadata.sequenceID, numMessages: metadata.numMessagesInBatch,
-            metadataSize: metadata.encodedSize, body: body, allocator: allocator
+            metadataSize: metadata.encodedSize, body: body, transaction: transaction, allocator: allocator
         ) { metadata.write(into: &$0) }
     }
 
@@ -173,9 +182,10 @@ enum SendFrameEncoder {
     @inline(__always)
     private static func frame(
         producerID: UInt64, sequenceID: Int64, numMessages: Int32?, metadataSize: Int, body: ByteBuffer,
-        allocator: ByteBufferAllocator, writeMetadata: (inout ByteBuffer) -> Void
+        transaction: (mostBits: UInt64, leastBits: UInt64)? = nil, allocator: ByteBufferAllocator,
+        writeMetadata: (inout ByteBuffer) -> Void
     ) -> ByteBuffer {
-        let sendSize = sendCommandSize(producerID: producerID, sequenceID: sequenceID, numMessages: numMessages)
+        let sendSize = sendCommandSize(producerID: producerID, sequenceID: sequenceID, numMessages: numMessages, transaction: transaction)
         // BaseCommand{type=1: SEND(6), send=6: CommandSend}
         let commandSize = 2 + 1 + ProtobufWire.varintSize(UInt64(sendSize)) + sendSize
         let checksummedSize = 4 + metadataSize + body.readableBytes
@@ -194,6 +204,12 @@ enum SendFrameEncoder {
         if let numMessages {
             buffer.writeInteger(ProtobufWire.tag(3, wireType: ProtobufWire.varint))
             ProtobufWire.writeVarint(UInt64(bitPattern: Int64(numMessages)), into: &buffer)
+        }
+        if let transaction {
+            buffer.writeInteger(ProtobufWire.tag(4, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(transaction.leastBits, into: &buffer)
+            buffer.writeInteger(ProtobufWire.tag(5, wireType: ProtobufWire.varint))
+            ProtobufWire.writeVarint(transaction.mostBits, into: &buffer)
         }
         buffer.writeInteger(PulsarLimits.checksumMagic)
         let checksumIndex = buffer.writerIndex

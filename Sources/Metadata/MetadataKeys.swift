@@ -88,6 +88,11 @@ public enum MetadataKeys {
 
     /// A topic's transaction buffer (`TransactionBufferState`, JSON): its ongoing and aborted transactions.
     public static func transactionBuffer(_ path: String) -> String { "/transaction-buffers/" + path }
+    /// `/transaction-acks/<topic>/<subscription>`: a subscription's acknowledgements in transactions not yet ended.
+    public static func transactionAcks(ofTopic path: String) -> String { "/transaction-acks/" + path + "/" }
+    public static func transactionAcks(ofTopic path: String, subscription: String) -> String {
+        transactionAcks(ofTopic: path) + subscription
+    }
     /// `/transactions/<coordinator>/<sequence>`: one transaction's coordinator record (JSON) until it ends.
     public static func transactions(ofCoordinator coordinator: UInt64) -> String { "/transactions/\(coordinator)/" }
     public static func transaction(coordinator: UInt64, sequence: UInt64) -> String {

@@ -138,6 +138,9 @@ public struct SendCommandFields: Sendable, Equatable {
     public var numMessages: Int32?
     public var highestSequenceID: UInt64?
     public var isChunk = false
+    /// `txnid_most_bits` / `txnid_least_bits`: the SEND is part of a transaction (decoded by SwiftProtobuf).
+    public var transactionMostBits: UInt64?
+    public var transactionLeastBits: UInt64?
 
     public init(producerID: UInt64, sequenceID: UInt64, numMessages: Int32? = nil, highestSequenceID: UInt64? = nil) {
         self.producerID = producerID
@@ -152,6 +155,10 @@ public struct SendCommandFields: Sendable, Equatable {
             numMessages: send.hasNumMessages ? send.numMessages : nil,
             highestSequenceID: send.hasHighestSequenceID ? send.highestSequenceID : nil)
         isChunk = send.hasIsChunk && send.isChunk
+        if send.hasTxnidLeastBits || send.hasTxnidMostBits {
+            transactionMostBits = send.txnidMostBits
+            transactionLeastBits = send.txnidLeastBits
+        }
     }
 
     /// Reads `BaseCommand{type: SEND, send: {producer_id, sequence_id, num_messages?,

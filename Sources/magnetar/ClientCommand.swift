@@ -13,7 +13,7 @@ struct ClientCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client",
         abstract: "Produce, consume and read messages (like pulsar-client).",
-        subcommands: [ClientProduceCommand.self, ClientConsumeCommand.self, ClientReadCommand.self])
+        subcommands: [ClientProduceCommand.self, ClientConsumeCommand.self, ClientReadCommand.self, ClientTransactCommand.self])
 
     static func format(_ id: MessageID) -> String { "\(id.ledgerID):\(id.entryID):\(id.partition):\(id.batchIndex)" }
 
