@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 
 import pulsar
 import pytest
@@ -342,6 +343,18 @@ def test_pulsar_transaction_left_open_times_out_and_aborts(kafka_broker):
         lines = transact(kafka_broker, "--input", source, "-s", "in", "--output", sink, "-n", "3", "--end", "leave",
                          "--timeout-ms", "3000")
         assert lines[-1] == "open"
+        txn = lines[0].split("\t")[1].strip("()").split(",")
+        # The admin API shows it: its metadata, among the slow ones, in the buffer and pending acks.
+        status, metadata = call(kafka_broker, "GET", f"/admin/v3/transactions/transactionMetadata/{txn[0]}/{txn[1]}")
+        assert status == 200 and metadata["status"] == "OPEN"
+        assert sink in metadata["producedPartitions"] and "in" in metadata["ackedPartitions"][source]
+        status, slow = call(kafka_broker, "GET", "/admin/v2/transactions/slowTransactions/0")
+        assert status == 200 and metadata["txnId"] in slow
+        sink_path = sink.removeprefix("persistent://")
+        status, buffer = call(kafka_broker, "GET", f"/admin/v3/transactions/transactionBufferStats/{sink_path}")
+        assert status == 200 and buffer["ongoingTxnSize"] == 1 and buffer["maxReadPosition"]
+        status, pending = call(kafka_broker, "GET", f"/admin/v3/transactions/pendingAckStats/{source.removeprefix('persistent://')}/in")
+        assert status == 200 and pending["ongoingTxnSize"] == 1 and len(pending["pendingAcks"][metadata["txnId"]]) == 3
         # Published after the open transaction's first message: held back until it ends.
         client.create_producer(sink).send(b"behind-the-transaction")
         with pytest.raises(pulsar.Timeout):
@@ -352,5 +365,12 @@ def test_pulsar_transaction_left_open_times_out_and_aborts(kafka_broker):
             out.receive(timeout_millis=1000)
         again = client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared)
         assert sorted(receive_all(again, 3)) == sorted(values)
+        status, stats = call(kafka_broker, "GET", "/admin/v3/transactions/coordinatorStats")
+        assert status == 200 and stats["0"]["timeoutCount"] >= 1
+        status, _ = call(kafka_broker, "GET", f"/admin/v3/transactions/transactionMetadata/{txn[0]}/{txn[1]}")
+        assert status == 404
+        metrics = urllib.request.urlopen(f"{kafka_broker.http_url}/metrics", timeout=10).read().decode()
+        timed_out = [line for line in metrics.splitlines() if line.startswith("pulsar_txn_timeout_total")]
+        assert timed_out and float(timed_out[0].split()[-1]) >= 1
     finally:
         client.close()

@@ -40,6 +40,7 @@ public enum AdminRouter {
         addTenantRoutes(router, broker)
         addClusterRoutes(router, broker)
         addReplicationRoutes(router, broker)
+        addTransactionRoutes(router, broker)
         addNamespaceRoutes(router, broker)
         addPermissionRoutes(router, broker)
         addSchemaRoutes(router, broker)

@@ -56,6 +56,11 @@ public actor MetricsCollector {
         "pulsar_replication_throughput_out": "Bytes per second replicated to the remote cluster",
         "pulsar_replication_delay_in_seconds": "Age in seconds of the oldest entry not yet replicated to the remote cluster (0: caught up)",
         "pulsar_replication_connected_count": "1 while the replicator's producer is connected to the remote cluster, else 0",
+        "pulsar_txn_active_count": "Transactions open now",
+        "pulsar_txn_created_total": "Transactions opened since the coordinator started",
+        "pulsar_txn_committed_total": "Transactions committed since the coordinator started",
+        "pulsar_txn_aborted_total": "Transactions aborted since the coordinator started (time-outs included)",
+        "pulsar_txn_timeout_total": "Transactions aborted by their time-out since the coordinator started",
     ]
 
     /// `le_<bound>` suffixes of Pulsar's bucket names.
@@ -166,6 +171,15 @@ public actor MetricsCollector {
                 setDouble("pulsar_subscription_msg_rate_out", subscriptionLabels, subscriptionRates[0])
                 setDouble("pulsar_subscription_msg_throughput_out", subscriptionLabels, subscriptionRates[1])
             }
+        }
+        if let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) {
+            let stats = await coordinator.currentStatistics()
+            let labels = [("cluster", cluster), ("coordinator_id", "\(stats.coordinatorID)")]
+            set("pulsar_txn_active_count", labels, Int64(stats.open))
+            set("pulsar_txn_created_total", labels, stats.created)
+            set("pulsar_txn_committed_total", labels, stats.committed)
+            set("pulsar_txn_aborted_total", labels, stats.aborted)
+            set("pulsar_txn_timeout_total", labels, stats.timedOut)
         }
         for (namespace, count) in topicsPerNamespace {
             set("pulsar_topics_count", [("cluster", cluster), ("namespace", namespace)], count)

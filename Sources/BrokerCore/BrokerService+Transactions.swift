@@ -50,3 +50,35 @@ extension BrokerService {
         return coordinator
     }
 }
+
+/// A topic's transaction buffer for the admin API (Pulsar's `TransactionBufferStats`).
+public struct TransactionBufferStatistics: Sendable, Equatable {
+    /// Entries before it are dispatched; nil: no transaction holds the topic back.
+    public var maxReadPosition: Position?
+    public var ongoing: [TransactionID]
+    public var aborted: [TransactionID]
+}
+
+/// A subscription's acknowledgements held by transactions (Pulsar's `TransactionPendingAckStats`).
+public struct TransactionPendingAckStatistics: Sendable, Equatable {
+    public var transactions: [TransactionID: [Position]]
+}
+
+extension BrokerService {
+    public func transactionBufferStatistics(_ name: TopicName) async throws -> TransactionBufferStatistics {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit {
+            let state = topic.transactionState
+            return TransactionBufferStatistics(
+                maxReadPosition: state.readLimit, ongoing: state.ongoing.map(\.id), aborted: state.aborted.map(\.id))
+        }.get()
+    }
+
+    public func transactionPendingAckStatistics(_ name: TopicName, subscription: String) async throws -> TransactionPendingAckStatistics {
+        let topic = try await existingTopic(name)
+        return try await topic.eventLoop.submit { () throws -> TransactionPendingAckStatistics in
+            let subscription = try topic.existingSubscription(subscription)
+            return TransactionPendingAckStatistics(transactions: subscription.transactionAcks)
+        }.get()
+    }
+}

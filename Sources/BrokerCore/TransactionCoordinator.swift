@@ -115,11 +115,15 @@ public actor TransactionCoordinator {
     private var recovered = false
 
     static let endedRemembered = 10_000
+    /// The wait before an end is tried again after a participant failed (grows with the attempts).
+    private let retryDelayMs: UInt64
 
     public init(
         coordinatorID: UInt64 = 0, metadata: any MetadataStore, participants: any TransactionParticipants,
-        clock: WallClock = .system, defaultTimeoutMs: Int64 = 60_000, maxTimeoutMs: Int64 = 900_000, logger: Logger
+        clock: WallClock = .system, defaultTimeoutMs: Int64 = 60_000, maxTimeoutMs: Int64 = 900_000,
+        retryDelayMs: UInt64 = 200, logger: Logger
     ) {
+        self.retryDelayMs = retryDelayMs
         self.coordinatorID = coordinatorID
         self.metadata = metadata
         self.participants = participants
@@ -202,7 +206,8 @@ public actor TransactionCoordinator {
     /// Adds topics the transaction writes to (before its first entry on each).
     public func addPartitions(_ id: TransactionID, _ topics: [String]) async throws {
         var record = try openRecord(id)
-        let new = topics.filter { !record.partitions.contains($0) }
+        var new: [String] = []
+        for topic in topics where !record.partitions.contains(topic) && !new.contains(topic) { new.append(topic) }
         guard !new.isEmpty else { return }
         record.partitions.append(contentsOf: new)
         records[id] = record
@@ -217,7 +222,10 @@ public actor TransactionCoordinator {
     /// Adds subscriptions the transaction acknowledges on (before its first acknowledgement on each).
     public func addSubscriptions(_ id: TransactionID, _ subscriptions: [TransactionSubscription]) async throws {
         var record = try openRecord(id)
-        let new = subscriptions.filter { !record.subscriptions.contains($0) }
+        var new: [TransactionSubscription] = []
+        for subscription in subscriptions where !record.subscriptions.contains(subscription) && !new.contains(subscription) {
+            new.append(subscription)
+        }
         guard !new.isEmpty else { return }
         record.subscriptions.append(contentsOf: new)
         records[id] = record
@@ -378,7 +386,7 @@ public actor TransactionCoordinator {
                     ending[id] = retry
                     throw error
                 }
-                try? await Task.sleep(nanoseconds: UInt64(attempt) * 200_000_000)
+                try? await Task.sleep(nanoseconds: UInt64(attempt) * retryDelayMs * 1_000_000)
             }
         }
         record.status = committed ? .committed : .aborted
@@ -393,7 +401,7 @@ public actor TransactionCoordinator {
     }
 
     private func carryOutEndAgain(_ id: TransactionID, committed: Bool) async throws {
-        try? await Task.sleep(nanoseconds: 1_000_000_000)
+        try? await Task.sleep(nanoseconds: retryDelayMs * 5 * 1_000_000)
         ending[id] = nil
         startEnding(id, committed: committed)
         try await ending[id]?.value

@@ -32,6 +32,26 @@ import Testing
         #expect(Entry.encode(attributes: attributes, bodyLength: 4) { $0.writeString("body") } == expected)
     }
 
+    @Test func aTransactionsEntryCarriesItsIDAfterTheFlags() throws {
+        var transactional = attributes
+        transactional.isNonFinalChunk = false
+        transactional.isMarker = true
+        transactional.transactionID = TransactionID(mostBits: 3, leastBits: 0x0102_0304_0506_0708)
+        var written = ByteBuffer()
+        Entry.write(attributes: transactional, into: &written) { $0.writeString("m") }
+        #expect(written.readableBytes == Entry.encodedLength(attributes: transactional, bodyLength: 1))
+        // flags (bit 1 marker, bit 2 transaction), then the id, then the body.
+        let flagsAt = written.readableBytes - 1 - 16 - 1
+        #expect(written.getInteger(at: flagsAt, as: UInt8.self) == 6)
+        #expect(written.getInteger(at: flagsAt + 1, as: UInt64.self) == 3)
+        #expect(written.getInteger(at: flagsAt + 9, as: UInt64.self) == 0x0102_0304_0506_0708)
+        let decoded = try Entry.decode(written)
+        #expect(decoded.attributes == transactional)
+        #expect(String(buffer: decoded.body) == "m")
+        // A header cut inside the id is refused, not misread.
+        #expect(throws: BrokerError.self) { try Entry.decode(written.getSlice(at: 0, length: flagsAt + 5)!) }
+    }
+
     @Test func decodeReadsWhatWriteWrote() throws {
         var marker = EntryAttributes(numMessages: 1, publishTimeMs: 9)
         marker.isMarker = true

@@ -208,9 +208,37 @@ import Testing
         #expect(reason.contains("CONNECT"))
     }
 
-    @Test func unsupportedCommandClosesAndTransactionsAreRefused() {
+    @Test func transactionCommandsAreCarriedOutAndAnswered() {
         var machine = connected()
-        expectError(machine.frameReceived(frame(.newTxn) { $0.newTxn.requestID = 3 }), .notAllowedError, requestID: 3)
+        guard case .transaction(let operation, let command, let requestID) = machine.frameReceived(frame(.newTxn) {
+            $0.newTxn.requestID = 3
+            $0.newTxn.txnTtlMillis = 5_000
+        }) else {
+            Issue.record("NEW_TXN asks the coordinator")
+            return
+        }
+        #expect(operation == .newTransaction(coordinatorID: 0, timeoutMs: 5_000) && requestID == 3)
+        let id = TransactionID(mostBits: 0, leastBits: 7)
+        let response = written(machine.transactionCompleted(command: command, requestID: 3, .success(id)))
+        #expect(response?.type == .newTxnResponse && response?.newTxnResponse.txnidLeastBits == 7)
+        let refused = written(machine.transactionCompleted(
+            command: .endTxn, requestID: 4, .failure(BrokerError(.invalidTransactionStatus, "ended"))))
+        #expect(refused?.type == .endTxnResponse && refused?.endTxnResponse.error == .invalidTxnStatus)
+        guard case .transaction(.addPartitions(let added, let partitions), _, _) = machine.frameReceived(frame(.addPartitionToTxn) {
+            $0.addPartitionToTxn.requestID = 5
+            $0.addPartitionToTxn.txnidLeastBits = 7
+            $0.addPartitionToTxn.partitions = ["persistent://public/default/t"]
+        }) else {
+            Issue.record("ADD_PARTITION_TO_TXN asks the coordinator")
+            return
+        }
+        #expect(added == id && partitions == ["persistent://public/default/t"])
+        // A command naming no transaction is answered at once.
+        #expect(written(machine.frameReceived(frame(.endTxn) { $0.endTxn.requestID = 6 }))?.endTxnResponse.error == .invalidTxnStatus)
+    }
+
+    @Test func unsupportedCommandCloses() {
+        var machine = connected()
         expectError(machine.frameReceived(frame(.authResponse)), .authenticationError, requestID: 0)
         guard case .close = machine.frameReceived(frame(.message)) else {
             Issue.record("a MESSAGE from a client closes the connection")
