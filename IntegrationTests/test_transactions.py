@@ -374,3 +374,41 @@ def test_pulsar_transaction_left_open_times_out_and_aborts(kafka_broker):
         assert timed_out and float(timed_out[0].split()[-1]) >= 1
     finally:
         client.close()
+
+
+def test_pulsar_transaction_survives_kill9_and_still_times_out(tmp_path):
+    broker = make_broker(tmp_path)
+    broker.start()
+    try:
+        source, sink = pulsar_topics("ptx-k9")
+        client = pulsar.Client(broker.url)
+        out = client.subscribe(sink, "out", initial_position=pulsar.InitialPosition.Earliest)
+        client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared,
+                         initial_position=pulsar.InitialPosition.Earliest).close()
+        values = send_inputs(client, source, 3)
+        lines = transact(broker, "--input", source, "-s", "in", "--output", sink, "-n", "3", "--end", "leave",
+                         "--timeout-ms", "8000")
+        assert lines[-1] == "open"
+        client.create_producer(sink).send(b"behind")
+        client.close()
+        broker.kill9()
+        broker.restart()
+        client = pulsar.Client(broker.url)
+        try:
+            out = client.subscribe(sink, "out")
+            inputs = client.subscribe(source, "in", consumer_type=pulsar.ConsumerType.Shared)
+            # Still open after the restart: its messages and what came after are held back, its
+            # acknowledged inputs are not delivered again.
+            with pytest.raises(pulsar.Timeout):
+                out.receive(timeout_millis=1000)
+            with pytest.raises(pulsar.Timeout):
+                inputs.receive(timeout_millis=500)
+            # The recovered coordinator times it out: aborted as a whole.
+            assert out.receive(timeout_millis=20_000).data() == b"behind"
+            with pytest.raises(pulsar.Timeout):
+                out.receive(timeout_millis=1000)
+            assert sorted(receive_all(inputs, 3, timeout_ms=20_000)) == sorted(values)
+        finally:
+            client.close()
+    finally:
+        broker.close()

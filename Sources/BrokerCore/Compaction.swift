@@ -213,6 +213,8 @@ struct TopicCompactor {
     let metadata: any MetadataStore
     let managedLedger: ManagedLedger
     let logger: Logger
+    /// Aborted transactions: their entries are left out, as are markers (never delivered either).
+    var abortedTransactions: Set<TransactionID> = []
 
     static let readBatch = 100
     static let writeBatch = 100
@@ -267,6 +269,8 @@ struct TopicCompactor {
         var opaque = Set<Position>()
         var messagesRead: Int64 = 0
         try await scan(previous: previous, horizon: horizon) { position, entry in
+            if entry.attributes.isMarker { return }
+            if let transaction = entry.attributes.transactionID, abortedTransactions.contains(transaction) { return }
             guard let messages = try codec.messages(of: entry) else {
                 opaque.insert(position)
                 messagesRead += Int64(max(entry.attributes.numMessages, 1))

@@ -38,7 +38,12 @@ extension Topic {
             throw BrokerError(.conflict, "compaction of \(name) is already in progress: wait for it (compaction-status)")
         }
         let startedMs = managedLedger.clock.nowMs()
-        guard let horizon = managedLedger.lastConfirmed, horizon > (compactedView.horizon ?? .beforeEverything) else {
+        // Not past an open transaction's first entry (what comes after it is not readable yet).
+        var lastReadable = managedLedger.lastConfirmed
+        if let limit = transactionView.readLimit, let last = lastReadable, last >= limit {
+            lastReadable = Position(ledgerID: limit.ledgerID, entryID: limit.entryID - 1)
+        }
+        guard let horizon = lastReadable, horizon > (compactedView.horizon ?? .beforeEverything) else {
             // Nothing new since the last compaction.
             compaction.status = .success
             compaction.lastError = nil
@@ -47,8 +52,10 @@ extension Topic {
         }
         compaction.status = .running
         compaction.lastError = nil
-        let compactor = TopicCompactor(
+        var configured = TopicCompactor(
             codec: codec, store: store, metadata: metadata, managedLedger: managedLedger, logger: logger)
+        configured.abortedTransactions = transactionView.aborted
+        let compactor = configured
         let previous = compactedView.record
         let expectedVersion = compactedView.recordVersion
         let key = MetadataKeys.compactedTopic(name.metadataPath)

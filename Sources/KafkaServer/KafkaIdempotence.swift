@@ -117,7 +117,8 @@ final class PartitionProducers: @unchecked Sendable {
         var offset = start.firstOffset
         for (_, entry) in await topic.entries(from: start.position, maxEntries: rebuildMaxEntries, maxBytes: 256 * 1024 * 1024) {
             defer { offset += Int64(max(entry.attributes.numMessages, 1)) }
-            guard let (name, sequence) = KafkaEntryCodec.producer(of: entry), let identity = identity(ofProducerName: name),
+            // A transaction's marker names its producer but holds none of its batches.
+            guard !entry.attributes.isMarker, let (name, sequence) = KafkaEntryCodec.producer(of: entry), let identity = identity(ofProducerName: name),
                   sequence >= 0, sequence <= Int64(Int32.max)
             else { continue }
             let first = Int32(sequence)
