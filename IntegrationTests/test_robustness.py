@@ -352,14 +352,20 @@ def test_negative_protocol_version_is_not_echoed(broker):
 
 
 @pytest.mark.parametrize("command", [NEW_TXN, TC_CLIENT_CONNECT_REQUEST], ids=["new-txn", "tc-connect"])
-def test_transaction_commands_get_an_error(broker, command):
+def test_transaction_commands_are_answered_in_kind(broker, command):
+    # Field numbers: NEW_TXN {request_id 1, txn_ttl_millis 2, tc_id 3} → NEW_TXN_RESPONSE {.., error 4};
+    # TC_CLIENT_CONNECT_REQUEST {request_id 1, tc_id 2} → its response {request_id 1, error 2}.
+    tc_field, error_field = (3, 4) if command == NEW_TXN else (2, 2)
     with _connected(broker) as conn:
-        # request_id (1); tc_id (2) is required in TC_CLIENT_CONNECT_REQUEST, txn_ttl_millis (2) in NEW_TXN
         conn.send(rp.simple_frame(rp.base_command(command, rp.field_varint(1, 42) + rp.field_varint(2, 0))))
         answer = conn.read_command()
-        assert answer.type == rp.ERROR, answer
-        assert answer.first(1) == 42 and answer.first(2) == SERVER_ERROR_NOT_ALLOWED
-        assert b"not enabled" in answer.first(3)
+        assert answer.type == command + 1, answer
+        assert answer.first(1) == 42 and error_field not in answer.fields
+        # A coordinator this broker does not run: TransactionCoordinatorNotFound (20), the connection stays.
+        conn.send(rp.simple_frame(rp.base_command(command, rp.field_varint(1, 43) + rp.field_varint(tc_field, 7))))
+        answer = conn.read_command()
+        assert answer.type == command + 1, answer
+        assert answer.first(1) == 43 and answer.first(error_field) == 20
         conn.ping_pong()
 
 
