@@ -412,3 +412,66 @@ def test_pulsar_transaction_survives_kill9_and_still_times_out(tmp_path):
             client.close()
     finally:
         broker.close()
+
+
+def test_kafka_python_transactional_producer_commits_and_aborts(kafka_broker):
+    from kafka import KafkaProducer
+    topic = unique("kp-tx")
+    source, group = unique("kp-tx-in"), unique("kp-tx-group")
+    produce_plain(kafka_broker, source, ["x"])
+    p = KafkaProducer(bootstrap_servers=bootstrap(kafka_broker), transactional_id=unique("kp-id"))
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(3):
+            p.send(topic, value=f"kept-{i}".encode())
+        from kafka.structs import OffsetAndMetadata
+        from kafka.structs import TopicPartition as KafkaTopicPartition
+        p.send_offsets_to_transaction({KafkaTopicPartition(source, 0): OffsetAndMetadata(1, "", -1)}, group)
+        p.commit_transaction()
+        p.begin_transaction()
+        for i in range(2):
+            p.send(topic, value=f"dropped-{i}".encode())
+        p.flush()
+        p.abort_transaction()
+    finally:
+        p.close()
+    assert read_all(kafka_broker, topic, "read_committed", expect=3) == [f"kept-{i}" for i in range(3)]
+    c = consumer(kafka_broker, group)
+    try:
+        assert c.committed([TopicPartition(source, 0)], 10)[0].offset == 1
+    finally:
+        c.close()
+
+
+def test_aiokafka_transactional_producer_commits_and_aborts(kafka_broker):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    topic = unique("aio-tx")
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap(kafka_broker), transactional_id=unique("aio-id"))
+        await p.start()
+        try:
+            async with p.transaction():
+                for i in range(3):
+                    await p.send_and_wait(topic, f"kept-{i}".encode())
+            await p.begin_transaction()
+            await p.send_and_wait(topic, b"dropped")
+            await p.abort_transaction()
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    assert read_all(kafka_broker, topic, "read_committed", expect=3) == [f"kept-{i}" for i in range(3)]
+
+
+def test_clients_find_the_coordinator_through_the_assign_topic(kafka_broker):
+    # The Java client's discovery: the assign topic's partitions are the coordinators; partition 0 is here.
+    client = pulsar.Client(kafka_broker.url)
+    try:
+        assert client.get_topic_partitions("persistent://pulsar/system/transaction_coordinator_assign") == [
+            "persistent://pulsar/system/transaction_coordinator_assign-partition-0"]
+    finally:
+        client.close()

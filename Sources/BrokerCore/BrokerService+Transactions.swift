@@ -40,6 +40,20 @@ public struct BrokerTransactionParticipants: TransactionParticipants {
 }
 
 extension BrokerService {
+    /// Pulsar's `persistent://pulsar/system/transaction_coordinator_assign`: its partition i stands
+    /// for coordinator i, which clients find with PARTITIONED_METADATA and LOOKUP, then
+    /// TC_CLIENT_CONNECT (the Java client's discovery). One partition: coordinator 0, here.
+    public static let transactionCoordinatorAssign = TopicName(
+        domain: .persistent, tenant: "pulsar", namespace: "system", localName: "transaction_coordinator_assign")
+
+    /// Whether `name` is the coordinator-assign topic (or a partition of it) and this broker runs coordinator 0.
+    public func servesTransactionCoordinatorAssign(_ name: TopicName) -> Bool {
+        guard transactionCoordinator.withLockedValue({ $0 }) != nil else { return false }
+        let assign = Self.transactionCoordinatorAssign
+        guard name.domain == assign.domain, name.tenant == assign.tenant, name.namespace == assign.namespace else { return false }
+        return name.localName == assign.localName || name.localName == assign.localName + "-partition-0"
+    }
+
     /// The coordinator, or the error a client gets when transactions are off.
     public func requireTransactionCoordinator() throws(BrokerError) -> TransactionCoordinator {
         guard let coordinator = transactionCoordinator.withLockedValue({ $0 }) else {

@@ -242,6 +242,7 @@ public final class BrokerService: Sendable {
     /// PARTITIONED_METADATA: the number of partitions, creating the topic as partitioned when the
     /// namespace says new topics are partitioned.
     public func partitionMetadata(_ name: TopicName) async throws -> Int {
+        if servesTransactionCoordinatorAssign(name) { return name.partitionIndex < 0 ? 1 : 0 }
         try await checkTopicAllowed(name)
         let count = try await partitionCount(name)
         guard count == 0, name.partitionIndex < 0, name.domain == .persistent else { return count }
@@ -427,9 +428,37 @@ public final class BrokerService: Sendable {
     /// Waits until every cursor's acknowledgements are durable, closes the store. The periodic
     /// services have stopped before (they are the first the service group stops).
     public func shutdown() async {
-        for topic in loadedTopics {
-            try? await topic.eventLoop.flatSubmit { topic.flushCursors() }.get()
+        // Acknowledgements are flushed, for a bounded time: with storage that cannot take a write
+        // (too few storage nodes left), a flush never succeeds and the process must still exit
+        // (what was not flushed is delivered again after the restart, never lost).
+        let topics = loadedTopics
+        if !topics.isEmpty {
+            let loop = eventLoopGroup.next()
+            let done = loop.makePromise(of: Void.self)
+            let finished = NIOLockedValueBox(false)
+            let finish: @Sendable () -> Void = {
+                if finished.withLockedValue({ value in
+                    defer { value = true }
+                    return !value
+                }) { done.succeed() }
+            }
+            let flushes = topics.map { topic in topic.eventLoop.flatSubmit { topic.flushCursors() } }
+            EventLoopFuture.whenAllComplete(flushes, on: loop).whenComplete { _ in finish() }
+            let logger = self.logger
+            let timeout = loop.scheduleTask(in: Self.shutdownFlushTimeout) {
+                logger.warning("broker.cursor-flush-abandoned", metadata: [
+                    "topics": "\(topics.count)",
+                    "hint": "the storage did not take the subscriptions' last acknowledgements; their messages are delivered again after the restart",
+                ])
+                finish()
+            }
+            try? await done.futureResult.get()
+            timeout.cancel()
         }
+        if let coordinator = transactionCoordinator.withLockedValue({ $0 }) { await coordinator.stop() }
         await store.shutdown()
     }
+
+    /// How long `shutdown` waits for the subscriptions' acknowledgements to be durable.
+    static let shutdownFlushTimeout: TimeAmount = .seconds(5)
 }

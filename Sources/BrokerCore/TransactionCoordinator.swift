@@ -46,6 +46,17 @@ public struct TransactionSubscription: Codable, Sendable, Hashable {
     }
 }
 
+/// A topic (by full name) and partition index whose group offset a transaction holds.
+public struct TransactionSubscriptionPartition: Sendable, Hashable {
+    public var topic: String
+    public var partition: Int32
+
+    public init(topic: String, partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+}
+
 /// One transaction as the coordinator keeps it (`MetadataKeys.transaction`, JSON) until it ended.
 public struct TransactionRecord: Codable, Sendable, Equatable {
     public var id: TransactionID
@@ -113,6 +124,7 @@ public actor TransactionCoordinator {
     /// (a SEND is checked against it in order with the others of its connection).
     private nonisolated let writable = NIOLockedValueBox<[TransactionID: Set<String>]>([:])
     private var recovered = false
+    private var stopped = false
 
     static let endedRemembered = 10_000
     /// The wait before an end is tried again after a participant failed (grows with the attempts).
@@ -261,6 +273,17 @@ public actor TransactionCoordinator {
 
     public func record(_ id: TransactionID) -> TransactionRecord? { records[id] }
 
+    /// The (topic, partition)s of `group` with offsets committed in a transaction not ended yet.
+    public func pendingOffsetCommits(group: String) -> Set<TransactionSubscriptionPartition> {
+        var pending = Set<TransactionSubscriptionPartition>()
+        for record in records.values where !record.status.isEnded {
+            for commit in record.offsetCommits where commit.group == group {
+                pending.insert(TransactionSubscriptionPartition(topic: commit.topic, partition: commit.partition))
+            }
+        }
+        return pending
+    }
+
     /// Transactions open or ending, oldest first.
     public func transactions() -> [TransactionRecord] {
         records.values.sorted { $0.openedAtMs == $1.openedAtMs ? $0.id < $1.id : $0.openedAtMs < $1.openedAtMs }
@@ -353,8 +376,15 @@ public actor TransactionCoordinator {
         }
     }
 
+    /// Stops the time-outs and background retries (the broker is stopping; a successor recovers).
+    public func stop() {
+        stopped = true
+        for timeout in timeouts.values { timeout.cancel() }
+        timeouts.removeAll()
+    }
+
     private func startEnding(_ id: TransactionID, committed: Bool) {
-        guard ending[id] == nil else { return }
+        guard ending[id] == nil, !stopped else { return }
         ending[id] = Task { try await self.carryOutEnd(id, committed: committed) }
     }
 
@@ -377,6 +407,7 @@ public actor TransactionCoordinator {
                 break
             } catch {
                 attempt += 1
+                if stopped { throw error }
                 logger.warning("transaction.end-retrying", metadata: [
                     "transaction": "\(id)", "committed": "\(committed)", "attempt": "\(attempt)", "error": "\(error)",
                 ])
@@ -402,6 +433,7 @@ public actor TransactionCoordinator {
 
     private func carryOutEndAgain(_ id: TransactionID, committed: Bool) async throws {
         try? await Task.sleep(nanoseconds: retryDelayMs * 5 * 1_000_000)
+        guard !stopped else { return }
         ending[id] = nil
         startEnding(id, committed: committed)
         try await ending[id]?.value

@@ -319,7 +319,10 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             let role = machine.role
             answer(channel, {
                 let name = try TopicName(parsing: topic)
-                try await broker.authorizer.authorize(role, .lookup, topic: name)
+                // Any authenticated client may find the transaction coordinators (as in Pulsar).
+                if !broker.servesTransactionCoordinatorAssign(name) {
+                    try await broker.authorizer.authorize(role, .lookup, topic: name)
+                }
                 return try await broker.partitionMetadata(name)
             }) { machine, result in
                 machine.partitionsFound(requestID: requestID, result)
@@ -334,7 +337,9 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             }
             answer(channel, {
                 let name = try TopicName(parsing: topic)
-                try await broker.authorizer.authorize(role, .lookup, topic: name)
+                if !broker.servesTransactionCoordinatorAssign(name) {
+                    try await broker.authorizer.authorize(role, .lookup, topic: name)
+                }
                 let answer = try await broker.lookup(name, authoritative: authoritative)
                 guard let listenerName else { return answer }
                 return try Self.answer(answer, forListener: listenerName, local: localListeners)

@@ -69,6 +69,7 @@ public enum KafkaErrorCode: Int16, Sendable {
     case nonEmptyGroup = 68
     case groupIDNotFound = 69
     case invalidRecord = 87
+    case unstableOffsetCommit = 88
     case producerFenced = 90
 }
 

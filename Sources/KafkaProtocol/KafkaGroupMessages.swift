@@ -494,10 +494,14 @@ public struct OffsetFetchRequest: Sendable, Equatable {
     public var groupID: String
     /// nil: every partition the group has committed.
     public var topics: [KafkaTopicPartitions<Bool>]?
+    /// v7+ (`require_stable`, read_committed consumers): a partition with offsets pending in an open
+    /// transaction answers UNSTABLE_OFFSET_COMMIT (the client asks again).
+    public var requireStable = false
 
-    public init(groupID: String, topics: [KafkaTopicPartitions<Bool>]?) {
+    public init(groupID: String, topics: [KafkaTopicPartitions<Bool>]?, requireStable: Bool = false) {
         self.groupID = groupID
         self.topics = topics
+        self.requireStable = requireStable
     }
 
     public static func read(_ reader: inout KafkaReader, version: Int16) throws(KafkaProtocolError) -> OffsetFetchRequest {
@@ -511,9 +515,9 @@ public struct OffsetFetchRequest: Sendable, Equatable {
             try reader.endStruct(flexible)
             return KafkaTopicPartitions(topic: name, partitions: indexes)
         }
-        if version >= 7 { _ = try reader.bool() }  // require_stable
+        let requireStable = version >= 7 ? try reader.bool() : false
         try reader.endStruct(flexible)
-        return OffsetFetchRequest(groupID: groupID, topics: topics)
+        return OffsetFetchRequest(groupID: groupID, topics: topics, requireStable: requireStable)
     }
 }
 

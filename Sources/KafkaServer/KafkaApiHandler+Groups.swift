@@ -205,8 +205,19 @@ extension KafkaApiHandler {
             logger.warning("kafka.offset-fetch.failed", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
             return OffsetFetchResponse(topics: [], errorCode: .coordinatorNotAvailable)
         }
+        // read_committed consumers do not start from an offset an open transaction is about to replace.
+        var pending = Set<TransactionSubscriptionPartition>()
+        if request.requireStable, let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) {
+            pending = await coordinator.pendingOffsetCommits(group: request.groupID)
+        }
         func value(_ offset: KafkaCommittedOffset?) -> OffsetFetchResponse.Partition {
             OffsetFetchResponse.Partition(offset: offset?.offset ?? -1, metadata: offset?.metadata ?? "")
+        }
+        func value(_ offset: KafkaCommittedOffset?, topic: String, partition: Int32) -> OffsetFetchResponse.Partition {
+            guard !pending.contains(TransactionSubscriptionPartition(topic: topic, partition: partition)) else {
+                return OffsetFetchResponse.Partition(offset: -1, metadata: "", errorCode: .unstableOffsetCommit)
+            }
+            return value(offset)
         }
         guard let topics = request.topics else {
             // Every partition the group has committed.
@@ -224,7 +235,7 @@ extension KafkaApiHandler {
                 })
             }
             return KafkaTopicPartitions(topic: topic.topic, partitions: topic.partitions.map {
-                ($0.index, value(stored.offset(topic: name.description, partition: $0.index)))
+                ($0.index, value(stored.offset(topic: name.description, partition: $0.index), topic: name.description, partition: $0.index))
             })
         })
     }

@@ -165,6 +165,7 @@ actor RecordingParticipants: TransactionParticipants {
                 try? await coordinator.end(id, committed: committed)
             }
             // The process dies: a new coordinator over the same store takes over.
+            await coordinator.stop()
             let second = RecordingParticipants()
             let successor = TransactionCoordinator(metadata: metadata, participants: second, retryDelayMs: 1, logger: logger)
             try await successor.recover()
