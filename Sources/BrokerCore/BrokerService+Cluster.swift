@@ -18,9 +18,12 @@ extension BrokerService {
     /// topic's bundle; an unowned bundle is placed on the live broker owning the fewest bundles
     /// (this one when `authoritative`, i.e. the client was redirected here, or when it is the least loaded).
     public func lookup(_ name: TopicName, authoritative: Bool) async throws -> LookupAnswer {
-        // Coordinator 0 (the coordinator-assign topic's partition 0) is served here.
-        if servesTransactionCoordinatorAssign(name) { return .local }
-        try await checkTopicAllowed(name)
+        // Coordinator 0 (the coordinator-assign topic's partition 0): here in standalone, else its bundle's owner.
+        if servesTransactionCoordinatorAssign(name) {
+            guard cluster != nil else { return .local }
+        } else {
+            try await checkTopicAllowed(name)
+        }
         guard let cluster else { return .local }
         let bundle = NamespaceBundle.bundle(for: name)
         if cluster.ownsHere(bundle) { return .local }

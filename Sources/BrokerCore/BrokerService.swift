@@ -92,6 +92,8 @@ public final class BrokerService: Sendable {
     public let replicatorFactory = NIOLockedValueBox<(any ReplicatorFactory)?>(nil)
     /// The transaction coordinator (`transactionCoordinatorEnabled`), once the server started it.
     public let transactionCoordinator = NIOLockedValueBox<TransactionCoordinator?>(nil)
+    /// Ends transactions on other brokers' topics (a cluster), once the server installed it.
+    public let remoteTransactionEnds = NIOLockedValueBox<(any RemoteTransactionEnds)?>(nil)
     /// Applies offsets committed in transactions (the Kafka endpoint's group offsets), once installed.
     public let transactionOffsetCommitter = NIOLockedValueBox<(any TransactionOffsetCommitter)?>(nil)
     private let producerCounter = NIOLockedValueBox<Int64>(0)

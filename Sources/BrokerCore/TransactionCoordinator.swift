@@ -401,9 +401,13 @@ public actor TransactionCoordinator {
                 for subscription in record.subscriptions {
                     try await participants.endTransaction(id, onSubscription: subscription, committed: committed)
                 }
-                if committed, !record.offsetCommits.isEmpty {
-                    try await participants.commitOffsets(record.offsetCommits)
+                // Offsets committed here, and those other brokers recorded for it (their groups).
+                let recorded = try await recordedOffsetCommits(id)
+                let commits = record.offsetCommits + recorded.flatMap(\.commits)
+                if committed, !commits.isEmpty {
+                    try await participants.commitOffsets(commits)
                 }
+                for (key, _) in recorded { try await metadata.delete(key, expectedVersion: nil) }
                 break
             } catch {
                 attempt += 1
@@ -429,6 +433,20 @@ public actor TransactionCoordinator {
             MetadataKeys.transaction(coordinator: coordinatorID, sequence: id.leastBits), expectedVersion: nil)
         if committed { statistics.committed += 1 } else { statistics.aborted += 1 }
         logger.debug("transaction.ended", metadata: ["transaction": "\(id)", "committed": "\(committed)"])
+    }
+
+    /// Offsets other brokers recorded for the transaction (`MetadataKeys.transactionOffsetCommits`).
+    private func recordedOffsetCommits(_ id: TransactionID) async throws -> [(key: String, commits: [TransactionOffsetCommit])] {
+        let prefix = MetadataKeys.transactionOffsetCommits(coordinator: id.mostBits, sequence: id.leastBits)
+        var recorded: [(key: String, commits: [TransactionOffsetCommit])] = []
+        for key in try await metadata.list(prefix: prefix) {
+            let full = key.hasPrefix("/") ? key : prefix + key
+            guard let stored = try await metadata.get(full),
+                  let commits = try? JSONDecoder().decode([TransactionOffsetCommit].self, from: Data(stored.value))
+            else { continue }
+            recorded.append((full, commits))
+        }
+        return recorded
     }
 
     private func carryOutEndAgain(_ id: TransactionID, committed: Bool) async throws {

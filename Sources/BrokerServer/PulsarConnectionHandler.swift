@@ -227,10 +227,13 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
             guard let topic = publish.topic as? Topic else {
                 return refuseSend(publish, .notAllowedError, "transactions write to persistent topics only")
             }
-            guard let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) else {
+            guard broker.configuration.transactionCoordinatorEnabled else {
                 return refuseSend(publish, .transactionCoordinatorNotFound, "transactions are not enabled on this broker")
             }
-            guard coordinator.mayWrite(transaction, to: topic.name.description) else {
+            // The coordinator here checks the transaction; in a cluster one elsewhere added the
+            // partition before the client sent (the client's ADD_PARTITION_TO_TXN came first).
+            let coordinator = broker.transactionCoordinator.withLockedValue { $0 }
+            guard coordinator?.mayWrite(transaction, to: topic.name.description) ?? (broker.cluster != nil) else {
                 return refuseSend(
                     publish, .invalidTxnStatus,
                     "transaction \(transaction) is not open or \(topic.name) was not added to it (ADD_PARTITION_TO_TXN first)")
@@ -251,9 +254,13 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
                 guard let topic = consumer.topic as? Topic else {
                     throw BrokerError(.notAllowed, "transactions acknowledge on persistent topics only")
                 }
-                let coordinator = try broker.requireTransactionCoordinator()
+                guard broker.configuration.transactionCoordinatorEnabled else {
+                    throw BrokerError(.transactionCoordinatorNotFound, "transactions are not enabled on this broker")
+                }
                 let subscription = TransactionSubscription(topic: topic.name.description, subscription: consumer.subscription)
-                guard await coordinator.mayAcknowledge(transaction, on: subscription) else {
+                let coordinator = broker.transactionCoordinator.withLockedValue { $0 }
+                let allowed = if let coordinator { await coordinator.mayAcknowledge(transaction, on: subscription) } else { broker.cluster != nil }
+                guard allowed else {
                     throw BrokerError(
                         .invalidTransactionStatus,
                         "transaction \(transaction) is not open or subscription '\(consumer.subscription)' of \(topic.name) was not added to it (ADD_SUBSCRIPTION_TO_TXN first)")
@@ -455,19 +462,23 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
     /// A transaction command, with the broker's coordinator (or, ON_PARTITION / ON_SUBSCRIPTION,
     /// the topic, once the coordinator agrees the transaction is ending that way).
     private static func carryOut(_ operation: TransactionOperation, broker: BrokerService, role: String?) async throws -> TransactionID? {
+        switch operation {
+        case .endOnPartition(let transaction, let topic, let committed):
+            try await checkEnding(transaction, committed: committed, broker: broker, role: role)
+            try await BrokerTransactionParticipants(broker: broker).endTransaction(transaction, onPartition: topic, committed: committed)
+            return transaction
+        case .endOnSubscription(let transaction, let subscription, let committed):
+            try await checkEnding(transaction, committed: committed, broker: broker, role: role)
+            try await BrokerTransactionParticipants(broker: broker).endTransaction(
+                transaction, onSubscription: subscription, committed: committed)
+            return transaction
+        default:
+            break
+        }
         let coordinator = try broker.requireTransactionCoordinator()
         func checkCoordinator(_ id: UInt64) throws {
             guard id == coordinator.coordinatorID else {
                 throw BrokerError(.transactionCoordinatorNotFound, "transaction coordinator \(id) is not served here (\(coordinator.coordinatorID) is)")
-            }
-        }
-        func checkEnding(_ transaction: TransactionID, committed: Bool) async throws {
-            let status = await coordinator.status(transaction)
-            let expected: Set<TransactionStatus> = committed ? [.committing, .committed] : [.aborting, .aborted]
-            guard let status, expected.contains(status) else {
-                throw BrokerError(
-                    .invalidTransactionStatus,
-                    "transaction \(transaction) is \(status?.rawValue ?? "unknown"), not \(committed ? "committing" : "aborting")")
             }
         }
         switch operation {
@@ -494,15 +505,31 @@ final class PulsarConnectionHandler: ChannelInboundHandler {
         case .end(let transaction, let committed):
             try await coordinator.end(transaction, committed: committed)
             return transaction
-        case .endOnPartition(let transaction, let topic, let committed):
-            try await checkEnding(transaction, committed: committed)
-            try await BrokerTransactionParticipants(broker: broker).endTransaction(transaction, onPartition: topic, committed: committed)
-            return transaction
-        case .endOnSubscription(let transaction, let subscription, let committed):
-            try await checkEnding(transaction, committed: committed)
-            try await BrokerTransactionParticipants(broker: broker).endTransaction(
-                transaction, onSubscription: subscription, committed: committed)
-            return transaction
+        case .endOnPartition, .endOnSubscription:
+            return nil  // carried out above
+        }
+    }
+
+    /// END_TXN_ON_PARTITION / ON_SUBSCRIPTION end a transaction the coordinator is ending that way:
+    /// checked with the coordinator when it runs here; from another broker of the cluster (the
+    /// coordinator's), the caller must be a superuser when authorization is on (brokers are).
+    private static func checkEnding(_ transaction: TransactionID, committed: Bool, broker: BrokerService, role: String?) async throws {
+        guard broker.configuration.transactionCoordinatorEnabled else {
+            throw BrokerError(.transactionCoordinatorNotFound, "transactions are not enabled on this broker")
+        }
+        guard let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) else {
+            guard broker.cluster != nil else {
+                throw BrokerError(.transactionCoordinatorNotFound, "the transaction coordinator is still starting; retry")
+            }
+            try broker.authorizer.authorizeSuperUser(role, "end a transaction on a topic")
+            return
+        }
+        let status = await coordinator.status(transaction)
+        let expected: Set<TransactionStatus> = committed ? [.committing, .committed] : [.aborting, .aborted]
+        guard let status, expected.contains(status) else {
+            throw BrokerError(
+                .invalidTransactionStatus,
+                "transaction \(transaction) is \(status?.rawValue ?? "unknown"), not \(committed ? "committing" : "aborting")")
         }
     }
 

@@ -160,10 +160,11 @@ public enum BrokerProcess {
             broker: broker, settings: wiring.replication, eventLoopGroup: eventLoopGroup, logger: logger)
         broker.replicatorFactory.withLockedValue { $0 = GeoReplicatorFactory(broker: broker, clients: remoteClusters, logger: logger) }
         var failure: (any Error)?
+        var stopTransactions: (@Sendable () async -> Void)?
         do {
             try await broker.bootstrap()
             try await wiring.afterBootstrap?(broker)
-            startTransactionCoordinator(broker, wiring: wiring, logger: logger)
+            stopTransactions = startTransactionCoordinator(broker, wiring: wiring, eventLoopGroup: eventLoopGroup, logger: logger)
             logger.info("\(wiring.role).started", metadata: [
                 "pulsar-url": "\(wiring.configuration.advertisedPulsarURL)",
                 "http-url": "\(wiring.configuration.advertisedHTTPURL)", "cluster": "\(wiring.configuration.clusterName)",
@@ -180,6 +181,7 @@ public enum BrokerProcess {
             logger.error("\(wiring.role).failed", metadata: ["error": "\(error)"])
             failure = error
         }
+        await stopTransactions?()
         await broker.shutdown()
         await remoteClusters.shutdown()
         await wiring.metadata.close()
@@ -188,33 +190,70 @@ public enum BrokerProcess {
         if let failure { throw failure }
     }
 
-    /// `transactionCoordinatorEnabled`: the coordinator (id 0), recovering its transactions in the
-    /// background (ending what was ending, timing out what was open). Standalone only: a cluster's
-    /// brokers would share one coordinator id.
-    static func startTransactionCoordinator(_ broker: BrokerService, wiring: BrokerWiring, logger: Logger) {
-        guard wiring.configuration.transactionCoordinatorEnabled else { return }
-        guard wiring.cluster == nil else {
-            logger.warning("transaction.coordinator-off", metadata: [
-                "hint": "transactions run in standalone only for now; transactionCoordinatorEnabled is ignored on a cluster broker",
-            ])
-            return
+    /// `transactionCoordinatorEnabled`: coordinator 0, recovering its transactions in the background
+    /// (ending what was ending, timing out what was open). In standalone it runs here; in a cluster
+    /// on the broker that owns the bundle of `transaction_coordinator_assign-partition-0` (checked
+    /// each second: a broker that takes the bundle over, its owner dead, recovers the coordinator),
+    /// ending transactions on other brokers' topics through `ClusterTransactionEnds`. Returns what
+    /// stops it.
+    static func startTransactionCoordinator(
+        _ broker: BrokerService, wiring: BrokerWiring, eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) -> (@Sendable () async -> Void)? {
+        guard wiring.configuration.transactionCoordinatorEnabled else { return nil }
+        let metadata = wiring.metadata
+        let clock = wiring.configuration.managedLedger.clock
+        @Sendable func make() -> TransactionCoordinator {
+            TransactionCoordinator(
+                metadata: metadata, participants: BrokerTransactionParticipants(broker: broker), clock: clock, logger: logger)
         }
-        let coordinator = TransactionCoordinator(
-            metadata: wiring.metadata, participants: BrokerTransactionParticipants(broker: broker),
-            clock: wiring.configuration.managedLedger.clock, logger: logger)
-        broker.transactionCoordinator.withLockedValue { $0 = coordinator }
-        Task {
-            while true {
-                do {
-                    try await coordinator.recover()
-                    return
-                } catch {
-                    logger.error("transaction.coordinator-recovery-failed", metadata: [
-                        "error": "\(error)", "hint": "retrying in a second; transactions are refused until it succeeds",
-                    ])
+        @Sendable func recover(_ coordinator: TransactionCoordinator) async -> Bool {
+            do {
+                try await coordinator.recover()
+                return true
+            } catch {
+                logger.error("transaction.coordinator-recovery-failed", metadata: [
+                    "error": "\(error)", "hint": "retrying in a second; transactions are refused until it succeeds",
+                ])
+                return false
+            }
+        }
+        guard wiring.cluster != nil else {
+            let coordinator = make()
+            broker.transactionCoordinator.withLockedValue { $0 = coordinator }
+            let task = Task {
+                while !Task.isCancelled, !(await recover(coordinator)) {
                     try? await Task.sleep(nanoseconds: 1_000_000_000)
                 }
             }
+            return { task.cancel() }
+        }
+        let ends = ClusterTransactionEnds(
+            url: wiring.configuration.advertisedPulsarURL, settings: wiring.replication, eventLoopGroup: eventLoopGroup, logger: logger)
+        broker.remoteTransactionEnds.withLockedValue { $0 = ends }
+        let task = Task {
+            while !Task.isCancelled {
+                let owns = (try? await broker.servesHere(BrokerService.transactionCoordinatorPartition)) ?? false
+                let current = broker.transactionCoordinator.withLockedValue { $0 }
+                if owns, current == nil {
+                    let coordinator = make()
+                    broker.transactionCoordinator.withLockedValue { $0 = coordinator }
+                    if await recover(coordinator) {
+                        logger.info("transaction.coordinator-taken", metadata: ["transaction.coordinator": "0"])
+                    } else {
+                        broker.transactionCoordinator.withLockedValue { $0 = nil }
+                        await coordinator.stop()
+                    }
+                } else if !owns, let current {
+                    broker.transactionCoordinator.withLockedValue { $0 = nil }
+                    await current.stop()
+                    logger.info("transaction.coordinator-released", metadata: ["transaction.coordinator": "0"])
+                }
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        }
+        return {
+            task.cancel()
+            await ends.shutdown()
         }
     }
 

@@ -24,14 +24,32 @@ extension KafkaApiHandler {
     func findCoordinator(_ request: FindCoordinatorRequest) async -> FindCoordinatorResponse {
         let here = FindCoordinatorResponse(nodeID: nodeID, host: settings.advertisedHost, port: Int32(settings.advertisedPort))
         if request.keyType == 1 {
-            // A transactional id: this broker's transaction coordinator, when it runs one.
-            guard (try? broker.requireTransactionCoordinator()) != nil else {
+            // A transactional id: transaction coordinator 0, here in standalone, else on the owner of
+            // the coordinator-assign topic's partition 0.
+            guard broker.configuration.transactionCoordinatorEnabled else {
                 return FindCoordinatorResponse(
                     errorCode: .coordinatorNotAvailable,
                     errorMessage: "transactions are not enabled on this broker (transactionCoordinatorEnabled=true)",
                     nodeID: -1, host: "", port: -1)
             }
-            return here
+            do {
+                guard let owner = try await broker.placement(of: BrokerService.transactionCoordinatorPartition) else {
+                    guard broker.transactionCoordinator.withLockedValue({ $0 }) != nil else {
+                        return FindCoordinatorResponse(
+                            errorCode: .coordinatorNotAvailable, errorMessage: "the transaction coordinator is starting here",
+                            nodeID: -1, host: "", port: -1)
+                    }
+                    return here
+                }
+                guard let address = Self.kafkaAddress(of: owner) else {
+                    return FindCoordinatorResponse(
+                        errorCode: .coordinatorNotAvailable,
+                        errorMessage: "broker \(owner.brokerID) runs the transaction coordinator but serves no Kafka", nodeID: -1, host: "", port: -1)
+                }
+                return FindCoordinatorResponse(nodeID: Self.nodeID(of: owner), host: address.host, port: Int32(address.port))
+            } catch {
+                return FindCoordinatorResponse(errorCode: .coordinatorNotAvailable, errorMessage: "\(error)", nodeID: -1, host: "", port: -1)
+            }
         }
         do {
             let owner = try await broker.placement(of: coordinatorName(request.key))
@@ -208,6 +226,7 @@ extension KafkaApiHandler {
         // read_committed consumers do not start from an offset an open transaction is about to replace.
         var pending = Set<TransactionSubscriptionPartition>()
         if request.requireStable, let coordinator = broker.transactionCoordinator.withLockedValue({ $0 }) {
+            // (In a cluster only when the coordinator runs on the group's broker.)
             pending = await coordinator.pendingOffsetCommits(group: request.groupID)
         }
         func value(_ offset: KafkaCommittedOffset?) -> OffsetFetchResponse.Partition {

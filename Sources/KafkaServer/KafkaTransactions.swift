@@ -54,12 +54,15 @@ actor KafkaTransactions {
         do {
             return try broker.requireTransactionCoordinator()
         } catch {
-            throw Refusal.code(.coordinatorNotAvailable, error.message)
+            // In a cluster another broker runs it now: the client looks it up again.
+            throw Refusal.code(broker.cluster != nil && broker.configuration.transactionCoordinatorEnabled ? .notCoordinator : .coordinatorNotAvailable, error.message)
         }
     }
 
+    /// The stored state: read again each time in a cluster (the coordinator may have moved here
+    /// from another broker, or the partition leader checking a produce is not the coordinator's).
     private func load(_ transactionalID: String) async throws -> KafkaTransactionalState? {
-        if let state = states[transactionalID] { return state }
+        if broker.cluster == nil, let state = states[transactionalID] { return state }
         guard let stored = try await broker.metadata.get(MetadataKeys.kafkaTransactionalID(transactionalID)) else { return nil }
         let state = try JSONDecoder().decode(KafkaTransactionalState.self, from: Data(stored.value))
         states[transactionalID] = state
@@ -206,7 +209,14 @@ actor KafkaTransactions {
                 guard let transaction = state.transaction else {
                     throw Refusal.code(.invalidTxnState, "'\(request.transactionalID)' has no transaction open (AddOffsetsToTxn first)")
                 }
-                try await self.coordinator().addOffsetCommits(transaction, commits)
+                if let local = self.broker.transactionCoordinator.withLockedValue({ $0 }) {
+                    try await local.addOffsetCommits(transaction, commits)
+                } else if self.broker.cluster != nil, self.broker.configuration.transactionCoordinatorEnabled {
+                    // This is the group's broker, the coordinator runs elsewhere: recorded for it to apply.
+                    try await self.record(commits, group: request.groupID, transaction: transaction)
+                } else {
+                    _ = try await self.coordinator()
+                }
                 return .none
             } catch {
                 return await self.code(error, request.transactionalID, "kafka.txn-offset-commit")
@@ -234,10 +244,30 @@ actor KafkaTransactions {
         }
     }
 
+    /// Records a group's offsets for a transaction whose coordinator runs on another broker (a later
+    /// commit of a partition replaces the earlier one).
+    private func record(_ commits: [TransactionOffsetCommit], group: String, transaction: TransactionID) async throws {
+        let key = MetadataKeys.transactionOffsetCommits(coordinator: transaction.mostBits, sequence: transaction.leastBits, group: group)
+        var current: [TransactionOffsetCommit] = []
+        if let stored = try await broker.metadata.get(key) {
+            current = (try? JSONDecoder().decode([TransactionOffsetCommit].self, from: Data(stored.value))) ?? []
+        }
+        for commit in commits {
+            current.removeAll { $0.topic == commit.topic && $0.partition == commit.partition }
+            current.append(commit)
+        }
+        _ = try await broker.metadata.put(key, value: Array(try JSONEncoder().encode(current)), expectedVersion: nil)
+    }
+
     /// The open transaction a transactional Produce to `topic` writes in, or why it may not.
     func transaction(forProduce transactionalID: String, producerID: Int64, epoch: Int16, topic: String) async throws -> TransactionID {
         let state = try await check(transactionalID, producerID: producerID, epoch: epoch)
-        guard let transaction = state.transaction, try coordinator().mayWrite(transaction, to: topic) else {
+        // The coordinator checks the partition when it runs here; in a cluster, one elsewhere took
+        // the client's AddPartitionsToTxn before this Produce.
+        let local = broker.transactionCoordinator.withLockedValue { $0 }
+        guard let transaction = state.transaction,
+              local?.mayWrite(transaction, to: topic) ?? (broker.cluster != nil && broker.configuration.transactionCoordinatorEnabled)
+        else {
             throw Refusal.code(.invalidTxnState, "partition \(topic) was not added to an open transaction of '\(transactionalID)' (AddPartitionsToTxn first)")
         }
         return transaction

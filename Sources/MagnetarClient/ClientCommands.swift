@@ -171,6 +171,8 @@ enum ClientCommands {
         case .addPartitionToTxnResponse: return command.addPartitionToTxnResponse.requestID
         case .addSubscriptionToTxnResponse: return command.addSubscriptionToTxnResponse.requestID
         case .endTxnResponse: return command.endTxnResponse.requestID
+        case .endTxnOnPartitionResponse: return command.endTxnOnPartitionResponse.requestID
+        case .endTxnOnSubscriptionResponse: return command.endTxnOnSubscriptionResponse.requestID
         default: return nil
         }
     }

@@ -255,6 +255,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
                 command.addSubscriptionToTxnResponse.error, command.addSubscriptionToTxnResponse.message))
         case .endTxnResponse where command.endTxnResponse.hasError:
             request.promise.fail(PulsarClientError.server(command.endTxnResponse.error, command.endTxnResponse.message))
+        case .endTxnOnPartitionResponse where command.endTxnOnPartitionResponse.hasError:
+            request.promise.fail(PulsarClientError.server(command.endTxnOnPartitionResponse.error, command.endTxnOnPartitionResponse.message))
+        case .endTxnOnSubscriptionResponse where command.endTxnOnSubscriptionResponse.hasError:
+            request.promise.fail(PulsarClientError.server(
+                command.endTxnOnSubscriptionResponse.error, command.endTxnOnSubscriptionResponse.message))
         case .ackResponse where command.ackResponse.hasError:
             request.promise.fail(PulsarClientError.server(command.ackResponse.error, command.ackResponse.message))
         default:

@@ -107,13 +107,17 @@ extension PulsarClient {
         return Transaction(mostBits: response.newTxnResponse.txnidMostBits, leastBits: response.newTxnResponse.txnidLeastBits, client: self)
     }
 
-    /// A request to transaction coordinator 0 on the service connection (connected to it once with
-    /// TC_CLIENT_CONNECT); a refusal is the broker's `ServerError`.
+    /// The topic whose partition 0 stands for coordinator 0: its owner runs the coordinator.
+    static let coordinatorPartition = "persistent://pulsar/system/transaction_coordinator_assign-partition-0"
+
+    /// A request to transaction coordinator 0 on the connection to the broker that runs it (a LOOKUP
+    /// of the coordinator-assign topic's partition 0; connected once with TC_CLIENT_CONNECT); a
+    /// refusal is the broker's `ServerError`.
     func coordinatorRequest(
         _ make: @escaping @Sendable (UInt64) -> Pulsar_Proto_BaseCommand
     ) async throws(PulsarClientError) -> Pulsar_Proto_BaseCommand {
         do {
-            let connection = try await serviceConnection()
+            let connection = try await lookup(topic: Self.coordinatorPartition)
             if !connection.coordinatorConnected.load(ordering: .relaxed) {
                 _ = try await connection.requestFromAnyLoop(on: connection.eventLoop) { requestID in
                     ClientCommands.base(.tcClientConnectRequest) {
@@ -124,6 +128,52 @@ extension PulsarClient {
                 connection.coordinatorConnected.store(true, ordering: .relaxed)
             }
             return try await connection.requestFromAnyLoop(on: connection.eventLoop, make).get()
+        } catch let error as PulsarClientError {
+            throw error
+        } catch {
+            throw PulsarClientError(.connectionFailed, "\(error)")
+        }
+    }
+
+    /// Ends a transaction on one topic (END_TXN_ON_PARTITION), at the broker that serves it: what a
+    /// coordinator sends to the other brokers of its cluster.
+    public func endTransaction(
+        mostBits: UInt64, leastBits: UInt64, onPartition topic: String, commit: Bool
+    ) async throws(PulsarClientError) {
+        try await topicRequest(topic) { requestID in
+            ClientCommands.base(.endTxnOnPartition) {
+                $0.endTxnOnPartition.requestID = requestID
+                $0.endTxnOnPartition.txnidMostBits = mostBits
+                $0.endTxnOnPartition.txnidLeastBits = leastBits
+                $0.endTxnOnPartition.topic = topic
+                $0.endTxnOnPartition.txnAction = commit ? .commit : .abort
+            }
+        }
+    }
+
+    /// Ends a transaction's acknowledgements on one subscription (END_TXN_ON_SUBSCRIPTION), at the
+    /// broker that serves its topic.
+    public func endTransaction(
+        mostBits: UInt64, leastBits: UInt64, onSubscription subscription: String, topic: String, commit: Bool
+    ) async throws(PulsarClientError) {
+        try await topicRequest(topic) { requestID in
+            ClientCommands.base(.endTxnOnSubscription) {
+                $0.endTxnOnSubscription.requestID = requestID
+                $0.endTxnOnSubscription.txnidMostBits = mostBits
+                $0.endTxnOnSubscription.txnidLeastBits = leastBits
+                var entry = Pulsar_Proto_Subscription()
+                entry.topic = topic
+                entry.subscription = subscription
+                $0.endTxnOnSubscription.subscription = entry
+                $0.endTxnOnSubscription.txnAction = commit ? .commit : .abort
+            }
+        }
+    }
+
+    private func topicRequest(_ topic: String, _ make: @escaping @Sendable (UInt64) -> Pulsar_Proto_BaseCommand) async throws(PulsarClientError) {
+        do {
+            let connection = try await lookup(topic: topic)
+            _ = try await connection.requestFromAnyLoop(on: connection.eventLoop, make).get()
         } catch let error as PulsarClientError {
             throw error
         } catch {

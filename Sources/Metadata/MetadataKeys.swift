@@ -98,6 +98,17 @@ public enum MetadataKeys {
     public static func transaction(coordinator: UInt64, sequence: UInt64) -> String {
         transactions(ofCoordinator: coordinator) + String(sequence)
     }
+    /// `/transaction-offsets/<coordinator>/<sequence>/<group>`: a group's offsets committed in a
+    /// transaction on a broker other than the coordinator's (Kafka's TxnOffsetCommit reaches the
+    /// group's broker), applied by the coordinator when the transaction commits.
+    public static func transactionOffsetCommits(coordinator: UInt64, sequence: UInt64) -> String {
+        "/transaction-offsets/\(coordinator)/\(sequence)/"
+    }
+    public static func transactionOffsetCommits(coordinator: UInt64, sequence: UInt64, group: String) -> String {
+        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
+        allowed.insert(charactersIn: "-._")
+        return transactionOffsetCommits(coordinator: coordinator, sequence: sequence) + (group.addingPercentEncoding(withAllowedCharacters: allowed) ?? group)
+    }
     /// The last transaction sequence a coordinator handed out.
     public static func transactionCounter(coordinator: UInt64) -> String { "/counters/transaction-id/\(coordinator)" }
 
