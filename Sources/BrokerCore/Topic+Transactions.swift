@@ -19,7 +19,7 @@ extension Topic {
         try await eventLoop.submit {
             self.transactionBuffer = state
             self.transactionBuffer.trim(before: self.managedLedger.firstPosition)
-            self.transactionView.update(self.transactionBuffer)
+            self.transactionStateChanged()
         }.get()
     }
 
@@ -50,7 +50,7 @@ extension Topic {
             let lowerBound = Position(ledgerID: end.ledgerID, entryID: end.entryID + 1)
             self.transactionBuffer.register(
                 transaction, at: lowerBound, offset: self.nextOffsetOnLoop() ?? lookedUp, producerName: producerName)
-            self.transactionView.update(self.transactionBuffer)
+            self.transactionStateChanged()
             return self.persistTransactionBuffer()
         }.whenComplete { result in
             let waiting = self.transactionRegistrations.removeValue(forKey: transaction) ?? []
@@ -61,7 +61,7 @@ extension Topic {
                     "topic": "\(self.name)", "transaction": "\(transaction)", "error": "\(error)",
                 ])
                 self.transactionBuffer = self.persistedTransactionBuffer
-                self.transactionView.update(self.transactionBuffer)
+                self.transactionStateChanged()
                 failure = BrokerError(.metadata, "cannot register transaction \(transaction) on \(self.name): \(error)")
             }
             for body in waiting { body(failure) }
@@ -102,7 +102,7 @@ extension Topic {
                 let offset = self.offsetOfAppended(position, numMessages: 1)
                 self.transactionBuffer.ended(transaction, committed: committed, markerPosition: position, markerOffset: offset)
                 self.transactionBuffer.trim(before: self.managedLedger.firstPosition)
-                self.transactionView.update(self.transactionBuffer)
+                self.transactionStateChanged()
                 self.logger.debug("transaction.ended-on-topic", metadata: [
                     "topic": "\(self.name)", "transaction": "\(transaction)", "committed": "\(committed)",
                 ])
@@ -212,6 +212,20 @@ extension Topic {
     package var transactionState: TransactionBufferState {
         eventLoop.preconditionInEventLoop()
         return transactionBuffer
+    }
+
+    /// From any thread: the transaction state as of the last change, nil when the topic has no
+    /// ongoing or aborted transaction (a Kafka fetch reads it without hopping to the loop).
+    package var publishedTransactionState: TransactionBufferState? {
+        transactionStatePublished.withLockedValue { $0 }
+    }
+
+    /// The buffer changed: what subscriptions and other threads read of it follows.
+    func transactionStateChanged() {
+        transactionView.update(transactionBuffer)
+        let state = transactionBuffer
+        let empty = state.ongoing.isEmpty && state.aborted.isEmpty
+        transactionStatePublished.withLockedValue { $0 = empty ? nil : state }
     }
 
     /// Whether the transaction `id` was aborted here (its entries are never delivered).

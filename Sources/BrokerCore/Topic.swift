@@ -2,6 +2,7 @@ import ManagedLedger
 import LedgerStorage
 import Logging
 import Metadata
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// What a SUBSCRIBE asks for, protocol-neutral.
@@ -177,6 +178,7 @@ public final class Topic: ProducerAccessHost, @unchecked Sendable {
     var transactionBufferWrites: EventLoopFuture<Void>?
     var transactionAckWrites: [String: EventLoopFuture<Void>] = [:]
     var transactionMarkerCodec: (any TransactionMarkerCodec)?
+    let transactionStatePublished = NIOLockedValueBox<TransactionBufferState?>(nil)
 
     init(
         name: TopicName, eventLoop: any EventLoop, managedLedger: ManagedLedger, store: any LedgerClient,

@@ -399,13 +399,15 @@ extension KafkaApiHandler {
     private func read(
         _ topic: Topic, index: Int32, from offset: Int64, maxBytes: Int, committedOnly: Bool, allocator: ByteBufferAllocator
     ) async -> (FetchResponse.Partition, Int, Bool) {
-        guard let bounds = await topic.offsetBounds(),
-              let transactions = try? await topic.eventLoop.submit({ topic.transactionState }).get()
-        else {
+        guard let bounds = await topic.offsetBounds() else {
             return (FetchResponse.Partition(index: index, errorCode: .leaderNotAvailable, highWatermark: -1, logStartOffset: -1, records: nil), 0, false)
         }
         var answer = FetchResponse.Partition(
             index: index, errorCode: .none, highWatermark: bounds.next, logStartOffset: bounds.first, records: nil)
+        // The transaction state as last published (no hop: most topics have none), read after the
+        // bounds: a transaction it does not show registered after them, so its entries all come at
+        // or after `bounds.next`, where read_committed stops.
+        let transactions = topic.publishedTransactionState ?? TransactionBufferState()
         let stable = min(transactions.stableOffset ?? bounds.next, bounds.next)
         answer.lastStableOffset = stable
         guard offset >= bounds.first, offset <= bounds.next else {
@@ -423,7 +425,7 @@ extension KafkaApiHandler {
         var next = firstOffset
         for (entryPosition, entry) in entries {
             if records.readableBytes >= maxBytes { break }
-            if committedOnly, let limit = transactions.readLimit, entryPosition >= limit { break }
+            if committedOnly, next >= end || transactions.readLimit.map({ entryPosition >= $0 }) == true { break }
             defer { next += Int64(max(entry.attributes.numMessages, 1)) }
             if committedOnly, let transaction = entry.attributes.transactionID, aborted.contains(transaction),
                PartitionProducers.identity(ofProducerName: entry.attributes.producerName) == nil
@@ -527,7 +529,7 @@ extension KafkaApiHandler {
         case ListOffsetsRequest.latest:
             // read_committed: the last stable offset.
             var latest = bounds.next
-            if committedOnly, let stable = try? await topic.eventLoop.submit({ topic.transactionState.stableOffset }).get() {
+            if committedOnly, let stable = topic.publishedTransactionState?.stableOffset {
                 latest = min(latest, stable)
             }
             return ListOffsetsResponse.Partition(index: index, errorCode: .none, offset: latest)

@@ -253,10 +253,13 @@ actor RecordingParticipants: TransactionParticipants {
         let t1 = TransactionID(mostBits: 0, leastBits: 1)
         let t2 = TransactionID(mostBits: 0, leastBits: 2)
         try await publish(topic, "before")
+        #expect(topic.publishedTransactionState == nil)
         try await publish(topic, "t1", in: t1)
         try await publish(topic, "after")
         try await settle()
         #expect(sink.deliveries.map(\.body) == ["before"])
+        // What other threads read (a Kafka fetch) follows the buffer.
+        #expect(topic.publishedTransactionState?.ongoing.map(\.id) == [t1])
         try await end(topic, t1, committed: true)
         try await settle()
         #expect(sink.deliveries.map(\.body) == ["before", "t1", "after"])
