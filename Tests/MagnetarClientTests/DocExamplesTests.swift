@@ -73,6 +73,14 @@ import Testing
         }
     }
 
+    func transactionExample(client: PulsarClient, producer: Producer, consumer: Consumer) async throws {
+        let transaction = try await client.newTransaction(timeout: .seconds(30))
+        let message = try await consumer.receive()
+        _ = try await producer.send(ByteBuffer(string: "result"), transaction: transaction)
+        try await consumer.acknowledge(message, transaction: transaction)
+        try await transaction.commit()          // or abort(): the send is never delivered, the message comes again
+    }
+
     @Test func examplesCompile() {
         // Compiling this file is the test.
         #expect(CompressionType(name: "zstd") == .zstd)
